@@ -1,0 +1,1 @@
+"""The paper gateway: an offline TWS API server that replays real market data and fills orders."""
