@@ -11,7 +11,7 @@ import math
 import struct
 
 SERVER_VERSION = 178
-MIN_CLIENT_VERSION = 100  # the oldest ibapi handshake we accept (ibapi 10.x asks v100..)
+MIN_CLIENT_VERSION = 157  # oldest version served (ib_async's floor); message layouts are 178's
 
 UNSET_INT = 2147483647
 UNSET_LONG = 9223372036854775807

@@ -1,0 +1,235 @@
+"""The paper gateway's TWS API server: client registry, request dispatch, contract details.
+
+Runs on one asyncio event loop, so every piece of gateway state (market subscriptions, the broker,
+accounts) is touched by one thread only and needs no locks. Services own their concern:
+``MarketDataService`` (quotes, tick-by-tick, streaming loop), ``HistoryService`` (bars, pacing),
+``OrderDesk`` (orders, executions) and ``AccountDesk`` (positions, account values, P&L).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from ibapi.contract import Contract
+
+from . import messages, requests, wire
+from .account_desk import AccountDesk
+from .broker import Broker
+from .connection import ClientConnection
+from .historical import HistoryService
+from .market import Instrument, Market
+from .marketdata import MarketDataService
+from .order_desk import OrderDesk
+
+log = logging.getLogger(__name__)
+
+MAX_CLIENTS = 32
+
+# TWS's farm notices after START_API: informational, reqId -1.
+FARM_NOTICES = (
+    (2104, "Market data farm connection is OK:usfarm"),
+    (2106, "HMDS data farm connection is OK:ushmds"),
+    (2158, "Sec-def data farm connection is OK:secdefnj"),
+)
+
+CONNECTIVITY_TEXT = {
+    1100: "Connectivity between IB and Trader Workstation has been lost.",
+    1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
+    1102: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
+}
+
+
+@dataclass
+class GatewayConfig:
+    """Everything that shapes one paper gateway. Units: seconds of real time unless said."""
+
+    host: str = "127.0.0.1"
+    port: int = 4002
+    accounts: tuple[str, ...] = ("DU1234567",)
+    seed: int = 1
+    speed: float = 1.0                 # replayed seconds per real second; 0 freezes the clock
+    start: object = None               # replay start (datetime, UTC); None = now
+    synthetic: int = 0                 # SIM0001.. instruments (up to 2000)
+    max_lines: int = 100               # market data lines per client (error 101 beyond)
+    max_rate: int = 50                 # client messages per second (error 100 beyond)
+    stream_interval: float = 0.1       # how often quotes are re-read and changes sent
+    account_interval: float = 3.0      # how often subscribed account values and P&L are re-sent
+    starting_cash: float = 1_000_000.0
+    allow_remote: bool = False         # bind a non-loopback address only when asked explicitly
+    firehose: bool = False             # benchmarks: send quote changes as fast as the socket takes them
+
+
+class PaperServer:
+    """The gateway itself. Create, then ``await start()`` on an event loop; ``await stop()`` ends it."""
+
+    def __init__(self, config: GatewayConfig):
+        self.config = config
+        self.market = Market(seed=config.seed, speed=config.speed, start=config.start,
+                             synthetic=config.synthetic)
+        self.broker = Broker(list(config.accounts), quote=self.market.quote, now=self.market.now,
+                             starting_cash=config.starting_cash)
+        self.connections: set[ClientConnection] = set()
+        self.clients: dict[int, ClientConnection] = {}
+        self.marketdata = MarketDataService(self)
+        self.history = HistoryService(self)
+        self.orders = OrderDesk(self)
+        self.accounts = AccountDesk(self)
+        self.answer_delay = 0.0
+        self._refuse_until = 0.0
+        self._server: asyncio.base_events.Server | None = None
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._handlers = self._handler_table()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ClientConnection(self), self.config.host,
+                                                self.config.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks = [asyncio.create_task(self.marketdata.run(), name="paper-stream"),
+                       asyncio.create_task(self.accounts.run(), name="paper-accounts")]
+        log.info("paper gateway listening on %s:%d", self.config.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def refusing(self) -> bool:
+        return asyncio.get_running_loop().time() < self._refuse_until
+
+    # --- connection events ------------------------------------------------------------------------
+    def on_start_api(self, conn: ClientConnection, client_id: int, capabilities: str) -> None:
+        if client_id in self.clients and self.clients[client_id].state != "closed":
+            self.send_error(conn, -1, 326, "Unable to connect as the client id is already in use. "
+                                           "Retry with a unique client id.")
+            conn.close()
+            return
+        if len(self.clients) >= MAX_CLIENTS:
+            log.warning("refusing client %d: %d clients already connected", client_id, MAX_CLIENTS)
+            self.send_error(conn, -1, 100, f"Max number of API clients ({MAX_CLIENTS}) reached")
+            conn.close()
+            return
+        conn.client_id = client_id
+        conn.max_rate = self.config.max_rate
+        conn.state = "started"
+        self.clients[client_id] = conn
+        conn.send(messages.managed_accounts(list(self.config.accounts)))
+        conn.send(messages.next_valid_id(self.orders.next_valid_id(client_id)))
+        for code, text in FARM_NOTICES:
+            self.send_error(conn, -1, code, text)
+        log.info("client %d connected from %s (version %d)", client_id, conn.peer, conn.client_version)
+
+    def on_disconnect(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if conn.client_id is not None and self.clients.get(conn.client_id) is conn:
+            del self.clients[conn.client_id]
+            log.info("client %d disconnected", conn.client_id)
+        self.marketdata.drop_connection(conn)
+        self.history.drop_connection(conn)
+        self.accounts.drop_connection(conn)
+
+    # --- dispatch ---------------------------------------------------------------------------------
+    def _handler_table(self):
+        md, hist, od, acct = self.marketdata, self.history, self.orders, self.accounts
+        return {
+            1: md.req_mkt_data, 2: md.cancel_mkt_data, 59: md.req_market_data_type,
+            97: md.req_tick_by_tick, 98: md.cancel_tick_by_tick,
+            20: hist.req_historical_data, 25: hist.cancel_historical_data, 87: hist.req_head_timestamp,
+            3: od.place_order, 4: od.cancel_order, 58: od.global_cancel, 5: od.req_open_orders,
+            16: od.req_all_open_orders, 15: od.req_auto_open_orders, 99: od.req_completed_orders,
+            7: od.req_executions, 8: od.req_ids,
+            61: acct.req_positions, 64: acct.cancel_positions, 62: acct.req_account_summary,
+            63: acct.cancel_account_summary, 6: acct.req_account_updates, 76: acct.req_account_updates_multi,
+            77: acct.cancel_account_updates_multi, 74: acct.req_positions_multi,
+            75: acct.cancel_positions_multi, 92: acct.req_pnl,
+            93: acct.cancel_pnl, 94: acct.req_pnl_single, 95: acct.cancel_pnl_single,
+            9: self.req_contract_details, 49: self.req_current_time,
+        }
+
+    def dispatch(self, conn: ClientConnection, msg_id: int, fields: wire.Fields) -> None:
+        handler = self._handlers.get(msg_id)
+        if handler is None:
+            log.info("client %s: message %d is not supported by the paper gateway; ignored",
+                     conn.client_id, msg_id)
+            return
+        if self.answer_delay > 0:
+            # Fault: answer late, in arrival order.
+            asyncio.get_running_loop().call_later(self.answer_delay, self._run, handler, conn, msg_id, fields)
+        else:
+            self._run(handler, conn, msg_id, fields)
+
+    def _run(self, handler, conn, msg_id, fields) -> None:
+        if conn.state == "closed":
+            return
+        try:
+            handler(conn, fields)
+        except wire.ProtocolError as exc:
+            log.warning("client %s: malformed message %d: %s", conn.client_id, msg_id, exc)
+            self.send_error(conn, -1, 320, f"Error reading request: {exc}")
+        except Exception:  # a gateway bug must not take the connection down silently
+            log.exception("client %s: error handling message %d", conn.client_id, msg_id)
+            self.send_error(conn, -1, 320, f"Error reading request: message {msg_id} could not be handled")
+
+    # --- shared helpers ---------------------------------------------------------------------------
+    def send_error(self, conn: ClientConnection, req_id: int, code: int, text: str) -> None:
+        conn.send(messages.error(req_id, code, text))
+
+    def resolve(self, conn: ClientConnection, req_id: int, contract: Contract) -> Instrument | None:
+        """The one instrument a request names, or None after sending IB's error 200."""
+        found = self.market.lookup(contract)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            self.send_error(conn, req_id, 200, "No security definition has been found for the request")
+        else:
+            self.send_error(conn, req_id, 200, f"The contract description specified for {contract.symbol} "
+                                               f"is ambiguous.")
+        return None
+
+    def broadcast(self, data: bytes) -> None:
+        for conn in list(self.clients.values()):
+            conn.send(data)
+
+    # --- simple requests --------------------------------------------------------------------------
+    def req_contract_details(self, conn: ClientConnection, fields: wire.Fields) -> None:
+        req = requests.req_contract_details(fields)
+        found = self.market.lookup(req.contract)
+        if not found:
+            self.send_error(conn, req.req_id, 200, "No security definition has been found for the request")
+            return
+        for inst in found:
+            conn.send(messages.contract_data(req.req_id, inst.details))
+        conn.send(messages.contract_data_end(req.req_id))
+
+    def req_current_time(self, conn: ClientConnection, fields: wire.Fields) -> None:
+        conn.send(messages.current_time(int(self.market.now().timestamp())))
+
+    # --- faults -----------------------------------------------------------------------------------
+    def drop_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()
+
+    def refuse_for(self, seconds: float) -> None:
+        self._refuse_until = asyncio.get_running_loop().time() + seconds
+
+    def connectivity(self, code: int) -> None:
+        """Send 1100, 1101 or 1102 to every client; 1101 (data lost) also drops market data lines."""
+        self.broadcast(messages.error(-1, code, CONNECTIVITY_TEXT[code]))
+        if code == 1101:
+            self.marketdata.drop_all_subscriptions()
+            self.history.drop_all_subscriptions()

@@ -1,0 +1,45 @@
+"""Shared fixtures: a real paper gateway on a free loopback port and real ibapi clients against it."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from addin.paper import PaperGateway
+
+from .ibclient import IBTestClient
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+_client_ids = itertools.count(11)
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    """One paper gateway per test module (fast stream interval so tests see ticks quickly)."""
+    with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gw:
+        yield gw
+
+
+@pytest.fixture
+def ib(gateway):
+    """A connected ibapi client with a fresh clientId; disconnected after the test."""
+    client = IBTestClient().start(gateway.port, next(_client_ids))
+    yield client
+    client.stop()
+
+
+@pytest.fixture
+def new_client(gateway):
+    """Factory for more connected ibapi clients in one test."""
+    made = []
+
+    def make(client_id=None):
+        c = IBTestClient().start(gateway.port, client_id if client_id is not None else next(_client_ids))
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
