@@ -29,6 +29,7 @@ max bid = Mt, min ask = mt, max ask = Mt + sp, min bid = mt - sp (from second 1 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,31 +245,98 @@ class _Skeleton:
         return _Skeleton(*(getattr(self, f)[1:] for f in self.__dataclass_fields__))
 
 
-_WARP_CELLS = 64
+_WARP_CELLS = 32
 SALT_WARP = 31
 SALT_DIP = 41
 
 
-def _warp(key: np.ndarray, run: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """A seeded monotone map of [0, 1] onto itself, per element (F(0) = 0, F(1) = 1).
+def _warp(key: np.ndarray, run: np.ndarray, *us: np.ndarray) -> list[np.ndarray]:
+    """A seeded monotone map of [0, 1] onto itself (F(0) = 0, F(1) = 1), evaluated at each array of
+    ``us``, per element.
 
-    Its derivative (the speed of a trend) is piecewise linear between 65 knots with random values
+    Its derivative (the speed of a trend) is piecewise linear between 33 knots with random values
     0.05 + U^3 (bursty), so a trend advances in spurts and pauses instead of in a straight line.
-    key: leaf keys (E,) or (1,); run: 0 or 1 (which of the leaf's two trend runs); u in [0, 1]."""
+    key: leaf keys (E,) or one key (1,); run: 0 or 1 per element (which of the leaf's two trend runs
+    the map is for)."""
     G = _WARP_CELLS
-    k = np.asarray(key, dtype=np.uint64).reshape(-1, 1)
     knots = np.arange(G + 1, dtype=np.int64)[None, :]
-    x = u * G
-    i = np.clip(np.floor(x).astype(np.int64), 0, G - 1)
-    t = x - i
-    out = np.zeros(u.shape)
-    for r in (0, 1):
-        d = 0.05 + unit01(mix(k ^ U64(SALT_WARP + r), knots)) ** 3                   # (E|1, G+1)
-        area = np.concatenate([np.zeros((len(d), 1)), np.cumsum((d[:, :-1] + d[:, 1:]) / 2, axis=1)], axis=1)
-        row = np.zeros_like(i) if len(d) == 1 else np.arange(len(i))
+    key = np.asarray(key, dtype=np.uint64)
+    if key.size == 1:   # one leaf: a table per run, rows picked by run
+        salted = (key.reshape(1) ^ U64(SALT_WARP)) + np.arange(2, dtype=np.uint64)
+        row = run.astype(np.int64)
+    else:               # one leaf per element: each element's own table
+        salted = (key ^ U64(SALT_WARP)) + run.astype(np.uint64)
+        row = np.arange(len(key))
+    d = 0.05 + unit01(mix(salted.reshape(-1, 1), knots)) ** 3                          # (R, G+1)
+    area = np.concatenate([np.zeros((len(d), 1)), np.cumsum((d[:, :-1] + d[:, 1:]) / 2, axis=1)], axis=1)
+    total = area[row, G]
+    out = []
+    for u in us:
+        x = u * G
+        i = np.clip(np.floor(x).astype(np.int64), 0, G - 1)
+        t = x - i
         d0, d1 = d[row, i], d[row, i + 1]
-        out = np.where(run == r, (area[row, i] + d0 * t + (d1 - d0) * t * t / 2) / area[row, G], out)
-    return np.minimum(out, 1.0)
+        out.append(np.minimum((area[row, i] + d0 * t + (d1 - d0) * t * t / 2) / total, 1.0))
+    return out
+
+
+def _geometry(lf: Leaf) -> dict:
+    """Per leaf: the order of the anchors and where segment 1 crosses the open (float ticks)."""
+    up = lf.ih < lf.il                                   # the high comes first
+    A = np.where(up, lf.h, lf.l).astype(np.float64)
+    Bv = np.where(up, lf.l, lf.h).astype(np.float64)
+    a = np.minimum(lf.ih, lf.il)
+    b = np.maximum(lf.ih, lf.il)
+    o = lf.o.astype(np.float64)
+    cross = a + (o - A) / np.where(Bv == A, 1.0, Bv - A) * (b - a)
+    return dict(up=up, a=a, b=b, A=A, Bv=Bv, o=o, c=lf.c.astype(np.float64), hi=lf.h.astype(np.float64),
+                lo=lf.l.astype(np.float64), n=lf.n, cross=cross)
+
+
+def _run_fields(lf: Leaf, g: dict, s: np.ndarray, run0: np.ndarray) -> dict:
+    """Skeleton fields of seconds inside a trend run (run0: the run of segment 0, else segment 1's)."""
+    r0 = np.where(run0, 1.0, g["cross"])
+    r1 = np.where(run0, g["a"], g["b"]).astype(np.float64)
+    v1 = np.where(run0, g["A"], g["Bv"])
+    o = g["o"]
+    sign = np.where(v1 >= o, 1, -1)
+    w0, w1 = sign * o, sign * v1
+    other = np.where(run0, sign * o, sign * g["A"])   # the opposite envelope: O, then the first anchor
+    K = np.clip(np.rint((r1 - r0) / RECORD_SPACING), 1, np.maximum(w1 - w0, 1))
+    step = np.maximum(r1 - r0, _EPS) / K
+    x = (s - r0) / step
+    k = np.clip(np.floor(x), 0, K - 1)
+    frac = x - k
+    rid = np.where(run0, 0, 1)
+    if lf.key.size == 1 and np.size(K) == 1 and np.size(rid) and (rid == rid.flat[0]).all():
+        # one leaf, one run: the map at the K+1 record points once, then gathered (same numbers)
+        Ks = float(np.asarray(K).flat[0])
+        (F,) = _warp(lf.key, np.full(int(Ks) + 1, rid.flat[0]), np.arange(int(Ks) + 1) / Ks)
+        ki = k.astype(np.int64)
+        F0, F1 = F[ki], F[ki + 1]
+    else:
+        F0, F1 = _warp(lf.key, rid, k / K, (k + 1) / K)
+    lev0 = np.floor(w0 + (w1 - w0) * F0 + _EPS)
+    lev1 = np.floor(w0 + (w1 - w0) * F1 + _EPS)
+    climbing = frac > 1.0 - CLIMB
+    top = np.where(climbing, lev0 + np.floor((lev1 - lev0) * (frac - (1.0 - CLIMB)) / CLIMB + _EPS), lev0)
+    top = np.where(s < r0, w0, top)
+    return dict(Mt=np.where(sign > 0, top, -other), mt=np.where(sign > 0, other, -top), sign=sign,
+                level=lev0, other=other, climbing=climbing, u=np.clip(frac / (1.0 - CLIMB), 0.0, 1.0),
+                dip_len=step * (1.0 - CLIMB), record=k + 10000 * rid)
+
+
+def _free_fields(g: dict, s: np.ndarray, seg2: np.ndarray) -> dict:
+    """Skeleton fields of seconds in a free stretch (seg2: segment 2, else segment 1 before O)."""
+    a, b, A, Bv = g["a"], g["b"], g["A"], g["Bv"]
+    B = np.where(seg2, Bv + (g["c"] - Bv) / (g["n"] - 1 - b) * (s - b), A + (Bv - A) / (b - a) * (s - a))
+    return dict(B=B, Mt=np.where(seg2, g["hi"], np.where(g["up"], g["hi"], g["o"])),
+                mt=np.where(seg2, g["lo"], np.where(g["up"], g["o"], g["lo"])),
+                f0=np.where(seg2, b, a).astype(np.float64), f1=np.where(seg2, g["n"] - 1, g["cross"]))
+
+
+_RUN_KEYS = ("sign", "level", "other", "climbing", "u", "dip_len", "record")
+_FREE_KEYS = ("B", "f0", "f1")
 
 
 def _skeleton(lf: Leaf, s: np.ndarray) -> _Skeleton:
@@ -278,51 +346,45 @@ def _skeleton(lf: Leaf, s: np.ndarray) -> _Skeleton:
     free while it is on the first anchor's side of O (linear base), then a trend run from where it
     crosses O. Segment 2, to (n-1, C), is free. A trend run of length T reaches K = T / 300 s records
     (at most one per tick), at equal spacing, at levels along a warped path (uneven steps); between
-    two records it pulls back and then climbs monotonically (the last 30% of the spacing) to the next."""
-    up = lf.ih < lf.il                                   # the high comes first
-    a = np.minimum(lf.ih, lf.il)
-    b = np.maximum(lf.ih, lf.il)
-    A = np.where(up, lf.h, lf.l).astype(np.float64)
-    Bv = np.where(up, lf.l, lf.h).astype(np.float64)
-    o, c, hi, lo = (x.astype(np.float64) for x in (lf.o, lf.c, lf.h, lf.l))
-    seg = np.where(s <= a, 0, np.where(s <= b, 1, 2))
-    cross = a + (o - A) / np.where(Bv == A, 1.0, Bv - A) * (b - a)     # where segment 1 passes O
+    two records it pulls back and then climbs monotonically (the last 30% of the spacing) to the next.
+
+    One leaf at sorted seconds (the range case) is done stretch by stretch, computing only what each
+    stretch needs; the arithmetic per element is the same, so the numbers are identical."""
+    g = _geometry(lf)
+    if lf.key.size == 1 and len(s) > 64:
+        return _skeleton_sorted(lf, g, s)
+    seg = np.where(s <= g["a"], 0, np.where(s <= g["b"], 1, 2))
     run0 = seg == 0
-    run = run0 | ((seg == 1) & (s > cross))
+    run = run0 | ((seg == 1) & (s > g["cross"]))
+    r = _run_fields(lf, g, s, run0)
+    f = _free_fields(g, s, seg == 2)
+    return _Skeleton(np.where(run, r["Mt"], f["Mt"]).astype(np.int64),
+                     np.where(run, r["mt"], f["mt"]).astype(np.int64), run,
+                     *(r[k] for k in _RUN_KEYS), *(f[k] for k in _FREE_KEYS))
 
-    # trend runs, in oriented ticks (rising)
-    r0 = np.where(run0, 1.0, cross)
-    r1 = np.where(run0, a, b).astype(np.float64)
-    v1 = np.where(run0, A, Bv)
-    sign = np.where(v1 >= o, 1, -1)
-    w0, w1 = sign * o, sign * v1
-    # the opposite envelope during a run: O during segment 0, the first anchor during segment 1
-    other = np.where(run0, sign * o, sign * A)
-    K = np.clip(np.rint((r1 - r0) / RECORD_SPACING), 1, np.maximum(w1 - w0, 1))
-    step = np.maximum(r1 - r0, _EPS) / K
-    x = (s - r0) / step
-    k = np.clip(np.floor(x), 0, K - 1)
-    frac = x - k
-    rid = np.where(run0, 0, 1)
-    lev0 = np.floor(w0 + (w1 - w0) * _warp(lf.key, rid, k / K) + _EPS)
-    lev1 = np.floor(w0 + (w1 - w0) * _warp(lf.key, rid, (k + 1) / K) + _EPS)
-    climbing = frac > 1.0 - CLIMB
-    top = np.where(climbing, lev0 + np.floor((lev1 - lev0) * (frac - (1.0 - CLIMB)) / CLIMB + _EPS), lev0)
-    top = np.where(s < r0, w0, top)
-    run_hi = np.where(sign > 0, top, -other)
-    run_lo = np.where(sign > 0, other, -top)
 
-    # free stretches: linear base; envelopes are constants there
-    B = np.where(seg == 1, A + (Bv - A) / (b - a) * (s - a), Bv + (c - Bv) / (lf.n - 1 - b) * (s - b))
-    free_hi = np.where(seg == 2, hi, np.where(up, hi, o))
-    free_lo = np.where(seg == 2, lo, np.where(up, o, lo))
-    Mt = np.where(run, run_hi, free_hi).astype(np.int64)
-    mt = np.where(run, run_lo, free_lo).astype(np.int64)
-    f0 = np.where(seg == 2, b, a).astype(np.float64)
-    f1 = np.where(seg == 2, lf.n - 1, cross).astype(np.float64)
-    return _Skeleton(Mt, mt, run, sign, lev0.astype(np.int64), other.astype(np.int64), climbing,
-                     np.clip(frac / (1.0 - CLIMB), 0.0, 1.0), step * (1.0 - CLIMB), (k + 10000 * rid).astype(np.int64),
-                     B, f0, f1)
+def _skeleton_sorted(lf: Leaf, g: dict, s: np.ndarray) -> _Skeleton:
+    a, b, cross = int(g["a"][0]), int(g["b"][0]), float(g["cross"][0])
+    # stretches: [.., a] run 0; (a, cross] free; (cross, b] run 1; (b, ..] free
+    cuts = np.searchsorted(s, [a, math.floor(cross), b], side="right")
+    parts = []
+    for lo_i, hi_i, kind in ((0, cuts[0], "run0"), (cuts[0], cuts[1], "free1"), (cuts[1], cuts[2], "run1"),
+                             (cuts[2], len(s), "free2")):
+        if hi_i <= lo_i:
+            continue
+        ss = s[lo_i:hi_i]
+        if kind.startswith("run"):
+            r = _run_fields(lf, g, ss, np.full(len(ss), kind == "run0"))
+            zero = np.zeros(len(ss))
+            parts.append((r["Mt"], r["mt"], np.ones(len(ss), bool), *(r[k] for k in _RUN_KEYS), zero, zero, zero))
+        else:
+            f = _free_fields(g, ss, np.full(len(ss), kind == "free2"))
+            zero = np.zeros(len(ss))
+            parts.append((f["Mt"], f["mt"], np.zeros(len(ss), bool), zero.astype(np.int64), zero, zero,
+                          np.zeros(len(ss), bool), zero, zero, zero.astype(np.int64), *(f[k] for k in _FREE_KEYS)))
+    cols = [np.concatenate([np.broadcast_to(p[i], (len(p[0]),)) for p in parts]) for i in range(13)]
+    cols[0], cols[1] = cols[0].astype(np.int64), cols[1].astype(np.int64)
+    return _Skeleton(*cols)
 
 
 def _core(lf: Leaf, s: np.ndarray, z: np.ndarray, sk: _Skeleton, Mt_prev: np.ndarray, mt_prev: np.ndarray) -> Path:
