@@ -314,9 +314,13 @@ class Session:
 
     def wait_for_state(self, state: str, timeout: float) -> bool:
         """Block until the session is in ``state`` (True) or ``timeout`` seconds pass (False)."""
+        return self.wait_status(lambda st: st.state == state, timeout)
+
+    def wait_status(self, predicate: Callable[[SessionStatus], bool], timeout: float) -> bool:
+        """Block until ``predicate(status)`` holds (True) or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._status.state != state:
+            while not predicate(self._status):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

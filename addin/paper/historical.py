@@ -9,6 +9,7 @@ as the live quotes). The rules (step sizes, 50 open requests, small-bar pacing) 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -46,7 +47,8 @@ class HistoryService:
     def _pacer(self, conn) -> history_rules.HistoryPacer:
         pacer = self.pacers.get(id(conn))
         if pacer is None:
-            pacer = self.pacers[id(conn)] = history_rules.HistoryPacer()
+            rate = self.server.config.pacing_clock_rate
+            pacer = self.pacers[id(conn)] = history_rules.HistoryPacer(clock=lambda: time.monotonic() * rate)
         return pacer
 
     def req_historical_data(self, conn, fields) -> None:

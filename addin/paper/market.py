@@ -550,9 +550,7 @@ def _group(starts: np.ndarray, g: np.ndarray, per: dict) -> _Agg:
     """Reduce per-part values (sorted by group index g) into one bar per group."""
     if len(g) == 0:
         return _empty_agg()
-    cut = np.flatnonzero(np.diff(g)) + 1
-    first = np.concatenate([[0], cut])
-    last = np.concatenate([cut, [len(g)]]) - 1
+    first, last = _runs_of(g)
     vol = np.add.reduceat(per["volume"], first)
     secs = np.add.reduceat(per["seconds"].astype(np.float64), first)
     wsum = np.add.reduceat(per["wap"] * per["volume"], first)
@@ -586,49 +584,50 @@ class _Tape:
 
 
 def _fine(inst: Instrument, starts: np.ndarray, ends: np.ndarray, what: str) -> _Agg:
-    """Bars finer than the real ones: generate the seconds of each window and reduce them."""
-    parts = []
-    for tape in _tapes(inst, int(starts[0]), int(ends[-1]), windows=(starts, ends)):
-        g = np.searchsorted(starts, tape.t, side="right") - 1
-        ok = (g >= 0) & (tape.t < ends[np.maximum(g, 0)])
-        if not ok.any():
-            continue
-        g = g[ok]
-        sel = {"price": tape.price, "bid": tape.bid, "ask": tape.ask}
-        series = {"TRADES": tape.price, "BID": tape.bid, "ASK": tape.ask, "BID_ASK": tape.ask,
-                  "MIDPOINT": (tape.bid + tape.ask) // 2}[what][ok]
-        low_series = tape.bid[ok] if what == "BID_ASK" else series
-        size = tape.size[ok]
-        cut = np.flatnonzero(np.diff(g)) + 1
-        first = np.concatenate([[0], cut])
-        last = np.concatenate([cut, [len(g)]]) - 1
-        price = sel["price"][ok].astype(np.float64)
-        vol = np.add.reduceat(size, first)
-        secs = np.diff(np.append(first, len(g))).astype(np.float64)
-        parts.append(dict(
-            g=g[first], o=series[first], h=np.maximum.reduceat(series, first),
-            l=np.minimum.reduceat(low_series, first), c=series[last], volume=vol,
-            count=np.add.reduceat((size > 0).astype(np.int64), first),
-            wapsum=np.add.reduceat(price * size, first), seconds=secs,
-            bidsum=np.add.reduceat(tape.bid[ok].astype(np.float64), first),
-            asksum=np.add.reduceat(tape.ask[ok].astype(np.float64), first)))
+    """Bars finer than the leaves: generate the seconds inside the bar windows and reduce them."""
+    parts = [_reduce_tape(tape, starts, ends, what)
+             for tape in _tapes(inst, int(starts[0]), int(ends[-1]), windows=(starts, ends))]
+    parts = [p for p in parts if p is not None]
     if not parts:
         return _empty_agg()
     p = {k: np.concatenate([x[k] for x in parts]) for k in parts[0]}
     # Windows never straddle two leaves (both align to local days / hours), but merge to be safe.
-    g = p["g"]
-    cut = np.flatnonzero(np.diff(g)) + 1
-    first = np.concatenate([[0], cut])
-    last = np.concatenate([cut, [len(g)]]) - 1
+    first, last = _runs_of(p["g"])
     vol = np.add.reduceat(p["volume"], first)
     secs = np.add.reduceat(p["seconds"], first)
-    agg = _Agg(starts[g[first]], p["o"][first], np.maximum.reduceat(p["h"], first),
+    agg = _Agg(starts[p["g"][first]], p["o"][first], np.maximum.reduceat(p["h"], first),
                np.minimum.reduceat(p["l"], first), p["c"][last], vol, np.add.reduceat(p["count"], first),
                np.add.reduceat(p["wapsum"], first) / np.maximum(vol, 1),
                np.add.reduceat(p["bidsum"], first) / secs, np.add.reduceat(p["asksum"], first) / secs)
     if what == "BID_ASK":
         agg.o, agg.c = agg.avg_bid, agg.avg_ask
     return agg
+
+
+def _runs_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last index of each run of equal values in a sorted group-index array."""
+    cut = np.flatnonzero(np.diff(g)) + 1
+    return np.concatenate([[0], cut]), np.concatenate([cut, [len(g)]]) - 1
+
+
+def _reduce_tape(tape: "_Tape", starts: np.ndarray, ends: np.ndarray, what: str) -> dict | None:
+    """One leaf's seconds reduced per bar window: o/h/l/c of the series ``what`` shows (BID_ASK: max
+    ask and min bid; its averages come from bidsum/asksum), volume, trade count, sum of price * size."""
+    g = np.searchsorted(starts, tape.t, side="right") - 1
+    ok = (g >= 0) & (tape.t < ends[np.maximum(g, 0)])
+    if not ok.any():
+        return None
+    g, bid, ask, price, size = g[ok], tape.bid[ok], tape.ask[ok], tape.price[ok], tape.size[ok]
+    shown = {"TRADES": price, "BID": bid, "ASK": ask, "BID_ASK": ask, "MIDPOINT": (bid + ask) // 2}[what]
+    low = bid if what == "BID_ASK" else shown
+    first, last = _runs_of(g)
+    return dict(g=g[first], o=shown[first], h=np.maximum.reduceat(shown, first),
+                l=np.minimum.reduceat(low, first), c=shown[last], volume=np.add.reduceat(size, first),
+                count=np.add.reduceat((size > 0).astype(np.int64), first),
+                wapsum=np.add.reduceat(price.astype(np.float64) * size, first),
+                seconds=np.diff(np.append(first, len(g))).astype(np.float64),
+                bidsum=np.add.reduceat(bid.astype(np.float64), first),
+                asksum=np.add.reduceat(ask.astype(np.float64), first))
 
 
 def _windows_runs(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
@@ -668,7 +667,7 @@ def _leaf_spans(inst: Instrument, e0: int, e1: int):
 def _tapes(inst: Instrument, e0: int, e1: int, windows=None, session: bool = False):
     """Generated seconds over [e0, e1) leaf by leaf (only inside ``windows`` runs when given)."""
     runs = _windows_runs(*windows) if windows is not None else [(e0, e1)]
-    feed, sp = inst.feed, inst.feed.spread
+    sp = inst.feed.spread
     for leaf, ls, (V, n_bar, off, m) in _leaf_spans(inst, e0, e1):
         le = ls + int(leaf.n[0])
         for r0, r1 in runs:

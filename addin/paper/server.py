@@ -59,6 +59,9 @@ class GatewayConfig:
     starting_cash: float = 1_000_000.0
     allow_remote: bool = False         # bind a non-loopback address only when asked explicitly
     firehose: bool = False             # benchmarks: send quote changes as fast as the socket takes them
+    # Historical pacing windows run this many times faster than real time (tests only: 100 makes
+    # IB's 10-minute window last 6 s). The rules themselves are unchanged.
+    pacing_clock_rate: float = 1.0
 
 
 class PaperServer:

@@ -216,35 +216,6 @@ class Path:
     at_bid: np.ndarray
 
 
-@dataclass
-class _Skeleton:
-    """What the anchors imply at seconds s (arrays of one shape).
-
-    Mt, mt: the leaf's high and low so far (int64 ticks). run: s is in a trend run, rising (sign +1)
-    or falling (-1); for runs, in oriented ticks (multiplied by sign): level = the last record,
-    other = the opposite envelope, climbing = s is in a record's final climb, u / dip_len = position
-    in and length of the pull-back before it, record = which record (seeds the pull-back's size). For free stretches: B, the linear base (float ticks),
-    and [f0, f1] the stretch."""
-
-    Mt: np.ndarray
-    mt: np.ndarray
-    run: np.ndarray
-    sign: np.ndarray
-    level: np.ndarray
-    other: np.ndarray
-    climbing: np.ndarray
-    u: np.ndarray
-    dip_len: np.ndarray
-    record: np.ndarray
-    B: np.ndarray
-    f0: np.ndarray
-    f1: np.ndarray
-
-    def tail(self) -> "_Skeleton":
-        """Drop the first element (the second before the first one asked for)."""
-        return _Skeleton(*(getattr(self, f)[1:] for f in self.__dataclass_fields__))
-
-
 _WARP_CELLS = 32
 SALT_WARP = 31
 SALT_DIP = 41
@@ -308,9 +279,9 @@ def _run_fields(lf: Leaf, g: dict, s: np.ndarray, run0: np.ndarray) -> dict:
     k = np.clip(np.floor(x), 0, K - 1)
     frac = x - k
     rid = np.where(run0, 0, 1)
-    if lf.key.size == 1 and np.size(K) == 1 and np.size(rid) and (rid == rid.flat[0]).all():
+    if lf.key.size == 1 and rid.size and (rid == rid.flat[0]).all():
         # one leaf, one run: the map at the K+1 record points once, then gathered (same numbers)
-        Ks = float(np.asarray(K).flat[0])
+        Ks = float(K.flat[0])
         (F,) = _warp(lf.key, np.full(int(Ks) + 1, rid.flat[0]), np.arange(int(Ks) + 1) / Ks)
         ki = k.astype(np.int64)
         F0, F1 = F[ki], F[ki + 1]
@@ -335,81 +306,36 @@ def _free_fields(g: dict, s: np.ndarray, seg2: np.ndarray) -> dict:
                 f0=np.where(seg2, b, a).astype(np.float64), f1=np.where(seg2, g["n"] - 1, g["cross"]))
 
 
-_RUN_KEYS = ("sign", "level", "other", "climbing", "u", "dip_len", "record")
-_FREE_KEYS = ("B", "f0", "f1")
-
-
-def _skeleton(lf: Leaf, s: np.ndarray) -> _Skeleton:
-    """The anchors' skeleton at seconds s (see the module doc).
-
-    Segment 0, from (1, O) to the first of H/L, is a trend run. Segment 1 runs to the second anchor:
-    free while it is on the first anchor's side of O (linear base), then a trend run from where it
-    crosses O. Segment 2, to (n-1, C), is free. A trend run of length T reaches K = T / 300 s records
-    (at most one per tick), at equal spacing, at levels along a warped path (uneven steps); between
-    two records it pulls back and then climbs monotonically (the last 30% of the spacing) to the next.
-
-    One leaf at sorted seconds (the range case) is done stretch by stretch, computing only what each
-    stretch needs; the arithmetic per element is the same, so the numbers are identical."""
-    g = _geometry(lf)
-    if lf.key.size == 1 and len(s) > 64:
-        return _skeleton_sorted(lf, g, s)
+def _stretch_of(g: dict, s: np.ndarray) -> np.ndarray:
+    """Stretch index per second: 0 run of segment 0, 1 free part of segment 1, 2 its run, 3 segment 2."""
     seg = np.where(s <= g["a"], 0, np.where(s <= g["b"], 1, 2))
-    run0 = seg == 0
-    run = run0 | ((seg == 1) & (s > g["cross"]))
-    r = _run_fields(lf, g, s, run0)
-    f = _free_fields(g, s, seg == 2)
-    return _Skeleton(np.where(run, r["Mt"], f["Mt"]).astype(np.int64),
-                     np.where(run, r["mt"], f["mt"]).astype(np.int64), run,
-                     *(r[k] for k in _RUN_KEYS), *(f[k] for k in _FREE_KEYS))
+    return np.where(seg == 0, 0, np.where(seg == 2, 3, np.where(s > g["cross"], 2, 1)))
 
 
-def _skeleton_sorted(lf: Leaf, g: dict, s: np.ndarray) -> _Skeleton:
-    a, b, cross = int(g["a"][0]), int(g["b"][0]), float(g["cross"][0])
-    # stretches: [.., a] run 0; (a, cross] free; (cross, b] run 1; (b, ..] free
-    cuts = np.searchsorted(s, [a, math.floor(cross), b], side="right")
-    parts = []
-    for lo_i, hi_i, kind in ((0, cuts[0], "run0"), (cuts[0], cuts[1], "free1"), (cuts[1], cuts[2], "run1"),
-                             (cuts[2], len(s), "free2")):
-        if hi_i <= lo_i:
-            continue
-        ss = s[lo_i:hi_i]
-        if kind.startswith("run"):
-            r = _run_fields(lf, g, ss, np.full(len(ss), kind == "run0"))
-            zero = np.zeros(len(ss))
-            parts.append((r["Mt"], r["mt"], np.ones(len(ss), bool), *(r[k] for k in _RUN_KEYS), zero, zero, zero))
-        else:
-            f = _free_fields(g, ss, np.full(len(ss), kind == "free2"))
-            zero = np.zeros(len(ss))
-            parts.append((f["Mt"], f["mt"], np.zeros(len(ss), bool), zero.astype(np.int64), zero, zero,
-                          np.zeros(len(ss), bool), zero, zero, zero.astype(np.int64), *(f[k] for k in _FREE_KEYS)))
-    cols = [np.concatenate([np.broadcast_to(p[i], (len(p[0]),)) for p in parts]) for i in range(13)]
-    cols[0], cols[1] = cols[0].astype(np.int64), cols[1].astype(np.int64)
-    return _Skeleton(*cols)
+def _run_price(lf: Leaf, s: np.ndarray, z: np.ndarray, f: dict) -> np.ndarray:
+    """Trend runs: a pull-back below the last record (tapering to zero at both ends; each one with
+    its own seeded size, so they do not repeat), then the monotone climb to the next record."""
+    depth = np.minimum(RECORD_VOL * lf.sigma * np.sqrt(f["dip_len"]), f["level"] - f["other"])
+    size = unit01(mix(lf.key ^ U64(SALT_DIP), f["record"])) ** 1.5
+    dip = np.floor(depth * size * 2.0 * np.sqrt(f["u"] * (1.0 - f["u"])) * (0.5 + 0.25 * (1.0 + z)))
+    oriented = (f["level"] - dip).astype(np.int64)
+    return np.where(f["climbing"], np.where(f["sign"] > 0, f["Mt"], f["mt"]),
+                    np.where(f["sign"] > 0, oriented, -oriented)).astype(np.int64)
 
 
-def _core(lf: Leaf, s: np.ndarray, z: np.ndarray, sk: _Skeleton, Mt_prev: np.ndarray, mt_prev: np.ndarray) -> Path:
-    """The path at seconds s given the noise z, the skeleton at s and the envelopes at s - 1."""
-    Mt, mt = sk.Mt, sk.mt
-    sigma = lf.sigma
-    w = 0.5 * (1.0 + z)
-
-    # Free stretches: base + noise tapering to zero at both ends, reflected off the envelopes.
-    seg_len = np.maximum(sk.f1 - sk.f0, 0.0)
-    u = np.clip((s - sk.f0) / np.maximum(seg_len, _EPS), 0.0, 1.0)
-    amp = np.minimum(FREE_CAP * (Mt - mt), FREE_VOL * sigma * np.sqrt(seg_len))
-    free = np.rint(sk.B + amp * 2.0 * np.sqrt(u * (1.0 - u)) * z).astype(np.int64)
+def _free_price(lf: Leaf, s: np.ndarray, z: np.ndarray, f: dict) -> np.ndarray:
+    """Free stretches: base + noise tapering to zero at both ends, reflected off the envelopes."""
+    Mt, mt = f["Mt"], f["mt"]
+    seg_len = np.maximum(f["f1"] - f["f0"], 0.0)
+    u = np.clip((s - f["f0"]) / np.maximum(seg_len, _EPS), 0.0, 1.0)
+    amp = np.minimum(FREE_CAP * (Mt - mt), FREE_VOL * lf.sigma * np.sqrt(seg_len))
+    free = np.rint(f["B"] + amp * 2.0 * np.sqrt(u * (1.0 - u)) * z).astype(np.int64)
     free = np.where(free > Mt, 2 * Mt - free, free)
-    free = np.clip(np.where(free < mt, 2 * mt - free, free), mt, Mt)
+    return np.clip(np.where(free < mt, 2 * mt - free, free), mt, Mt).astype(np.int64)
 
-    # Trend runs: a pull-back below the last record (tapering to zero at both ends), then the climb.
-    # Each pull-back gets its own seeded size (from none to full), so they do not repeat.
-    depth = np.minimum(RECORD_VOL * sigma * np.sqrt(sk.dip_len), sk.level - sk.other)
-    size = unit01(mix(lf.key ^ U64(SALT_DIP), sk.record)) ** 1.5
-    dip = np.floor(depth * size * 2.0 * np.sqrt(sk.u * (1.0 - sk.u)) * (0.5 + 0.5 * w)).astype(np.int64)
-    oriented = np.where(sk.climbing, sk.level + 0, sk.level - dip)
-    run_price = np.where(sk.sign > 0, np.where(sk.climbing, Mt, oriented), np.where(sk.climbing, mt, -oriented))
-    price = np.where(sk.run, run_price, free)
 
+def _finish(lf: Leaf, s: np.ndarray, price, Mt, mt, Mt_prev, mt_prev) -> Path:
+    """Force the new highs / lows and the anchors, pick the trade side, build the Path."""
     new_high = (Mt > Mt_prev) & (s >= 2)
     new_low = (mt < mt_prev) & (s >= 2)
     price = np.where(new_high, Mt, np.where(new_low, mt, price))
@@ -417,31 +343,76 @@ def _core(lf: Leaf, s: np.ndarray, z: np.ndarray, sk: _Skeleton, Mt_prev: np.nda
     price = np.where(s <= 1, lf.o, price)
     price = np.where(s == lf.ih, lf.h, np.where(s == lf.il, lf.l, price))
     price = np.where(s == lf.n - 1, lf.c, price)
-
     at_bid = (mix(lf.key ^ U64(SALT_SIDE), s) & U64(1)).astype(bool)
     at_bid = np.where(new_high | (s == lf.ih) | (s == 0), True, at_bid)
     at_bid = np.where(new_low | (s == lf.il) | (s == 1), False, at_bid)
     return Path(price, Mt, mt, at_bid)
 
 
+def _envelopes_at(lf: Leaf, g: dict, s: np.ndarray, stretch: np.ndarray):
+    """(Mt, mt) int64 at scattered seconds, plus the run and free fields behind them."""
+    run = (stretch == 0) | (stretch == 2)
+    r = _run_fields(lf, g, s, stretch == 0)
+    f = _free_fields(g, s, stretch == 3)
+    Mt = np.where(run, r["Mt"], f["Mt"]).astype(np.int64)
+    mt = np.where(run, r["mt"], f["mt"]).astype(np.int64)
+    return Mt, mt, run, r, f
+
+
 def path_at(lf: Leaf, s: np.ndarray) -> Path:
     """The path at scattered seconds: element i of ``s`` in leaf element i (shapes (E,))."""
     s = np.atleast_1d(np.asarray(s, dtype=np.int64))
+    g = _geometry(lf)
     z = noise_at(lf.key, s, lf.n)
-    prev = _skeleton(lf, np.maximum(s - 1, 0))
-    return _core(lf, s, z, _skeleton(lf, s), prev.Mt, prev.mt)
+    Mt, mt, run, r, f = _envelopes_at(lf, g, s, _stretch_of(g, s))
+    prev = np.maximum(s - 1, 0)
+    Mt_prev, mt_prev, *_ = _envelopes_at(lf, g, prev, _stretch_of(g, prev))
+    r.update(Mt=Mt, mt=mt)
+    f.update(Mt=Mt, mt=mt)
+    price = np.where(run, _run_price(lf, s, z, r), _free_price(lf, s, z, f))
+    return _finish(lf, s, price, Mt, mt, Mt_prev, mt_prev)
 
 
 def path_range(lf: Leaf, s0: int, s1: int) -> Path:
-    """The path of one leaf (a Leaf of shape (1,)) at the consecutive seconds [s0, s1)."""
-    s = np.arange(s0, s1, dtype=np.int64)
+    """The path of one leaf (a Leaf of shape (1,)) at the consecutive seconds [s0, s1).
+
+    Done stretch by stretch (the runs and free parts are contiguous), computing only what each needs
+    with the per-stretch values once; the arithmetic per element is that of :func:`path_at`, so the
+    numbers are identical."""
+    g = _geometry(lf)
     z = noise_range(int(lf.key[0]), s0, s1, int(lf.n[0]))
-    # The skeleton once over [s0-1, s1): second s0-1 only feeds the "previous envelope" of s0.
-    wide = _skeleton(lf, np.arange(max(s0 - 1, 0), s1, dtype=np.int64))
-    if s0 == 0:  # second 0 has no predecessor: compare it with itself (no step)
-        return _core(lf, s, z, wide, np.concatenate([wide.Mt[:1], wide.Mt[:-1]]),
-                     np.concatenate([wide.mt[:1], wide.mt[:-1]]))
-    return _core(lf, s, z, wide.tail(), wide.Mt[:-1], wide.mt[:-1])
+    first = max(s0 - 1, 0)                      # second s0-1 only feeds the "previous envelope" of s0
+    s = np.arange(first, s1, dtype=np.int64)
+    cuts = np.searchsorted(s, [int(g["a"][0]), math.floor(float(g["cross"][0])), int(g["b"][0])], side="right")
+    bounds = list(zip([0, *cuts], [*cuts, len(s)]))
+    Mts, mts, fields = [], [], []
+    for kind, (i0, i1) in enumerate(bounds):
+        if i1 <= i0:
+            fields.append(None)
+            continue
+        ss = s[i0:i1]
+        if kind in (0, 2):
+            fl = _run_fields(lf, g, ss, np.array([kind == 0]))      # (1,): per-run values once
+        else:
+            fl = _free_fields(g, ss, np.array([kind == 3]))
+        fl["Mt"] = np.broadcast_to(fl["Mt"], ss.shape).astype(np.int64)
+        fl["mt"] = np.broadcast_to(fl["mt"], ss.shape).astype(np.int64)
+        Mts.append(fl["Mt"])
+        mts.append(fl["mt"])
+        fields.append(fl)
+    Mt_all, mt_all = np.concatenate(Mts), np.concatenate(mts)
+    skip = s0 - first                            # 1 when second s0-1 was added, else 0
+    Mt_prev = Mt_all[:-1] if skip else np.concatenate([Mt_all[:1], Mt_all[:-1]])
+    mt_prev = mt_all[:-1] if skip else np.concatenate([mt_all[:1], mt_all[:-1]])
+    prices = []
+    for kind, ((i0, i1), fl) in enumerate(zip(bounds, fields)):
+        lo = max(i0, skip)
+        if fl is None or i1 <= lo:
+            continue
+        sub = {k: (v[lo - i0:] if np.ndim(v) and np.shape(v)[0] == i1 - i0 else v) for k, v in fl.items()}
+        part = (_run_price if kind in (0, 2) else _free_price)(lf, s[lo:i1], z[lo - skip:i1 - skip], sub)
+        prices.append(np.broadcast_to(part, (i1 - lo,)))
+    return _finish(lf, s[skip:], np.concatenate(prices), Mt_all[skip:], mt_all[skip:], Mt_prev, mt_prev)
 
 
 def base_mean(lf: Leaf, s_end: np.ndarray) -> np.ndarray:
