@@ -3,7 +3,8 @@ reconnect, request ids, futures with timeouts and the outbound pacer.
 
 Threads (all daemon, all ended by ``disconnect``):
 - ``ibxl-io``: the pacer. Sends every outbound message first in first out, at most ``rate`` per
-  second (never more than ``rate`` in any one-second window), and expires request timeouts.
+  second, evenly spaced (never more than ``rate`` in any one-second window), and expires request
+  timeouts.
 - ibapi's ``EReader`` (socket -> queue) and ``ibxl-msg`` (queue -> decoder -> our callbacks), one
   pair per connection.
 - ``ibxl-reconnect``: only while reconnecting after a dropped socket.
@@ -195,6 +196,7 @@ class _Pacer:
         self.rate = rate
         self.queue: collections.deque[Callable[[EClient], None]] = collections.deque()
         self.sent: collections.deque[float] = collections.deque()   # send times in the last second
+        self.last_send = float("-inf")
         self.deadlines: list[tuple[float, int, Request]] = []
         self.cond = threading.Condition()
         self.running = True
@@ -217,7 +219,8 @@ class _Pacer:
     def record_direct_send(self) -> None:
         """Messages ibapi sends by itself (handshake, START_API) count against the window too."""
         with self.cond:
-            self.sent.append(time.monotonic())
+            self.last_send = time.monotonic()
+            self.sent.append(self.last_send)
 
     def clear(self) -> list[Callable]:
         with self.cond:
@@ -245,11 +248,18 @@ class _Pacer:
                 job = None
                 wait = None
                 if self.queue:
-                    if len(self.sent) < self.rate:
+                    # Two rules: at most ``rate`` in any one-second window, and an even spacing of
+                    # 1/rate between sends. The spacing keeps a burst from reaching IB as one clump
+                    # that a late read on IB's side would count into the same second.
+                    gap = 1.0 / self.rate
+                    ready_at = max(self.sent[0] + 1.0 if len(self.sent) >= self.rate else now,
+                                   self.last_send + gap)
+                    if ready_at <= now:
                         job = self.queue.popleft()
                         self.sent.append(now)
+                        self.last_send = now
                     else:
-                        wait = self.sent[0] + 1.0 - now
+                        wait = ready_at - now
                 if job is None and not expired:
                     if self.deadlines:
                         until = self.deadlines[0][0] - now
