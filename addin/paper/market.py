@@ -23,7 +23,7 @@ import pandas as pd
 from ibapi.contract import Contract
 
 from . import ticks as tk
-from .series import DAY, HOUR, MONTH, Feed, TickGrid, unit_of, unit_start, unit_starts
+from .series import DAY, HOUR, MONTH, Feed, unit_of, unit_start, unit_starts
 from .universe import MAX_SYNTHETIC, Instrument, build_universe, matches
 
 __all__ = ["Bar", "BarSpec", "Instrument", "Market", "Quote", "WHAT_TO_SHOW", "on_tick_grid", "round_to_tick"]
@@ -45,7 +45,7 @@ def on_tick_grid(price: float, min_tick: float) -> bool:
     """Whether ``price`` is a whole number of ticks (tolerant to float representation only)."""
     f = Fraction(str(min_tick)).limit_denominator(10**12)
     q = price * f.denominator / f.numerator
-    return abs(q - round(q)) <= 1e-6 * max(1.0, abs(q)) * 1e-3 + 1e-7
+    return abs(q - round(q)) <= 1e-11 * abs(q) + 1e-8
 
 
 # --- value types ------------------------------------------------------------------------------------
@@ -74,9 +74,10 @@ class Quote:
 
     @property
     def mid(self) -> float:
-        """(bid + ask) / 2, or last when there is no bid/ask."""
+        """(bid + ask) / 2 (rounded to 10 decimals, so a midpoint on the grid prints as one), or last
+        when there is no bid/ask."""
         if self.bid is not None and self.ask is not None:
-            return (self.bid + self.ask) / 2
+            return round((self.bid + self.ask) / 2, 10)
         return self.last
 
 
@@ -162,7 +163,7 @@ class Market:
     def quotes(self, insts: Sequence[Instrument], at: datetime | None = None) -> list[Quote]:
         """Quotes of many instruments at one instant, in the order given. Instruments replaying daily
         or hourly bars are computed together with numpy; monthly ones (BTC) one by one."""
-        epoch = at.timestamp() if at is not None else self.epoch()
+        epoch = _epoch(at) if at is not None else self.epoch()
         when = datetime.fromtimestamp(epoch, UTC)
         out: list[Quote | None] = [None] * len(insts)
         groups: dict[tuple, list[int]] = {}
@@ -190,7 +191,7 @@ class Market:
         Raises ValueError (text fit for IB's error 162) for a whatToShow the instrument does not have."""
         what = check_what_to_show(inst, what_to_show)
         now = self.epoch()
-        e0, e1 = start.timestamp(), min(end.timestamp(), math.floor(now) + 1.0)
+        e0, e1 = _epoch(start), min(_epoch(end), math.floor(now) + 1.0)
         starts, ends = _grid(inst, bar_size, e0, e1, use_rth)
         if len(starts) == 0:
             return []
@@ -207,7 +208,7 @@ class Market:
         bid, ask, last, last_size, volume (cumulative for the day), bid_size, ask_size; NaN where the
         instrument has no such value. Seconds in a gap between replayed bars repeat the final state of
         the bar before (as quotes do)."""
-        e0, e1 = math.floor(start.timestamp()), math.ceil(end.timestamp())
+        e0, e1 = math.floor(_epoch(start)), math.ceil(_epoch(end))
         index = pd.date_range(pd.Timestamp(e0, unit="s", tz=UTC), periods=max(e1 - e0, 0), freq="s")
         cols = ["bid", "ask", "last", "last_size", "volume", "bid_size", "ask_size"]
         first = e0
@@ -222,6 +223,11 @@ class Market:
         df = df[~df.index.duplicated()]
         df = df.reindex(df.index.union(index)).ffill().reindex(index)
         return df[cols]
+
+
+def _epoch(when: datetime) -> float:
+    """Epoch seconds of a datetime; a naive one is taken as UTC (never as the machine's zone)."""
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
 
 
 # --- whatToShow -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ second has a trade). All prices are handled in integer ticks (see :class:`TickGr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime, timezone
+from datetime import date, datetime, time as dtime
 from fractions import Fraction
 from functools import lru_cache
 from importlib import resources

@@ -8,20 +8,21 @@ A *leaf* is one bar whose seconds are generated directly: a daily bar (GOOG and 
 from it), an hourly bar (EUR.USD), or one calendar day inside a monthly bar (BTC; see
 :func:`split_days`). A leaf of ``n`` seconds with real ``O, H, L, C`` is drawn like this:
 
-* Anchors: second 0 and 1 trade at O, a seeded second ``ih`` at H, another ``il`` at L (both in
-  ``[2, n-2]``), the last second ``n-1`` at C.
-* Base: the polyline through the anchors, ``B(s)``. Its running maximum ``M(s)`` and minimum ``m(s)``
-  are known in closed form; rounded to the grid (floor / ceil) they are the *envelopes* ``Mt, mt``.
-* The path never leaves ``[mt(s), Mt(s)]`` and touches ``Mt`` every time ``Mt`` steps up (a new
-  high) and ``mt`` every time it steps down. So the bar's high and low *so far* are exactly
-  ``Mt(s)`` and ``mt(s)``: O(1) for any second, no scan over earlier seconds.
-* Where the base is making new highs (lows) the path hangs below (above) the envelope in small
-  scallops of seeded depth; elsewhere it is the base plus bounded multi-scale noise that tapers to
-  zero at the anchors, clamped to the envelopes. All noise is hash-based (splitmix64) on the
-  (seed, instrument, bar, second) so any second is computable on its own.
+* Anchors: seconds 0 and 1 trade at O, a seeded second at H and another at L (both in [2, n-2]),
+  the last second n-1 at C. Which extreme comes first is seeded (the one nearer the open more
+  likely); the legs between anchors get time in proportion to the distance they travel.
+* Trend runs: from O to the first extreme, and from where the way to the second extreme crosses O,
+  the path makes new highs (lows) at about one record every 300 s, at levels along a seeded warped
+  curve (uneven steps); between records it pulls back by a seeded amount and then climbs
+  monotonically to the next record. Elsewhere (free stretches) it is the straight line between the
+  anchors plus multi-scale value noise that tapers to zero at both ends, reflected off the bounds.
+* The high and low *so far* (``Mt``, ``mt``) are known in closed form at any second: they are the last
+  record (or the climbing price), the open, or an anchor. The path never leaves [mt, Mt] and touches
+  Mt at every new high and mt at every new low, so O(1) per second, no scan of earlier seconds.
+* All randomness is a splitmix64 hash of (seed, instrument stream, bar, second).
 
 Trade side: second 0 and every new high trade at the bid, second 1 and every new low at the ask,
-other seconds at a seeded side. With a spread of ``sp`` ticks (bid = ask - sp) that makes the
+other seconds at a seeded side. With a spread of ``sp`` ticks (ask = bid + sp) that makes the
 BID/ASK/MIDPOINT extremes of any bar prefix exact too (see ``market.py``):
 max bid = Mt, min ask = mt, max ask = Mt + sp, min bid = mt - sp (from second 1 on).
 """
@@ -41,7 +42,7 @@ _MUL2 = U64(0x94D049BB133111EB)
 _SPREAD_X = U64(0xD6E8FEB86659FD93)
 
 # Salts: independent hash streams for the different random choices.
-SALT_HIGH, SALT_LOW, SALT_SIDE, SALT_SIZE, SALT_NOISE = 11, 12, 13, 14, 100
+SALT_HIGH, SALT_LOW, SALT_SIDE, SALT_SIZE, SALT_LEG, SALT_NOISE = 11, 12, 13, 14, 15, 100
 SALT_DAY_HIGH, SALT_DAY_LOW, SALT_DAY_NOISE, SALT_DAY_EXC_H, SALT_DAY_EXC_L = 21, 22, 23, 24, 25
 
 # Noise octaves (seconds) and their weights: sqrt(width) like the spread of a random walk over
@@ -186,11 +187,10 @@ class Leaf:
         key = np.atleast_1d(np.asarray(key, dtype=np.uint64))
         if (n < 6).any():
             raise ValueError("a generated bar needs at least 6 seconds")
-        ih = 2 + (mix(key, SALT_HIGH) % (n - 3).astype(np.uint64)).astype(np.int64)      # [2, n-2]
-        il = 2 + (mix(key, SALT_LOW) % (n - 4).astype(np.uint64)).astype(np.int64)       # [2, n-3]
-        il = il + (il >= ih)                                                               # skip ih
         as64 = lambda a: np.atleast_1d(np.asarray(a, dtype=np.int64))  # noqa: E731
-        return cls(n, as64(o), as64(h), as64(l), as64(c), key, ih, il)
+        o, h, l, c = as64(o), as64(h), as64(l), as64(c)
+        ih, il = _anchor_seconds(n, o, h, l, c, key)
+        return cls(n, o, h, l, c, key, ih, il)
 
     FIELDS = ("n", "o", "h", "l", "c", "key", "ih", "il")
 
@@ -201,6 +201,27 @@ class Leaf:
     def sigma(self) -> np.ndarray:
         """Noise scale in ticks per sqrt(second): the bar's range over sqrt(its length)."""
         return (self.h - self.l) / np.sqrt(self.n)
+
+
+def _anchor_seconds(n, o, h, l, c, key) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of the high and the low: distinct, in [2, n-2].
+
+    Which comes first is seeded, the nearer extreme to the open more likely (an open near the low
+    tends to make the low first). The three legs open -> first extreme -> second -> close get time in
+    proportion to the distance they travel plus a quarter of the whole, each weighted by a seeded
+    factor in [0.6, 1.4]: a low one tick under the open is not reached only at the end of the day."""
+    u = [unit01(mix(key, salt)) for salt in (SALT_HIGH, SALT_LOW, SALT_LEG, SALT_LEG + 1, SALT_LEG + 2)]
+    rng = (h - l).astype(np.float64)
+    low_first = u[0] < np.where(rng > 0, (h - o) / np.maximum(rng, 1), 0.5)
+    first = np.where(low_first, l, h)
+    legs = np.stack([np.abs(o - first), rng, np.abs(np.where(low_first, h, l) - c)]).astype(np.float64)
+    weights = (legs + 0.25 * legs.sum(axis=0) + 1e-9) * (0.6 + 0.8 * np.stack(u[2:]))
+    cum = np.cumsum(weights, axis=0) / weights.sum(axis=0)
+    span = (n - 4).astype(np.float64)
+    a = 2 + np.floor(cum[0] * span).astype(np.int64)
+    b = np.minimum(np.maximum(2 + np.floor(cum[1] * span).astype(np.int64), a + 1), n - 2)
+    a = np.minimum(a, b - 1)
+    return np.where(low_first, b, a), np.where(low_first, a, b)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from ibapi.contract import Contract, ContractDetails
 from ibapi.tag_value import TagValue
 
 from . import ticks as tk
-from .series import DAY, HOUR, MONTH, NATIVE_SECONDS, Feed, TickGrid, load_series, unit_of, unit_starts
+from .series import DAY, HOUR, NATIVE_SECONDS, Feed, TickGrid, load_series, unit_of, unit_starts
 
 SYNTHETIC_BASE = 900_000_000
 # IB gives every futures month its own conId; these are the paper gateway's own, in a reserved range.
