@@ -393,6 +393,14 @@ class Session:
                                f"{timeout:g} s")
         t.join()
         if not client.isConnected():
+            # Closed right after the handshake (TWS sends 326 and closes): its last messages may
+            # still sit undecoded in ibapi's queue, as the message thread is not started yet. Read
+            # them here so the real reason is reported instead of a bare 502.
+            reader = getattr(client, "reader", None)
+            if reader is not None and reader.is_alive():
+                reader.join(2)
+            if not client.msg_queue.empty():
+                client.run()
             err = self._handshake.get("error")
             if isinstance(err, IBError) and err.code == CLIENT_ID_IN_USE:
                 raise err
