@@ -1,4 +1,4 @@
-"""The ``ibxl`` command line: ``ibxl paper`` (the offline TWS API server)."""
+"""The ``ibxl`` command line: ``demo``, ``run``, ``check``, ``paper`` (the offline TWS API server)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,29 @@ async def _serve(config: GatewayConfig) -> None:
         await stop.wait()
     finally:
         await server.stop()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where TWS or IB Gateway runs.")
+@click.option("--port", default=4002, show_default=True, type=int,
+              help="API port: TWS 7497 paper / 7496 live, IB Gateway 4002 paper / 4001 live.")
+@click.option("--client-id", default=1, show_default=True, type=int, help="The API client id to try.")
+@click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds per step.")
+@click.option("--instrument", default="AAPL", show_default=True,
+              help="Instrument whose quote is checked (e.g. EUR/USD if you only have forex data).")
+def check(host, port, client_id, timeout, instrument) -> None:
+    """Diagnose the connection to TWS or IB Gateway: run this first.
+
+    Checks, in order: is anything listening, does it speak the TWS API, is the client id free,
+    which accounts (paper or live), and which market data type quotes actually arrive in; for each
+    problem it says what to change. Exit code 0 when all is well, 1 when something needs fixing.
+    """
+    from .doctor import run_check
+    try:
+        code = run_check(host, port, client_id, timeout, instrument=instrument, echo=click.echo)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
