@@ -1,0 +1,130 @@
+"""The ibxl workbook layout: sheet names, Table names and columns, named ranges, number formats and
+status colours. One source of truth for the template builder (``workbooks/build.py``), the pump and
+the macros.
+
+A user's workbook may differ: a Watchlist Table fills the columns it has, and one with only
+``Symbol`` gets :data:`WATCHLIST_COLUMNS` (``Book.add_table_columns``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SHEETS", "TABLES", "WATCHLIST_COLUMNS", "ORDER_INPUT_COLUMNS", "ORDER_OUTPUT_COLUMNS", "ORDERS_COLUMNS",
+    "BARS_COLUMNS", "HISTORY_PARAMETERS", "POSITIONS_COLUMNS", "ACCOUNT_COLUMNS", "EXECUTIONS_COLUMNS",
+    "LOG_COLUMNS", "CONFIG_COLUMNS", "PNL_NAMES", "MACROS", "NUMBER_FORMATS", "COLUMN_FORMATS",
+    "STATUS_COLOURS", "number_format",
+]
+
+SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Executions", "Log"]
+
+WATCHLIST_COLUMNS = [
+    "Symbol", "Bid", "Ask", "Last", "BidSize", "AskSize", "LastSize", "Volume", "Open", "High", "Low",
+    "Close", "Change", "ChangePct", "Updated", "DataType",
+]
+ORDER_INPUT_COLUMNS = [
+    "Ref", "Account", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "StopPrice", "TrailAmount",
+    "TrailPercent", "TIF", "OutsideRTH", "TakeProfit", "StopLoss", "OCAGroup", "Transmit",
+]
+ORDER_OUTPUT_COLUMNS = [
+    "Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice", "Commission", "Message", "Updated",
+]
+ORDERS_COLUMNS = ORDER_INPUT_COLUMNS + ORDER_OUTPUT_COLUMNS
+
+# History sheet: request parameters (label in column A, value in column B, each value cell a
+# workbook-level named range) and the bars Table.
+HISTORY_PARAMETERS = [
+    # (label, named range, template value, what it means)
+    ("Symbol", "HistorySymbol", "GOOG", "instrument in the cell grammar (AAPL, EUR/USD, ESZ6.CME, ...)"),
+    ("Duration", "HistoryDuration", "1 Y", "IB durationStr: '30 D', '6 M', '1 Y', ..."),
+    ("BarSize", "HistoryBarSize", "1 day", "IB barSize: '1 min', '5 mins', '1 hour', '1 day', ..."),
+    ("WhatToShow", "HistoryWhatToShow", "TRADES", "IB whatToShow: TRADES, MIDPOINT, BID, ASK, ..."),
+    ("UseRTH", "HistoryUseRTH", True, "TRUE: regular trading hours only"),
+    ("EndDateTime", "HistoryEnd", None, "empty: up to now; else the last bar's end (UTC)"),
+]
+BARS_COLUMNS = ["Date", "Open", "High", "Low", "Close", "Volume", "WAP", "BarCount"]
+
+POSITIONS_COLUMNS = [
+    "Account", "Symbol", "ConId", "SecType", "Currency", "Position", "AvgCost", "MarketPrice", "MarketValue",
+    "UnrealizedPnL", "RealizedPnL", "Weight",
+]
+ACCOUNT_COLUMNS = ["Account", "Tag", "Value", "Currency"]
+# Portfolio P&L cells (label, named range) from reqPnL, in the account's base currency.
+PNL_NAMES = [("Daily P&L", "PnLDaily"), ("Unrealized P&L", "PnLUnrealized"), ("Realized P&L", "PnLRealized")]
+
+EXECUTIONS_COLUMNS = [
+    "ExecId", "Time", "Account", "Symbol", "ConId", "Side", "Shares", "Price", "OrderId", "PermId", "ClientId",
+    "OrderRef", "Commission", "CommissionCurrency", "RealizedPnL", "Exchange",
+]
+LOG_COLUMNS = ["Time", "Level", "Source", "Message"]
+CONFIG_COLUMNS = ["Key", "Value", "Notes"]
+
+# Table name -> (sheet, header row, first column, columns)
+TABLES = {
+    "Config": ("Config", 1, 1, CONFIG_COLUMNS),
+    "Watchlist": ("Watchlist", 1, 1, WATCHLIST_COLUMNS),
+    "Bars": ("History", 1, 4, BARS_COLUMNS),
+    "Orders": ("Orders", 1, 1, ORDERS_COLUMNS),
+    "Positions": ("Portfolio", 1, 1, POSITIONS_COLUMNS),
+    "Account": ("Portfolio", 1, 14, ACCOUNT_COLUMNS),
+    "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
+    "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
+}
+
+# The macros buttons call (addin.excel.macros), with their captions.
+MACROS = [
+    ("connect", "Connect"),
+    ("disconnect", "Disconnect"),
+    ("start_streaming", "Start streaming"),
+    ("stop_streaming", "Stop streaming"),
+    ("pull_history", "Pull history"),
+    ("place_orders", "Place orders"),
+    ("place_selected_orders", "Place selected orders"),
+    ("cancel_selected", "Cancel selected"),
+    ("cancel_all", "Cancel all"),
+    ("kill_switch", "KILL SWITCH"),
+    ("reset_kill_switch", "Reset kill switch"),
+    ("refresh_portfolio", "Refresh portfolio"),
+]
+
+NUMBER_FORMATS = {
+    "price": "#,##0.00###",          # 2 to 5 decimals: stocks and FX on one format
+    "size": "#,##0",
+    "quantity": "#,##0.####",        # fractional crypto and FX quantities
+    "money": "#,##0.00",
+    "percent": "0.00%",              # ChangePct, Weight, TrailPercent hold fractions (0.0123 = 1.23%)
+    "time": "yyyy-mm-dd hh:mm:ss",   # UTC
+    "date": "yyyy-mm-dd",
+    "id": "0",
+}
+_FORMAT_OF_COLUMN = {
+    "price": ["Bid", "Ask", "Last", "Open", "High", "Low", "Close", "Change", "LimitPrice", "StopPrice",
+              "TrailAmount", "TakeProfit", "StopLoss", "AvgFillPrice", "AvgCost", "MarketPrice", "Price", "WAP"],
+    "size": ["BidSize", "AskSize", "LastSize", "Volume", "BarCount"],
+    "quantity": ["Quantity", "Filled", "Remaining", "Position", "Shares"],
+    "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL"],
+    "percent": ["ChangePct", "TrailPercent", "Weight"],
+    "time": ["Updated", "Time"],
+    "id": ["OrderId", "PermId", "ConId", "ClientId"],
+}
+COLUMN_FORMATS = {col: NUMBER_FORMATS[kind] for kind, cols in _FORMAT_OF_COLUMN.items() for col in cols}
+
+# Order Status text -> fill colour (hex RGB). IB's statuses plus ibxl's own refusals.
+STATUS_COLOURS = {
+    "Filled": "C6EFCE",          # green
+    "Submitted": "DDEBF7",       # blue
+    "PreSubmitted": "DDEBF7",
+    "PendingSubmit": "FFF2CC",   # yellow: on its way
+    "PendingCancel": "FFF2CC",
+    "ApiPending": "FFF2CC",
+    "Cancelled": "E7E6E6",       # grey
+    "ApiCancelled": "E7E6E6",
+    "Inactive": "FCE4D6",        # orange
+    "Refused": "FFC7CE",         # red: a risk check or bad input; nothing sent
+    "Rejected": "FFC7CE",
+    "Error": "FFC7CE",
+}
+
+
+def number_format(column: str) -> str | None:
+    """The number format of a standard column (``"Bid"`` -> ``"#,##0.00###"``), or None."""
+    return COLUMN_FORMATS.get(column)

@@ -1,0 +1,388 @@
+"""The Book interface on a workbook file, through openpyxl (headless use: ``ibxl run``, tests, CI).
+
+Guarantees:
+
+- VBA is kept: an .xlsm/.xltm is loaded with ``keep_vba=True`` and can only be saved under a
+  macro-enabled name; an .xlsx cannot be saved as .xlsm (Excel would refuse the file).
+- Saves are atomic: the workbook is written to a temporary file in the target's folder, that file is
+  re-opened and checked (every sheet and Table present, the VBA project there when expected), then
+  moved over the target with ``os.replace``. A failure at any step leaves the target as it was and
+  removes the temporary file.
+- A workbook open elsewhere is refused (:class:`WorkbookLockedError`): Excel's owner file
+  ``~$<name>`` or LibreOffice's ``.~lock.<name>#`` beside it, or a file that cannot be opened for
+  writing.
+- Nothing is lost silently: openpyxl writes back only what it models. Before overwriting the
+  original, ibxl compares the original package with what openpyxl writes
+  (:mod:`addin.excel.workbook_parts`) and refuses with :class:`WouldLosePartsError` listing what would
+  go (shapes, buttons, slicers, images, chart parts openpyxl does not model, ...). Writing to a new
+  file (``out=``, the CLI's ``--out NEW.xlsx``) is allowed and leaves the original untouched.
+  Charts openpyxl made itself (the ibxl templates' charts) are re-read and written back unchanged,
+  so the templates pass this check; this is verified, not assumed, on every save. Two losses are
+  harmless and only logged: a chart series' ``uniqueId`` and Excel's chart style/colour parts
+  (:data:`addin.excel.workbook_parts.HARMLESS_KINDS`).
+
+Formula cells read as the value Excel last calculated (from the file's cached values); a formula
+written through this Book reads as None until Excel recalculates it. ``calculate`` cannot compute
+(there is no calculation engine in a file): it flags the workbook for a full recalculation when
+Excel next opens it, in one call.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+from openpyxl.worksheet.table import TableColumn
+
+from .book import (
+    Book,
+    BookError,
+    SaveVerificationError,
+    SheetNotFound,
+    TableInfo,
+    WorkbookLockedError,
+    WouldLosePartsError,
+    parse_range,
+    range_address,
+)
+from .workbook_parts import diff_parts
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OpenpyxlBook", "lock_owner", "check_not_locked"]
+
+_MACRO_SUFFIXES = {".xlsm", ".xltm"}
+_PLAIN_SUFFIXES = {".xlsx", ".xltx"}
+_BAD_SHEET_CHARS = set('[]:*?/\\')
+
+
+def lock_owner(path: Path) -> Path | None:
+    """The owner/lock file that says ``path`` is open in Excel (``~$name.xlsx``) or LibreOffice
+    (``.~lock.name.xlsx#``), or None."""
+    for candidate in (path.with_name("~$" + path.name), path.with_name(f".~lock.{path.name}#")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def check_not_locked(path: Path) -> None:
+    """Raise WorkbookLockedError when ``path`` is open elsewhere or cannot be opened for writing."""
+    owner = lock_owner(path)
+    if owner is not None:
+        raise WorkbookLockedError(
+            f"{path} is open in Excel or another program (lock file {owner.name} beside it). Close it "
+            f"there first, or write to a new file with --out NEW.xlsx. If no program has it open, the "
+            f"lock file is stale: delete {owner}."
+        )
+    if path.exists():
+        try:
+            with open(path, "r+b"):
+                pass
+        except OSError as exc:
+            raise WorkbookLockedError(
+                f"{path} cannot be opened for writing ({exc.strerror or exc}); it may be open in Excel "
+                f"or read-only. Close it there first, or write to a new file with --out NEW.xlsx."
+            ) from exc
+
+
+class OpenpyxlBook(Book):
+    """A workbook file as a :class:`~addin.excel.book.Book`. Create it with :meth:`open`."""
+
+    def __init__(self, wb: openpyxl.Workbook, *, path: Path | None, source: bytes | None,
+                 out: Path | None = None, read_only: bool = False):
+        super().__init__()
+        self._wb = wb
+        self.path = path                  # the file it was loaded from (None for a new workbook)
+        self.out = out                    # where save() writes by default, when not the original
+        self.read_only = read_only
+        self._source = source             # the original bytes: the baseline for what must not be lost
+        self._values_wb: openpyxl.Workbook | None = None  # cached values of formula cells, loaded on demand
+        self._written_formulas: set[tuple[str, int, int]] = set()
+        self.lost_in_copy: list[str] = [] # what the last save to another file left out of that file
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, *, out: str | Path | None = None, read_only: bool = False) -> "OpenpyxlBook":
+        """Load the workbook at ``path`` (.xlsx, .xlsm, .xltx, .xltm).
+
+        ``out``: save() writes there instead of over ``path`` (the original is never touched).
+        ``read_only``: only read; save() to ``path`` is refused.
+        When neither is given (the workbook will be saved in place), refuses at once with
+        WorkbookLockedError when the file is open elsewhere, and with WouldLosePartsError when
+        openpyxl would drop any of its parts (the message lists them and suggests ``--out``).
+        Raises FileNotFoundError, or BookError for a file that is not a workbook.
+        """
+        path = Path(path).resolve()
+        suffix = path.suffix.lower()
+        if suffix not in _MACRO_SUFFIXES | _PLAIN_SUFFIXES:
+            raise BookError(f"{path.name}: not an Excel workbook openpyxl can write (.xlsx, .xlsm, .xltx, .xltm)")
+        data = path.read_bytes()  # from memory, so no handle stays open on the file (Windows locks)
+        try:
+            wb = openpyxl.load_workbook(io.BytesIO(data), keep_vba=suffix in _MACRO_SUFFIXES)
+        except Exception as exc:
+            raise BookError(f"{path} is not a readable workbook: {exc}") from exc
+        book = cls(wb, path=path, source=data, out=Path(out).resolve() if out else None, read_only=read_only)
+        if out is None and not read_only:
+            check_not_locked(path)
+            lost, harmless = diff_parts(data, book._serialize())
+            if harmless:
+                log.info("%s: openpyxl will not keep %s (harmless: see addin.excel.workbook_parts)", path, "; ".join(harmless))
+            if lost:
+                raise book._lose_error(path, lost)
+        return book
+
+    @classmethod
+    def new(cls) -> "OpenpyxlBook":
+        """An empty workbook with no sheets yet (add them with add_sheet); save(path) needs a path."""
+        wb = openpyxl.Workbook()
+        wb.remove(wb.active)
+        return cls(wb, path=None, source=None)
+
+    @property
+    def workbook(self) -> openpyxl.Workbook:
+        """The underlying openpyxl Workbook (for formatting that the Book interface does not cover)."""
+        self._check_open()
+        return self._wb
+
+    def _check_open(self) -> None:
+        if self._wb is None:
+            raise BookError("this workbook has been closed")
+
+    def _sheet(self, name: str):
+        self._check_open()
+        for ws in self._wb.worksheets:
+            if ws.title.casefold() == name.casefold():
+                return ws
+        raise SheetNotFound(f"no sheet {name!r} in the workbook; sheets: {self.sheet_names()}")
+
+    # -- structure ----------------------------------------------------------------------------
+    def sheet_names(self) -> list[str]:
+        self._check_open()
+        return [ws.title for ws in self._wb.worksheets]
+
+    def add_sheet(self, name: str) -> None:
+        """Add a worksheet at the end; no-op if present. Raises BookError for a name Excel refuses."""
+        if self.has_sheet(name):
+            return
+        if not name or len(name) > 31 or set(name) & _BAD_SHEET_CHARS or name.startswith("'"):
+            raise BookError(f"{name!r} is not a valid sheet name (1-31 characters, none of []:*?/\\)")
+        self._wb.create_sheet(title=name)
+
+    def tables(self) -> dict[str, TableInfo]:
+        self._check_open()
+        out: dict[str, TableInfo] = {}
+        for ws in self._wb.worksheets:
+            for t in ws.tables.values():
+                top, left, bottom, right = parse_range(t.ref)
+                bottom -= int(t.totalsRowCount or 0)
+                columns = [str(tc.name) for tc in t.tableColumns]
+                out[t.name] = TableInfo(t.name, ws.title, top, left, bottom, right, columns)
+        return out
+
+    def names(self) -> dict[str, str]:
+        self._check_open()
+        return {
+            name: "=" + str(dn.attr_text)
+            for name, dn in self._wb.defined_names.items()
+            if not name.startswith("_xlnm.")
+        }
+
+    # -- values -------------------------------------------------------------------------------
+    def _cached_value(self, sheet: str, row: int, col: int) -> Any:
+        """The value Excel last calculated for a formula cell, from the file's cached values."""
+        if (sheet, row, col) in self._written_formulas or self._source is None:
+            return None
+        if self._values_wb is None:
+            self._values_wb = openpyxl.load_workbook(io.BytesIO(self._source), data_only=True)
+        if sheet not in self._values_wb.sheetnames:
+            return None
+        cell = self._values_wb[sheet]._cells.get((row, col))
+        return None if cell is None else cell.value
+
+    def read(self, sheet: str, top: int, left: int, bottom: int, right: int) -> list[list]:
+        ws = self._sheet(sheet)
+        # ws._cells, not ws.cell(): reading must not create empty cells in the workbook.
+        cells = ws._cells
+        out = []
+        for r in range(top, bottom + 1):
+            row = []
+            for c in range(left, right + 1):
+                cell = cells.get((r, c))
+                if cell is None:
+                    row.append(None)
+                elif cell.data_type == "f":
+                    row.append(self._cached_value(ws.title, r, c))
+                else:
+                    row.append(cell.value)
+            out.append(row)
+        return out
+
+    def formulas(self, sheet: str, addresses: list[str]) -> list[str | None]:
+        ws = self._sheet(sheet)
+        out: list[str | None] = []
+        for a in addresses:
+            top, left, _, _ = parse_range(a)
+            cell = ws._cells.get((top, left))
+            if cell is None or cell.data_type != "f":
+                out.append(None)
+            else:
+                v = cell.value
+                out.append(v if isinstance(v, str) else getattr(v, "text", None) or str(v))
+        return out
+
+    def _write_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
+        ws = self._sheet(sheet)
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                r, c = top + i, left + j
+                ws.cell(row=r, column=c).value = v
+                if isinstance(v, str) and v.startswith("="):
+                    self._written_formulas.add((ws.title, r, c))
+                else:
+                    self._written_formulas.discard((ws.title, r, c))
+                    if self._values_wb is not None and ws.title in self._values_wb.sheetnames:
+                        self._values_wb[ws.title].cell(row=r, column=c).value = v
+
+    def _set_table_ref(self, info: TableInfo, top: int, left: int, bottom: int, right: int) -> None:
+        ws = self._sheet(info.sheet)
+        t = ws.tables[info.name]
+        ref = range_address(top, left, bottom + int(t.totalsRowCount or 0), right)
+        old_width = len(t.tableColumns)
+        t.ref = ref
+        if t.autoFilter is not None:
+            t.autoFilter.ref = range_address(top, left, bottom, right)
+        width = right - left + 1
+        if width != old_width:
+            # The Table's column list must match its width or Excel repairs the file; names come from
+            # the header cells, existing column definitions are kept.
+            existing = {str(tc.name): tc for tc in t.tableColumns}
+            columns = []
+            for i in range(width):
+                header = ws._cells.get((top, left + i))
+                name = str(header.value) if header is not None and header.value not in (None, "") else f"Column{i + 1}"
+                tc = existing.get(name) or TableColumn(id=i + 1, name=name)
+                tc.id = i + 1
+                columns.append(tc)
+            t.tableColumns = columns
+
+    def _calculate(self, sheet: str, addresses: list[str]) -> None:
+        # A file has no calculation engine: ask Excel to recalculate everything when it opens it.
+        self._wb.calculation.fullCalcOnLoad = True
+
+    def add_table(self, sheet: str, name: str, top: int, left: int, columns: list[str],
+                  style: str = "TableStyleMedium2") -> TableInfo:
+        """Create Table ``name`` with header ``columns`` at (``top``, ``left``) and one empty body row.
+        Raises BookError when the name is taken."""
+        from openpyxl.worksheet.filters import AutoFilter
+        from openpyxl.worksheet.table import Table, TableStyleInfo
+
+        if name.casefold() in {t.casefold() for t in self.tables()}:
+            raise BookError(f"a Table called {name!r} already exists")
+        ws = self._sheet(sheet)
+        self.write(sheet, top, left, [list(columns)])
+        ref = range_address(top, left, top + 1, left + len(columns) - 1)
+        table = Table(displayName=name, ref=ref, autoFilter=AutoFilter(ref=ref),
+                      tableColumns=[TableColumn(id=i + 1, name=str(c)) for i, c in enumerate(columns)])
+        table.tableStyleInfo = TableStyleInfo(name=style, showRowStripes=True)
+        ws.add_table(table)
+        return self.table(name)
+
+    # -- saving -------------------------------------------------------------------------------
+    def _serialize(self) -> bytes:
+        buf = io.BytesIO()
+        self._wb.save(buf)
+        return buf.getvalue()
+
+    def _lose_error(self, target: Path, lost: list[str]) -> WouldLosePartsError:
+        return WouldLosePartsError(
+            f"refusing to overwrite {target}: openpyxl would drop what it cannot keep: "
+            + "; ".join(lost)
+            + ". Nothing was written. To proceed, write to a new file (--out NEW.xlsx, or "
+            "OpenpyxlBook.open(path, out='NEW.xlsx')), or work on the workbook in Excel through xlwings, "
+            "which keeps everything.",
+            lost,
+        )
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Save atomically to ``path``, else to ``out`` given at open, else over the original.
+
+        Raises BookError for a target whose extension does not match (VBA only in .xlsm/.xltm),
+        WorkbookLockedError when the target is open elsewhere, WouldLosePartsError when overwriting the
+        original would drop parts (nothing written), SaveVerificationError when the written file does
+        not read back complete (target untouched). Returns the target path.
+        """
+        self._check_open()
+        target_arg = path if path is not None else (self.out or self.path)
+        if target_arg is None:
+            raise BookError("save() needs a path for a new workbook")
+        target = Path(target_arg).resolve()
+        overwriting_source = self.path is not None and target == self.path
+        if overwriting_source and self.read_only:
+            raise BookError(f"{target} was opened read-only; save to another file")
+        suffix = target.suffix.lower()
+        has_vba = self._wb.vba_archive is not None
+        if has_vba and suffix not in _MACRO_SUFFIXES:
+            raise BookError(
+                f"cannot save a macro-enabled workbook as {target.name}: its VBA project would be lost "
+                f"and Excel refuses a macro workbook named {suffix}; use a .xlsm name"
+            )
+        if not has_vba and suffix not in _PLAIN_SUFFIXES:
+            raise BookError(f"cannot save a workbook without VBA as {target.name}: use a .xlsx name")
+        if not target.parent.is_dir():
+            raise BookError(f"cannot save to {target}: folder {target.parent} does not exist")
+        check_not_locked(target)
+
+        fd, tmp_name = tempfile.mkstemp(prefix=".~ibxl-", suffix=suffix, dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            self._wb.save(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            data = tmp.read_bytes()
+            self._verify(data, target, has_vba)
+            lost = diff_parts(self._source, data)[0] if self._source is not None else []
+            if lost and overwriting_source:
+                raise self._lose_error(target, lost)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if lost:
+            log.warning("%s was written without parts of %s openpyxl cannot keep: %s", target, self.path, "; ".join(lost))
+        self.lost_in_copy = [] if overwriting_source else lost
+        if overwriting_source:
+            self._source = data
+        return target
+
+    def _verify(self, data: bytes, target: Path, has_vba: bool) -> None:
+        """Re-open freshly written bytes: every sheet and Table must be there (and the VBA project)."""
+        try:
+            check = openpyxl.load_workbook(io.BytesIO(data), keep_vba=has_vba)
+        except Exception as exc:
+            raise SaveVerificationError(
+                f"the workbook written for {target} does not re-open ({exc}); {target} was left as it was"
+            ) from exc
+        problems = []
+        if check.sheetnames != self._wb.sheetnames:
+            problems.append(f"sheets {check.sheetnames} instead of {self._wb.sheetnames}")
+        want = {t for ws in self._wb.worksheets for t in ws.tables}
+        got = {t for ws in check.worksheets for t in ws.tables}
+        if want != got:
+            problems.append(f"Tables {sorted(got)} instead of {sorted(want)}")
+        if has_vba and (check.vba_archive is None or "xl/vbaProject.bin" not in check.vba_archive.namelist()):
+            problems.append("no VBA project")
+        if problems:
+            raise SaveVerificationError(
+                f"the workbook written for {target} is incomplete ({'; '.join(problems)}); {target} was left as it was"
+            )
+
+    def close(self) -> None:
+        """Forget the workbook (nothing is saved); further calls raise BookError."""
+        self._wb = None
+        self._values_wb = None

@@ -1,0 +1,384 @@
+"""Build the ibxl template workbooks, so every sheet, Table, format and chart is reviewable as code.
+
+    python -m workbooks.build            # writes workbooks/ibxl.xlsx and workbooks/ibxl.xlsm
+    python workbooks/build.py --out DIR  # somewhere else
+
+- ``ibxl.xlsx``: the plain workbook for headless use (``ibxl run``, the openpyxl adapter).
+- ``ibxl.xlsm``: the same sheets plus a ``Buttons`` sheet and an active ``xlwings.conf`` sheet, built on
+  the macro-enabled ``quickstart_standalone.xlsm`` that ships inside the xlwings package (its VBA
+  project holds xlwings' ``RunPython``; openpyxl cannot author VBA). The macros that buttons call are
+  in ``workbooks/ibxl_macros.bas``; ``workbooks/README.md`` says how to import it and bind buttons.
+
+The output is deterministic (fixed document dates and zip timestamps), so the committed files can be
+checked against what this script makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import openpyxl
+from openpyxl.chart import LineChart, PieChart, Reference
+from openpyxl.formatting.rule import FormulaRule
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.workbook.defined_name import DefinedName
+from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.worksheet.filters import AutoFilter
+from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
+
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from addin.excel import layout  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+FIXED_TIME = dt.datetime(2026, 1, 1, 0, 0, 0)
+SPARE_ROWS = 200            # formatted rows below each Table's samples, for rows the pump adds
+HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
+OUTPUT_FILL = PatternFill("solid", fgColor="548235")   # Orders: columns ibxl writes
+HEADER_FONT = Font(bold=True, color="FFFFFF")
+TITLE_FONT = Font(bold=True, size=12)
+
+WATCHLIST_SAMPLES = ["AAPL", "MSFT", "GOOG", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ESZ6.CME", "^SPX.CBOE"]
+
+# Orders for the demo: good ones first, then rows the risk checks refuse on purpose (their Ref says why).
+_O = dict.fromkeys(layout.ORDER_INPUT_COLUMNS)
+ORDER_SAMPLES = [
+    {**_O, "Ref": "DEMO-001", "Symbol": "AAPL", "Action": "BUY", "Quantity": 10, "OrderType": "MKT",
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "DEMO-002", "Symbol": "MSFT", "Action": "BUY", "Quantity": 5, "OrderType": "LMT",
+     "LimitPrice": 415.0, "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "DEMO-003", "Symbol": "SPY", "Action": "SELL", "Quantity": 3, "OrderType": "MKT",
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "DEMO-004", "Symbol": "AAPL", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",
+     "LimitPrice": 228.0, "TakeProfit": 240.0, "StopLoss": 220.0, "TIF": "GTC", "OutsideRTH": False,
+     "Transmit": True},
+    {**_O, "Ref": "BAD-QUANTITY-TOO-BIG", "Symbol": "AAPL", "Action": "BUY", "Quantity": 100000,
+     "OrderType": "MKT", "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "BAD-PRICE-FAR-OFF", "Symbol": "MSFT", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",
+     "LimitPrice": 4.2, "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "BAD-UNKNOWN-SYMBOL", "Symbol": "ZZZZ", "Action": "BUY", "Quantity": 10, "OrderType": "MKT",
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "BAD-OFF-TICK-GRID", "Symbol": "SPY", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",
+     "LimitPrice": 590.123, "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "BAD-TEXT-QUANTITY", "Symbol": "AAPL", "Action": "BUY", "Quantity": "ten", "OrderType": "MKT",
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+]
+
+# Config Table rows: [risk] keys a workbook may tighten (addin/config.py); never loosen.
+CONFIG_ROWS = [
+    ("max_quantity", 100, "largest quantity of one order (shares, contracts, units)"),
+    ("max_notional", 25000, "largest value of one order, in the base currency"),
+    ("price_band_pct", 5, "a limit or stop price at most this % away from the market"),
+    ("max_position", 500, "largest position per instrument after the order"),
+    ("max_open_orders", 20, "open orders at most"),
+    ("max_orders_per_minute", 10, "new orders per minute at most"),
+    ("daily_loss_limit", 2000, "no new orders once today's P&L is below minus this"),
+    ("allow_short", False, "TRUE lets a SELL go below zero (only if your config file allows it)"),
+    ("round_to_tick", False, "TRUE rounds prices to the tick grid; FALSE refuses them"),
+    ("read_only", False, "TRUE: never send orders from this workbook"),
+]
+CONFIG_NOTE = ("This sheet may only tighten the limits in your own config file (~/.ibxl/config.toml); "
+               "looser values, allow_live and connection settings are ignored with a warning.")
+
+
+# -------------------------------------------------------------------------------------------------
+# helpers
+# -------------------------------------------------------------------------------------------------
+
+def _add_table(ws, name: str, top: int, left: int, columns: list[str], rows: list[list] | None = None,
+               *, style: str = "TableStyleMedium2", widths: dict[str, float] | None = None) -> str:
+    """Write a header, rows (at least one, maybe empty) and a Table over them; format the columns."""
+    rows = rows or [[None] * len(columns)]
+    for j, header in enumerate(columns):
+        c = ws.cell(row=top, column=left + j, value=header)
+        c.font = HEADER_FONT
+        c.fill = HEADER_FILL
+        c.alignment = Alignment(horizontal="center")
+    for i, row in enumerate(rows, start=1):
+        for j, value in enumerate(row):
+            ws.cell(row=top + i, column=left + j, value=value)
+    bottom = top + len(rows)
+    ref = f"{get_column_letter(left)}{top}:{get_column_letter(left + len(columns) - 1)}{bottom}"
+    table = Table(displayName=name, ref=ref, autoFilter=AutoFilter(ref=ref),
+                  tableColumns=[TableColumn(id=i + 1, name=c) for i, c in enumerate(columns)])
+    table.tableStyleInfo = TableStyleInfo(name=style, showRowStripes=True)
+    ws.add_table(table)
+    for j, header in enumerate(columns):
+        letter = get_column_letter(left + j)
+        fmt = layout.number_format(header)
+        if fmt:
+            for r in range(top + 1, bottom + SPARE_ROWS + 1):
+                ws.cell(row=r, column=left + j).number_format = fmt
+        ws.column_dimensions[letter].width = (widths or {}).get(header, max(10, len(header) + 3))
+    return ref
+
+
+def _name(wb, name: str, sheet: str, address: str) -> None:
+    wb.defined_names[name] = DefinedName(name, attr_text=f"{_quote(sheet)}!{address}")
+
+
+def _quote(sheet: str) -> str:
+    return f"'{sheet}'" if re.search(r"[^A-Za-z0-9_]", sheet) else sheet
+
+
+def _col(table: str, column: str) -> str:
+    _, _, left, columns = layout.TABLES[table]
+    return get_column_letter(left + columns.index(column))
+
+
+# -------------------------------------------------------------------------------------------------
+# sheets
+# -------------------------------------------------------------------------------------------------
+
+def _config(wb) -> None:
+    ws = wb.create_sheet("Config")
+    _add_table(ws, "Config", 1, 1, layout.CONFIG_COLUMNS, [list(r) for r in CONFIG_ROWS],
+               widths={"Key": 24, "Value": 12, "Notes": 70})
+    ws.cell(row=len(CONFIG_ROWS) + 3, column=1, value=CONFIG_NOTE).font = Font(italic=True)
+    ws.freeze_panes = "A2"
+
+
+def _watchlist(wb) -> None:
+    ws = wb.create_sheet("Watchlist")
+    rows = [[s] + [None] * (len(layout.WATCHLIST_COLUMNS) - 1) for s in WATCHLIST_SAMPLES]
+    _add_table(ws, "Watchlist", 1, 1, layout.WATCHLIST_COLUMNS, rows,
+               widths={"Symbol": 16, "Updated": 20, "DataType": 12})
+    ws.freeze_panes = "B2"
+
+
+def _history(wb) -> None:
+    ws = wb.create_sheet("History")
+    ws.cell(row=1, column=1, value="History request").font = TITLE_FONT
+    for i, (label, name, value, _meaning) in enumerate(layout.HISTORY_PARAMETERS, start=2):
+        ws.cell(row=i, column=1, value=label).font = Font(bold=True)
+        ws.cell(row=i, column=2, value=value)
+        _name(wb, name, "History", f"$B${i}")
+    note_row = len(layout.HISTORY_PARAMETERS) + 3
+    ws.cell(row=note_row, column=1, value="Parameters").font = Font(bold=True)
+    for i, (label, _name_, _value, meaning) in enumerate(layout.HISTORY_PARAMETERS, start=note_row + 1):
+        ws.cell(row=i, column=1, value=f"{label}: {meaning}").font = Font(italic=True, color="595959")
+    ws.column_dimensions["A"].width = 14
+    ws.column_dimensions["B"].width = 14
+    ws.column_dimensions["C"].width = 3
+    _add_table(ws, "Bars", 1, 4, layout.BARS_COLUMNS, widths={"Date": 20})
+    for r in range(2, 2 + SPARE_ROWS):
+        ws.cell(row=r, column=4).number_format = layout.NUMBER_FORMATS["time"]
+    ws.freeze_panes = "A2"
+
+    chart = LineChart()
+    chart.title = "Close"
+    chart.y_axis.title = "Price"
+    chart.x_axis.number_format = layout.NUMBER_FORMATS["date"]
+    chart.height, chart.width = 9, 18
+    close_col = 4 + layout.BARS_COLUMNS.index("Close")
+    chart.add_data(Reference(ws, min_col=close_col, min_row=1, max_row=2), titles_from_data=True)
+    chart.set_categories(Reference(ws, min_col=4, min_row=2, max_row=2))
+    chart.legend = None
+    ws.add_chart(chart, "M2")
+
+
+def _orders(wb) -> None:
+    ws = wb.create_sheet("Orders")
+    rows = [[o.get(c) for c in layout.ORDERS_COLUMNS] for o in ORDER_SAMPLES]
+    _add_table(ws, "Orders", 1, 1, layout.ORDERS_COLUMNS, rows,
+               widths={"Ref": 24, "Symbol": 16, "Message": 60, "Updated": 20, "Account": 12})
+    first_out = len(layout.ORDER_INPUT_COLUMNS) + 1
+    for j in range(len(layout.ORDER_OUTPUT_COLUMNS)):
+        ws.cell(row=1, column=first_out + j).fill = OUTPUT_FILL
+    last = 1 + len(rows) + SPARE_ROWS
+    status = _col("Orders", "Status")
+    for text, colour in layout.STATUS_COLOURS.items():
+        ws.conditional_formatting.add(
+            f"{status}2:{status}{last}",
+            FormulaRule(formula=[f'${status}2="{text}"'], fill=PatternFill("solid", bgColor=colour), stopIfTrue=True),
+        )
+    lists = {
+        "Action": "BUY,SELL",
+        "OrderType": "MKT,LMT,STP,STP LMT,TRAIL,TRAIL LIMIT,MOC,LOC",
+        "TIF": "DAY,GTC,IOC,OPG,GTD",
+        "OutsideRTH": "TRUE,FALSE",
+        "Transmit": "TRUE,FALSE",
+    }
+    for column, options in lists.items():
+        dv = DataValidation(type="list", formula1=f'"{options}"', allow_blank=True,
+                            errorTitle=column, error=f"{column}: one of {options}", showErrorMessage=True)
+        letter = _col("Orders", column)
+        dv.add(f"{letter}2:{letter}{last}")
+        ws.add_data_validation(dv)
+    ws.freeze_panes = "B2"
+
+
+def _portfolio(wb) -> None:
+    ws = wb.create_sheet("Portfolio")
+    _add_table(ws, "Positions", 1, 1, layout.POSITIONS_COLUMNS, widths={"Symbol": 16})
+    _add_table(ws, "Account", 1, 14, layout.ACCOUNT_COLUMNS, widths={"Tag": 26, "Value": 16})
+    ws.column_dimensions["M"].width = 3
+    ws.column_dimensions["R"].width = 3
+    ws.cell(row=1, column=19, value="P&L (base currency)").font = TITLE_FONT
+    for i, (label, name) in enumerate(layout.PNL_NAMES, start=2):
+        ws.cell(row=i, column=19, value=label).font = Font(bold=True)
+        ws.cell(row=i, column=20).number_format = layout.NUMBER_FORMATS["money"]
+        _name(wb, name, "Portfolio", f"$T${i}")
+    ws.column_dimensions["S"].width = 18
+    ws.column_dimensions["T"].width = 14
+    ws.freeze_panes = "A2"
+
+    pie = PieChart()
+    pie.title = "Position weights"
+    weight = 1 + layout.POSITIONS_COLUMNS.index("Weight")
+    symbol = 1 + layout.POSITIONS_COLUMNS.index("Symbol")
+    pie.add_data(Reference(ws, min_col=weight, min_row=1, max_row=2), titles_from_data=True)
+    pie.set_categories(Reference(ws, min_col=symbol, min_row=2, max_row=2))
+    pie.height, pie.width = 9, 12
+    ws.add_chart(pie, "S7")
+
+
+def _executions(wb) -> None:
+    ws = wb.create_sheet("Executions")
+    _add_table(ws, "Executions", 1, 1, layout.EXECUTIONS_COLUMNS,
+               widths={"ExecId": 26, "Time": 20, "Symbol": 16, "OrderRef": 22})
+    ws.freeze_panes = "A2"
+
+
+def _log(wb) -> None:
+    ws = wb.create_sheet("Log")
+    _add_table(ws, "LogEntries", 1, 1, layout.LOG_COLUMNS, widths={"Time": 20, "Source": 20, "Message": 100})
+    ws.freeze_panes = "A2"
+
+
+def vba_sub(macro: str) -> str:
+    """The VBA Sub name a button calls for ``macro`` (``place_orders`` -> ``IbxlPlaceOrders``)."""
+    return "Ibxl" + "".join(part.capitalize() for part in macro.split("_"))
+
+
+def run_python(macro: str) -> str:
+    return f'RunPython "import addin.excel.macros as m; m.{macro}()"'
+
+
+def macros_bas() -> str:
+    """The VBA module (workbooks/ibxl_macros.bas) with one Sub per macro."""
+    lines = ['Attribute VB_Name = "ibxl"', "' ibxl macros: generated by workbooks/build.py, do not edit.",
+             "' Each Sub runs one function of addin.excel.macros through xlwings' RunPython.", ""]
+    for macro, caption in layout.MACROS:
+        lines += [f"Sub {vba_sub(macro)}()", f"    ' {caption}", f"    {run_python(macro)}", "End Sub", ""]
+    return "\r\n".join(lines)
+
+
+def _buttons(wb) -> None:
+    ws = wb.create_sheet("Buttons")
+    ws.cell(row=1, column=1, value="Buttons: each calls a VBA Sub of the ibxl module (workbooks/ibxl_macros.bas), "
+            "which runs Python through xlwings. Set-up: workbooks/README.md.").font = TITLE_FONT
+    header = ["Caption", "VBA Sub (button macro)", "What it runs"]
+    for j, h in enumerate(header, start=1):
+        c = ws.cell(row=3, column=j, value=h)
+        c.font, c.fill = HEADER_FONT, HEADER_FILL
+    for i, (macro, caption) in enumerate(layout.MACROS, start=4):
+        ws.cell(row=i, column=1, value=caption)
+        ws.cell(row=i, column=2, value=vba_sub(macro))
+        ws.cell(row=i, column=3, value=run_python(macro))
+    ws.column_dimensions["A"].width = 24
+    ws.column_dimensions["B"].width = 28
+    ws.column_dimensions["C"].width = 70
+
+
+def _xlwings_conf(wb) -> None:
+    """Activate the quickstart's settings sheet: UDFs from the ``udfs`` package, one UDF server process
+    (it keeps the IB session alive between calls)."""
+    ws = wb["_xlwings.conf"]
+    ws.title = "xlwings.conf"
+    settings = {"UDF Modules": "udfs", "Use UDF Server": True}
+    for row in ws.iter_rows(min_row=1, max_row=12, max_col=2):
+        key = row[0].value
+        if key in settings:
+            row[1].value = settings[key]
+
+
+# -------------------------------------------------------------------------------------------------
+# build
+# -------------------------------------------------------------------------------------------------
+
+def _quickstart_xlsm() -> Path:
+    import xlwings
+
+    path = Path(xlwings.__file__).resolve().parent / "quickstart_standalone.xlsm"
+    if not path.exists():
+        raise FileNotFoundError(f"xlwings' macro-enabled template is not at {path}; reinstall xlwings")
+    return path
+
+
+def build_workbook(macro: bool) -> openpyxl.Workbook:
+    """The template as an openpyxl Workbook (macro-enabled when ``macro``)."""
+    if macro:
+        wb = openpyxl.load_workbook(io.BytesIO(_quickstart_xlsm().read_bytes()), keep_vba=True)
+        wb.remove(wb["Sheet1"])
+    else:
+        wb = openpyxl.Workbook()
+        wb.remove(wb.active)
+    for make in (_config, _watchlist, _history, _orders, _portfolio, _executions, _log):
+        make(wb)
+    if macro:
+        _buttons(wb)
+        _xlwings_conf(wb)
+        wb.move_sheet("xlwings.conf", offset=len(wb.sheetnames) - 1 - wb.sheetnames.index("xlwings.conf"))
+    wb.active = wb.sheetnames.index("Watchlist")
+    for ws in wb.worksheets:
+        ws.sheet_view.tabSelected = ws.title == "Watchlist"
+    wb.properties.creator = "ibxl (workbooks/build.py)"
+    wb.properties.title = "ibxl"
+    wb.properties.created = FIXED_TIME
+    wb.properties.modified = FIXED_TIME
+    return wb
+
+
+def _normalize(data: bytes) -> bytes:
+    """Fixed zip timestamps and document dates, so the same input builds the same bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+                body = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)", rb"\g<1>" + stamp + rb"\g<2>", body)
+            zi = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME.timetuple()[:6])
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zi.external_attr = 0o644 << 16
+            dst.writestr(zi, body)
+    return out.getvalue()
+
+
+def build(out_dir: str | Path = HERE) -> list[Path]:
+    """Write ibxl.xlsx, ibxl.xlsm and ibxl_macros.bas into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, macro in (("ibxl.xlsx", False), ("ibxl.xlsm", True)):
+        buf = io.BytesIO()
+        build_workbook(macro).save(buf)
+        path = out_dir / name
+        path.write_bytes(_normalize(buf.getvalue()))
+        written.append(path)
+    bas = out_dir / "ibxl_macros.bas"
+    bas.write_bytes(macros_bas().encode("ascii"))
+    written.append(bas)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the ibxl template workbooks.")
+    parser.add_argument("--out", default=str(HERE), help="folder to write into (default: workbooks/)")
+    args = parser.parse_args(argv)
+    for path in build(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
