@@ -409,7 +409,8 @@ class Session:
         if self._pacer:
             self._pacer.record_direct_send()
             self._pacer.record_direct_send()
-        self._msg_thread = threading.Thread(target=client.run, name="ibxl-msg", daemon=True)
+        self._msg_thread = threading.Thread(target=self._run_messages, args=(client,), name="ibxl-msg",
+                                            daemon=True)
         self._msg_thread.start()
         if not self._ready.wait(timeout):
             err = self._handshake.get("error")
@@ -426,6 +427,17 @@ class Session:
                          paper=all(a.startswith("D") for a in accounts) if accounts else None)
         log.info("connected to %s:%d as client %d (server %s, accounts %s)", self.host, self.port,
                  self.client_id, client.serverVersion(), ",".join(accounts))
+
+    def _run_messages(self, client: EClient) -> None:
+        """ibapi's decoder loop. After a disconnect ibapi's run() can still decode a queued message
+        with serverVersion() None and raise: that is the end of the connection, not an error."""
+        try:
+            client.run()
+        except Exception:
+            if client.isConnected():
+                log.exception("ibapi's message loop failed")
+            else:
+                log.debug("ibapi's message loop ended with the connection", exc_info=True)
 
     def disconnect(self) -> None:
         """Close the connection and end every thread this session started. Live subscriptions and

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
 
-from addin.paper import PaperGateway
+# xlwings registers its remote engine (used to test the real Book/Range API on Linux) only when a
+# key is set at import; "noncommercial" is accepted offline. The product itself uses the BSD parts.
+os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
+
+from addin.paper import PaperGateway  # noqa: E402
 
 from .ibclient import IBTestClient
 

@@ -334,8 +334,13 @@ class Book(abc.ABC):
         return name.casefold() in {s.casefold() for s in self.sheet_names()}
 
     def _check_sheet(self, name: str) -> None:
+        # Remember sheets seen: on COM every sheet_names() is a round trip, and the pump writes often.
+        known = self.__dict__.setdefault("_sheets_seen", set())
+        if name in known:
+            return
         if not self.has_sheet(name):
             raise SheetNotFound(f"no sheet {name!r} in the workbook; sheets: {self.sheet_names()}")
+        known.add(name)
 
     def table(self, name: str) -> TableInfo:
         """The Table called ``name`` (Excel's case-insensitive match). Raises TableNotFound naming it
