@@ -1,0 +1,10 @@
+"""Worksheet functions for Excel (xlwings "UDF Modules" = ``udfs``): read-only views of IB.
+
+See :mod:`udfs.functions`. No function here can place, modify or cancel an order.
+"""
+
+from .functions import (IB_ACCOUNT, IB_CONTRACT, IB_HISTORY, IB_ORDER, IB_PNL, IB_POSITIONS, IB_QUOTE,
+                        IB_QUOTES, IB_STATUS)
+
+__all__ = ["IB_QUOTE", "IB_QUOTES", "IB_HISTORY", "IB_CONTRACT", "IB_POSITIONS", "IB_ACCOUNT", "IB_PNL",
+           "IB_ORDER", "IB_STATUS"]

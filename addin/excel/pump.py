@@ -1,0 +1,669 @@
+"""The streaming pump: QuoteBoard changes and order outputs -> workbook cells, one write per rectangle.
+
+Every flush interval (default 250 ms, at least 50 ms) the pump thread
+
+1. takes ``board.changes_since(v)`` (only the keys that changed since its last flush: cost is the
+   number of changed keys, not the number of rows);
+2. maps each changed key to its Watchlist rows (a key may sit on several rows) and the columns the
+   Watchlist has (by header text: a Watchlist with only some of the standard columns gets only
+   those; one with only a Symbol column gets the standard columns added); cells whose value did not
+   change are skipped;
+3. adds the order outputs the OrderDesk reported since (``on_order``) to their Orders rows (by Ref);
+4. merges the changed cells into rectangles (contiguous column runs per row; adjacent rows with the
+   same run merge; with ``fill_gaps`` each changed row writes the whole block of pump-owned columns
+   it touches, so a block of changed rows is one rectangle whatever moved in it) and writes each
+   rectangle with ONE ``book.write`` call (with ``bridge_rows``, rectangles a few unchanged rows
+   apart are joined: one call that rewrites those rows' current values beats two calls);
+5. asks the recalc registry for the formula cells whose quotes changed and makes ONE
+   ``book.calculate(sheet, addresses)`` call for them (one per sheet that has any).
+
+Slow writes never build a queue: the pump holds a version number, not a list of updates, so a
+flush that took longer than the interval is followed at once by one that takes every change since.
+A failed write keeps its cells pending for the next flush (bounded by the number of cells).
+
+Windows / COM (DESIGN.md): the pump runs in the xlwings UDF server; its thread calls
+``pythoncom.CoInitialize``, opens its own Book by full name (``book_factory``, see
+:func:`com_book_factory`: xlwings objects never cross threads) and wraps it in :class:`ComRetry`,
+which retries "call was rejected by callee" (RPC_E_CALL_REJECTED, the user is editing a cell) with
+bounded backoff instead of dropping the update.
+
+Cell values: prices and sizes as floats (the contract's currency; shares / contracts), times as
+naive UTC datetimes (Excel has no time zones), missing values as empty cells.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from .errors import error_text
+from .layout import WATCHLIST_COLUMNS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Pump", "PumpStats", "WriteRecord", "Region", "ComRetry", "com_book_factory", "find_region",
+           "merge_rectangles", "is_call_rejected", "quote_cell_values", "STANDARD_COLUMNS", "WATCH_FIELDS",
+           "ORDER_OUTPUT_COLUMNS", "DEFAULT_INTERVAL", "MIN_INTERVAL", "RPC_E_CALL_REJECTED"]
+
+DEFAULT_INTERVAL = 0.25      # seconds between flushes
+MIN_INTERVAL = 0.05
+MAX_COLUMNS = 64             # header cells read when a Watchlist is a plain sheet (no Table)
+MAX_ROWS = 2000              # symbol cells read below it
+RPC_E_CALL_REJECTED = -2147418111      # 0x80010001 "Call was rejected by callee."
+RPC_E_SERVERCALL_RETRYLATER = -2147417846  # 0x8001010A "The message filter indicated that the application is busy."
+
+# Watchlist headers (normalised: lower case, no spaces/underscores/dots, % -> pct) -> Quote fields.
+WATCH_FIELDS = {
+    "bid": "bid", "ask": "ask", "last": "last", "bidsize": "bid_size", "asksize": "ask_size",
+    "lastsize": "last_size", "volume": "volume", "open": "open", "high": "high", "low": "low",
+    "close": "close", "change": "change",
+    # the template formats ChangePct as a percentage, so the cell holds a fraction (0.0123 = 1.23 %)
+    "changepct": "change_fraction", "chgpct": "change_fraction", "pctchange": "change_fraction",
+    "mid": "mid", "spread": "spread", "updated": "updated", "lasttime": "last_time",
+    # DataType / Status show what IB sends ("live", "delayed", ...) or why nothing streams (the
+    # line's error, "stale", "waiting"): see quote_status.
+    "datatype": "status", "status": "status",
+}
+STANDARD_COLUMNS = tuple(WATCHLIST_COLUMNS[1:])     # the template's Watchlist columns after Symbol
+ORDER_OUTPUT_COLUMNS = ("Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice", "Commission",
+                        "Message", "Updated")
+_MISSING = object()
+
+
+def _norm(header: Any) -> str:
+    text = "" if header is None else str(header)
+    return text.strip().lower().replace("%", "pct").replace(" ", "").replace("_", "").replace(".", "")
+
+
+def excel_value(v: Any) -> Any:
+    """A Python value as a cell takes it: aware datetimes -> naive UTC, Decimals -> float."""
+    if isinstance(v, datetime):
+        return v.astimezone(timezone.utc).replace(tzinfo=None) if v.tzinfo else v
+    if v is not None and type(v).__name__ == "Decimal":
+        return float(v)
+    return v
+
+
+def quote_status(q) -> str:
+    """The DataType / Status cell of a quote: its error ("#IB 354: ..."), "stale", "waiting"
+    before the first tick, else the market data type IB sends ("live", "delayed", ...)."""
+    if q.error:
+        return "#" + q.error if q.error.startswith("IB ") else q.error
+    if q.updated is None:
+        return "waiting"
+    if q.stale:
+        return "stale"
+    return q.data_type or "live"
+
+
+def quote_cell_values(q, fields: list[str]) -> list[Any]:
+    """The cell values of ``q`` for Quote field names (plus "status" and "change_fraction")."""
+    return [quote_status(q) if f == "status" else
+            (None if q.change_pct is None else q.change_pct / 100.0) if f == "change_fraction" else
+            excel_value(getattr(q, f)) for f in fields]
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+@dataclass
+class Region:
+    """Where a keyed list sits: the header row, the key column, the rows (``{row: key text}``) and
+    the pump-owned columns (``{column number: field}``). ``table``: the Excel Table's name, if any."""
+    sheet: str
+    header_row: int
+    first_col: int
+    headers: list[str]
+    key_col: int
+    rows: dict[int, str]
+    owned: dict[int, str] = field(default_factory=dict)
+    table: str | None = None
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Contiguous runs of owned columns: ``[(first, last), ...]``."""
+        out: list[tuple[int, int]] = []
+        for c in sorted(self.owned):
+            if out and out[-1][1] == c - 1:
+                out[-1] = (out[-1][0], c)
+            else:
+                out.append((c, c))
+        return out
+
+
+def _find_table(book, name: str):
+    for tname, info in book.tables().items():
+        if tname.lower() == name.lower():
+            return info
+    return None
+
+
+def find_region(book, name: str, key_header: str) -> Region | None:
+    """The Table named ``name`` (any case), else the sheet ``name`` with its header in row 1; None when
+    neither exists. Raises ExcelInputError when it has no ``key_header`` column."""
+    from .errors import ExcelInputError
+    info = _find_table(book, name)
+    if info is not None:
+        headers = [str(h) if h is not None else "" for h in info.columns]
+        keys = [_norm(h) for h in headers]
+        if _norm(key_header) not in keys:
+            raise ExcelInputError(f"Table {info.name} on sheet {info.sheet}: no {key_header} column "
+                                  f"(headers: {', '.join(headers)})")
+        key_col = info.first_col + keys.index(_norm(key_header))
+        df = book.read_table(info.name)
+        col = df.columns[keys.index(_norm(key_header))]   # the index holds worksheet row numbers
+        rows = {int(r): str(v).strip() for r, v in df[col].items() if _present(v)}
+        return Region(info.sheet, info.first_row, info.first_col, headers, key_col, rows, table=info.name)
+    sheet = next((s for s in book.sheet_names() if s.lower() == name.lower()), None)
+    if sheet is None:
+        return None
+    header = book.read(sheet, 1, 1, 1, MAX_COLUMNS)[0]
+    headers: list[str] = []
+    for h in header:
+        if not _present(h):
+            break
+        headers.append(str(h))
+    keys = [_norm(h) for h in headers]
+    if _norm(key_header) not in keys:
+        raise ExcelInputError(f"sheet {sheet}: no {key_header} column in row 1 "
+                              f"(found: {', '.join(headers) or 'nothing'})")
+    key_col = 1 + keys.index(_norm(key_header))
+    column = book.read(sheet, 2, key_col, MAX_ROWS + 1, key_col)
+    rows = {2 + i: str(r[0]).strip() for i, r in enumerate(column) if _present(r[0])}
+    return Region(sheet, 1, 1, headers, key_col, rows)
+
+
+def _present(v: Any) -> bool:
+    if v is None:
+        return False
+    if isinstance(v, float) and v != v:
+        return False
+    return str(v).strip() != ""
+
+
+# --- rectangles -----------------------------------------------------------------------------------------
+def merge_rectangles(cells: Iterable[tuple[int, int]],
+                     blocks: list[tuple[int, int]] | None = None) -> list[tuple[int, int, int, int]]:
+    """Cover ``cells`` ((row, col) pairs) with rectangles ``(top, left, bottom, right)``.
+
+    Each row's cells form contiguous column runs; with ``blocks`` (column runs the caller owns,
+    whose every cell it can fill) a row instead takes every block it touches whole. Then adjacent
+    rows with the same run merge into one rectangle. Sorted by (left, top)."""
+    by_row: dict[int, list[int]] = collections.defaultdict(list)
+    for r, c in cells:
+        by_row[r].append(c)
+    spans: dict[tuple[int, int], list[int]] = collections.defaultdict(list)
+    for r, cols in by_row.items():
+        cols = sorted(set(cols))
+        if blocks:
+            for b in blocks:
+                if any(b[0] <= c <= b[1] for c in cols):
+                    spans[b].append(r)
+            outside = [c for c in cols if not any(b[0] <= c <= b[1] for b in blocks)]
+        else:
+            outside = cols
+        start = prev = None
+        for c in outside + [None]:
+            if c is not None and prev is not None and c == prev + 1:
+                prev = c
+                continue
+            if start is not None:
+                spans[(start, prev)].append(r)
+            start = prev = c
+    rects = []
+    for (left, right), rows in spans.items():
+        rows.sort()
+        top = prev = rows[0]
+        for r in rows[1:] + [None]:
+            if r is not None and r == prev + 1:
+                prev = r
+                continue
+            rects.append((top, left, prev, right))
+            if r is not None:
+                top = prev = r
+    rects.sort(key=lambda t: (t[1], t[0]))
+    return rects
+
+
+# --- COM ------------------------------------------------------------------------------------------------
+def is_call_rejected(exc: BaseException) -> bool:
+    """True when Excel refused a COM call because it is busy (RPC_E_CALL_REJECTED, the user is
+    editing a cell; or RPC_E_SERVERCALL_RETRYLATER): worth retrying, not an error."""
+    codes = (RPC_E_CALL_REJECTED, RPC_E_SERVERCALL_RETRYLATER)
+    seen = 0
+    while exc is not None and seen < 5:
+        if getattr(exc, "hresult", None) in codes or (exc.args and exc.args[0] in codes):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+class ComRetry:
+    """A Book whose calls are retried while Excel answers "call was rejected by callee".
+
+    ``attempts`` calls at most, sleeping ``first_delay`` seconds doubling up to ``max_delay``
+    between them (bounded: with the defaults about 2.5 s in all); then the last error is raised (the
+    pump keeps the cells pending and writes them with the next flush). Other errors raise at once.
+    ``retries``: how many retries so far.
+    """
+
+    def __init__(self, book, *, attempts: int = 10, first_delay: float = 0.01, max_delay: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.book = book
+        self.attempts, self.first_delay, self.max_delay = attempts, first_delay, max_delay
+        self.sleep = sleep
+        self.retries = 0
+
+    def __getattr__(self, name: str):
+        target = getattr(self.book, name)
+        if not callable(target):
+            return target
+
+        def call(*args, **kwargs):
+            delay = self.first_delay
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    return target(*args, **kwargs)
+                except Exception as exc:
+                    if attempt == self.attempts or not is_call_rejected(exc):
+                        raise
+                    self.retries += 1
+                    self.sleep(delay)          # backoff: Excel is busy (cell edit), wait and ask again
+                    delay = min(delay * 2, self.max_delay)
+        return call
+
+
+def com_book_factory(fullname: str) -> Callable[[], Any]:
+    """A factory, run on the pump thread, that opens the workbook ``fullname`` through xlwings (its
+    own COM objects for this thread) and wraps it in the xlwings Book adapter and ComRetry."""
+    def open_book():
+        import xlwings as xw
+        from .xlwings_book import XlwingsBook  # the Book adapter (addin/excel/xlwings_book.py)
+        return ComRetry(XlwingsBook(xw.Book(fullname)))
+    return open_book
+
+
+# --- the pump -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WriteRecord:
+    """One write call: where, what size, which board keys / order refs it carried, and when it began
+    and ended (``time.time()`` seconds, comparable with ``Quote.updated``: tick-to-cell latency of a
+    value = ``ended - quote.updated.timestamp()``)."""
+    sheet: str
+    top: int
+    left: int
+    rows: int
+    cols: int
+    keys: tuple
+    started: float
+    ended: float
+
+
+@dataclass
+class PumpStats:
+    """Counters since start: flushes (every cycle), busy_flushes (cycles that wrote or recalculated),
+    writes (book.write calls), cells (cells written), calculates (book.calculate calls),
+    recalc_cells, write_errors, last_flush (seconds the latest busy flush took), write_latencies
+    (seconds per write call, the latest 10,000)."""
+    flushes: int = 0
+    busy_flushes: int = 0
+    writes: int = 0
+    cells: int = 0
+    calculates: int = 0
+    recalc_cells: int = 0
+    write_errors: int = 0
+    last_flush: float = 0.0
+    write_latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
+
+
+class Pump:
+    """Streams QuoteBoard changes into a workbook's Watchlist and order outputs into its Orders rows.
+
+    board: the QuoteBoard. book: a Book (``addin.excel.book`` interface), or None with
+    ``book_factory`` (called on the pump thread: the COM path). interval: seconds between flushes
+    (MIN_INTERVAL..; ValueError below). registry: a RecalcRegistry (formula cells to recalc) or
+    None. book_name: the workbook's full name for the registry (None: every registered cell).
+    resolve(text) -> board key: subscribes a Watchlist symbol (MarketData.subscribe); release(key):
+    undoes it at stop (MarketData.unsubscribe). watchlist / orders: Table or sheet names (None:
+    none). fill_gaps: see the module docstring. bridge_rows (with fill_gaps): rectangles of the
+    same columns separated by at most this many already-written rows become one write (those rows
+    are rewritten with the values they show; 0: never). on_write(WriteRecord): called after each
+    write call (for benchmarks). prune_every: seconds between registry prunes.
+
+    Use ``start()`` / ``stop()`` for the thread, or ``bind()`` + ``flush()`` synchronously.
+    """
+
+    def __init__(self, board, book=None, *, interval: float = DEFAULT_INTERVAL, registry=None,
+                 book_name: str | None = None, resolve: Callable[[str], str] | None = None,
+                 release: Callable[[str], Any] | None = None, watchlist: str | None = "Watchlist",
+                 orders: str | None = "Orders", book_factory: Callable[[], Any] | None = None,
+                 fill_gaps: bool = True, bridge_rows: int = 8,
+                 on_write: Callable[[WriteRecord], None] | None = None, prune_every: float = 5.0):
+        if book is None and book_factory is None:
+            raise ValueError("Pump needs a book or a book_factory")
+        if not interval >= MIN_INTERVAL:
+            raise ValueError(f"interval: at least {MIN_INTERVAL} s, got {interval!r}")
+        self.board, self.book, self.book_factory = board, book, book_factory
+        self.interval = float(interval)
+        self.registry, self.book_name = registry, book_name
+        self.resolve, self.release = resolve, release
+        self.watchlist_name, self.orders_name = watchlist, orders
+        self.fill_gaps, self.bridge_rows = fill_gaps, bridge_rows
+        self.on_write, self.prune_every = on_write, prune_every
+        self.stats = PumpStats()
+        self.watchlist: Region | None = None
+        self.orders: Region | None = None
+        self.row_errors: dict[int, str] = {}           # Watchlist row -> why its symbol does not stream
+        self._fields: dict[int, str] = {}              # Watchlist column -> Quote field
+        self._rows_of: dict[str, list[int]] = {}       # board key -> Watchlist rows
+        self._held: list[str] = []                     # keys resolved (released at stop)
+        self._order_cols: dict[int, str] = {}          # Orders column -> normalised output name
+        self._ref_rows: dict[str, list[int]] = {}
+        self._version = 0
+        self._written: dict[tuple[str, int, int], Any] = {}   # last value written per cell
+        self._pending: dict[tuple[str, int, int], Any] = {}   # cells whose write failed
+        self._pending_keys: dict[tuple[str, int, int], Any] = {}
+        self._orders_in: dict[str, dict] = {}                 # ref -> outputs not yet written
+        self._orders_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = time.monotonic()
+        self.error: BaseException | None = None        # why the thread ended, if it failed
+
+    # --- set-up ---------------------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Read the Watchlist and Orders layout from the book, subscribe the Watchlist symbols
+        (``resolve``) and paint every mapped cell once. Raises ExcelInputError for a Watchlist
+        without a Symbol column or an Orders list without Ref."""
+        book = self.book
+        if self.watchlist_name:
+            self.watchlist = find_region(book, self.watchlist_name, "Symbol")
+        if self.watchlist is not None:
+            self._bind_watchlist(self.watchlist)
+        if self.orders_name:
+            self.orders = find_region(book, self.orders_name, "Ref")
+        if self.orders is not None:
+            self._bind_orders(self.orders)
+        self.flush(full=True)
+
+    def _bind_watchlist(self, region: Region) -> None:
+        book = self.book
+        mapped = {region.first_col + i: WATCH_FIELDS[_norm(h)] for i, h in enumerate(region.headers)
+                  if _norm(h) in WATCH_FIELDS}
+        if not mapped:     # only Symbol (and columns of the user's own): add the standard columns
+            start = region.first_col + len(region.headers)
+            if region.table is not None:
+                book.add_table_columns(region.table, list(STANDARD_COLUMNS))   # header write + resize
+            else:
+                book.write(region.sheet, region.header_row, start, [list(STANDARD_COLUMNS)])
+            region.headers = region.headers + list(STANDARD_COLUMNS)
+            mapped = {start + i: WATCH_FIELDS[_norm(h)] for i, h in enumerate(STANDARD_COLUMNS)}
+        region.owned = mapped
+        self._fields = mapped
+        status_col = next((c for c, f in mapped.items() if f == "status"), None)
+        for row, text in sorted(region.rows.items()):
+            try:
+                key = self.resolve(text) if self.resolve else text
+            except Exception as exc:          # one bad symbol must not stop the others
+                self.row_errors[row] = error_text(exc)
+                if status_col is not None:
+                    self._pending[(region.sheet, row, status_col)] = self.row_errors[row]
+                continue
+            self._held.append(key)
+            self._rows_of.setdefault(key, []).append(row)
+
+    def _bind_orders(self, region: Region) -> None:
+        names = {_norm(c): c for c in ORDER_OUTPUT_COLUMNS}
+        region.owned = {region.first_col + i: _norm(h) for i, h in enumerate(region.headers) if _norm(h) in names}
+        self._order_cols = region.owned
+        self._ref_rows = {}
+        for row, ref in region.rows.items():
+            self._ref_rows.setdefault(ref, []).append(row)
+
+    # --- order outputs --------------------------------------------------------------------------------
+    def on_order(self, ref: str, outputs: dict) -> None:
+        """OrderDesk listener: ``outputs`` (Status, OrderId, ...) of the row ``ref``. Any thread;
+        merged with what is not yet written (latest value per column wins)."""
+        with self._orders_lock:
+            self._orders_in.setdefault(str(ref), {}).update({_norm(k): v for k, v in outputs.items()})
+
+    # --- flushing -------------------------------------------------------------------------------------
+    def flush(self, full: bool = False) -> int:
+        """One flush (see the module docstring); ``full`` repaints every mapped cell. Returns the
+        number of write calls made. Not re-entrant: concurrent callers take turns."""
+        with self._flush_lock:
+            return self._flush(full)
+
+    def _flush(self, full: bool) -> int:
+        t0 = time.perf_counter()
+        self.stats.flushes += 1
+        if full:
+            version = self.board.version
+            changes = {k: q for k in self._rows_of if (q := self.board.get(k)) is not None}
+        else:
+            version, changes = self.board.changes_since(self._version)
+        self._version = version
+        cells: dict[tuple[str, int, int], Any] = dict(self._pending)
+        keys_at: dict[tuple[str, int, int], Any] = dict(self._pending_keys)
+        self._pending.clear()
+        self._pending_keys.clear()
+        wl = self.watchlist
+        if wl is not None and changes:
+            fields = list(self._fields.values())
+            cols = list(self._fields)
+            for key, q in changes.items():
+                rows = self._rows_of.get(key)
+                if not rows:
+                    continue
+                values = quote_cell_values(q, fields)
+                for r in rows:
+                    for c, v in zip(cols, values):
+                        cell = (wl.sheet, r, c)
+                        if full or self._written.get(cell, _MISSING) != v:
+                            cells[cell] = v
+                            keys_at[cell] = key
+        self._collect_orders(cells, keys_at)
+        writes = self._write_cells(cells, keys_at)
+        calcs = self._recalc(changes.keys()) if changes else 0
+        if writes or calcs:
+            self.stats.busy_flushes += 1
+            self.stats.last_flush = time.perf_counter() - t0
+        with self._cond:
+            self._cond.notify_all()
+        return writes
+
+    def _collect_orders(self, cells: dict, keys_at: dict) -> None:
+        with self._orders_lock:
+            incoming, self._orders_in = self._orders_in, {}
+        if not incoming or self.orders is None:
+            return
+        if any(ref not in self._ref_rows for ref in incoming):
+            fresh = find_region(self.book, self.orders_name, "Ref")   # rows were added since bind
+            if fresh is not None:
+                self.orders = fresh
+                self._bind_orders(fresh)
+        sheet = self.orders.sheet
+        for ref, outputs in incoming.items():
+            rows = self._ref_rows.get(ref)
+            if not rows:
+                log.info("order %s is not on the %s list; its status is not shown", ref, self.orders_name)
+                continue
+            for c, name in self._order_cols.items():
+                if name in outputs:
+                    v = excel_value(outputs[name])
+                    for r in rows:
+                        if self._written.get((sheet, r, c), _MISSING) != v:
+                            cells[(sheet, r, c)] = v
+                            keys_at[(sheet, r, c)] = ref
+
+    def _write_cells(self, cells: dict, keys_at: dict) -> int:
+        by_sheet: dict[str, dict[tuple[int, int], Any]] = collections.defaultdict(dict)
+        for (sheet, r, c), v in cells.items():
+            by_sheet[sheet][(r, c)] = v
+        writes = 0
+        for sheet, sheet_cells in by_sheet.items():
+            region = self._region_of(sheet)
+            blocks = region.blocks() if (self.fill_gaps and region is not None) else None
+            rects = merge_rectangles(sheet_cells, blocks)
+            if blocks and self.bridge_rows:
+                rects = self._bridge(sheet, rects)
+            for top, left, bottom, right in rects:
+                values, keys = [], []
+                for r in range(top, bottom + 1):
+                    row = []
+                    for c in range(left, right + 1):
+                        v = sheet_cells.get((r, c), _MISSING)
+                        if v is _MISSING:
+                            v = self._written.get((sheet, r, c))
+                        row.append(v)
+                        k = keys_at.get((sheet, r, c))
+                        if k is not None and k not in keys:
+                            keys.append(k)
+                    values.append(row)
+                started = time.time()
+                w0 = time.perf_counter()
+                try:
+                    self.book.write(sheet, top, left, values)
+                except Exception as exc:
+                    # Keep them for the next flush (bounded by the number of cells), never drop them.
+                    self.stats.write_errors += 1
+                    log.warning("write of %s rows x %s columns at %s!R%sC%s failed (%s); retrying next flush",
+                                bottom - top + 1, right - left + 1, sheet, top, left, exc)
+                    for i, r in enumerate(range(top, bottom + 1)):
+                        for j, c in enumerate(range(left, right + 1)):
+                            self._pending[(sheet, r, c)] = values[i][j]
+                            if (sheet, r, c) in keys_at:
+                                self._pending_keys[(sheet, r, c)] = keys_at[(sheet, r, c)]
+                    continue
+                ended = time.time()
+                self.stats.write_latencies.append(time.perf_counter() - w0)
+                writes += 1
+                self.stats.writes += 1
+                self.stats.cells += (bottom - top + 1) * (right - left + 1)
+                for i, r in enumerate(range(top, bottom + 1)):
+                    for j, c in enumerate(range(left, right + 1)):
+                        self._written[(sheet, r, c)] = values[i][j]
+                if self.on_write is not None:
+                    self.on_write(WriteRecord(sheet, top, left, bottom - top + 1, right - left + 1, tuple(keys),
+                                              started, ended))
+        return writes
+
+    def _bridge(self, sheet: str, rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+        """Join rectangles of the same columns separated by at most ``bridge_rows`` rows whose
+        cells the pump wrote before (their current values are known): one call instead of two,
+        for a few unchanged rows rewritten with the values they already show."""
+        out: list[tuple[int, int, int, int]] = []
+        for rect in sorted(rects, key=lambda t: (t[1], t[3], t[0])):
+            if out:
+                top, left, bottom, right = out[-1]
+                gap = range(bottom + 1, rect[0])
+                if (rect[1], rect[3]) == (left, right) and len(gap) <= self.bridge_rows and all(
+                        (sheet, r, c) in self._written for r in gap for c in range(left, right + 1)):
+                    out[-1] = (top, left, rect[2], right)
+                    continue
+            out.append(rect)
+        return out
+
+    def _region_of(self, sheet: str) -> Region | None:
+        for region in (self.watchlist, self.orders):
+            if region is not None and region.sheet == sheet:
+                return region
+        return None
+
+    def _recalc(self, keys) -> int:
+        if self.registry is None:
+            return 0
+        calls = 0
+        now = time.monotonic()
+        if self.prune_every is not None and now - self._last_prune >= self.prune_every:
+            self._last_prune = now
+            try:
+                self.registry.prune(self.book, self.book_name)
+            except Exception as exc:
+                log.warning("pruning the formula registry failed: %s", exc)
+        for sheet, addresses in self.registry.changed(keys, self.book_name).items():
+            try:
+                self.book.calculate(sheet, addresses)
+            except Exception as exc:
+                log.warning("recalculating %d formula cells on %s failed: %s", len(addresses), sheet, exc)
+                continue
+            calls += 1
+            self.stats.calculates += 1
+            self.stats.recalc_cells += len(addresses)
+        return calls
+
+    # --- the thread -----------------------------------------------------------------------------------
+    def start(self) -> "Pump":
+        """Start the pump thread (binds the layout on it, then flushes every ``interval``)."""
+        if self._thread is not None:
+            raise RuntimeError("pump already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ibxl-pump", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_flushes(self, n: int, timeout: float) -> bool:
+        """Block until at least ``n`` flushes have run (True) or ``timeout`` seconds pass (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.stats.flushes >= n or self.error is not None, timeout)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds after some flush (True) or ``timeout`` passes (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate() or self.error is not None, timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread (after its current flush) and release the Watchlist's market data lines."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        if self.release is not None:
+            for key in held:
+                try:
+                    self.release(key)
+                except Exception as exc:
+                    log.debug("releasing %s: %s", key, exc)
+
+    def _run(self) -> None:
+        com = sys.platform == "win32"
+        if com:
+            import pythoncom  # type: ignore[import-not-found]
+            pythoncom.CoInitialize()
+        try:
+            if self.book_factory is not None:
+                self.book = self.book_factory()
+            self.bind()
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    self.flush()
+                except Exception:
+                    log.exception("pump flush failed")
+                # A flush slower than the interval is followed at once by one that takes every
+                # change since: nothing queues.
+                left = self.interval - (time.monotonic() - t0)
+                if left > 0:
+                    self._stop.wait(left)
+        except BaseException as exc:
+            self.error = exc
+            log.exception("pump stopped")
+            with self._cond:
+                self._cond.notify_all()
+        finally:
+            if com:
+                pythoncom.CoUninitialize()

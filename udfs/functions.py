@@ -1,0 +1,361 @@
+"""The worksheet functions (UDFs) Excel imports through xlwings ("UDF Modules" = ``udfs``).
+
+Every function reads; none can place, modify or cancel an order: they only ever receive the
+Runtime's read-only facade (``addin.runtime.ReadOnlyRuntime``). Every failure comes back as cell
+text, ``#IB <code>: <IB's text>`` for IB's errors and ``#IBXL: <what was wrong>`` for ours, never a
+Python traceback.
+
+Quote functions keep ticking without RTD: each call registers its caller cell (xlwings passes the
+reserved ``caller`` argument) and the pump recalculates just the registered cells whose quotes
+changed. Tables (IB_QUOTES, IB_HISTORY, IB_POSITIONS, ...) return 2-D lists, which Excel 365
+spills as native dynamic arrays (no legacy ``expand``: xlwings' docs reserve it for Excel
+versions without dynamic arrays).
+
+Units: prices in the contract's currency, sizes in shares / contracts / units, times as naive UTC
+datetimes (Excel has no time zones).
+
+The Python functions take no type hints on purpose: xlwings would turn a hint into a converter.
+"""
+
+import logging
+import math
+from datetime import datetime, timezone
+
+import xlwings as xw
+
+from addin.excel.errors import error_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IB_QUOTE", "IB_QUOTES", "IB_HISTORY", "IB_CONTRACT", "IB_POSITIONS", "IB_ACCOUNT", "IB_PNL",
+           "IB_ORDER", "IB_STATUS", "QUOTE_FIELDS"]
+
+CATEGORY = "ibxl"
+SYMBOL_DOC = "Instrument text: AAPL, AAPL.NASDAQ, EUR/USD, ESZ6.CME, ^SPX.CBOE, BTC/USD.PAXOS, conid:265598"
+# Field names a quote function accepts (lower case, spaces and underscores ignored) -> Quote attribute.
+QUOTE_FIELDS = {
+    "price": "price", "bid": "bid", "ask": "ask", "last": "last", "mid": "mid", "spread": "spread",
+    "bidsize": "bid_size", "asksize": "ask_size", "lastsize": "last_size", "volume": "volume",
+    "open": "open", "high": "high", "low": "low", "close": "close", "change": "change",
+    "changepct": "change_pct", "change%": "change_pct", "updated": "updated", "lasttime": "last_time",
+    "datatype": "data_type", "stale": "stale", "symbol": "symbol",
+}
+CONTRACT_FIELDS = {
+    "conid": "conId", "symbol": "symbol", "sectype": "secType", "exchange": "exchange",
+    "primaryexchange": "primaryExchange", "currency": "currency", "localsymbol": "localSymbol",
+    "tradingclass": "tradingClass", "multiplier": "multiplier", "lasttradedate": "lastTradeDateOrContractMonth",
+    "strike": "strike", "right": "right",
+}
+DETAIL_FIELDS = {"longname": "longName", "mintick": "minTick", "industry": "industry", "category": "category",
+                 "timezone": "timeZoneId", "validexchanges": "validExchanges", "marketname": "marketName"}
+
+
+class _WaitingError(Exception):
+    """No quote yet: shown as #IBXL: waiting ... (the pump recalculates the cell when it arrives)."""
+
+
+def _reader():
+    from addin.runtime import get_runtime
+    return get_runtime().readonly()
+
+
+def _safely(fn):
+    """Run ``fn()``; any exception becomes the cell text of :func:`error_text`."""
+    try:
+        return fn()
+    except _WaitingError as exc:
+        return f"#IBXL: {exc}"
+    except Exception as exc:          # a UDF must answer with text, never a traceback
+        return error_text(exc)
+
+
+def _cell(caller):
+    """``(book full name, sheet, address)`` of the calling cell, read on this thread (xlwings Range
+    objects never cross threads); None without a caller. Tests may pass ``(sheet, address)`` or
+    ``(book, sheet, address)``."""
+    if caller is None:
+        return None
+    if isinstance(caller, tuple):
+        return (None,) + caller if len(caller) == 2 else caller
+    sheet = caller.sheet
+    return (sheet.book.fullname, sheet.name, caller.address)
+
+
+def _text(value, name: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError(f"{name}: empty; expected {SYMBOL_DOC.split(': ', 1)[-1] if name == 'symbol' else 'text'}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if not text:
+        raise ValueError(f"{name}: empty")
+    if text.startswith("#"):
+        raise ValueError(f"{name}: the cell holds the error {text}")
+    return text
+
+
+def _flat(value, name: str) -> list:
+    """A cell, a row, a column or a 2-D range of texts -> a flat list (empty cells skipped)."""
+    if isinstance(value, (list, tuple)):
+        out = []
+        for v in value:
+            out.extend(_flat(v, name) if isinstance(v, (list, tuple)) else
+                       ([] if v is None or (isinstance(v, str) and not v.strip()) else [v]))
+        return out
+    return [] if value is None else [value]
+
+
+def _field(value, table: dict, default: str, name: str = "field") -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    key = str(value).strip().lower().replace(" ", "").replace("_", "")
+    if key not in table:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(sorted(set(table)))}")
+    return table[key]
+
+
+def _cellify(v):
+    """A value as a cell shows it: aware datetimes -> naive UTC, NaN -> empty, numpy -> Python."""
+    if v is None:
+        return None
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            v = v.item()
+        except (ValueError, AttributeError):
+            pass
+    if hasattr(v, "to_pydatetime"):
+        v = v.to_pydatetime()
+    if isinstance(v, datetime):
+        return v.astimezone(timezone.utc).replace(tzinfo=None) if v.tzinfo else v
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _frame_rows(df, index_name: str | None = None) -> list[list]:
+    """Header row + data rows of a DataFrame (the index first when ``index_name``)."""
+    header = ([index_name] if index_name else []) + [str(c) for c in df.columns]
+    rows = [header]
+    for idx, rec in zip(df.index, df.itertuples(index=False, name=None)):
+        rows.append(([_cellify(idx)] if index_name else []) + [_cellify(v) for v in rec])
+    return rows
+
+
+def _quote_value(q, attr: str):
+    if q.error:
+        raise _IBText(q.error)
+    if attr == "price":
+        value = q.last if q.last is not None else q.mid
+    else:
+        value = getattr(q, attr)
+    if attr not in ("symbol", "stale", "data_type") and q.updated is None:
+        raise _WaitingError(f"waiting for the first quote of {q.symbol}")
+    return _cellify(value)
+
+
+class _IBText(Exception):
+    """A quote's own error text ("IB 354: ..."), shown as #IB 354: ..."""
+
+
+def _quote_safely(fn):
+    try:
+        return fn()
+    except _IBText as exc:
+        return f"#{exc}"
+    except _WaitingError as exc:
+        return f"#IBXL: {exc}"
+    except Exception as exc:
+        return error_text(exc)
+
+
+# --- quotes --------------------------------------------------------------------------------------------
+@xw.func(category=CATEGORY)
+@xw.arg("symbol", doc=SYMBOL_DOC)
+@xw.arg("field", doc="price (default: last, or mid when nothing trades), bid, ask, last, mid, spread, bid size, "
+                     "ask size, last size, volume, open, high, low, close, change, change %, updated, data type")
+def IB_QUOTE(symbol, field=None, caller=None):
+    """Live quote of one instrument from IB's market data (reqMktData); ticks while the workbook streams.
+    Prices in the contract's currency, sizes in shares/contracts, updated in UTC."""
+    def run():
+        attr = _field(field, QUOTE_FIELDS, "price")
+        text = _text(symbol, "symbol")
+        rt = _reader()
+        key = rt.hold_quotes([text], _cell(caller))[0]
+        q = rt.wait_quote(key)
+        if q is None:
+            raise _WaitingError(f"waiting for the first quote of {key}")
+        return _quote_value(q, attr)
+    return _quote_safely(run)
+
+
+@xw.func(category=CATEGORY)
+@xw.arg("symbols", doc="A range (row, column or block) of instrument texts, or one text. " + SYMBOL_DOC)
+@xw.arg("fields", doc="Field names as a range or comma-separated text (default: bid, ask, last); see IB_QUOTE")
+def IB_QUOTES(symbols, fields=None, caller=None):
+    """Live quotes of several instruments: one row per symbol, one column per field (a dynamic array);
+    errors of a single instrument show in its row. Ticks while the workbook streams."""
+    def run():
+        names = _flat(fields, "fields") if isinstance(fields, (list, tuple)) else \
+            [f for f in str(fields or "bid,ask,last").split(",") if f.strip()]
+        attrs = [_field(f, QUOTE_FIELDS, "price", "fields") for f in names]
+        texts = [_text(s, "symbols") for s in _flat(symbols, "symbols")]
+        if not texts:
+            raise ValueError("symbols: no instrument given")
+        rt = _reader()
+        out = []
+        errors: dict[int, str] = {}
+        for i, t in enumerate(texts):        # one bad symbol shows in its row, the others still stream
+            try:
+                rt.qualify(t)                # cached by the ContractBook: asks IB once per instrument
+            except Exception as exc:
+                errors[i] = error_text(exc)
+        good = [t for i, t in enumerate(texts) if i not in errors]
+        held = iter(rt.hold_quotes(good, _cell(caller)) if good else [])
+        keys = [None if i in errors else next(held) for i in range(len(texts))]
+        for i, key in enumerate(keys):
+            if key is None:
+                out.append([errors[i]] * len(attrs))
+                continue
+            q = rt.wait_quote(key)
+            out.append([_quote_safely(lambda a=a: _quote_value(q, a)) if q is not None else
+                        f"#IBXL: waiting for the first quote of {key}" for a in attrs])
+        return out
+    return _quote_safely(run)
+
+
+# --- history -------------------------------------------------------------------------------------------
+@xw.func(category=CATEGORY)
+@xw.arg("symbol", doc=SYMBOL_DOC)
+@xw.arg("duration", doc='How far back: "<n> S|D|W|M|Y", e.g. "1 D" (default), "6 M"')
+@xw.arg("bar_size", doc='IB barSize: "1 secs" .. "1 month", e.g. "1 min" (default), "1 hour", "1 day"')
+@xw.arg("what_to_show", doc="IB whatToShow: TRADES (default), MIDPOINT, BID, ASK, BID_ASK, ...")
+@xw.arg("use_rth", doc="TRUE (default): regular trading hours only; FALSE: all hours")
+def IB_HISTORY(symbol, duration=None, bar_size=None, what_to_show=None, use_rth=None):
+    """Historical bars from IB (reqHistoricalData) as a dynamic array with a header row: time (UTC), open,
+    high, low, close, volume, wap, bar_count. Recalculates only when its arguments change."""
+    def run():
+        text = _text(symbol, "symbol")
+        rth = True if use_rth is None else _bool(use_rth, "use_rth")
+        df = _reader().bars(text, duration=str(duration or "1 D"), bar_size=str(bar_size or "1 min"),
+                            what_to_show=str(what_to_show or "TRADES"), use_rth=rth)
+        if df.empty:
+            return [["time"] + [str(c) for c in df.columns]]
+        return _frame_rows(df, "time")
+    return _safely(run)
+
+
+def _bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "y"):
+        return True
+    if text in ("false", "no", "0", "n"):
+        return False
+    raise ValueError(f"{name}: expected TRUE or FALSE, got {value!r}")
+
+
+# --- contracts -----------------------------------------------------------------------------------------
+@xw.func(category=CATEGORY)
+@xw.arg("symbol", doc=SYMBOL_DOC)
+@xw.arg("field", doc='Omitted: the canonical text (e.g. AAPL.NASDAQ). Else conId, symbol, secType, exchange, '
+                     'primaryExchange, currency, localSymbol, tradingClass, multiplier, lastTradeDate, longName, '
+                     'minTick, industry, timeZone, validExchanges; "all": a two-column table')
+def IB_CONTRACT(symbol, field=None):
+    """The instrument IB knows for this text (reqContractDetails): its canonical text, one field, or all fields."""
+    def run():
+        text = _text(symbol, "symbol")
+        rt = _reader()
+        if field is None or (isinstance(field, str) and not field.strip()):
+            return rt.describe(text)
+        details = rt.qualify(text)
+        key = str(field).strip().lower().replace(" ", "").replace("_", "")
+        if key == "all":
+            rows = [["field", "value"]]
+            rows += [[name, _cellify(getattr(details.contract, attr))] for name, attr in CONTRACT_FIELDS.items()]
+            rows += [[name, _cellify(getattr(details, attr))] for name, attr in DETAIL_FIELDS.items()]
+            return rows
+        if key in CONTRACT_FIELDS:
+            return _cellify(getattr(details.contract, CONTRACT_FIELDS[key]))
+        if key in DETAIL_FIELDS:
+            return _cellify(getattr(details, DETAIL_FIELDS[key]))
+        raise ValueError(f"field: {field!r} is not one of all, {', '.join(list(CONTRACT_FIELDS) + list(DETAIL_FIELDS))}")
+    return _safely(run)
+
+
+# --- portfolio -----------------------------------------------------------------------------------------
+@xw.func(category=CATEGORY, volatile=True)
+def IB_POSITIONS():
+    """Positions of every managed account (reqPositions + reqAccountUpdates) as a dynamic array with a header:
+    account, symbol, con_id, sec_type, currency, position, avg_cost, market_price, market_value, P&L, weight."""
+    return _safely(lambda: _frame_rows(_reader().positions()))
+
+
+@xw.func(category=CATEGORY, volatile=True)
+@xw.arg("tag", doc="An account summary tag (NetLiquidation, BuyingPower, TotalCashValue, ...); "
+                   "omitted: every tag as a table")
+def IB_ACCOUNT(tag=None):
+    """Account values from IB's account summary (reqAccountSummary): one tag's value for the first managed
+    account, or the whole table (account, tag, value, currency)."""
+    def run():
+        rt = _reader()
+        df = rt.account_summary()
+        if tag is None or (isinstance(tag, str) and not tag.strip()):
+            return _frame_rows(df)
+        want = str(tag).strip()
+        hit = df[df["tag"].str.lower() == want.lower()]
+        if hit.empty:
+            raise ValueError(f"tag: {want!r} is not in the account summary; known tags: "
+                             f"{', '.join(sorted(set(df['tag'])))}")
+        first = hit[hit["account"] == rt.account()]
+        return _cellify((first if not first.empty else hit).iloc[0]["value"])
+    return _safely(run)
+
+
+@xw.func(category=CATEGORY, volatile=True)
+def IB_PNL():
+    """Today's P&L of the first managed account (reqPnL), in its base currency: header daily, unrealized,
+    realized, and one row of values."""
+    def run():
+        rt = _reader()
+        return _frame_rows(rt.pnl(rt.account()), "account")
+    return _safely(run)
+
+
+# --- orders (read only) --------------------------------------------------------------------------------
+ORDER_FIELDS = ("Ref", "Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice", "Commission",
+                "Message", "Updated")
+
+
+@xw.func(category=CATEGORY, volatile=True)
+@xw.arg("ref", doc="The Ref of an order row (sent to IB as orderRef)")
+@xw.arg("field", doc="Status, OrderId, PermId, Filled, Remaining, AvgFillPrice, Commission, Message, Updated; "
+                     "omitted: a header row and a value row")
+def IB_ORDER(ref, field=None):
+    """State of the order placed from the row with this Ref (read only: no function can place, modify or
+    cancel an order)."""
+    def run():
+        info = _reader().order(_text(ref, "ref"))
+        norm = {k.lower(): k for k in info}
+        if field is None or (isinstance(field, str) and not field.strip()):
+            names = [f for f in ORDER_FIELDS if f in info] + [k for k in info if k not in ORDER_FIELDS]
+            return [names, [_cellify(info[k]) for k in names]]
+        key = str(field).strip().lower().replace(" ", "").replace("_", "")
+        if key not in norm:
+            raise ValueError(f"field: {field!r} is not one of {', '.join(info)}")
+        return _cellify(info[norm[key]])
+    return _safely(run)
+
+
+@xw.func(category=CATEGORY, volatile=True)
+def IB_STATUS():
+    """The connection to TWS / IB Gateway in words: state, host:port, client id, accounts, market data lines."""
+    def run():
+        s = _reader().status()
+        kind = {True: "paper", False: "LIVE", None: "accounts unknown"}[s["paper"]]
+        text = (f"{s['state']} {s['host']}:{s['port']} client {s['client_id']}; {kind} {s['accounts']}; "
+                f"{s['lines']} market data lines; {s['formula_cells']} streaming formulas")
+        return text + (f"; last error {s['last_error']}" if s["last_error"] else "")
+    return _safely(run)
