@@ -116,5 +116,75 @@ def check(host, port, client_id, timeout, instrument) -> None:
     raise SystemExit(code)
 
 
+def _print_summary(summary) -> None:
+    """The readable end of a run: quotes, history, orders and portfolio in a few lines each."""
+    from .jobs import format_summary
+    click.echo(format_summary(summary))
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), default="ibxl-demo.xlsx", show_default=True,
+              help="Where to write the demo workbook (a copy of workbooks/ibxl.xlsx).")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="How long to stream the Watchlist.")
+def demo(out, seconds) -> None:
+    """Run the whole loop on the paper gateway: no TWS, no Excel needed.
+
+    Starts the paper gateway (real replayed prices) on a free loopback port, copies the template
+    workbook to OUT, streams the Watchlist, pulls GOOG history, places the sample orders (some are
+    refused by the risk checks on purpose, with the reason in the row), refreshes the portfolio, saves
+    and prints a summary. Open OUT in Excel (or LibreOffice) afterwards.
+    """
+    from .jobs import run_demo
+    summary = run_demo(out, seconds=seconds, echo=click.echo)
+    _print_summary(summary)
+    raise SystemExit(0 if summary.ok else 1)
+
+
+@main.command()
+@click.argument("workbook", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", default=None, help="TWS / IB Gateway host [config file, else 127.0.0.1].")
+@click.option("--port", default=None, type=int, help="API port: TWS 7497 paper / 7496 live, IB Gateway "
+              "4002 paper / 4001 live [config file, else 4002].")
+@click.option("--client-id", default=None, type=int, help="API client id [config file, else 1].")
+@click.option("--stream", "stream_seconds", default=0.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="Stream the Watchlist Table for this many seconds.")
+@click.option("--history", is_flag=True, help="Pull the bars the History sheet asks for.")
+@click.option("--orders", is_flag=True, help="Place the pending rows of the Orders Table (after the risk "
+              "checks) and wait for IB's answers.")
+@click.option("--cancel", default=None, metavar="all|REF,...", help="Cancel every open order (all) or these Refs.")
+@click.option("--portfolio", is_flag=True, help="Refresh Positions, Account, P&L and Executions.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Save to this new file instead of overwriting WORKBOOK.")
+def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel, portfolio, out) -> None:
+    """Do the workbook's jobs headless against TWS, IB Gateway or the paper gateway, then save it.
+
+    Uses the Tables the workbook has (Watchlist, Orders, Positions, Account, Executions, Bars) and leaves
+    every other sheet, formula and format as it was. Risk limits come from your config file
+    (~/.ibxl/config.toml or $IBXL_CONFIG), tightened by the workbook's Config sheet.
+    """
+    from .config import ConfigError, load_settings
+    from .excel.book import BookError
+    from .jobs import run_workbook
+    from .session import IBError
+    if not any((stream_seconds, history, orders, cancel, portfolio)):
+        raise click.UsageError("nothing to do: pass at least one of --stream, --history, --orders, --cancel, "
+                               "--portfolio")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    conn = settings.connection
+    try:
+        summary = run_workbook(workbook, out=out, host=host or conn.host, port=port or conn.port,
+                               client_id=client_id if client_id is not None else conn.client_id,
+                               stream=stream_seconds, history=history, orders=orders, cancel=cancel,
+                               portfolio=portfolio, settings=settings, echo=click.echo)
+    except (BookError, IBError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_summary(summary)
+    raise SystemExit(0 if summary.ok else 1)
+
+
 if __name__ == "__main__":
     main()

@@ -233,8 +233,9 @@ class Runtime:
             raise RuntimeError(f"order entry is not available: {exc}") from exc
         path = self.journal_path
         if path is None:
-            from .config import config_path
-            path = config_path().parent / "journal.sqlite3"
+            from .config import journal_path
+            path = journal_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.parent.mkdir(parents=True, exist_ok=True)
         desk = OrderDesk(self.session, self.contracts, self.market, self.portfolio, settings, path)
         for pump in self._pumps.values():

@@ -1,0 +1,246 @@
+"""The main job as a user runs it: ``ibxl demo``, ``ibxl run`` on a workbook it has never seen, and
+``ibxl check`` — the installed console script against a real paper gateway, and the output workbooks
+read back with openpyxl and checked against the gateway's own state."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import openpyxl
+import pytest
+from openpyxl.styles import Font, PatternFill
+from openpyxl.worksheet.table import Table
+
+from addin.jobs import run_demo
+from addin.paper import PaperGateway
+from addin.paper.market import BarSpec, on_tick_grid
+
+from .ibclient import IBTestClient
+from .test_paper_cli import ibxl_command
+
+GOOD = {"DEMO-001", "DEMO-002", "DEMO-003", "DEMO-004"}
+
+
+@pytest.fixture(scope="module")
+def gw():
+    with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gateway:
+        yield gateway
+
+
+def table_rows(ws, name: str) -> list[dict]:
+    """A Table's body as dicts keyed by header (empty rows dropped)."""
+    ref = ws.tables[name].ref
+    rows = list(ws[ref])
+    header = [c.value for c in rows[0]]
+    out = []
+    for row in rows[1:]:
+        values = [c.value for c in row]
+        if any(v not in (None, "") for v in values):
+            out.append(dict(zip(header, values)))
+    return out
+
+
+def run_cli(*args: str, env_extra: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(ibxl_command() + list(args), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# --- ibxl demo ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo(gw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo.xlsx"
+    lines: list[str] = []
+    summary = run_demo(out, seconds=2.0, echo=lines.append, gateway=gw)
+    return summary, openpyxl.load_workbook(out), lines
+
+
+def test_demo_succeeds_and_saves(demo):
+    summary, wb, lines = demo
+    assert summary.ok, summary.steps
+    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "portfolio"]
+    assert any(line.startswith("saved ") for line in lines)
+    assert {"Watchlist", "History", "Orders", "Portfolio", "Executions"} <= set(wb.sheetnames)
+
+
+def test_demo_watchlist_quotes_are_on_the_tick_grid_inside_the_real_range(gw, demo):
+    _, wb, _ = demo
+    quotes = table_rows(wb["Watchlist"], "Watchlist")
+    assert len(quotes) >= 8
+    now = gw.call(lambda s: s.market.now())
+    for q in quotes:
+        con_id = gw.call(lambda s, sym=q["Symbol"]: _con_id_of(s, sym))
+        inst = gw.call(lambda s: s.market.by_con_id(con_id))
+        bars = gw.call(lambda s: s.market.bars(inst, now - timedelta(days=365 * 15), now + timedelta(seconds=1),
+                                               BarSpec(seconds=86400), "TRADES" if inst.sec_type != "CASH"
+                                               else "MIDPOINT", False))
+        low, high = min(b.low for b in bars), max(b.high for b in bars)
+        numbers = [q[f] for f in ("Bid", "Ask", "Last") if q.get(f) is not None]
+        assert numbers, f"{q['Symbol']}: no prices streamed"
+        for v in numbers:
+            assert isinstance(v, (int, float)), (q["Symbol"], v)
+            assert on_tick_grid(v, inst.min_tick), (q["Symbol"], v, inst.min_tick)
+            spread = 10 * inst.min_tick       # bid/ask sit a spread around the replayed trades
+            assert low - spread <= v <= high + spread, (q["Symbol"], v, low, high)
+        assert q["DataType"] == "live"
+
+
+def _con_id_of(server, symbol: str) -> int:
+    from addin.contracts import parse
+    contract = parse(symbol).to_contract()
+    found = server.market.lookup(contract)
+    assert len(found) == 1, (symbol, found)
+    return found[0].con_id
+
+
+def test_demo_history_equals_the_gateways_bars(gw, demo):
+    _, wb, _ = demo
+    bars = table_rows(wb["History"], "Bars")
+    assert len(bars) > 200
+    goog = gw.call(lambda s: s.market.by_con_id(208813720))
+    first = bars[0]["Date"].replace(tzinfo=timezone.utc)
+    now = gw.call(lambda s: s.market.now())
+    theirs = gw.call(lambda s: s.market.bars(goog, first, now, BarSpec(seconds=86400), "TRADES", True))
+    # The bar in progress moves with the replay: compare the complete ones.
+    assert len(theirs) == len(bars)
+    for mine, ref in zip(bars[:-1], theirs[:-1]):
+        assert mine["Date"].date() == ref.time.date()
+        assert (mine["Open"], mine["High"], mine["Low"], mine["Close"]) == (ref.open, ref.high, ref.low, ref.close)
+
+
+def test_demo_orders_good_rows_reach_the_gateway_bad_rows_carry_reasons(gw, demo):
+    _, wb, _ = demo
+    rows = {r["Ref"]: r for r in table_rows(wb["Orders"], "Orders")}
+    for ref in GOOD:
+        r = rows[ref]
+        assert r["Status"] in ("Filled", "Submitted", "PreSubmitted"), r
+        assert isinstance(r["OrderId"], int) and isinstance(r["PermId"], int) and r["PermId"] > 0, r
+    assert rows["DEMO-001"]["Status"] == "Filled" and rows["DEMO-001"]["Filled"] == 10
+    assert rows["DEMO-001"]["Commission"] > 0 and rows["DEMO-001"]["AvgFillPrice"] > 0
+    bad = {ref: r for ref, r in rows.items() if ref.startswith("BAD-")}
+    assert len(bad) == 5
+    for ref, r in bad.items():
+        assert r["Status"] in ("Refused", "Error"), r
+        assert r["Message"] and r["OrderId"] is None, r
+    assert bad["BAD-QUANTITY-TOO-BIG"]["Message"].startswith("max_quantity")
+    assert bad["BAD-PRICE-FAR-OFF"]["Message"].startswith("price_band")
+    assert bad["BAD-OFF-TICK-GRID"]["Message"].startswith("tick_grid")
+    assert bad["BAD-TEXT-QUANTITY"]["Message"].startswith("Quantity")
+    assert "ZZZZ" in bad["BAD-UNKNOWN-SYMBOL"]["Message"]
+    # The gateway's side: exactly the good rows (the bracket as entry + two children), once each.
+    refs = [o.order.orderRef for o in gw.received_orders() if o.order.orderRef.startswith(("DEMO", "BAD"))]
+    assert sorted(refs) == sorted(GOOD | {"DEMO-004.TP", "DEMO-004.SL"})
+
+
+def test_demo_positions_and_account_are_consistent_with_the_fills(demo):
+    _, wb, _ = demo
+    fill = {r["Ref"]: r for r in table_rows(wb["Orders"], "Orders")}["DEMO-001"]
+    positions = {r["Symbol"]: r for r in table_rows(wb["Portfolio"], "Positions")}
+    aapl = positions["AAPL"]
+    assert aapl["Position"] == 10
+    # IB's average cost includes the commission.
+    assert aapl["AvgCost"] == pytest.approx(fill["AvgFillPrice"] + fill["Commission"] / 10, abs=1e-6)
+    account = {(r["Tag"], r["Currency"]): r["Value"] for r in table_rows(wb["Portfolio"], "Account")}
+    assert any(tag == "NetLiquidation" for tag, _ in account)
+    execs = table_rows(wb["Executions"], "Executions")
+    assert any(e.get("Symbol") == "AAPL" and e.get("Shares") == 10 for e in execs), execs
+
+
+def test_ibxl_demo_console_script(tmp_path):
+    """As a new user runs it: the installed command, its own embedded gateway, exit 0, a summary."""
+    out = tmp_path / "mine.xlsx"
+    r = run_cli("demo", "--out", str(out), "--seconds", "1", env_extra={"IBXL_CONFIG": str(tmp_path / "none.toml")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "all steps succeeded" in r.stdout and "Orders:" in r.stdout and "max_quantity" in r.stdout
+    assert openpyxl.load_workbook(out)["Orders"].tables["Orders"]
+
+
+# --- ibxl run on a workbook it has never seen ---------------------------------------------------------
+def user_workbook(path: Path) -> dict:
+    """A user's own workbook: a Notes sheet with formulas and formats, a Watchlist Table with only
+    Symbol and Last, off at D3, and an Orders Table with a good row and a bad one."""
+    wb = openpyxl.Workbook()
+    notes = wb.active
+    notes.title = "Notes"
+    notes["A1"] = "My trading notes"
+    notes["A1"].font = Font(bold=True, size=14)
+    notes["A2"] = 3
+    notes["B2"] = "=A2*2"
+    notes["C2"] = 0.25
+    notes["C2"].number_format = "0.0%"
+    notes["C2"].fill = PatternFill("solid", fgColor="FFFF00")
+    ws = wb.create_sheet("Watchlist")
+    ws["D3"], ws["E3"] = "Symbol", "Last"
+    ws["D4"], ws["D5"] = "AAPL", "EUR/USD"
+    ws.add_table(Table(displayName="Watchlist", ref="D3:E5"))
+    ws["A1"] = "=SUM(1,2)"
+    orders = wb.create_sheet("Orders")
+    cols = ["Ref", "Account", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "TIF", "Status",
+            "OrderId", "Filled", "Message"]
+    orders.append(cols)
+    orders.append(["U-1", None, "MSFT", "buy", 2.0, "mkt", None, "DAY"])
+    orders.append([None, None, "AAPL", "BUY", "#N/A", "MKT", None, "DAY"])
+    orders.add_table(Table(displayName="Orders", ref=f"A1:{openpyxl.utils.get_column_letter(len(cols))}3"))
+    wb.save(path)
+    return {"notes": [(c.coordinate, c.value, c.number_format, c.font.b, c.fill.fgColor.rgb)
+                      for row in notes.iter_rows() for c in row]}
+
+
+def test_ibxl_run_on_a_users_workbook_does_its_jobs_and_leaves_the_rest(gw, tmp_path):
+    path = tmp_path / "user.xlsx"
+    before = user_workbook(path)
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "77", "--stream", "1", "--orders",
+                "--portfolio", env_extra={"IBXL_CONFIG": str(tmp_path / "config.toml")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    wb = openpyxl.load_workbook(path)
+    notes = wb["Notes"]
+    assert [(c.coordinate, c.value, c.number_format, c.font.b, c.fill.fgColor.rgb)
+            for row in notes.iter_rows() for c in row] == before["notes"]
+    assert wb["Watchlist"]["A1"].value == "=SUM(1,2)"
+    quotes = table_rows(wb["Watchlist"], "Watchlist")
+    assert [q["Symbol"] for q in quotes] == ["AAPL", "EUR/USD"]
+    assert isinstance(quotes[0]["Last"], float)
+    assert wb["Watchlist"].tables["Watchlist"].ref == "D3:E5"       # the user's columns, no more
+    rows = table_rows(wb["Orders"], "Orders")
+    assert rows[0]["Ref"] == "U-1" and rows[0]["Status"] == "Filled" and rows[0]["Filled"] == 2
+    assert rows[1]["Status"] == "Error" and rows[1]["Message"].startswith("Quantity")
+    assert [o.order.orderRef for o in gw.received_orders() if o.client_id == 77] == ["U-1"]
+    # Placing the same workbook again sends nothing new.
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "77", "--orders",
+                env_extra={"IBXL_CONFIG": str(tmp_path / "config.toml")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [o.order.orderRef for o in gw.received_orders() if o.client_id == 77] == ["U-1"]
+
+
+def test_ibxl_run_refuses_a_locked_workbook_before_sending_anything(gw, tmp_path):
+    path = tmp_path / "locked.xlsx"
+    user_workbook(path)
+    (tmp_path / "~$locked.xlsx").write_bytes(b"owner")
+    sent = len(gw.received_orders())
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "78", "--orders",
+                env_extra={"IBXL_CONFIG": str(tmp_path / "config.toml")})
+    assert r.returncode != 0 and "open" in (r.stderr + r.stdout).lower()
+    assert len(gw.received_orders()) == sent
+
+
+# --- ibxl check -----------------------------------------------------------------------------------------
+def test_ibxl_check_against_the_gateway_a_closed_port_and_a_taken_client_id(gw):
+    r = run_cli("check", "--port", str(gw.port), "--client-id", "90", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "DU1234567" in r.stdout and "paper" in r.stdout.lower()
+
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    r = run_cli("check", "--port", str(closed), timeout=60)
+    assert r.returncode == 1 and "nothing listens" in r.stdout and "Enable ActiveX and Socket Clients" in r.stdout
+
+    holder = IBTestClient().start(gw.port, 91)
+    try:
+        r = run_cli("check", "--port", str(gw.port), "--client-id", "91", timeout=60)
+    finally:
+        holder.stop()
+    assert r.returncode == 1 and "in use" in r.stdout and "--client-id" in r.stdout
