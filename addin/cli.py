@@ -116,6 +116,23 @@ def check(host, port, client_id, timeout, instrument) -> None:
     raise SystemExit(code)
 
 
+class _HistoryProgress:
+    """A progress bar for a history pull that takes several IB requests (silent for one)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= 1:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="history requests", show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+        if done >= total:
+            self.bar.__exit__(None, None, None)
+
+
 def _print_summary(summary) -> None:
     """The readable end of a run: quotes, history, orders and portfolio in a few lines each."""
     from .jobs import format_summary
@@ -179,7 +196,8 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
         summary = run_workbook(workbook, out=out, host=host or conn.host, port=port or conn.port,
                                client_id=client_id if client_id is not None else conn.client_id,
                                stream=stream_seconds, history=history, orders=orders, cancel=cancel,
-                               portfolio=portfolio, settings=settings, echo=click.echo)
+                               portfolio=portfolio, settings=settings, echo=click.echo,
+                               progress=_HistoryProgress())
     except (BookError, IBError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary)

@@ -67,13 +67,15 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
                  port: int = 4002, client_id: int = 1, stream: float = 0.0, history: bool = False,
                  orders: bool = False, cancel: str | None = None, portfolio: bool = False,
                  settings: Settings | None = None, journal_path: str | Path | None = None,
-                 settle_timeout: float = 20.0, echo: Callable[[str], None] = print) -> RunSummary:
+                 settle_timeout: float = 20.0, echo: Callable[[str], None] = print,
+                 progress: Callable[[int, int], None] | None = None) -> RunSummary:
     """Run the chosen jobs on the workbook at ``path`` against TWS / IB Gateway / a paper gateway at
     ``host:port`` and save it (to ``out`` when given, else in place).
 
     stream: seconds to stream the Watchlist (0: no streaming; order states are written at the end).
     cancel: "all" (reqGlobalCancel) or comma-separated Refs. settings: risk and connection settings
     (default: the user's config file). journal_path: the order journal (default: the runtime's).
+    progress: ``progress(done, total)`` for the history pull's IB requests.
     Returns a RunSummary. Raises WorkbookLockedError / WouldLosePartsError (before anything is sent)
     when the workbook cannot be written safely, IBError when the gateway cannot be reached.
     """
@@ -88,7 +90,7 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
              f"{' (paper)' if status['paper'] else ' (LIVE)' if status['paper'] is False else ''}")
         pump = _step(summary, echo, "stream", lambda: _stream(book, rt, stream)) if stream > 0 else None
         if history:
-            _step(summary, echo, "history", lambda: _history(book, rt, summary))
+            _step(summary, echo, "history", lambda: _history(book, rt, summary, progress))
         if orders:
             _step(summary, echo, "orders", lambda: _orders(book, rt, pump, summary, settle_timeout))
         if cancel:
@@ -149,8 +151,8 @@ def _stream(book, rt: Runtime, seconds: float):
         cadence.wait(min(left, pump.interval))
 
 
-def _history(book, rt: Runtime, summary: RunSummary):
-    df = macros.pull_history(book, rt)
+def _history(book, rt: Runtime, summary: RunSummary, progress=None):
+    df = macros.pull_history(book, rt, progress=progress)
     summary.bars = df
     return df
 

@@ -244,3 +244,23 @@ def test_ibxl_check_against_the_gateway_a_closed_port_and_a_taken_client_id(gw):
     finally:
         holder.stop()
     assert r.returncode == 1 and "in use" in r.stdout and "--client-id" in r.stdout
+
+
+def test_ibxl_run_history_over_several_requests_shows_progress_and_stitches(gw, tmp_path):
+    from addin.jobs import TEMPLATE
+    path = tmp_path / "hist.xlsx"
+    wb = openpyxl.load_workbook(TEMPLATE)
+    names = wb.defined_names
+    for name, value in (("HistorySymbol", "AAPL"), ("HistoryDuration", "3 D"), ("HistoryBarSize", "1 min"),
+                        ("HistoryUseRTH", False)):
+        sheet, coord = next(names[name].destinations)
+        wb[sheet][coord.replace("$", "")] = value
+    wb.save(path)
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "79", "--history",
+                env_extra={"IBXL_CONFIG": str(tmp_path / "config.toml")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "history requests" in r.stdout            # the progress bar of a multi-request pull
+    bars = table_rows(openpyxl.load_workbook(path)["History"], "Bars")
+    dates = [b["Date"] for b in bars]
+    assert len(dates) == len(set(dates)) and dates == sorted(dates)
+    assert len(bars) == 3 * 24 * 60 and all(b - a == timedelta(minutes=1) for a, b in zip(dates, dates[1:]))

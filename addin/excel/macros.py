@@ -274,11 +274,12 @@ def stop_streaming(book=None, runtime=None) -> bool:
 
 # --- history ------------------------------------------------------------------------------------------
 @xw.sub
-def pull_history(book=None, runtime=None) -> pd.DataFrame:
+def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
     """Read the History sheet's parameters (named ranges HistorySymbol, HistoryDuration,
     HistoryBarSize, HistoryWhatToShow, HistoryUseRTH, HistoryEnd), ask IB for the bars
     (``History.bars``) and write them into the Bars Table (Date in UTC, Open, High, Low, Close,
-    Volume, WAP, BarCount). Returns the DataFrame (``History.bars``'s shape). Raises
+    Volume, WAP, BarCount). ``progress(done, total)``: called as IB's answers arrive (a long range is
+    several requests). Returns the DataFrame (``History.bars``'s shape). Raises
     ExcelInputError naming the parameter cell for bad input, IBError for IB's refusals."""
     book, rt = _book(book), _runtime(runtime)
     rt.connect()
@@ -302,7 +303,8 @@ def pull_history(book=None, runtime=None) -> pd.DataFrame:
         use_rth = use_rth.strip().lower() in ("true", "yes", "1")
     try:
         df = rt.history.bars(str(symbol).strip(), duration=str(params["Duration"]), bar_size=str(params["BarSize"]),
-                             what_to_show=str(params["WhatToShow"]), use_rth=bool(use_rth), end=end)
+                             what_to_show=str(params["WhatToShow"]), use_rth=bool(use_rth), end=end,
+                             progress=progress)
     except ValueError as exc:      # names the field (duration, bar_size, ...): say which cell holds it
         raise ExcelInputError(f"History sheet: {exc}") from exc
     out = df.rename(columns=BARS_COLUMNS)
