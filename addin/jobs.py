@@ -35,8 +35,9 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 # IB's order statuses after which nothing changes unless someone acts (plus our own outcomes).
-SETTLED = {"Submitted", "PreSubmitted", "Filled", "Cancelled", "ApiCancelled", "Inactive",
-           "Rejected", "Refused", "Error", "Not sent"}
+FINAL = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected", "Refused", "Error",
+                   "Not sent"})
+SETTLED = FINAL | {"Submitted", "PreSubmitted"}
 TEMPLATE = Path(__file__).resolve().parents[1] / "workbooks" / "ibxl.xlsx"
 
 
@@ -94,7 +95,7 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
         if orders:
             _step(summary, echo, "orders", lambda: _orders(book, rt, pump, summary, settle_timeout))
         if cancel:
-            _step(summary, echo, "cancel", lambda: _cancel(book, rt, pump, cancel, settle_timeout))
+            _step(summary, echo, "cancel", lambda: _cancel(book, rt, pump, cancel, summary, settle_timeout))
         if portfolio:
             _step(summary, echo, "portfolio", lambda: _portfolio(book, rt, summary))
         if pump is not None:
@@ -157,9 +158,9 @@ def _history(book, rt: Runtime, summary: RunSummary, progress=None):
     return df
 
 
-def _settle(rt: Runtime, pump, refs: list[str], timeout: float) -> pd.DataFrame:
-    """Wait until every Ref in ``refs`` is SETTLED (and a filled one has its commission), flushing the
-    pump meanwhile; returns the desk's table of them. Waits on the desk's listener, not on time."""
+def _settle(rt: Runtime, pump, refs: list[str], timeout: float, states: frozenset = SETTLED) -> pd.DataFrame:
+    """Wait until every Ref in ``refs`` has a status in ``states`` (and a filled one its commission),
+    flushing the pump meanwhile; returns the desk's table of them. Waits on the desk's listener."""
     desk = rt.orders
     changed = threading.Event()
 
@@ -172,7 +173,7 @@ def _settle(rt: Runtime, pump, refs: list[str], timeout: float) -> pd.DataFrame:
         while True:
             table = desk.table()
             mine = table.loc[table.index.isin(refs)]
-            if all(_settled(row) for _, row in mine.iterrows()):
+            if all(_settled(row, states) for _, row in mine.iterrows()):
                 return mine
             left = deadline - time.monotonic()
             if left <= 0:
@@ -185,9 +186,9 @@ def _settle(rt: Runtime, pump, refs: list[str], timeout: float) -> pd.DataFrame:
         desk.remove_listener(on_change)
 
 
-def _settled(row) -> bool:
+def _settled(row, states: frozenset) -> bool:
     status = row.get("Status")
-    if status not in SETTLED:
+    if status not in states:
         return False
     if status == "Filled":
         c = row.get("Commission")
@@ -199,26 +200,34 @@ def _orders(book, rt: Runtime, pump, summary: RunSummary, settle_timeout: float)
     out = macros.place_orders(book, rt)
     sent = [str(r) for r, s in zip(out["Ref"], out["Status"]) if s not in ("Error", "Refused", "Not sent")]
     final = _settle(rt, pump, sent, settle_timeout) if sent else None
-    # The rows get the settled states (the pump also streams them while it is bound).
-    table = rt.orders.table()
-    by_ref = table.to_dict(orient="index")
+    _write_order_states(book, rt, summary)
+    return final
+
+
+def _cancel(book, rt: Runtime, pump, what: str, summary: RunSummary, settle_timeout: float):
+    """Cancel all (reqGlobalCancel) or the given Refs, wait until IB confirms each, write the rows."""
+    working = rt.orders.table()
+    working = working[working["Status"].isin(("Submitted", "PreSubmitted"))].index.tolist()
+    if what.strip().lower() == "all":
+        macros.cancel_all(book, rt)
+        refs = working
+    else:
+        refs = [r.strip() for r in what.split(",") if r.strip()]
+        rt.orders.cancel(refs)
+    _settle(rt, pump, [r for r in refs if r in working], settle_timeout, FINAL)
+    _write_order_states(book, rt, summary)
+
+
+def _write_order_states(book, rt: Runtime, summary: RunSummary) -> None:
+    """Every Orders row whose Ref the desk knows gets the desk's current outputs (the pump streams
+    them too while it is bound; this makes the saved file right even without streaming)."""
+    by_ref = rt.orders.table().to_dict(orient="index")
     info = macros._orders_table(book)
     rows = macros._order_rows(book, info, None, pending_only=False)
     updates = {int(r): by_ref[str(ref).strip()] for r, ref in rows.get("Ref", pd.Series(dtype=object)).items()
                if isinstance(ref, str) and ref.strip() in by_ref}
     macros._write_outputs(book, info, updates)
     summary.orders = _orders_frame(book)
-    return final
-
-
-def _cancel(book, rt: Runtime, pump, what: str, settle_timeout: float):
-    if what.strip().lower() == "all":
-        macros.cancel_all(book, rt)
-        return None
-    refs = [r.strip() for r in what.split(",") if r.strip()]
-    out = rt.orders.cancel(refs)
-    _settle(rt, pump, refs, settle_timeout)
-    return out
 
 
 def _portfolio(book, rt: Runtime, summary: RunSummary):

@@ -264,3 +264,25 @@ def test_ibxl_run_history_over_several_requests_shows_progress_and_stitches(gw, 
     dates = [b["Date"] for b in bars]
     assert len(dates) == len(set(dates)) and dates == sorted(dates)
     assert len(bars) == 3 * 24 * 60 and all(b - a == timedelta(minutes=1) for a, b in zip(dates, dates[1:]))
+
+
+def test_ibxl_run_cancel_by_ref_writes_the_cancelled_state_into_the_row(gw, tmp_path):
+    path = tmp_path / "cancel.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Orders"
+    ws.append(["Ref", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "TIF", "Status", "Message"])
+    ws.append(["C-1", "MSFT", "BUY", 1, "LMT", 405.0, "GTC"])          # rests: 3% under the market
+    ws.add_table(Table(displayName="Orders", ref="A1:I2"))
+    wb.save(path)
+    env = {"IBXL_CONFIG": str(tmp_path / "config.toml")}
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "80", "--orders", env_extra=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert table_rows(openpyxl.load_workbook(path)["Orders"], "Orders")[0]["Status"] == "Submitted"
+    assert "C-1" in gw.call(lambda s: [order.orderRef for _, order, _ in s.broker.open_orders()])
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "80", "--cancel", "C-1", env_extra=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = table_rows(openpyxl.load_workbook(path)["Orders"], "Orders")[0]
+    assert row["Status"] == "Cancelled", row
+    open_refs = gw.call(lambda s: [order.orderRef for _, order, _ in s.broker.open_orders()])
+    assert "C-1" not in open_refs
