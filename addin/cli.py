@@ -43,9 +43,11 @@ def _parse_start(value: str | None) -> datetime | None:
 @click.option("--synthetic", default=0, show_default=True, type=click.IntRange(0, 2000),
               help="Add SIM0001.. synthetic instruments for load tests.")
 @click.option("--max-lines", default=100, show_default=True, type=int, help="Market data lines per client.")
+@click.option("--firehose", is_flag=True, help="Benchmarks: replace the replayed quotes by synthetic ticks to "
+              "every line, as fast as the sockets take them.")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (there is no "
               "authentication: anyone who can reach the port can trade the paper accounts).")
-def paper(host, port, seed, speed, accounts, start, synthetic, max_lines, allow_remote) -> None:
+def paper(host, port, seed, speed, accounts, start, synthetic, max_lines, firehose, allow_remote) -> None:
     """Serve the paper gateway until interrupted (Ctrl-C).
 
     A TWS API server that replays real market data and fills orders against it: point ibapi,
@@ -62,7 +64,8 @@ def paper(host, port, seed, speed, accounts, start, synthetic, max_lines, allow_
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     config = GatewayConfig(host=host, port=port, accounts=account_list, seed=seed, speed=speed,
-                           start=start_dt, synthetic=synthetic, max_lines=max_lines, allow_remote=allow_remote)
+                           start=start_dt, synthetic=synthetic, max_lines=max_lines, allow_remote=allow_remote,
+                           firehose=firehose)
     try:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:
@@ -202,6 +205,17 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
         raise click.ClickException(str(exc)) from None
     _print_summary(summary)
     raise SystemExit(0 if summary.ok else 1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
+@click.pass_context
+def bench(ctx) -> None:
+    """Run the benchmarks (python -m benchmarks): figures against peers measured in the same run.
+
+    Options: --quick, --only NAME, --json PATH, --memory-seconds S; see `ibxl bench --help`.
+    """
+    from benchmarks.__main__ import main as bench_main
+    bench_main.main(args=ctx.args, prog_name="ibxl bench")
 
 
 if __name__ == "__main__":

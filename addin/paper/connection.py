@@ -48,6 +48,7 @@ class ClientConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self.messages_in = 0
         self.messages_out = 0
+        self._drain_waiter: asyncio.Future | None = None   # set while the socket's buffer is full
 
     # --- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport):
@@ -63,6 +64,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.state = "closed"
+        self.resume_writing()
         self.server.on_disconnect(self)
 
     def data_received(self, data: bytes):
@@ -159,6 +161,22 @@ class ClientConnection(asyncio.Protocol):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
+
+    # asyncio flow control: called when the transport's send buffer passes its high-water mark and
+    # when it drains below the low one. Only the firehose waits on it (``drained``).
+    def pause_writing(self):
+        if self._drain_waiter is None:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self):
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drained(self) -> None:
+        """Return once the socket's send buffer is below asyncio's high-water mark (at once if it is)."""
+        if self._drain_waiter is not None:
+            await self._drain_waiter
 
     def flush(self) -> None:
         self._flush_scheduled = False

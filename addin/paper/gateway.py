@@ -160,6 +160,38 @@ class PaperGateway:
         """The next order placed by any client is rejected with error 201 and ``reason``."""
         self.call(lambda s: s.broker.reject_next(reason))
 
+    # --- firehose (benchmarks) ---------------------------------------------------------------------
+    def firehose(self, rate: float | None = None, count: int | None = None, record: bool = False,
+                 end: float | None = None) -> None:
+        """Replace the quote stream by synthetic TICK_PRICE ticks to every live line (see
+        ``addin.paper.firehose``). rate: ticks per second over all lines (None: as fast as the
+        sockets take them); count: stop after this many, then the newest line gets one bid at
+        ``end`` (default ``END_PRICE``) and the replayed quotes stay paused until
+        :meth:`firehose_stop`; record: keep each tick's send time for :meth:`sent_ticks`. Raises
+        ValueError for rate <= 0 or count < 0."""
+        self.call(lambda s: s.start_firehose(rate=rate, count=count, record=record, end=end) and None)
+
+    def firehose_stop(self) -> dict:
+        """Stop the firehose (the replayed quote stream resumes); returns :meth:`firehose_stats`."""
+        return self.call(lambda s: (s.stop_firehose() or s.last_firehose or _NoHose).stats())
+
+    def firehose_stats(self) -> dict:
+        """Of the latest firehose: ``sent`` (ticks), ``seconds``, ``rate`` (ticks/s), ``running``."""
+        return self.call(lambda s: (s.last_firehose or _NoHose).stats())
+
+    def sent_ticks(self, clear: bool = True) -> list:
+        """The recorded firehose ticks (``firehose.SentTick``: t_ns perf_counter_ns, con_id, req_id,
+        tick_type, price), oldest first; ``clear`` empties the side table."""
+        def take(s):
+            hose = s.last_firehose
+            if hose is None:
+                return []
+            out = list(hose.log)
+            if clear:
+                hose.log.clear()
+            return out
+        return self.call(take, timeout=60.0)
+
     # --- inspection -------------------------------------------------------------------------------
     def received_orders(self):
         """Every placeOrder the gateway received, in order (list of ``ReceivedOrder``)."""
@@ -167,6 +199,12 @@ class PaperGateway:
 
     def connected_clients(self) -> list[int]:
         return self.call(lambda s: sorted(s.clients))
+
+
+class _NoHose:
+    @staticmethod
+    def stats() -> dict:
+        return {"sent": 0, "seconds": 0.0, "rate": 0.0, "running": False}
 
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")

@@ -58,6 +58,8 @@ class MarketDataService:
         self.subs: dict[tuple[int, int], Subscription] = {}       # (id(conn), req_id) -> subscription
         self.tbt: dict[tuple[int, int], TickByTick] = {}
         self.pumps = 0
+        self.firehose = None          # a running firehose.Firehose replaces the quote stream (benchmarks)
+        self.firehose_lines: dict = {}  # its encoded frames per line, kept between runs
 
     # --- requests ---------------------------------------------------------------------------------
     def req_market_data_type(self, conn, fields) -> None:
@@ -143,7 +145,7 @@ class MarketDataService:
         changed, let working orders trade against the new quotes, and update keepUpToDate bars."""
         interval = self.server.config.stream_interval
         while True:
-            await asyncio.sleep(0 if self.server.config.firehose else interval)
+            await asyncio.sleep(interval)
             try:
                 self.pump()
             except Exception:
@@ -162,8 +164,9 @@ class MarketDataService:
         if live:
             quotes = dict(zip(live, market.quotes(list(live.values()), now)))
         late = dict(zip(delayed, market.quotes(list(delayed.values()), now - DELAY))) if delayed else {}
-        for sub in list(self.subs.values()):
-            self._send_changes(sub, late[sub.inst.con_id] if sub.delayed else quotes[sub.inst.con_id])
+        if self.firehose is None:
+            for sub in list(self.subs.values()):
+                self._send_changes(sub, late[sub.inst.con_id] if sub.delayed else quotes[sub.inst.con_id])
         for sub in list(self.tbt.values()):
             self._send_tbt(sub, quotes[sub.inst.con_id])
         self.server.orders.on_market()

@@ -18,6 +18,7 @@ from . import messages, requests, wire
 from .account_desk import AccountDesk
 from .broker import Broker
 from .connection import ClientConnection
+from .firehose import Firehose
 from .historical import HistoryService
 from .market import Instrument, Market
 from .marketdata import MarketDataService
@@ -80,6 +81,7 @@ class PaperServer:
         self.orders = OrderDesk(self)
         self.accounts = AccountDesk(self)
         self.answer_delay = 0.0
+        self.last_firehose: Firehose | None = None      # the running or latest firehose (its stats)
         self._refuse_until = 0.0
         self._server: asyncio.base_events.Server | None = None
         self.port: int | None = None
@@ -94,10 +96,13 @@ class PaperServer:
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self.marketdata.run(), name="paper-stream"),
                        asyncio.create_task(self.accounts.run(), name="paper-accounts")]
+        if self.config.firehose:
+            self.start_firehose()
         log.info("paper gateway listening on %s:%d", self.config.host, self.port)
         return self.port
 
     async def stop(self) -> None:
+        self.stop_firehose()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -221,6 +226,23 @@ class PaperServer:
 
     def req_current_time(self, conn: ClientConnection, fields: wire.Fields) -> None:
         conn.send(messages.current_time(int(self.market.now().timestamp())))
+
+    # --- firehose (benchmarks) ---------------------------------------------------------------------
+    def start_firehose(self, rate: float | None = None, count: int | None = None,
+                       record: bool = False, end: float | None = None) -> Firehose:
+        """Replace the quote stream by a firehose (see ``firehose.py``); a running one is stopped."""
+        self.stop_firehose()
+        hose = self.marketdata.firehose = self.last_firehose = Firehose(self, rate=rate, count=count,
+                                                                        record=record, **({} if end is None else {"end": end}))
+        hose.start()
+        return hose
+
+    def stop_firehose(self) -> Firehose | None:
+        """Stop the running firehose (the normal quote stream resumes); returns it, or None."""
+        hose = self.marketdata.firehose
+        if hose is not None:
+            hose.stop()
+        return hose
 
     # --- faults -----------------------------------------------------------------------------------
     def drop_all(self) -> None:

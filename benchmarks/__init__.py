@@ -1,0 +1,1 @@
+"""ibxl benchmarks: ``python -m benchmarks`` (see benchmarks/README.md)."""
