@@ -111,6 +111,7 @@ def machine() -> dict:
 def write_json(path: str, rows: list[Row], seconds: float, config: dict) -> None:
     doc = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
            "seconds": seconds, "config": config, "rows": [r.to_json() for r in rows]}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
