@@ -38,7 +38,7 @@ from ibapi.order_cancel import OrderCancel
 from .config import Settings
 from .contracts import InstrumentError, format_contract, parse
 from .journal import BLOCKING_STATES, DuplicateRefError, Journal
-from .order_facts import FactGatherer, finite
+from .order_facts import DeskFacts, FactGatherer, finite
 from .order_rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref, parse_row, parse_rows
 from .order_sync import OrderSync, order_version
 from .risk import RiskCheck, RiskLimits, check_whatif, evaluate
@@ -67,7 +67,9 @@ class OrderDesk:
     snapshot); portfolio: a ``Portfolio`` (positions, open orders, P&L, account values);
     settings: :class:`addin.config.Settings` (already tightened by the workbook, if any);
     journal_path: the SQLite journal file. Reconciles with IB on construction and after every
-    reconnect. Thread-safe; ``place``/``modify``/``cancel``/``reconcile`` run one at a time.
+    reconnect. Risk facts come from standing feeds (``self.facts``, :class:`addin.order_facts.DeskFacts`:
+    Portfolio watches and quote lines opened by the first order, ended by ``close()``), so after the
+    first order an order sends only its placeOrder. Thread-safe; ``place``/``modify``/``cancel``/``reconcile`` run one at a time.
     """
 
     def __init__(self, session, contracts, market, portfolio, settings: Settings, journal_path):
@@ -77,6 +79,7 @@ class OrderDesk:
         self.journal = Journal(journal_path)
         self._desk = threading.RLock()               # one place/modify/cancel/reconcile at a time
         self.sync = OrderSync(session, self.journal)
+        self.facts = DeskFacts(self)                 # standing feeds: an order sends only its placeOrder
         self._closed = False
         session.add_restore_hook(self._on_restore)
         if session.connected:
@@ -107,7 +110,7 @@ class OrderDesk:
                     for label in assigned:
                         parsed[label] = RowError(label, "Ref", f"could not write the assigned Ref back: {exc}",
                                                  assigned[label])
-            batch = FactGatherer(self)
+            batch = self.facts.batch()
             sent: list[str] = []
             for label, item in parsed.items():
                 if isinstance(item, RowError):
@@ -185,7 +188,7 @@ class OrderDesk:
             intent = replace(intent, account=rec["account"])
             try:
                 details = self.contracts.qualify(f"conid:{rec['con_id']}")
-                batch = FactGatherer(self)
+                batch = self.facts.batch()
                 facts = batch.facts(intent, details, exclude_perm=rec["perm_id"], modify=True)
                 result = evaluate(intent, facts, self.limits)
             except (IBError, InstrumentError) as exc:
@@ -263,6 +266,7 @@ class OrderDesk:
         self._closed = True
         self.session.remove_restore_hook(self._on_restore)
         self.sync.close()
+        self.facts.close()
         with self._desk:
             self.journal.close()
 
@@ -283,6 +287,7 @@ class OrderDesk:
             return self.sync.reconcile(timeout)
 
     def _on_restore(self) -> None:
+        self.facts.on_restore()                      # cached positions/orders are stale until re-sent
         try:
             self.reconcile()
         except Exception:
@@ -344,7 +349,6 @@ class OrderDesk:
             for ref, _, _ in legs:
                 self.journal.set_state(ref, "not_received", f"not sent: {exc}", status="Not sent")
             raise _Refusal("Error", f"not sent: {exc}") from None
-        batch.sent(intent, facts, len(legs))
         return [ref for ref, _, _ in legs]
 
     def _transmit(self, intent: OrderIntent, legs: list, contract) -> None:
@@ -358,8 +362,9 @@ class OrderDesk:
             if i:
                 o.ocaGroup, o.ocaType = f"{intent.ref}.OCA", 1
             orders.append(o)
-        for (ref, _, _), oid in zip(legs, ids):
+        for (ref, fields, _), oid in zip(legs, ids):
             self.journal.mark_transmitting(ref, self.session.client_id, oid)
+            self.facts.sent(ref, oid, intent.account, contract.conId, fields["action"], float(fields["quantity"]))
         _crash_point("after_mark")
         done = threading.Event()
 

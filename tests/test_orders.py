@@ -328,7 +328,9 @@ def test_kill_switch_cancels_this_clients_orders_and_blocks_new_ones_until_reset
         assert refused.loc[0, "Message"].startswith("kill_switch:")
         # the switch is in the journal: a restarted desk is still killed
         assert rig.desk(journal="journal.db").killed
-        open_refs = set(other.portfolio.open_orders().order_ref)
+        # IB's truth, from the gateway: both desks watch their Portfolio's open orders, and a watched
+        # table hears only its own client's order events (IB pushes no other client's changes)
+        open_refs = set(rig.gw.call(lambda s: [order.orderRef for _, order, _ in s.broker.open_orders()]))
         assert "K-OTHER" in open_refs and not open_refs & {"K-0", "K-1", "K-2"}
         desk.reset_kill()
         again = desk.place(pd.DataFrame([{"Ref": "K-NEW", "Account": "DU1", "Symbol": "AAPL", "Action": "BUY",
@@ -470,3 +472,98 @@ def test_nothing_is_sent_without_a_connection(rig):
                                     "Quantity": 1, "OrderType": "MKT"}]))
     assert out.loc[0, "Status"] == "Error" and out.loc[0, "Message"].startswith("IB 504: not connected")
     assert desk.table().empty and rig.received() == []
+
+
+# --- the order path: standing feeds, one message per order -------------------------------------------------
+def wire_ids(session) -> list[int]:
+    """Every message id ibapi hands to the socket from now on (the session's connection, wrapped)."""
+    seen: list[int] = []
+    conn = session._client.conn
+    send = conn.sendMsg
+
+    def counted(msg):
+        body = bytes(msg[4:])
+        seen.append(int.from_bytes(body[:4], "big") if body[:1] == b"\x00" else int(body.split(b"\0", 1)[0] or 0))
+        return send(msg)
+    conn.sendMsg = counted
+    return seen
+
+
+PLACE_ORDER = 3   # ibapi's outgoing message id of placeOrder
+
+
+def test_after_the_first_order_an_order_sends_only_its_placeOrder(rig):
+    q = quote(rig, "AAPL")
+    low = round(q.bid * 0.97, 2)
+    row = lambda ref: pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
+                                     "OrderType": "LMT", "LimitPrice": low}])
+    desk = rig.desk()
+    wire = wire_ids(rig.session)
+    first = desk.place(row("W-1"))
+    assert first.loc[0, "Status"] == "Submitted"
+    assert wire.count(PLACE_ORDER) == 1 and len(wire) > 1     # the first order opened the watches
+    for ref in ("W-2", "W-3", "W-4"):
+        before = len(wire)
+        out = desk.place(row(ref))
+        assert out.loc[0, "Status"] == "Submitted", out.loc[0, "Message"]
+        assert wire[before:] == [PLACE_ORDER], f"{ref} sent {wire[before:]}"
+    # the desk's feeds end with it: watches released, its quote line cancelled
+    assert rig.portfolio.watched() != {}
+    desk.close()
+    assert rig.portfolio.watched() == {} and rig.market.subscriptions() == {}
+    assert [r.order.orderRef for r in rig.received()] == ["W-1", "W-2", "W-3", "W-4"]
+
+
+def test_orders_ib_has_not_reported_yet_count_against_the_limits(rig):
+    q = quote(rig, "AAPL")
+    low = round(q.bid * 0.97, 2)
+    row = lambda ref, n: pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY",
+                                        "Quantity": n, "OrderType": "LMT", "LimitPrice": low}])
+    desk = rig.desk(settings(max_position=100, ack_timeout=0.2))
+    held = rig.portfolio.positions()
+    held = float(held[(held.account == "DU1") & (held.symbol == "AAPL")].position.sum())
+    assert desk.place(row("U-0", 1)).loc[0, "Status"] == "Submitted"     # feeds open and complete
+    room = int(100 - held - sum(r.remaining for r in rig.portfolio.open_orders().itertuples()
+                                     if r.account == "DU1" and r.symbol == "AAPL" and r.action == "BUY"))
+    assert room >= 2                       # U-1 takes all but one; U-2's 2 would pass without U-1
+    rig.gw.delay_answers(2.0)
+    try:
+        out = desk.place(row("U-1", room - 1))
+        assert out.loc[0, "Status"] == "Transmitted"                     # IB has not answered yet
+        out = desk.place(row("U-2", 2))
+        assert out.loc[0, "Status"] == "Refused" and out.loc[0, "Message"].startswith("max_position:"), out.loc[0]
+    finally:
+        rig.gw.delay_answers(0)
+    rig.wait_status(desk, "U-1", "Submitted")
+    assert [r.order.orderRef for r in rig.received()] == ["U-0", "U-1"]
+
+
+def test_after_a_reconnect_facts_wait_for_the_restored_snapshots(rig, tmp_path):
+    from addin.order_facts import WORKING_STATUSES
+    q = quote(rig, "AAPL")
+    low = round(q.bid * 0.97, 2)
+    row = lambda ref: pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
+                                     "OrderType": "LMT", "LimitPrice": low}])
+    desk = rig.desk()
+    assert desk.place(row("R-1")).loc[0, "Status"] == "Submitted"      # the open-orders watch is complete
+    # another client's order: this client's watched table does not hear of it until reqAllOpenOrders is
+    # re-sent, which the reconnect does
+    other = Rig(rig.gw, tmp_path / "other")
+    try:
+        assert other.desk().place(row("R-OTHER")).loc[0, "Status"] == "Submitted"
+    finally:
+        other.close()
+    working = rig.gw.call(lambda s: sum(1 for _, _, st in s.broker.open_orders() if st.status in WORKING_STATUSES))
+    desk.limits = replace(desk.limits, max_open_orders=working)        # one more order is one too many
+    n = rig.session.status.reconnects
+    rig.gw.delay_answers(0.5)              # the re-sent snapshots arrive late
+    try:
+        rig.gw.drop_connections()
+        assert rig.session.wait_status(lambda s: s.reconnects > n and s.state == "connected", 20)
+        out = desk.place(row("R-2"))
+    finally:
+        rig.gw.delay_answers(0)
+    # read from the stale table (without R-OTHER) R-2 would have passed
+    assert out.loc[0, "Status"] == "Refused", out.loc[0, "Message"]
+    assert out.loc[0, "Message"].startswith(f"max_open_orders: {working} open + 1 new > limit {working}")
+    assert [r.order.orderRef for r in rig.received()] == ["R-1"]
