@@ -981,7 +981,9 @@ class History:
             bars: list = []
 
             def on_event(request: Request, name: str, args: tuple):
-                if name == "historicalData":
+                if name == "historicalDataBatch":       # the fast reader: one call per message
+                    bars.extend(args[1])
+                elif name == "historicalData":
                     bars.append(_bar_tuple(args[1]))
                 elif name == "historicalDataEnd":
                     request.finish(_Answer(bars, args[1], args[2]))
@@ -991,7 +993,7 @@ class History:
                               lambda client, rid: client.reqHistoricalData(
                                   rid, contract, chunk.end_text, chunk.duration_text, bar.text, what, rth, 2,
                                   False, []),
-                              end="historicalDataEnd", on_event=on_event,
+                              end="historicalDataEnd", on_event=on_event, batch=True,
                               cancel=lambda client, rid: client.cancelHistoricalData(rid), timeout=timeout)
 
             def done(fut: concurrent.futures.Future) -> None:

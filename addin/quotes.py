@@ -218,6 +218,19 @@ class QuoteBoard:
         fields.setdefault("stale", False)
         return self._apply(key, fields)
 
+    def set_tick(self, key: str, field: str, value: Any) -> int:
+        """:meth:`update` of one known market data field (a name from PRICE_TICKS / SIZE_TICKS, not
+        checked): the per-tick path, without building keyword dicts. Returns the new version."""
+        now = time.time()
+        with self._lock:
+            raw = self._raw.get(key)
+            if raw is None:
+                self._raw[key] = raw = {}
+            raw[field] = value
+            raw["updated"] = now
+            raw["stale"] = False
+            return self._changed_locked(key)
+
     def mark(self, key: str, **fields) -> int:
         """Set state fields (``stale``, ``error``, ``notice``, ``data_type``, ...) without touching
         ``updated``: for changes that are not market data. Returns the new version."""
@@ -231,15 +244,18 @@ class QuoteBoard:
             if raw is None:
                 self._raw[key] = raw = {}
             raw.update(fields)
-            self._cache.pop(key, None)
-            self._version += 1
-            version = self._version
-            order = self._order
-            order[key] = version
-            order.move_to_end(key)
-            if self._waiters:
-                self._changed.notify_all()
-            return version
+            return self._changed_locked(key)
+
+    def _changed_locked(self, key: str) -> int:
+        """Under the lock: ``key`` changed. New version, moved to the end of the change order."""
+        self._cache.pop(key, None)
+        self._version = version = self._version + 1
+        order = self._order
+        order[key] = version
+        order.move_to_end(key)
+        if self._waiters:
+            self._changed.notify_all()
+        return version
 
     def wait(self, version: int, timeout: float | None = None) -> bool:
         """Block until the board's version is past ``version`` (True) or ``timeout`` seconds pass
@@ -687,11 +703,27 @@ class MarketData:
         def cancel(client, rid):
             client.cancelMktData(rid)
 
+        set_tick = self.board.set_tick
+
         def on_event(request, name, args):
             if line.request is not request:
                 if name == "error":
                     self._line_error(line, request, args[1], args[2])
                 return False                      # unsubscribed; its cancel is on the way
+            if name == "tickPrice":               # the per-tick paths: decode_tick inlined
+                field = PRICE_TICKS.get(args[1])
+                if field is not None:
+                    price = args[2]
+                    if price == -1 or price >= _UNSET_PRICE or price != price:   # price != price: NaN
+                        price = None
+                    set_tick(key, field, price)
+                return False
+            if name == "tickSize":
+                field = SIZE_TICKS.get(args[1])
+                if field is not None:
+                    size = args[2]
+                    set_tick(key, field, None if size is None or size == _UNSET_SIZE else float(size))
+                return False
             fields = decode_tick(name, args)
             if fields is not None:
                 update(key, **fields)

@@ -5,8 +5,10 @@ Threads (all daemon, all ended by ``disconnect``):
 - ``ibxl-io``: the pacer. Sends every outbound message first in first out, at most ``rate`` per
   second, evenly spaced (never more than ``rate`` in any one-second window), and expires request
   timeouts.
-- ibapi's ``EReader`` (socket -> queue) and ``ibxl-msg`` (queue -> decoder -> our callbacks), one
-  pair per connection.
+- ``ibxl-msg``, one per connection: reads the socket, frames and decodes every message and runs our
+  callbacks, in arrival order (``addin.wire_fast.FastClient``: no EReader, no queue hop; the hot
+  messages decoded directly, the rest by ibapi's Decoder). With ``fast_reader=False`` (or the
+  environment variable ``IBXL_FAST_READER=0``) ibapi's own ``EReader`` + ``EClient.run`` pair instead.
 - ``ibxl-reconnect``: only while reconnecting after a dropped socket.
 
 Everything else in addin talks to IB through this module: :meth:`Session.submit` a
@@ -23,6 +25,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import os
 import random
 import socket
 import threading
@@ -33,6 +36,8 @@ from typing import Any, Callable
 
 from ibapi.client import EClient
 from ibapi.wrapper import EWrapper
+
+from .wire_fast import FastClient, bar_from_row
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ NO_TIMEOUT = float("inf")
 REQ_ID_CALLBACKS = frozenset({
     "tickPrice", "tickSize", "tickString", "tickGeneric", "tickReqParams", "marketDataType",
     "tickSnapshotEnd", "tickOptionComputation", "tickEFP", "tickByTickAllLast", "tickByTickBidAsk",
-    "tickByTickMidPoint", "historicalData", "historicalDataEnd", "historicalDataUpdate",
+    "tickByTickMidPoint", "historicalData", "historicalDataBatch", "historicalDataEnd", "historicalDataUpdate",
     "contractDetails", "contractDetailsEnd", "bondContractDetails", "accountSummary", "accountSummaryEnd",
     "accountUpdateMulti", "accountUpdateMultiEnd", "positionMulti", "positionMultiEnd", "pnl", "pnlSingle",
     "execDetails", "execDetailsEnd", "headTimestamp", "symbolSamples", "realtimeBar", "histogramData",
@@ -57,6 +62,8 @@ REQ_ID_CALLBACKS = frozenset({
 WARNING_CODES = frozenset({10167, 2174, 2176, 2109, 399, 10197, 2150, 2137, 321_000})
 CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326
+# Our reader (addin/wire_fast.py) unless IBXL_FAST_READER=0: the switch back to ibapi's EReader.
+FAST_READER = os.environ.get("IBXL_FAST_READER", "1") != "0"
 
 
 def _is_notice(code: int) -> bool:
@@ -115,6 +122,10 @@ class Request:
     restore(request): called before a subscription is re-sent (reset partial state).
     timeout: seconds to wait for the first ``end`` (default: the session's request_timeout;
     ``NO_TIMEOUT`` for none).
+    batch: on_event gets one ``("historicalDataBatch", (reqId, rows))`` per HISTORICAL_DATA message
+    instead of one ``("historicalData", (reqId, BarData))`` per bar; rows are tuples ``(date: str,
+    open, high, low, close: float, volume, wap: Decimal, barCount: int)`` (ibapi's BarData fields,
+    in that order). Only with the fast reader; otherwise on_event gets the per-bar callbacks.
     """
 
     def __init__(self, description: str, start: Callable[[EClient, int], None], *,
@@ -123,7 +134,7 @@ class Request:
                  cancel: Callable[[EClient, int], None] | None = None,
                  subscription: bool = False,
                  restore: Callable[["Request"], None] | None = None,
-                 timeout: float | None | object = None):
+                 timeout: float | None | object = None, batch: bool = False):
         self.description = description
         self.start = start
         self.end = (end,) if isinstance(end, str) else tuple(end or ())
@@ -132,6 +143,7 @@ class Request:
         self.subscription = subscription
         self.restore = restore
         self.timeout = USE_SESSION_TIMEOUT if timeout is None else timeout
+        self.batch = batch
         self.req_id = -1
         self.rows: list[tuple[str, tuple]] = []
         self.notices: list[IBError] = []
@@ -154,10 +166,8 @@ class Request:
             raise RequestTimeout(self.description, timeout or 0, self.req_id) from None
 
     def _handle(self, name: str, args: tuple) -> None:
-        keep = True
-        if self.on_event is not None:
-            keep = self.on_event(self, name, args) is not False
-        if keep:
+        on_event = self.on_event
+        if on_event is None or on_event(self, name, args) is not False:
             self.rows.append((name, args))
         if name in self.end:
             self.finish()
@@ -186,6 +196,29 @@ def _forward(name: str):
 for _name, _fn in inspect.getmembers(EWrapper, inspect.isfunction):
     if not _name.startswith("_") and not _name.endswith("ProtoBuf") and _name not in ("logAnswer",):
         setattr(_Wrapper, _name, _forward(_name))
+
+
+def _forward_tick(name: str):
+    """The market data callbacks, called per tick: straight to the subscription of their reqId
+    (what ``Session._dispatch`` does for them, without its generic checks); anything else (no such
+    request, a one-shot snapshot, an old connection) through ``_dispatch``."""
+    def method(self, req_id, tick_type, value, *rest):
+        session = self._session
+        request = session._requests.get(req_id)
+        if request is None or not request.subscription or self._generation != session._generation:
+            session._dispatch(name, (req_id, tick_type, value, *rest), self._generation)
+            return
+        try:
+            request._handle(name, (req_id, tick_type, value, *rest))
+        except Exception:
+            log.exception("handling %s for %s failed", name, request)
+    method.__name__ = name
+    return method
+
+
+for _name in ("tickPrice", "tickSize", "tickString", "tickGeneric"):
+    setattr(_Wrapper, _name, _forward_tick(_name))
+_Wrapper.historicalDataBatch = _forward("historicalDataBatch")
 
 
 class _Pacer:
@@ -279,11 +312,14 @@ class Session:
     Connects to TWS, IB Gateway or the paper gateway at ``host:port`` as ``client_id``. ``rate`` is
     the outbound message budget per second (default 45; IB allows 50). ``reconnect`` turns automatic
     reconnection on (backoff from ``backoff_min`` doubling to ``backoff_max`` seconds, with jitter).
+    ``fast_reader``: read the socket with ``addin.wire_fast.FastClient`` (default: True unless the
+    environment sets ``IBXL_FAST_READER=0``) or with ibapi's EReader (False).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 4002, client_id: int = 1, *,
                  rate: int = DEFAULT_RATE, reconnect: bool = True, backoff_min: float = 0.2,
-                 backoff_max: float = 2.0, request_timeout: float = DEFAULT_TIMEOUT):
+                 backoff_max: float = 2.0, request_timeout: float = DEFAULT_TIMEOUT,
+                 fast_reader: bool | None = None):
         if not 1 <= rate <= 50:
             raise ValueError(f"rate must be 1..50 messages per second (IB's limit is 50), got {rate}")
         self.host, self.port, self.client_id = host, port, client_id
@@ -291,6 +327,7 @@ class Session:
         self.auto_reconnect = reconnect
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self.request_timeout = request_timeout
+        self.fast_reader = FAST_READER if fast_reader is None else fast_reader
         self._lock = threading.RLock()
         self._client: EClient | None = None
         self._msg_thread: threading.Thread | None = None
@@ -371,7 +408,7 @@ class Session:
         self._handshake = {}
         with self._lock:
             self._generation += 1
-            client = EClient(_Wrapper(self, self._generation))
+            client = (FastClient if self.fast_reader else EClient)(_Wrapper(self, self._generation))
             self._client = client
         done = threading.Event()
         failure: list[BaseException] = []
@@ -429,8 +466,9 @@ class Session:
                  self.client_id, client.serverVersion(), ",".join(accounts))
 
     def _run_messages(self, client: EClient) -> None:
-        """ibapi's decoder loop. After a disconnect ibapi's run() can still decode a queued message
-        with serverVersion() None and raise: that is the end of the connection, not an error."""
+        """The message loop (FastClient's reader or ibapi's decoder loop). After a disconnect ibapi's
+        run() can still decode a queued message with serverVersion() None and raise: that is the end
+        of the connection, not an error."""
         try:
             client.run()
         except Exception:
@@ -658,6 +696,13 @@ class Session:
     def _dispatch(self, name: str, args: tuple, generation: int) -> None:
         if generation != self._generation:
             return  # a callback from a connection that has been replaced
+        if name == "historicalDataBatch":
+            req_id, rows = args
+            request = self._requests.get(req_id)
+            if request is None or not request.batch:
+                for row in rows:   # a consumer of per-bar callbacks: give it ibapi's BarData
+                    self._dispatch("historicalData", (req_id, bar_from_row(row)), generation)
+                return
         if name == "error":
             self._on_error(*args)
             return
