@@ -26,11 +26,13 @@ RATE = 45
 
 
 def _values(df) -> list[list]:
-    """DataFrame -> rows of cell values (naive UTC datetimes, floats), header first."""
-    idx = df.index.tz_convert(None) if getattr(df.index, "tz", None) is not None else df.index
+    """DataFrame -> rows of cell values (naive UTC datetimes, floats), header first: ibxl's
+    column-wise conversion (``addin.excel.book.frame_columns``, numpy), the same for both clients."""
+    from addin.excel.book import column_cells, frame_columns
+
     cols = [c for c in ("open", "high", "low", "close", "volume") if c in df.columns]
-    body = [[t, *vals] for t, vals in zip(idx.to_pydatetime(), df[cols].itertuples(index=False, name=None))]
-    return [["time", *cols]] + body
+    columns = [column_cells(df.index), *frame_columns(df, cols)]
+    return [["time", *cols]] + [list(row) for row in zip(*columns)]
 
 
 def _write(values) -> float:

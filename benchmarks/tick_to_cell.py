@@ -10,8 +10,9 @@ Session -> MarketData -> QuoteBoard -> Pump -> ``CountingBook`` sink charging CO
 (1 ms, stated) per call, its clock ``time.perf_counter``. A written cell value (sheet row ->
 conId, column -> tick type) is matched to the latest send of that (conId, tick type, price) no
 later than the write's end; only cells whose value changed count. "One write per changed
-rectangle": every write call of the pump carries at least one changed cell and no two writes of
-one flush touch (checked from the sink's log).
+rectangle": checked exactly per flush (each WriteRecord names its flush; the board the pump reads
+is wrapped to keep the changes each flush took): the writes of a flush are pairwise disjoint and
+share no edge, each carries a changed cell, and every changed cell is inside one (_rectangles_ok).
 """
 
 from __future__ import annotations
@@ -103,24 +104,82 @@ def _pct(xs: list[float], p: float) -> float | None:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def _rectangles_ok(book, flush_gap: float) -> tuple[int, int, bool]:
-    """(writes, cells, no two writes of one flush overlap or touch) from the sink's log."""
-    writes = [(args, ended) for name, args, ended in book.log if name == "write"]
-    cells = sum(len(a[3]) * len(a[3][0]) for a, _ in writes if a[3])
-    ok = True
-    groups: list[list] = []
-    for a, ended in writes:
-        if groups and ended - groups[-1][-1][1] < flush_gap:
-            groups[-1].append((a, ended))
-        else:
-            groups.append([(a, ended)])
-    for g in groups:
-        rects = [(a[1], a[2], a[1] + len(a[3]) - 1, a[2] + len(a[3][0]) - 1) for a, _ in g]
-        for r1, r2 in itertools.combinations(rects, 2):
-            if r1[0] <= r2[2] + 1 and r2[0] <= r1[2] + 1 and r1[1] <= r2[3] + 1 and r2[1] <= r1[3] + 1:
-                if not (r1[2] + 1 == r2[0] or r2[2] + 1 == r1[0]) or (r1[1], r1[3]) == (r2[1], r2[3]):
-                    ok = False
-    return len(writes), cells, ok
+class RecordingBoard:
+    """The QuoteBoard as the pump sees it, keeping what each ``changes_since`` call returned, by the
+    flush that will write it (``pump.collecting_for``; a flush may take changes in two steps, its
+    preparation and the flush itself): ``changes[k]`` = what flush k had to write, latest wins."""
+
+    def __init__(self, board):
+        self.board = board
+        self.pump = None
+        self.changes: dict[int, dict] = collections.defaultdict(dict)
+
+    def changes_since(self, version: int):
+        version, changes = self.board.changes_since(version)
+        self.changes[self.pump.collecting_for].update(changes)
+        return version, changes
+
+    def __getattr__(self, name):
+        return getattr(self.board, name)
+
+
+def _touch(a: tuple, b: tuple) -> bool:
+    """Rectangles (top, left, bottom, right) overlap or share an edge (they are not disjoint and apart)."""
+    rows_meet = a[0] <= b[2] + 1 and b[0] <= a[2] + 1
+    cols_meet = a[1] <= b[3] + 1 and b[1] <= a[3] + 1
+    rows_overlap = a[0] <= b[2] and b[0] <= a[2]
+    cols_overlap = a[1] <= b[3] and b[1] <= a[3]
+    return (rows_overlap and cols_meet) or (cols_overlap and rows_meet)
+
+
+def _rectangles_ok(book, records, changes: dict[int, dict], row_of: dict[str, int]) -> tuple[int, int, list[str]]:
+    """(writes, cells, problems) of the pump's flushes, checked exactly from the sink's log, the
+    pump's WriteRecords (each names its flush) and the changes each flush took from the board:
+
+    - the sink's writes are the pump's, one to one;
+    - per flush, writes are pairwise disjoint and share no edge on a sheet (else one rectangle);
+    - every write carries at least one cell whose value changed;
+    - after the first paint, every cell whose quote value differs from what the sheet showed is
+      inside a write of that flush, with the quote's value.
+    An empty ``problems`` list means "exactly one write per changed rectangle"."""
+    writes = [args for name, args, _ in book.log if name == "write"]
+    problems: list[str] = []
+    if len(writes) != len(records) or any(
+            (a[0], a[1], a[2], len(a[3]), len(a[3][0])) != (r.sheet, r.top, r.left, r.rows, r.cols)
+            for a, r in zip(writes, records)):
+        problems.append(f"sink writes ({len(writes)}) are not the pump's ({len(records)})")
+        return len(writes), 0, problems
+    cells = sum(r.rows * r.cols for r in records)
+    by_flush: dict[int, list[int]] = collections.defaultdict(list)
+    for i, r in enumerate(records):
+        by_flush[r.flush].append(i)
+    shown: dict[tuple[int, int], object] = {}          # the Watchlist as the sink holds it
+    # flush 1 is the first paint (bind, every key); flush k >= 2 took changes[k] from the board
+    for flush in range(1, max(max(changes, default=1), max(by_flush, default=1)) + 1):
+        idx = by_flush.get(flush, [])
+        rects = [(records[i].sheet, records[i].top, records[i].left, records[i].top + records[i].rows - 1,
+                  records[i].left + records[i].cols - 1) for i in idx]
+        for x, y in itertools.combinations(rects, 2):
+            if x[0] == y[0] and _touch(x[1:], y[1:]):
+                problems.append(f"flush {flush}: writes {x[1:]} and {y[1:]} overlap or touch")
+        written: dict[tuple[int, int], object] = {}
+        for i in idx:
+            _, top, left, values = writes[i]
+            cells_of = {(top + a, left + b): v for a, row in enumerate(values) for b, v in enumerate(row)}
+            if all(shown.get(k) == v for k, v in cells_of.items()):
+                problems.append(f"flush {flush}: write at R{top}C{left} changes nothing")
+            written.update(cells_of)
+        if flush >= 2:
+            for key, q in changes.get(flush, {}).items():
+                row = row_of.get(key)
+                for j, name in enumerate(COLUMNS):
+                    v = getattr(q, name.lower())
+                    if row is None or v == shown.get((row, 2 + j)):
+                        continue
+                    if written.get((row, 2 + j), object()) != v:
+                        problems.append(f"flush {flush}: changed cell R{row}C{2 + j} ({v}) not written")
+        shown.update(written)
+    return len(writes), cells, problems
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -153,7 +212,9 @@ def run(quick: bool = False) -> list[Row]:
                                             cost=COM_CALL_COST, clock=time.perf_counter)
                         gw.call("firehose", rate=n * PER_LINE, record=True)
                         if writer == "pump":
-                            w = Pump(md.board, book, interval=interval, resolve=lambda t: t, orders=None)
+                            board, records = RecordingBoard(md.board), []
+                            w = board.pump = Pump(board, book, interval=interval, resolve=lambda t: t,
+                                                  orders=None, on_write=records.append)
                             w.start()
                         else:
                             w = NaiveWriter(md.board, book, rows_of, interval).start()
@@ -165,10 +226,10 @@ def run(quick: bool = False) -> list[Row]:
                         lat = _latencies(book, sends, con_of_row, since)
                         p50, p99, mx = _pct(lat, 50), _pct(lat, 99), max(lat) if lat else None
                         if writer == "pump":
-                            writes, cells, ok = _rectangles_ok(book, interval / 2)
+                            writes, cells, problems = _rectangles_ok(book, records, board.changes, rows_of)
                             flushes = max(1, w.stats.busy_flushes)
-                            pump = dict(p50=p50, p99=p99, max=mx, writes=writes, cells=cells, ok=ok,
-                                        flushes=flushes, samples=len(lat))
+                            pump = dict(p50=p50, p99=p99, max=mx, writes=writes, cells=cells, ok=not problems,
+                                        problems=problems[:5], flushes=flushes, samples=len(lat))
                         else:
                             naive = dict(p50=p50, p99=p99, max=mx, writes=book.counts["write"], samples=len(lat))
                     tag = f"{n} subs, {interval * 1000:.0f} ms flush"

@@ -237,16 +237,20 @@ class OpenpyxlBook(Book):
 
     def _write_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
         ws = self._sheet(sheet)
-        for i, row in enumerate(values):
-            for j, v in enumerate(row):
-                r, c = top + i, left + j
-                ws.cell(row=r, column=c).value = v
+        title, formulas, cell = ws.title, self._written_formulas, ws.cell
+        # the cached-values copy of the sheet, when loaded: constants written go there too
+        values_ws = (self._values_wb[title] if self._values_wb is not None and title in self._values_wb.sheetnames
+                     else None)
+        for r, row in enumerate(values, start=top):
+            for c, v in enumerate(row, start=left):
+                cell(row=r, column=c).value = v
                 if isinstance(v, str) and v.startswith("="):
-                    self._written_formulas.add((ws.title, r, c))
+                    formulas.add((title, r, c))
                 else:
-                    self._written_formulas.discard((ws.title, r, c))
-                    if self._values_wb is not None and ws.title in self._values_wb.sheetnames:
-                        self._values_wb[ws.title].cell(row=r, column=c).value = v
+                    if formulas:
+                        formulas.discard((title, r, c))
+                    if values_ws is not None:
+                        values_ws.cell(row=r, column=c).value = v
 
     def _set_table_ref(self, info: TableInfo, top: int, left: int, bottom: int, right: int) -> None:
         ws = self._sheet(info.sheet)

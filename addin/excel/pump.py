@@ -1,9 +1,13 @@
 """The streaming pump: QuoteBoard changes and order outputs -> workbook cells, one write per rectangle.
 
-Every flush interval (default 250 ms, at least 50 ms) the pump thread
+The pump thread flushes on a fixed cadence: flush k starts at bind + k * interval (default 250 ms,
+at least 50 ms), whatever the flushes cost, so a tick waits at most one interval for its flush. A
+flush
 
 1. takes ``board.changes_since(v)`` (only the keys that changed since its last flush: cost is the
-   number of changed keys, not the number of rows);
+   number of changed keys, not the number of rows); the thread has already taken and converted
+   most of them a short lead before (:meth:`Pump.prepare`), so the flush itself converts only what
+   changed in the last moments and its writes end soon after its scheduled time;
 2. maps each changed key to its Watchlist rows (a key may sit on several rows) and the columns the
    Watchlist has (by header text: a Watchlist with only some of the standard columns gets only
    those; one with only a Symbol column gets the standard columns added); cells whose value did not
@@ -18,7 +22,10 @@ Every flush interval (default 250 ms, at least 50 ms) the pump thread
    ``book.calculate(sheet, addresses)`` call for them (one per sheet that has any).
 
 Slow writes never build a queue: the pump holds a version number, not a list of updates, so a
-flush that took longer than the interval is followed at once by one that takes every change since.
+flush that overran its slot is followed at once by one that takes every change since (and the
+cadence restarts from then instead of bursting to catch up). Each write is reported to ``on_write``
+as a :class:`WriteRecord` naming its flush: the writes of one flush are pairwise disjoint and share
+no edge (benchmarks/tick_to_cell.py checks exactly that, and that every changed cell is written).
 A failed write keeps its cells pending for the next flush (bounded by the number of cells).
 
 Windows / COM (DESIGN.md): the pump runs in the xlwings UDF server; its thread calls
@@ -104,9 +111,16 @@ def quote_status(q) -> str:
 
 def quote_cell_values(q, fields: list[str]) -> list[Any]:
     """The cell values of ``q`` for Quote field names (plus "status" and "change_fraction")."""
-    return [quote_status(q) if f == "status" else
-            (None if q.change_pct is None else q.change_pct / 100.0) if f == "change_fraction" else
-            excel_value(getattr(q, f)) for f in fields]
+    out = []
+    for f in fields:
+        if f == "status":
+            out.append(quote_status(q))
+        elif f == "change_fraction":
+            out.append(None if q.change_pct is None else q.change_pct / 100.0)
+        else:
+            v = getattr(q, f)
+            out.append(v if v is None or type(v) is float else excel_value(v))   # prices: as they are
+    return out
 
 
 # --- layout ---------------------------------------------------------------------------------------------
@@ -195,18 +209,26 @@ def merge_rectangles(cells: Iterable[tuple[int, int]],
     by_row: dict[int, list[int]] = collections.defaultdict(list)
     for r, c in cells:
         by_row[r].append(c)
+    block_of = {c: b for b in blocks for c in range(b[0], b[1] + 1)} if blocks else {}
     spans: dict[tuple[int, int], list[int]] = collections.defaultdict(list)
     for r, cols in by_row.items():
+        if block_of:
+            outside = []
+            touched = set()
+            for c in cols:
+                b = block_of.get(c)
+                if b is None:
+                    outside.append(c)
+                else:
+                    touched.add(b)
+            for b in touched:
+                spans[b].append(r)
+            if not outside:
+                continue
+            cols = outside
         cols = sorted(set(cols))
-        if blocks:
-            for b in blocks:
-                if any(b[0] <= c <= b[1] for c in cols):
-                    spans[b].append(r)
-            outside = [c for c in cols if not any(b[0] <= c <= b[1] for b in blocks)]
-        else:
-            outside = cols
         start = prev = None
-        for c in outside + [None]:
+        for c in cols + [None]:
             if c is not None and prev is not None and c == prev + 1:
                 prev = c
                 continue
@@ -292,7 +314,9 @@ def com_book_factory(fullname: str) -> Callable[[], Any]:
 class WriteRecord:
     """One write call: where, what size, which board keys / order refs it carried, and when it began
     and ended (``time.time()`` seconds, comparable with ``Quote.updated``: tick-to-cell latency of a
-    value = ``ended - quote.updated.timestamp()``)."""
+    value = ``ended - quote.updated.timestamp()``). ``flush``: the number of the flush it belongs to
+    (``PumpStats.flushes`` at that flush; the first paint is flush 1): the writes of one flush are
+    pairwise disjoint and never adjacent along a shared edge (they would have been one rectangle)."""
     sheet: str
     top: int
     left: int
@@ -301,6 +325,7 @@ class WriteRecord:
     keys: tuple
     started: float
     ended: float
+    flush: int = 0
 
 
 @dataclass
@@ -367,6 +392,11 @@ class Pump:
         self._written: dict[tuple[str, int, int], Any] = {}   # last value written per cell
         self._pending: dict[tuple[str, int, int], Any] = {}   # cells whose write failed
         self._pending_keys: dict[tuple[str, int, int], Any] = {}
+        self._staged: dict[tuple[str, int, int], Any] = {}    # collected by prepare(), not yet written
+        self._staged_keys: dict[tuple[str, int, int], Any] = {}
+        self._staged_changed: dict[str, None] = {}            # board keys changed since the last flush
+        self._prepare_cost = 0.0                              # seconds the latest prepare() took
+        self.collecting_for = 0        # the flush number the board changes being taken will be written by
         self._orders_in: dict[str, dict] = {}                 # ref -> outputs not yet written
         self._orders_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -440,37 +470,60 @@ class Pump:
         with self._flush_lock:
             return self._flush(full)
 
-    def _flush(self, full: bool) -> int:
-        t0 = time.perf_counter()
-        self.stats.flushes += 1
+    def prepare(self) -> None:
+        """Take the board's changes so far and turn them into staged cell values, without writing.
+        The pump thread calls it shortly before each scheduled flush, so the flush itself only
+        converts what changed in the last moments: a tick's wait for its cell is then about one
+        interval, not one interval plus the conversion of every change. Thread-safe."""
+        with self._flush_lock:
+            self.collecting_for = self.stats.flushes + 1
+            self._collect(False)
+
+    def _collect(self, full: bool) -> None:
         if full:
             version = self.board.version
             changes = {k: q for k in self._rows_of if (q := self.board.get(k)) is not None}
         else:
             version, changes = self.board.changes_since(self._version)
         self._version = version
-        cells: dict[tuple[str, int, int], Any] = dict(self._pending)
-        keys_at: dict[tuple[str, int, int], Any] = dict(self._pending_keys)
-        self._pending.clear()
-        self._pending_keys.clear()
+        self._staged_changed.update(dict.fromkeys(changes))
         wl = self.watchlist
-        if wl is not None and changes:
-            fields = list(self._fields.values())
-            cols = list(self._fields)
-            for key, q in changes.items():
-                rows = self._rows_of.get(key)
-                if not rows:
-                    continue
-                values = quote_cell_values(q, fields)
-                for r in rows:
-                    for c, v in zip(cols, values):
-                        cell = (wl.sheet, r, c)
-                        if full or self._written.get(cell, _MISSING) != v:
-                            cells[cell] = v
-                            keys_at[cell] = key
+        if wl is None or not changes:
+            return
+        fields = list(self._fields.values())
+        cols = list(self._fields)
+        sheet, written, rows_of = wl.sheet, self._written, self._rows_of
+        staged, keys_at = self._staged, self._staged_keys
+        for key, q in changes.items():
+            rows = rows_of.get(key)
+            if not rows:
+                continue
+            values = quote_cell_values(q, fields)
+            for r in rows:
+                for c, v in zip(cols, values):
+                    cell = (sheet, r, c)
+                    if full or written.get(cell, _MISSING) != v:
+                        staged[cell] = v
+                        keys_at[cell] = key
+                    elif cell in staged:          # staged earlier, since changed back to what is shown
+                        del staged[cell]
+                        keys_at.pop(cell, None)
+
+    def _flush(self, full: bool) -> int:
+        t0 = time.perf_counter()
+        self.stats.flushes += 1
+        self.collecting_for = self.stats.flushes
+        self._collect(full)
+        cells: dict[tuple[str, int, int], Any] = self._pending
+        keys_at: dict[tuple[str, int, int], Any] = self._pending_keys
+        cells.update(self._staged)            # failed writes first, newer values over them
+        keys_at.update(self._staged_keys)
+        changed = list(self._staged_changed)
+        self._pending, self._pending_keys = {}, {}
+        self._staged, self._staged_keys, self._staged_changed = {}, {}, {}
         self._collect_orders(cells, keys_at)
         writes = self._write_cells(cells, keys_at)
-        calcs = self._recalc(changes.keys()) if changes else 0
+        calcs = self._recalc(changed) if changed else 0
         if writes or calcs:
             self.stats.busy_flushes += 1
             self.stats.last_flush = time.perf_counter() - t0
@@ -507,6 +560,8 @@ class Pump:
         for (sheet, r, c), v in cells.items():
             by_sheet[sheet][(r, c)] = v
         writes = 0
+        flush_no = self.stats.flushes
+        written = self._written
         for sheet, sheet_cells in by_sheet.items():
             region = self._region_of(sheet)
             blocks = region.blocks() if (self.fill_gaps and region is not None) else None
@@ -514,18 +569,14 @@ class Pump:
             if blocks and self.bridge_rows:
                 rects = self._bridge(sheet, rects)
             for top, left, bottom, right in rects:
-                values, keys = [], []
-                for r in range(top, bottom + 1):
-                    row = []
-                    for c in range(left, right + 1):
-                        v = sheet_cells.get((r, c), _MISSING)
-                        if v is _MISSING:
-                            v = self._written.get((sheet, r, c))
-                        row.append(v)
-                        k = keys_at.get((sheet, r, c))
-                        if k is not None and k not in keys:
-                            keys.append(k)
-                    values.append(row)
+                span = range(left, right + 1)
+                addresses = [(sheet, r, c) for r in range(top, bottom + 1) for c in span]
+                flat = [sheet_cells[(r, c)] if (r, c) in sheet_cells else written.get(a)
+                        for a, (_, r, c) in zip(addresses, addresses)]
+                width = right - left + 1
+                values = [flat[i:i + width] for i in range(0, len(flat), width)]
+                # the board keys / order refs carried, once each, in cell order (dict: ordered set)
+                keys = tuple(dict.fromkeys(k for a in addresses if (k := keys_at.get(a)) is not None))
                 started = time.time()
                 w0 = time.perf_counter()
                 try:
@@ -534,24 +585,19 @@ class Pump:
                     # Keep them for the next flush (bounded by the number of cells), never drop them.
                     self.stats.write_errors += 1
                     log.warning("write of %s rows x %s columns at %s!R%sC%s failed (%s); retrying next flush",
-                                bottom - top + 1, right - left + 1, sheet, top, left, exc)
-                    for i, r in enumerate(range(top, bottom + 1)):
-                        for j, c in enumerate(range(left, right + 1)):
-                            self._pending[(sheet, r, c)] = values[i][j]
-                            if (sheet, r, c) in keys_at:
-                                self._pending_keys[(sheet, r, c)] = keys_at[(sheet, r, c)]
+                                bottom - top + 1, width, sheet, top, left, exc)
+                    self._pending.update(zip(addresses, flat))
+                    self._pending_keys.update((a, keys_at[a]) for a in addresses if a in keys_at)
                     continue
                 ended = time.time()
                 self.stats.write_latencies.append(time.perf_counter() - w0)
                 writes += 1
                 self.stats.writes += 1
-                self.stats.cells += (bottom - top + 1) * (right - left + 1)
-                for i, r in enumerate(range(top, bottom + 1)):
-                    for j, c in enumerate(range(left, right + 1)):
-                        self._written[(sheet, r, c)] = values[i][j]
+                self.stats.cells += len(flat)
+                written.update(zip(addresses, flat))
                 if self.on_write is not None:
-                    self.on_write(WriteRecord(sheet, top, left, bottom - top + 1, right - left + 1, tuple(keys),
-                                              started, ended))
+                    self.on_write(WriteRecord(sheet, top, left, bottom - top + 1, width, keys, started, ended,
+                                              flush_no))
         return writes
 
     def _bridge(self, sheet: str, rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
@@ -648,17 +694,33 @@ class Pump:
             if self.book_factory is not None:
                 self.book = self.book_factory()
             self.bind()
-            while not self._stop.is_set():
-                t0 = time.monotonic()
+            # A fixed cadence: flush k starts at bind + k * interval, so a tick waits at most one
+            # interval for its flush whatever the flushes cost. A flush that overruns its slot is
+            # followed at once by one that takes every change since (nothing queues), and the
+            # schedule restarts from then instead of bursting to catch up.
+            # Each flush is prepared (the bulk of the conversion, see prepare) a lead ahead of its
+            # time: twice what the latest preparation took, at most a quarter of the interval.
+            due = time.monotonic() + self.interval
+            while True:
+                lead = min(self.interval / 4, max(0.002, 2 * self._prepare_cost))
+                if self._stop.wait(max(0.0, due - lead - time.monotonic())):
+                    break
+                p0 = time.monotonic()
+                try:
+                    self.prepare()
+                except Exception:
+                    log.exception("pump flush failed (preparing)")
+                self._prepare_cost = time.monotonic() - p0
+                if self._stop.wait(max(0.0, due - time.monotonic())):
+                    break
                 try:
                     self.flush()
                 except Exception:
                     log.exception("pump flush failed")
-                # A flush slower than the interval is followed at once by one that takes every
-                # change since: nothing queues.
-                left = self.interval - (time.monotonic() - t0)
-                if left > 0:
-                    self._stop.wait(left)
+                due += self.interval
+                now = time.monotonic()
+                if due < now:
+                    due = now
         except BaseException as exc:
             self.error = exc
             log.exception("pump stopped")
