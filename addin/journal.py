@@ -17,14 +17,20 @@ The state machine of an intent (``state`` column)::
 ``intent_written`` and ``not_received`` mean IB never got the order: placing the row again sends it
 (with a new order id). ``rejected`` (IB refused it) may be placed again after the row is fixed.
 ``transmitting``, ``working``, ``filled`` and ``cancelled`` block the Ref for good: it is never sent
-again. Durability: ``synchronous=FULL``; every change is its own transaction, committed before the
-caller goes on (so the intent is on disk before placeOrder leaves the process).
+again. Durability: every change is its own transaction, committed before the caller goes on. What
+ibxl decides (intents, transmissions, states it sets, the kill switch) is ``synchronous=FULL``: the
+intent is on disk before placeOrder leaves the process. What IB reports (statuses, ids, fills,
+commissions) is ``synchronous=NORMAL``: safe against a process crash, and after a power cut the last
+few may be missing, which leaves a Ref at a state that blocks at least as much as the truth
+(``transmitting`` blocks) until the next reconcile reads them back from IB. That keeps IB's event
+stream from holding the journal through an fsync while an order waits to be written.
 
 Thread-safe (one connection behind a lock); several processes may share the file (WAL, busy timeout).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -122,6 +128,16 @@ class Journal:
         with self._lock:
             return self._db.execute(sql, tuple(args))
 
+    @contextlib.contextmanager
+    def _reported(self):
+        """Under the lock, commits without fsync: for what IB reports (module docstring)."""
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                yield
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
     # --- intents ------------------------------------------------------------------------------------
     def record_intent(self, ref: str, fields: dict[str, Any], *, account: str, symbol: str, con_id: int,
                       parent_ref: str | None = None) -> dict:
@@ -179,15 +195,16 @@ class Journal:
 
     def set_ids(self, ref: str, *, order_id: int | None = None, perm_id: int | None = None,
                 client_id: int | None = None) -> None:
-        self._tx("UPDATE intents SET order_id=COALESCE(?, order_id), perm_id=COALESCE(NULLIF(?, 0), perm_id), "
-                 "client_id=COALESCE(?, client_id) WHERE ref=?", (order_id, perm_id, client_id, ref))
+        with self._reported():
+            self._tx("UPDATE intents SET order_id=COALESCE(?, order_id), perm_id=COALESCE(NULLIF(?, 0), perm_id), "
+                     "client_id=COALESCE(?, client_id) WHERE ref=?", (order_id, perm_id, client_id, ref))
 
     def record_status(self, ref: str, status: str, filled: float | None = None, remaining: float | None = None,
                       avg_fill_price: float | None = None, perm_id: int | None = None,
                       message: str | None = None) -> bool:
         """An IB status for the Ref. Returns True when something changed. A terminal state (filled,
         cancelled) never goes back to working (late or replayed events)."""
-        with self._lock:
+        with self._reported():
             row = self._db.execute("SELECT * FROM intents WHERE ref=?", (ref,)).fetchone()
             if row is None:
                 return False
@@ -221,15 +238,17 @@ class Journal:
     def record_fill(self, exec_id: str, ref: str, *, order_id: int, perm_id: int, time_text: str, side: str,
                     shares: float, price: float) -> bool:
         """One execution (execId unique: a replayed one is ignored). True when it was new."""
-        cur = self._tx("INSERT OR IGNORE INTO fills (exec_id, ref, order_id, perm_id, time, side, shares, price) "
-                       "VALUES (?,?,?,?,?,?,?,?)", (exec_id, ref, order_id, perm_id, time_text, side, shares, price))
-        return cur.rowcount > 0
+        with self._reported():
+            cur = self._tx("INSERT OR IGNORE INTO fills (exec_id, ref, order_id, perm_id, time, side, shares, price) "
+                           "VALUES (?,?,?,?,?,?,?,?)", (exec_id, ref, order_id, perm_id, time_text, side, shares, price))
+            return cur.rowcount > 0
 
     def record_commission(self, exec_id: str, amount: float, currency: str, realized_pnl: float | None) -> bool:
         """IB's commission report for an execution. True when it changed the record."""
-        cur = self._tx("INSERT OR REPLACE INTO commissions (exec_id, amount, currency, realized_pnl) VALUES (?,?,?,?)",
-                       (exec_id, amount, currency, realized_pnl))
-        return cur.rowcount > 0
+        with self._reported():
+            cur = self._tx("INSERT OR REPLACE INTO commissions (exec_id, amount, currency, realized_pnl) "
+                           "VALUES (?,?,?,?)", (exec_id, amount, currency, realized_pnl))
+            return cur.rowcount > 0
 
     def ref_of_exec(self, exec_id: str) -> str | None:
         row = self._tx("SELECT ref FROM fills WHERE exec_id=?", (exec_id,)).fetchone()

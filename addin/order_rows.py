@@ -223,8 +223,15 @@ def parse_rows(df: pd.DataFrame) -> dict[Hashable, OrderIntent | RowError]:
     out: dict[Hashable, OrderIntent | RowError] = {}
     missing = [c for c in ("Symbol", "Action", "Quantity") if c not in cols]
     seen: dict[str, Hashable] = {}
-    for label, series in df.iterrows():
-        values = {name: series[col] for name, col in cols.items()}
+    names = list(cols)
+    first_position: dict[Any, int] = {}
+    for i, label in enumerate(df.columns):        # a duplicated header: its first column, as _columns
+        first_position.setdefault(label, i)
+    positions = [first_position[cols[name]] for name in names]
+    # One object array for the whole table (numbers come out as Python floats and ints): no
+    # Series per row, no column selection; the single-order path cares about the microseconds.
+    for label, cells in zip(df.index, df.to_numpy(dtype=object)):
+        values = {name: cells[i] for name, i in zip(names, positions)}
         if all(_blank(v) for v in values.values()):
             continue
         if missing:

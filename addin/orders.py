@@ -97,8 +97,7 @@ class OrderDesk:
         A Ref already transmitting, working or done is not sent again: its row shows its state and a
         ``duplicate_ref`` message. Never raises for bad rows or IB refusals: they are in Message."""
         with self._desk:
-            out = pd.DataFrame({c: pd.Series([None] * len(rows), index=rows.index, dtype=object)
-                                for c in OUTPUT_FRAME_COLUMNS})
+            out: dict[Hashable, dict[str, Any]] = {}     # the frame is built after sending: it is slow
             parsed = parse_rows(rows)
             assigned = {label: new_ref() for label, r in parsed.items() if isinstance(r, OrderIntent) and not r.ref}
             for label, ref in assigned.items():
@@ -131,7 +130,9 @@ class OrderDesk:
                 for label, item in parsed.items():
                     if isinstance(item, OrderIntent) and item.ref in sent:
                         self._put(out, label, item.ref, **self.sync.outputs(item.ref))
-            return out
+            blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
+            return pd.DataFrame([{**blank, **out.get(label, {})} for label in rows.index], index=rows.index,
+                                columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
 
     def cancel(self, refs: str | Iterable[str]) -> pd.DataFrame:
         """Cancel the working orders of these Refs (a bracket's entry cancels its children at IB).
@@ -373,7 +374,7 @@ class OrderDesk:
                 client.placeOrder(oid, contract, o)
             done.set()
         self.sync.expect(ref for ref, _, _ in legs)
-        self.session.send(send)
+        self.session.send(send, messages=len(orders), urgent=True)
         if done.wait(10.0):               # handed to the socket (else reconcile decides later)
             _crash_point("after_send")
 
@@ -447,10 +448,8 @@ class OrderDesk:
         return pd.DataFrame(rows, columns=list(ORDER_OUTPUT_COLUMNS), index=pd.Index(refs, name="Ref"))
 
     @staticmethod
-    def _put(out: pd.DataFrame, label, ref: str, **values) -> None:
-        out.at[label, "Ref"] = ref
-        for k, v in values.items():
-            out.at[label, k] = v
+    def _put(out: dict, label, ref: str, **values) -> None:
+        out.setdefault(label, {}).update(Ref=ref, **values)
 
 
 def _same(key: str, new: Any, old: Any) -> bool:

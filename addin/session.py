@@ -222,14 +222,21 @@ _Wrapper.historicalDataBatch = _forward("historicalDataBatch")
 
 
 class _Pacer:
-    """FIFO outbound queue and request deadlines, served by one thread."""
+    """FIFO outbound queue and request deadlines, served by one thread.
+
+    Two rules for every message: at most ``rate`` in any one-second window, and an even spacing of
+    1/rate between sends. The spacing keeps a burst from reaching IB as one clump that a late read on
+    IB's side would count into the same second. A job may carry several messages (a bracket's legs,
+    sent back to back); they count as that many. One job runs at a time, in queue order."""
 
     def __init__(self, session: "Session", rate: int):
         self.session = session
         self.rate = rate
-        self.queue: collections.deque[Callable[[EClient], None]] = collections.deque()
+        self.gap = 1.0 / rate
+        self.queue: collections.deque[tuple[Callable[[EClient], None], int]] = collections.deque()
         self.sent: collections.deque[float] = collections.deque()   # send times in the last second
         self.last_send = float("-inf")
+        self.busy = False                   # a job is being sent (by the thread or inline)
         self.deadlines: list[tuple[float, int, Request]] = []
         self.cond = threading.Condition()
         self.running = True
@@ -237,10 +244,45 @@ class _Pacer:
         self.thread = threading.Thread(target=self._run, name="ibxl-io", daemon=True)
         self.thread.start()
 
-    def put(self, fn: Callable[[EClient], None]) -> None:
+    def put(self, fn: Callable[[EClient], None], messages: int = 1, inline: bool = False) -> None:
+        """Queue ``fn`` (``messages`` outbound messages). ``inline``: when nothing is queued or being
+        sent and the rules allow it now, send on the caller's thread instead of handing over to the
+        pacer thread (which may wait for the GIL behind a busy decoder): the order path uses it."""
         with self.cond:
-            self.queue.append(fn)
-            self.cond.notify()
+            if inline and not self.queue and not self.busy:
+                now = time.monotonic()
+                self._expire_window(now)
+                if self._ready_at(now, messages) <= now:
+                    self._record(now, messages)
+                    self.busy = True
+                else:
+                    inline = False
+            else:
+                inline = False
+            if not inline:
+                self.queue.append((fn, messages))
+                self.cond.notify()
+                return
+        try:
+            self.session._send_now(fn)
+        finally:
+            with self.cond:
+                self.busy = False
+                self.cond.notify()
+
+    def _expire_window(self, now: float) -> None:
+        while self.sent and now - self.sent[0] >= 1.0:
+            self.sent.popleft()
+
+    def _ready_at(self, now: float, messages: int) -> float:
+        over = len(self.sent) + messages - self.rate
+        window = self.sent[over - 1] + 1.0 if over > 0 and over <= len(self.sent) else now
+        return max(window, self.last_send + self.gap)
+
+    def _record(self, now: float, messages: int) -> None:
+        for i in range(messages):
+            self.sent.append(now)
+        self.last_send = now + (messages - 1) * self.gap    # keep the spacing after a multi-message job
 
     def watch(self, request: Request) -> None:
         if not isinstance(request.timeout, (int, float)) or request.timeout == NO_TIMEOUT:
@@ -252,12 +294,11 @@ class _Pacer:
     def record_direct_send(self) -> None:
         """Messages ibapi sends by itself (handshake, START_API) count against the window too."""
         with self.cond:
-            self.last_send = time.monotonic()
-            self.sent.append(self.last_send)
+            self._record(time.monotonic(), 1)
 
     def clear(self) -> list[Callable]:
         with self.cond:
-            dropped = list(self.queue)
+            dropped = [fn for fn, _ in self.queue]
             self.queue.clear()
             return dropped
 
@@ -273,24 +314,20 @@ class _Pacer:
                 if not self.running:
                     return
                 now = time.monotonic()
-                while self.sent and now - self.sent[0] >= 1.0:
-                    self.sent.popleft()
+                self._expire_window(now)
                 expired = []
                 while self.deadlines and self.deadlines[0][0] <= now:
                     expired.append(heapq.heappop(self.deadlines)[2])
                 job = None
                 wait = None
-                if self.queue:
-                    # Two rules: at most ``rate`` in any one-second window, and an even spacing of
-                    # 1/rate between sends. The spacing keeps a burst from reaching IB as one clump
-                    # that a late read on IB's side would count into the same second.
-                    gap = 1.0 / self.rate
-                    ready_at = max(self.sent[0] + 1.0 if len(self.sent) >= self.rate else now,
-                                   self.last_send + gap)
+                if self.queue and not self.busy:
+                    fn, messages = self.queue[0]
+                    ready_at = self._ready_at(now, messages)
                     if ready_at <= now:
-                        job = self.queue.popleft()
-                        self.sent.append(now)
-                        self.last_send = now
+                        self.queue.popleft()
+                        self._record(now, messages)
+                        self.busy = True
+                        job = fn
                     else:
                         wait = ready_at - now
                 if job is None and not expired:
@@ -303,7 +340,11 @@ class _Pacer:
                 if not request.future.done() and request.active:
                     self.session._expire(request)
             if job is not None:
-                self.session._send_now(job)
+                try:
+                    self.session._send_now(job)
+                finally:
+                    with self.cond:
+                        self.busy = False
 
 
 class Session:
@@ -629,12 +670,14 @@ class Session:
             rid = request.req_id
             self.send(lambda client: request.cancel_fn(client, rid))
 
-    def send(self, fn: Callable[[EClient], None]) -> None:
-        """Queue one outbound message: ``fn(client)`` runs on the pacer thread in FIFO order."""
+    def send(self, fn: Callable[[EClient], None], *, messages: int = 1, urgent: bool = False) -> None:
+        """Queue outbound messages: ``fn(client)`` sends ``messages`` of them, on the pacer thread in
+        FIFO order. ``urgent``: send on the calling thread when nothing is waiting and the rate allows
+        (no thread hand-over; for orders). ``fn`` must then take no lock the caller holds."""
         pacer = self._pacer
         if pacer is None:
             raise IBError(504, "Not connected")
-        pacer.put(fn)
+        pacer.put(fn, messages, inline=urgent)
 
     def _send_now(self, fn: Callable[[EClient], None]) -> None:
         client = self._client

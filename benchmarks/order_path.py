@@ -102,9 +102,10 @@ def run(quick: bool = False) -> list[Row]:
             wait_until(lambda: any(m == 3 for _, m in wire), 10, "the warm-up order on the wire")
             lat = []
             for i in range(singles):
+                row = rows(1, 8 + i)                  # the row as read from the sheet: the input
                 before = len(wire)
                 t0 = time.perf_counter()
-                desk.place(rows(1, 8 + i))
+                desk.place(row)
                 sent = wait_until(lambda: next((t for t, m in wire[before:] if m == 3), None), 10, "placeOrder")
                 lat.append(sent - t0)
                 trail = [(m, round((t - t0) * 1000, 1)) for t, m in wire[before:] if t <= sent]
