@@ -231,6 +231,22 @@ class QuoteBoard:
             raw["stale"] = False
             return self._changed_locked(key)
 
+    def set_ticks(self, key: str, field: str | None, value: Any, field2: str | None, value2: Any) -> int:
+        """:meth:`set_tick` of up to two fields at once (a price and its size: one version). A None
+        field name is skipped. Returns the new version."""
+        now = time.time()
+        with self._lock:
+            raw = self._raw.get(key)
+            if raw is None:
+                self._raw[key] = raw = {}
+            if field is not None:
+                raw[field] = value
+            if field2 is not None:
+                raw[field2] = value2
+            raw["updated"] = now
+            raw["stale"] = False
+            return self._changed_locked(key)
+
     def mark(self, key: str, **fields) -> int:
         """Set state fields (``stale``, ``error``, ``notice``, ``data_type``, ...) without touching
         ``updated``: for changes that are not market data. Returns the new version."""
@@ -292,6 +308,12 @@ class QuoteBoard:
             if key not in self._raw:
                 return None
             return self._quote(key)
+
+    def field(self, key: str, name: str) -> Any:
+        """One raw field of ``key`` (e.g. "bid"), or None: a cheap read for polling (no Quote built,
+        no lock: one dict lookup is atomic)."""
+        raw = self._raw.get(key)
+        return None if raw is None else raw.get(name)
 
     def changes_since(self, version: int) -> tuple[int, dict[str, Quote]]:
         """``(current_version, {key: Quote})`` for every key changed after ``version``; pass the
@@ -733,13 +755,30 @@ class MarketData:
                 self._line_error(line, request, args[1], args[2])
             return False                          # never keep rows: a line streams for hours
 
+        set_ticks = self.board.set_ticks
+
+        def on_tick(tick_type, price, size_type, size):
+            # tickPrice + its tickSize in one board update: the on_event rules above, inlined.
+            if line.request is None or line.request.on_tick is not on_tick:
+                return                            # unsubscribed; its cancel is on the way
+            field = PRICE_TICKS.get(tick_type)
+            if field is not None and (price == -1 or price >= _UNSET_PRICE or price != price):
+                price = None
+            field2 = SIZE_TICKS.get(size_type)
+            if field2 is not None:
+                size = None if size is None or size == _UNSET_SIZE else float(size)
+            if field is not None or field2 is not None:
+                set_ticks(key, field, price, field2, size)
+
         def restore(request):
             if line.request is request:
                 mark(key, stale=True)
             self._queue_type_once()
 
-        return Request(f"market data {key}", start, on_event=on_event, cancel=cancel, subscription=True,
-                       restore=restore, timeout=NO_TIMEOUT)
+        request = Request(f"market data {key}", start, on_event=on_event, cancel=cancel, subscription=True,
+                          restore=restore, timeout=NO_TIMEOUT)
+        request.on_tick = on_tick
+        return request
 
     def _line_notice(self, key: str, code: int, text: str) -> None:
         fields: dict[str, Any] = {"notice": f"IB {code}: {text}"}

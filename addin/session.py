@@ -149,6 +149,9 @@ class Request:
         self.notices: list[IBError] = []
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.active = True
+        # Optional per-tick fast path for streaming market data (see _Wrapper.price_size_tick):
+        # on_tick(tickType, price, sizeTickType, size) with ibapi's raw values.
+        self.on_tick: Callable[[int, float, int, Any], None] | None = None
 
     def finish(self, value: Any = None) -> None:
         if not self.future.done():
@@ -218,6 +221,23 @@ def _forward_tick(name: str):
 
 for _name in ("tickPrice", "tickSize", "tickString", "tickGeneric"):
     setattr(_Wrapper, _name, _forward_tick(_name))
+
+
+def _price_size_tick(self, req_id, tick_type, price, size_tick_type, size) -> bool:
+    """A whole TICK_PRICE (price and its size) for a subscription with an ``on_tick``: one call
+    instead of ibapi's tickPrice + tickSize. False: the decoder makes ibapi's calls instead."""
+    session = self._session
+    request = session._requests.get(req_id)
+    if request is None or request.on_tick is None or self._generation != session._generation:
+        return False
+    try:
+        request.on_tick(tick_type, price, size_tick_type, size)
+    except Exception:
+        log.exception("handling a tick for %s failed", request)
+    return True
+
+
+_Wrapper.price_size_tick = _price_size_tick
 _Wrapper.historicalDataBatch = _forward("historicalDataBatch")
 
 

@@ -115,6 +115,9 @@ class FastDecoder:
         # Wrapper methods bound once: one attribute lookup less per tick.
         self._tickPrice = wrapper.tickPrice
         self._tickSize = wrapper.tickSize
+        # Optional: ``price_size_tick(reqId, tickType, price, sizeTickType, size) -> bool`` takes a
+        # TICK_PRICE whole (one call, no TickAttrib built); False: make ibapi's calls as usual.
+        self._price_size = getattr(wrapper, "price_size_tick", None)
         v = server_version
         self._attr_bits = v >= MIN_SERVER_VER_PAST_LIMIT
         self._pre_open = v >= MIN_SERVER_VER_PRE_OPEN_BID_ASK
@@ -135,6 +138,9 @@ class FastDecoder:
                 mask = int(f[5] or 0)
             except _PARSE_ERRORS:
                 return False
+            size_type = _SIZE_TICK_OF.get(tick_type, _NOT_SET)
+            if self._price_size is not None and self._price_size(req_id, tick_type, price, size_type, size):
+                return True
             attrib = TickAttrib()
             if self._attr_bits:
                 attrib.canAutoExecute = mask & 1 != 0
@@ -144,7 +150,6 @@ class FastDecoder:
             else:
                 attrib.canAutoExecute = mask == 1
             self._tickPrice(req_id, tick_type, price, attrib)
-            size_type = _SIZE_TICK_OF.get(tick_type, _NOT_SET)
             if size_type != _NOT_SET:
                 self._tickSize(req_id, size_type, size)
             return True

@@ -24,6 +24,7 @@ from ibapi.client import EClient
 from ibapi.common import BarData, TickAttrib
 from ibapi.connection import Connection
 from ibapi.decoder import Decoder
+from ibapi.ticktype import TickTypeEnum
 from ibapi.wrapper import EWrapper
 
 from addin.wire_fast import FastClient, FastDecoder, Framer
@@ -123,6 +124,27 @@ def _same(payload: bytes, version: int = SERVER_VERSION):
 def test_tick_price_matches_ibapi(version, req_id, tick_type, price, size, mask, drop):
     fields = [version, req_id, tick_type, price, size, mask][: 6 - drop]
     _same(_payload(1, fields))
+
+
+class _PriceSizeRecorder(_Recorder):
+    """A wrapper taking whole TICK_PRICEs: recorded as the tickPrice + tickSize ibapi would make
+    (the attrib left out: the combined path does not carry it)."""
+
+    def price_size_tick(self, req_id, tick_type, price, size_type, size):
+        self.calls.append(("tickPrice", (_norm(req_id), _norm(tick_type), _norm(price))))
+        if size_type != TickTypeEnum.NOT_SET:
+            self.calls.append(("tickSize", (_norm(req_id), _norm(size_type), _norm(size))))
+        return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(ints, ints, tick_types, prices, sizes, st.one_of(st.integers(0, 7).map(str), st.just("")),
+       st.integers(0, 2))
+def test_a_whole_tick_price_carries_what_ibapis_two_calls_carry(version, req_id, tick_type, price, size, mask, drop):
+    payload = _payload(1, [version, req_id, tick_type, price, size, mask][: 6 - drop])
+    calls, error = _ibapi(payload)
+    without_attrib = [(name, args[:3]) if name == "tickPrice" else (name, args) for name, args in calls]
+    assert _ours(payload, wrapper=_PriceSizeRecorder()) == (without_attrib, error), payload
 
 
 @settings(max_examples=200, deadline=None)
