@@ -101,7 +101,7 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
         if pump is not None:
             pump.flush()
             summary.quotes = _quotes_frame(book)
-            rt.stop_pump(macros._book_id(book))
+            rt.stop_pump(macros.book_id(book))
     finally:
         try:
             saved = book.save()
@@ -139,7 +139,7 @@ def _detail(step: str, summary: RunSummary) -> str:
 def _stream(book, rt: Runtime, seconds: float):
     """Bind the pump to the Watchlist and flush it every interval for ``seconds``; returns the pump
     (kept bound, so order states reach the Orders rows while the later steps run)."""
-    if not macros._has_table(book, "Watchlist") and not macros._has_table(book, "Orders"):
+    if not macros.has_table(book, "Watchlist") and not macros.has_table(book, "Orders"):
         return None
     pump = macros.start_streaming(book, rt, run=False)
     deadline = time.monotonic() + seconds
@@ -222,26 +222,26 @@ def _write_order_states(book, rt: Runtime, summary: RunSummary) -> None:
     """Every Orders row whose Ref the desk knows gets the desk's current outputs (the pump streams
     them too while it is bound; this makes the saved file right even without streaming)."""
     by_ref = rt.orders.table().to_dict(orient="index")
-    info = macros._orders_table(book)
-    rows = macros._order_rows(book, info, None, pending_only=False)
+    info = macros.orders_table(book)
+    rows = macros.order_rows(book, info, None, pending_only=False)
     updates = {int(r): by_ref[str(ref).strip()] for r, ref in rows.get("Ref", pd.Series(dtype=object)).items()
                if isinstance(ref, str) and ref.strip() in by_ref}
-    macros._write_outputs(book, info, updates)
+    macros.write_outputs(book, info, updates)
     summary.orders = _orders_frame(book)
 
 
 def _portfolio(book, rt: Runtime, summary: RunSummary):
     counts = macros.refresh_portfolio(book, rt)
-    summary.positions = book.read_table("Positions", drop_empty=True) if macros._has_table(book, "Positions") else None
+    summary.positions = book.read_table("Positions", drop_empty=True) if macros.has_table(book, "Positions") else None
     return counts
 
 
 def _quotes_frame(book) -> pd.DataFrame | None:
-    return book.read_table("Watchlist", drop_empty=True) if macros._has_table(book, "Watchlist") else None
+    return book.read_table("Watchlist", drop_empty=True) if macros.has_table(book, "Watchlist") else None
 
 
 def _orders_frame(book) -> pd.DataFrame | None:
-    return book.read_table("Orders", drop_empty=True) if macros._has_table(book, "Orders") else None
+    return book.read_table("Orders", drop_empty=True) if macros.has_table(book, "Orders") else None
 
 
 def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], None] = print,

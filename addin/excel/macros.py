@@ -54,7 +54,7 @@ def _runtime(runtime):
     return get_runtime()
 
 
-def _book_id(book) -> str:
+def book_id(book) -> str:
     """The workbook's identity for the runtime's pumps and formula registry: its full name."""
     inner = getattr(book, "book", None)
     for obj in (inner, book):
@@ -121,7 +121,7 @@ def _rows_runs(rows: Iterable[int]) -> list[list[int]]:
     return runs
 
 
-def _write_outputs(book, info, outputs: dict[int, dict]) -> None:
+def write_outputs(book, info, outputs: dict[int, dict]) -> None:
     """Write order outputs (``{worksheet row: {column: value}}``) into the Orders Table's output
     columns: one write per run of adjacent rows and adjacent output columns (in the template the
     outputs are one block, so one write per run of rows)."""
@@ -144,7 +144,8 @@ def _cell_value(v: Any) -> Any:
     return v
 
 
-def _orders_table(book):
+def orders_table(book):
+    """The Orders Table's TableInfo. Raises ExcelInputError naming the Tables present when missing."""
     try:
         return book.table("Orders")
     except (TableNotFound, KeyError):
@@ -190,7 +191,9 @@ def _selected_rows(book, sheet: str) -> list[int]:
     return rows
 
 
-def _order_rows(book, info, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
+def order_rows(book, info, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
+    """The Orders Table's rows as read (index: worksheet row numbers): all, or only ``rows``; with
+    ``pending_only`` just those whose Status is empty. Raises ExcelInputError for a row outside it."""
     df = book.read_table("Orders", drop_empty=True)
     if rows is not None:
         wanted = set(int(r) for r in rows)
@@ -222,7 +225,7 @@ def connect(book=None, runtime=None) -> dict:
 def disconnect(book=None, runtime=None) -> None:
     """Stop streaming into this workbook and disconnect the session."""
     book, rt = _book(book), _runtime(runtime)
-    rt.stop_pump(_book_id(book))
+    rt.stop_pump(book_id(book))
     rt.disconnect()
     _log(book, "INFO", "disconnected")
 
@@ -240,13 +243,13 @@ def start_streaming(book=None, runtime=None, interval: float | None = None, run:
     caller = book is None
     book, rt = _book(book), _runtime(runtime)
     rt.connect()
-    bid = _book_id(book)
+    bid = book_id(book)
     if caller and sys.platform == "win32":
         from .pump import com_book_factory
         pump = rt.start_pump(None, book_id=bid, interval=interval, book_factory=com_book_factory(bid))
     else:
         pump = rt.start_pump(book, book_id=bid, interval=interval, start=run)
-    if rt._orders is not None or _has_table(book, "Orders"):
+    if rt._orders is not None or has_table(book, "Orders"):
         try:
             _desk(book, rt)          # order states flow to the rows only once the desk exists
         except Exception as exc:     # streaming quotes must not depend on order entry
@@ -255,7 +258,8 @@ def start_streaming(book=None, runtime=None, interval: float | None = None, run:
     return pump
 
 
-def _has_table(book, name: str) -> bool:
+def has_table(book, name: str) -> bool:
+    """Whether the workbook has a Table called ``name``."""
     try:
         book.table(name)
         return True
@@ -267,7 +271,7 @@ def _has_table(book, name: str) -> bool:
 def stop_streaming(book=None, runtime=None) -> bool:
     """Stop the pump of this workbook and release its Watchlist lines. True if one was running."""
     book, rt = _book(book), _runtime(runtime)
-    stopped = rt.stop_pump(_book_id(book))
+    stopped = rt.stop_pump(book_id(book))
     _log(book, "INFO", "streaming stopped" if stopped else "streaming was not running")
     return stopped
 
@@ -317,8 +321,8 @@ def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
 
 # --- orders -------------------------------------------------------------------------------------------
 def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
-    info = _orders_table(book)
-    df = _order_rows(book, info, rows, pending_only)
+    info = orders_table(book)
+    df = order_rows(book, info, rows, pending_only)
     if df.empty:
         _log(book, "INFO", "no order rows to place")
         return pd.DataFrame(columns=["Ref", *ORDER_OUTPUT_COLUMNS])
@@ -332,7 +336,7 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
             book.write(info.sheet, int(row), ref_col, [[ref]])
 
     out = desk.place(df, write_refs=write_refs)
-    _write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})
+    write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})
     sent = sum(1 for s in out["Status"] if s not in ("Error", "Refused", "Not sent", None))
     _log(book, "INFO", f"orders: {len(out)} rows, {sent} sent")
     return out
@@ -354,7 +358,7 @@ def place_selected_orders(book=None, runtime=None, rows: Iterable[int] | None = 
     """Place the selected rows of the Orders Table (``rows``: worksheet row numbers; default Excel's
     selection). A row already sent is not sent again (the OrderDesk's Ref rule)."""
     book, rt = _book(book), _runtime(runtime)
-    info = _orders_table(book)
+    info = orders_table(book)
     rows = list(rows) if rows is not None else _selected_rows(book, info.sheet)
     rt.connect()
     return _place(book, rt, rows, pending_only=False)
@@ -365,9 +369,9 @@ def cancel_selected(book=None, runtime=None, rows: Iterable[int] | None = None) 
     """Cancel the working orders of the selected Orders rows (by Ref). Returns the outputs by Ref and
     writes them into the rows."""
     book, rt = _book(book), _runtime(runtime)
-    info = _orders_table(book)
+    info = orders_table(book)
     rows = list(rows) if rows is not None else _selected_rows(book, info.sheet)
-    df = _order_rows(book, info, rows, pending_only=False)
+    df = order_rows(book, info, rows, pending_only=False)
     refs = {int(r): str(v).strip() for r, v in df.get("Ref", pd.Series(dtype=object)).items()
             if v not in (None, "") and not (isinstance(v, float) and v != v)}
     if not refs:
@@ -375,7 +379,7 @@ def cancel_selected(book=None, runtime=None, rows: Iterable[int] | None = None) 
     rt.connect()
     out = _desk(book, rt).cancel(list(refs.values()))
     by_ref = {str(ref): rec for ref, rec in out.to_dict(orient="index").items()}   # indexed by Ref
-    _write_outputs(book, info, {r: by_ref[ref] for r, ref in refs.items() if ref in by_ref})
+    write_outputs(book, info, {r: by_ref[ref] for r, ref in refs.items() if ref in by_ref})
     _log(book, "INFO", f"cancel: {', '.join(refs.values())}")
     return out
 
