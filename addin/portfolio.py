@@ -69,14 +69,10 @@ from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE
 from ibapi.contract import Contract
 from ibapi.execution import ExecutionFilter
 
+from .contracts import InstrumentError, format_contract
 from .session import NO_TIMEOUT, IBError, Request, RequestTimeout, Session
 
 log = logging.getLogger(__name__)
-
-try:  # the shared cell grammar, when the contracts module is there
-    from .contracts import format_contract as _shared_format_contract
-except Exception:  # pragma: no cover - depends on another module's progress
-    _shared_format_contract = None
 
 # --- columns ----------------------------------------------------------------------------------------
 POSITION_COLUMNS = {
@@ -191,50 +187,13 @@ def _ib_filter_time(since: datetime | str | None) -> str:
     return since.astimezone(timezone.utc).strftime("%Y%m%d-%H:%M:%S")
 
 
-_MONTH_CODES = "FGHJKMNQUVXZ"
-
-
-def _format_contract_private(c: Contract) -> str:
-    """The cell grammar of DESIGN.md, written back from a contract (used while addin.contracts is not
-    there): AAPL, SAP.IBIS (non-USD stock), EUR/USD, BTC/USD.PAXOS, ESZ6.CME, ^SPX.CBOE,
-    AAPL 20261218 200 C, else conid:N."""
-    sec = (c.secType or "").upper()
-    exchange = c.exchange if c.exchange and c.exchange != "SMART" else (c.primaryExchange or "")
-    if sec in ("STK", "ETF"):
-        if (c.currency or "USD") == "USD" or not exchange:
-            return c.symbol
-        return f"{c.symbol}.{exchange}"
-    if sec == "CASH":
-        return f"{c.symbol}/{c.currency}"
-    if sec == "CRYPTO":
-        return f"{c.symbol}/{c.currency}.{exchange or 'PAXOS'}"
-    if sec == "FUT":
-        local = (c.localSymbol or "").replace(" ", "")
-        expiry = c.lastTradeDateOrContractMonth or ""
-        if not local and len(expiry) >= 6 and expiry[:6].isdigit():
-            local = f"{c.symbol}{_MONTH_CODES[int(expiry[4:6]) - 1]}{expiry[3]}"
-        if local:
-            return f"{local}.{exchange}" if exchange else local
-    if sec == "IND":
-        return f"^{c.symbol}.{exchange}" if exchange else f"^{c.symbol}"
-    if sec in ("OPT", "FOP") and c.lastTradeDateOrContractMonth and c.right:
-        strike = _num(c.strike)
-        if not math.isnan(strike):
-            return f"{c.symbol} {c.lastTradeDateOrContractMonth} {strike:g} {c.right[0].upper()}"
-    return f"conid:{c.conId}" if c.conId else (c.symbol or "")
-
-
 def format_symbol(contract: Contract) -> str:
-    """Canonical text of ``contract``: ``addin.contracts.format_contract`` when available (and able to
-    write this contract), else this module's own formatter of the same grammar."""
-    if _shared_format_contract is not None:
-        try:
-            text = _shared_format_contract(contract)
-            if text:
-                return text
-        except Exception:
-            log.debug("format_contract failed for conId %s", getattr(contract, "conId", 0), exc_info=True)
-    return _format_contract_private(contract)
+    """Canonical text of ``contract`` in the cell grammar (``addin.contracts.format_contract``); a
+    contract the grammar cannot write and that has no conId shows its bare symbol."""
+    try:
+        return format_contract(contract)
+    except InstrumentError:
+        return f"conid:{contract.conId}" if contract.conId else (contract.symbol or "")
 
 
 def _frame(rows: list[dict] | list[tuple], columns: dict[str, Any], index=None) -> pd.DataFrame:

@@ -25,6 +25,8 @@ from addin.config import Settings
 from addin.order_rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
 from addin.orders import CRASH_STEPS, OUTPUT_FRAME_COLUMNS
 
+from .test_orders import write_refs
+
 REPO = Path(__file__).resolve().parents[1]
 CRASH_EXIT = 70
 _client_ids = itertools.count(401)
@@ -53,7 +55,7 @@ def _child(port: int, client_id: int, workbook: str, journal: str) -> int:
     desk = OrderDesk(session, contracts, MarketData(session, contracts), Portfolio(session), Settings(risk=risk),
                      journal)
     path = Path(workbook)
-    desk.place(pd.read_excel(path, sheet_name="Orders", engine="openpyxl"), write_refs=_ref_writer(path))
+    desk.place(pd.read_excel(path, sheet_name="Orders", engine="openpyxl"), write_refs=write_refs(path))
     desk.reconcile()                     # a round trip: every answer to what was sent is in the journal
     sheet = pd.read_excel(path, sheet_name="Orders", engine="openpyxl")
     wb = openpyxl.load_workbook(path)
@@ -69,17 +71,6 @@ def _child(port: int, client_id: int, workbook: str, journal: str) -> int:
     desk.close()
     session.disconnect()
     return 0
-
-
-def _ref_writer(path: Path):
-    def write(assigned: dict) -> None:
-        wb = openpyxl.load_workbook(path)
-        ws = wb["Orders"]
-        col = [c.value for c in ws[1]].index("Ref") + 1
-        for label, ref in assigned.items():
-            ws.cell(row=int(label) + 2, column=col, value=ref)
-        wb.save(path)
-    return write
 
 
 # --- the parent --------------------------------------------------------------------------------------------
