@@ -290,9 +290,9 @@ def format_summary(summary: RunSummary) -> str:
         lines += ["", f"History: {len(b)} bars ({span}); last close {b['close'].iloc[-1]:g}" if len(b)
                   else "History: no bars"]
     if summary.orders is not None:
-        lines += ["", "Orders:", _table_text(summary.orders, ["Ref", "Symbol", "Action", "Quantity", "OrderType",
-                                                              "LimitPrice", "Status", "Filled", "AvgFillPrice",
-                                                              "Commission", "Message"])]
+        lines += ["", "Orders:", _table_text(summary.orders, [
+            "Ref", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "StopPrice", "Status", "Filled",
+            "AvgFillPrice", "Commission", "Message"])]
     if summary.positions is not None:
         lines += ["", "Positions:", _table_text(summary.positions, list(summary.positions.columns)[:8])]
     return "\n".join(lines)
