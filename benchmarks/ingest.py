@@ -200,8 +200,9 @@ def run(quick: bool = False) -> list[Row]:
             profile = profile_ibxl(gw, contracts, min(count, 20_000))
     ibxl, bare, ib_async = results["ibxl"], results["bare ibapi"], results["ib_async"]
     cfg = {"lines": lines, "ticks": count, "burst": CHUNK}
-    why = ("ibapi's pure-Python decoder (Decoder.interpret, Decimal sizes) and the EReader run per "
-           "tick; ib_async decodes in its own lean loop. Profile of ibxl: " + "; ".join(profile[:6])) if profile else ""
+    why = ("ibxl decodes with addin/wire_fast.py; what is left per tick is CPython's per-message cost from "
+           "the socket reader to the QuoteBoard (ib_async: one asyncio loop). Profile of ibxl: "
+           + "; ".join(profile[:6])) if profile else ""
     return [
         Row("ingest", "ticks per second, socket to QuoteBoard", "ticks/s", ibxl[0], "ib_async Ticker", ib_async[0],
             better="higher", target=">= ib_async", status=judged(ibxl[0] >= ib_async[0]), note=why,
