@@ -104,6 +104,10 @@ def test_demo_history_equals_the_gateways_bars(gw, demo):
     first = bars[0]["Date"].replace(tzinfo=timezone.utc)
     now = gw.call(lambda s: s.market.now())
     theirs = gw.call(lambda s: s.market.bars(goog, first, now, BarSpec(seconds=86400), "TRADES", True))
+    # The price chart plots every bar (the template's chart covered one empty row).
+    series = wb["History"]._charts[0].series[0]
+    assert series.val.numRef.f.endswith(f"$2:$H${len(bars) + 1}"), series.val.numRef.f
+    assert series.cat.numRef.f.endswith(f"$2:$D${len(bars) + 1}"), series.cat.numRef.f
     # The bar in progress moves with the replay: compare the complete ones.
     assert len(theirs) == len(bars)
     for mine, ref in zip(bars[:-1], theirs[:-1]):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.table import TableColumn
 
 from .book import (
@@ -88,6 +89,33 @@ def check_not_locked(path: Path) -> None:
                 f"{path} cannot be opened for writing ({exc.strerror or exc}); it may be open in Excel "
                 f"or read-only. Close it there first, or write to a new file with --out NEW.xlsx."
             ) from exc
+
+
+def _repoint_charts(ws, top: int, left: int, bottom: int, right: int) -> None:
+    """Charts on ``ws`` that plot a column of the Table whose body starts at row ``top + 1`` follow
+    the Table's new length: in a file there is no Excel to extend them as it does for Tables."""
+    for chart in getattr(ws, "_charts", []):
+        for series in chart.series:
+            refs = [series.val.numRef if series.val else None]
+            if series.cat is not None:
+                refs.append(series.cat.numRef or series.cat.strRef)
+            for ref in refs:
+                if ref is None or not ref.f or "!" not in ref.f:
+                    continue
+                sheet, _, address = ref.f.rpartition("!")
+                if sheet.strip("'").replace("''", "'") != ws.title:
+                    continue
+                try:
+                    r0, c0, _, c1 = parse_range(address)
+                except ValueError:
+                    continue
+                if r0 == top + 1 and c0 == c1 and left <= c0 <= right:
+                    ref.f = f"{sheet}!{_absolute(r0, c0, bottom, c1)}"
+
+
+def _absolute(top: int, left: int, bottom: int, right: int) -> str:
+    """(2, 8, 251, 8) -> "$H$2:$H$251", as Excel writes chart references."""
+    return f"${get_column_letter(left)}${top}:${get_column_letter(right)}${bottom}"
 
 
 class OpenpyxlBook(Book):
@@ -273,6 +301,7 @@ class OpenpyxlBook(Book):
                 tc.id = i + 1
                 columns.append(tc)
             t.tableColumns = columns
+        _repoint_charts(ws, top, left, max(bottom, top + 1), right)
 
     def _calculate(self, sheet: str, addresses: list[str]) -> None:
         # A file has no calculation engine: ask Excel to recalculate everything when it opens it.
