@@ -218,22 +218,10 @@ class QuoteBoard:
         fields.setdefault("stale", False)
         return self._apply(key, fields)
 
-    def set_tick(self, key: str, field: str, value: Any) -> int:
-        """:meth:`update` of one known market data field (a name from PRICE_TICKS / SIZE_TICKS, not
-        checked): the per-tick path, without building keyword dicts. Returns the new version."""
-        now = time.time()
-        with self._lock:
-            raw = self._raw.get(key)
-            if raw is None:
-                self._raw[key] = raw = {}
-            raw[field] = value
-            raw["updated"] = now
-            raw["stale"] = False
-            return self._changed_locked(key)
-
     def set_ticks(self, key: str, field: str | None, value: Any, field2: str | None, value2: Any) -> int:
-        """:meth:`set_tick` of up to two fields at once (a price and its size: one version). A None
-        field name is skipped. Returns the new version."""
+        """:meth:`update` of up to two known market data fields (names from PRICE_TICKS / SIZE_TICKS,
+        not checked) in one version, without building keyword dicts: the per-tick path (a price and
+        its size). A None field name is skipped. Returns the new version."""
         now = time.time()
         with self._lock:
             raw = self._raw.get(key)
@@ -725,26 +713,32 @@ class MarketData:
         def cancel(client, rid):
             client.cancelMktData(rid)
 
-        set_tick = self.board.set_tick
+        set_ticks = self.board.set_ticks
+
+        def on_tick(tick_type, price, size_type, size):
+            # A price and/or its size straight onto the board: decode_tick's rules, inlined. Called
+            # for a whole TICK_PRICE by the session's fast path, and by on_event for single ticks.
+            if line.request is None or line.request.on_tick is not on_tick:
+                return                            # unsubscribed; its cancel is on the way
+            field = PRICE_TICKS.get(tick_type)
+            if field is not None and (price == -1 or price >= _UNSET_PRICE or price != price):   # NaN
+                price = None
+            field2 = SIZE_TICKS.get(size_type)
+            if field2 is not None:
+                size = None if size is None or size == _UNSET_SIZE else float(size)
+            if field is not None or field2 is not None:
+                set_ticks(key, field, price, field2, size)
 
         def on_event(request, name, args):
             if line.request is not request:
                 if name == "error":
                     self._line_error(line, request, args[1], args[2])
                 return False                      # unsubscribed; its cancel is on the way
-            if name == "tickPrice":               # the per-tick paths: decode_tick inlined
-                field = PRICE_TICKS.get(args[1])
-                if field is not None:
-                    price = args[2]
-                    if price == -1 or price >= _UNSET_PRICE or price != price:   # price != price: NaN
-                        price = None
-                    set_tick(key, field, price)
+            if name == "tickPrice":               # ibapi's reader, or a tick the fast path left
+                on_tick(args[1], args[2], None, None)
                 return False
             if name == "tickSize":
-                field = SIZE_TICKS.get(args[1])
-                if field is not None:
-                    size = args[2]
-                    set_tick(key, field, None if size is None or size == _UNSET_SIZE else float(size))
+                on_tick(None, None, args[1], args[2])
                 return False
             fields = decode_tick(name, args)
             if fields is not None:
@@ -754,21 +748,6 @@ class MarketData:
             elif name == "error":
                 self._line_error(line, request, args[1], args[2])
             return False                          # never keep rows: a line streams for hours
-
-        set_ticks = self.board.set_ticks
-
-        def on_tick(tick_type, price, size_type, size):
-            # tickPrice + its tickSize in one board update: the on_event rules above, inlined.
-            if line.request is None or line.request.on_tick is not on_tick:
-                return                            # unsubscribed; its cancel is on the way
-            field = PRICE_TICKS.get(tick_type)
-            if field is not None and (price == -1 or price >= _UNSET_PRICE or price != price):
-                price = None
-            field2 = SIZE_TICKS.get(size_type)
-            if field2 is not None:
-                size = None if size is None or size == _UNSET_SIZE else float(size)
-            if field is not None or field2 is not None:
-                set_ticks(key, field, price, field2, size)
 
         def restore(request):
             if line.request is request:
