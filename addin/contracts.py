@@ -59,7 +59,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from ibapi.contract import Contract, ContractDetails
 

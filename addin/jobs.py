@@ -199,9 +199,9 @@ def _settled(row, states: frozenset) -> bool:
 def _orders(book, rt: Runtime, pump, summary: RunSummary, settle_timeout: float):
     out = macros.place_orders(book, rt)
     sent = [str(r) for r, s in zip(out["Ref"], out["Status"]) if s not in ("Error", "Refused", "Not sent")]
-    final = _settle(rt, pump, sent, settle_timeout) if sent else None
+    if sent:
+        _settle(rt, pump, sent, settle_timeout)
     _write_order_states(book, rt, summary)
-    return final
 
 
 def _cancel(book, rt: Runtime, pump, what: str, summary: RunSummary, settle_timeout: float):

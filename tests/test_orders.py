@@ -333,8 +333,8 @@ def test_kill_switch_cancels_this_clients_orders_and_blocks_new_ones_until_reset
         open_refs = set(rig.gw.call(lambda s: [order.orderRef for _, order, _ in s.broker.open_orders()]))
         assert "K-OTHER" in open_refs and not open_refs & {"K-0", "K-1", "K-2"}
         desk.reset_kill()
-        again = desk.place(pd.DataFrame([{"Ref": "K-NEW", "Account": "DU1", "Symbol": "AAPL", "Action": "BUY",
-                                          "Quantity": 1, "OrderType": "MKT"}]))
+        desk.place(pd.DataFrame([{"Ref": "K-NEW", "Account": "DU1", "Symbol": "AAPL", "Action": "BUY",
+                                    "Quantity": 1, "OrderType": "MKT"}]))
         rig.wait_status(desk, "K-NEW", "Filled")
     finally:
         other.close()
@@ -396,7 +396,7 @@ def test_ib_rejection_is_shown_and_the_row_can_be_placed_again(rig):
     rig.gw.reject_next_order("margin check failed (test)")
     out = desk.place(rows)
     assert out.loc[0, "Status"] == "Rejected" and out.loc[0, "Message"].startswith("IB 201:")
-    again = desk.place(rows)
+    desk.place(rows)
     rig.wait_status(desk, "R-1", "Filled")
     assert [r.order.orderRef for r in rig.received()] == ["R-1", "R-1"]
 

@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ibapi import comm
 from ibapi.client import EClient
-from ibapi.common import BarData, TickAttrib
 from ibapi.connection import Connection
 from ibapi.decoder import Decoder
 from ibapi.ticktype import TickTypeEnum

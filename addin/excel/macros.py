@@ -16,7 +16,6 @@ nothing of it is sent.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from datetime import datetime, timezone
 from typing import Any, Hashable, Iterable

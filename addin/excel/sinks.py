@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .book import Book, SheetNotFound, TableInfo, TableNotFound, cell_address, parse_range
+from .book import Book, SheetNotFound, TableInfo, TableNotFound, parse_range
 
 __all__ = ["CountingBook", "COM_CALL_COST"]
 
