@@ -94,6 +94,7 @@ class IBTestClient(Recorder, EClient):
         Recorder.__init__(self)
         EClient.__init__(self, self)
         self.thread: threading.Thread | None = None
+        self._stopping = False
         self._req = 1000
 
     def start(self, port: int, client_id: int = 1, timeout: float = 10.0) -> "IBTestClient":
@@ -107,15 +108,16 @@ class IBTestClient(Recorder, EClient):
         return self
 
     def _run_until_closed(self) -> None:
-        # After disconnect() ibapi's run() may decode one more queued message with serverVersion()
-        # None and raise TypeError: the connection's end, not a test failure.
+        # After stop() ibapi's run() may decode one more queued message with serverVersion() None
+        # and raise TypeError: the connection's end, not a test failure. Anything else is raised.
         try:
             self.run()
         except TypeError:
-            if self.isConnected():
+            if not self._stopping:
                 raise
 
     def stop(self) -> None:
+        self._stopping = True
         self.disconnect()
         if self.thread is not None:
             self.thread.join(10)

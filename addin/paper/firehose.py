@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import messages
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .marketdata import Subscription
@@ -79,6 +83,12 @@ class _Line:
         return self.frames[f][i], _FIELDS[f][0], self.prices[f][i]
 
 
+def _report_failure(task: asyncio.Task) -> None:
+    """A firehose that dies would silently leave the replayed stream paused: say why, loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the paper gateway's firehose failed", exc_info=task.exception())
+
+
 class Firehose:
     """One firehose run on the gateway's loop. rate: ticks per second over all lines (None: as fast
     as the sockets take them); count: stop after this many ticks and send the end marker (None:
@@ -102,6 +112,7 @@ class Firehose:
     # --- control (on the gateway's loop) ----------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="paper-firehose")
+        self._task.add_done_callback(_report_failure)
 
     def stop(self) -> None:
         """End the run and give the lines back to the replayed quote stream."""
@@ -138,7 +149,7 @@ class Firehose:
             line = self._lines.get(key)
             if line is None or line.sub is not sub:
                 q = self.server.market.quote(sub.inst)
-                anchor = next((p for p in (q.bid, q.last, q.ask) if p is not None), 100.0)
+                anchor = next((p for p in (q.bid, q.last, q.ask) if p is not None and math.isfinite(p)), 100.0)
                 line = self._lines[key] = _Line(sub, anchor)
             lines.append(line)
         return lines
