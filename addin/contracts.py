@@ -25,8 +25,14 @@ next to ``.`` ``/`` ``@`` ``:`` ``^`` are dropped)::
 
 Decisions:
 
-- Month codes F G H J K M N Q U V X Z. A one-digit year is the year in this decade (the nearest
-  year >= this year's decade start: 6 -> 2026 in the 2020s); two digits are 20YY.
+- Month codes F G H J K M N Q U V X Z. A one-digit year is the one year from last year to eight
+  years ahead that ends in that digit (``FUTURE_YEARS``: in 2026, 6 -> 2026, 5 -> 2025, 4 -> 2034; in
+  2030, 9 -> 2029 and 6 -> 2036), so a contract that just expired is still read as itself (and IB's
+  200 says it expired) and the next ones across a decade boundary are read forward; two digits are
+  20YY. Texts are written with one digit exactly when that reads back to the same year.
+- ``ES.CME`` (a future without a month) is the front month: of the contracts IB lists for it (IB lists
+  none that expired), the one with the nearest last trade date, provided they differ only in expiry.
+  Order rows refuse it (an order names its month; the front month rolls).
 - A bare token shaped ROOT + month code + year digits (``ESZ6``) is a future: US stock symbols
   carry no digits. A bare token without digits is always a stock: ``CLF`` is Cleveland-Cliffs, not
   crude oil January, so ``ESZ`` is the stock ESZ (IB then answers 200). ``ESZ.CME`` is the future
@@ -106,8 +112,19 @@ _MULT = re.compile(r"X(\d+(?:\.\d+)?)")
 _RIGHTS = {"C": "C", "CALL": "C", "P": "P", "PUT": "P"}
 
 
+# A one-digit year in a future's text means the year in [this year - 1, this year + 8] ending in it.
+FUTURE_YEARS = (-1, 8)
+
+
 def _this_year() -> int:
     return datetime.now(timezone.utc).year
+
+
+def future_year(digit: int, this_year: int | None = None) -> int:
+    """The year a one-digit future year stands for (see FUTURE_YEARS): the only year from
+    ``this_year - 1`` to ``this_year + 8`` ending in ``digit``. ``this_year``: default the UTC year now."""
+    low = (this_year if this_year is not None else _this_year()) + FUTURE_YEARS[0]
+    return low + (digit - low) % 10
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -120,9 +137,9 @@ class InstrumentError(ValueError):
     longName, exchange and currency (in the message); code, ib_text: IB's error when IB refused the
     contract (200), else None and "". The message says all of it::
 
-        "ES.CME": understood future ES, no contract month, on CME, in USD; ambiguous: IB lists 2
-        instruments; missing the contract month: write one of the candidates; candidates: ESZ6.CME
-        (E-mini S&P 500, CME, USD), ESH7.CME (E-mini S&P 500, CME, USD)
+        "VOD@GBP": understood stock VOD on SMART, in GBP; ambiguous: IB lists 2 instruments; missing
+        the primary exchange or @currency: write one of the candidates; candidates: VOD.LSE@GBP
+        (VODAFONE GROUP PLC, SMART, GBP), VOD.CHIXUK@GBP (VODAFONE GROUP PLC, SMART, GBP)
     """
 
     def __init__(self, text: str, understood: str, missing: str, candidates: Sequence[str] = (), *,
@@ -481,7 +498,7 @@ def _parse_dotted(shown: str, s: str, ccy: str) -> Spec:
 
 def _fut_month(code: str, year: str) -> str:
     if len(year) == 1:
-        y = _this_year() // 10 * 10 + int(year)
+        y = future_year(int(year))
     else:
         y = 2000 + int(year)
     return f"{y:04d}{_MONTH_OF_CODE[code]:02d}"
@@ -583,8 +600,7 @@ def _render(spec: Spec) -> str | None:
             return f"{spec.symbol}.{spec.exchange}{ccy}"
         if len(ltd) == 6 and re.fullmatch(_FUT_ROOT, spec.symbol) and 2000 <= int(ltd[:4]) <= 2099:
             y = int(ltd[:4])
-            decade = _this_year() // 10 * 10
-            year = str(y % 10) if decade <= y <= decade + 9 else f"{y % 100:02d}"
+            year = str(y % 10) if future_year(y % 10) == y else f"{y % 100:02d}"
             code = MONTH_CODES[int(ltd[4:]) - 1]
             return f"{spec.symbol}{code}{year}" + (f".{spec.exchange}" if spec.exchange else "") + ccy
         return f"{spec.symbol.replace(' ', '.')} {ltd}" + (f" {spec.exchange}" if spec.exchange else "") + ccy
@@ -695,6 +711,7 @@ class ContractBook:
         self._by_key: dict[object, ContractDetails] = {}
         self._by_con_id: dict[int, ContractDetails] = {}
         self._inflight: dict[object, Request] = {}
+        self._front_keys: set[object] = set()     # keys answered by the front-month rule
         self.requests_sent = 0
 
     # --- public -----------------------------------------------------------------------------------
@@ -801,6 +818,9 @@ class ContractBook:
 
     def _cached_locked(self, contract: Contract, key) -> ContractDetails | None:
         hit = self._by_key.get(key)
+        if hit is not None and key in self._front_keys and _expired(hit):
+            del self._by_key[key]            # the front month rolled: ask IB again
+            hit = None
         if hit is None and contract.conId:
             d = self._by_con_id.get(int(contract.conId))
             exch = (contract.exchange or "").strip().upper()
@@ -844,10 +864,15 @@ class ContractBook:
                     continue
                 seen.add(cid)
                 found.append(d)
+        front = _front_month(spec, found)
+        if front is not None:
+            found = [front]
         if len(found) == 1:
             d = found[0]
             with self._lock:
                 self._by_key[key] = d
+                if front is not None:
+                    self._front_keys.add(key)
                 if isinstance(key, str):
                     try:
                         self._by_key.setdefault(format_contract(d), d)
@@ -864,6 +889,26 @@ class ContractBook:
         texts, listing = _candidates(found)
         raise InstrumentError(shown, words, f"ambiguous: IB lists {len(found)} instruments; missing "
                                             f"{_ambiguity_hint(spec)}", texts, listing=listing)
+
+
+def _front_month(spec: Spec | None, found: Sequence[ContractDetails]) -> ContractDetails | None:
+    """For a future written without a month (``ES.CME``): the listed contract with the nearest last
+    trade date, when IB listed several that differ only in expiry; else None (IB lists no expired
+    contract, so the nearest listed one is the front month)."""
+    if spec is None or spec.sec_type != "FUT" or spec.last_trade_date or len(found) < 2:
+        return None
+    same = {(d.contract.symbol, d.contract.exchange, d.contract.currency, d.contract.multiplier,
+             d.contract.tradingClass) for d in found}
+    expiries = [(d.contract.lastTradeDateOrContractMonth or "")[:8] for d in found]
+    if len(same) != 1 or not all(len(e) == 8 and e.isdigit() for e in expiries) or len(set(expiries)) != len(found):
+        return None
+    return found[min(range(len(found)), key=expiries.__getitem__)]
+
+
+def _expired(details: ContractDetails) -> bool:
+    """A future whose last trade date (YYYYMMDD) is before today (UTC)."""
+    ltd = (details.contract.lastTradeDateOrContractMonth or "")[:8]
+    return len(ltd) == 8 and ltd < datetime.now(timezone.utc).strftime("%Y%m%d")
 
 
 def _unknown_hint(spec: Spec | None, ib_text: str) -> str:

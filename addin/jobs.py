@@ -58,6 +58,7 @@ class RunSummary:
     quotes: pd.DataFrame | None = None
     bars: pd.DataFrame | None = None
     positions: pd.DataFrame | None = None
+    verdicts: list = field(default_factory=list)     # demo only: addin.demo.Verdict per sample row
 
     @property
     def ok(self) -> bool:
@@ -69,14 +70,17 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
                  orders: bool = False, cancel: str | None = None, portfolio: bool = False,
                  settings: Settings | None = None, journal_path: str | Path | None = None,
                  settle_timeout: float = 20.0, echo: Callable[[str], None] = print,
-                 progress: Callable[[int, int], None] | None = None) -> RunSummary:
+                 progress: Callable[[int, int], None] | None = None,
+                 prepare_orders: Callable[[object, Runtime], object] | None = None) -> RunSummary:
     """Run the chosen jobs on the workbook at ``path`` against TWS / IB Gateway / a paper gateway at
     ``host:port`` and save it (to ``out`` when given, else in place).
 
     stream: seconds to stream the Watchlist (0: no streaming; order states are written at the end).
     cancel: "all" (reqGlobalCancel) or comma-separated Refs. settings: risk and connection settings
     (default: the user's config file). journal_path: the order journal (default: the runtime's).
-    progress: ``progress(done, total)`` for the history pull's IB requests.
+    progress: ``progress(done, total)`` for the history pull's IB requests. prepare_orders:
+    ``prepare_orders(book, runtime)`` runs at the start of the orders step (the demo prices its
+    sample rows from the live quote there); its failure fails the step and nothing is placed.
     Returns a RunSummary. Raises WorkbookLockedError / WouldLosePartsError (before anything is sent)
     when the workbook cannot be written safely, IBError when the gateway cannot be reached.
     """
@@ -93,7 +97,7 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
         if history:
             _step(summary, echo, "history", lambda: _history(book, rt, summary, progress))
         if orders:
-            _step(summary, echo, "orders", lambda: _orders(book, rt, pump, summary, settle_timeout))
+            _step(summary, echo, "orders", lambda: _orders(book, rt, pump, summary, settle_timeout, prepare_orders))
         if cancel:
             _step(summary, echo, "cancel", lambda: _cancel(book, rt, pump, cancel, summary, settle_timeout))
         if portfolio:
@@ -196,7 +200,10 @@ def _settled(row, states: frozenset) -> bool:
     return True
 
 
-def _orders(book, rt: Runtime, pump, summary: RunSummary, settle_timeout: float):
+def _orders(book, rt: Runtime, pump, summary: RunSummary, settle_timeout: float, prepare=None):
+    if prepare is not None:
+        rt.connect()
+        prepare(book, rt)
     out = macros.place_orders(book, rt)
     sent = [str(r) for r, s in zip(out["Ref"], out["Status"]) if s not in ("Error", "Refused", "Not sent")]
     if sent:
@@ -247,11 +254,14 @@ def _orders_frame(book) -> pd.DataFrame | None:
 def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], None] = print,
              gateway=None) -> RunSummary:
     """``ibxl demo``: start the paper gateway on a free loopback port, copy the template workbook to
-    ``out``, stream the Watchlist for ``seconds``, pull history, place the sample orders (some are
-    refused by the risk rules on purpose), refresh the portfolio and save. Uses the built-in risk
-    defaults (not the user's config file) and a fresh journal beside ``out``, so every run shows the
-    same story. ``gateway``: a running PaperGateway to use instead of a new one (tests). Returns the
-    RunSummary."""
+    ``out``, stream the Watchlist for ``seconds``, pull history, price the sample orders from the live
+    quote and place them (the BAD-* rows are refused by the risk rules on purpose), refresh the
+    portfolio and save. Uses the built-in risk defaults (not the user's config file) and a fresh
+    journal beside ``out``, so every run shows the same story at any date and hour. A last step,
+    "samples", checks every sample row ended as intended (``addin.demo.verdicts``): a good row refused
+    or in error, or a BAD-* row refused for another reason, fails it. ``gateway``: a running
+    PaperGateway to use instead of a new one (tests). Returns the RunSummary."""
+    from .demo import price_samples, verdicts
     from .paper import PaperGateway
 
     out = Path(out).resolve()
@@ -263,8 +273,17 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
     with contextlib.ExitStack() as stack:
         gw = gateway or stack.enter_context(PaperGateway(port=0))
         echo(f"paper gateway on 127.0.0.1:{gw.port} (replaying real prices; see docs/paper-market.md)")
-        return run_workbook(out, host="127.0.0.1", port=gw.port, client_id=1, stream=seconds, history=True,
-                            orders=True, portfolio=True, settings=Settings(), journal_path=journal, echo=echo)
+        summary = run_workbook(out, host="127.0.0.1", port=gw.port, client_id=1, stream=seconds, history=True,
+                               orders=True, portfolio=True, settings=Settings(), journal_path=journal, echo=echo,
+                               prepare_orders=price_samples)
+    summary.verdicts = verdicts(summary.orders)
+    failed = [v.line for v in summary.verdicts if not v.ok]
+    summary.steps.append(StepResult("samples", not failed, "; ".join(failed) if failed else
+                                    f"{len(summary.verdicts)} sample rows ended as intended"))
+    for line in failed:
+        echo(f"  samples: FAILED: {line}")
+    return summary
+
 
 def _table_text(df: pd.DataFrame | None, columns: list[str], limit: int = 20) -> str:
     if df is None or df.empty:
@@ -291,8 +310,10 @@ def format_summary(summary: RunSummary) -> str:
                   else "History: no bars"]
     if summary.orders is not None:
         lines += ["", "Orders:", _table_text(summary.orders, [
-            "Ref", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "StopPrice", "Status", "Filled",
-            "AvgFillPrice", "Commission", "Message"])]
+            "Ref", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "StopPrice", "TakeProfit", "StopLoss",
+            "Status", "Filled", "AvgFillPrice", "Commission", "Message"])]
     if summary.positions is not None:
         lines += ["", "Positions:", _table_text(summary.positions, list(summary.positions.columns)[:8])]
+    if summary.verdicts:
+        lines += ["", "Sample rows:"] + [f"    [{'ok' if v.ok else 'FAILED'}] {v.line}" for v in summary.verdicts]
     return "\n".join(lines)

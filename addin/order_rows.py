@@ -278,9 +278,13 @@ def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
     if not symbol:
         raise _Bad("Symbol", "expected an instrument such as AAPL, EUR/USD or ESZ6.CME, got a blank cell")
     try:
-        parse(symbol)
+        spec = parse(symbol)
     except InstrumentError as exc:
         raise _Bad("Symbol", str(exc)) from None
+    if spec.sec_type == "FUT" and not spec.last_trade_date:
+        raise _Bad("Symbol", f"{_show(symbol)} is a future without a contract month, which means the front month "
+                             f"and rolls; an order names its month: {spec.symbol} YYYYMM {spec.exchange or 'EXCHANGE'}, or "
+                             f"{spec.symbol} + month code + year digit (the Watchlist shows the front month's)")
     action = _text("Action", get["Action"]).upper()
     if action not in ("BUY", "SELL"):
         raise _Bad("Action", f"expected BUY or SELL, got {_show(action) if action else 'a blank cell'}")

@@ -15,7 +15,7 @@ import pytest
 from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet.table import Table
 
-from addin.jobs import run_demo
+from addin.jobs import format_summary, run_demo
 from addin.paper import PaperGateway
 from addin.paper.market import BarSpec, on_tick_grid
 
@@ -61,7 +61,8 @@ def demo(gw, tmp_path_factory):
 def test_demo_succeeds_and_saves(demo):
     summary, wb, lines = demo
     assert summary.ok, summary.steps
-    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "portfolio"]
+    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "portfolio", "samples"]
+    assert len(summary.verdicts) == 9 and all(v.ok for v in summary.verdicts), summary.verdicts
     assert any(line.startswith("saved ") for line in lines)
     assert {"Watchlist", "History", "Orders", "Portfolio", "Executions"} <= set(wb.sheetnames)
 
@@ -92,6 +93,8 @@ def _con_id_of(server, symbol: str) -> int:
     from addin.contracts import parse
     contract = parse(symbol).to_contract()
     found = server.market.lookup(contract)
+    if contract.secType == "FUT" and not contract.lastTradeDateOrContractMonth:     # ES.CME: the front month
+        found = [min(found, key=lambda i: i.contract.lastTradeDateOrContractMonth)]
     assert len(found) == 1, (symbol, found)
     return found[0].con_id
 
@@ -133,20 +136,54 @@ def test_demo_orders_good_rows_reach_the_gateway_bad_rows_carry_reasons(gw, demo
     assert bad["BAD-PRICE-FAR-OFF"]["Message"].startswith("price_band")
     assert bad["BAD-OFF-TICK-GRID"]["Message"].startswith("tick_grid")
     assert bad["BAD-TEXT-QUANTITY"]["Message"].startswith("Quantity")
-    assert "ZZZZ" in bad["BAD-UNKNOWN-SYMBOL"]["Message"]
+    assert bad["BAD-UNKNOWN-SYMBOL"]["Message"].startswith("Symbol") and "ZZZZ" in bad["BAD-UNKNOWN-SYMBOL"]["Message"]
     # The gateway's side: exactly the good rows (the bracket as entry + two children), once each.
     refs = [o.order.orderRef for o in gw.received_orders() if o.order.orderRef.startswith(("DEMO", "BAD"))]
     assert sorted(refs) == sorted(GOOD | {"DEMO-004.TP", "DEMO-004.SL"})
 
 
+def test_demo_prices_come_from_the_quote_at_placement_and_sit_on_the_tick_grid(gw, demo):
+    """The sample rows carry no fixed prices: each is written from the quote when placed, so the
+    verdicts hold at any hour. Checked against the orders the gateway received."""
+    _, wb, _ = demo
+    rows = {r["Ref"]: r for r in table_rows(wb["Orders"], "Orders")}
+    got = {o.order.orderRef: o.order for o in gw.received_orders() if o.order.orderRef.startswith("DEMO")}
+    entry, tp, sl = rows["DEMO-004"]["LimitPrice"], rows["DEMO-004"]["TakeProfit"], rows["DEMO-004"]["StopLoss"]
+    assert (got["DEMO-004"].lmtPrice, got["DEMO-004.TP"].lmtPrice, got["DEMO-004.SL"].auxPrice) == (entry, tp, sl)
+    assert tp == pytest.approx(entry * 1.03, abs=0.01) and sl == pytest.approx(entry * 0.97, abs=0.01)
+    assert got["DEMO-002"].lmtPrice == rows["DEMO-002"]["LimitPrice"] and got["DEMO-003"].auxPrice == rows[
+        "DEMO-003"]["StopPrice"]
+    for price in (entry, tp, sl, rows["DEMO-002"]["LimitPrice"], rows["DEMO-003"]["StopPrice"]):
+        assert on_tick_grid(price, 0.01), price
+    assert not on_tick_grid(rows["BAD-OFF-TICK-GRID"]["LimitPrice"], 0.01)
+
+
+def test_demo_fails_when_a_good_row_is_refused(tmp_path):
+    """A good sample row that does not reach IB makes the demo fail, with a line that names it."""
+    with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gateway:
+        gateway.reject_next_order("no trading permission (fault injected by the test)")
+        lines: list[str] = []
+        summary = run_demo(tmp_path / "demo.xlsx", seconds=0.5, echo=lines.append, gateway=gateway)
+    assert not summary.ok
+    failed = [v for v in summary.verdicts if not v.ok]
+    assert [v.ref for v in failed] == ["DEMO-001"] and "a good row must reach IB" in failed[0].line
+    assert any(line.startswith("  samples: FAILED: DEMO-001") for line in lines), lines
+    assert "some steps FAILED" in format_summary(summary) and "[FAILED] DEMO-001" in format_summary(summary)
+
+
 def test_demo_positions_and_account_are_consistent_with_the_fills(demo):
     _, wb, _ = demo
-    fill = {r["Ref"]: r for r in table_rows(wb["Orders"], "Orders")}["DEMO-001"]
+    rows = {r["Ref"]: r for r in table_rows(wb["Orders"], "Orders")}
+    # DEMO-001 (MKT) fills; DEMO-004's entry at the ask fills too unless the ask moved up first.
+    fills = [rows[ref] for ref in ("DEMO-001", "DEMO-004") if rows[ref]["Status"] == "Filled"]
+    assert rows["DEMO-001"] in fills
     positions = {r["Symbol"]: r for r in table_rows(wb["Portfolio"], "Positions")}
     aapl = positions["AAPL"]
-    assert aapl["Position"] == 10
+    shares = sum(f["Filled"] for f in fills)
+    assert aapl["Position"] == shares == 10 * len(fills)
     # IB's average cost includes the commission.
-    assert aapl["AvgCost"] == pytest.approx(fill["AvgFillPrice"] + fill["Commission"] / 10, abs=1e-6)
+    cost = sum(f["AvgFillPrice"] * f["Filled"] + f["Commission"] for f in fills)
+    assert aapl["AvgCost"] == pytest.approx(cost / shares, abs=1e-6)
     account = {(r["Tag"], r["Currency"]): r["Value"] for r in table_rows(wb["Portfolio"], "Account")}
     assert any(tag == "NetLiquidation" for tag, _ in account)
     execs = table_rows(wb["Executions"], "Executions")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 import threading
-from datetime import date
+from datetime import date, datetime, timezone
 
 import pytest
 from hypothesis import assume, given, settings, strategies as st
@@ -18,7 +18,17 @@ from addin.session import IBError, RequestTimeout, Session
 
 from . import contracts as tc
 
-DECADE = date.today().year // 10 * 10
+
+
+def digit_year(digit: int) -> int:
+    """The grammar's rule, written out independently: the first year from last year on ending in digit."""
+    y = date.today().year - 1
+    while y % 10 != digit:
+        y += 1
+    return y
+
+
+ESZ26 = "ESZ6.CME" if digit_year(6) == 2026 else "ESZ26.CME"     # how December 2026 is written today
 
 
 # --- the grammar ------------------------------------------------------------------------------------
@@ -42,17 +52,15 @@ GRAMMAR = [
     ("GBP/JPY", "GBP/JPY", ("CASH", "GBP", "IDEALPRO", "", "JPY", "", 0.0, "", "", 0)),
     ("BTC/USD.PAXOS", "BTC/USD.PAXOS", ("CRYPTO", "BTC", "PAXOS", "", "USD", "", 0.0, "", "", 0)),
     ("btc/usd", "BTC/USD", ("CRYPTO", "BTC", "", "", "USD", "", 0.0, "", "", 0)),
-    ("ESZ6.CME", "ESZ6.CME", ("FUT", "ES", "CME", "", "USD", f"{DECADE + 6}12", 0.0, "", "", 0)),
-    ("ESZ26.CME", "ESZ6.CME" if DECADE == 2020 else "ESZ26.CME",
-     ("FUT", "ES", "CME", "", "USD", "202612", 0.0, "", "", 0)),
-    ("ES 202612 CME", "ESZ6.CME" if DECADE == 2020 else "ESZ26.CME",
-     ("FUT", "ES", "CME", "", "USD", "202612", 0.0, "", "", 0)),
+    ("ESZ6.CME", "ESZ6.CME", ("FUT", "ES", "CME", "", "USD", f"{digit_year(6)}12", 0.0, "", "", 0)),
+    ("ESZ26.CME", ESZ26, ("FUT", "ES", "CME", "", "USD", "202612", 0.0, "", "", 0)),
+    ("ES 202612 CME", ESZ26, ("FUT", "ES", "CME", "", "USD", "202612", 0.0, "", "", 0)),
     ("es 20261218 cme", "ES 20261218 CME", ("FUT", "ES", "CME", "", "USD", "20261218", 0.0, "", "", 0)),
-    ("esh7", "ESH7", ("FUT", "ES", "", "", "USD", f"{DECADE + 7}03", 0.0, "", "", 0)),
+    ("esh7", "ESH7", ("FUT", "ES", "", "", "USD", f"{digit_year(7)}03", 0.0, "", "", 0)),
     ("ES.CME", "ES.CME", ("FUT", "ES", "CME", "", "USD", "", 0.0, "", "", 0)),
-    ("FDAXZ6.EUREX@EUR", "FDAXZ6.EUREX@EUR", ("FUT", "FDAX", "EUREX", "", "EUR", f"{DECADE + 6}12", 0.0, "", "", 0)),
+    ("FDAXZ6.EUREX@EUR", "FDAXZ6.EUREX@EUR", ("FUT", "FDAX", "EUREX", "", "EUR", f"{digit_year(6)}12", 0.0, "", "", 0)),
     ("N225MZ6.OSE.JPN@JPY", "N225MZ6.OSE.JPN@JPY",
-     ("FUT", "N225M", "OSE.JPN", "", "JPY", f"{DECADE + 6}12", 0.0, "", "", 0)),
+     ("FUT", "N225M", "OSE.JPN", "", "JPY", f"{digit_year(6)}12", 0.0, "", "", 0)),
     ("^SPX.CBOE", "^SPX.CBOE", ("IND", "SPX", "CBOE", "", "USD", "", 0.0, "", "", 0)),
     ("^spx", "^SPX", ("IND", "SPX", "", "", "USD", "", 0.0, "", "", 0)),
     ("^DAX.EUREX@EUR", "^DAX.EUREX@EUR", ("IND", "DAX", "EUREX", "", "EUR", "", 0.0, "", "", 0)),
@@ -91,7 +99,7 @@ def test_format_contract_of_plain_contracts_and_details():
     assert format_contract(tc.stock("AAPL")) == "AAPL"
     assert format_contract(tc.eurusd()) == "EUR/USD"
     assert format_contract(tc.btc()) == "BTC/USD.PAXOS"
-    assert format_contract(tc.es()) == "ESZ6.CME"
+    assert format_contract(tc.es()) == ESZ26
     assert format_contract(tc.spx()) == "^SPX.CBOE"
     opt = tc.contract("AAPL", "OPT", lastTradeDateOrContractMonth="20261218", strike=200.0, right="CALL",
                       multiplier="100")
@@ -101,7 +109,7 @@ def test_format_contract_of_plain_contracts_and_details():
     d.contract = tc.es()
     d.contract.lastTradeDateOrContractMonth, d.contract.localSymbol, d.contract.conId = "20261218", "ESZ6", 1
     d.contractMonth = "202612"
-    assert format_contract(d) == format_contract(d.contract) == "ESZ6.CME"
+    assert format_contract(d) == format_contract(d.contract) == ESZ26
     d.contract.localSymbol = "ES DEC 26"          # no proof the month is enough: keep the date
     assert format_contract(d.contract) == "ES 20261218 CME"
 
@@ -288,14 +296,11 @@ BUILT_IN = [
     ("AAPL", 265598, "AAPL.NASDAQ"), ("goog", 208813720, "GOOG.NASDAQ"), ("MSFT.NASDAQ", 272093, "MSFT.NASDAQ"),
     ("SPY", 756733, "SPY.ARCA"), ("EUR/USD", 12087792, "EUR/USD"), ("EURUSD", 12087792, "EUR/USD"),
     ("BTC/USD.PAXOS", 479624278, "BTC/USD.PAXOS"), ("BTC/USD", 479624278, "BTC/USD.PAXOS"),
-    ("ESZ6.CME", 899000001, "ESZ6.CME"), ("ES 202612 CME", 899000001, "ESZ6.CME"),
-    ("ES 20261218 CME", 899000001, "ESZ6.CME"), ("ESZ26", 899000001, "ESZ6.CME"),
-    ("ESH7.CME", 899000002, "ESH7.CME"), ("^SPX.CBOE", 416904, "^SPX.CBOE"), ("^SPX", 416904, "^SPX.CBOE"),
+    ("^SPX.CBOE", 416904, "^SPX.CBOE"), ("^SPX", 416904, "^SPX.CBOE"),
     ("SIM0002", 900000002, "SIM0002.NASDAQ"), ("conid:265598", 265598, "AAPL.NASDAQ"),
 ]
 
 
-@pytest.mark.skipif(DECADE != 2020, reason="ESZ6 means 2026 only in the 2020s")
 @pytest.mark.parametrize("text, con_id, described", BUILT_IN, ids=[b[0] for b in BUILT_IN])
 def test_qualify_each_built_in_instrument(book, text, con_id, described):
     details = book.qualify(text)
@@ -304,6 +309,18 @@ def test_qualify_each_built_in_instrument(book, text, con_id, described):
     assert c.conId == con_id and c.exchange
     assert book.describe(text) == described
     assert book.details_by_con_id(con_id).contract.conId == con_id
+
+
+@pytest.mark.parametrize("month", [0, 1], ids=["front", "next"])
+def test_qualify_each_listed_future_in_every_form(gw, book, month):
+    """The ES months the gateway lists today, in each form the grammar has (texts built from the listing)."""
+    ltd, local, con_id = listed_es(gw)[month]
+    code_year = local[2:]                                            # e.g. Z6
+    for text in (f"{local}.CME", f"{local.lower()}", f"ES {ltd[:6]} CME", f"ES {ltd} CME",
+                 f"ES{code_year[0]}{ltd[2:4]}", f"ES{code_year[0]}{ltd[2:4]}.CME"):
+        assert book.qualify(text).contract.conId == con_id, text
+        assert book.describe(text) == f"{local}.CME", text
+    assert book.details_by_con_id(con_id).contract.localSymbol == local
 
 
 def test_every_gateway_instrument_formats_to_a_text_that_qualifies_back(gw, book):
@@ -342,35 +359,54 @@ def test_options_parse_but_the_gateway_has_none(book):
 
 
 def test_a_month_code_without_year_suggests_the_digit(book):
+    years = {datetime.now(timezone.utc).year % 10}
     with pytest.raises(InstrumentError) as err:
         book.qualify("ESZ.CME")
+    years.add(datetime.now(timezone.utc).year % 10)             # this year's digit, whichever side of New Year
     assert "understood future ESZ, no contract month, on CME" in str(err.value)
-    assert f"if you meant future ES December, missing the year digit (e.g. ESZ{date.today().year % 10}.CME)" \
-        in str(err.value)
+    assert any(f"if you meant future ES December, missing the year digit (e.g. ESZ{y}.CME)" in str(err.value)
+               for y in years)
 
 
-def test_ambiguous_text_lists_candidates_and_picks_none(gw, book):
+def listed_es(gw) -> list[tuple[str, str, int]]:
+    """(lastTradeDate, localSymbol, conId) of the ES contracts the gateway lists now, front first."""
+    return sorted(gw.call(lambda s: [(i.contract.lastTradeDateOrContractMonth, i.contract.localSymbol, i.con_id)
+                                     for i in s.market.instruments if i.sec_type == "FUT"]))
+
+
+def test_a_future_without_a_month_is_the_front_month(gw, book):
+    (front_ltd, front_local, front_id), (_, next_local, next_id) = listed_es(gw)[:2]
+    before = gw.requests()
+    assert book.qualify("ES.CME").contract.conId == front_id
+    assert book.describe("es.cme") == f"{front_local}.CME"
+    assert gw.requests() == before + 1              # cached like any other text
+    assert book.qualify(f"{next_local}.CME").contract.conId == next_id
+    assert book.qualify(f"ES {front_ltd} CME").contract.conId == front_id
+
+
+def test_ambiguous_contract_lists_candidates_and_picks_none(gw, book):
+    listed = [f"{local}.CME" for _, local, _ in listed_es(gw)]
     before = gw.requests()
     with pytest.raises(InstrumentError) as err:
-        book.qualify("ES.CME")
+        book.qualify(tc.contract("ES", "FUT", "CME", "USD"))      # a Contract, not a text: no front-month rule
     e = err.value
-    assert e.candidates == ["ESZ6.CME", "ESH7.CME"] and e.code is None
-    assert e.understood == "future ES, no contract month, on CME, in USD"
-    assert "ambiguous: IB lists 2 instruments; missing the contract month" in str(e)
-    assert "ESZ6.CME (E-mini S&P 500, CME, USD), ESH7.CME (E-mini S&P 500, CME, USD)" in str(e)
+    assert sorted(e.candidates) == sorted(listed) and len(listed) >= 2 and e.code is None
+    assert e.understood == "contract with symbol ES, secType FUT, exchange CME, currency USD"
+    assert f"ambiguous: IB lists {len(listed)} instruments" in str(e)
+    assert f"{listed[0]} (E-mini S&P 500, CME, USD)" in str(e)
     with pytest.raises(InstrumentError):
-        book.qualify("ES.CME")                   # ambiguity is not cached: asked again
+        book.qualify(tc.contract("ES", "FUT", "CME", "USD"))   # ambiguity is not cached: asked again
     assert gw.requests() == before + 2
     for text in e.candidates:                     # every candidate is a text that qualifies
         assert format_contract(book.qualify(text)) == text
 
 
-def test_ambiguous_bare_contract(book):
+def test_ambiguous_bare_contract(gw, book):
     c = Contract()
     c.symbol = "ES"                               # secType empty: IB matches every ES
     with pytest.raises(InstrumentError) as err:
         book.qualify(c)
-    assert err.value.candidates == ["ESZ6.CME", "ESH7.CME"]
+    assert err.value.candidates == [f"{local}.CME" for _, local, _ in listed_es(gw)]
     assert err.value.understood == "contract with symbol ES"
     only = Contract()
     only.symbol = "SIM0001"
@@ -432,7 +468,7 @@ def test_eight_threads_on_one_text_send_one_request(gw, book):
 
 
 def test_many_threads_many_texts(gw, book):
-    texts = ["AAPL", "GOOG", "MSFT", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ESZ6.CME", "^SPX.CBOE", "SIM0001",
+    texts = ["AAPL", "GOOG", "MSFT", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ES.CME", "^SPX.CBOE", "SIM0001",
              "SIM0003"]
     before = gw.requests()
     results: dict[str, set] = {t: set() for t in texts}

@@ -46,28 +46,30 @@ OUTPUT_FILL = PatternFill("solid", fgColor="548235")   # Orders: columns ibxl wr
 HEADER_FONT = Font(bold=True, color="FFFFFF")
 TITLE_FONT = Font(bold=True, size=12)
 
-WATCHLIST_SAMPLES = ["AAPL", "MSFT", "GOOG", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ESZ6.CME", "^SPX.CBOE"]
+WATCHLIST_SAMPLES = ["AAPL", "MSFT", "GOOG", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ES.CME", "^SPX.CBOE"]
 
 # Orders for the demo: good ones first, then rows the risk checks refuse on purpose (their Ref says why).
+# Prices are left blank: ``ibxl demo`` writes them from the live quote when it places the rows
+# (addin/demo.py), so the verdicts hold at any date and hour.
 _O = dict.fromkeys(layout.ORDER_INPUT_COLUMNS)
 ORDER_SAMPLES = [
     {**_O, "Ref": "DEMO-001", "Symbol": "AAPL", "Action": "BUY", "Quantity": 10, "OrderType": "MKT",
      "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "DEMO-002", "Symbol": "MSFT", "Action": "BUY", "Quantity": 5, "OrderType": "LMT",
-     "LimitPrice": 415.0, "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "DEMO-003", "Symbol": "SPY", "Action": "BUY", "Quantity": 3, "OrderType": "STP",
-     "StopPrice": 610.0, "TIF": "GTC", "OutsideRTH": False, "Transmit": True},
+     "TIF": "GTC", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "DEMO-004", "Symbol": "AAPL", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",
-     "LimitPrice": 228.0, "TakeProfit": 240.0, "StopLoss": 220.0, "TIF": "GTC", "OutsideRTH": False,
+     "TIF": "GTC", "OutsideRTH": False,
      "Transmit": True},
     {**_O, "Ref": "BAD-QUANTITY-TOO-BIG", "Symbol": "AAPL", "Action": "BUY", "Quantity": 100000,
      "OrderType": "MKT", "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "BAD-PRICE-FAR-OFF", "Symbol": "MSFT", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",
-     "LimitPrice": 4.2, "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "BAD-UNKNOWN-SYMBOL", "Symbol": "ZZZZ", "Action": "BUY", "Quantity": 10, "OrderType": "MKT",
      "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "BAD-OFF-TICK-GRID", "Symbol": "SPY", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",
-     "LimitPrice": 590.123, "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "BAD-TEXT-QUANTITY", "Symbol": "AAPL", "Action": "BUY", "Quantity": "ten", "OrderType": "MKT",
      "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
 ]

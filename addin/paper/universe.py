@@ -12,7 +12,9 @@ MSFT     STK     SMART/NASDAQ GOOG daily rotated by N//3 bars, scaled so its lat
 SPX      IND     CBOE         GOOG daily rotated by 2N//3 bars, scaled so its latest close is 5900.00
 SPY      STK     SMART/ARCA   SPX / 10 (same rotation, scale / 10), on its own 0.01 grid
 ES       FUT     CME          SPX x (1 + carry) on the 0.25 grid; carry = 3% a year x days to expiry at
-                              the gateway's start (ESZ6 20261218 and ESH7 20270319)
+                              the gateway's start. The next ES_MONTHS_LISTED quarterly contracts (H M U
+                              Z, last trade on the third Friday at 08:30 Chicago) that have not expired
+                              at the start: ``es_expiries``
 EUR.USD  CASH    IDEALPRO     the real EUR/USD hourly file, on the 0.00005 grid (no trades)
 BTC      CRYPTO  PAXOS        the real BTC/USD monthly file, on the 0.25 grid
 ======== ======= ============ ============================================================================
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -40,8 +42,14 @@ from . import ticks as tk
 from .series import DAY, HOUR, NATIVE_SECONDS, Feed, TickGrid, load_series, unit_of, unit_starts
 
 SYNTHETIC_BASE = 900_000_000
-# IB gives every futures month its own conId; these are the paper gateway's own, in a reserved range.
-ES_CON_IDS = {"ESZ6": 899_000_001, "ESH7": 899_000_002}
+MONTH_CODES = "FGHJKMNQUVXZ"   # IB's futures month codes, January to December
+# IB gives every futures month its own conId; the paper gateway derives its own from the expiry, in a
+# reserved range: 899_000_000 + (year - 2000) * 100 + month (ESZ6 -> 899_002_612).
+ES_CON_ID_BASE = 899_000_000
+ES_MONTHS_LISTED = 2          # quarterly contracts listed at once (IB lists more; two keep the model small)
+ES_VOLUMES = (0.6, 0.2)       # volume factor of the front and the next contract
+ES_QUARTER_MONTHS = (3, 6, 9, 12)
+ES_LAST_TRADE = time(8, 30)   # Chicago: equity index futures stop trading at the open on expiry day
 MAX_SYNTHETIC = 2000
 ES_CARRY = 0.03          # financing minus dividends, per year
 TRADING_DAYS_SHOWN = 7   # tradingHours / liquidHours cover this many calendar days from the start
@@ -164,7 +172,6 @@ def build_universe(seed: int, start_epoch: float, synthetic: int = 0) -> list[In
         raise ValueError(f"synthetic must be between 0 and {MAX_SYNTHETIC}, got {synthetic}")
     goog = load_series("GOOG_1d")
     n = goog.n
-    start_day = datetime.fromtimestamp(start_epoch, ZoneInfo(CENTRAL)).date()
     out = [
         _stock(seed, start_epoch, "GOOG", 208813720, "NASDAQ", "ALPHABET INC-CL C", target=None, rotation=0,
                volume=1.0, isin="US02079K1079", industry=("Communications", "Internet", "Web Portals/ISP")),
@@ -174,8 +181,7 @@ def build_universe(seed: int, start_epoch: float, synthetic: int = 0) -> list[In
                volume=10.0, isin="US5949181045", industry=("Technology", "Software", "Applications Software")),
         _spy(seed, start_epoch, n),
         _spx(seed, start_epoch, n),
-        _es(seed, start_epoch, n, "ESZ6", "20261218", ES_CON_IDS["ESZ6"], 0.6, start_day),
-        _es(seed, start_epoch, n, "ESH7", "20270319", ES_CON_IDS["ESH7"], 0.2, start_day),
+        *(_es(seed, start_epoch, n, expiry, volume) for expiry, volume in zip(es_expiries(start_epoch), ES_VOLUMES)),
         _eurusd(seed, start_epoch),
         _btc(seed, start_epoch),
     ]
@@ -266,16 +272,51 @@ def _spy(seed, start_epoch, n):
     return _finish(Instrument(details, feed, STOCK_BOOK, _RTH_EASTERN), start_epoch)
 
 
-def _es(seed, start_epoch, n, local_symbol, expiry, con_id, volume, start_day: date):
-    days = max((datetime.strptime(expiry, "%Y%m%d").date() - start_day).days, 0)
+def third_friday(year: int, month: int) -> date:
+    """The third Friday of a month: the last trade date of CME's quarterly equity index futures."""
+    first = date(year, month, 1)
+    return first + timedelta(days=(4 - first.weekday()) % 7 + 14)
+
+
+def es_expiries(start_epoch: float, count: int = ES_MONTHS_LISTED) -> list[date]:
+    """Last trade dates of the ``count`` quarterly ES contracts still trading at ``start_epoch``: a
+    contract is gone once its last trade date's 08:30 Chicago time has passed, as at IB."""
+    tz = ZoneInfo(CENTRAL)
+    now = datetime.fromtimestamp(start_epoch, tz)
+    out: list[date] = []
+    year, month = now.year, now.month
+    while len(out) < count:
+        if month in ES_QUARTER_MONTHS:
+            expiry = third_friday(year, month)
+            if datetime.combine(expiry, ES_LAST_TRADE, tz) > now:
+                out.append(expiry)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def es_local_symbol(expiry: date) -> str:
+    """IB's localSymbol of an ES contract: root, month code, last digit of the year (ESZ6)."""
+    return f"ES{MONTH_CODES[expiry.month - 1]}{expiry.year % 10}"
+
+
+def es_con_id(expiry: date) -> int:
+    """The paper gateway's conId of the ES contract expiring on ``expiry`` (derived, stable)."""
+    return ES_CON_ID_BASE + (expiry.year - 2000) * 100 + expiry.month
+
+
+def _es(seed, start_epoch, n, expiry: date, volume):
+    start_day = datetime.fromtimestamp(start_epoch, ZoneInfo(CENTRAL)).date()
+    days = max((expiry - start_day).days, 0)
+    ltd = expiry.strftime("%Y%m%d")
     feed = _spx_feed(seed, start_epoch, n, CENTRAL, 0.25, scale=1.0 + ES_CARRY * days / 365.0, volume=volume)
-    details = _details("ES", "FUT", "CME", "USD", con_id, 0.25, local_symbol=local_symbol, trading_class="ES",
-                       market_name="ES", multiplier="50", ltd=expiry, long_name="E-mini S&P 500", tz=CENTRAL,
-                       order_types=_FUT_ORDER_TYPES, valid_exchanges="CME,QBALGO", rule="67", agg_group=2)
-    details.contractMonth = expiry[:6]
+    details = _details("ES", "FUT", "CME", "USD", es_con_id(expiry), 0.25, local_symbol=es_local_symbol(expiry),
+                       trading_class="ES", market_name="ES", multiplier="50", ltd=ltd, long_name="E-mini S&P 500",
+                       tz=CENTRAL, order_types=_FUT_ORDER_TYPES, valid_exchanges="CME,QBALGO", rule="67",
+                       agg_group=2)
+    details.contractMonth = ltd[:6]
     details.underConId, details.underSymbol, details.underSecType = 11004968, "ES", "IND"
-    details.realExpirationDate = expiry
-    details.lastTradeTime = "08:30:00"
+    details.realExpirationDate = ltd
+    details.lastTradeTime = ES_LAST_TRADE.strftime("%H:%M:%S")
     return _finish(Instrument(details, feed, FUTURE_BOOK, _RTH_CENTRAL), start_epoch)
 
 
