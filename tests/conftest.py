@@ -16,7 +16,6 @@ from addin.paper import PaperGateway  # noqa: E402
 
 from .ibclient import IBTestClient
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 _client_ids = itertools.count(11)
 
 

@@ -22,6 +22,8 @@ from addin.portfolio import Portfolio
 from addin.quotes import MarketData
 from addin.session import Session
 
+from .contracts import listed_es
+
 _client_ids = itertools.count(301)
 
 # Limits wide enough for the paper account; each test narrows what it exercises.
@@ -167,7 +169,8 @@ class Events:
 # --- the sheet of good and bad rows ---------------------------------------------------------------------------
 def test_good_rows_rest_or_fill_bad_rows_say_why_and_the_gateway_got_exactly_the_good_ones(rig, tmp_path):
     q = quote(rig)
-    es = quote(rig, "ESZ6.CME")
+    front = listed_es(rig.gw)[0].text                   # the front ES month the gateway lists today
+    es = quote(rig, front)
     eur = quote(rig, "EUR/USD")
     below = round(q.bid * 0.98, 2)                   # inside the 5% band, far enough below to rest
     good = [
@@ -176,7 +179,7 @@ def test_good_rows_rest_or_fill_bad_rows_say_why_and_the_gateway_got_exactly_the
          "LimitPrice": below, "TIF": "gtc"},
         {"Ref": 17, "Symbol": "AAPL", "Action": "BUY", "Quantity": 3.0, "OrderType": "STP",
          "StopPrice": round(q.ask * 1.03, 2)},
-        {"Ref": None, "Symbol": "ESZ6.CME", "Action": "BUY", "Quantity": 1, "OrderType": "LMT",
+        {"Ref": None, "Symbol": front, "Action": "BUY", "Quantity": 1, "OrderType": "LMT",
          "LimitPrice": es.bid - 25, "TakeProfit": es.bid + 50, "StopLoss": es.bid - 75},
         {"Ref": "G-EUR", "Symbol": "EUR/USD", "Action": "BUY", "Quantity": " 1,000 ", "OrderType": "LMT",
          "LimitPrice": round(round(eur.bid * 0.99 / 0.00005) * 0.00005, 5), "OutsideRTH": "TRUE"},

@@ -26,15 +26,16 @@ from addin.config import Settings
 from addin.order_rows import ORDER_INPUT_COLUMNS, OrderIntent, RowError, parse_row
 from addin.risk import OrderFacts, RiskLimits, evaluate
 
-NOW = datetime(2026, 11, 30, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, 15, 0, tzinfo=timezone.utc)   # the frozen gateway's start and the facts' clock
+FUT_TEXT = "ES 202612 CME"      # listed at NOW; written by its month, so it reads the same under any clock
 LIMITS = RiskLimits.from_settings(Settings(risk=replace(
     Settings().risk, max_quantity=50, max_notional=400_000, price_band_pct=3.0, quote_max_age=5.0, max_position=120,
     max_open_orders=30, max_orders_per_minute=40, daily_loss_limit=1_000, symbol_deny=("MSFT",))))
 # symbol -> (secType, min tick, multiplier, reference price) as the paper gateway has them
-MARKET = {"AAPL": ("STK", 0.01, 1.0, 229.38), "MSFT": ("STK", 0.01, 1.0, 410.0), "ESZ6.CME": ("FUT", 0.25, 50.0, 6001.0),
+MARKET = {"AAPL": ("STK", 0.01, 1.0, 229.38), "MSFT": ("STK", 0.01, 1.0, 410.0), FUT_TEXT: ("FUT", 0.25, 50.0, 6001.0),
           "EUR/USD": ("CASH", 0.00005, 1.0, 1.22915), "BTC/USD.PAXOS": ("CRYPTO", 0.25, 1.0, 94766.0),
           "^SPX.CBOE": ("IND", 0.01, 1.0, 5991.99)}
-IB_SYMBOL = {"AAPL": "AAPL", "MSFT": "MSFT", "ESZ6.CME": "ES", "EUR/USD": "EUR", "BTC/USD.PAXOS": "BTC",
+IB_SYMBOL = {"AAPL": "AAPL", "MSFT": "MSFT", FUT_TEXT: "ES", "EUR/USD": "EUR", "BTC/USD.PAXOS": "BTC",
              "^SPX.CBOE": "SPX"}
 JUNK = ["#N/A", "#VALUE!", " ", "", None, float("nan"), "abc", True, -2146826246]
 
@@ -200,7 +201,8 @@ def desk_rig(tmp_path_factory):
     from addin.portfolio import Portfolio
     from addin.quotes import MarketData
     from addin.session import Session
-    with PaperGateway(port=0, speed=0, stream_interval=0.05, account_interval=1.0, accounts=["DU1", "U2"]) as gw:
+    with PaperGateway(port=0, speed=0, start=NOW, stream_interval=0.05, account_interval=1.0,
+                      accounts=["DU1", "U2"]) as gw:
         s = Session(port=gw.port, client_id=77)
         s.connect()
         contracts = ContractBook(s)

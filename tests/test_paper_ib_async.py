@@ -14,6 +14,8 @@ import pytest
 ib_async = pytest.importorskip("ib_async")
 from ib_async import IB, Crypto, Forex, Future, Index, LimitOrder, MarketOrder, Order, Stock, StopOrder  # noqa: E402
 
+from .contracts import listed_es  # noqa: E402
+
 _ids = itertools.count(201)
 
 
@@ -46,11 +48,13 @@ def test_connects_with_its_startup_sequence(ib):
     assert ib.reqCurrentTime().year >= 2026
 
 
-def test_contract_details_and_qualify(ib):
+def test_contract_details_and_qualify(ib, gateway):
+    front = listed_es(gateway)[0]
     aapl, fx, fut, idx, coin = ib.qualifyContracts(Stock("AAPL", "SMART", "USD"), Forex("EURUSD"),
-                                                   Future("ES", "202612", "CME"), Index("SPX", "CBOE"),
-                                                   Crypto("BTC", "PAXOS", "USD"))
+                                                   Future("ES", front.last_trade_date[:6], "CME"),
+                                                   Index("SPX", "CBOE"), Crypto("BTC", "PAXOS", "USD"))
     assert aapl.conId == 265598 and fx.conId == 12087792 and fut.multiplier == "50"
+    assert (fut.conId, fut.localSymbol) == (front.con_id, front.local_symbol)
     assert idx.secType == "IND" and coin.secType == "CRYPTO"
     cd = ib.reqContractDetails(Stock("GOOG", "SMART", "USD"))[0]
     assert cd.minTick == 0.01 and cd.longName

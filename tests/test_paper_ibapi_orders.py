@@ -14,7 +14,7 @@ from ibapi.order_cancel import OrderCancel
 
 from addin.paper import PaperGateway
 
-from .contracts import es, eurusd, stock
+from .contracts import eurusd, listed_es, stock
 from .ibclient import IBTestClient
 from .test_paper_ibapi_market import snapshot
 
@@ -178,7 +178,7 @@ def test_modify_a_working_order(ib):
 
 def test_close_auction_fills_moc_and_loc():
     ny = ZoneInfo("America/New_York")
-    before_close = datetime.now(ny).replace(hour=15, minute=59, second=50, microsecond=0)
+    before_close = datetime(2026, 11, 20, 15, 59, 50, tzinfo=ny)       # a Friday, ten seconds before the close
     with PaperGateway(port=0, start=before_close.astimezone(timezone.utc), speed=10, stream_interval=0.05) as gw:
         ib = IBTestClient().start(gw.port, 1)
         try:
@@ -300,9 +300,9 @@ def test_orders_and_positions_survive_a_dropped_connection():
             again.stop()
 
 
-def test_fx_and_futures_orders_fill(ib):
+def test_fx_and_futures_orders_fill(ib, gateway):
     start = ib.mark()
     fx = place(ib, eurusd(), make_order("BUY", 20000))
-    fut = place(ib, es(), make_order("SELL", 1))
+    fut = place(ib, listed_es(gateway)[0].contract(), make_order("SELL", 1))
     status(ib, fx, "Filled", start=start)
     status(ib, fut, "Filled", start=start)

@@ -25,7 +25,6 @@ from addin.paper.universe import SYNTHETIC_BASE
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")
 DATA = Path(__file__).resolve().parents[1] / "addin" / "paper" / "data"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 START = datetime(2026, 11, 20, 15, 45, 30, 250000, tzinfo=UTC)   # a Friday afternoon in New York
 DAY, HOUR, MINUTE = BarSpec(86400), BarSpec(3600), BarSpec(60)
 
@@ -510,9 +509,7 @@ def test_contract_details_are_complete(market):
 
 
 def test_eurusd_details_match_the_recorded_contract_data(market):
-    capture = SHARED / "protocol" / "captures" / "contract_details_eurusd.txt"
-    if not capture.exists():
-        pytest.skip(f"reference capture not found at {capture}")
+    capture = Path(__file__).resolve().parent / "data" / "captures" / "contract_details_eurusd.txt"
     fields = capture.read_bytes().decode().replace("\\x00", "\x00").split("\x00")
     d = by_local(market, "EUR.USD").details
     for value in ("EUR", "CASH", "IDEALPRO", "EUR.USD", "12087792", d.orderTypes, "European Monetary Union Euro",
@@ -588,3 +585,56 @@ def test_round_to_tick_lands_on_the_grid(price, tick):
     r = round_to_tick(price, tick)
     assert on_tick_grid(r, tick) and abs(r - price) <= tick / 2 + 1e-9 * max(1.0, price)
     assert round_to_tick(r, tick) == r
+
+
+# --- futures roll with the date the gateway runs on --------------------------------------------------
+CT = ZoneInfo("US/Central")
+ROLL = [   # (gateway start, the ES contracts listed: localSymbol and last trade date), by hand from CME's calendar
+    (datetime(2026, 11, 20, 15, 45, tzinfo=UTC), [("ESZ6", "20261218"), ("ESH7", "20270319")]),
+    (datetime(2026, 12, 18, 8, 29, tzinfo=CT), [("ESZ6", "20261218"), ("ESH7", "20270319")]),   # a minute left
+    (datetime(2026, 12, 18, 8, 30, tzinfo=CT), [("ESH7", "20270319"), ("ESM7", "20270618")]),   # expired at 08:30
+    (datetime(2026, 12, 19, 0, 0, 30, tzinfo=UTC), [("ESH7", "20270319"), ("ESM7", "20270618")]),
+    (datetime(2027, 3, 13, 15, 0, tzinfo=UTC), [("ESH7", "20270319"), ("ESM7", "20270618")]),   # a Saturday
+    (datetime(2029, 12, 31, 23, 0, tzinfo=UTC), [("ESH0", "20300315"), ("ESM0", "20300621")]),
+    (datetime(2030, 1, 2, 14, 30, tzinfo=UTC), [("ESH0", "20300315"), ("ESM0", "20300621")]),
+    (datetime(2031, 9, 19, 13, 0, tzinfo=UTC), [("ESU1", "20310919"), ("ESZ1", "20311219")]),   # 08:00 CDT
+]
+
+
+@pytest.mark.parametrize("start, listed", ROLL, ids=[f"{s:%Y-%m-%d %H:%M%z}" for s, _ in ROLL])
+def test_es_contracts_are_the_quarterlies_not_yet_expired_at_the_start(start, listed):
+    market = Market(seed=1, speed=0, start=start)
+    es = sorted((i for i in market.instruments if i.sec_type == "FUT"),
+                key=lambda i: i.contract.lastTradeDateOrContractMonth)
+    assert [(i.contract.localSymbol, i.contract.lastTradeDateOrContractMonth) for i in es] == listed
+    for inst in es:
+        ltd = inst.contract.lastTradeDateOrContractMonth
+        assert datetime.strptime(ltd, "%Y%m%d").weekday() == 4 and 15 <= int(ltd[6:]) <= 21   # third Friday
+        assert inst.details.contractMonth == ltd[:6] and inst.details.realExpirationDate == ltd
+        assert inst.con_id == 899_000_000 + (int(ltd[:4]) - 2000) * 100 + int(ltd[4:6])
+        assert market.by_con_id(inst.con_id) is inst
+        quote = market.quote(inst)
+        assert quote.bid > 0 and on_tick_grid(quote.bid, 0.25)
+    # an expired month is not listed at all: IB answers 200 for it
+    expired = contract("ES", "FUT", "CME", lastTradeDateOrContractMonth="202612")
+    assert bool(market.lookup(expired)) == (listed[0][1] == "20261218")
+
+
+def test_an_expired_future_gets_ibs_200_from_the_gateway():
+    from addin.paper import PaperGateway
+
+    from .ibclient import IBTestClient
+    with PaperGateway(port=0, speed=0, start=datetime(2026, 12, 19, 0, 0, 30, tzinfo=UTC)) as gw:
+        ib = IBTestClient().start(gw.port, 5)
+        try:
+            rid, start = ib.next_req(), ib.mark()
+            ib.reqContractDetails(rid, contract("ES", "FUT", "CME", "USD", lastTradeDateOrContractMonth="202612"))
+            err = ib.wait_for("error", lambda e: e[0] == rid, start=start)
+            assert err[2] == 200
+            rid, start = ib.next_req(), ib.mark()
+            ib.reqContractDetails(rid, contract("ES", "FUT", "CME", "USD"))
+            listed = [e[1].contract.localSymbol for e in ib.collect("contractDetails", "contractDetailsEnd", rid,
+                                                                     start=start)]
+            assert sorted(listed) == ["ESH7", "ESM7"]
+        finally:
+            ib.stop()

@@ -763,14 +763,13 @@ CAPTURE_TEXT = (
     + r"\x001.7976931348623157E308" * 6
     + r"\x000\x00\x00\x00\x000\x001\x000\x000\x000\x00\x00\x000\x00\x00\x00\x00\x00\x00"
 )
-CAPTURE_FILE = Path(__file__).resolve().parents[1].parent / "shared/protocol/captures/open_order_1.txt"
+CAPTURE_FILE = Path(__file__).resolve().parent / "data" / "captures" / "open_order_1.txt"
 CAPTURE_SV = 176  # it still carries faProfile (dropped at 177); ibapi reads all 135 fields only at < 177
 SHARES_ALLOCATION = 30  # field index (message id = 0): deprecated, ibapi discards what a real gateway puts here
 
 
 def _capture_payload() -> bytes:
-    if CAPTURE_FILE.exists():
-        assert CAPTURE_FILE.read_text().strip() == CAPTURE_TEXT
+    assert CAPTURE_FILE.read_text().strip() == CAPTURE_TEXT
     return CAPTURE_TEXT.encode().decode("unicode_escape").encode("latin-1")
 
 

@@ -18,9 +18,9 @@ from addin.portfolio import (EXECUTION_COLUMNS, OPEN_ORDER_COLUMNS, PNL_COLUMNS,
                              parse_value)
 from addin.session import IBError, RequestTimeout, Session
 
-from .contracts import es, stock
+from .contracts import listed_es, stock
 
-AAPL, MSFT, ES = 265598, 272093, 899_000_001
+AAPL, MSFT = 265598, 272093
 START_CASH = 1_000_000.0
 
 
@@ -318,13 +318,14 @@ def test_watched_data_survives_a_dropped_connection_and_comes_back_live(gw, sess
 
 def test_several_accounts_and_the_portfolio_account(gw, session, pf, trader):
     trader.fill(stock("AAPL"), 10, account="DU1")
-    trader.fill(es(), 1, account="DU2")
+    front = listed_es(gw)[0]
+    trader.fill(front.contract(), 1, account="DU2")
     pos = pf.positions().set_index("account")
-    assert list(pos.symbol) == ["AAPL", "ESZ6.CME"]
-    assert pos.sec_type["DU2"] == "FUT" and pos.con_id["DU2"] == ES
+    assert list(pos.symbol) == ["AAPL", front.text]
+    assert pos.sec_type["DU2"] == "FUT" and pos.con_id["DU2"] == front.con_id
     # The portfolio account is DU1 (the first): DU2's prices and values are not served to this client.
     assert pos.market_value["DU1"] > 0 and math.isnan(pos.market_value["DU2"]) and math.isnan(pos.weight["DU2"])
-    assert pf.positions(account="DU2").symbol.tolist() == ["ESZ6.CME"]
+    assert pf.positions(account="DU2").symbol.tolist() == [front.text]
 
     with Portfolio(session, account="DU2") as du2:
         row = du2.positions(account="DU2").iloc[0]

@@ -27,6 +27,8 @@ from addin.paper import PaperGateway
 from addin.runtime import READ_ONLY_METHODS, ReadOnlyRuntime, Runtime, set_runtime
 from udfs import functions
 
+from .contracts import listed_es
+
 ORDER_MESSAGES = {3: "placeOrder", 4: "cancelOrder", 58: "reqGlobalCancel"}
 
 
@@ -117,11 +119,13 @@ def test_ib_history_has_a_header_row(rt):
     assert udfs.IB_HISTORY("ZZZZ").startswith("#IB 200:")
 
 
-def test_ib_contract(rt):
+def test_ib_contract(rt, gw):
     assert udfs.IB_CONTRACT("AAPL") == "AAPL.NASDAQ"
     assert udfs.IB_CONTRACT("AAPL", "conId") == 265598
-    assert udfs.IB_CONTRACT("es 202612 cme") == "ESZ6.CME"
-    assert udfs.IB_CONTRACT("ESZ6.CME", "multiplier") == "50"
+    front = listed_es(gw)[0]
+    assert udfs.IB_CONTRACT(f"es {front.last_trade_date[:6]} cme") == front.text
+    assert udfs.IB_CONTRACT("ES.CME") == front.text                   # no month: the front month
+    assert udfs.IB_CONTRACT(front.text, "multiplier") == "50"
     table = udfs.IB_CONTRACT("EUR/USD", "all")
     assert table[0] == ["field", "value"] and ["sectype", "CASH"] in table
     assert udfs.IB_CONTRACT("AAPL", "nonsense").startswith("#IBXL: field:")

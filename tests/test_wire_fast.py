@@ -29,7 +29,7 @@ from ibapi.wrapper import EWrapper
 from addin.wire_fast import FastClient, FastDecoder, Framer
 
 SERVER_VERSION = 178
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "protocol" / "captures"
+CAPTURES = Path(__file__).resolve().parent / "data" / "captures"    # real TWS messages, with provenance
 
 
 def _norm(value, depth: int = 0):
@@ -199,10 +199,11 @@ def test_historical_data_at_later_server_version_matches_ibapi():
 
 
 def _captures():
-    return sorted(CAPTURES.glob("*.txt")) if CAPTURES.is_dir() else []
+    files = sorted(CAPTURES.glob("*.txt"))
+    assert files, f"no captures at {CAPTURES}"
+    return files
 
 
-@pytest.mark.skipif(not _captures(), reason="no captures of real TWS messages in this checkout")
 @pytest.mark.parametrize("path", _captures(), ids=lambda p: p.name)
 def test_real_tws_messages_decode_as_ibapi(path):
     payload = path.read_text().strip().encode().decode("unicode_escape").encode("latin-1")

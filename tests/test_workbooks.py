@@ -10,8 +10,10 @@ import zipfile
 from pathlib import Path
 
 import openpyxl
+import pandas as pd
 import pytest
 
+from addin.demo import PRICING
 from addin.excel import layout
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.remote_json import book_json
@@ -63,14 +65,18 @@ def test_every_sheet_table_and_column(template):
 def test_sample_rows_and_parameters(template):
     book = OpenpyxlBook.open(template, read_only=True)
     assert book.read_table("Watchlist")["Symbol"].tolist() == [
-        "AAPL", "MSFT", "GOOG", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ESZ6.CME", "^SPX.CBOE"]
+        "AAPL", "MSFT", "GOOG", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ES.CME", "^SPX.CBOE"]
     orders = book.read_table("Orders").set_index("Ref")
     assert len([r for r in orders.index if r.startswith("DEMO-")]) == 4
     assert orders.loc["BAD-QUANTITY-TOO-BIG", "Quantity"] == 100000
     assert orders.loc["BAD-UNKNOWN-SYMBOL", "Symbol"] == "ZZZZ"
     assert orders.loc["BAD-TEXT-QUANTITY", "Quantity"] == "ten"
-    assert orders.loc["BAD-OFF-TICK-GRID", "LimitPrice"] == 590.123
-    assert orders.loc["BAD-PRICE-FAR-OFF", "LimitPrice"] == 4.2
+    # No fixed prices: ibxl demo writes every priced cell from the live quote (addin.demo.PRICING).
+    for ref, recipe in PRICING.items():
+        for column, *_ in recipe:
+            assert pd.isna(orders.loc[ref, column]), (ref, column)
+    priced = ("LimitPrice", "StopPrice", "TrailAmount", "TrailPercent", "TakeProfit", "StopLoss")
+    assert not orders[list(priced)].notna().any().any()
     assert orders["Transmit"].tolist() == [True] * len(orders)
     names = book.names()
     values = {}
