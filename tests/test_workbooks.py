@@ -119,7 +119,7 @@ def test_the_xlsm_is_wired_for_xlwings(built):
     assert len(buttons) == len(layout.MACROS) == 12
     for (macro, caption), (b_caption, sub, call) in zip(layout.MACROS, buttons):
         assert b_caption == caption
-        assert call == f'RunPython "import addin.excel.macros as m; m.{macro}()"'
+        assert call == f'RunPython "import addin.app.macros as m; m.{macro}()"'
         assert f"Sub {sub}()\r\n    ' {caption}\r\n    {call}\r\nEnd Sub" in bas
 
 

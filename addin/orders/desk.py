@@ -1,8 +1,8 @@
 """Orders from sheet rows: parse -> qualify -> risk -> journal -> placeOrder, and the way back.
 
 :class:`OrderDesk` is the only place that transmits orders. A row becomes an order only after it
-parsed cleanly (:mod:`addin.order_rows`), named a real contract (``ContractBook.qualify``), passed
-every risk rule (:mod:`addin.risk`) and its intent was written to the journal (:mod:`addin.journal`).
+parsed cleanly (:mod:`addin.orders.rows`), named a real contract (``ContractBook.qualify``), passed
+every risk rule (:mod:`addin.orders.risk`) and its intent was written to the journal (:mod:`addin.orders.journal`).
 A Ref is never sent twice: the journal blocks it once it is transmitting, working or done, and on every
 connect and reconnect :meth:`OrderDesk.reconcile` matches the journal with IB's open orders, completed
 orders and executions (by orderRef), so the rows show the truth and nothing is resent blindly.
@@ -35,14 +35,14 @@ import pandas as pd
 from ibapi.order import Order
 from ibapi.order_cancel import OrderCancel
 
-from .config import Settings
-from .contracts import InstrumentError, format_contract, parse
+from ..config import Settings
+from ..ib.contracts import InstrumentError, format_contract, parse
 from .journal import BLOCKING_STATES, DuplicateRefError, Journal
-from .order_facts import DeskFacts, FactGatherer, finite
-from .order_rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref, parse_row, parse_rows
-from .order_sync import OrderSync, order_version
+from .facts import DeskFacts, FactGatherer, finite
+from .rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref, parse_row, parse_rows
+from .sync import OrderSync, order_version
 from .risk import RiskCheck, RiskLimits, check_whatif, evaluate
-from .session import IBError
+from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ def _crash_point(step: str) -> None:
 class OrderDesk:
     """Places, modifies and cancels orders from Orders-table rows through one Session.
 
-    session: a connected :class:`addin.session.Session`; contracts: its ``ContractBook``; market: a
+    session: a connected :class:`addin.ib.session.Session`; contracts: its ``ContractBook``; market: a
     ``MarketData`` (quotes for market orders and the price band: the board when fresh, else a
     snapshot); portfolio: a ``Portfolio`` (positions, open orders, P&L, account values);
     settings: :class:`addin.config.Settings` (already tightened by the workbook, if any);
     journal_path: the SQLite journal file. Reconciles with IB on construction and after every
-    reconnect. Risk facts come from standing feeds (``self.facts``, :class:`addin.order_facts.DeskFacts`:
+    reconnect. Risk facts come from standing feeds (``self.facts``, :class:`addin.orders.facts.DeskFacts`:
     Portfolio watches and quote lines opened by the first order, ended by ``close()``), so after the
     first order an order sends only its placeOrder. Thread-safe; ``place``/``modify``/``cancel``/``reconcile`` run one at a time.
     """
@@ -89,7 +89,7 @@ class OrderDesk:
     def place(self, rows: pd.DataFrame, write_refs: Callable[[dict[Hashable, str]], None] | None = None) -> pd.DataFrame:
         """Turn Orders-table rows into orders. Returns one row of outputs per input row, indexed like
         ``rows``, columns Ref + ORDER_OUTPUT_COLUMNS. Rows with a blank Ref get one (see
-        ``order_rows.new_ref``); ``write_refs({index: ref})`` is called with them before anything is
+        ``addin.orders.rows.new_ref``); ``write_refs({index: ref})`` is called with them before anything is
         sent (the Excel side writes them into the sheet; if it raises, those rows are not sent).
         Without ``write_refs`` an assigned Ref lives only in the returned frame: if the caller dies
         before storing it, placing the row again would send it under a new Ref, so the Excel side

@@ -13,7 +13,7 @@ step at a time and says, for each, what it found and, when something is wrong, w
                     frozen 2, delayed 3, delayed-frozen 4) or IB's error.
 
 A step whose prerequisite failed is ``skipped``. Only stdlib sockets (steps 1-2) and the product's
-own :class:`addin.session.Session` (steps 3-5) are used; nothing is sent that changes an account.
+own :class:`addin.ib.session.Session` (steps 3-5) are used; nothing is sent that changes an account.
 :func:`render` writes the diagnosis as text; :func:`run_check` is what the ``ibxl check`` command
 calls (exit code 0 when every step is ok, 1 otherwise).
 """
@@ -29,7 +29,7 @@ from typing import Callable
 
 from ibapi.server_versions import MAX_CLIENT_VER, MIN_CLIENT_VER
 
-from .session import CLIENT_ID_IN_USE, IBError, Request, Session
+from ..ib.session import CLIENT_ID_IN_USE, IBError, Request, Session
 
 __all__ = ["Step", "Diagnosis", "diagnose", "render", "run_check", "OK", "FAILED", "SKIPPED",
            "TWS_API_SETTINGS", "KNOWN_PORTS"]
@@ -387,7 +387,7 @@ class _QuoteProbe:
 
 def _check_market_data(dx: Diagnosis, session: Session, timeout: float, instrument: str,
                        data_type: int) -> None:
-    from .contracts import ContractBook, InstrumentError
+    from ..ib.contracts import ContractBook, InstrumentError
 
     try:
         contract = ContractBook(session).contract(instrument)

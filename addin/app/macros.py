@@ -1,9 +1,9 @@
-"""The macros buttons call (``RunPython("import addin.excel.macros as m; m.place_orders()")``) and
+"""The macros buttons call (``RunPython("import addin.app.macros as m; m.place_orders()")``) and
 ``ibxl run`` calls on a workbook file.
 
 Each is ``fn(book=None, runtime=None, ...)``: ``book`` is a Book (``addin.excel.book``); None means
 the workbook that called (``xw.Book.caller()`` in the xlwings adapter). ``runtime`` is an
-``addin.runtime.Runtime``; None means the process-wide one (``get_runtime()``, connected on first
+``addin.app.runtime.Runtime``; None means the process-wide one (``get_runtime()``, connected on first
 use). Layout (sheets, Tables, named ranges) is ``addin.excel.layout``'s.
 
 Every macro writes a line into the Log Table (``LogEntries``) when the workbook has one, and
@@ -23,9 +23,9 @@ from typing import Any, Hashable, Iterable
 import pandas as pd
 import xlwings as xw
 
-from .book import BookError, TableNotFound, parse_range
-from .errors import ExcelInputError
-from .layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
+from ..excel.book import BookError, TableNotFound, parse_range
+from ..excel.errors import ExcelInputError
+from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,14 @@ def _book(book):
     """The Book to work on: ``book``, else the calling workbook through the xlwings adapter."""
     if book is not None:
         return book
-    from .xlwings_book import XlwingsBook
+    from ..excel.xlwings_book import XlwingsBook
     return XlwingsBook(xw.Book.caller())
 
 
 def _runtime(runtime):
     if runtime is not None:
         return runtime
-    from ..runtime import get_runtime
+    from .runtime import get_runtime
     return get_runtime()
 
 
@@ -244,7 +244,7 @@ def start_streaming(book=None, runtime=None, interval: float | None = None, run:
     rt.connect()
     bid = book_id(book)
     if caller and sys.platform == "win32":
-        from .pump import com_book_factory
+        from ..excel.pump import com_book_factory
         pump = rt.start_pump(None, book_id=bid, interval=interval, book_factory=com_book_factory(bid))
     else:
         pump = rt.start_pump(book, book_id=bid, interval=interval, start=run)

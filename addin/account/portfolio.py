@@ -1,6 +1,6 @@
 """Positions, account values, P&L, executions and open orders as pandas DataFrames.
 
-``Portfolio(session)`` reads the account side of IB through :class:`addin.session.Session` (nothing
+``Portfolio(session)`` reads the account side of IB through :class:`addin.ib.session.Session` (nothing
 here calls ibapi directly, every message goes through the session's pacer). Each table has a
 *feed*: the IB subscription that fills it.
 
@@ -36,9 +36,9 @@ is then False) and never shows a half-received snapshot.
 Every table carries ``df.attrs``: ``as_of`` (UTC time of the last update received for it, None
 before any) and ``live`` (True when the table is watched and the session is connected).
 
-Errors: reads raise :class:`addin.session.IBError` with IB's code and text when IB refused the
+Errors: reads raise :class:`addin.ib.session.IBError` with IB's code and text when IB refused the
 request (e.g. 321 for an unknown account), IBError 504 for a one-shot read while not connected,
-:class:`addin.session.RequestTimeout` when no complete answer arrived within ``timeout``.
+:class:`addin.ib.session.RequestTimeout` when no complete answer arrived within ``timeout``.
 
 Threading: every public method may be called from any thread (Excel's UDF threads) while ibapi's
 message thread writes; one lock guards all state, DataFrames are built from immutable row copies.
@@ -69,8 +69,8 @@ from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE
 from ibapi.contract import Contract
 from ibapi.execution import ExecutionFilter
 
-from .contracts import InstrumentError, format_contract
-from .session import NO_TIMEOUT, IBError, Request, RequestTimeout, Session
+from ..ib.contracts import InstrumentError, format_contract
+from ..ib.session import NO_TIMEOUT, IBError, Request, RequestTimeout, Session
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _ib_filter_time(since: datetime | str | None) -> str:
 
 
 def format_symbol(contract: Contract) -> str:
-    """Canonical text of ``contract`` in the cell grammar (``addin.contracts.format_contract``); a
+    """Canonical text of ``contract`` in the cell grammar (``addin.ib.contracts.format_contract``); a
     contract the grammar cannot write and that has no conId shows its bare symbol."""
     try:
         return format_contract(contract)

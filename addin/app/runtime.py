@@ -9,7 +9,7 @@ one explicitly: ``Runtime(host, port, client_id)``.
 A Runtime owns: ``session`` (Session), ``contracts`` (ContractBook), ``market`` (MarketData and its
 QuoteBoard), ``history`` (History), ``portfolio`` (Portfolio), ``registry`` (the formula
 RecalcRegistry), the pumps (one per workbook) and, created on first use, ``orders`` (the OrderDesk,
-``addin.orders``). UDFs never see the Runtime: they get ``runtime.readonly()``, a facade with only
+``addin.orders.desk``). UDFs never see the Runtime: they get ``runtime.readonly()``, a facade with only
 reading methods (no session, no OrderDesk, nothing that can place, modify or cancel an order).
 """
 
@@ -21,12 +21,12 @@ import sys
 import threading
 from typing import Any, Callable, Iterable
 
-from .contracts import ContractBook
-from .excel.recalc import RecalcRegistry
-from .history import History
-from .portfolio import Portfolio
-from .quotes import MarketData, Quote
-from .session import IBError, Session
+from ..ib.contracts import ContractBook
+from ..excel.recalc import RecalcRegistry
+from ..market.history import History
+from ..account.portfolio import Portfolio
+from ..market.quotes import MarketData, Quote
+from ..ib.session import IBError, Session
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Runtime:
         with self._lock:
             if book in self._pumps:
                 return
-            from .excel.pump import Pump, com_book_factory
+            from ..excel.pump import Pump, com_book_factory
             pump = Pump(self.market.board, book_factory=com_book_factory(book), registry=self.registry,
                         book_name=book, watchlist=None, orders=None)
             self._pumps[book] = pump
@@ -211,10 +211,10 @@ class Runtime:
     # --- orders --------------------------------------------------------------------------------------
     @property
     def orders(self):
-        """The OrderDesk (``addin.orders``), created on first use with the settings (tightened by
+        """The OrderDesk (``addin.orders.desk``), created on first use with the settings (tightened by
         the workbook's Config, see :meth:`configure_orders`) and the journal (``journal_path``,
         default ``journal.sqlite3`` next to the user's config file). Raises RuntimeError when
-        addin.orders is not installed, ConfigError for a bad config file."""
+        addin.orders.desk is not installed, ConfigError for a bad config file."""
         with self._lock:
             if self._orders is None:
                 self._orders = self._new_desk(self._order_settings or self._base_settings())
@@ -222,18 +222,18 @@ class Runtime:
 
     def _base_settings(self):
         if self.settings is None:
-            from .config import load_settings
+            from ..config import load_settings
             self.settings = load_settings()
         return self.settings
 
     def _new_desk(self, settings):
         try:
-            from .orders import OrderDesk
+            from ..orders.desk import OrderDesk
         except ImportError as exc:
             raise RuntimeError(f"order entry is not available: {exc}") from exc
         path = self.journal_path
         if path is None:
-            from .config import journal_path
+            from ..config import journal_path
             path = journal_path()
             path.parent.mkdir(parents=True, exist_ok=True)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,7 @@ class Runtime:
         None with ``book_factory=`` (the COM path: the pump thread opens its own Book). The
         Watchlist symbols are subscribed by the pump and released by :meth:`stop_pump`. ``start``:
         run the thread (False: bound and painted once; the caller flushes). Returns the Pump."""
-        from .excel.pump import DEFAULT_INTERVAL, Pump
+        from ..excel.pump import DEFAULT_INTERVAL, Pump
         bid = book_id if book_id is not None else id(book)
         self.stop_pump(bid)
         pump = Pump(self.market.board, book, interval=interval or DEFAULT_INTERVAL, registry=self.registry,
@@ -401,7 +401,7 @@ _instance_lock = threading.Lock()
 
 def _default_connection() -> dict:
     try:
-        from .config import load_settings
+        from ..config import load_settings
     except ImportError:
         load_settings = None
     if load_settings is not None:

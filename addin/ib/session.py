@@ -6,7 +6,7 @@ Threads (all daemon, all ended by ``disconnect``):
   second, evenly spaced (never more than ``rate`` in any one-second window), and expires request
   timeouts.
 - ``ibxl-msg``, one per connection: reads the socket, frames and decodes every message and runs our
-  callbacks, in arrival order (``addin.wire_fast.FastClient``: no EReader, no queue hop; the hot
+  callbacks, in arrival order (``addin.ib.fast_reader.FastClient``: no EReader, no queue hop; the hot
   messages decoded directly, the rest by ibapi's Decoder). With ``fast_reader=False`` (or the
   environment variable ``IBXL_FAST_READER=0``) ibapi's own ``EReader`` + ``EClient.run`` pair instead.
 - ``ibxl-reconnect``: only while reconnecting after a dropped socket.
@@ -37,7 +37,7 @@ from typing import Any, Callable
 from ibapi.client import EClient
 from ibapi.wrapper import EWrapper
 
-from .wire_fast import FastClient, bar_from_row
+from .fast_reader import FastClient, bar_from_row
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ REQ_ID_CALLBACKS = frozenset({
 WARNING_CODES = frozenset({10167, 2174, 2176, 2109, 399, 10197, 2150, 2137, 321_000})
 CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326
-# Our reader (addin/wire_fast.py) unless IBXL_FAST_READER=0: the switch back to ibapi's EReader.
+# Our reader (addin/ib/fast_reader.py) unless IBXL_FAST_READER=0: the switch back to ibapi's EReader.
 FAST_READER = os.environ.get("IBXL_FAST_READER", "1") != "0"
 
 
@@ -373,7 +373,7 @@ class Session:
     Connects to TWS, IB Gateway or the paper gateway at ``host:port`` as ``client_id``. ``rate`` is
     the outbound message budget per second (default 45; IB allows 50). ``reconnect`` turns automatic
     reconnection on (backoff from ``backoff_min`` doubling to ``backoff_max`` seconds, with jitter).
-    ``fast_reader``: read the socket with ``addin.wire_fast.FastClient`` (default: True unless the
+    ``fast_reader``: read the socket with ``addin.ib.fast_reader.FastClient`` (default: True unless the
     environment sets ``IBXL_FAST_READER=0``) or with ibapi's EReader (False).
     """
 

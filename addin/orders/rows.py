@@ -5,7 +5,7 @@ Input values arrive as openpyxl, pandas.read_excel or xlwings give them: floats 
 stray spaces, lower case, numbers stored as text (``" 1,000 "``), booleans as True/False, 1/0 or
 text. Column names are matched case-insensitively and trimmed; missing optional columns are blank.
 Nothing here talks to IB: the Symbol is checked against the cell grammar only (qualification and
-every risk rule come later, in :mod:`addin.orders` and :mod:`addin.risk`).
+every risk rule come later, in :mod:`addin.orders.desk` and :mod:`addin.orders.risk`).
 
 Error cells must arrive as their text: openpyxl gives "#N/A", xlwings does with
 ``.options(err_to_str=True)``. pandas.read_excel and xlwings' default turn them into NaN / None, which
@@ -32,7 +32,7 @@ from typing import Any, Hashable, Mapping
 
 import pandas as pd
 
-from .contracts import EXCEL_ERRORS, InstrumentError, parse
+from ..ib.contracts import EXCEL_ERRORS, InstrumentError, parse
 
 __all__ = ["ORDER_INPUT_COLUMNS", "ORDER_OUTPUT_COLUMNS", "ORDER_TYPES", "TIFS", "OrderIntent", "RowError",
            "parse_rows", "parse_row", "new_ref", "CHILD_SUFFIXES"]

@@ -1,6 +1,6 @@
 """The facts a risk check needs, from standing subscriptions kept live while the OrderDesk exists.
 
-Kept apart from :mod:`addin.risk` (pure rules) and :mod:`addin.orders` (the desk): this module only
+Kept apart from :mod:`addin.orders.risk` (pure rules) and :mod:`addin.orders.desk` (the desk): this module only
 reads. :class:`DeskFacts` belongs to one desk: the first order opens Portfolio watches (positions with
 account updates, open orders, P&L per account, account values per account when a currency rate or
 AvailableFunds is needed) and a streaming quote line per instrument ordered; later orders read the
@@ -24,10 +24,10 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from .contracts import format_contract
-from .order_rows import OrderIntent
+from ..ib.contracts import format_contract
+from .rows import OrderIntent
 from .risk import OrderFacts
-from .session import IBError
+from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
 

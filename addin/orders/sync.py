@@ -3,7 +3,7 @@
 :class:`OrderSync` listens on the session (openOrder, orderStatus, execDetails,
 commissionAndFeesReport, completedOrder, their End messages and errors for order ids), matches every
 message to a Ref (orderRef on openOrder, completedOrder and executions; permId or this client's order
-id on orderStatus and errors), records it in the :class:`~addin.journal.Journal`, and tells the
+id on orderStatus and errors), records it in the :class:`~addin.orders.journal.Journal`, and tells the
 desk's listeners ``(ref, outputs)``. Messages about orders that are not in the journal (other
 clients', TWS's) are ignored. :meth:`OrderSync.reconcile` asks IB for everything it knows
 (reqAllOpenOrders, reqCompletedOrders, reqExecutions) and marks intents that were ``transmitting``
@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterable
 from ibapi.execution import ExecutionFilter
 
 from .journal import Journal
-from .order_facts import finite
-from .order_rows import ORDER_OUTPUT_COLUMNS
-from .session import IBError, Request
+from .facts import finite
+from .rows import ORDER_OUTPUT_COLUMNS
+from ..ib.session import IBError, Request
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class OrderSync:
 
     # --- reconcile --------------------------------------------------------------------------------------
     def reconcile(self, timeout: float = 10.0) -> dict[str, str]:
-        """See :meth:`addin.orders.OrderDesk.reconcile`."""
+        """See :meth:`addin.orders.desk.OrderDesk.reconcile`."""
         if not self.session.connected:
             return {}
         pending = {r["ref"] for r in self.journal.intents(("transmitting",))}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .book import Book, SheetNotFound, TableInfo, TableNotFound, parse_range
+from addin.excel.book import Book, SheetNotFound, TableInfo, TableNotFound, parse_range
 
 __all__ = ["CountingBook", "COM_CALL_COST"]
 

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 
 import click
 
-from .paper.gateway import check_bind
-from .paper.server import GatewayConfig, PaperServer
-from .paper.wire import SERVER_VERSION
+from ..paper.gateway import check_bind
+from ..paper.server import GatewayConfig, PaperServer
+from ..paper.wire import SERVER_VERSION
 
 
 @click.group()
@@ -183,10 +183,10 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
     every other sheet, formula and format as it was. Risk limits come from your config file
     (~/.ibxl/config.toml or $IBXL_CONFIG), tightened by the workbook's Config sheet.
     """
-    from .config import ConfigError, load_settings
-    from .excel.book import BookError
+    from ..config import ConfigError, load_settings
+    from ..excel.book import BookError
     from .jobs import run_workbook
-    from .session import IBError
+    from ..ib.session import IBError
     if not any((stream_seconds, history, orders, cancel, portfolio)):
         raise click.UsageError("nothing to do: pass at least one of --stream, --history, --orders, --cancel, "
                                "--portfolio")

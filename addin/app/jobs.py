@@ -6,7 +6,7 @@ openpyxl adapter (``addin.excel.openpyxl_book``): connect, stream the Watchlist 
 pump, flushed from this thread: the file adapter is not shared across threads), pull history, place
 the pending order rows, wait until IB has answered every order sent (resting, filled with its
 commission, cancelled or rejected), refresh the portfolio, write the last order states, save
-atomically. Each step is a macro of ``addin.excel.macros``: the buttons in Excel run the same code.
+atomically. Each step is a macro of ``addin.app.macros``: the buttons in Excel run the same code.
 
 A step that fails is reported and the next one still runs (a bad History parameter must not cost the
 user their order statuses); the workbook is saved whenever it was opened, and the exit code says
@@ -27,9 +27,9 @@ from typing import Callable
 
 import pandas as pd
 
-from .config import Settings, load_settings
-from .excel import macros
-from .excel.openpyxl_book import OpenpyxlBook
+from ..config import Settings, load_settings
+from . import macros
+from ..excel.openpyxl_book import OpenpyxlBook
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 FINAL = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected", "Refused", "Error",
                    "Not sent"})
 SETTLED = FINAL | {"Submitted", "PreSubmitted"}
-TEMPLATE = Path(__file__).resolve().parents[1] / "workbooks" / "ibxl.xlsx"
+TEMPLATE = Path(__file__).resolve().parents[2] / "workbooks" / "ibxl.xlsx"
 
 
 @dataclass
@@ -252,7 +252,7 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
     defaults (not the user's config file) and a fresh journal beside ``out``, so every run shows the
     same story. ``gateway``: a running PaperGateway to use instead of a new one (tests). Returns the
     RunSummary."""
-    from .paper import PaperGateway
+    from ..paper import PaperGateway
 
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

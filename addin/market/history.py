@@ -2,7 +2,7 @@
 keepUpToDate streams that survive reconnects.
 
 Where the data comes from: IB's ``reqHistoricalData`` (TWS, IB Gateway or the paper gateway), sent
-through the process's one :class:`addin.session.Session`. Nothing here calls ibapi directly except
+through the process's one :class:`addin.ib.session.Session`. Nothing here calls ibapi directly except
 inside the ``start``/``cancel`` functions the session runs on its pacer thread.
 
 Shapes and units
@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from ibapi.contract import Contract
 
-from .session import IBError, Request, Session
+from ..ib.session import IBError, Request, Session
 
 log = logging.getLogger(__name__)
 
@@ -752,7 +752,7 @@ def _contract_key(c: Contract) -> tuple:
 class History:
     """Historical bars and keepUpToDate streams for one :class:`Session`.
 
-    ``contracts``: an ``addin.contracts.ContractBook`` (or anything with ``.contract(text) ->
+    ``contracts``: an ``addin.ib.contracts.ContractBook`` (or anything with ``.contract(text) ->
     qualified ibapi Contract``) used for instruments given as cell text; when None one is made on
     the first text. An ibapi ``Contract`` may always be passed directly; one without a conId is
     qualified once with reqContractDetails (cached) so that IB's per-contract pacing counts are
@@ -894,10 +894,10 @@ class History:
                                "thread (e.g. inside an on_update callback)")
 
     def _describe(self, contract: Contract) -> str:
-        """The contract in words: the cell grammar (addin.contracts.format_contract) when it can
+        """The contract in words: the cell grammar (addin.ib.contracts.format_contract) when it can
         write it, else symbol, secType, exchange, currency and conId."""
         try:
-            from .contracts import format_contract
+            from ..ib.contracts import format_contract
             return f"{format_contract(contract)} ({_contract_words(contract)})"
         except Exception:  # contracts module absent, or a contract the grammar cannot write
             return _contract_words(contract)
@@ -910,9 +910,9 @@ class History:
         if isinstance(instrument, str):
             if self.contracts is None:
                 try:
-                    from .contracts import ContractBook
+                    from ..ib.contracts import ContractBook
                 except ImportError as exc:  # pragma: no cover - contracts module absent
-                    raise TypeError("instrument: cell text needs addin.contracts; pass an ibapi Contract") from exc
+                    raise TypeError("instrument: cell text needs addin.ib.contracts; pass an ibapi Contract") from exc
                 with self._lock:
                     if self.contracts is None:
                         self.contracts = ContractBook(self.session)

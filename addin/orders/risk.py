@@ -1,6 +1,6 @@
 """Pre-trade risk checks: pure rules over an order and the facts gathered about it.
 
-Nothing here talks to IB: :class:`addin.orders.OrderDesk` gathers :class:`OrderFacts` (contract
+Nothing here talks to IB: :class:`addin.orders.desk.OrderDesk` gathers :class:`OrderFacts` (contract
 details, quote, position, open orders, P&L, journal state) and :func:`evaluate` applies every rule of
 :class:`RiskLimits`. Each rule has a name; a refusal message starts with it and gives the numbers::
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from fractions import Fraction
 
-from .config import RiskSettings, Settings
-from .order_rows import OrderIntent
+from ..config import RiskSettings, Settings
+from .rows import OrderIntent
 
 __all__ = ["RULES", "RiskLimits", "RiskCheck", "RiskResult", "OrderFacts", "evaluate", "check_whatif",
            "on_tick_grid", "round_to_tick", "ACTIVE_STATES"]

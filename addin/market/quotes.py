@@ -1,7 +1,7 @@
 """Market data: shared reqMktData lines and the QuoteBoard the Excel pump reads.
 
 Where the data comes from: IB's ``reqMktData`` stream (TWS, IB Gateway or the paper gateway) through
-the one :class:`~addin.session.Session`. Every tickPrice / tickSize / tickString / marketDataType
+the one :class:`~addin.ib.session.Session`. Every tickPrice / tickSize / tickString / marketDataType
 callback for a line lands, on ibapi's message thread, in :meth:`QuoteBoard.update`; readers (the pump,
 UDFs) take immutable :class:`Quote` objects from the board.
 
@@ -14,7 +14,7 @@ Decisions (see the docstrings for details):
 
 - One line per conId. ``subscribe`` on an instrument that already has a line only counts one more
   user; ``unsubscribe`` of the last user sends ``cancelMktData``. Keys are canonical instrument text
-  (``addin.contracts.format_contract``), so "AAPL" and "conid:265598" share a key and a line.
+  (``addin.ib.contracts.format_contract``), so "AAPL" and "conid:265598" share a key and a line.
 - The line budget (``max_lines``, default 100 = IB's default allowance) is checked before anything
   is sent; snapshots in flight count too, as they do at IB.
 - ``set_market_data_type`` applies to new lines and re-subscribes the existing ones (cancel, then a
@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable
 
 from ibapi.contract import Contract
 
-from .session import NO_TIMEOUT, IBError, Request, Session
+from ..ib.session import NO_TIMEOUT, IBError, Request, Session
 
 log = logging.getLogger(__name__)
 
@@ -341,10 +341,10 @@ class QuoteBoard:
 
 # --- instrument text -------------------------------------------------------------------------------
 def _format_contract(contract: Contract) -> str:
-    """Canonical text of a qualified Contract: ``addin.contracts.format_contract`` when available,
+    """Canonical text of a qualified Contract: ``addin.ib.contracts.format_contract`` when available,
     else a minimal stand-in (AAPL, AAPL.ARCA, EUR/USD, conid:N)."""
     try:
-        from .contracts import format_contract
+        from ..ib.contracts import format_contract
     except ImportError:
         format_contract = None
     if format_contract is not None:
@@ -445,8 +445,8 @@ class _Line:
 class MarketData:
     """Market data lines through one Session, written into a QuoteBoard.
 
-    session: a connected (or reconnecting) :class:`~addin.session.Session`. contracts: a
-    ``ContractBook`` for instrument text (created from ``addin.contracts`` on first use when None).
+    session: a connected (or reconnecting) :class:`~addin.ib.session.Session`. contracts: a
+    ``ContractBook`` for instrument text (created from ``addin.ib.contracts`` on first use when None).
     board: where quotes go (a new QuoteBoard when None). max_lines: the line budget: at most this
     many simultaneous lines (streaming plus snapshots in flight); IB's default allowance is 100.
     generic_ticks: IB's genericTickList for every streaming line ("" by default).
@@ -491,7 +491,7 @@ class MarketData:
         arrive. A line that failed earlier is retried when its error may pass (see the module doc).
 
         Raises MarketDataError (code 101) when a new line would exceed ``max_lines`` (nothing is
-        sent); ``addin.contracts.InstrumentError`` / ValueError for text that names no instrument
+        sent); ``addin.ib.contracts.InstrumentError`` / ValueError for text that names no instrument
         or a Contract without conId; IBError 504 when the session is disconnected.
         """
         contract, key = self._resolve(instrument)
@@ -849,9 +849,9 @@ class MarketData:
     def _book(self):
         if self.contracts is None:
             try:
-                from .contracts import ContractBook
+                from ..ib.contracts import ContractBook
             except ImportError as exc:
-                raise MarketDataError(-1, "instrument text needs addin.contracts (ContractBook), which is "
+                raise MarketDataError(-1, "instrument text needs addin.ib.contracts (ContractBook), which is "
                                           "not available; pass a qualified ibapi Contract") from exc
             with self._lock:
                 if self.contracts is None:
