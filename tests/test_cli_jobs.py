@@ -17,7 +17,7 @@ from openpyxl.worksheet.table import Table
 
 from addin.app.jobs import run_demo
 from addin.paper import PaperGateway
-from addin.paper.market import BarSpec, on_tick_grid
+from addin.paper.market.market import BarSpec, on_tick_grid
 
 from .ibclient import IBTestClient
 from .test_paper_cli import ibxl_command

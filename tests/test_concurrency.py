@@ -17,7 +17,7 @@ from ibapi.order import Order
 from addin.ib.contracts import ContractBook
 from addin.market.history import History
 from addin.paper import PaperGateway
-from addin.paper.market import BarSpec
+from addin.paper.market.market import BarSpec
 from addin.account.portfolio import Portfolio
 from addin.market.quotes import MarketData
 from addin.ib.session import Session

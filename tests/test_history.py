@@ -22,8 +22,8 @@ import pytest
 
 from addin.market.history import History, pacing_lower_bound
 from addin.paper import PaperGateway
-from addin.paper.history_rules import PACING_VIOLATION
-from addin.paper.market import BarSpec
+from addin.paper.market.history_rules import PACING_VIOLATION
+from addin.paper.market.market import BarSpec
 from addin.ib.session import IBError, Session
 
 from .contracts import stock

@@ -41,7 +41,7 @@ from ibapi.order_cancel import OrderCancel
 from ibapi.tag_value import TagValue
 from ibapi.wrapper import EWrapper
 
-from addin.paper import messages, requests, wire
+from addin.paper.codec import messages, requests, wire
 
 SERVER_VERSION = 178
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "protocol" / "captures"
@@ -879,7 +879,7 @@ def test_capture_rebuilt_by_our_encoder(path):
     payload = load_capture(path)
     msg_id = int(payload[: payload.index(b"\0")])
     if msg_id == 5:
-        pytest.skip(f"{path.name} is OPEN_ORDER: the order codec's (addin/paper/order_codec.py), tested with it")
+        pytest.skip(f"{path.name} is OPEN_ORDER: the order codec's (addin/paper/codec/order_codec.py), tested with it")
     rebuild = REBUILD.get(msg_id)
     assert rebuild is not None, f"{path.name}: no encoder mapped for message id {msg_id}"
 

@@ -11,7 +11,7 @@ import click
 
 from ..paper.gateway import check_bind
 from ..paper.server import GatewayConfig, PaperServer
-from ..paper.wire import SERVER_VERSION
+from ..paper.codec.wire import SERVER_VERSION
 
 
 @click.group()

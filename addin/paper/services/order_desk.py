@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from ibapi.contract import Contract
 from ibapi.order import Order
 
-from . import broker as brk
-from . import messages, requests
-from .order_codec import decode_place_order, encode_completed_order, encode_completed_orders_end, encode_open_order
+from ..market import broker as brk
+from ..codec import messages, requests
+from ..codec.order_codec import decode_place_order, encode_completed_order, encode_completed_orders_end, encode_open_order
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import PaperServer
+    from ..server import PaperServer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ReceivedOrder:
     order: Order
 
 
-class OrderDesk:
+class PaperOrderService:
     def __init__(self, server: "PaperServer"):
         self.server = server
         self.received: list[ReceivedOrder] = []

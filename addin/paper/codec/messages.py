@@ -3,7 +3,7 @@
 Each function returns one complete frame (length prefix included) and reads top to bottom like the
 client code that decodes it: ``ibapi.decoder.Decoder.process*Msg`` (or the ``EWrapper`` signature for
 the messages ibapi decodes by signature), and ``ib_async.decoder.Decoder``, which unpacks fixed field
-counts. OPEN_ORDER / COMPLETED_ORDER live in :mod:`addin.paper.order_codec`.
+counts. OPEN_ORDER / COMPLETED_ORDER live in :mod:`addin.paper.codec.order_codec`.
 
 How values are written (the way a real gateway writes them, see /work/shared/protocol/captures):
 

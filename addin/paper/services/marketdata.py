@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from . import messages, requests
+from ..codec import messages, requests
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connection import ClientConnection
-    from .market import Instrument, Quote
-    from .server import PaperServer
+    from ..market.market import Instrument, Quote
+    from ..server import PaperServer
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import messages, requests
+from ..codec import messages, requests
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import PaperServer
+    from ..server import PaperServer
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class _Sub:
     model: str = ""
 
 
-class AccountDesk:
+class PaperAccountService:
     def __init__(self, server: "PaperServer"):
         self.server = server
         self.subs: dict[tuple[int, str, int], _Sub] = {}

@@ -13,10 +13,10 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from . import wire
+from ..codec import wire
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import PaperServer
+    from ..server import PaperServer
 
 log = logging.getLogger(__name__)
 

@@ -36,13 +36,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import messages
+from ..codec import messages
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .marketdata import Subscription
-    from .server import PaperServer
+    from ..server import PaperServer
 
 CYCLE = 64                    # ticks per saw-tooth period of one field of one line
 END_PRICE = 0.0001            # the end marker's default bid (no instrument of the paper market trades there)

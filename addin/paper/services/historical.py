@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from . import history_rules, messages, requests
-from .history_rules import HistoryError
-from .market import BarSpec
+from ..codec import messages, requests
+from ..market import history_rules
+from ..market.history_rules import HistoryError
+from ..market.market import BarSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .market import Bar, Instrument
+    from ..market.market import Bar, Instrument
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,16 @@
 """Client -> server requests of the TWS API at server version 178 (everything but placeOrder).
 
-Each decoder takes a :class:`~addin.paper.wire.Fields` positioned after the message id and returns a
+Each decoder takes a :class:`~addin.paper.codec.wire.Fields` positioned after the message id and returns a
 small dataclass (contracts and filters as ibapi objects). Each reads top to bottom like the
 ``ibapi.client.EClient`` method that writes the request at server version 178; ib_async 2.1.0's
 ``Client`` writes the same fields in the same order (it differs only in spelling: strike ``0.0`` where
 ibapi leaves an unset strike empty, ``"0"``/``"1"`` for bools, ``""`` for unset numbers).
 
 Leading "version" fields are read and ignored: both clients write fixed values, and a real gateway
-does not reject other ones. A message that ends early raises :class:`~addin.paper.wire.ProtocolError`
+does not reject other ones. A message that ends early raises :class:`~addin.paper.codec.wire.ProtocolError`
 naming the missing field. Fields after the last one we know are ignored.
 
-placeOrder lives in :mod:`addin.paper.order_codec`.
+placeOrder lives in :mod:`addin.paper.codec.order_codec`.
 """
 
 from __future__ import annotations
