@@ -36,7 +36,7 @@ def _values(df) -> list[list]:
 
 
 def _write(values) -> float:
-    from addin.excel.sinks import COM_CALL_COST, CountingBook
+    from benchmarks.sinks import COM_CALL_COST, CountingBook
 
     book = CountingBook({"History": [[""]]}, cost=COM_CALL_COST)
     book.write("History", 1, 1, values)
@@ -44,9 +44,9 @@ def _write(values) -> float:
 
 
 def run_ibxl(port: int, minutes: int) -> tuple[float, int, int]:
-    from addin.contracts import ContractBook
-    from addin.history import History
-    from addin.session import Session
+    from addin.ib.contracts import ContractBook
+    from addin.market.history import History
+    from addin.ib.session import Session
 
     session = Session("127.0.0.1", port, next(_ids), rate=RATE)
     session.connect()

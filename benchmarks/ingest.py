@@ -100,8 +100,8 @@ def run_bare(gw: GatewayProcess, contracts, count: int) -> tuple[float, float]:
 
 
 def run_ibxl(gw: GatewayProcess, contracts, count: int) -> tuple[float, float]:
-    from addin.quotes import MarketData
-    from addin.session import Session
+    from addin.market.quotes import MarketData
+    from addin.ib.session import Session
 
     session = Session("127.0.0.1", gw.port, next(_ids), rate=45)
     session.connect()
@@ -200,7 +200,7 @@ def run(quick: bool = False) -> list[Row]:
             profile = profile_ibxl(gw, contracts, min(count, 20_000))
     ibxl, bare, ib_async = results["ibxl"], results["bare ibapi"], results["ib_async"]
     cfg = {"lines": lines, "ticks": count, "burst": CHUNK}
-    why = ("ibxl decodes with addin/wire_fast.py; what is left per tick is CPython's per-message cost from "
+    why = ("ibxl decodes with addin/ib/fast_reader.py; what is left per tick is CPython's per-message cost from "
            "the socket reader to the QuoteBoard (ib_async: one asyncio loop). Profile of ibxl: "
            + "; ".join(profile[:6])) if profile else ""
     return [

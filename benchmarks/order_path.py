@@ -68,15 +68,15 @@ def _pct(xs, p):
 def run(quick: bool = False) -> list[Row]:
     try:
         from addin.config import Settings
-        from addin.orders import OrderDesk
+        from addin.orders.desk import OrderDesk
     except ImportError as exc:
         return [not_measured("order_path", "row to wire p99", "ms", "bare ibapi placeOrder", f"module missing: {exc}")]
     from ibapi.order import Order
 
-    from addin.contracts import ContractBook
-    from addin.portfolio import Portfolio
-    from addin.quotes import MarketData
-    from addin.session import Session
+    from addin.ib.contracts import ContractBook
+    from addin.account.portfolio import Portfolio
+    from addin.market.quotes import MarketData
+    from addin.ib.session import Session
 
     singles = 10 if quick else 40
     basket = 20 if quick else 100

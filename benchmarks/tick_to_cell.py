@@ -185,11 +185,11 @@ def _rectangles_ok(book, records, changes: dict[int, dict], row_of: dict[str, in
 def run(quick: bool = False) -> list[Row]:
     try:
         from addin.excel.pump import DEFAULT_INTERVAL, MIN_INTERVAL, Pump
-        from addin.excel.sinks import COM_CALL_COST, CountingBook
+        from benchmarks.sinks import COM_CALL_COST, CountingBook
     except ImportError as exc:
         return [not_measured("tick_to_cell", "tick-to-cell p99", "ms", "naive writer", f"module missing: {exc}")]
-    from addin.quotes import MarketData
-    from addin.session import Session
+    from addin.market.quotes import MarketData
+    from addin.ib.session import Session
 
     sizes = (20,) if quick else (100, 500, 1000)
     window = 1.5 if quick else 3.0

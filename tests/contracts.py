@@ -1,4 +1,4 @@
-"""ibapi Contract builders for tests (the product's own cell grammar lives in addin.contracts)."""
+"""ibapi Contract builders for tests (the product's own cell grammar lives in addin.ib.contracts)."""
 
 from dataclasses import dataclass
 

@@ -2,7 +2,7 @@
 
 Every EWrapper callback is recorded as ``Event(name, args)``; tests wait on events with timeouts
 (a condition variable, never sleeps). This is test scaffolding for the paper gateway; the product's
-own client is ``addin.session``.
+own client is ``addin.ib.session``.
 """
 
 from __future__ import annotations

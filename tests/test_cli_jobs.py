@@ -15,9 +15,9 @@ import pytest
 from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet.table import Table
 
-from addin.jobs import format_summary, run_demo
+from addin.app.jobs import format_summary, run_demo
 from addin.paper import PaperGateway
-from addin.paper.market import BarSpec, on_tick_grid
+from addin.paper.market.market import BarSpec, on_tick_grid
 
 from .ibclient import IBTestClient
 from .test_paper_cli import ibxl_command
@@ -90,7 +90,7 @@ def test_demo_watchlist_quotes_are_on_the_tick_grid_inside_the_real_range(gw, de
 
 
 def _con_id_of(server, symbol: str) -> int:
-    from addin.contracts import parse
+    from addin.ib.contracts import parse
     contract = parse(symbol).to_contract()
     found = server.market.lookup(contract)
     if contract.secType == "FUT" and not contract.lastTradeDateOrContractMonth:     # ES.CME: the front month
@@ -290,7 +290,7 @@ def test_ibxl_check_against_the_gateway_a_closed_port_and_a_taken_client_id(gw):
 
 
 def test_ibxl_run_history_over_several_requests_shows_progress_and_stitches(gw, tmp_path):
-    from addin.jobs import TEMPLATE
+    from addin.app.jobs import TEMPLATE
     path = tmp_path / "hist.xlsx"
     wb = openpyxl.load_workbook(TEMPLATE)
     names = wb.defined_names

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from ibapi.order import Order
 
-from addin.contracts import ContractBook
-from addin.history import History
+from addin.ib.contracts import ContractBook
+from addin.market.history import History
 from addin.paper import PaperGateway
-from addin.paper.market import BarSpec
-from addin.portfolio import Portfolio
-from addin.quotes import MarketData
-from addin.session import Session
+from addin.paper.market.market import BarSpec
+from addin.account.portfolio import Portfolio
+from addin.market.quotes import MarketData
+from addin.ib.session import Session
 
 from .contracts import stock
 from .ibclient import IBTestClient

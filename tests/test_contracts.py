@@ -11,10 +11,10 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from ibapi.contract import Contract, ContractDetails
 
-from addin.contracts import (EXCEL_ERRORS, FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec,
+from addin.ib.contracts import (EXCEL_ERRORS, FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec,
                              format_contract, parse)
 from addin.paper import PaperGateway
-from addin.session import IBError, RequestTimeout, Session
+from addin.ib.session import IBError, RequestTimeout, Session
 
 from . import contracts as tc
 

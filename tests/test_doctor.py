@@ -1,4 +1,4 @@
-"""addin.doctor (``ibxl check``) against the real paper gateway, a closed port, a taken client id, and
+"""addin.app.doctor (``ibxl check``) against the real paper gateway, a closed port, a taken client id, and
 plain socket servers that listen but do not speak the TWS API (silent, closing, HTTP, junk).
 Real sockets and the real ibapi client; no mocks; every wait has a timeout, no sleeps."""
 
@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from addin.doctor import FAILED, OK, SKIPPED, STEP_NAMES, diagnose, render, run_check
+from addin.app.doctor import FAILED, OK, SKIPPED, STEP_NAMES, diagnose, render, run_check
 from addin.paper import PaperGateway
-from addin.session import IBError, Session
+from addin.ib.session import IBError, Session
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""addin.history against the real paper gateway: bars equal the gateway's own bars, long ranges are
+"""addin.market.history against the real paper gateway: bars equal the gateway's own bars, long ranges are
 stitched with no gap or duplicate, a burst of 100 small-bar requests keeps IB's pacing rules (the
 gateway's rule checker is the judge) and finishes close to the theoretical lower bound,
 keepUpToDate updates, the progress callback, and clear errors for bad fields.
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from addin.history import History, pacing_lower_bound
+from addin.market.history import History, pacing_lower_bound
 from addin.paper import PaperGateway
-from addin.paper.history_rules import PACING_VIOLATION
-from addin.paper.market import BarSpec
-from addin.session import IBError, Session
+from addin.paper.market.history_rules import PACING_VIOLATION
+from addin.paper.market.market import BarSpec
+from addin.ib.session import IBError, Session
 
 from .contracts import stock
 from .ibclient import IBTestClient
@@ -286,7 +286,7 @@ def test_a_stream_refuses_what_it_cannot_stream(history):
 
 
 def test_an_unknown_instrument_is_an_error_and_no_bars_are_asked(gw, history):
-    from addin.contracts import InstrumentError
+    from addin.ib.contracts import InstrumentError
     with pytest.raises((InstrumentError, IBError)) as err:
         history.bars("ZZZZQ", "1 D", "1 min")
     assert "ZZZZQ" in str(err.value)

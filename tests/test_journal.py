@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from addin.journal import DuplicateRefError, Journal, state_of_status
+from addin.orders.journal import DuplicateRefError, Journal, state_of_status
 
 FIELDS = {"ref": "R1", "action": "BUY", "quantity": 10.0, "order_type": "LMT", "limit_price": 199.5}
 
@@ -94,7 +94,7 @@ def test_orders_per_minute_count_and_kill_switch(journal):
 
 def test_the_journal_survives_the_process_and_is_shared_between_processes(tmp_path):
     path = tmp_path / "j.db"
-    code = ("import sys; from addin.journal import Journal; j = Journal(sys.argv[1]); "
+    code = ("import sys; from addin.orders.journal import Journal; j = Journal(sys.argv[1]); "
             "j.record_intent('P1', {'quantity': 1}, account='DU1', symbol='AAPL', con_id=1); "
             "j.mark_transmitting('P1', 3, 9); j.set_kill_switch(True); import os; os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)

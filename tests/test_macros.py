@@ -1,4 +1,4 @@
-"""addin.excel.macros on the template workbook (workbooks/ibxl.xlsx opened with the openpyxl adapter,
+"""addin.app.macros on the template workbook (workbooks/ibxl.xlsx opened with the openpyxl adapter,
 saved to a temporary file and read back with openpyxl), against the paper gateway through the real
 ibapi client: history into the Bars Table, orders from rows (sent once, bad rows refused with a
 reason, nothing half-sent), cancel, kill switch, portfolio, streaming."""
@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 
 from addin.config import Settings
-from addin.excel import macros
+from addin.app import macros
 from addin.excel.errors import ExcelInputError
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.paper import PaperGateway
-from addin.runtime import Runtime
+from addin.app.runtime import Runtime
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "workbooks" / "ibxl.xlsx"
 

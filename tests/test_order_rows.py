@@ -7,7 +7,7 @@ from __future__ import annotations
 import openpyxl
 import pandas as pd
 
-from addin.order_rows import (ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref,
+from addin.orders.rows import (ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref,
                               parse_row, parse_rows)
 
 
@@ -79,7 +79,7 @@ def test_error_values_and_junk_name_the_column_and_what_was_expected(tmp_path):
         ["B18", "DU1", "AAPL", "BUY", float("inf"), "MKT", None, None, None, None, None, None, None],
     ])
     # Read with openpyxl: it keeps error cells as their text ("#N/A"); pandas.read_excel turns them into
-    # NaN, which would read as a blank cell (see the order_rows docstring).
+    # NaN, which would read as a blank cell (see the addin.orders.rows docstring).
     ws = openpyxl.load_workbook(path).active
     parsed = list(parse_rows(pd.DataFrame(list(ws.iter_rows(min_row=2, values_only=True)), columns=HEADER)).values())
     expected = [

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from addin.config import Settings
-from addin.contracts import ContractBook
-from addin.order_rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
-from addin.orders import OUTPUT_FRAME_COLUMNS, OrderDesk
+from addin.ib.contracts import ContractBook
+from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
+from addin.orders.desk import OUTPUT_FRAME_COLUMNS, OrderDesk
 from addin.paper import PaperGateway
-from addin.portfolio import Portfolio
-from addin.quotes import MarketData
-from addin.session import Session
+from addin.account.portfolio import Portfolio
+from addin.market.quotes import MarketData
+from addin.ib.session import Session
 
 from .contracts import listed_es
 
@@ -542,7 +542,7 @@ def test_orders_ib_has_not_reported_yet_count_against_the_limits(rig):
 
 
 def test_after_a_reconnect_facts_wait_for_the_restored_snapshots(rig, tmp_path):
-    from addin.order_facts import WORKING_STATUSES
+    from addin.orders.facts import WORKING_STATUSES
     q = quote(rig, "AAPL")
     low = round(q.bid * 0.97, 2)
     row = lambda ref: pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,

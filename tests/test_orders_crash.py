@@ -5,7 +5,7 @@ gateway exactly once and every row must show its true state.
 The paper gateway runs in this (the parent) process, so its orders survive the child. The child is
 this module run as a script (``python -m tests.test_orders_crash child ...``): it reads the workbook
 with pandas, places its rows through a real OrderDesk over a real socket, writes assigned Refs and the
-outputs back with openpyxl. ``IBXL_CRASH_AT`` makes it ``os._exit`` at the named step (addin.orders).
+outputs back with openpyxl. ``IBXL_CRASH_AT`` makes it ``os._exit`` at the named step (addin.orders.desk).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 from addin.config import Settings
-from addin.order_rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
-from addin.orders import CRASH_STEPS, OUTPUT_FRAME_COLUMNS
+from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
+from addin.orders.desk import CRASH_STEPS, OUTPUT_FRAME_COLUMNS
 
 from .test_orders import write_refs
 
@@ -34,11 +34,11 @@ _client_ids = itertools.count(401)
 
 # --- the child ---------------------------------------------------------------------------------------------
 def _child(port: int, client_id: int, workbook: str, journal: str) -> int:
-    from addin.contracts import ContractBook
-    from addin.orders import OrderDesk
-    from addin.portfolio import Portfolio
-    from addin.quotes import MarketData
-    from addin.session import IBError, Session
+    from addin.ib.contracts import ContractBook
+    from addin.orders.desk import OrderDesk
+    from addin.account.portfolio import Portfolio
+    from addin.market.quotes import MarketData
+    from addin.ib.session import IBError, Session
 
     session = Session(port=port, client_id=client_id, backoff_min=0.05, backoff_max=0.5)
     for attempt in range(20):           # the killed predecessor's socket may not be closed at the gateway yet
@@ -84,8 +84,8 @@ def gw():
 @pytest.fixture(scope="module")
 def watcher(gw):
     """The parent's own view of the gateway: a session and portfolio (open orders, executions)."""
-    from addin.portfolio import Portfolio
-    from addin.session import Session
+    from addin.account.portfolio import Portfolio
+    from addin.ib.session import Session
     s = Session(port=gw.port, client_id=499)
     s.connect()
     pf = Portfolio(s)
@@ -128,7 +128,7 @@ def _sheet(tmp_path: Path, step: str) -> Path:
 def test_killed_at_each_step_then_restarted_every_order_exists_once_and_rows_show_the_truth(gw, watcher, tmp_path,
                                                                                            step):
     session, portfolio = watcher
-    from addin.quotes import MarketData
+    from addin.market.quotes import MarketData
     md = MarketData(session)
     try:
         bid = md.snapshot("SPY").bid

@@ -1,5 +1,5 @@
 """The paper gateway's broker on its own: order engine, commissions and accounts, driven directly
-(no sockets). Quotes come from a tiny in-file market with the same shapes as addin/paper/market.py
+(no sockets). Quotes come from a tiny in-file market with the same shapes as addin/paper/market/market.py
 (Instrument, Quote), whose prices the tests set by hand; the IB side is ibapi's own data classes."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from ibapi.contract import Contract, ContractDetails
 from ibapi.execution import ExecutionFilter
 from ibapi.order import Order
 
-from addin.paper import accounts as acc
-from addin.paper.broker import (AccountChanged, Broker, CommissionEvent, ErrorEvent, ExecutionEvent,
+from addin.paper.market import accounts as acc
+from addin.paper.market.broker import (AccountChanged, Broker, CommissionEvent, ErrorEvent, ExecutionEvent,
                                 OpenOrderEvent, OrderStatusEvent, on_tick_grid, parse_filter_time,
                                 round_to_tick)
-from addin.paper.commissions import commission
+from addin.paper.market.commissions import commission
 
 ACCOUNT = "DU1234567"
 STOCK_TYPES = "ACTIVETIM,ADJUST,ALERT,ALLOC,DAY,FOK,GTC,IOC,LIT,LMT,LOC,MIT,MKT,MOC,OCA,STP,STPLMT,TRAIL,WHATIF"
@@ -32,7 +32,7 @@ FX_TYPES = ("ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,CASHQTY,COND,CO
             "STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF")
 
 
-# --- a tiny market with the shapes of addin/paper/market.py ---------------------------------------
+# --- a tiny market with the shapes of addin/paper/market/market.py --------------------------------
 @dataclass(frozen=True)
 class Quote:
     time: datetime
@@ -943,9 +943,9 @@ def test_filter_time_formats():
     assert parse_filter_time("") is None and parse_filter_time("garbage") is None
 
 
-# === against the real market model, once addin/paper/market.py exists ============================
+# === against the real market model, once addin/paper/market/market.py exists =====================
 def test_broker_trades_against_the_real_market_model():
-    market_mod = pytest.importorskip("addin.paper.market")
+    market_mod = pytest.importorskip("addin.paper.market.market")
     market = market_mod.Market(seed=1, speed=0.0, start=datetime(2024, 3, 15, 14, 30, tzinfo=timezone.utc))
     broker = Broker([ACCOUNT], quote=market.quote, now=market.now)
     c = Contract()

@@ -10,7 +10,7 @@ import pytest
 from ibapi.contract import Contract
 
 from addin.paper import PaperGateway
-from addin.paper.firehose import CYCLE, END_PRICE
+from addin.paper.services.firehose import CYCLE, END_PRICE
 from addin.paper.server import GatewayConfig
 
 from .ibclient import IBTestClient

@@ -1,4 +1,4 @@
-"""IB's historical request rules (addin.paper.history_rules): step sizes, bar sizes, durations,
+"""IB's historical request rules (addin.paper.market.history_rules): step sizes, bar sizes, durations,
 endDateTime, whatToShow, the whole-request check order, and the per-connection pacer."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addin.paper.history_rules import (
+from addin.paper.market.history_rules import (
     IMPLIED_TZ_WARNING,
     LEGAL_BAR_SIZES,
     STEP_TABLE,

@@ -18,7 +18,7 @@ from addin.paper import PaperGateway
 from .contracts import btc, contract, eurusd, listed_es, spx, stock
 from .ibclient import IBTestClient
 
-DATA = Path(__file__).resolve().parents[1] / "addin" / "paper" / "data"
+DATA = Path(__file__).resolve().parents[1] / "addin" / "paper" / "market" / "data"
 
 
 def snapshot(ib, c, timeout=10):

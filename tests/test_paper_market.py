@@ -1,4 +1,4 @@
-"""The paper gateway's market model (addin.paper.market): real data replayed, the tick generator, bars,
+"""The paper gateway's market model (addin.paper.market.market): real data replayed, the tick generator, bars,
 quotes, the replay clock, the instrument universe and IB-style contract matching. Real data, no mocks.
 
 Most tests use one market frozen at a fixed start (speed 0), so every number is reproducible."""
@@ -18,13 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ibapi.contract import Contract
 
-from addin.paper import ticks as tk
-from addin.paper.market import Bar, BarSpec, Market, Quote, on_tick_grid, round_to_tick
-from addin.paper.universe import SYNTHETIC_BASE
+from addin.paper.market import ticks as tk
+from addin.paper.market.market import Bar, BarSpec, Market, Quote, on_tick_grid, round_to_tick
+from addin.paper.market.universe import SYNTHETIC_BASE
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")
-DATA = Path(__file__).resolve().parents[1] / "addin" / "paper" / "data"
+DATA = Path(__file__).resolve().parents[1] / "addin" / "paper" / "market" / "data"
 START = datetime(2026, 11, 20, 15, 45, 30, 250000, tzinfo=UTC)   # a Friday afternoon in New York
 DAY, HOUR, MINUTE = BarSpec(86400), BarSpec(3600), BarSpec(60)
 

@@ -41,7 +41,7 @@ from ibapi.order_cancel import OrderCancel
 from ibapi.tag_value import TagValue
 from ibapi.wrapper import EWrapper
 
-from addin.paper import messages, requests, wire
+from addin.paper.codec import messages, requests, wire
 
 SERVER_VERSION = 178
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"    # real TWS messages, with provenance

@@ -37,8 +37,8 @@ from ibapi.softdollartier import SoftDollarTier
 from ibapi.tag_value import TagValue
 from ibapi.wrapper import EWrapper
 
-from addin.paper import wire
-from addin.paper.order_codec import (
+from addin.paper.codec import wire
+from addin.paper.codec.order_codec import (
     decode_place_order,
     encode_completed_order,
     encode_completed_orders_end,

@@ -13,10 +13,10 @@ from ibapi.order import Order
 from ibapi.order_cancel import OrderCancel
 
 from addin.paper import PaperGateway
-from addin.portfolio import (EXECUTION_COLUMNS, OPEN_ORDER_COLUMNS, PNL_COLUMNS, PNL_SINGLE_COLUMNS,
+from addin.account.portfolio import (EXECUTION_COLUMNS, OPEN_ORDER_COLUMNS, PNL_COLUMNS, PNL_SINGLE_COLUMNS,
                              POSITION_COLUMNS, SUMMARY_COLUMNS, VALUE_COLUMNS, Portfolio, parse_ib_time,
                              parse_value)
-from addin.session import IBError, RequestTimeout, Session
+from addin.ib.session import IBError, RequestTimeout, Session
 
 from .contracts import listed_es, stock
 

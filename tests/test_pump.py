@@ -17,10 +17,10 @@ from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.pump import (RPC_E_CALL_REJECTED, STANDARD_COLUMNS, ComRetry, Pump, is_call_rejected,
                               merge_rectangles)
 from addin.excel.recalc import RecalcRegistry
-from addin.excel.sinks import CountingBook
+from benchmarks.sinks import CountingBook
 from addin.paper import PaperGateway
-from addin.quotes import QuoteBoard
-from addin.runtime import Runtime
+from addin.market.quotes import QuoteBoard
+from addin.app.runtime import Runtime
 
 HEADER = ["Symbol"] + list(STANDARD_COLUMNS)
 

@@ -1,4 +1,4 @@
-"""addin.quotes: the QuoteBoard (versions, changes_since, thread safety) and MarketData lines against
+"""addin.market.quotes: the QuoteBoard (versions, changes_since, thread safety) and MarketData lines against
 the real paper gateway (reference counting, budget, errors, delayed data, snapshots, reconnects,
 1101/1102, 500 instruments under the pacer). Real sockets, real ibapi, no mocks of the IB side."""
 
@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from ibapi.contract import Contract
 
 from addin.paper import PaperGateway
-from addin.quotes import (DATA_TYPES, MarketData, MarketDataError, Quote, QuoteBoard, decode_tick)
-from addin.session import IBError, Session
+from addin.market.quotes import (DATA_TYPES, MarketData, MarketDataError, Quote, QuoteBoard, decode_tick)
+from addin.ib.session import IBError, Session
 
 from .contracts import stock
 
@@ -28,7 +28,7 @@ _client_ids = itertools.count(201)
 
 
 def qualified(symbol: str) -> Contract:
-    """A qualified stock Contract (conId set), as addin.contracts will hand out."""
+    """A qualified stock Contract (conId set), as addin.ib.contracts will hand out."""
     c = stock(symbol)
     c.conId = CON_IDS[symbol] if symbol in CON_IDS else SIM_BASE + int(symbol[3:])
     c.primaryExchange = "ARCA" if symbol == "SPY" else "NASDAQ"

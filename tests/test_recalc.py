@@ -8,9 +8,9 @@ import pytest
 
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.recalc import RecalcRegistry, normalize_address
-from addin.excel.sinks import CountingBook
+from benchmarks.sinks import CountingBook
 from addin.paper import PaperGateway
-from addin.runtime import Runtime
+from addin.app.runtime import Runtime
 
 
 def test_normalize_address():

@@ -11,7 +11,7 @@ import pytest
 from ibapi.contract import Contract
 
 from addin.paper import PaperGateway
-from addin.session import IBError, Request, RequestTimeout, Session
+from addin.ib.session import IBError, Request, RequestTimeout, Session
 
 
 def aapl() -> Contract:

@@ -22,9 +22,9 @@ import pytest
 
 import udfs
 from addin.excel.pump import Pump
-from addin.excel.sinks import CountingBook
+from benchmarks.sinks import CountingBook
 from addin.paper import PaperGateway
-from addin.runtime import READ_ONLY_METHODS, ReadOnlyRuntime, Runtime, set_runtime
+from addin.app.runtime import READ_ONLY_METHODS, ReadOnlyRuntime, Runtime, set_runtime
 from udfs import functions
 
 from .contracts import listed_es
@@ -202,7 +202,7 @@ def test_no_udf_can_place_modify_or_cancel_an_order(gw, rt):
 def test_the_process_wide_runtime_is_created_once_from_the_users_config(gw, tmp_path, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from addin.runtime import get_runtime, shutdown_runtime
+    from addin.app.runtime import get_runtime, shutdown_runtime
     config = tmp_path / "config.toml"
     config.write_text(f"[connection]\nhost = \"127.0.0.1\"\nport = {gw.port}\nclient_id = 52\n", encoding="utf-8")
     monkeypatch.setenv("IBXL_CONFIG", str(config))

@@ -1,4 +1,4 @@
-"""addin.wire_fast against ibapi's own decoding, no mocks of the IB side.
+"""addin.ib.fast_reader against ibapi's own decoding, no mocks of the IB side.
 
 Every payload goes through two paths: ibapi's (``EClient.run``'s body: msgId split, ``read_fields``,
 ``Decoder.interpret``) and ours (``FastClient._process``: fast decoder or ibapi's interpret). Both
@@ -26,7 +26,7 @@ from ibapi.decoder import Decoder
 from ibapi.ticktype import TickTypeEnum
 from ibapi.wrapper import EWrapper
 
-from addin.wire_fast import FastClient, FastDecoder, Framer
+from addin.ib.fast_reader import FastClient, FastDecoder, Framer
 
 SERVER_VERSION = 178
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"    # real TWS messages, with provenance
@@ -64,7 +64,7 @@ class _BatchRecorder(_Recorder):
     """A wrapper with the batch callback: rows are expanded to BarData for the comparison."""
 
     def historicalDataBatch(self, req_id, rows):
-        from addin.wire_fast import bar_from_row
+        from addin.ib.fast_reader import bar_from_row
         for row in rows:
             self.calls.append(("historicalData", (_norm(req_id), _norm(bar_from_row(row)))))
 

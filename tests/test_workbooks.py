@@ -13,7 +13,7 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from addin.demo import PRICING
+from addin.app.demo import PRICING
 from addin.excel import layout
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.remote_json import book_json
@@ -71,7 +71,7 @@ def test_sample_rows_and_parameters(template):
     assert orders.loc["BAD-QUANTITY-TOO-BIG", "Quantity"] == 100000
     assert orders.loc["BAD-UNKNOWN-SYMBOL", "Symbol"] == "ZZZZ"
     assert orders.loc["BAD-TEXT-QUANTITY", "Quantity"] == "ten"
-    # No fixed prices: ibxl demo writes every priced cell from the live quote (addin.demo.PRICING).
+    # No fixed prices: ibxl demo writes every priced cell from the live quote (addin.app.demo.PRICING).
     for ref, recipe in PRICING.items():
         for column, *_ in recipe:
             assert pd.isna(orders.loc[ref, column]), (ref, column)
@@ -125,7 +125,7 @@ def test_the_xlsm_is_wired_for_xlwings(built):
     assert len(buttons) == len(layout.MACROS) == 12
     for (macro, caption), (b_caption, sub, call) in zip(layout.MACROS, buttons):
         assert b_caption == caption
-        assert call == f'RunPython "import addin.excel.macros as m; m.{macro}()"'
+        assert call == f'RunPython "import addin.app.macros as m; m.{macro}()"'
         assert f"Sub {sub}()\r\n    ' {caption}\r\n    {call}\r\nEnd Sub" in bas
 
 

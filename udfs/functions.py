@@ -1,7 +1,7 @@
 """The worksheet functions (UDFs) Excel imports through xlwings ("UDF Modules" = ``udfs``).
 
 Every function reads; none can place, modify or cancel an order: they only ever receive the
-Runtime's read-only facade (``addin.runtime.ReadOnlyRuntime``). Every failure comes back as cell
+Runtime's read-only facade (``addin.app.runtime.ReadOnlyRuntime``). Every failure comes back as cell
 text, ``#IB <code>: <IB's text>`` for IB's errors and ``#IBXL: <what was wrong>`` for ours, never a
 Python traceback.
 
@@ -55,7 +55,7 @@ class _WaitingError(Exception):
 
 
 def _reader():
-    from addin.runtime import get_runtime
+    from addin.app.runtime import get_runtime
     return get_runtime().readonly()
 
 

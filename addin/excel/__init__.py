@@ -1,5 +1,5 @@
-"""The workbook side: one Book interface, adapters for xlwings and openpyxl, the streaming pump,
-the formula recalc registry and the macros that buttons call.
+"""The workbook side: one Book interface, adapters for xlwings and openpyxl, the streaming pump
+and the formula recalc registry (the macros that buttons call are :mod:`addin.app.macros`).
 
 - :mod:`addin.excel.book`: the :class:`Book` interface, :class:`TableInfo`, errors and value helpers.
 - :mod:`addin.excel.openpyxl_book`: :class:`OpenpyxlBook`, workbook files (atomic saves, VBA kept,

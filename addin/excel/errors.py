@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from ..session import IBError
+from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def error_text(exc: BaseException) -> str:
     """The cell text for ``exc``: ``#IB <code>: <text>`` for IB's errors (IBError, an
     InstrumentError IB refused with a code), ``#IBXL: <message>`` for everything else."""
     try:
-        from ..contracts import InstrumentError
+        from ..ib.contracts import InstrumentError
     except Exception:  # pragma: no cover - contracts is part of the package
         InstrumentError = ()  # type: ignore[assignment]
     if InstrumentError and isinstance(exc, InstrumentError):

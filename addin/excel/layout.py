@@ -70,7 +70,7 @@ TABLES = {
     "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
 }
 
-# The macros buttons call (addin.excel.macros), with their captions.
+# The macros buttons call (addin.app.macros), with their captions.
 MACROS = [
     ("connect", "Connect"),
     ("disconnect", "Disconnect"),

@@ -164,7 +164,7 @@ class PaperGateway:
     def firehose(self, rate: float | None = None, count: int | None = None, record: bool = False,
                  end: float | None = None) -> None:
         """Replace the quote stream by synthetic TICK_PRICE ticks to every live line (see
-        ``addin.paper.firehose``). rate: ticks per second over all lines (None: as fast as the
+        ``addin.paper.services.firehose``). rate: ticks per second over all lines (None: as fast as the
         sockets take them); count: stop after this many, then the newest line gets one bid at
         ``end`` (default ``END_PRICE``) and the replayed quotes stay paused until
         :meth:`firehose_stop`; record: keep each tick's send time for :meth:`sent_ticks`. Raises

@@ -3,7 +3,7 @@
 Runs on one asyncio event loop, so every piece of gateway state (market subscriptions, the broker,
 accounts) is touched by one thread only and needs no locks. Services own their concern:
 ``MarketDataService`` (quotes, tick-by-tick, streaming loop), ``HistoryService`` (bars, pacing),
-``OrderDesk`` (orders, executions) and ``AccountDesk`` (positions, account values, P&L).
+``PaperOrderService`` (orders, executions) and ``PaperAccountService`` (positions, account values, P&L).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 from ibapi.contract import Contract
 
-from . import messages, requests, wire
-from .account_desk import AccountDesk
-from .broker import Broker
-from .connection import ClientConnection
-from .firehose import Firehose
-from .historical import HistoryService
-from .market import Instrument, Market
-from .marketdata import MarketDataService
-from .order_desk import OrderDesk
+from .codec import messages, requests, wire
+from .services.account_desk import PaperAccountService
+from .market.broker import Broker
+from .services.connection import ClientConnection
+from .services.firehose import Firehose
+from .services.historical import HistoryService
+from .market.market import Instrument, Market
+from .services.marketdata import MarketDataService
+from .services.order_desk import PaperOrderService
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class PaperServer:
         self.clients: dict[int, ClientConnection] = {}
         self.marketdata = MarketDataService(self)
         self.history = HistoryService(self)
-        self.orders = OrderDesk(self)
-        self.accounts = AccountDesk(self)
+        self.orders = PaperOrderService(self)
+        self.accounts = PaperAccountService(self)
         self.answer_delay = 0.0
         self.last_firehose: Firehose | None = None      # the running or latest firehose (its stats)
         self._refuse_until = 0.0

@@ -1,0 +1,222 @@
+"""The ``ibxl`` command line: ``demo``, ``run``, ``check``, ``paper`` (the offline TWS API server)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import datetime, timezone
+
+import click
+
+from ..paper.gateway import check_bind
+from ..paper.server import GatewayConfig, PaperServer
+from ..paper.codec.wire import SERVER_VERSION
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """ibxl: Interactive Brokers in Excel."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _parse_start(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only "
+              "unless --allow-remote).")
+@click.option("--port", default=4002, show_default=True, type=int, help="TCP port (IB Gateway's paper "
+              "port); 0 picks a free one.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the tick generator.")
+@click.option("--speed", default=1.0, show_default=True, type=float, help="Replayed seconds per real "
+              "second (0 freezes the market).")
+@click.option("--accounts", default="DU1234567", show_default=True, help="Comma-separated paper "
+              "account ids (DU...).")
+@click.option("--start", default=None, help="Replay start time, ISO 8601 (default: now).")
+@click.option("--synthetic", default=0, show_default=True, type=click.IntRange(0, 2000),
+              help="Add SIM0001.. synthetic instruments for load tests.")
+@click.option("--max-lines", default=100, show_default=True, type=int, help="Market data lines per client.")
+@click.option("--firehose", is_flag=True, help="Benchmarks: replace the replayed quotes by synthetic ticks to "
+              "every line, as fast as the sockets take them.")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (there is no "
+              "authentication: anyone who can reach the port can trade the paper accounts).")
+def paper(host, port, seed, speed, accounts, start, synthetic, max_lines, firehose, allow_remote) -> None:
+    """Serve the paper gateway until interrupted (Ctrl-C).
+
+    A TWS API server that replays real market data and fills orders against it: point ibapi,
+    ib_async or ibxl at the printed port as you would at TWS or IB Gateway.
+    """
+    account_list = tuple(a.strip() for a in accounts.split(",") if a.strip())
+    bad = [a for a in account_list if not a.startswith("DU")]
+    if not account_list or bad:
+        raise click.BadParameter(f"paper account ids start with 'DU'; got {bad or 'none'}",
+                                 param_hint="--accounts")
+    try:
+        check_bind(host, allow_remote)
+        start_dt = _parse_start(start)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    config = GatewayConfig(host=host, port=port, accounts=account_list, seed=seed, speed=speed,
+                           start=start_dt, synthetic=synthetic, max_lines=max_lines, allow_remote=allow_remote,
+                           firehose=firehose)
+    try:
+        asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        pass
+    click.echo("paper gateway stopped")
+
+
+async def _serve(config: GatewayConfig) -> None:
+    server = PaperServer(config)
+    try:
+        port = await server.start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+    click.echo(f"ibxl paper gateway listening on {config.host}:{port} (TWS API server version "
+               f"{SERVER_VERSION}; accounts {','.join(config.accounts)}; {len(server.market.instruments)} "
+               f"instruments; speed {config.speed:g}x)", )
+    click.echo("Press Ctrl-C to stop.")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where TWS or IB Gateway runs.")
+@click.option("--port", default=4002, show_default=True, type=int,
+              help="API port: TWS 7497 paper / 7496 live, IB Gateway 4002 paper / 4001 live.")
+@click.option("--client-id", default=1, show_default=True, type=int, help="The API client id to try.")
+@click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds per step.")
+@click.option("--instrument", default="AAPL", show_default=True,
+              help="Instrument whose quote is checked (e.g. EUR/USD if you only have forex data).")
+def check(host, port, client_id, timeout, instrument) -> None:
+    """Diagnose the connection to TWS or IB Gateway: run this first.
+
+    Checks, in order: is anything listening, does it speak the TWS API, is the client id free,
+    which accounts (paper or live), and which market data type quotes actually arrive in; for each
+    problem it says what to change. Exit code 0 when all is well, 1 when something needs fixing.
+    """
+    from .doctor import run_check
+    try:
+        code = run_check(host, port, client_id, timeout, instrument=instrument, echo=click.echo)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    raise SystemExit(code)
+
+
+class _HistoryProgress:
+    """A progress bar for a history pull that takes several IB requests (silent for one)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= 1:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="history requests", show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+        if done >= total:
+            self.bar.__exit__(None, None, None)
+
+
+def _print_summary(summary) -> None:
+    """The readable end of a run: quotes, history, orders and portfolio in a few lines each."""
+    from .jobs import format_summary
+    click.echo(format_summary(summary))
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), default="ibxl-demo.xlsx", show_default=True,
+              help="Where to write the demo workbook (a copy of workbooks/ibxl.xlsx).")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="How long to stream the Watchlist.")
+def demo(out, seconds) -> None:
+    """Run the whole loop on the paper gateway: no TWS, no Excel needed.
+
+    Starts the paper gateway (real replayed prices) on a free loopback port, copies the template
+    workbook to OUT, streams the Watchlist, pulls GOOG history, places the sample orders (some are
+    refused by the risk checks on purpose, with the reason in the row), refreshes the portfolio, saves
+    and prints a summary. Open OUT in Excel (or LibreOffice) afterwards.
+    """
+    from .jobs import run_demo
+    summary = run_demo(out, seconds=seconds, echo=click.echo)
+    _print_summary(summary)
+    raise SystemExit(0 if summary.ok else 1)
+
+
+@main.command()
+@click.argument("workbook", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", default=None, help="TWS / IB Gateway host [config file, else 127.0.0.1].")
+@click.option("--port", default=None, type=int, help="API port: TWS 7497 paper / 7496 live, IB Gateway "
+              "4002 paper / 4001 live [config file, else 4002].")
+@click.option("--client-id", default=None, type=int, help="API client id [config file, else 1].")
+@click.option("--stream", "stream_seconds", default=0.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="Stream the Watchlist Table for this many seconds.")
+@click.option("--history", is_flag=True, help="Pull the bars the History sheet asks for.")
+@click.option("--orders", is_flag=True, help="Place the pending rows of the Orders Table (after the risk "
+              "checks) and wait for IB's answers.")
+@click.option("--cancel", default=None, metavar="all|REF,...", help="Cancel every open order (all) or these Refs.")
+@click.option("--portfolio", is_flag=True, help="Refresh Positions, Account, P&L and Executions.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Save to this new file instead of overwriting WORKBOOK.")
+def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel, portfolio, out) -> None:
+    """Do the workbook's jobs headless against TWS, IB Gateway or the paper gateway, then save it.
+
+    Uses the Tables the workbook has (Watchlist, Orders, Positions, Account, Executions, Bars) and leaves
+    every other sheet, formula and format as it was. Risk limits come from your config file
+    (~/.ibxl/config.toml or $IBXL_CONFIG), tightened by the workbook's Config sheet.
+    """
+    from ..config import ConfigError, load_settings
+    from ..excel.book import BookError
+    from .jobs import run_workbook
+    from ..ib.session import IBError
+    if not any((stream_seconds, history, orders, cancel, portfolio)):
+        raise click.UsageError("nothing to do: pass at least one of --stream, --history, --orders, --cancel, "
+                               "--portfolio")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    conn = settings.connection
+    try:
+        summary = run_workbook(workbook, out=out, host=host or conn.host, port=port or conn.port,
+                               client_id=client_id if client_id is not None else conn.client_id,
+                               stream=stream_seconds, history=history, orders=orders, cancel=cancel,
+                               portfolio=portfolio, settings=settings, echo=click.echo,
+                               progress=_HistoryProgress())
+    except (BookError, IBError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_summary(summary)
+    raise SystemExit(0 if summary.ok else 1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
+@click.pass_context
+def bench(ctx) -> None:
+    """Run the benchmarks (python -m benchmarks): figures against peers measured in the same run.
+
+    Options: --quick, --only NAME, --json PATH, --memory-seconds S; see `ibxl bench --help`.
+    """
+    from benchmarks.__main__ import main as bench_main
+    bench_main.main(args=ctx.args, prog_name="ibxl bench")
+
+
+if __name__ == "__main__":
+    main()

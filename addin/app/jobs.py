@@ -1,0 +1,319 @@
+"""The main job, headless: ``ibxl run`` (any workbook, any gateway) and ``ibxl demo`` (the template
+against an embedded paper gateway).
+
+Both do what a trader does with the buttons, in this order, on a workbook file opened through the
+openpyxl adapter (``addin.excel.openpyxl_book``): connect, stream the Watchlist for N seconds (the
+pump, flushed from this thread: the file adapter is not shared across threads), pull history, place
+the pending order rows, wait until IB has answered every order sent (resting, filled with its
+commission, cancelled or rejected), refresh the portfolio, write the last order states, save
+atomically. Each step is a macro of ``addin.app.macros``: the buttons in Excel run the same code.
+
+A step that fails is reported and the next one still runs (a bad History parameter must not cost the
+user their order statuses); the workbook is saved whenever it was opened, and the exit code says
+whether every step succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ..config import Settings, load_settings
+from . import macros
+from ..excel.openpyxl_book import OpenpyxlBook
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# IB's order statuses after which nothing changes unless someone acts (plus our own outcomes).
+FINAL = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected", "Refused", "Error",
+                   "Not sent"})
+SETTLED = FINAL | {"Submitted", "PreSubmitted"}
+TEMPLATE = Path(__file__).resolve().parents[2] / "workbooks" / "ibxl.xlsx"
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class RunSummary:
+    """What a run did: one StepResult per step, the saved file, and the tables it wrote."""
+
+    workbook: Path
+    steps: list[StepResult] = field(default_factory=list)
+    orders: pd.DataFrame | None = None
+    quotes: pd.DataFrame | None = None
+    bars: pd.DataFrame | None = None
+    positions: pd.DataFrame | None = None
+    verdicts: list = field(default_factory=list)     # demo only: addin.app.demo.Verdict per sample row
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+
+def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str = "127.0.0.1",
+                 port: int = 4002, client_id: int = 1, stream: float = 0.0, history: bool = False,
+                 orders: bool = False, cancel: str | None = None, portfolio: bool = False,
+                 settings: Settings | None = None, journal_path: str | Path | None = None,
+                 settle_timeout: float = 20.0, echo: Callable[[str], None] = print,
+                 progress: Callable[[int, int], None] | None = None,
+                 prepare_orders: Callable[[object, Runtime], object] | None = None) -> RunSummary:
+    """Run the chosen jobs on the workbook at ``path`` against TWS / IB Gateway / a paper gateway at
+    ``host:port`` and save it (to ``out`` when given, else in place).
+
+    stream: seconds to stream the Watchlist (0: no streaming; order states are written at the end).
+    cancel: "all" (reqGlobalCancel) or comma-separated Refs. settings: risk and connection settings
+    (default: the user's config file). journal_path: the order journal (default: the runtime's).
+    progress: ``progress(done, total)`` for the history pull's IB requests. prepare_orders:
+    ``prepare_orders(book, runtime)`` runs at the start of the orders step (the demo prices its
+    sample rows from the live quote there); its failure fails the step and nothing is placed.
+    Returns a RunSummary. Raises WorkbookLockedError / WouldLosePartsError (before anything is sent)
+    when the workbook cannot be written safely, IBError when the gateway cannot be reached.
+    """
+    settings = settings or load_settings()
+    book = OpenpyxlBook.open(path, out=out)   # refuses a locked file or one it would damage, up front
+    summary = RunSummary(workbook=Path(out or path))
+    rt = Runtime(host, port, client_id, settings=settings, journal_path=journal_path,
+                 market_data_type=settings.connection.market_data_type)
+    try:
+        status = macros.connect(book, rt)
+        echo(f"connected to {host}:{port} as client {client_id}: accounts {status['accounts']}"
+             f"{' (paper)' if status['paper'] else ' (LIVE)' if status['paper'] is False else ''}")
+        pump = _step(summary, echo, "stream", lambda: _stream(book, rt, stream)) if stream > 0 else None
+        if history:
+            _step(summary, echo, "history", lambda: _history(book, rt, summary, progress))
+        if orders:
+            _step(summary, echo, "orders", lambda: _orders(book, rt, pump, summary, settle_timeout, prepare_orders))
+        if cancel:
+            _step(summary, echo, "cancel", lambda: _cancel(book, rt, pump, cancel, summary, settle_timeout))
+        if portfolio:
+            _step(summary, echo, "portfolio", lambda: _portfolio(book, rt, summary))
+        if pump is not None:
+            pump.flush()
+            summary.quotes = _quotes_frame(book)
+            rt.stop_pump(macros.book_id(book))
+    finally:
+        try:
+            saved = book.save()
+            summary.workbook = saved
+            echo(f"saved {saved}")
+        finally:
+            rt.close()
+    return summary
+
+
+def _step(summary: RunSummary, echo, name: str, fn):
+    try:
+        result = fn()
+    except Exception as exc:     # a failed step is reported; the others still run
+        log.debug("step %s failed", name, exc_info=True)
+        summary.steps.append(StepResult(name, False, f"{type(exc).__name__}: {exc}"))
+        echo(f"  {name}: FAILED: {exc}")
+        return None
+    summary.steps.append(StepResult(name, True, _detail(name, summary)))
+    return result
+
+
+def _detail(step: str, summary: RunSummary) -> str:
+    """One line on what a step produced, for the summary."""
+    if step == "history" and summary.bars is not None:
+        return f"{len(summary.bars)} bars"
+    if step == "orders" and summary.orders is not None and "Status" in summary.orders:
+        counts = summary.orders["Status"].fillna("pending").value_counts()
+        return ", ".join(f"{n} {status}" for status, n in counts.items())
+    if step == "portfolio" and summary.positions is not None:
+        return f"{len(summary.positions)} positions"
+    return ""
+
+
+def _stream(book, rt: Runtime, seconds: float):
+    """Bind the pump to the Watchlist and flush it every interval for ``seconds``; returns the pump
+    (kept bound, so order states reach the Orders rows while the later steps run)."""
+    if not macros.has_table(book, "Watchlist") and not macros.has_table(book, "Orders"):
+        return None
+    pump = macros.start_streaming(book, rt, run=False)
+    deadline = time.monotonic() + seconds
+    cadence = threading.Event()          # never set: its wait() is the flush cadence, not a sync
+    while True:
+        pump.flush()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return pump
+        cadence.wait(min(left, pump.interval))
+
+
+def _history(book, rt: Runtime, summary: RunSummary, progress=None):
+    df = macros.pull_history(book, rt, progress=progress)
+    summary.bars = df
+    return df
+
+
+def _settle(rt: Runtime, pump, refs: list[str], timeout: float, states: frozenset = SETTLED) -> pd.DataFrame:
+    """Wait until every Ref in ``refs`` has a status in ``states`` (and a filled one its commission),
+    flushing the pump meanwhile; returns the desk's table of them. Waits on the desk's listener."""
+    desk = rt.orders
+    changed = threading.Event()
+
+    def on_change(ref, outputs):
+        changed.set()
+
+    desk.add_listener(on_change)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            table = desk.table()
+            mine = table.loc[table.index.isin(refs)]
+            if all(_settled(row, states) for _, row in mine.iterrows()):
+                return mine
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return mine
+            changed.wait(min(left, 0.25))
+            changed.clear()
+            if pump is not None:
+                pump.flush()
+    finally:
+        desk.remove_listener(on_change)
+
+
+def _settled(row, states: frozenset) -> bool:
+    status = row.get("Status")
+    if status not in states:
+        return False
+    if status == "Filled":
+        c = row.get("Commission")
+        return c is not None and not (isinstance(c, float) and math.isnan(c))
+    return True
+
+
+def _orders(book, rt: Runtime, pump, summary: RunSummary, settle_timeout: float, prepare=None):
+    if prepare is not None:
+        rt.connect()
+        prepare(book, rt)
+    out = macros.place_orders(book, rt)
+    sent = [str(r) for r, s in zip(out["Ref"], out["Status"]) if s not in ("Error", "Refused", "Not sent")]
+    if sent:
+        _settle(rt, pump, sent, settle_timeout)
+    _write_order_states(book, rt, summary)
+
+
+def _cancel(book, rt: Runtime, pump, what: str, summary: RunSummary, settle_timeout: float):
+    """Cancel all (reqGlobalCancel) or the given Refs, wait until IB confirms each, write the rows."""
+    working = rt.orders.table()
+    working = working[working["Status"].isin(("Submitted", "PreSubmitted"))].index.tolist()
+    if what.strip().lower() == "all":
+        macros.cancel_all(book, rt)
+        refs = working
+    else:
+        refs = [r.strip() for r in what.split(",") if r.strip()]
+        rt.orders.cancel(refs)
+    _settle(rt, pump, [r for r in refs if r in working], settle_timeout, FINAL)
+    _write_order_states(book, rt, summary)
+
+
+def _write_order_states(book, rt: Runtime, summary: RunSummary) -> None:
+    """Every Orders row whose Ref the desk knows gets the desk's current outputs (the pump streams
+    them too while it is bound; this makes the saved file right even without streaming)."""
+    by_ref = rt.orders.table().to_dict(orient="index")
+    info = macros.orders_table(book)
+    rows = macros.order_rows(book, info, None, pending_only=False)
+    updates = {int(r): by_ref[str(ref).strip()] for r, ref in rows.get("Ref", pd.Series(dtype=object)).items()
+               if isinstance(ref, str) and ref.strip() in by_ref}
+    macros.write_outputs(book, info, updates)
+    summary.orders = _orders_frame(book)
+
+
+def _portfolio(book, rt: Runtime, summary: RunSummary):
+    counts = macros.refresh_portfolio(book, rt)
+    summary.positions = book.read_table("Positions", drop_empty=True) if macros.has_table(book, "Positions") else None
+    return counts
+
+
+def _quotes_frame(book) -> pd.DataFrame | None:
+    return book.read_table("Watchlist", drop_empty=True) if macros.has_table(book, "Watchlist") else None
+
+
+def _orders_frame(book) -> pd.DataFrame | None:
+    return book.read_table("Orders", drop_empty=True) if macros.has_table(book, "Orders") else None
+
+
+def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], None] = print,
+             gateway=None) -> RunSummary:
+    """``ibxl demo``: start the paper gateway on a free loopback port, copy the template workbook to
+    ``out``, stream the Watchlist for ``seconds``, pull history, price the sample orders from the live
+    quote and place them (the BAD-* rows are refused by the risk rules on purpose), refresh the
+    portfolio and save. Uses the built-in risk defaults (not the user's config file) and a fresh
+    journal beside ``out``, so every run shows the same story at any date and hour. A last step,
+    "samples", checks every sample row ended as intended (``addin.app.demo.verdicts``): a good row refused
+    or in error, or a BAD-* row refused for another reason, fails it. ``gateway``: a running
+    PaperGateway to use instead of a new one (tests). Returns the RunSummary."""
+    from .demo import price_samples, verdicts
+    from ..paper import PaperGateway
+
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(TEMPLATE, out)
+    journal = out.with_name(out.stem + ".journal.sqlite3")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(journal) + suffix).unlink(missing_ok=True)
+    with contextlib.ExitStack() as stack:
+        gw = gateway or stack.enter_context(PaperGateway(port=0))
+        echo(f"paper gateway on 127.0.0.1:{gw.port} (replaying real prices; see docs/paper-market.md)")
+        summary = run_workbook(out, host="127.0.0.1", port=gw.port, client_id=1, stream=seconds, history=True,
+                               orders=True, portfolio=True, settings=Settings(), journal_path=journal, echo=echo,
+                               prepare_orders=price_samples)
+    summary.verdicts = verdicts(summary.orders)
+    failed = [v.line for v in summary.verdicts if not v.ok]
+    summary.steps.append(StepResult("samples", not failed, "; ".join(failed) if failed else
+                                    f"{len(summary.verdicts)} sample rows ended as intended"))
+    for line in failed:
+        echo(f"  samples: FAILED: {line}")
+    return summary
+
+
+def _table_text(df: pd.DataFrame | None, columns: list[str], limit: int = 20) -> str:
+    if df is None or df.empty:
+        return "    (none)"
+    cols = [c for c in columns if c in df.columns]
+    text = df[cols].head(limit).to_string(index=False, na_rep="", max_colwidth=60)
+    more = f"\n    ... {len(df) - limit} more" if len(df) > limit else ""
+    return "\n".join("    " + line for line in text.splitlines()) + more
+
+
+def format_summary(summary: RunSummary) -> str:
+    """A readable account of a run: the steps, then the Watchlist, the history pulled, the order rows
+    with their statuses and reasons, and the positions."""
+    lines = ["", f"ibxl: {'all steps succeeded' if summary.ok else 'some steps FAILED'} -> {summary.workbook}"]
+    for s in summary.steps:
+        lines.append(f"  [{'ok' if s.ok else 'FAILED'}] {s.name}{': ' + s.detail if s.detail else ''}")
+    if summary.quotes is not None:
+        lines += ["", "Watchlist:", _table_text(summary.quotes, ["Symbol", "Bid", "Ask", "Last", "Volume",
+                                                                 "ChangePct", "DataType"])]
+    if summary.bars is not None:
+        b = summary.bars
+        span = f"{b.index[0]:%Y-%m-%d} .. {b.index[-1]:%Y-%m-%d}" if len(b) else "none"
+        lines += ["", f"History: {len(b)} bars ({span}); last close {b['close'].iloc[-1]:g}" if len(b)
+                  else "History: no bars"]
+    if summary.orders is not None:
+        lines += ["", "Orders:", _table_text(summary.orders, [
+            "Ref", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "StopPrice", "TakeProfit", "StopLoss",
+            "Status", "Filled", "AvgFillPrice", "Commission", "Message"])]
+    if summary.positions is not None:
+        lines += ["", "Positions:", _table_text(summary.positions, list(summary.positions.columns)[:8])]
+    if summary.verdicts:
+        lines += ["", "Sample rows:"] + [f"    [{'ok' if v.ok else 'FAILED'}] {v.line}" for v in summary.verdicts]
+    return "\n".join(lines)

@@ -1,0 +1,449 @@
+"""The macros buttons call (``RunPython("import addin.app.macros as m; m.place_orders()")``) and
+``ibxl run`` calls on a workbook file.
+
+Each is ``fn(book=None, runtime=None, ...)``: ``book`` is a Book (``addin.excel.book``); None means
+the workbook that called (``xw.Book.caller()`` in the xlwings adapter). ``runtime`` is an
+``addin.app.runtime.Runtime``; None means the process-wide one (``get_runtime()``, connected on first
+use). Layout (sheets, Tables, named ranges) is ``addin.excel.layout``'s.
+
+Every macro writes a line into the Log Table (``LogEntries``) when the workbook has one, and
+raises on failure with a message naming the sheet, Table, cell or field (xlwings shows it in a
+message box; ``ibxl run`` prints it). Order macros go through the OrderDesk only (parse, qualify,
+risk, journal, then placeOrder): a row that fails any step gets its reason in Status/Message and
+nothing of it is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any, Hashable, Iterable
+
+import pandas as pd
+import xlwings as xw
+
+from ..excel.book import BookError, TableNotFound, parse_range
+from ..excel.errors import ExcelInputError
+from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["connect", "disconnect", "start_streaming", "stop_streaming", "pull_history", "place_orders",
+           "place_selected_orders", "cancel_selected", "cancel_all", "kill_switch", "reset_kill_switch",
+           "refresh_portfolio", "MACROS"]
+
+BARS_COLUMNS = {"open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume", "wap": "WAP",
+                "bar_count": "BarCount"}
+
+
+# --- plumbing -----------------------------------------------------------------------------------------
+def _book(book):
+    """The Book to work on: ``book``, else the calling workbook through the xlwings adapter."""
+    if book is not None:
+        return book
+    from ..excel.xlwings_book import XlwingsBook
+    return XlwingsBook(xw.Book.caller())
+
+
+def _runtime(runtime):
+    if runtime is not None:
+        return runtime
+    from .runtime import get_runtime
+    return get_runtime()
+
+
+def book_id(book) -> str:
+    """The workbook's identity for the runtime's pumps and formula registry: its full name."""
+    inner = getattr(book, "book", None)
+    for obj in (inner, book):
+        name = getattr(obj, "fullname", None)
+        if isinstance(name, str) and name:
+            return name
+    path = getattr(book, "path", None)
+    return str(path) if path else f"book-{id(book)}"
+
+
+def _log(book, level: str, message: str) -> None:
+    """Append ``(Time UTC, level, "ibxl", message)`` to the LogEntries Table, if the book has one."""
+    log.log(logging.INFO if level == "INFO" else logging.WARNING, message)
+    try:
+        info = book.table("LogEntries")
+    except (TableNotFound, KeyError):
+        return
+    try:
+        df = book.read_table("LogEntries", drop_empty=True)
+        row = info.first_row + 1 + len(df)
+        book.write(info.sheet, row, info.first_col,
+                   [[datetime.now(timezone.utc), level, "ibxl", message][: info.last_col - info.first_col + 1]])
+        if row > info.last_row:
+            book.resize_table("LogEntries", row)
+    except Exception as exc:       # the log must never hide the macro's own result or error
+        log.warning("could not write to the Log sheet: %s", exc)
+
+
+def _named_value(book, names: dict[str, str], name: str) -> Any:
+    ref = names.get(name)
+    if ref is None:
+        return None
+    text = ref.lstrip("=")
+    sheet, _, addr = text.rpartition("!")
+    sheet = sheet.strip("'").replace("''", "'")
+    top, left, _, _ = parse_range(addr)
+    return book.read(sheet, top, left, top, left)[0][0]
+
+
+def _snake_to_header(name: str) -> str:
+    """positions / executions columns -> the template's headers: unrealized_pnl -> UnrealizedPnL."""
+    return "".join("PnL" if p == "pnl" else p.capitalize() for p in str(name).split("_"))
+
+
+def _write_table(book, table: str, df: pd.DataFrame) -> int:
+    """Write ``df`` (columns already named as the Table's headers) into the Table's matching columns.
+    Returns the rows written; 0 when the book has no such Table."""
+    try:
+        info = book.table(table)
+    except (TableNotFound, KeyError):
+        return 0
+    cols = [c for c in df.columns if c in info.columns]
+    book.write_table(table, df[cols], columns=cols)
+    return len(df)
+
+
+def _rows_runs(rows: Iterable[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for r in sorted(set(rows)):
+        if runs and r == runs[-1][-1] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
+
+
+def write_outputs(book, info, outputs: dict[int, dict]) -> None:
+    """Write order outputs (``{worksheet row: {column: value}}``) into the Orders Table's output
+    columns: one write per run of adjacent rows and adjacent output columns (in the template the
+    outputs are one block, so one write per run of rows)."""
+    cols = sorted((info.first_col + info.columns.index(c), c) for c in ORDER_OUTPUT_COLUMNS if c in info.columns)
+    col_runs: list[list[tuple[int, str]]] = []
+    for col, name in cols:
+        if col_runs and col == col_runs[-1][-1][0] + 1:
+            col_runs[-1].append((col, name))
+        else:
+            col_runs.append([(col, name)])
+    for run in _rows_runs(outputs):
+        for crun in col_runs:
+            book.write(info.sheet, run[0], crun[0][0],
+                       [[_cell_value(outputs[r].get(name)) for _, name in crun] for r in run])
+
+
+def _cell_value(v: Any) -> Any:
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def orders_table(book):
+    """The Orders Table's TableInfo. Raises ExcelInputError naming the Tables present when missing."""
+    try:
+        return book.table("Orders")
+    except (TableNotFound, KeyError):
+        raise ExcelInputError("no Orders Table in the workbook (it holds the order rows: Ref, Symbol, Action, "
+                              "Quantity, OrderType, ...)") from None
+
+
+def _read_config(book) -> dict:
+    try:
+        df = book.read_table("Config", drop_empty=True)
+    except (TableNotFound, KeyError):
+        return {}
+    if "Key" not in df.columns or "Value" not in df.columns:
+        return {}
+    return {str(k).strip(): v for k, v in zip(df["Key"], df["Value"]) if k not in (None, "")}
+
+
+def _desk(book, rt):
+    """The OrderDesk with the workbook's Config applied (tightening only); warnings go to the Log."""
+    for w in rt.configure_orders(_read_config(book)):
+        _log(book, "WARNING", f"Config: {w}")
+    return rt.orders
+
+
+def _selected_rows(book, sheet: str) -> list[int]:
+    """Worksheet rows of the current selection on ``sheet``: Excel's selection (xlwings), or the
+    selection saved in the file (openpyxl). Raises ExcelInputError when nothing on ``sheet`` is
+    selected."""
+    inner = getattr(book, "book", None)
+    rows: list[int] = []
+    if inner is not None and hasattr(inner, "selection"):
+        sel = inner.selection
+        if sel is not None and sel.sheet.name.casefold() == sheet.casefold():
+            rows = list(range(sel.row, sel.row + sel.rows.count))
+    elif hasattr(book, "workbook"):
+        ws = next((w for w in book.workbook.worksheets if w.title.casefold() == sheet.casefold()), None)
+        if ws is not None and ws.sheet_view.selection:
+            for rng in str(ws.sheet_view.selection[0].sqref or "").split():
+                top, _, bottom, _ = parse_range(rng)
+                rows.extend(range(top, bottom + 1))
+    if not rows:
+        raise ExcelInputError(f"select the rows on the {sheet} sheet first (nothing on {sheet} is selected)")
+    return rows
+
+
+def order_rows(book, info, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
+    """The Orders Table's rows as read (index: worksheet row numbers): all, or only ``rows``; with
+    ``pending_only`` just those whose Status is empty. Raises ExcelInputError for a row outside it."""
+    df = book.read_table("Orders", drop_empty=True)
+    if rows is not None:
+        wanted = set(int(r) for r in rows)
+        outside = sorted(wanted - set(range(info.first_row + 1, info.last_row + 1)))
+        if outside:
+            raise ExcelInputError(f"rows {outside} are outside the Orders Table "
+                                  f"(rows {info.first_row + 1}-{info.last_row})")
+        df = df[df.index.isin(wanted)]
+    if pending_only and "Status" in df.columns:
+        df = df[df["Status"].map(lambda v: v is None or (isinstance(v, str) and not v.strip())
+                                 or (isinstance(v, float) and v != v))]
+    return df
+
+
+# --- connection ---------------------------------------------------------------------------------------
+@xw.sub
+def connect(book=None, runtime=None) -> dict:
+    """Connect to TWS / IB Gateway / the paper gateway (settings: the user's config file). Returns the
+    status dict (``Runtime.status``). Raises IBError (502 could not connect, 326 client id in use)."""
+    book, rt = _book(book), _runtime(runtime)
+    rt.connect()
+    status = rt.status()
+    _log(book, "INFO", f"connected to {status['host']}:{status['port']} as client {status['client_id']} "
+                       f"(accounts {status['accounts']})")
+    return status
+
+
+@xw.sub
+def disconnect(book=None, runtime=None) -> None:
+    """Stop streaming into this workbook and disconnect the session."""
+    book, rt = _book(book), _runtime(runtime)
+    rt.stop_pump(book_id(book))
+    rt.disconnect()
+    _log(book, "INFO", "disconnected")
+
+
+# --- streaming ----------------------------------------------------------------------------------------
+@xw.sub
+def start_streaming(book=None, runtime=None, interval: float | None = None, run: bool = True):
+    """Stream quotes into the Watchlist and order states into the Orders rows (the pump; see
+    ``addin.excel.pump``), and keep the workbook's quote formulas ticking. ``interval``: seconds
+    between flushes (default 0.25, at least 0.05). ``run``: start the pump thread (False: bind and
+    paint once; the caller flushes, as ``ibxl run`` does). Returns the Pump.
+
+    On Windows, called from Excel, the pump thread opens its own COM Book by the workbook's full
+    name (xlwings objects never cross threads)."""
+    caller = book is None
+    book, rt = _book(book), _runtime(runtime)
+    rt.connect()
+    bid = book_id(book)
+    if caller and sys.platform == "win32":
+        from ..excel.pump import com_book_factory
+        pump = rt.start_pump(None, book_id=bid, interval=interval, book_factory=com_book_factory(bid))
+    else:
+        pump = rt.start_pump(book, book_id=bid, interval=interval, start=run)
+    if rt._orders is not None or has_table(book, "Orders"):
+        try:
+            _desk(book, rt)          # order states flow to the rows only once the desk exists
+        except Exception as exc:     # streaming quotes must not depend on order entry
+            _log(book, "WARNING", f"order states will not stream: {exc}")
+    _log(book, "INFO", f"streaming started ({pump.interval:g} s flushes)")
+    return pump
+
+
+def has_table(book, name: str) -> bool:
+    """Whether the workbook has a Table called ``name``."""
+    try:
+        book.table(name)
+        return True
+    except (TableNotFound, KeyError):
+        return False
+
+
+@xw.sub
+def stop_streaming(book=None, runtime=None) -> bool:
+    """Stop the pump of this workbook and release its Watchlist lines. True if one was running."""
+    book, rt = _book(book), _runtime(runtime)
+    stopped = rt.stop_pump(book_id(book))
+    _log(book, "INFO", "streaming stopped" if stopped else "streaming was not running")
+    return stopped
+
+
+# --- history ------------------------------------------------------------------------------------------
+@xw.sub
+def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
+    """Read the History sheet's parameters (named ranges HistorySymbol, HistoryDuration,
+    HistoryBarSize, HistoryWhatToShow, HistoryUseRTH, HistoryEnd), ask IB for the bars
+    (``History.bars``) and write them into the Bars Table (Date in UTC, Open, High, Low, Close,
+    Volume, WAP, BarCount). ``progress(done, total)``: called as IB's answers arrive (a long range is
+    several requests). Returns the DataFrame (``History.bars``'s shape). Raises
+    ExcelInputError naming the parameter cell for bad input, IBError for IB's refusals."""
+    book, rt = _book(book), _runtime(runtime)
+    rt.connect()
+    names = book.names()
+    params = {}
+    for label, name, default, _ in HISTORY_PARAMETERS:
+        value = _named_value(book, names, name)
+        params[label] = value if value not in (None, "") or label == "EndDateTime" else default
+    symbol = params["Symbol"]
+    if symbol in (None, "") or (isinstance(symbol, str) and symbol.startswith("#")):
+        raise ExcelInputError(f"History!HistorySymbol: expected an instrument such as AAPL, got {symbol!r}")
+    end = params.get("EndDateTime")
+    if end not in (None, ""):
+        if not isinstance(end, datetime):
+            raise ExcelInputError(f"History!HistoryEnd: expected a date and time (UTC) or empty, got {end!r}")
+        end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    else:
+        end = None
+    use_rth = params["UseRTH"]
+    if isinstance(use_rth, str):
+        use_rth = use_rth.strip().lower() in ("true", "yes", "1")
+    try:
+        df = rt.history.bars(str(symbol).strip(), duration=str(params["Duration"]), bar_size=str(params["BarSize"]),
+                             what_to_show=str(params["WhatToShow"]), use_rth=bool(use_rth), end=end,
+                             progress=progress)
+    except ValueError as exc:      # names the field (duration, bar_size, ...): say which cell holds it
+        raise ExcelInputError(f"History sheet: {exc}") from exc
+    out = df.rename(columns=BARS_COLUMNS)
+    out.insert(0, "Date", df.index)
+    written = _write_table(book, "Bars", out.reset_index(drop=True))
+    _log(book, "INFO", f"history: {written} bars of {symbol} ({params['Duration']}, {params['BarSize']}, "
+                       f"{params['WhatToShow']})")
+    return df
+
+
+# --- orders -------------------------------------------------------------------------------------------
+def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
+    info = orders_table(book)
+    df = order_rows(book, info, rows, pending_only)
+    if df.empty:
+        _log(book, "INFO", "no order rows to place")
+        return pd.DataFrame(columns=["Ref", *ORDER_OUTPUT_COLUMNS])
+    desk = _desk(book, rt)
+    ref_col = info.first_col + info.columns.index("Ref") if "Ref" in info.columns else None
+
+    def write_refs(assigned: dict[Hashable, str]) -> None:
+        if ref_col is None:
+            raise BookError("the Orders Table has no Ref column to write the assigned Refs into")
+        for row, ref in assigned.items():          # before anything is sent: the row keeps its Ref
+            book.write(info.sheet, int(row), ref_col, [[ref]])
+
+    out = desk.place(df, write_refs=write_refs)
+    write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})
+    sent = sum(1 for s in out["Status"] if s not in ("Error", "Refused", "Not sent", None))
+    _log(book, "INFO", f"orders: {len(out)} rows, {sent} sent")
+    return out
+
+
+@xw.sub
+def place_orders(book=None, runtime=None) -> pd.DataFrame:
+    """Place every pending row of the Orders Table (Status empty) through the OrderDesk (parse,
+    qualify, risk, journal, placeOrder). Outputs (Ref + Status, OrderId, PermId, Filled, Remaining,
+    AvgFillPrice, Commission, Message, Updated) are written into the rows and returned, indexed by
+    worksheet row."""
+    book, rt = _book(book), _runtime(runtime)
+    rt.connect()
+    return _place(book, rt, None, pending_only=True)
+
+
+@xw.sub
+def place_selected_orders(book=None, runtime=None, rows: Iterable[int] | None = None) -> pd.DataFrame:
+    """Place the selected rows of the Orders Table (``rows``: worksheet row numbers; default Excel's
+    selection). A row already sent is not sent again (the OrderDesk's Ref rule)."""
+    book, rt = _book(book), _runtime(runtime)
+    info = orders_table(book)
+    rows = list(rows) if rows is not None else _selected_rows(book, info.sheet)
+    rt.connect()
+    return _place(book, rt, rows, pending_only=False)
+
+
+@xw.sub
+def cancel_selected(book=None, runtime=None, rows: Iterable[int] | None = None) -> pd.DataFrame:
+    """Cancel the working orders of the selected Orders rows (by Ref). Returns the outputs by Ref and
+    writes them into the rows."""
+    book, rt = _book(book), _runtime(runtime)
+    info = orders_table(book)
+    rows = list(rows) if rows is not None else _selected_rows(book, info.sheet)
+    df = order_rows(book, info, rows, pending_only=False)
+    refs = {int(r): str(v).strip() for r, v in df.get("Ref", pd.Series(dtype=object)).items()
+            if v not in (None, "") and not (isinstance(v, float) and v != v)}
+    if not refs:
+        raise ExcelInputError(f"the selected Orders rows {sorted(rows)} have no Ref: nothing to cancel")
+    rt.connect()
+    out = _desk(book, rt).cancel(list(refs.values()))
+    by_ref = {str(ref): rec for ref, rec in out.to_dict(orient="index").items()}   # indexed by Ref
+    write_outputs(book, info, {r: by_ref[ref] for r, ref in refs.items() if ref in by_ref})
+    _log(book, "INFO", f"cancel: {', '.join(refs.values())}")
+    return out
+
+
+@xw.sub
+def cancel_all(book=None, runtime=None) -> None:
+    """reqGlobalCancel: cancel every open order of the account(s), from every client and TWS. The
+    rows update as IB's answers arrive (while streaming) or with the next refresh."""
+    book, rt = _book(book), _runtime(runtime)
+    rt.connect()
+    _desk(book, rt).cancel_all()
+    _log(book, "WARNING", "cancel all: global cancel sent")
+
+
+@xw.sub
+def kill_switch(book=None, runtime=None) -> list[str]:
+    """Engage the kill switch: cancel every working order this client placed and refuse new orders
+    until reset (it survives restarts). Returns the Refs a cancel was sent for."""
+    book, rt = _book(book), _runtime(runtime)
+    rt.connect()
+    refs = _desk(book, rt).kill()
+    _log(book, "WARNING", f"KILL SWITCH engaged; cancels sent for {', '.join(refs) or 'no working orders'}")
+    return refs
+
+
+@xw.sub
+def reset_kill_switch(book=None, runtime=None) -> None:
+    """Release the kill switch: orders may be placed again."""
+    book, rt = _book(book), _runtime(runtime)
+    _desk(book, rt).reset_kill()
+    _log(book, "WARNING", "kill switch reset")
+
+
+# --- portfolio ----------------------------------------------------------------------------------------
+@xw.sub
+def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
+    """Fill the Positions and Account Tables, the P&L named ranges (PnLDaily, PnLUnrealized,
+    PnLRealized: the first account's, in its base currency) and the Executions Table from IB
+    (``Portfolio``). Returns ``{table: rows written}``."""
+    book, rt = _book(book), _runtime(runtime)
+    rt.connect()
+    counts = {}
+    pos = rt.positions()
+    counts["Positions"] = _write_table(book, "Positions", pos.rename(columns=_snake_to_header))
+    summary = rt.account_summary()
+    counts["Account"] = _write_table(book, "Account", summary.rename(columns=_snake_to_header))
+    ex = rt.executions()
+    counts["Executions"] = _write_table(book, "Executions", ex.rename(columns=_snake_to_header))
+    names = book.names()
+    pnl = rt.pnl()
+    values = dict(zip(("PnLDaily", "PnLUnrealized", "PnLRealized"),
+                      (pnl.iloc[0][c] for c in ("daily", "unrealized", "realized"))))
+    for _, name in PNL_NAMES:
+        ref = names.get(name)
+        if ref is None:
+            continue
+        sheet, _, addr = ref.lstrip("=").rpartition("!")
+        top, left, _, _ = parse_range(addr)
+        book.write(sheet.strip("'"), top, left, [[_cell_value(float(values[name]))]])
+    counts["PnL"] = 1
+    _log(book, "INFO", f"portfolio refreshed: {counts['Positions']} positions, {counts['Executions']} executions")
+    return counts
+
+
+# The macros buttons call, by name (the workbook builder and ``ibxl run`` use this table).
+MACROS = {f.__name__: f for f in (connect, disconnect, start_streaming, stop_streaming, pull_history, place_orders,
+                                  place_selected_orders, cancel_selected, cancel_all, kill_switch,
+                                  reset_kill_switch, refresh_portfolio)}

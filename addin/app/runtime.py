@@ -1,0 +1,445 @@
+"""The one process-wide runtime: the IB session and everything built on it, shared by UDFs, macros,
+the pump(s) and ``ibxl run``.
+
+``get_runtime()`` creates it lazily (thread-safe; connection settings from ``addin.config`` when
+that module is present, else the environment: IBXL_HOST, IBXL_PORT, IBXL_CLIENT_ID, defaults
+127.0.0.1:4002 client 1) and connects; ``shutdown_runtime()`` ends it. Tests and the CLI construct
+one explicitly: ``Runtime(host, port, client_id)``.
+
+A Runtime owns: ``session`` (Session), ``contracts`` (ContractBook), ``market`` (MarketData and its
+QuoteBoard), ``history`` (History), ``portfolio`` (Portfolio), ``registry`` (the formula
+RecalcRegistry), the pumps (one per workbook) and, created on first use, ``orders`` (the OrderDesk,
+``addin.orders.desk``). UDFs never see the Runtime: they get ``runtime.readonly()``, a facade with only
+reading methods (no session, no OrderDesk, nothing that can place, modify or cancel an order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any, Callable, Iterable
+
+from ..ib.contracts import ContractBook
+from ..excel.recalc import RecalcRegistry
+from ..market.history import History
+from ..account.portfolio import Portfolio
+from ..market.quotes import MarketData, Quote
+from ..ib.session import IBError, Session
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runtime", "ReadOnlyRuntime", "get_runtime", "shutdown_runtime", "set_runtime", "READ_ONLY_METHODS"]
+
+ANONYMOUS = ("<no cell>",)           # holder of subscriptions made without a caller cell
+
+
+class Runtime:
+    """Session, contracts, market data, history, portfolio, orders, formula registry and pumps.
+
+    host, port, client_id: where TWS / IB Gateway / the paper gateway listens. market_data_type:
+    "live", "frozen", "delayed" or "delayed-frozen" (None: leave IB's default, live). max_lines:
+    market data line budget. settings: an ``addin.config.Settings`` for the OrderDesk (None: loaded
+    with ``addin.config.load_settings()`` when the desk is first needed). journal_path: the order
+    journal's SQLite file (None: the OrderDesk's default). first_quote_wait: seconds a quote UDF
+    waits for the first tick of a new line. session_options: more ``Session`` keyword arguments.
+    Nothing connects until :meth:`connect`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 4002, client_id: int = 1, *,
+                 market_data_type: str | None = None, max_lines: int = 100, settings=None,
+                 journal_path=None, first_quote_wait: float = 2.0, **session_options):
+        self.session = Session(host, port, client_id, **session_options)
+        self.contracts = ContractBook(self.session)
+        self.market = MarketData(self.session, self.contracts, max_lines=max_lines)
+        self.history = History(self.session, self.contracts)
+        self.portfolio = Portfolio(self.session)
+        self.registry = RecalcRegistry(on_release=self._release_cell)
+        self.market_data_type = market_data_type
+        self.settings = settings
+        self.journal_path = journal_path
+        self.first_quote_wait = first_quote_wait
+        self._lock = threading.RLock()
+        self._orders = None
+        self._order_settings = None                    # settings tightened by the workbook
+        self._order_listeners: list[Callable[[str, dict], None]] = []
+        self._pumps: dict[Any, Any] = {}                  # book id -> Pump
+        self._held: dict[tuple, dict[str, str]] = {}     # holder (cell) -> {instrument text: key}
+        self._watches: dict[str, Any] = {}
+        self._readonly: ReadOnlyRuntime | None = None
+        self.closed = False
+
+    # --- connection -------------------------------------------------------------------------------
+    def connect(self, timeout: float = 10.0):
+        """Connect (no-op when connected). Returns the SessionStatus. Raises IBError (502 could not
+        connect, 326 client id in use, ...)."""
+        if self.session.connected:
+            return self.session.status
+        status = self.session.connect(timeout)
+        if self.market_data_type:
+            self.market.set_market_data_type(self.market_data_type)
+        return status
+
+    def disconnect(self) -> None:
+        """Disconnect the session (lines, watches and pumps stay set up; ``connect`` restores)."""
+        self.session.disconnect()
+
+    def status(self) -> dict:
+        """``{state, host, port, client_id, accounts, paper, server_version, lines, pumps, formula_cells,
+        last_error}``: the session's state in words and numbers."""
+        st = self.session.status
+        return {"state": st.state, "host": st.host, "port": st.port, "client_id": st.client_id,
+                "accounts": ",".join(st.accounts), "paper": st.paper, "server_version": st.server_version,
+                "lines": self.market.lines_in_use(), "pumps": len(self._pumps), "formula_cells": len(self.registry),
+                "last_error": str(st.last_error) if st.last_error else ""}
+
+    def account(self) -> str:
+        """The first managed account id. Raises IBError 504 when none is known (not connected)."""
+        accounts = self.session.status.accounts
+        if not accounts:
+            raise IBError(504, "Not connected: no managed accounts yet")
+        return accounts[0]
+
+    # --- quotes for formulas ------------------------------------------------------------------------
+    def hold_quotes(self, texts: Iterable[str], cell: tuple | None = None) -> list[str]:
+        """Subscribe the instruments ``texts`` for a holder (a formula cell ``(book, sheet, address)``,
+        or None for callers without a cell) and register the cell for recalculation. A cell
+        re-evaluated with the same instruments subscribes nothing new; instruments it no longer
+        shows are unsubscribed. Returns the board keys, in order. Raises as MarketData.subscribe."""
+        texts = list(texts)
+        holder = tuple(cell) if cell else ANONYMOUS
+        with self._lock:
+            held = dict(self._held.get(holder, {}))
+        keys = []
+        for text in texts:
+            key = held.get(text)
+            if key is None:
+                key = self.market.subscribe(text)
+                with self._lock:
+                    self._held.setdefault(holder, {})[text] = key
+                    held[text] = key
+            keys.append(key)
+        if cell:
+            with self._lock:
+                stale = {t: k for t, k in self._held.get(holder, {}).items() if t not in texts}
+                for t in stale:
+                    del self._held[holder][t]
+            for key in stale.values():
+                self._unsubscribe(key)
+            book, sheet, address = cell
+            self.registry.register(sheet, address, keys, book=book)
+            self._ensure_formula_pump(book)
+        return keys
+
+    def _release_cell(self, cell: tuple, keys: set[str]) -> None:
+        """Registry callback: a cell was pruned or unregistered: drop its subscriptions."""
+        if keys and not self.registry.keys_of(cell[1], cell[2], cell[0]):
+            with self._lock:
+                held = self._held.pop(tuple(cell), {})
+            for key in held.values():
+                self._unsubscribe(key)
+
+    def _unsubscribe(self, key: str) -> None:
+        try:
+            self.market.unsubscribe(key)
+        except KeyError:
+            pass
+
+    def wait_quote(self, key: str, timeout: float | None = None) -> Quote | None:
+        """The board's Quote for ``key``, waiting up to ``timeout`` seconds (default
+        ``first_quote_wait``) for its first tick or error when none arrived yet."""
+        board = self.market.board
+        timeout = self.first_quote_wait if timeout is None else timeout
+        deadline = _now() + timeout
+        while True:
+            version = board.version
+            q = board.get(key)
+            if q is not None and (q.updated is not None or q.error):
+                return q
+            left = deadline - _now()
+            if left <= 0:
+                return q
+            board.wait(version, left)
+
+    def _ensure_formula_pump(self, book: str | None) -> None:
+        """On Windows, the first formula of a workbook starts a recalc-only pump for it (its own COM
+        Book opened by full name on the pump thread), so formulas tick without streaming."""
+        if book is None or sys.platform != "win32":
+            return
+        with self._lock:
+            if book in self._pumps:
+                return
+            from ..excel.pump import Pump, com_book_factory
+            pump = Pump(self.market.board, book_factory=com_book_factory(book), registry=self.registry,
+                        book_name=book, watchlist=None, orders=None)
+            self._pumps[book] = pump
+        pump.start()
+
+    # --- portfolio reads (kept live once asked for) ---------------------------------------------------
+    def _watch(self, name: str, start: Callable[[], Any]) -> None:
+        with self._lock:
+            if name in self._watches:
+                return
+            self._watches[name] = start()
+
+    def positions(self):
+        """Positions DataFrame (``Portfolio.positions``), kept live after the first call."""
+        self._watch("positions", self.portfolio.watch_positions)
+        return self.portfolio.positions()
+
+    def account_summary(self):
+        """Account summary DataFrame (``Portfolio.account_summary``), kept live after the first call."""
+        self._watch("summary", self.portfolio.watch_account_summary)
+        return self.portfolio.account_summary()
+
+    def pnl(self, account: str | None = None):
+        """P&L DataFrame of ``account`` (default the first managed account), kept live."""
+        account = account or self.account()
+        self._watch(f"pnl {account}", lambda: self.portfolio.watch_pnl(account))
+        return self.portfolio.pnl(account)
+
+    def executions(self):
+        return self.portfolio.executions()
+
+    def account_values(self):
+        return self.portfolio.account_values()
+
+    def open_orders(self):
+        return self.portfolio.open_orders()
+
+    # --- orders --------------------------------------------------------------------------------------
+    @property
+    def orders(self):
+        """The OrderDesk (``addin.orders.desk``), created on first use with the settings (tightened by
+        the workbook's Config, see :meth:`configure_orders`) and the journal (``journal_path``,
+        default ``journal.sqlite3`` next to the user's config file). Raises RuntimeError when
+        addin.orders.desk is not installed, ConfigError for a bad config file."""
+        with self._lock:
+            if self._orders is None:
+                self._orders = self._new_desk(self._order_settings or self._base_settings())
+            return self._orders
+
+    def _base_settings(self):
+        if self.settings is None:
+            from ..config import load_settings
+            self.settings = load_settings()
+        return self.settings
+
+    def _new_desk(self, settings):
+        try:
+            from ..orders.desk import OrderDesk
+        except ImportError as exc:
+            raise RuntimeError(f"order entry is not available: {exc}") from exc
+        path = self.journal_path
+        if path is None:
+            from ..config import journal_path
+            path = journal_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        desk = OrderDesk(self.session, self.contracts, self.market, self.portfolio, settings, path)
+        for pump in self._pumps.values():
+            desk.add_listener(pump.on_order)
+        for fn in self._order_listeners:
+            desk.add_listener(fn)
+        return desk
+
+    def add_order_listener(self, fn: Callable[[str, dict], None]) -> None:
+        """``fn(ref, outputs)`` on every order status, fill or commission change (the OrderDesk's
+        listener; kept when the desk is re-created by :meth:`configure_orders`)."""
+        with self._lock:
+            self._order_listeners.append(fn)
+            desk = self._orders
+        if desk is not None:
+            desk.add_listener(fn)
+
+    def configure_orders(self, workbook_config: dict | None) -> list[str]:
+        """Apply a workbook Config sheet (``{key: value}``) to the order limits: the user's settings
+        tightened by it (never loosened, ``Settings.tighten``). When the result differs from what
+        the desk runs with, the desk is re-created with it (the journal carries every order over).
+        Returns the warnings for the keys ignored."""
+        settings, warnings = self._base_settings().tighten(workbook_config or {})
+        with self._lock:
+            current = self._orders.settings if self._orders is not None else self._order_settings
+            if settings != current:
+                self._order_settings = settings
+                old, self._orders = self._orders, None
+                if old is not None:
+                    old.close()
+        return warnings
+
+    def order(self, ref: str) -> dict:
+        """One order row's outputs by Ref: from the OrderDesk when it exists, else from IB's open
+        orders (``order_ref``). Raises KeyError for an unknown Ref."""
+        with self._lock:
+            desk = self._orders
+        if desk is not None:
+            return desk.order(ref)
+        df = self.portfolio.open_orders()
+        hit = df[df["order_ref"] == ref]
+        if hit.empty:
+            raise KeyError(f"no order with Ref {ref!r} (not placed from this workbook session, or not working)")
+        row = hit.iloc[-1]
+        return {"Ref": ref, "Status": row["status"], "OrderId": int(row["order_id"]), "PermId": int(row["perm_id"]),
+                "Filled": float(row["filled"]), "Remaining": float(row["remaining"]),
+                "AvgFillPrice": float(row["avg_fill_price"])}
+
+    # --- pumps ---------------------------------------------------------------------------------------
+    def start_pump(self, book, *, book_id=None, interval: float | None = None, start: bool = True, **options):
+        """Stream into ``book``'s Watchlist and Orders rows (see ``addin.excel.pump.Pump``); a pump
+        already running for ``book_id`` (default ``id(book)``) is stopped first. ``book`` may be
+        None with ``book_factory=`` (the COM path: the pump thread opens its own Book). The
+        Watchlist symbols are subscribed by the pump and released by :meth:`stop_pump`. ``start``:
+        run the thread (False: bound and painted once; the caller flushes). Returns the Pump."""
+        from ..excel.pump import DEFAULT_INTERVAL, Pump
+        bid = book_id if book_id is not None else id(book)
+        self.stop_pump(bid)
+        pump = Pump(self.market.board, book, interval=interval or DEFAULT_INTERVAL, registry=self.registry,
+                    book_name=book_id if isinstance(book_id, str) else None, resolve=self.market.subscribe,
+                    release=self._unsubscribe, **options)
+        with self._lock:
+            self._pumps[bid] = pump
+            desk = self._orders
+        if desk is not None:
+            desk.add_listener(pump.on_order)
+        if start:
+            pump.start()
+        else:
+            pump.bind()
+        return pump
+
+    def stop_pump(self, book_id=None) -> bool:
+        """Stop the pump of ``book_id`` (None: every pump). Returns True if one was running."""
+        with self._lock:
+            if book_id is None:
+                pumps, self._pumps = list(self._pumps.values()), {}
+            else:
+                pump = self._pumps.pop(book_id, None)
+                pumps = [pump] if pump is not None else []
+        for pump in pumps:
+            pump.stop()
+        return bool(pumps)
+
+    def pump(self, book_id):
+        with self._lock:
+            return self._pumps.get(book_id)
+
+    # --- facade and lifecycle -----------------------------------------------------------------------
+    def readonly(self) -> "ReadOnlyRuntime":
+        """The facade UDFs get: reading methods only."""
+        with self._lock:
+            if self._readonly is None:
+                self._readonly = ReadOnlyRuntime(self)
+            return self._readonly
+
+    def close(self) -> None:
+        """Stop the pumps, close the OrderDesk, market data, history, portfolio; disconnect."""
+        if self.closed:
+            return
+        self.closed = True
+        self.stop_pump()
+        with self._lock:
+            desk, self._orders = self._orders, None
+        if desk is not None:
+            try:
+                desk.close()
+            except Exception:
+                log.exception("closing the order desk")
+        for part in (self.history, self.portfolio):
+            try:
+                part.close()
+            except Exception:
+                log.exception("closing %s", type(part).__name__)
+        try:
+            self.market.close(timeout=2.0)
+        except Exception:
+            log.exception("closing market data")
+        self.session.disconnect()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _now() -> float:
+    import time
+    return time.monotonic()
+
+
+# What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk.
+READ_ONLY_METHODS = ("hold_quotes", "wait_quote", "qualify", "describe", "bars", "positions", "account_summary",
+                     "pnl", "order", "status", "account")
+
+
+class ReadOnlyRuntime:
+    """The UDFs' view of the Runtime: the methods in READ_ONLY_METHODS and nothing else (no session,
+    no OrderDesk, no pump, no way to reach them through an attribute). Immutable."""
+
+    __slots__ = READ_ONLY_METHODS
+
+    def __init__(self, runtime: Runtime):
+        def wrap(fn):
+            def reader(*args, **kwargs):
+                return fn(*args, **kwargs)
+            reader.__doc__ = fn.__doc__
+            return reader
+        sources = {"qualify": runtime.contracts.qualify, "describe": runtime.contracts.describe,
+                   "bars": runtime.history.bars}
+        for name in READ_ONLY_METHODS:
+            object.__setattr__(self, name, wrap(sources.get(name) or getattr(runtime, name)))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("the read-only runtime cannot be changed")
+
+
+# --- the process-wide instance ------------------------------------------------------------------------
+_instance: Runtime | None = None
+_instance_lock = threading.Lock()
+
+
+def _default_connection() -> dict:
+    try:
+        from ..config import load_settings
+    except ImportError:
+        load_settings = None
+    if load_settings is not None:
+        s = load_settings()
+        c = s.connection
+        return {"host": c.host, "port": int(c.port), "client_id": int(c.client_id),
+                "market_data_type": getattr(c, "market_data_type", None), "settings": s}
+    return {"host": os.environ.get("IBXL_HOST", "127.0.0.1"), "port": int(os.environ.get("IBXL_PORT", "4002")),
+            "client_id": int(os.environ.get("IBXL_CLIENT_ID", "1"))}
+
+
+def get_runtime(connect: bool = True) -> Runtime:
+    """The process-wide Runtime, created on first use (thread-safe) and connected when ``connect``.
+    Raises IBError when it cannot connect (the Runtime stays, a later call tries again)."""
+    global _instance
+    with _instance_lock:
+        if _instance is None or _instance.closed:
+            _instance = Runtime(**_default_connection())
+        rt = _instance
+    if connect and not rt.session.connected:
+        with _instance_lock:
+            if not rt.session.connected and rt.session.status.state != "reconnecting":
+                rt.connect()
+    return rt
+
+
+def set_runtime(runtime: Runtime | None) -> Runtime | None:
+    """Install ``runtime`` as the process-wide one (tests, ``ibxl run``); returns the previous one."""
+    global _instance
+    with _instance_lock:
+        previous, _instance = _instance, runtime
+    return previous
+
+
+def shutdown_runtime() -> None:
+    """Close the process-wide Runtime, if any."""
+    global _instance
+    with _instance_lock:
+        rt, _instance = _instance, None
+    if rt is not None:
+        rt.close()

@@ -1,0 +1,474 @@
+"""Orders from sheet rows: parse -> qualify -> risk -> journal -> placeOrder, and the way back.
+
+:class:`OrderDesk` is the only place that transmits orders. A row becomes an order only after it
+parsed cleanly (:mod:`addin.orders.rows`), named a real contract (``ContractBook.qualify``), passed
+every risk rule (:mod:`addin.orders.risk`) and its intent was written to the journal (:mod:`addin.orders.journal`).
+A Ref is never sent twice: the journal blocks it once it is transmitting, working or done, and on every
+connect and reconnect :meth:`OrderDesk.reconcile` matches the journal with IB's open orders, completed
+orders and executions (by orderRef), so the rows show the truth and nothing is resent blindly.
+
+Refs at IB: the row's Ref is the order's ``orderRef``. A bracket (a row with TakeProfit and/or
+StopLoss) is three orders: the entry (Ref), a LMT take-profit child ``Ref.TP`` and a STP stop-loss
+child ``Ref.SL``, with parentId set, transmit False on all but the last, and the children in OCA group
+``Ref.OCA`` (ocaType 1). The row shows the entry; :meth:`OrderDesk.table` lists the children too.
+
+Output columns (``ORDER_OUTPUT_COLUMNS``): Status (IB's order status, or Error: the row did not parse;
+Refused: a risk rule; Not sent: journaled but never transmitted; Transmitted: sent, no answer yet;
+Rejected: IB refused it), OrderId, PermId (int, None before IB's answer), Filled, Remaining (float,
+shares/contracts), AvgFillPrice (contract currency), Commission (sum of IB's reports, in the report's
+currency), Message (why, or IB's last word), Updated (UTC datetime of the last change).
+
+Test hook: ``IBXL_CRASH_AT`` = after_journal | after_mark | after_send | after_ack makes the process
+``os._exit(70)`` at that step of the first order reaching it (``_crash_point``, the one place read).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, Callable, Hashable, Iterable, Mapping
+
+import pandas as pd
+from ibapi.order import Order
+from ibapi.order_cancel import OrderCancel
+
+from ..config import Settings
+from ..ib.contracts import InstrumentError, format_contract, parse
+from .journal import BLOCKING_STATES, DuplicateRefError, Journal
+from .facts import DeskFacts, FactGatherer, finite
+from .rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref, parse_row, parse_rows
+from .sync import OrderSync, order_version
+from .risk import RiskCheck, RiskLimits, check_whatif, evaluate
+from ..ib.session import IBError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OrderDesk", "CRASH_STEPS", "OUTPUT_FRAME_COLUMNS"]
+
+CRASH_STEPS = ("after_journal", "after_mark", "after_send", "after_ack")
+OUTPUT_FRAME_COLUMNS = ("Ref",) + ORDER_OUTPUT_COLUMNS
+_MODIFIABLE = {"quantity", "limit_price", "stop_price", "trail_amount", "trail_percent", "transmit"}
+
+
+def _crash_point(step: str) -> None:
+    """Test hook: die here, as a killed process would (no cleanup, no flush), when asked to."""
+    if os.environ.get("IBXL_CRASH_AT") == step:
+        os._exit(70)
+
+
+class OrderDesk:
+    """Places, modifies and cancels orders from Orders-table rows through one Session.
+
+    session: a connected :class:`addin.ib.session.Session`; contracts: its ``ContractBook``; market: a
+    ``MarketData`` (quotes for market orders and the price band: the board when fresh, else a
+    snapshot); portfolio: a ``Portfolio`` (positions, open orders, P&L, account values);
+    settings: :class:`addin.config.Settings` (already tightened by the workbook, if any);
+    journal_path: the SQLite journal file. Reconciles with IB on construction and after every
+    reconnect. Risk facts come from standing feeds (``self.facts``, :class:`addin.orders.facts.DeskFacts`:
+    Portfolio watches and quote lines opened by the first order, ended by ``close()``), so after the
+    first order an order sends only its placeOrder. Thread-safe; ``place``/``modify``/``cancel``/``reconcile`` run one at a time.
+    """
+
+    def __init__(self, session, contracts, market, portfolio, settings: Settings, journal_path):
+        self.session, self.contracts, self.market, self.portfolio = session, contracts, market, portfolio
+        self.settings = settings
+        self.limits = RiskLimits.from_settings(settings)
+        self.journal = Journal(journal_path)
+        self._desk = threading.RLock()               # one place/modify/cancel/reconcile at a time
+        self.sync = OrderSync(session, self.journal)
+        self.facts = DeskFacts(self)                 # standing feeds: an order sends only its placeOrder
+        self._closed = False
+        session.add_restore_hook(self._on_restore)
+        if session.connected:
+            self.reconcile()
+
+    # --- public ---------------------------------------------------------------------------------------
+    def place(self, rows: pd.DataFrame, write_refs: Callable[[dict[Hashable, str]], None] | None = None) -> pd.DataFrame:
+        """Turn Orders-table rows into orders. Returns one row of outputs per input row, indexed like
+        ``rows``, columns Ref + ORDER_OUTPUT_COLUMNS. Rows with a blank Ref get one (see
+        ``addin.orders.rows.new_ref``); ``write_refs({index: ref})`` is called with them before anything is
+        sent (the Excel side writes them into the sheet; if it raises, those rows are not sent).
+        Without ``write_refs`` an assigned Ref lives only in the returned frame: if the caller dies
+        before storing it, placing the row again would send it under a new Ref, so the Excel side
+        must pass one.
+        A Ref already transmitting, working or done is not sent again: its row shows its state and a
+        ``duplicate_ref`` message. Never raises for bad rows or IB refusals: they are in Message."""
+        with self._desk:
+            out: dict[Hashable, dict[str, Any]] = {}     # the frame is built after sending: it is slow
+            parsed = parse_rows(rows)
+            assigned = {label: new_ref() for label, r in parsed.items() if isinstance(r, OrderIntent) and not r.ref}
+            for label, ref in assigned.items():
+                parsed[label] = replace(parsed[label], ref=ref)
+            if assigned and write_refs is not None:
+                try:
+                    write_refs(dict(assigned))
+                except Exception as exc:                  # nothing of these rows may leave without its Ref
+                    for label in assigned:
+                        parsed[label] = RowError(label, "Ref", f"could not write the assigned Ref back: {exc}",
+                                                 assigned[label])
+            batch = self.facts.batch()
+            sent: list[str] = []
+            for label, item in parsed.items():
+                if isinstance(item, RowError):
+                    self._put(out, label, item.ref, Status="Error", Message=str(item))
+                    continue
+                try:
+                    refs = self._place_one(item, batch)
+                except _Refusal as r:
+                    self._put(out, label, item.ref, Status=r.status, Message=r.message,
+                              **({} if r.keep is None else r.keep))
+                    continue
+                sent.extend(refs)
+                self._put(out, label, item.ref, **self.sync.outputs(item.ref))
+            if sent:
+                self.sync.wait_answers(sent, self.limits.ack_timeout)
+                if self.sync.answered(sent):
+                    _crash_point("after_ack")
+                for label, item in parsed.items():
+                    if isinstance(item, OrderIntent) and item.ref in sent:
+                        self._put(out, label, item.ref, **self.sync.outputs(item.ref))
+            blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
+            return pd.DataFrame([{**blank, **out.get(label, {})} for label in rows.index], index=rows.index,
+                                columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
+
+    def cancel(self, refs: str | Iterable[str]) -> pd.DataFrame:
+        """Cancel the working orders of these Refs (a bracket's entry cancels its children at IB).
+        Returns the outputs indexed by Ref after IB's answers (or ``ack_timeout``); unknown or done
+        Refs say so in Message."""
+        refs = [refs] if isinstance(refs, str) else [str(r).strip() for r in refs]
+        notes: dict[str, str] = {}
+        with self._desk:
+            waiting = []
+            for ref in refs:
+                rec = self.journal.get(ref)
+                if rec is None:
+                    notes[ref] = f"Ref: {ref!r} is not in the journal"
+                elif rec["state"] not in ("working", "transmitting") or rec["order_id"] is None:
+                    notes[ref] = f"not cancelled: the order is {rec['status'] or rec['state']}"
+                else:
+                    self._send_cancel(rec)
+                    waiting.append(ref)
+            self.sync.wait(lambda: all(self.journal.get(r)["state"] not in ("working", "transmitting") for r in waiting),
+                       self.limits.ack_timeout)
+        return self._frame(refs, notes)
+
+    def cancel_all(self) -> None:
+        """reqGlobalCancel: every open order of the account(s), from every client and TWS."""
+        self.journal.mark_transmitting("*", self.session.client_id, 0, kind="global_cancel")
+        self.session.send(lambda c: c.reqGlobalCancel(OrderCancel()))
+
+    def modify(self, row: pd.Series | Mapping[str, Any]) -> dict:
+        """Change the Quantity, LimitPrice, StopPrice, TrailAmount or TrailPercent of a working order
+        from its row (same Ref), or transmit an order placed with Transmit FALSE (same order id, IB's
+        modify). Every risk rule is applied to the new order; other columns must be
+        unchanged. Returns the row's outputs (Message says why when nothing was sent)."""
+        values = dict(row) if not isinstance(row, pd.Series) else row.to_dict()
+        values = {" ".join(str(k).split()).lower(): v for k, v in values.items()}
+        intent = parse_row({c: values.get(c.lower()) for c in ORDER_INPUT_COLUMNS}, None)
+        if isinstance(intent, RowError):
+            return {"Ref": intent.ref, **self._blank_outputs(), "Status": "Error", "Message": str(intent)}
+        with self._desk:
+            rec = self.journal.get(intent.ref) if intent.ref else None
+            if rec is None or rec["state"] != "working":
+                why = "not in the journal" if rec is None else f"{rec['status'] or rec['state']}"
+                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
+                        "Message": f"not modified: {intent.ref or 'the row'} is {why}, not a working order"}
+            old = rec["fields"]
+            changed = [k for k, v in intent.fields().items() if k not in _MODIFIABLE and k != "ref"
+                       and not _same(k, v, old.get(k)) and not (k == "account" and not intent.account)]
+            if changed:
+                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
+                        "Message": f"not modified: {changed[0]} differs from the working order; only Quantity, "
+                                   f"prices and Transmit can change (cancel and place a new row)"}
+            if rec["client_id"] != self.session.client_id:
+                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
+                        "Message": f"not modified: placed by client {rec['client_id']}, not this one"}
+            intent = replace(intent, account=rec["account"])
+            try:
+                details = self.contracts.qualify(f"conid:{rec['con_id']}")
+                batch = self.facts.batch()
+                facts = batch.facts(intent, details, exclude_perm=rec["perm_id"], modify=True)
+                result = evaluate(intent, facts, self.limits)
+            except (IBError, InstrumentError) as exc:
+                return {"Ref": intent.ref, **self.sync.outputs(intent.ref), "Message": f"not modified: {exc}"}
+            if not result.ok:
+                return {"Ref": intent.ref, **self.sync.outputs(intent.ref), "Message": "not modified: " + result.message}
+            intent = result.intent
+            order = self._ib_order(intent, rec["order_id"], parent_id=0, transmit=intent.transmit)
+            self.journal.mark_transmitting(intent.ref, self.session.client_id, rec["order_id"], kind="modify",
+                                           detail=intent.fields())
+            self.journal.update_fields(intent.ref, {**old, **{k: v for k, v in intent.fields().items() if k in _MODIFIABLE}})
+            contract = details.contract
+            version = order_version(order.totalQuantity, order.lmtPrice, order.auxPrice)
+            marker = self.sync.marker(intent.ref)
+            self.session.send(lambda c, oid=rec["order_id"], k=contract, o=order: c.placeOrder(oid, k, o))
+            self.sync.wait(lambda: self.sync.modified(intent.ref, marker, version, intent.quantity),
+                           self.limits.ack_timeout)
+            return {"Ref": intent.ref, **self.sync.outputs(intent.ref)}
+
+    def kill(self) -> list[str]:
+        """Engage the kill switch (persisted in the journal: it survives restarts) and cancel every
+        working order this client placed. New orders are refused ("kill_switch") until
+        :meth:`reset_kill`. Returns the Refs a cancel was sent for."""
+        self.journal.set_kill_switch(True)
+        with self._desk:
+            sent = []
+            for rec in self.journal.intents(("working", "transmitting")):
+                if rec["order_id"] is not None and rec["client_id"] == self.session.client_id:
+                    try:
+                        self._send_cancel(rec)
+                        sent.append(rec["ref"])
+                    except IBError as exc:
+                        log.warning("kill: cancel of %s not sent: %s", rec["ref"], exc)
+            return sent
+
+    def reset_kill(self) -> None:
+        """Release the kill switch: orders may be placed again."""
+        self.journal.set_kill_switch(False)
+
+    @property
+    def killed(self) -> bool:
+        return self.journal.kill_switch
+
+    def order(self, ref: str) -> dict:
+        """One order's record for a read-only UDF: Ref, Symbol, Account, Action, Quantity, OrderType,
+        State (journal state) and the output columns. Raises KeyError for an unknown Ref."""
+        rec = self.journal.get(str(ref).strip())
+        if rec is None:
+            raise KeyError(f"Ref {ref!r} is not in the journal")
+        f = rec["fields"]
+        return {"Ref": rec["ref"], "Symbol": rec["symbol"], "Account": rec["account"], "Action": f.get("action"),
+                "Quantity": f.get("quantity"), "OrderType": f.get("order_type"), "State": rec["state"],
+                **self.sync.outputs(rec["ref"])}
+
+    def table(self) -> pd.DataFrame:
+        """Every order in the journal (children included), indexed by Ref, columns
+        ORDER_OUTPUT_COLUMNS, oldest first."""
+        recs = self.journal.intents()
+        df = pd.DataFrame([self.sync.outputs(r["ref"], r) for r in recs], columns=list(ORDER_OUTPUT_COLUMNS),
+                          index=pd.Index([r["ref"] for r in recs], name="Ref"))
+        return df
+
+    def add_listener(self, fn: Callable[[str, dict], None]) -> None:
+        """``fn(ref, outputs)`` on every status, fill or commission change (ibapi's message thread:
+        keep it quick)."""
+        self.sync.add_listener(fn)
+
+    def remove_listener(self, fn: Callable[[str, dict], None]) -> None:
+        self.sync.remove_listener(fn)
+
+    def close(self) -> None:
+        """Detach from the session and close the journal. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.session.remove_restore_hook(self._on_restore)
+        self.sync.close()
+        self.facts.close()
+        with self._desk:
+            self.journal.close()
+
+    def __enter__(self) -> "OrderDesk":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- reconcile ------------------------------------------------------------------------------------
+    def reconcile(self, timeout: float = 10.0) -> dict[str, str]:
+        """Match the journal with IB: reqAllOpenOrders, reqCompletedOrders and reqExecutions (every
+        answer carrying one of our Refs as orderRef updates its record). An intent still
+        ``transmitting`` of which IB shows no trace becomes ``not_received`` (placing its row again
+        sends it). Returns {ref: state} of the intents that were transmitting. Skipped (empty dict)
+        when not connected or an answer did not arrive within ``timeout`` seconds."""
+        with self._desk:
+            return self.sync.reconcile(timeout)
+
+    def _on_restore(self) -> None:
+        self.facts.on_restore()                      # cached positions/orders are stale until re-sent
+        try:
+            self.reconcile()
+        except Exception:
+            log.exception("reconcile after reconnect failed")
+
+    # --- one order ------------------------------------------------------------------------------------
+    def _place_one(self, intent: OrderIntent, batch: FactGatherer) -> list[str]:
+        rec = self.journal.get(intent.ref)
+        if rec is not None and rec["state"] in BLOCKING_STATES:
+            raise _Refusal(self.sync.outputs(intent.ref, rec)["Status"],
+                           f"duplicate_ref: {intent.ref} was already sent ({rec['state']}); not sent again",
+                           keep={k: v for k, v in self.sync.outputs(intent.ref, rec).items() if k not in ("Status", "Message")})
+        if not self.session.connected:
+            raise _Refusal("Error", f"IB 504: not connected ({self.session.status.state}); nothing was sent")
+        accounts = self.session.status.accounts
+        account = intent.account
+        if not account:
+            if len(accounts) != 1:
+                raise _Refusal("Error", f"Account: expected one of {', '.join(accounts)} (this login manages "
+                                        f"several accounts), got a blank cell")
+            account = accounts[0]
+        elif accounts and account not in accounts:
+            raise _Refusal("Error", f"Account: {account} is not managed by this IB login (managed: "
+                                    f"{', '.join(accounts)})")
+        intent = replace(intent, account=account)
+        try:
+            details = self.contracts.qualify(intent.symbol)
+        except InstrumentError as exc:
+            raise _Refusal("Error", f"Symbol: {exc}") from None
+        except IBError as exc:
+            raise _Refusal("Error", f"Symbol: {exc}") from None
+        try:
+            facts = batch.facts(intent, details, ref_state=rec["state"] if rec else None)
+        except IBError as exc:
+            raise _Refusal("Refused", f"risk data unavailable: {exc}") from None
+        result = evaluate(intent, facts, self.limits)
+        if not result.ok:
+            raise _Refusal("Refused", result.message)
+        intent = result.intent
+        contract = details.contract
+        if self.limits.whatif_margin_check:
+            try:
+                check = self._whatif(intent, contract, batch)
+            except IBError as exc:
+                check = RiskCheck("whatif_margin", False, f"whatif_margin: no what-if answer from IB: {exc}")
+            if not check.ok:
+                raise _Refusal("Refused", check.message)
+        legs = self._legs(intent)
+        try:
+            for ref, fields, parent in legs:
+                self.journal.record_intent(ref, fields, account=account, symbol=format_contract(details),
+                                           con_id=contract.conId, parent_ref=parent)
+        except DuplicateRefError as exc:
+            raise _Refusal("Refused", str(exc)) from None
+        _crash_point("after_journal")
+        try:
+            self._transmit(intent, legs, contract)
+        except IBError as exc:                 # the connection went away: nothing left this process
+            for ref, _, _ in legs:
+                self.journal.set_state(ref, "not_received", f"not sent: {exc}", status="Not sent")
+            raise _Refusal("Error", f"not sent: {exc}") from None
+        return [ref for ref, _, _ in legs]
+
+    def _transmit(self, intent: OrderIntent, legs: list, contract) -> None:
+        """Order ids, the journal's transmitting mark, then placeOrder for every leg in one pacer job
+        (a bracket's legs leave back to back). Raises IBError 504 when the session has no connection."""
+        ids = [self.session.next_order_id() for _ in legs]
+        orders = []
+        for i, (ref, fields, parent) in enumerate(legs):
+            o = self._ib_order(_intent_of(fields, intent), ids[i], parent_id=ids[0] if i else 0,
+                               transmit=intent.transmit if i == len(legs) - 1 else False)
+            if i:
+                o.ocaGroup, o.ocaType = f"{intent.ref}.OCA", 1
+            orders.append(o)
+        for (ref, fields, _), oid in zip(legs, ids):
+            self.journal.mark_transmitting(ref, self.session.client_id, oid)
+            self.facts.sent(ref, oid, intent.account, contract.conId, fields["action"], float(fields["quantity"]))
+        _crash_point("after_mark")
+        done = threading.Event()
+
+        def send(client):
+            for oid, o in zip(ids, orders):
+                client.placeOrder(oid, contract, o)
+            done.set()
+        self.sync.expect(ref for ref, _, _ in legs)
+        self.session.send(send, messages=len(orders), urgent=True)
+        if done.wait(10.0):               # handed to the socket (else reconcile decides later)
+            _crash_point("after_send")
+
+    def _legs(self, intent: OrderIntent) -> list[tuple[str, dict, str | None]]:
+        """(ref, fields, parent_ref) of the entry and its bracket children."""
+        legs = [(intent.ref, intent.fields(), None)]
+        opposite = "SELL" if intent.action == "BUY" else "BUY"
+        base = dict(intent.fields(), action=opposite, limit_price=None, stop_price=None, trail_amount=None,
+                    trail_percent=None, take_profit=None, stop_loss=None, oca_group=f"{intent.ref}.OCA")
+        if intent.take_profit is not None:
+            legs.append((f"{intent.ref}.TP", dict(base, ref=f"{intent.ref}.TP", order_type="LMT",
+                                                  limit_price=intent.take_profit), intent.ref))
+        if intent.stop_loss is not None:
+            legs.append((f"{intent.ref}.SL", dict(base, ref=f"{intent.ref}.SL", order_type="STP",
+                                                  stop_price=intent.stop_loss), intent.ref))
+        return legs
+
+    def _ib_order(self, intent: OrderIntent, order_id: int, *, parent_id: int, transmit: bool) -> Order:
+        o = Order()
+        o.orderId = order_id
+        o.action, o.orderType, o.tif = intent.action, intent.order_type, intent.tif
+        o.totalQuantity = Decimal(repr(intent.quantity))
+        o.account, o.orderRef, o.outsideRth, o.transmit = intent.account, intent.ref, intent.outside_rth, transmit
+        if intent.limit_price is not None:
+            o.lmtPrice = intent.limit_price
+        if intent.order_type == "TRAIL":
+            if intent.trail_amount is not None:
+                o.auxPrice = intent.trail_amount
+            else:
+                o.trailingPercent = intent.trail_percent
+            if intent.stop_price is not None:
+                o.trailStopPrice = intent.stop_price
+        elif intent.stop_price is not None:
+            o.auxPrice = intent.stop_price
+        if parent_id:
+            o.parentId = parent_id
+        if intent.oca_group and not parent_id:
+            o.ocaGroup, o.ocaType = intent.oca_group, 1
+        return o
+
+    def _whatif(self, intent: OrderIntent, contract, batch: FactGatherer):
+        oid = self.session.next_order_id()
+        o = self._ib_order(intent, oid, parent_id=0, transmit=True)
+        o.whatIf = True
+        self.sync.expect_whatif(oid)
+        self.session.send(lambda c: c.placeOrder(oid, contract, o))
+        answer = self.sync.whatif_answer(oid, self.session.request_timeout)
+        if isinstance(answer, IBError):
+            return RiskCheck("whatif_margin", False, f"whatif_margin: IB refused the what-if order: {answer}")
+        change = finite(getattr(answer, "initMarginChange", None)) if answer is not None else None
+        funds = batch.available_funds(intent.account)
+        return check_whatif(change, funds, self.limits.base_currency)
+
+    def _send_cancel(self, rec: dict) -> None:
+        oid = rec["order_id"]
+        self.journal.mark_transmitting(rec["ref"], self.session.client_id, oid, kind="cancel")
+        self.session.send(lambda c: c.cancelOrder(oid, OrderCancel()))
+
+    # --- outputs --------------------------------------------------------------------------------------
+    @staticmethod
+    def _blank_outputs() -> dict:
+        return {c: None for c in ORDER_OUTPUT_COLUMNS}
+
+    def _frame(self, refs: list[str], notes: dict[str, str]) -> pd.DataFrame:
+        rows = []
+        for ref in refs:
+            o = self.sync.outputs(ref)
+            if ref in notes:
+                o["Message"] = notes[ref]
+            rows.append(o)
+        return pd.DataFrame(rows, columns=list(ORDER_OUTPUT_COLUMNS), index=pd.Index(refs, name="Ref"))
+
+    @staticmethod
+    def _put(out: dict, label, ref: str, **values) -> None:
+        out.setdefault(label, {}).update(Ref=ref, **values)
+
+
+def _same(key: str, new: Any, old: Any) -> bool:
+    """Whether a modify leaves this field as it is (the Symbol compares as an instrument, not as text)."""
+    if key == "symbol":
+        try:
+            return parse(str(new)) == parse(str(old))
+        except InstrumentError:
+            return False
+    return new == old
+
+
+class _Refusal(Exception):
+    def __init__(self, status: str, message: str, keep: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.keep = status, message, keep
+
+
+def _intent_of(fields: dict, entry: OrderIntent) -> OrderIntent:
+    return OrderIntent(row=entry.row, **{k: v for k, v in fields.items() if k in OrderIntent.__dataclass_fields__})
+
+

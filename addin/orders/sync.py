@@ -1,0 +1,294 @@
+"""IB's side of the orders, written into the journal: order events as they happen and the reconcile.
+
+:class:`OrderSync` listens on the session (openOrder, orderStatus, execDetails,
+commissionAndFeesReport, completedOrder, their End messages and errors for order ids), matches every
+message to a Ref (orderRef on openOrder, completedOrder and executions; permId or this client's order
+id on orderStatus and errors), records it in the :class:`~addin.orders.journal.Journal`, and tells the
+desk's listeners ``(ref, outputs)``. Messages about orders that are not in the journal (other
+clients', TWS's) are ignored. :meth:`OrderSync.reconcile` asks IB for everything it knows
+(reqAllOpenOrders, reqCompletedOrders, reqExecutions) and marks intents that were ``transmitting``
+but of which IB shows no trace as ``not_received``.
+
+The output columns of a Ref are built here (:meth:`OrderSync.outputs`), from the journal only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import Any, Callable, Iterable
+
+from ibapi.execution import ExecutionFilter
+
+from .journal import Journal
+from .facts import finite
+from .rows import ORDER_OUTPUT_COLUMNS
+from ..ib.session import IBError, Request
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OrderSync", "order_version"]
+
+_STATUS_OF_STATE = {"intent_written": "Not sent", "not_received": "Not sent", "rejected": "Rejected",
+                    "transmitting": "Transmitted"}
+
+
+def order_version(quantity, lmt_price, aux_price) -> tuple:
+    """What tells versions of one order apart in IB's openOrder: quantity and prices."""
+    return (finite(quantity), finite(lmt_price), finite(aux_price))
+
+
+class OrderSync:
+    """Journal updates from IB's order messages on ``session``, for this ``client_id``'s order ids.
+    Thread-safe; callbacks run on ibapi's message thread and are kept short."""
+
+    def __init__(self, session, journal: Journal):
+        self.session, self.journal = session, journal
+        self.cond = threading.Condition()             # every answer notifies it (waits use it)
+        self._answered: set[str] = set()              # refs IB has said something about since expect()
+        self._ends = {"openOrderEnd": 0, "completedOrdersEnd": 0}
+        self._whatif: dict[int, Any] = {}             # order id -> OrderState or IBError (None: waiting)
+        self._seen: set[str] = set()                  # refs IB showed during the current reconcile
+        self._versions: dict[str, tuple[int, tuple]] = {}   # ref -> (openOrders seen, latest version)
+        self._errors: dict[str, int] = {}             # ref -> order errors IB sent
+        self._listeners: list[Callable[[str, dict], None]] = []
+        self._closed = False
+        self._io = threading.Lock()                   # callbacks vs close(): the journal stays open while used
+        handlers = {"openOrder": self._on_open_order, "orderStatus": self._on_order_status,
+                    "execDetails": self._on_exec, "commissionAndFeesReport": self._on_commission,
+                    "completedOrder": self._on_completed, "completedOrdersEnd": self._on_end("completedOrdersEnd"),
+                    "openOrderEnd": self._on_end("openOrderEnd"), "error": self._on_error}
+        self._callbacks = {name: self._guarded(fn) for name, fn in handlers.items()}
+        for name, fn in self._callbacks.items():
+            session.add_listener(name, fn)
+
+    def close(self) -> None:
+        """Stop listening; after this no callback touches the journal."""
+        for name, fn in self._callbacks.items():
+            self.session.remove_listener(name, fn)
+        with self._io:
+            self._closed = True
+
+    def _guarded(self, fn):
+        def callback(*args):
+            with self._io:
+                if not self._closed:
+                    fn(*args)
+        return callback
+
+    # --- outputs and listeners ------------------------------------------------------------------------
+    def outputs(self, ref: str, rec: dict | None = None) -> dict:
+        """The output columns of ``ref`` from the journal (all None for an unknown Ref)."""
+        rec = rec or self.journal.get(ref)
+        if rec is None:
+            return {c: None for c in ORDER_OUTPUT_COLUMNS}
+        state = rec["state"]
+        if state in ("intent_written", "not_received"):
+            status = _STATUS_OF_STATE[state]
+        else:
+            status = rec["status"] or _STATUS_OF_STATE.get(state, state)
+        return {"Status": status, "OrderId": rec["order_id"], "PermId": rec["perm_id"] or None,
+                "Filled": rec["filled"], "Remaining": rec["remaining"], "AvgFillPrice": rec["avg_fill_price"],
+                "Commission": self.journal.commission(ref), "Message": rec["message"],
+                "Updated": datetime.fromisoformat(rec["updated"])}
+
+    def add_listener(self, fn: Callable[[str, dict], None]) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[str, dict], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def notify(self, ref: str) -> None:
+        if not self._listeners:
+            return
+        outputs = self.outputs(ref)
+        for fn in list(self._listeners):
+            try:
+                fn(ref, outputs)
+            except Exception:
+                log.exception("order listener failed")
+
+    # --- waiting ----------------------------------------------------------------------------------------
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` (checked after every answer) or ``timeout`` seconds."""
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)
+
+    def expect(self, refs: Iterable[str]) -> None:
+        """Forget earlier answers for these Refs (they are about to be sent)."""
+        with self.cond:
+            self._answered.difference_update(refs)
+
+    def answered(self, refs: Iterable[str]) -> bool:
+        with self.cond:
+            return all(r in self._answered for r in refs)
+
+    def wait_answers(self, refs: list[str], timeout: float) -> bool:
+        """Until IB said something (openOrder, orderStatus or an error) about every Ref."""
+        return self.wait(lambda: all(r in self._answered for r in refs), timeout)
+
+    def marker(self, ref: str) -> tuple[int, int]:
+        """(openOrders seen, errors seen) for ``ref``: compare after a modify with :meth:`modified`."""
+        with self.cond:
+            return self._versions.get(ref, (0, ()))[0], self._errors.get(ref, 0)
+
+    def modified(self, ref: str, marker: tuple[int, int], version: tuple, quantity: float) -> bool:
+        """IB refused the modify (an error since ``marker``), or showed the new ``version`` and a status
+        for the new ``quantity`` since then."""
+        count, errors = self.marker(ref)
+        if errors > marker[1]:
+            return True
+        rec = self.journal.get(ref)
+        return count > marker[0] and self._versions[ref][1] == version and \
+            abs((rec["remaining"] or 0) + (rec["filled"] or 0) - quantity) < 1e-9
+
+    def expect_whatif(self, order_id: int) -> None:
+        with self.cond:
+            self._whatif[order_id] = None
+
+    def whatif_answer(self, order_id: int, timeout: float):
+        """IB's OrderState for the whatIf order (IBError when refused, None on timeout)."""
+        self.wait(lambda: self._whatif.get(order_id) is not None, timeout)
+        with self.cond:
+            return self._whatif.pop(order_id, None)
+
+    # --- reconcile --------------------------------------------------------------------------------------
+    def reconcile(self, timeout: float = 10.0) -> dict[str, str]:
+        """See :meth:`addin.orders.desk.OrderDesk.reconcile`."""
+        if not self.session.connected:
+            return {}
+        pending = {r["ref"] for r in self.journal.intents(("transmitting",))}
+        with self.cond:
+            self._seen = set()
+            ends = dict(self._ends)
+        try:
+            self.session.send(lambda c: c.reqAllOpenOrders())
+            self.session.send(lambda c: c.reqCompletedOrders(False))
+            got = self.wait(lambda: all(self._ends[k] > ends[k] for k in ends), timeout)
+            request = Request("executions for reconcile", lambda c, rid: c.reqExecutions(rid, ExecutionFilter()),
+                              end="execDetailsEnd", on_event=self._on_exec_row, timeout=timeout)
+            self.session.submit(request).result(timeout + 5)
+        except IBError as exc:
+            log.warning("reconcile incomplete: %s", exc)
+            return {}
+        if not got:
+            log.warning("reconcile incomplete: no openOrderEnd/completedOrdersEnd within %s s", timeout)
+            return {}
+        with self.cond:
+            seen = set(self._seen)
+        result = {}
+        for ref in pending:
+            rec = self.journal.get(ref)
+            if rec["state"] == "transmitting" and ref not in seen:
+                self.journal.set_state(ref, "not_received", "IB has no trace of this order: it was not sent; "
+                                                            "place the row again to send it", status="Not sent")
+                self.notify(ref)
+            result[ref] = self.journal.get(ref)["state"]
+        return result
+
+    # --- IB's callbacks (ibapi's message thread) ----------------------------------------------------------
+    def _answer(self, ref: str) -> None:
+        with self.cond:
+            self._answered.add(ref)
+            self._seen.add(ref)
+            self.cond.notify_all()
+        self.notify(ref)
+
+    def _ours(self, ref: str) -> bool:
+        return bool(ref) and self.journal.get(ref) is not None
+
+    def _on_open_order(self, order_id, contract, order, state) -> None:
+        if getattr(order, "whatIf", False):
+            with self.cond:
+                if order_id in self._whatif:
+                    self._whatif[order_id] = state
+                    self.cond.notify_all()
+            return
+        ref = order.orderRef
+        if not self._ours(ref):
+            return
+        self.journal.set_ids(ref, order_id=order_id, perm_id=order.permId, client_id=order.clientId)
+        with self.cond:
+            count = self._versions.get(ref, (0, ()))[0]
+            self._versions[ref] = (count + 1, order_version(order.totalQuantity, order.lmtPrice, order.auxPrice))
+        if state.status:
+            self.journal.record_status(ref, state.status, perm_id=order.permId)
+        self._answer(ref)
+
+    def _on_order_status(self, order_id, status, filled, remaining, avg_fill_price, perm_id, parent_id,
+                         last_fill_price, client_id, why_held, mkt_cap_price) -> None:
+        ref = self.journal.by_perm_id(perm_id) or self.journal.by_order_id(client_id or self.session.client_id,
+                                                                            order_id)
+        if ref is None:
+            return
+        self.journal.record_status(ref, status, finite(filled), finite(remaining), finite(avg_fill_price) or None,
+                                   perm_id=perm_id)
+        self._answer(ref)
+
+    def _on_completed(self, contract, order, state) -> None:
+        ref = order.orderRef
+        if not self._ours(ref):
+            return
+        filled = finite(order.filledQuantity) or 0.0
+        total = finite(order.totalQuantity) or 0.0
+        self.journal.set_ids(ref, perm_id=order.permId)
+        self.journal.record_status(ref, state.status, filled, max(total - filled, 0.0), perm_id=order.permId)
+        self._answer(ref)
+
+    def _on_exec_row(self, request, name, args) -> bool:
+        if name == "execDetails":
+            with self._io:
+                if not self._closed:
+                    self._on_exec(*args)
+        return False
+
+    def _on_exec(self, req_id, contract, execution) -> None:
+        ref = execution.orderRef
+        if not self._ours(ref):
+            return
+        if self.journal.record_fill(execution.execId, ref, order_id=execution.orderId, perm_id=execution.permId,
+                                    time_text=execution.time, side=execution.side, shares=float(execution.shares),
+                                    price=execution.price):
+            self.notify(ref)
+        with self.cond:
+            self._seen.add(ref)
+
+    def _on_commission(self, report) -> None:
+        ref = self.journal.ref_of_exec(report.execId)
+        if ref is None:
+            return
+        if self.journal.record_commission(report.execId, float(report.commissionAndFees), report.currency,
+                                          finite(report.realizedPNL)):
+            self.notify(ref)
+
+    def _on_end(self, name: str):
+        def on_end(*args):
+            with self.cond:
+                self._ends[name] += 1
+                self.cond.notify_all()
+        return on_end
+
+    def _on_error(self, req_id, code, text, advanced="") -> None:
+        if req_id is None or req_id < 0:
+            return
+        with self.cond:
+            if req_id in self._whatif:
+                self._whatif[req_id] = IBError(code, text)
+                self.cond.notify_all()
+                return
+        ref = self.journal.by_order_id(self.session.client_id, req_id)
+        if ref is None:
+            return
+        rec = self.journal.get(ref)
+        with self.cond:
+            self._errors[ref] = self._errors.get(ref, 0) + 1
+        message = f"IB {code}: {text}"
+        if code == 202:                              # cancelled: the status says it; keep IB's words
+            self.journal.record_status(ref, "Cancelled", message=message)
+        elif rec["state"] == "transmitting":
+            self.journal.set_state(ref, "rejected", message, status="Rejected")
+        else:                                        # a refused modify or cancel: the order stands
+            self.journal.record_status(ref, rec["status"] or "Submitted", message=message)
+        self._answer(ref)

@@ -1,0 +1,494 @@
+"""Client -> server requests of the TWS API at server version 178 (everything but placeOrder).
+
+Each decoder takes a :class:`~addin.paper.codec.wire.Fields` positioned after the message id and returns a
+small dataclass (contracts and filters as ibapi objects). Each reads top to bottom like the
+``ibapi.client.EClient`` method that writes the request at server version 178; ib_async 2.1.0's
+``Client`` writes the same fields in the same order (it differs only in spelling: strike ``0.0`` where
+ibapi leaves an unset strike empty, ``"0"``/``"1"`` for bools, ``""`` for unset numbers).
+
+Leading "version" fields are read and ignored: both clients write fixed values, and a real gateway
+does not reject other ones. A message that ends early raises :class:`~addin.paper.codec.wire.ProtocolError`
+naming the missing field. Fields after the last one we know are ignored.
+
+placeOrder lives in :mod:`addin.paper.codec.order_codec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ibapi.contract import ComboLeg, Contract, DeltaNeutralContract
+from ibapi.execution import ExecutionFilter
+
+from .wire import UNSET_DOUBLE, Fields
+
+
+class OUT:
+    """Message ids, client -> server (``ibapi.message.OUT``)."""
+
+    REQ_MKT_DATA = 1
+    CANCEL_MKT_DATA = 2
+    PLACE_ORDER = 3
+    CANCEL_ORDER = 4
+    REQ_OPEN_ORDERS = 5
+    REQ_ACCT_DATA = 6
+    REQ_EXECUTIONS = 7
+    REQ_IDS = 8
+    REQ_CONTRACT_DATA = 9
+    REQ_AUTO_OPEN_ORDERS = 15
+    REQ_ALL_OPEN_ORDERS = 16
+    REQ_MANAGED_ACCTS = 17
+    REQ_HISTORICAL_DATA = 20
+    CANCEL_HISTORICAL_DATA = 25
+    REQ_CURRENT_TIME = 49
+    REQ_GLOBAL_CANCEL = 58
+    REQ_MARKET_DATA_TYPE = 59
+    REQ_POSITIONS = 61
+    REQ_ACCOUNT_SUMMARY = 62
+    CANCEL_ACCOUNT_SUMMARY = 63
+    CANCEL_POSITIONS = 64
+    START_API = 71
+    REQ_POSITIONS_MULTI = 74
+    CANCEL_POSITIONS_MULTI = 75
+    REQ_ACCOUNT_UPDATES_MULTI = 76
+    CANCEL_ACCOUNT_UPDATES_MULTI = 77
+    REQ_HEAD_TIMESTAMP = 87
+    CANCEL_HEAD_TIMESTAMP = 90
+    REQ_PNL = 92
+    CANCEL_PNL = 93
+    REQ_PNL_SINGLE = 94
+    CANCEL_PNL_SINGLE = 95
+    REQ_TICK_BY_TICK_DATA = 97
+    CANCEL_TICK_BY_TICK_DATA = 98
+    REQ_COMPLETED_ORDERS = 99
+
+
+# --- request records -----------------------------------------------------------------------------
+
+@dataclass
+class MktDataRequest:
+    req_id: int
+    contract: Contract
+    generic_tick_list: str
+    snapshot: bool
+    regulatory_snapshot: bool
+    mkt_data_options: str = ""  # "tag=value;..." ("for internal use only"; both clients send "")
+
+
+@dataclass
+class ContractDetailsRequest:
+    req_id: int
+    contract: Contract  # includeExpired, secIdType, secId, issuerId set from the request
+
+
+@dataclass
+class HistoricalDataRequest:
+    req_id: int
+    contract: Contract
+    include_expired: bool
+    end_date_time: str
+    bar_size: str
+    duration: str
+    use_rth: int
+    what_to_show: str
+    format_date: int
+    keep_up_to_date: bool
+    chart_options: str = ""  # "tag=value;..."
+
+
+@dataclass
+class HeadTimestampRequest:
+    req_id: int
+    contract: Contract
+    include_expired: bool
+    use_rth: int
+    what_to_show: str
+    format_date: int
+
+
+@dataclass
+class ExecutionsRequest:
+    req_id: int
+    filter: ExecutionFilter
+
+
+@dataclass
+class TickByTickRequest:
+    req_id: int
+    contract: Contract
+    tick_type: str  # "Last", "AllLast", "BidAsk", "MidPoint"
+    number_of_ticks: int
+    ignore_size: bool
+
+
+@dataclass
+class AccountSummaryRequest:
+    req_id: int
+    group: str
+    tags: str  # comma-separated
+
+
+@dataclass
+class AccountUpdatesRequest:
+    subscribe: bool
+    account: str
+
+
+@dataclass
+class AccountUpdatesMultiRequest:
+    req_id: int
+    account: str
+    model_code: str
+    ledger_and_nlv: bool
+
+
+@dataclass
+class PositionsMultiRequest:
+    req_id: int
+    account: str
+    model_code: str
+
+
+@dataclass
+class PnLRequest:
+    req_id: int
+    account: str
+    model_code: str
+
+
+@dataclass
+class PnLSingleRequest:
+    req_id: int
+    account: str
+    model_code: str
+    con_id: int
+
+
+@dataclass
+class MarketDataTypeRequest:
+    market_data_type: int  # 1 live, 2 frozen, 3 delayed, 4 delayed frozen
+
+
+@dataclass
+class CancelRequest:
+    """Every cancel that names one request: cancelMktData, cancelHistoricalData, cancelTickByTickData,
+    cancelAccountSummary, cancelPositionsMulti, cancelAccountUpdatesMulti, cancelPnL, cancelPnLSingle,
+    cancelHeadTimeStamp."""
+
+    req_id: int
+
+
+@dataclass
+class IdsRequest:
+    num_ids: int
+
+
+@dataclass
+class CancelOrderRequest:
+    order_id: int
+    manual_order_cancel_time: str = ""
+
+
+@dataclass
+class AutoOpenOrdersRequest:
+    auto_bind: bool
+
+
+@dataclass
+class CompletedOrdersRequest:
+    api_only: bool
+
+
+@dataclass
+class StartApiRequest:
+    client_id: int
+    optional_capabilities: str = ""
+
+
+# --- shared pieces -------------------------------------------------------------------------------
+
+def _version(fields: Fields) -> None:
+    fields.next_str("version")
+
+
+def _contract(fields: Fields) -> Contract:
+    """conId, symbol, secType, lastTradeDateOrContractMonth, strike, right, multiplier, exchange,
+    primaryExchange, currency, localSymbol, tradingClass: the block reqMktData, reqContractDetails,
+    reqHistoricalData, reqHeadTimeStamp and reqTickByTickData all write.
+
+    An empty strike (ibapi's unset strike) becomes ibapi's Contract default, the unset double;
+    ib_async writes ``0.0``.
+    """
+    c = Contract()
+    c.conId = fields.next_int("conId", default=0)
+    c.symbol = fields.next_str("symbol")
+    c.secType = fields.next_str("secType")
+    c.lastTradeDateOrContractMonth = fields.next_str("lastTradeDateOrContractMonth")
+    c.strike = fields.next_float("strike", default=UNSET_DOUBLE)
+    c.right = fields.next_str("right")
+    c.multiplier = fields.next_str("multiplier")
+    c.exchange = fields.next_str("exchange")
+    c.primaryExchange = fields.next_str("primaryExchange")
+    c.currency = fields.next_str("currency")
+    c.localSymbol = fields.next_str("localSymbol")
+    c.tradingClass = fields.next_str("tradingClass")
+    return c
+
+
+def _combo_legs(fields: Fields, contract: Contract) -> None:
+    """A BAG contract's legs: count, then conId, ratio, action, exchange per leg."""
+    count = fields.next_int("comboLegsCount", default=0)
+    contract.comboLegs = []
+    for _ in range(max(count, 0)):
+        leg = ComboLeg()
+        leg.conId = fields.next_int("comboLeg.conId", default=0)
+        leg.ratio = fields.next_int("comboLeg.ratio", default=0)
+        leg.action = fields.next_str("comboLeg.action")
+        leg.exchange = fields.next_str("comboLeg.exchange")
+        contract.comboLegs.append(leg)
+
+
+# --- market data ---------------------------------------------------------------------------------
+
+def req_mkt_data(fields: Fields) -> MktDataRequest:
+    """REQ_MKT_DATA (1), version 11 (EClient.reqMktData)."""
+    _version(fields)
+    req_id = fields.next_int("reqId")
+    contract = _contract(fields)  # conId from 47, tradingClass from 68
+    if contract.secType == "BAG":
+        _combo_legs(fields, contract)
+    if fields.next_bool("deltaNeutralContract"):  # 40 MIN_SERVER_VER_DELTA_NEUTRAL
+        dnc = DeltaNeutralContract()
+        dnc.conId = fields.next_int("deltaNeutral.conId", default=0)
+        dnc.delta = fields.next_float("deltaNeutral.delta", default=0.0)
+        dnc.price = fields.next_float("deltaNeutral.price", default=0.0)
+        contract.deltaNeutralContract = dnc
+    generic_tick_list = fields.next_str("genericTickList")
+    snapshot = fields.next_bool("snapshot")
+    regulatory_snapshot = fields.next_bool("regulatorySnapshot")  # 114 MIN_SERVER_VER_REQ_SMART_COMPONENTS
+    options = fields.next_str("mktDataOptions") if fields.remaining() else ""  # 70 MIN_SERVER_VER_LINKING
+    return MktDataRequest(req_id, contract, generic_tick_list, snapshot, regulatory_snapshot, options)
+
+
+def cancel_mkt_data(fields: Fields) -> CancelRequest:
+    """CANCEL_MKT_DATA (2): version 2, reqId."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_market_data_type(fields: Fields) -> MarketDataTypeRequest:
+    """REQ_MARKET_DATA_TYPE (59): version 1, marketDataType."""
+    _version(fields)
+    return MarketDataTypeRequest(fields.next_int("marketDataType"))
+
+
+def req_tick_by_tick(fields: Fields) -> TickByTickRequest:
+    """REQ_TICK_BY_TICK_DATA (97): no version field."""
+    req_id = fields.next_int("reqId")
+    contract = _contract(fields)
+    tick_type = fields.next_str("tickType")
+    # numberOfTicks and ignoreSize from 140 (MIN_SERVER_VER_TICK_BY_TICK_IGNORE_SIZE)
+    number_of_ticks = fields.next_int("numberOfTicks", default=0)
+    ignore_size = fields.next_bool("ignoreSize")
+    return TickByTickRequest(req_id, contract, tick_type, number_of_ticks, ignore_size)
+
+
+def cancel_tick_by_tick(fields: Fields) -> CancelRequest:
+    """CANCEL_TICK_BY_TICK_DATA (98): reqId, no version field."""
+    return CancelRequest(fields.next_int("reqId"))
+
+
+# --- contract details ----------------------------------------------------------------------------
+
+def req_contract_details(fields: Fields) -> ContractDetailsRequest:
+    """REQ_CONTRACT_DATA (9), version 8 (EClient.reqContractDetails)."""
+    _version(fields)
+    req_id = fields.next_int("reqId")  # 40 MIN_SERVER_VER_CONTRACT_DATA_CHAIN
+    contract = _contract(fields)  # exchange + primaryExchange separately from 75 (PRIMARYEXCH)
+    contract.includeExpired = fields.next_bool("includeExpired")
+    contract.secIdType = fields.next_str("secIdType")  # 45 MIN_SERVER_VER_SEC_ID_TYPE
+    contract.secId = fields.next_str("secId")
+    contract.issuerId = fields.next_str("issuerId")  # 176 MIN_SERVER_VER_BOND_ISSUERID
+    return ContractDetailsRequest(req_id, contract)
+
+
+# --- historical data -----------------------------------------------------------------------------
+
+def req_historical_data(fields: Fields) -> HistoricalDataRequest:
+    """REQ_HISTORICAL_DATA (20): no version field from 124 (MIN_SERVER_VER_SYNT_REALTIME_BARS)."""
+    req_id = fields.next_int("reqId")
+    contract = _contract(fields)
+    include_expired = fields.next_bool("includeExpired")
+    contract.includeExpired = include_expired
+    end_date_time = fields.next_str("endDateTime")
+    bar_size = fields.next_str("barSizeSetting")
+    duration = fields.next_str("durationStr")
+    use_rth = fields.next_int("useRTH", default=0)
+    what_to_show = fields.next_str("whatToShow")
+    format_date = fields.next_int("formatDate", default=1)
+    if contract.secType == "BAG":
+        _combo_legs(fields, contract)
+    keep_up_to_date = fields.next_bool("keepUpToDate")  # 124
+    chart_options = fields.next_str("chartOptions") if fields.remaining() else ""  # 70 LINKING
+    return HistoricalDataRequest(req_id, contract, include_expired, end_date_time, bar_size, duration,
+                                 use_rth, what_to_show, format_date, keep_up_to_date, chart_options)
+
+
+def cancel_historical_data(fields: Fields) -> CancelRequest:
+    """CANCEL_HISTORICAL_DATA (25): version 1, reqId."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_head_timestamp(fields: Fields) -> HeadTimestampRequest:
+    """REQ_HEAD_TIMESTAMP (87): no version field."""
+    req_id = fields.next_int("reqId")
+    contract = _contract(fields)
+    include_expired = fields.next_bool("includeExpired")
+    contract.includeExpired = include_expired
+    use_rth = fields.next_int("useRTH", default=0)
+    what_to_show = fields.next_str("whatToShow")
+    format_date = fields.next_int("formatDate", default=1)
+    return HeadTimestampRequest(req_id, contract, include_expired, use_rth, what_to_show, format_date)
+
+
+def cancel_head_timestamp(fields: Fields) -> CancelRequest:
+    """CANCEL_HEAD_TIMESTAMP (90): reqId, no version field."""
+    return CancelRequest(fields.next_int("reqId"))
+
+
+# --- orders and executions -----------------------------------------------------------------------
+
+def req_executions(fields: Fields) -> ExecutionsRequest:
+    """REQ_EXECUTIONS (7), version 3. lastNDays / specificDates only from 200: not at 178."""
+    _version(fields)
+    req_id = fields.next_int("reqId")  # 42 MIN_SERVER_VER_EXECUTION_DATA_CHAIN
+    f = ExecutionFilter()
+    f.clientId = fields.next_int("clientId", default=0)
+    f.acctCode = fields.next_str("acctCode")
+    f.time = fields.next_str("time")
+    f.symbol = fields.next_str("symbol")
+    f.secType = fields.next_str("secType")
+    f.exchange = fields.next_str("exchange")
+    f.side = fields.next_str("side")
+    return ExecutionsRequest(req_id, f)
+
+
+def req_ids(fields: Fields) -> IdsRequest:
+    """REQ_IDS (8): version 1, numIds."""
+    _version(fields)
+    return IdsRequest(fields.next_int("numIds", default=1))
+
+
+def cancel_order(fields: Fields) -> CancelOrderRequest:
+    """CANCEL_ORDER (4): version 1 (until 192), orderId, manualOrderCancelTime (from 169).
+    The RFQ fields (187..189) and CME tagging fields (192) are not written at 178."""
+    _version(fields)
+    order_id = fields.next_int("orderId")
+    manual_time = fields.next_str("manualOrderCancelTime") if fields.remaining() else ""
+    return CancelOrderRequest(order_id, manual_time)
+
+
+def req_auto_open_orders(fields: Fields) -> AutoOpenOrdersRequest:
+    """REQ_AUTO_OPEN_ORDERS (15): version 1, autoBind."""
+    _version(fields)
+    return AutoOpenOrdersRequest(fields.next_bool("autoBind"))
+
+
+def req_completed_orders(fields: Fields) -> CompletedOrdersRequest:
+    """REQ_COMPLETED_ORDERS (99): apiOnly, no version field."""
+    return CompletedOrdersRequest(fields.next_bool("apiOnly"))
+
+
+# --- accounts and positions ----------------------------------------------------------------------
+
+def req_account_summary(fields: Fields) -> AccountSummaryRequest:
+    """REQ_ACCOUNT_SUMMARY (62): version 1, reqId, groupName, tags."""
+    _version(fields)
+    return AccountSummaryRequest(fields.next_int("reqId"), fields.next_str("groupName"),
+                                 fields.next_str("tags"))
+
+
+def cancel_account_summary(fields: Fields) -> CancelRequest:
+    """CANCEL_ACCOUNT_SUMMARY (63): version 1, reqId."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_account_updates(fields: Fields) -> AccountUpdatesRequest:
+    """REQ_ACCT_DATA (6): version 2, subscribe, acctCode."""
+    _version(fields)
+    return AccountUpdatesRequest(fields.next_bool("subscribe"), fields.next_str("acctCode"))
+
+
+def req_account_updates_multi(fields: Fields) -> AccountUpdatesMultiRequest:
+    """REQ_ACCOUNT_UPDATES_MULTI (76): version 1, reqId, account, modelCode, ledgerAndNLV."""
+    _version(fields)
+    return AccountUpdatesMultiRequest(fields.next_int("reqId"), fields.next_str("account"),
+                                      fields.next_str("modelCode"), fields.next_bool("ledgerAndNLV"))
+
+
+def cancel_account_updates_multi(fields: Fields) -> CancelRequest:
+    """CANCEL_ACCOUNT_UPDATES_MULTI (77): version 1, reqId."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_positions_multi(fields: Fields) -> PositionsMultiRequest:
+    """REQ_POSITIONS_MULTI (74): version 1, reqId, account, modelCode."""
+    _version(fields)
+    return PositionsMultiRequest(fields.next_int("reqId"), fields.next_str("account"),
+                                 fields.next_str("modelCode"))
+
+
+def cancel_positions_multi(fields: Fields) -> CancelRequest:
+    """CANCEL_POSITIONS_MULTI (75): version 1, reqId."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_pnl(fields: Fields) -> PnLRequest:
+    """REQ_PNL (92): reqId, account, modelCode; no version field."""
+    return PnLRequest(fields.next_int("reqId"), fields.next_str("account"), fields.next_str("modelCode"))
+
+
+def cancel_pnl(fields: Fields) -> CancelRequest:
+    """CANCEL_PNL (93): reqId."""
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_pnl_single(fields: Fields) -> PnLSingleRequest:
+    """REQ_PNL_SINGLE (94): reqId, account, modelCode, conId; no version field."""
+    return PnLSingleRequest(fields.next_int("reqId"), fields.next_str("account"),
+                            fields.next_str("modelCode"), fields.next_int("conId", default=0))
+
+
+def cancel_pnl_single(fields: Fields) -> CancelRequest:
+    """CANCEL_PNL_SINGLE (95): reqId."""
+    return CancelRequest(fields.next_int("reqId"))
+
+
+# --- session -------------------------------------------------------------------------------------
+
+def start_api(fields: Fields) -> StartApiRequest:
+    """START_API (71): version 2, clientId, optionalCapabilities (from 72)."""
+    _version(fields)
+    client_id = fields.next_int("clientId", default=0)
+    capabilities = fields.next_str("optionalCapabilities") if fields.remaining() else ""
+    return StartApiRequest(client_id, capabilities)
+
+
+__all__ = [
+    "OUT", "MktDataRequest", "ContractDetailsRequest", "HistoricalDataRequest", "HeadTimestampRequest",
+    "ExecutionsRequest", "TickByTickRequest", "AccountSummaryRequest", "AccountUpdatesRequest",
+    "AccountUpdatesMultiRequest", "PositionsMultiRequest", "PnLRequest", "PnLSingleRequest",
+    "MarketDataTypeRequest", "CancelRequest", "IdsRequest", "CancelOrderRequest",
+    "AutoOpenOrdersRequest", "CompletedOrdersRequest", "StartApiRequest",
+    "req_mkt_data", "cancel_mkt_data", "req_market_data_type", "req_tick_by_tick", "cancel_tick_by_tick",
+    "req_contract_details", "req_historical_data", "cancel_historical_data", "req_head_timestamp",
+    "cancel_head_timestamp", "req_executions", "req_ids", "cancel_order", "req_auto_open_orders",
+    "req_completed_orders", "req_account_summary", "cancel_account_summary", "req_account_updates",
+    "req_account_updates_multi", "cancel_account_updates_multi", "req_positions_multi",
+    "cancel_positions_multi", "req_pnl", "cancel_pnl", "req_pnl_single", "cancel_pnl_single",
+    "start_api",
+]

@@ -1,0 +1,137 @@
+"""Historical data at the paper gateway: reqHistoricalData with IB's validation and pacing rules,
+keepUpToDate streaming (HISTORICAL_DATA_UPDATE) and cancelHistoricalData.
+
+The bars come from the market model (real bars resampled; finer bars from the same tick generator
+as the live quotes). The rules (step sizes, 50 open requests, small-bar pacing) live in
+``history_rules`` and are enforced per client connection, as IB does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from ..codec import messages, requests
+from ..market import history_rules
+from ..market.history_rules import HistoryError
+from ..market.market import BarSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..market.market import Bar, Instrument
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveBars:
+    """A keepUpToDate request: the client gets the bar in progress whenever it changes."""
+
+    conn: object
+    req_id: int
+    inst: "Instrument"
+    spec: BarSpec
+    what: str
+    use_rth: bool
+    format_date: int
+    last: tuple = ()
+
+
+class HistoryService:
+    def __init__(self, server):
+        self.server = server
+        self.pacers: dict[int, history_rules.HistoryPacer] = {}
+        self.live: dict[tuple[int, int], LiveBars] = {}
+
+    def _pacer(self, conn) -> history_rules.HistoryPacer:
+        pacer = self.pacers.get(id(conn))
+        if pacer is None:
+            rate = self.server.config.pacing_clock_rate
+            pacer = self.pacers[id(conn)] = history_rules.HistoryPacer(clock=lambda: time.monotonic() * rate)
+        return pacer
+
+    def req_historical_data(self, conn, fields) -> None:
+        req = requests.req_historical_data(fields)
+        market = self.server.market
+        now = market.now()
+        try:
+            checked = history_rules.validate_request(
+                req.end_date_time, req.duration, req.bar_size, req.what_to_show, now=now,
+                keep_up_to_date=req.keep_up_to_date, sec_type=req.contract.secType, format_date=req.format_date)
+        except HistoryError as exc:
+            self.server.send_error(conn, req.req_id, exc.code, exc.text)
+            return
+        inst = self.server.resolve(conn, req.req_id, req.contract)
+        if inst is None:
+            return
+        what, bar = checked.what_to_show, checked.bar
+        identity = (inst.con_id, req.end_date_time, req.bar_size, req.duration, req.use_rth, what,
+                    req.format_date, req.keep_up_to_date)
+        try:
+            self._pacer(conn).admit(req.req_id, (inst.con_id, inst.contract.exchange, what), bar, what, identity)
+        except HistoryError as exc:
+            self.server.send_error(conn, req.req_id, exc.code, exc.text)
+            return
+        if checked.implied_tz:
+            self.server.send_error(conn, req.req_id, *history_rules.IMPLIED_TZ_WARNING)
+        spec = BarSpec(seconds=bar.seconds, months=bar.months)
+        end = min(checked.end, now)
+        try:
+            bars = market.bars(inst, checked.start, end, spec, what, bool(req.use_rth))
+        except ValueError as exc:
+            self._pacer(conn).done(req.req_id)
+            self.server.send_error(conn, req.req_id, 162, f"Historical Market Data Service error message:{exc}")
+            return
+        conn.send(messages.historical_data(req.req_id, checked.start, end, bars, req.format_date,
+                                           daily=spec.months > 0 or spec.seconds >= 86400))
+        if req.keep_up_to_date:
+            self.live[(id(conn), req.req_id)] = LiveBars(conn, req.req_id, inst, spec, what,
+                                                         bool(req.use_rth), req.format_date,
+                                                         _bar_key(bars[-1]) if bars else ())
+        else:
+            self._pacer(conn).done(req.req_id)
+
+    def cancel_historical_data(self, conn, fields) -> None:
+        fields.next_int("version")
+        req_id = fields.next_int("reqId")
+        self.live.pop((id(conn), req_id), None)
+        try:
+            self._pacer(conn).cancel(req_id)
+        except HistoryError as exc:
+            self.server.send_error(conn, req_id, exc.code, exc.text)
+
+    def req_head_timestamp(self, conn, fields) -> None:
+        req_id = fields.next_int("reqId")
+        self.server.send_error(conn, req_id, 162, "Historical Market Data Service error message:"
+                                                  "head timestamp is not offered by the paper gateway")
+
+    def pump(self, now) -> None:
+        """Send the bar in progress of every keepUpToDate request whose values changed."""
+        market = self.server.market
+        for live in list(self.live.values()):
+            span = timedelta(days=31) if live.spec.months else timedelta(seconds=live.spec.seconds)
+            bars = market.bars(live.inst, now - span, now, live.spec, live.what, live.use_rth)
+            if not bars:
+                continue
+            key = _bar_key(bars[-1])
+            if key != live.last:
+                live.last = key
+                live.conn.send(messages.historical_data_update(live.req_id, bars[-1], live.format_date,
+                                                               daily=live.spec.months > 0
+                                                               or live.spec.seconds >= 86400))
+
+    def drop_connection(self, conn) -> None:
+        self.pacers.pop(id(conn), None)
+        for key in [k for k, v in self.live.items() if v.conn is conn]:
+            del self.live[key]
+
+    def drop_all_subscriptions(self) -> None:
+        for key, live in list(self.live.items()):
+            self._pacer(live.conn).done(live.req_id)
+        self.live.clear()
+
+
+def _bar_key(bar: "Bar") -> tuple:
+    return (bar.time, bar.open, bar.high, bar.low, bar.close, bar.volume)

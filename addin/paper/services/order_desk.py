@@ -1,0 +1,160 @@
+"""Orders at the paper gateway: decodes order requests, hands them to the broker and routes the
+broker's events (open order, status, execution, commission, errors) back to the owning client.
+
+Orders belong to the gateway, not to a socket: a client that drops and reconnects with the same
+clientId finds its working orders, as at a real broker. Events for a client that is not connected
+are not queued (TWS does not queue them either); the client asks again with reqOpenOrders,
+reqCompletedOrders and reqExecutions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
+
+from ibapi.contract import Contract
+from ibapi.order import Order
+
+from ..market import broker as brk
+from ..codec import messages, requests
+from ..codec.order_codec import decode_place_order, encode_completed_order, encode_completed_orders_end, encode_open_order
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..server import PaperServer
+
+log = logging.getLogger(__name__)
+
+NEW_YORK = ZoneInfo("America/New_York")
+CLOSE_AUCTION = time(16, 0)
+AUCTION_SEC_TYPES = ("STK", "FUT")
+
+
+def _crossed_close(before: datetime, now: datetime) -> bool:
+    """True when the US close (16:00 New York) lies in (before, now]."""
+    local = now.astimezone(NEW_YORK)
+    for day in (local.date(), local.date() - timedelta(days=1)):
+        close = datetime.combine(day, CLOSE_AUCTION, NEW_YORK)
+        if before < close <= now:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ReceivedOrder:
+    """What the gateway received in one placeOrder message (for tests: the gateway's side of the story)."""
+
+    client_id: int
+    order_id: int
+    contract: Contract
+    order: Order
+
+
+class PaperOrderService:
+    def __init__(self, server: "PaperServer"):
+        self.server = server
+        self.received: list[ReceivedOrder] = []
+        self._next_ids: dict[int, int] = {}
+        self._last_market = None
+
+    def next_valid_id(self, client_id: int) -> int:
+        nxt = max(self._next_ids.get(client_id, 1), self.server.broker.max_order_id(client_id) + 1)
+        self._next_ids[client_id] = nxt
+        return nxt
+
+    # --- requests ---------------------------------------------------------------------------------
+    def place_order(self, conn, fields) -> None:
+        order_id, contract, order = decode_place_order(fields, conn.client_version)
+        self.received.append(ReceivedOrder(conn.client_id, order_id, contract, order))
+        self._next_ids[conn.client_id] = max(self._next_ids.get(conn.client_id, 1), order_id + 1)
+        inst = self.server.resolve(conn, order_id, contract)
+        if inst is None:
+            return
+        self.route(self.server.broker.place(conn.client_id, order_id, inst, contract, order))
+
+    def cancel_order(self, conn, fields) -> None:
+        req = requests.cancel_order(fields)
+        self.route(self.server.broker.cancel(conn.client_id, req.order_id, req.manual_order_cancel_time))
+
+    def global_cancel(self, conn, fields) -> None:
+        self.route(self.server.broker.global_cancel())
+
+    def req_open_orders(self, conn, fields) -> None:
+        self._send_open_orders(conn, self.server.broker.open_orders(conn.client_id))
+
+    def req_all_open_orders(self, conn, fields) -> None:
+        self._send_open_orders(conn, self.server.broker.open_orders(None))
+
+    def req_auto_open_orders(self, conn, fields) -> None:
+        fields.next_int("version")
+        fields.next_bool("autoBind")
+        if conn.client_id != 0:
+            self.server.send_error(conn, -1, 327, "Only the default client (client id 0) can auto bind orders.")
+            return
+        self._send_open_orders(conn, self.server.broker.open_orders(conn.client_id))
+
+    def _send_open_orders(self, conn, rows) -> None:
+        for contract, order, state in rows:
+            conn.send(encode_open_order(order.orderId, contract, order, state, conn.client_version))
+            status = self.server.broker.status_of(order.clientId, order.orderId)
+            if status is not None:
+                conn.send(_status_message(status))
+        conn.send(messages.open_order_end())
+
+    def req_completed_orders(self, conn, fields) -> None:
+        for contract, order, state in self.server.broker.completed_orders():
+            conn.send(encode_completed_order(contract, order, state, conn.client_version))
+        conn.send(encode_completed_orders_end())
+
+    def req_executions(self, conn, fields) -> None:
+        req = requests.req_executions(fields)
+        for contract, execution, report in self.server.broker.executions(conn.client_id, req.filter):
+            conn.send(messages.execution_data(req.req_id, contract, execution))
+            if report is not None:
+                conn.send(messages.commission_report(report))
+        conn.send(messages.execution_data_end(req.req_id))
+
+    def req_ids(self, conn, fields) -> None:
+        conn.send(messages.next_valid_id(self.next_valid_id(conn.client_id)))
+
+    # --- market and events ------------------------------------------------------------------------
+    def on_market(self) -> None:
+        """Let working orders trade against the current quotes; run the closing auction (MOC/LOC)
+        when the replay clock passes 16:00 New York time."""
+        now = self.server.market.now()
+        events = list(self.server.broker.on_market())
+        if self._last_market is not None and _crossed_close(self._last_market, now):
+            for inst in self.server.market.instruments:
+                if inst.contract.secType in AUCTION_SEC_TYPES:
+                    events += self.server.broker.on_close(inst.con_id)
+        self._last_market = now
+        self.route(events)
+
+    def route(self, events) -> None:
+        """Send each broker event to the client that owns the order, in the broker's order."""
+        clients = self.server.clients
+        for ev in events:
+            if isinstance(ev, brk.AccountChanged):
+                self.server.accounts.on_change(ev.account)
+                continue
+            conn = clients.get(ev.client_id)
+            if conn is None:
+                continue
+            if isinstance(ev, brk.OpenOrderEvent):
+                conn.send(encode_open_order(ev.order_id, ev.contract, ev.order, ev.state, conn.client_version))
+            elif isinstance(ev, brk.OrderStatusEvent):
+                conn.send(_status_message(ev))
+            elif isinstance(ev, brk.ExecutionEvent):
+                conn.send(messages.execution_data(-1, ev.contract, ev.execution))
+            elif isinstance(ev, brk.CommissionEvent):
+                conn.send(messages.commission_report(ev.report))
+            elif isinstance(ev, brk.ErrorEvent):
+                self.server.send_error(conn, ev.req_id, ev.code, ev.text)
+
+
+def _status_message(ev) -> bytes:
+    return messages.order_status(ev.order_id, ev.status, ev.filled, ev.remaining, ev.avg_fill_price,
+                                 ev.perm_id, ev.parent_id, ev.last_fill_price, ev.client_id,
+                                 ev.why_held, ev.mkt_cap_price)
