@@ -1,0 +1,56 @@
+"""The package layout holds: the client packages and the paper gateway never import each other (only
+``addin.app`` wires them), and the command line loads neither the gateway, pandas nor xlwings until a
+command needs them. Read from the source (AST) and from a fresh interpreter's sys.modules."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ADDIN = Path(__file__).resolve().parents[1] / "addin"
+CLIENT = ("ib", "market", "account", "orders", "excel")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute dotted names a module imports (relative imports resolved against its package)."""
+    package = ".".join(path.relative_to(ADDIN.parent).with_suffix("").parts[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            out.add(name)
+            out |= {f"{name}.{a.name}" for a in node.names}
+    return out
+
+
+def modules_of(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (ADDIN / pkg).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules_of(*CLIENT), ids=lambda p: str(p.relative_to(ADDIN)))
+def test_client_packages_never_import_the_paper_gateway_or_the_app(path):
+    bad = {m for m in imported_modules(path) if m.startswith(("addin.paper", "addin.app"))}
+    assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", modules_of("paper"), ids=lambda p: str(p.relative_to(ADDIN)))
+def test_the_paper_gateway_never_imports_the_client_packages(path):
+    bad = {m for m in imported_modules(path) if m.startswith(tuple(f"addin.{c}" for c in (*CLIENT, "app")))}
+    assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
+
+
+def test_the_command_line_and_ibxl_check_load_no_gateway_pandas_or_xlwings():
+    code = ("import sys, addin.app.cli, addin.app.doctor; print('\\n'.join(sorted(m for m in sys.modules if m.startswith("
+            "('addin.paper.', 'pandas', 'xlwings', 'numpy')))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m != "addin.paper.cli"] == []
