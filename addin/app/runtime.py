@@ -148,14 +148,15 @@ class Runtime:
 
     def wait_quote(self, key: str, timeout: float | None = None) -> Quote | None:
         """The board's Quote for ``key``, waiting up to ``timeout`` seconds (default
-        ``first_quote_wait``) for its first tick or error when none arrived yet."""
+        ``first_quote_wait``) until it is priced (both sides, or a last: ``Quote.priced``) or failed;
+        after the timeout, whatever the board holds (None when nothing arrived)."""
         board = self.market.board
         timeout = self.first_quote_wait if timeout is None else timeout
         deadline = _now() + timeout
         while True:
             version = board.version
             q = board.get(key)
-            if q is not None and (q.updated is not None or q.error):
+            if q is not None and (q.priced or q.error):
                 return q
             left = deadline - _now()
             if left <= 0:

@@ -122,6 +122,12 @@ class Quote:
     notice: str | None = None
     stale: bool = False
 
+    @property
+    def priced(self) -> bool:
+        """Both sides of the book, or a last: enough to show a price and to value an order. A new
+        line's first tick often carries one side only (IB sends bid and ask as separate messages)."""
+        return (self.bid is not None and self.ask is not None) or self.last is not None
+
 
 _RAW_FIELDS = frozenset({"bid", "ask", "last", "bid_size", "ask_size", "last_size", "volume", "open",
                          "high", "low", "close", "updated", "last_time", "data_type", "error", "notice",

@@ -286,9 +286,7 @@ class DeskFacts:
         max_age = self.desk.limits.quote_max_age
         fresh = q is not None and not q.stale and q.updated is not None and \
             (datetime.now(timezone.utc) - q.updated).total_seconds() <= max_age and \
-            ((q.bid is not None and q.ask is not None) or q.last is not None)
-        # A line's first tick may carry one side only (IB sends bid and ask as separate messages): wait
-        # for both, or a last, so a market order is not refused for want of the other side.
+            q.priced                # not a first tick with one side only: a MKT order needs both
         return q if fresh else None
 
     def _wait_board(self, key: str, timeout: float):
