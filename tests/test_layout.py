@@ -54,3 +54,9 @@ def test_the_command_line_and_ibxl_check_load_no_gateway_pandas_or_xlwings():
             "('addin.paper.', 'pandas', 'xlwings', 'numpy')))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in loaded if m != "addin.paper.cli"] == []
+
+
+@pytest.mark.parametrize("path", modules_of("protocol"), ids=lambda p: str(p.relative_to(ADDIN)))
+def test_protocol_depends_on_nothing_of_ours_but_itself(path):
+    bad = {m for m in imported_modules(path) if m.startswith("addin") and not m.startswith("addin.protocol")}
+    assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"

@@ -15,6 +15,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def test_ib_quotes_is_two_dimensional_with_errors_in_their_rows(rt):
     assert all(v.startswith("#IB 200:") for v in out[1])
     assert isinstance(out[2][0], float) and out[2][2] is None      # FX has no last trade
     assert udfs.IB_QUOTES("MSFT") and len(udfs.IB_QUOTES("MSFT")[0]) == 3
+    # A field's first tick may come after the line is priced (volume follows bid and ask): the UDF shows
+    # what the board holds, blank until then. Wait on the board for it, then the UDF returns it.
+    udfs.IB_QUOTES(["AAPL", "MSFT"], [["bid", "volume"]])
+    board, deadline = rt.market.board, time.monotonic() + 10
+    while (board.get("MSFT.NASDAQ") is None or board.get("MSFT.NASDAQ").volume is None) and time.monotonic() < deadline:
+        board.wait(board.version, deadline - time.monotonic())
     assert udfs.IB_QUOTES(["AAPL", "MSFT"], [["bid", "volume"]])[1][1] > 0
     assert rt.registry.changed(["EUR/USD"]) == {"Quotes": ["E2"]}
 

@@ -69,6 +69,7 @@ from typing import Sequence
 
 from ibapi.contract import Contract, ContractDetails
 
+from ..protocol.futures import MONTH_CODES
 from .session import IBError, Request
 
 __all__ = [
@@ -76,7 +77,6 @@ __all__ = [
     "EXCEL_ERRORS", "MONTH_CODES",
 ]
 
-MONTH_CODES = "FGHJKMNQUVXZ"
 _MONTH_OF_CODE = {c: i + 1 for i, c in enumerate(MONTH_CODES)}
 _MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
                 "October", "November", "December")

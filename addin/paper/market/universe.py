@@ -38,11 +38,11 @@ import numpy as np
 from ibapi.contract import Contract, ContractDetails
 from ibapi.tag_value import TagValue
 
+from ...protocol.futures import month_code
 from . import ticks as tk
 from .series import DAY, HOUR, NATIVE_SECONDS, Feed, TickGrid, load_series, unit_of, unit_starts
 
 SYNTHETIC_BASE = 900_000_000
-MONTH_CODES = "FGHJKMNQUVXZ"   # IB's futures month codes, January to December
 # IB gives every futures month its own conId; the paper gateway derives its own from the expiry, in a
 # reserved range: 899_000_000 + (year - 2000) * 100 + month (ESZ6 -> 899_002_612).
 ES_CON_ID_BASE = 899_000_000
@@ -296,7 +296,7 @@ def es_expiries(start_epoch: float, count: int = ES_MONTHS_LISTED) -> list[date]
 
 def es_local_symbol(expiry: date) -> str:
     """IB's localSymbol of an ES contract: root, month code, last digit of the year (ESZ6)."""
-    return f"ES{MONTH_CODES[expiry.month - 1]}{expiry.year % 10}"
+    return f"ES{month_code(expiry.month)}{expiry.year % 10}"
 
 
 def es_con_id(expiry: date) -> int:
