@@ -115,6 +115,16 @@ def test_trail_needs_exactly_one_of_amount_or_percent():
     assert str(parse_row({**base, "OrderType": "LMT", "LimitPrice": 1, "TrailAmount": 1})).startswith("TrailAmount:")
 
 
+def test_an_order_names_its_futures_month_the_front_month_rolls():
+    base = {"Ref": "F", "Symbol": "ES.CME", "Action": "BUY", "Quantity": 1, "OrderType": "MKT"}
+    err = parse_row(base)
+    assert isinstance(err, RowError) and err.column == "Symbol"
+    assert str(err).startswith("Symbol: 'ES.CME' is a future without a contract month, which means the front month")
+    assert "ES YYYYMM CME" in str(err)
+    for text in ("ES 202703 CME", "ESH7.CME", "es 20270319 cme"):
+        assert isinstance(parse_row({**base, "Symbol": text}), OrderIntent), text
+
+
 def test_new_refs_are_unique_and_valid():
     refs = {new_ref() for _ in range(1000)}
     assert len(refs) == 1000
