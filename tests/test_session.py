@@ -38,12 +38,15 @@ def gw():
 
 def test_connect_status_disconnect(gw):
     s = Session(port=gw.port, client_id=41)
-    st = s.connect()
-    assert (st.state, st.server_version, st.accounts, st.paper) == ("connected", 178, ("DU1234567",), True)
-    assert any(n.startswith("2104") for n in st.farm_notices)
-    rows = s.submit(details_request()).result(10)
-    assert [a[1].contract.conId for n, a in rows if n == "contractDetails"] == [265598]
-    s.disconnect()
+    try:
+        st = s.connect()
+        assert (st.state, st.server_version, st.accounts, st.paper) == ("connected", 178, ("DU1234567",), True)
+        # the farm notices may follow the handshake
+        assert s.wait_status(lambda st: any(n.startswith("2104") for n in st.farm_notices), 10)
+        rows = s.submit(details_request()).result(10)
+        assert [a[1].contract.conId for n, a in rows if n == "contractDetails"] == [265598]
+    finally:
+        s.disconnect()
     assert s.status.state == "disconnected"
     with pytest.raises(IBError) as err:
         s.submit(details_request())
