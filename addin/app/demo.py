@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..orders.risk import round_to_tick
 from . import macros
 
 # Prices of the sample rows: (column, quote side, offset as a fraction of that price, extra ticks).
@@ -72,17 +73,13 @@ def price_samples(book, rt, quote_timeout: float = 10.0) -> dict[str, dict[str, 
             base = getattr(quote, side)
             if base is None or not math.isfinite(base) or base <= 0:
                 raise RuntimeError(f"{ref}: no {side} for {symbol} to price {column} from")
-            price = on_grid(base * (1 + offset), tick) + extra_ticks * tick
-            prices[column] = round(price, 10)
+            price = round_to_tick(base * (1 + offset), tick)
+            if extra_ticks:                       # off the grid on purpose, by a fraction of a tick
+                price = round(price + extra_ticks * tick, 10)
+            prices[column] = price
             book.write(info.sheet, int(row), info.column(column), [[prices[column]]])
         written[ref] = prices
     return written
-
-
-def on_grid(price: float, tick: float) -> float:
-    """``price`` rounded to the nearest multiple of ``tick`` (exact in decimal: 0.1 ticks stay 0.1)."""
-    decimals = max(0, -math.floor(math.log10(tick)) + 2)
-    return round(round(price / tick) * tick, decimals)
 
 
 def verdicts(orders: pd.DataFrame | None) -> list[Verdict]:
