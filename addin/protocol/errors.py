@@ -9,13 +9,13 @@ request; the paper gateway sends the same codes with IB's texts. Codes 502/504 a
 
 from __future__ import annotations
 
-from ibapi.errors import CONNECT_FAIL, NOT_CONNECTED
+from ibapi import errors as ibapi_errors
 
 # --- the connection -------------------------------------------------------------------------------
-COULD_NOT_CONNECT = CONNECT_FAIL.code()             # 502: nothing answered the API handshake
-NOT_CONNECTED_CODE = NOT_CONNECTED.code()           # 504: no connection (a request was not sent)
+CONNECT_FAILED = ibapi_errors.CONNECT_FAIL.code()   # 502: nothing answered the API handshake
+NOT_CONNECTED = ibapi_errors.NOT_CONNECTED.code()   # 504: no connection (a request was not sent)
 #: Errors that end a connection attempt while it is being made.
-CONNECT_FAILURES = frozenset({COULD_NOT_CONNECT, NOT_CONNECTED_CODE})
+CONNECT_FAILURES = frozenset({CONNECT_FAILED, NOT_CONNECTED})
 CLIENT_ID_IN_USE = 326                              # another program holds this clientId
 
 # TWS's connection to IB's servers (sent with reqId -1).
@@ -61,7 +61,7 @@ NOT_SUBSCRIBED = 354              # no market data subscription
 PART_NOT_SUBSCRIBED = 10090       # part of the requested market data is not subscribed
 TICK_BY_TICK_FAILED = 10189       # "Failed to request tick-by-tick data"
 #: Market data errors after which the same request may succeed later.
-MARKET_DATA_RETRYABLE = frozenset({NO_ANSWER, MAX_RATE_EXCEEDED, MAX_TICKERS, NOT_CONNECTED_CODE,
+MARKET_DATA_RETRYABLE = frozenset({NO_ANSWER, MAX_RATE_EXCEEDED, MAX_TICKERS, NOT_CONNECTED,
                                    CONNECTIVITY_LOST, PART_NOT_SUBSCRIBED, COMPETING_SESSION})
 
 # --- orders ---------------------------------------------------------------------------------------
