@@ -20,6 +20,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from addin.protocol.framing import frame_message_id
+from addin.protocol.messages import OUT
+
 from .gateway import GatewayProcess, wait_until
 from .report import Row, judged, not_measured
 
@@ -33,10 +36,7 @@ def _stamp_wire(client, log: list) -> None:
 
     def stamped(msg):
         n = send(msg)
-        body = msg[4:] if isinstance(msg, (bytes, bytearray)) else msg
-        head = bytes(body[:4])
-        msg_id = int.from_bytes(head, "big") if head[:1] == b"\x00" else int(bytes(body).split(b"\0", 1)[0] or 0)
-        log.append((time.perf_counter(), msg_id))
+        log.append((time.perf_counter(), frame_message_id(msg)))
         return n
 
     conn.sendMsg = stamped
@@ -99,23 +99,23 @@ def run(quick: bool = False) -> list[Row]:
             price = round(quotes["AAPL"][0] * 0.99, 2)
             rows = lambda n, start: _rows(n, start, quotes)
             desk.place(rows(len(SYMBOLS) * 2, 0))    # warm: qualify the symbols, open the journal
-            wait_until(lambda: any(m == 3 for _, m in wire), 10, "the warm-up order on the wire")
+            wait_until(lambda: any(m == OUT.PLACE_ORDER for _, m in wire), 10, "the warm-up order on the wire")
             lat = []
             for i in range(singles):
                 row = rows(1, 8 + i)                  # the row as read from the sheet: the input
                 before = len(wire)
                 t0 = time.perf_counter()
                 desk.place(row)
-                sent = wait_until(lambda: next((t for t, m in wire[before:] if m == 3), None), 10, "placeOrder")
+                sent = wait_until(lambda: next((t for t, m in wire[before:] if m == OUT.PLACE_ORDER), None), 10, "placeOrder")
                 lat.append(sent - t0)
                 trail = [(m, round((t - t0) * 1000, 1)) for t, m in wire[before:] if t <= sent]
                 time.sleep(1.0 / 45)                  # let the pacer's spacing pass: no queueing
             before = len(wire)
             t0 = time.perf_counter()
             desk.place(rows(basket, 8 + singles))
-            wait_until(lambda: sum(1 for _, m in wire[before:] if m == 3) >= basket, 60, "the basket on the wire")
+            wait_until(lambda: sum(1 for _, m in wire[before:] if m == OUT.PLACE_ORDER) >= basket, 60, "the basket on the wire")
             times = [t for t, _ in wire[before:]]
-            wall = max(t for t, m in wire[before:] if m == 3) - t0
+            wall = max(t for t, m in wire[before:] if m == OUT.PLACE_ORDER) - t0
             peak = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
         finally:
             desk.close()

@@ -60,3 +60,12 @@ def test_the_command_line_and_ibxl_check_load_no_gateway_pandas_or_xlwings():
 def test_protocol_depends_on_nothing_of_ours_but_itself(path):
     bad = {m for m in imported_modules(path) if m.startswith("addin") and not m.startswith("addin.protocol")}
     assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted((ADDIN / "paper" / "services").glob("*.py")),
+                         ids=lambda p: str(p.relative_to(ADDIN)))
+def test_paper_services_know_their_collaborators_not_the_server(path):
+    """A service gets the market, broker, callbacks it uses (wired by server.py), never the server."""
+    bad = {m for m in imported_modules(path) if m.startswith("addin.paper.server")}
+    assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
+    assert "self.server" not in path.read_text(), f"{path.relative_to(ADDIN)} holds a back-reference to the server"

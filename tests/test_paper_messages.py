@@ -42,6 +42,7 @@ from ibapi.tag_value import TagValue
 from ibapi.wrapper import EWrapper
 
 from addin.paper.codec import messages, requests, wire
+from addin.protocol.messages import IN, OUT
 
 SERVER_VERSION = 178
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"    # real TWS messages, with provenance
@@ -304,7 +305,7 @@ def test_req_mkt_data(sender, contract):
     c = contract if isinstance(sender, IbapiSender) else _async(contract)
     sender.reqMktData(42, c, "233,236", False, True, [])
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.REQ_MKT_DATA
+    assert msg_id == OUT.REQ_MKT_DATA
     req = requests.req_mkt_data(fields)
     assert (req.req_id, req.generic_tick_list, req.snapshot, req.regulatory_snapshot) == (42, "233,236", False, True)
     assert req.mkt_data_options == ""
@@ -340,7 +341,7 @@ def test_req_contract_details(sender):
     contract.includeExpired, contract.secIdType, contract.secId, contract.issuerId = True, "ISIN", "US0378331005", "e123"
     sender.reqContractDetails(9001, contract if isinstance(sender, IbapiSender) else _async(contract))
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.REQ_CONTRACT_DATA
+    assert msg_id == OUT.REQ_CONTRACT_DATA
     req = requests.req_contract_details(fields)
     assert req.req_id == 9001
     assert_contract(req.contract, contract, sender)
@@ -356,7 +357,7 @@ def test_req_historical_data(sender):
     options = [TagValue("XYZ", "1")] if isinstance(sender, IbapiSender) else [aio_objects.TagValue("XYZ", "1")]
     sender.reqHistoricalData(77, c, "20240102 16:00:00 US/Eastern", "2 D", "5 mins", "MIDPOINT", 1, 2, True, options)
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.REQ_HISTORICAL_DATA
+    assert msg_id == OUT.REQ_HISTORICAL_DATA
     req = requests.req_historical_data(fields)
     assert_contract(req.contract, contract, sender)
     assert (req.req_id, req.include_expired, req.contract.includeExpired) == (77, True, True)
@@ -370,7 +371,7 @@ def test_req_head_timestamp(sender):
     contract = _stock()
     sender.reqHeadTimeStamp(5, contract if isinstance(sender, IbapiSender) else _async(contract), "TRADES", 0, 2)
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.REQ_HEAD_TIMESTAMP
+    assert msg_id == OUT.REQ_HEAD_TIMESTAMP
     req = requests.req_head_timestamp(fields)
     assert (req.req_id, req.include_expired, req.use_rth, req.what_to_show, req.format_date) == (5, False, 0, "TRADES", 2)
     assert_contract(req.contract, contract, sender)
@@ -383,7 +384,7 @@ def test_req_executions(sender):
     f.secType, f.exchange, f.side = "STK", "SMART", "BUY"
     sender.reqExecutions(12, f)
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.REQ_EXECUTIONS
+    assert msg_id == OUT.REQ_EXECUTIONS
     req = requests.req_executions(fields)
     assert req.req_id == 12 and isinstance(req.filter, ExecutionFilter)
     got = req.filter
@@ -396,7 +397,7 @@ def test_req_tick_by_tick(sender):
     contract = _stock()
     sender.reqTickByTickData(31, contract if isinstance(sender, IbapiSender) else _async(contract), "BidAsk", 10, True)
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.REQ_TICK_BY_TICK_DATA
+    assert msg_id == OUT.REQ_TICK_BY_TICK_DATA
     req = requests.req_tick_by_tick(fields)
     assert (req.req_id, req.tick_type, req.number_of_ticks, req.ignore_size) == (31, "BidAsk", 10, True)
     assert_contract(req.contract, contract, sender)
@@ -455,7 +456,7 @@ def test_cancel_order(sender_cls):
     else:
         sender.cancelOrder(17, "20240102 10:00:00 US/Eastern")
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.CANCEL_ORDER
+    assert msg_id == OUT.CANCEL_ORDER
     assert requests.cancel_order(fields) == requests.CancelOrderRequest(17, "20240102 10:00:00 US/Eastern")
     assert fields.remaining() == 0
 
@@ -469,7 +470,7 @@ def test_start_api(sender_cls):
         sender.optCapab = "+PACEAPI"
     sender.startApi()
     msg_id, fields = sender.last()
-    assert msg_id == requests.OUT.START_API
+    assert msg_id == OUT.START_API
     assert requests.start_api(fields) == requests.StartApiRequest(33, "+PACEAPI")
 
 
@@ -837,23 +838,23 @@ def recorded_version(payload: bytes) -> int:
 
 # message id -> rebuild(server_version, callbacks decoded by ibapi) -> frame
 REBUILD = {
-    messages.IN.MANAGED_ACCTS: lambda v, calls: messages.managed_accounts(one_call(calls, "managedAccounts")[0].split(",")),
-    messages.IN.NEXT_VALID_ID: lambda v, calls: messages.next_valid_id(*one_call(calls, "nextValidId")),
-    messages.IN.ERR_MSG: lambda v, calls: (lambda req_id, _time, code, text, adv: messages.error(
+    IN.MANAGED_ACCTS: lambda v, calls: messages.managed_accounts(one_call(calls, "managedAccounts")[0].split(",")),
+    IN.NEXT_VALID_ID: lambda v, calls: messages.next_valid_id(*one_call(calls, "nextValidId")),
+    IN.ERR_MSG: lambda v, calls: (lambda req_id, _time, code, text, adv: messages.error(
         req_id, code, text, adv, server_version=v))(*one_call(calls, "error")),
-    messages.IN.CONTRACT_DATA: lambda v, calls: messages.contract_data(*one_call(calls, "contractDetails"), server_version=v),
-    messages.IN.ORDER_STATUS: lambda v, calls: messages.order_status(*one_call(calls, "orderStatus")),
-    messages.IN.EXECUTION_DATA: lambda v, calls: messages.execution_data(*one_call(calls, "execDetails"), server_version=v),
-    messages.IN.COMMISSION_REPORT: lambda v, calls: messages.commission_report(*one_call(calls, "commissionAndFeesReport")),
-    messages.IN.POSITION_DATA: lambda v, calls: messages.position(*one_call(calls, "position")),
-    messages.IN.ACCOUNT_SUMMARY: lambda v, calls: messages.account_summary(*one_call(calls, "accountSummary")),
-    messages.IN.TICK_BY_TICK: lambda v, calls: (
+    IN.CONTRACT_DATA: lambda v, calls: messages.contract_data(*one_call(calls, "contractDetails"), server_version=v),
+    IN.ORDER_STATUS: lambda v, calls: messages.order_status(*one_call(calls, "orderStatus")),
+    IN.EXECUTION_DATA: lambda v, calls: messages.execution_data(*one_call(calls, "execDetails"), server_version=v),
+    IN.COMMISSION_AND_FEES_REPORT: lambda v, calls: messages.commission_report(*one_call(calls, "commissionAndFeesReport")),
+    IN.POSITION_DATA: lambda v, calls: messages.position(*one_call(calls, "position")),
+    IN.ACCOUNT_SUMMARY: lambda v, calls: messages.account_summary(*one_call(calls, "accountSummary")),
+    IN.TICK_BY_TICK: lambda v, calls: (
         messages.tick_by_tick_bid_ask(*one_call(calls, "tickByTickBidAsk")) if calls[0][0] == "tickByTickBidAsk"
         else messages.tick_by_tick_mid_point(*one_call(calls, "tickByTickMidPoint")) if calls[0][0] == "tickByTickMidPoint"
         else messages.tick_by_tick_last(*one_call(calls, "tickByTickAllLast"))),
-    messages.IN.TICK_PRICE: lambda v, calls: (lambda req_id, tick_type, price, attrib: messages.tick_price(
+    IN.TICK_PRICE: lambda v, calls: (lambda req_id, tick_type, price, attrib: messages.tick_price(
         req_id, tick_type, price, calls[1][1][2] if len(calls) > 1 else None, attrib))(*one_call(calls, "tickPrice")),
-    messages.IN.TICK_SIZE: lambda v, calls: messages.tick_size(*one_call(calls, "tickSize")),
+    IN.TICK_SIZE: lambda v, calls: messages.tick_size(*one_call(calls, "tickSize")),
 }
 
 

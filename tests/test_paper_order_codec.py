@@ -38,6 +38,8 @@ from ibapi.tag_value import TagValue
 from ibapi.wrapper import EWrapper
 
 from addin.paper.codec import wire
+from addin.protocol.framing import frame
+from addin.protocol.unset import UNSET_DOUBLE_TEXT
 from addin.paper.codec.order_codec import (
     decode_place_order,
     encode_completed_order,
@@ -724,7 +726,7 @@ def test_open_order_unset_doubles_are_written_as_the_literal():
     o = order("BUY", 20000, "MKT")
     msg = encode_open_order(1, c, o, _state())
     fields = payload_fields(msg)
-    assert fields.count(wire.UNSET_DOUBLE_TEXT.encode()) == 7  # trigger, trailStop, lmtOffset, 3 adjusted, cashQty
+    assert fields.count(UNSET_DOUBLE_TEXT.encode()) == 7  # trigger, trailStop, lmtOffset, 3 adjusted, cashQty
     _, _, c1, o1, st1 = ibapi_decode(msg)
     _, _, c2, o2, st2 = ib_async_decode(msg)
     assert c1.strike == 0.0 and c2.strike == 0.0
@@ -786,7 +788,7 @@ def test_capture_reencodes_field_for_field():
     payload = _capture_payload()
     cap_fields = payload.split(b"\0")[:-1]
     assert len(cap_fields) == 136
-    _, order_id, c, o, st = ibapi_decode(wire.frame_text(payload.decode("latin-1")), CAPTURE_SV)
+    _, order_id, c, o, st = ibapi_decode(frame(payload), CAPTURE_SV)
     assert (order_id, c.symbol, o.orderType, o.tif, st.status) == (190, "SPY", "MKT", "IOC", "PendingCancel")
     assert o.deltaNeutralOrderType == "None"  # a real gateway's way of writing "no delta-neutral order"
 
@@ -802,7 +804,7 @@ def test_capture_reencodes_field_for_field():
     assert_same(c, c2, what="contract")
     assert_same(o, o2, what="order")
     assert_same(st, st2, what="state")
-    ia_capture = ib_async_decode(wire.frame_text(payload.decode("latin-1")), CAPTURE_SV)
+    ia_capture = ib_async_decode(frame(payload), CAPTURE_SV)
     ia_ours = ib_async_decode(ours, CAPTURE_SV)
     for a, b in zip(ia_capture[1:], ia_ours[1:]):
         assert_same(a, b, what="ib_async")
@@ -811,7 +813,7 @@ def test_capture_reencodes_field_for_field():
 def test_capture_objects_at_server_version_178():
     """The same order written at 178: one field fewer (faProfile is gone), same values in both clients."""
     payload = _capture_payload()
-    _, order_id, c, o, st = ibapi_decode(wire.frame_text(payload.decode("latin-1")), CAPTURE_SV)
+    _, order_id, c, o, st = ibapi_decode(frame(payload), CAPTURE_SV)
     ours = encode_open_order(order_id, c, o, st)
     assert len(payload_fields(ours)) == 135
     _, _, c2, o2, st2 = ibapi_decode(ours)
@@ -819,7 +821,7 @@ def test_capture_objects_at_server_version_178():
     assert_same(o, o2, what="order")
     assert_same(st, st2, what="state")
     _, _, c3, o3, st3 = ib_async_decode(ours)
-    ia_capture = ib_async_decode(wire.frame_text(payload.decode("latin-1")), CAPTURE_SV)
+    ia_capture = ib_async_decode(frame(payload), CAPTURE_SV)
     assert_same(ia_capture[2], c3, what="ib_async contract")
     assert_same(ia_capture[3], o3, what="ib_async order")
     assert_same(ia_capture[4], st3, what="ib_async state")

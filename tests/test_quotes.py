@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from ibapi.contract import Contract
 
 from addin.paper import PaperGateway
-from addin.market.quotes import (DATA_TYPES, MarketData, MarketDataError, Quote, QuoteBoard, decode_tick)
+from addin.market.quotes import MarketData, MarketDataError, Quote, QuoteBoard, decode_tick
+from addin.protocol.ticks import MARKET_DATA_TYPES
 from addin.ib.session import IBError, Session
 
 from .contracts import stock
@@ -140,7 +141,7 @@ def test_delayed_tick_types_map_onto_the_live_fields():
     assert decode_tick("tickString", (1, 88, "1700000000")) == {"last_time": 1700000000.0}
     assert decode_tick("marketDataType", (1, 3)) == {"data_type": "delayed"}
     assert decode_tick("tickGeneric", (1, 49, 0.0)) is None
-    assert set(DATA_TYPES.values()) == {"live", "frozen", "delayed", "delayed-frozen"}
+    assert set(MARKET_DATA_TYPES.values()) == {"live", "frozen", "delayed", "delayed-frozen"}
 
 
 def test_changes_since_returns_exactly_what_changed_after_a_version():

@@ -26,7 +26,8 @@ from ibapi.decoder import Decoder
 from ibapi.ticktype import TickTypeEnum
 from ibapi.wrapper import EWrapper
 
-from addin.ib.fast_reader import FastClient, FastDecoder, Framer
+from addin.ib.fast_reader import FastClient, FastDecoder
+from addin.protocol.framing import Framer
 
 SERVER_VERSION = 178
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"    # real TWS messages, with provenance

@@ -65,12 +65,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 from ibapi.account_summary_tags import AccountSummaryTags
-from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE
 from ibapi.contract import Contract
 from ibapi.execution import ExecutionFilter
 
 from ..ib.contracts import InstrumentError, format_contract
 from ..ib.session import NO_TIMEOUT, IBError, Request, RequestTimeout, Session
+from ..protocol.errors import NOT_CONNECTED, VALIDATION_ERROR
+from ..protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE
 
 log = logging.getLogger(__name__)
 
@@ -579,7 +580,7 @@ class _ExecutionsFeed(_Feed):
         try:
             self.request = self.pf.session.submit(request)
         except IBError as exc:
-            if exc.code != 504:
+            if exc.code != NOT_CONNECTED:
                 raise
             # Reconnecting: the restore hook loads once the connection is back.
 
@@ -773,7 +774,7 @@ class Portfolio:
             if feed is None:
                 state = self.session.status.state
                 if state != "connected" and (one_shot or state != "reconnecting"):
-                    raise IBError(504, f"Not connected ({state})", key[0].replace("_", " "))
+                    raise IBError(NOT_CONNECTED, f"Not connected ({state})", key[0].replace("_", " "))
                 feed = factory()
                 self._feeds[key] = feed
                 try:
@@ -913,7 +914,7 @@ class Portfolio:
             return [account]
         accounts = list(self.session.status.accounts)
         if not accounts:
-            raise IBError(504, "Not connected: no account list yet", "account values")
+            raise IBError(NOT_CONNECTED, "Not connected: no account list yet", "account values")
         return accounts
 
     def _values_specs(self, account: str | None):
@@ -1112,7 +1113,7 @@ class Portfolio:
             return False
 
         if self.session.status.state != "connected":
-            raise IBError(504, f"Not connected ({self.session.status.state})", "executions")
+            raise IBError(NOT_CONNECTED, f"Not connected ({self.session.status.state})", "executions")
         req = self.session.submit(Request("executions", lambda c, rid: c.reqExecutions(rid, flt),
                                           end="execDetailsEnd", on_event=on_event, timeout=timeout))
         req.result(timeout + 1.0)
@@ -1249,7 +1250,7 @@ class Portfolio:
 
     def _on_error(self, req_id, code, text, advanced="") -> None:
         # reqAccountUpdates has no reqId: IB reports an unknown account with 321 and reqId -1.
-        if code != 321 or "account" not in (text or "").lower():
+        if code != VALIDATION_ERROR or "account" not in (text or "").lower():
             return
         with self._lock:
             feed = self._feed(("updates",))

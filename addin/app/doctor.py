@@ -21,7 +21,6 @@ calls (exit code 0 when every step is ok, 1 otherwise).
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,10 @@ from typing import Callable
 
 from ibapi.server_versions import MAX_CLIENT_VER, MIN_CLIENT_VER
 
-from ..ib.session import CLIENT_ID_IN_USE, IBError, Request, Session
+from ..ib.session import IBError, Request, Session
+from ..protocol import errors
+from ..protocol.framing import frame_size, handshake, split_fields
+from ..protocol.ticks import DATA_TYPE_OF_PRICE_TICK, DELAYED, DELAYED_TYPES, FROZEN, LIVE, MARKET_DATA_TYPES
 
 __all__ = ["Step", "Diagnosis", "diagnose", "render", "run_check", "OK", "FAILED", "SKIPPED",
            "TWS_API_SETTINGS", "KNOWN_PORTS"]
@@ -45,11 +47,6 @@ TWS_API_SETTINGS = ("TWS: File > Global Configuration > API > Settings (IB Gatew
                     "(paper) or 7496 (live), IB Gateway 4002 (paper) or 4001 (live); add 127.0.0.1 to "
                     "'Trusted IPs'; then press Apply/OK")
 
-DATA_TYPE_NAMES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed-frozen"}
-_PRICE_TICKS = {1: 1, 2: 1, 4: 1, 9: 1, 66: 3, 67: 3, 68: 3, 75: 3}   # tick type -> data type it implies
-_NOT_SUBSCRIBED = 354         # "Requested market data is not subscribed"
-_COMPETING_SESSION = 10197    # "No market data during competing live session"
-_DELAYED_NOTICE = 10167       # "Displaying delayed market data"
 _MAX_ID_PROBES = 8
 
 
@@ -130,8 +127,8 @@ def diagnose(host: str = "127.0.0.1", port: int = 4002, client_id: int = 1, time
         raise ValueError(f"port: {port!r} is not a TCP port (1..65535)")
     if int(client_id) < 0:
         raise ValueError(f"client_id: {client_id!r} must be 0 or more")
-    if data_type not in DATA_TYPE_NAMES:
-        raise ValueError(f"data_type: {data_type!r} must be one of {sorted(DATA_TYPE_NAMES)}")
+    if data_type not in MARKET_DATA_TYPES:
+        raise ValueError(f"data_type: {data_type!r} must be one of {sorted(MARKET_DATA_TYPES)}")
     t0 = time.monotonic()
     dx = Diagnosis(host, int(port), int(client_id))
     try:
@@ -203,10 +200,9 @@ def _read_handshake(sock: socket.socket, deadline: float) -> tuple[bytes, str]:
     deadline passes ("timeout")."""
     data = b""
     while True:
-        if len(data) >= 4:
-            size = struct.unpack("!I", data[:4])[0]
-            if size > 1 << 20 or len(data) >= 4 + size:
-                return data, "whole"
+        size = frame_size(data)
+        if size is not None and (size > 1 << 20 or len(data) >= 4 + size):
+            return data, "whole"
         left = deadline - time.monotonic()
         if left <= 0:
             return data, "timeout"
@@ -224,8 +220,7 @@ def _read_handshake(sock: socket.socket, deadline: float) -> tuple[bytes, str]:
 
 def _check_api(dx: Diagnosis, timeout: float) -> bool:
     where = f"{dx.host}:{dx.port}"
-    version_range = f"v{MIN_CLIENT_VER}..{MAX_CLIENT_VER}"
-    hello = b"API\0" + struct.pack(f"!I{len(version_range)}s", len(version_range), version_range.encode())
+    hello = handshake(MIN_CLIENT_VER, MAX_CLIENT_VER)
     try:
         with socket.create_connection((dx.host, dx.port), timeout=timeout) as sock:
             sock.sendall(hello)
@@ -255,7 +250,7 @@ def _check_api(dx: Diagnosis, timeout: float) -> bool:
                "while it is not logged in: log in, and add 127.0.0.1 to 'Trusted IPs'; "
                f"{TWS_API_SETTINGS}")
         return False
-    fields = data[4:].split(b"\0") if how == "whole" else []
+    fields = split_fields(data[4:]) if how == "whole" else []
     version = fields[0].decode("ascii", "replace") if fields else ""
     if not version.isdigit():
         shown = data[:40]
@@ -284,7 +279,7 @@ def _free_client_id(dx: Diagnosis, timeout: float) -> int | None:
         try:
             probe.connect(timeout=min(timeout, 5.0))
         except IBError as exc:
-            if exc.code == CLIENT_ID_IN_USE:
+            if exc.code == errors.CLIENT_ID_IN_USE:
                 continue
             return None
         finally:
@@ -297,7 +292,7 @@ def _check_client_id(dx: Diagnosis, session: Session, timeout: float) -> bool:
     try:
         session.connect(timeout=timeout)
     except IBError as exc:
-        if exc.code == CLIENT_ID_IN_USE:
+        if exc.code == errors.CLIENT_ID_IN_USE:
             free = _free_client_id(dx, timeout)
             hint = (f"pass --client-id {free} (free right now)" if free is not None
                     else "pass --client-id with a number no other program uses")
@@ -350,9 +345,9 @@ class _QuoteProbe:
         def on_event(request, name, args):
             if name == "marketDataType":
                 self.announced = int(args[1])
-            elif name == "tickPrice" and args[2] not in (-1, 0) and args[1] in _PRICE_TICKS:
+            elif name == "tickPrice" and args[2] not in (-1, 0) and args[1] in DATA_TYPE_OF_PRICE_TICK:
                 self.price = (int(args[1]), float(args[2]))
-                self.implied = _PRICE_TICKS[int(args[1])]
+                self.implied = DATA_TYPE_OF_PRICE_TICK[int(args[1])]
                 request.finish(True)
                 self.done.set()
             elif name == "notice":
@@ -373,7 +368,7 @@ class _QuoteProbe:
         try:
             self.request.result(timeout + 1.0)
         except IBError as exc:
-            if exc.code != 0:     # 0: no price within the timeout
+            if exc.code != errors.NO_ANSWER:     # no price within the timeout
                 return exc
         finally:
             if self.request.active:       # a line IB already failed has nothing to cancel
@@ -397,8 +392,8 @@ def _check_market_data(dx: Diagnosis, session: Session, timeout: float, instrume
         return
     probe = _QuoteProbe(session, contract, data_type, timeout)
     err = probe.run(timeout)
-    if err is not None and err.code == _NOT_SUBSCRIBED and data_type == 1:
-        delayed = _QuoteProbe(session, contract, 3, timeout)
+    if err is not None and err.code == errors.NOT_SUBSCRIBED and data_type == LIVE:
+        delayed = _QuoteProbe(session, contract, DELAYED, timeout)
         derr = delayed.run(timeout)
         if derr is None and delayed.price is not None:
             probe = delayed
@@ -410,10 +405,10 @@ def _check_market_data(dx: Diagnosis, session: Session, timeout: float, instrume
                    _SUBSCRIBE_FIX)
             return
     if err is not None:
-        if err.code == _COMPETING_SESSION:
+        if err.code == errors.COMPETING_SESSION:
             fix = ("another login with the same user (TWS elsewhere, the mobile app or Client Portal) "
                    "holds the market data: log out there, or make this the session that receives it")
-        elif err.code == _NOT_SUBSCRIBED:
+        elif err.code == errors.NOT_SUBSCRIBED:
             fix = _SUBSCRIBE_FIX
         else:
             fix = "see IB's message above; try another --instrument to tell an instrument problem from an account one"
@@ -424,15 +419,15 @@ def _check_market_data(dx: Diagnosis, session: Session, timeout: float, instrume
                "the market may be closed with no frozen data, or the data farm is down (see TWS's data "
                "connection lights); try again with a longer --timeout or during trading hours")
         return
-    kind = probe.data_type or 1
-    dx.data_type = DATA_TYPE_NAMES.get(kind, str(kind))
+    kind = probe.data_type or LIVE
+    dx.data_type = MARKET_DATA_TYPES.get(kind, str(kind))
     tick, price = probe.price
     seen = f"{instrument}: quotes arrive as {dx.data_type} (type {kind}); first price {price:g}"
-    if kind in (3, 4):
+    if kind in DELAYED_TYPES:
         dx.add("market data", FAILED, seen + " -- 15-20 minutes late",
                f"quotes arrive as delayed (type {kind}): there is no live market data subscription for "
                f"this instrument's exchange. " + _SUBSCRIBE_FIX)
-    elif kind == 2:
+    elif kind == FROZEN:
         dx.add("market data", OK, seen + " (the market is closed: the last values, no live updates)")
     else:
         dx.add("market data", OK, seen)

@@ -27,6 +27,7 @@ from ..market.history import History
 from ..account.portfolio import Portfolio
 from ..market.quotes import MarketData, Quote
 from ..ib.session import IBError, Session
+from ..protocol.errors import NOT_CONNECTED
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Runtime:
         """The first managed account id. Raises IBError 504 when none is known (not connected)."""
         accounts = self.session.status.accounts
         if not accounts:
-            raise IBError(504, "Not connected: no managed accounts yet")
+            raise IBError(NOT_CONNECTED, "Not connected: no managed accounts yet")
         return accounts[0]
 
     # --- quotes for formulas ------------------------------------------------------------------------

@@ -70,6 +70,8 @@ from typing import Sequence
 from ibapi.contract import Contract, ContractDetails
 
 from ..protocol.futures import MONTH_CODES
+from ..protocol.errors import NO_SECURITY_DEFINITION
+from ..protocol.unset import UNSET_DOUBLE
 from .session import IBError, Request
 
 __all__ = [
@@ -99,7 +101,6 @@ _COM_ERRORS = {-2146826281: "#DIV/0!", -2146826246: "#N/A", -2146826259: "#NAME?
 
 _EXAMPLES = "an instrument such as AAPL, AAPL.NASDAQ, EUR/USD, ESZ6.CME, ^SPX.CBOE or AAPL 20261218 200 C"
 _ALLOWED = "letters, digits, spaces and . / @ ^ :"
-_UNSET_DOUBLE = 1.7976931348623157e308
 
 _SYMBOL = re.compile(r"[A-Z0-9]{1,15}")
 _EXCHANGE = re.compile(r"[A-Z][A-Z0-9]*(?:\.[A-Z][A-Z0-9]*)*")
@@ -241,7 +242,7 @@ class Spec:
                    ltd if sec in ("FUT", "OPT") else "")
         if sec == "OPT":
             strike = c.strike if c.strike is not None else 0.0
-            strike = 0.0 if strike >= _UNSET_DOUBLE / 2 else float(strike)
+            strike = 0.0 if strike >= UNSET_DOUBLE / 2 else float(strike)
             mult = (c.multiplier or "").strip() or "100"
             try:
                 mult = _fmt_num(float(mult))
@@ -650,7 +651,7 @@ def _contract_words(c: Contract) -> str:
                                      ("right", c.right), ("multiplier", c.multiplier), ("exchange", c.exchange),
                                      ("primaryExchange", c.primaryExchange), ("currency", c.currency),
                                      ("localSymbol", c.localSymbol), ("tradingClass", c.tradingClass)) if v]
-    if c.strike and c.strike < _UNSET_DOUBLE / 2:
+    if c.strike and c.strike < UNSET_DOUBLE / 2:
         parts.append(f"strike {_fmt_num(c.strike)}")
     return "contract with " + (", ".join(parts) if parts else "no fields set")
 
@@ -803,7 +804,7 @@ class ContractBook:
             key = ("contract",) + tuple(str(getattr(c, f) or "").strip().upper() for f in (
                 "conId", "symbol", "secType", "lastTradeDateOrContractMonth", "right", "multiplier", "exchange",
                 "primaryExchange", "currency", "localSymbol", "tradingClass", "secIdType", "secId"))
-            key += (c.strike if c.strike and c.strike < _UNSET_DOUBLE / 2 else 0.0, bool(c.includeExpired))
+            key += (c.strike if c.strike and c.strike < UNSET_DOUBLE / 2 else 0.0, bool(c.includeExpired))
             try:
                 shown = format_contract(c)
             except InstrumentError:
@@ -847,8 +848,8 @@ class ContractBook:
             rows = request.result(wait)
         except IBError as exc:
             self._forget(key, request)
-            if exc.code == 200:
-                raise InstrumentError(shown, words, _unknown_hint(spec, exc.text), code=200,
+            if exc.code == NO_SECURITY_DEFINITION:
+                raise InstrumentError(shown, words, _unknown_hint(spec, exc.text), code=NO_SECURITY_DEFINITION,
                                       ib_text=exc.text) from exc
             raise
         except BaseException:

@@ -32,11 +32,11 @@ import logging
 import socket
 from decimal import Decimal
 
-from ibapi import comm, decoder
+from ibapi import decoder
 from ibapi.client import EClient
 from ibapi.common import PROTOBUF_MSG_ID, BarData, TickAttrib
 from ibapi.connection import Connection
-from ibapi.const import MAX_MSG_LEN, NO_VALID_ID, UNSET_DECIMAL
+from ibapi.const import NO_VALID_ID
 from ibapi.errors import BAD_LENGTH, CONNECT_FAIL
 from ibapi.ticktype import TickTypeEnum
 from ibapi.server_versions import (MIN_CLIENT_VER, MAX_CLIENT_VER, MIN_SERVER_VER_ENCODE_MSG_ASCII7,
@@ -46,21 +46,19 @@ from ibapi.server_versions import (MIN_CLIENT_VER, MAX_CLIENT_VER, MIN_SERVER_VE
 
 from ibapi.utils import BadMessage, ClientException, currentTimeMillis
 
+from ..protocol.framing import Framer, FrameTooLong, handshake, split_fields, split_message_id
+from ..protocol.messages import IN
+from ..protocol.ticks import SIZE_TICK_OF
+from ..protocol.unset import UNSET_DECIMAL, UNSET_DECIMAL_TEXTS
+
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 1 << 18          # bytes per recv(): a whole burst in one call
 
-TICK_PRICE, TICK_SIZE, HISTORICAL_DATA, TICK_GENERIC, TICK_STRING, HISTORICAL_DATA_UPDATE = 1, 2, 17, 45, 46, 90
-
-# ibapi's processTickPriceMsg: the size tick that follows a price tick (BID->BID_SIZE, ...).
-_SIZE_TICK_OF = {TickTypeEnum.BID: TickTypeEnum.BID_SIZE, TickTypeEnum.ASK: TickTypeEnum.ASK_SIZE,
-                 TickTypeEnum.LAST: TickTypeEnum.LAST_SIZE, TickTypeEnum.DELAYED_BID: TickTypeEnum.DELAYED_BID_SIZE,
-                 TickTypeEnum.DELAYED_ASK: TickTypeEnum.DELAYED_ASK_SIZE,
-                 TickTypeEnum.DELAYED_LAST: TickTypeEnum.DELAYED_LAST_SIZE}
 _NOT_SET = TickTypeEnum.NOT_SET     # 111 in ibapi's enum, not IB's -1
 
 # ibapi's decode(Decimal): empty and these texts mean "unset".
-_UNSET_TEXTS = (b"", b"2147483647", b"9223372036854775807", b"1.7976931348623157E308", b"-9223372036854775808")
+_UNSET_TEXTS = (b"", *(text.encode() for text in UNSET_DECIMAL_TEXTS))
 
 
 class _DecimalCache:
@@ -109,9 +107,9 @@ class FastDecoder:
         self.server_version = server_version
         self.decimal = _DecimalCache()
         self.batch = getattr(wrapper, "historicalDataBatch", None)
-        self._handlers = {TICK_GENERIC: self._tick_generic, TICK_STRING: self._tick_string,
-                          HISTORICAL_DATA: self._historical_data,
-                          HISTORICAL_DATA_UPDATE: self._historical_data_update}
+        self._handlers = {IN.TICK_GENERIC: self._tick_generic, IN.TICK_STRING: self._tick_string,
+                          IN.HISTORICAL_DATA: self._historical_data,
+                          IN.HISTORICAL_DATA_UPDATE: self._historical_data_update}
         # Wrapper methods bound once: one attribute lookup less per tick.
         self._tickPrice = wrapper.tickPrice
         self._tickSize = wrapper.tickSize
@@ -127,7 +125,7 @@ class FastDecoder:
         # TICK_PRICE and TICK_SIZE inline (the hottest): parse everything, then call the wrapper,
         # so a parse error falls back to ibapi before any callback and a callback's own error is
         # never mistaken for one.
-        if msg_id == TICK_PRICE:
+        if msg_id == IN.TICK_PRICE:
             # version, reqId, tickType, price, size, attrMask (processTickPriceMsg)
             try:
                 int(f[0] or 0)
@@ -138,7 +136,7 @@ class FastDecoder:
                 mask = int(f[5] or 0)
             except _PARSE_ERRORS:
                 return False
-            size_type = _SIZE_TICK_OF.get(tick_type, _NOT_SET)
+            size_type = SIZE_TICK_OF.get(tick_type, _NOT_SET)
             if self._price_size is not None and self._price_size(req_id, tick_type, price, size_type, size):
                 return True
             attrib = TickAttrib()
@@ -153,7 +151,7 @@ class FastDecoder:
             if size_type != _NOT_SET:
                 self._tickSize(req_id, size_type, size)
             return True
-        if msg_id == TICK_SIZE:
+        if msg_id == IN.TICK_SIZE:
             # version, reqId, tickType, size (processTickSizeMsg)
             try:
                 int(f[0] or 0)
@@ -263,45 +261,6 @@ def bar_from_row(row: tuple) -> BarData:
     return bar
 
 
-class Framer:
-    """Linear framing of IB's stream: ``feed(data)`` appends bytes, ``messages()`` yields each
-    complete payload (without its 4-byte length) once. Cost per message: its own bytes; the
-    consumed prefix is dropped once per feed, not once per message."""
-
-    def __init__(self, data: bytes = b""):
-        self.buf = bytearray(data)
-        self.pos = 0
-
-    def feed(self, data: bytes) -> None:
-        if self.pos:
-            del self.buf[:self.pos]
-            self.pos = 0
-        self.buf += data
-
-    def messages(self):
-        buf, pos = self.buf, self.pos
-        n = len(buf)
-        try:
-            while n - pos >= 4:
-                size = int.from_bytes(buf[pos:pos + 4], "big")
-                end = pos + 4 + size
-                if size > MAX_MSG_LEN:
-                    raise OverflowError(size)
-                if end > n:
-                    break
-                msg = bytes(buf[pos + 4:end])
-                pos = end
-                self.pos = pos
-                yield msg
-        finally:
-            self.pos = pos
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete frame held."""
-        return len(self.buf) - self.pos
-
-
 class FastClient(EClient):
     """ibapi's EClient (all outbound requests unchanged) with our reader: ``connect`` performs
     ibapi's handshake (API prefix, version range, server version + connection time, START_API) but
@@ -329,10 +288,7 @@ class FastClient(EClient):
             self.conn = Connection(self.host, self.port)
             self.conn.connect()
             self.setConnState(EClient.CONNECTING)
-            version = "v%d..%d" % (MIN_CLIENT_VER, MAX_CLIENT_VER)
-            if self.connectOptions:
-                version = version + " " + self.connectOptions
-            self.conn.sendMsg(b"API\0" + comm.make_initial_msg(version))
+            self.conn.sendMsg(handshake(MIN_CLIENT_VER, MAX_CLIENT_VER, self.connectOptions or ""))
             self.decoder = decoder.Decoder(self.wrapper, self.serverVersion())
             self._framer = framer = Framer()
             fields: tuple = ()
@@ -348,7 +304,7 @@ class FastClient(EClient):
                     framer.feed(data)
                     fields = ()
                     continue
-                fields = comm.read_fields(got)
+                fields = tuple(split_fields(got))
             server_version, conn_time = fields
             self.connTime = conn_time
             self.serverVersion_ = int(server_version)
@@ -391,9 +347,9 @@ class FastClient(EClient):
                 try:
                     for msg in framer.messages():
                         self._process(msg, fast, protobuf)
-                except OverflowError as exc:
+                except FrameTooLong as exc:
                     self.wrapper.error(NO_VALID_ID, currentTimeMillis(), BAD_LENGTH.code(),
-                                       f"{BAD_LENGTH.msg()}:{exc.args[0]}")
+                                       f"{BAD_LENGTH.msg()}:{exc.size}")
                     break
                 try:
                     data = sock.recv(RECV_SIZE)
@@ -410,19 +366,12 @@ class FastClient(EClient):
 
     def _process(self, text: bytes, fast: FastDecoder | None, protobuf: bool) -> None:
         try:
-            if protobuf:
-                msg_id = int.from_bytes(text[:4], "big")
-                text = text[4:]
-                if msg_id > PROTOBUF_MSG_ID:
-                    self.decoder.processProtoBuf(text, msg_id - PROTOBUF_MSG_ID)
-                    self.msgLoopRec()
-                    return
-            else:
-                cut = text.index(b"\0")
-                msg_id = int(text[:cut])
-                text = text[cut + 1:]
-            fields = text.split(b"\0")
-            fields.pop()          # the payload ends with a NUL: the last piece is empty
+            msg_id, text = split_message_id(text, protobuf)
+            if protobuf and msg_id > PROTOBUF_MSG_ID:
+                self.decoder.processProtoBuf(text, msg_id - PROTOBUF_MSG_ID)
+                self.msgLoopRec()
+                return
+            fields = split_fields(text)
             if fast is None or not fast.decode(msg_id, fields):
                 self.decoder.interpret(tuple(fields), msg_id)
             self.msgLoopRec()

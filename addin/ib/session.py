@@ -37,6 +37,8 @@ from typing import Any, Callable
 from ibapi.client import EClient
 from ibapi.wrapper import EWrapper
 
+from ..protocol.errors import (CLIENT_ID_IN_USE, CONNECT_FAILED, CONNECT_FAILURES, CONNECTIVITY,
+                               CONNECTIVITY_LOST, NOT_CONNECTED, RESTORED_DATA_LOST, WARNING_RANGE, is_warning)
 from .fast_reader import FastClient, bar_from_row
 
 log = logging.getLogger(__name__)
@@ -58,17 +60,8 @@ REQ_ID_CALLBACKS = frozenset({
     "securityDefinitionOptionParameterEnd", "marketRule",
 })
 
-# Error codes that inform rather than fail the request they name.
-WARNING_CODES = frozenset({10167, 2174, 2176, 2109, 399, 10197, 2150, 2137, 321_000})
-CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT = 1100, 1101, 1102
-CLIENT_ID_IN_USE = 326
 # Our reader (addin/ib/fast_reader.py) unless IBXL_FAST_READER=0: the switch back to ibapi's EReader.
 FAST_READER = os.environ.get("IBXL_FAST_READER", "1") != "0"
-
-
-def _is_notice(code: int) -> bool:
-    """Farm notices and the 2100-range warnings are for the log and the status, not a request."""
-    return 2100 <= code < 2200 or code in WARNING_CODES
 
 
 class IBError(Exception):
@@ -487,8 +480,8 @@ class Session:
         if not done.wait(timeout):
             _shutdown_socket(client)
             t.join(5)
-            raise IBError(502, f"Couldn't connect to TWS at {self.host}:{self.port}: no handshake within "
-                               f"{timeout:g} s")
+            raise IBError(CONNECT_FAILED, f"Couldn't connect to TWS at {self.host}:{self.port}: no handshake "
+                                          f"within {timeout:g} s")
         t.join()
         if not client.isConnected():
             # Closed right after the handshake (TWS sends 326 and closes): its last messages may
@@ -502,8 +495,8 @@ class Session:
             err = self._handshake.get("error")
             if isinstance(err, IBError) and err.code == CLIENT_ID_IN_USE:
                 raise err
-            raise IBError(502, f"Couldn't connect to TWS at {self.host}:{self.port}. Confirm that API "
-                               f"connections are enabled and the port is right.")
+            raise IBError(CONNECT_FAILED, f"Couldn't connect to TWS at {self.host}:{self.port}. Confirm that "
+                                          f"API connections are enabled and the port is right.")
         if self._pacer:
             self._pacer.record_direct_send()
             self._pacer.record_direct_send()
@@ -515,8 +508,8 @@ class Session:
             _shutdown_socket(client)
             if isinstance(err, IBError):
                 raise err
-            raise IBError(502, f"connected to {self.host}:{self.port} but no account list and order id "
-                               f"arrived within {timeout:g} s")
+            raise IBError(CONNECT_FAILED, f"connected to {self.host}:{self.port} but no account list and "
+                                          f"order id arrived within {timeout:g} s")
         err = self._handshake.get("error")
         if isinstance(err, IBError) and err.code == CLIENT_ID_IN_USE:
             raise err
@@ -554,8 +547,8 @@ class Session:
             self._requests.clear()
         for request in pending:
             request.active = False
-            request.fail(IBError(504, "Not connected: the session was disconnected", request.description,
-                                 request.req_id))
+            request.fail(IBError(NOT_CONNECTED, "Not connected: the session was disconnected",
+                                 request.description, request.req_id))
         self._set_status(state="disconnected")
 
     def _stop_pacer(self) -> None:
@@ -594,7 +587,8 @@ class Session:
                 return
             if self._status.state != "connected":
                 # Closed during a handshake: let the connecting thread fail at once.
-                self._handshake.setdefault("error", IBError(502, "connection closed during the handshake"))
+                self._handshake.setdefault("error", IBError(CONNECT_FAILED,
+                                                            "connection closed during the handshake"))
                 self._ready.set()
                 return
             in_flight = [r for r in self._requests.values() if not r.subscription]
@@ -665,7 +659,7 @@ class Session:
         with self._lock:
             state = self._status.state
             if state != "connected" and not (request.subscription and state == "reconnecting"):
-                raise IBError(504, f"Not connected ({state})", request.description)
+                raise IBError(NOT_CONNECTED, f"Not connected ({state})", request.description)
             request.req_id = self.new_req_id()
             if request.timeout is USE_SESSION_TIMEOUT:
                 request.timeout = self.request_timeout
@@ -696,7 +690,7 @@ class Session:
         (no thread hand-over; for orders). ``fn`` must then take no lock the caller holds."""
         pacer = self._pacer
         if pacer is None:
-            raise IBError(504, "Not connected")
+            raise IBError(NOT_CONNECTED, "Not connected")
         pacer.put(fn, messages, inline=urgent)
 
     def _send_now(self, fn: Callable[[EClient], None]) -> None:
@@ -727,7 +721,7 @@ class Session:
         """A fresh order id (IB's nextValidId, then counted up locally)."""
         with self._lock:
             if self._next_order_id <= 0:
-                raise IBError(504, "Not connected: no order id received yet")
+                raise IBError(NOT_CONNECTED, "Not connected: no order id received yet")
             oid = self._next_order_id
             self._next_order_id += 1
             return oid
@@ -818,15 +812,15 @@ class Session:
             self._set_status(last_error=err)
             self._ready.set()
             return
-        if code in (CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT):
+        if code in CONNECTIVITY:
             self._on_connectivity(code, err)
             return
-        if _is_notice(code):
+        if is_warning(code):
             if request is not None:
                 request.notices.append(err)
                 if request.on_event is not None:
                     request.on_event(request, "notice", (req_id, code, text))
-            elif 2100 <= code < 2200:
+            elif code in WARNING_RANGE:
                 with self._lock:
                     notices = self._status.farm_notices[-9:] + (f"{code}: {text}",)
                 self._set_status(farm_notices=notices)
@@ -841,7 +835,7 @@ class Session:
                 request.on_event(request, "error", (req_id, code, text))
             request.fail(err)
             return
-        if code in (502, 504) and self._status.state == "connecting":
+        if code in CONNECT_FAILURES and self._status.state == "connecting":
             self._handshake["error"] = err
         log.warning("IB error %d: %s (reqId %s)", code, text, req_id)
         self._set_status(last_error=err)

@@ -40,36 +40,24 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from ibapi.contract import Contract
 
 from ..ib.session import NO_TIMEOUT, IBError, Request, Session
+from ..protocol import errors
+from ..protocol.ticks import (DELAYED_TYPES, MARKET_DATA_TYPE_CODES, MARKET_DATA_TYPES, PRICE_TICKS, SIZE_TICKS,
+                              TIME_TICKS)
+from ..protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Quote", "QuoteBoard", "MarketData", "MarketDataError", "DATA_TYPES", "DEFAULT_MAX_LINES"]
+__all__ = ["Quote", "QuoteBoard", "MarketData", "MarketDataError", "DEFAULT_MAX_LINES"]
 
 DEFAULT_MAX_LINES = 100            # IB's default allowance of simultaneous market data lines
 
-# IB's market data types (reqMarketDataType / marketDataType callback).
-DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed-frozen"}
-_TYPE_CODES = {name: code for code, name in DATA_TYPES.items()}
-DELAYED_NOTICE = 10167             # "Requested market data is not subscribed. Displaying delayed market data."
-
-# Tick type ids -> Quote fields. Live (0-14, 45) and delayed (66-76, 88) map onto the same fields.
-PRICE_TICKS = {1: "bid", 2: "ask", 4: "last", 6: "high", 7: "low", 9: "close", 14: "open",
-               66: "bid", 67: "ask", 68: "last", 72: "high", 73: "low", 75: "close", 76: "open"}
-SIZE_TICKS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume",
-              69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}
-TIME_TICKS = {45: "last_time", 88: "last_time"}
-
-# Errors after which the same request may succeed later (a later subscribe retries the line).
-RETRYABLE_CODES = frozenset({0, 100, 101, 504, 1100, 10090, 10197})
 MAX_PACING_RETRIES = 5             # automatic re-requests of a line IB refused with error 100
-_UNSET_SIZE = Decimal(2 ** 127 - 1)          # ibapi's UNSET_DECIMAL
-_UNSET_PRICE = 1.7976931348623157e308        # ibapi's UNSET_DOUBLE
+_DELAYED_NAMES = tuple(MARKET_DATA_TYPES[t] for t in sorted(DELAYED_TYPES))   # "delayed", "delayed-frozen"
 
 
 class MarketDataError(IBError):
@@ -165,7 +153,7 @@ def decode_tick(name: str, args: tuple) -> dict[str, Any] | None:
         if field is None:
             return None
         price = args[2]
-        if price == -1 or price >= _UNSET_PRICE or (isinstance(price, float) and math.isnan(price)):
+        if price == -1 or price >= UNSET_DOUBLE or (isinstance(price, float) and math.isnan(price)):
             price = None
         return {field: price}
     if name == "tickSize":
@@ -173,7 +161,7 @@ def decode_tick(name: str, args: tuple) -> dict[str, Any] | None:
         if field is None:
             return None
         size = args[2]
-        return {field: None if size is None or size == _UNSET_SIZE else float(size)}
+        return {field: None if size is None or size == UNSET_DECIMAL else float(size)}
     if name == "tickString":
         field = TIME_TICKS.get(args[1])
         if field is None:
@@ -183,7 +171,7 @@ def decode_tick(name: str, args: tuple) -> dict[str, Any] | None:
         except (TypeError, ValueError):
             return None
     if name == "marketDataType":
-        return {"data_type": DATA_TYPES.get(args[1], str(args[1]))}
+        return {"data_type": MARKET_DATA_TYPES.get(args[1], str(args[1]))}
     return None
 
 
@@ -504,7 +492,8 @@ class MarketData:
         with self._lock:
             key = self._by_con_id.get(contract.conId, key)
             line = self._lines.get(key)
-            if line is not None and (line.request is not None or line.error_code not in RETRYABLE_CODES):
+            retryable = line is not None and line.error_code in errors.MARKET_DATA_RETRYABLE
+            if line is not None and (line.request is not None or not retryable):
                 line.users += 1
                 return key
             self._check_connected(key)
@@ -561,7 +550,7 @@ class MarketData:
                 raw["updated"] = time.time()
             elif name == "notice":
                 raw["notice"] = f"IB {args[1]}: {args[2]}"
-                if args[1] == DELAYED_NOTICE and raw.get("data_type") not in ("delayed", "delayed-frozen"):
+                if args[1] == errors.DELAYED_DATA_NOTICE and raw.get("data_type") not in _DELAYED_NAMES:
                     raw["data_type"] = "delayed"
             return False
 
@@ -608,7 +597,7 @@ class MarketData:
     @property
     def market_data_type(self) -> str:
         """The type last asked for ("live", "frozen", "delayed", "delayed-frozen")."""
-        return DATA_TYPES[self._type]
+        return MARKET_DATA_TYPES[self._type]
 
     def lines_in_use(self) -> int:
         """Lines this process holds (or is about to hold) at IB: streaming lines, including those
@@ -658,13 +647,14 @@ class MarketData:
     def _check_connected(self, key: str) -> None:
         state = self.session.status.state
         if state not in ("connected", "reconnecting"):
-            raise IBError(504, f"Not connected ({state})", f"market data {key}")
+            raise IBError(errors.NOT_CONNECTED, f"Not connected ({state})", f"market data {key}")
 
     def _check_budget(self, key: str) -> None:
         used = self._streaming + self._snapshots
         if used >= self.max_lines:
             raise MarketDataError(
-                101, f"market data line budget reached: {used} of {self.max_lines} lines in use, none left "
+                errors.MAX_TICKERS,
+                f"market data line budget reached: {used} of {self.max_lines} lines in use, none left "
                      f"for {key}. Unsubscribe instruments you no longer show, or raise the budget "
                      f"(MarketData(max_lines=...), the market_data_lines setting) up to what your IB "
                      f"account allows (100 lines by default; more with quote booster packs)",
@@ -727,11 +717,11 @@ class MarketData:
             if line.request is None or line.request.on_tick is not on_tick:
                 return                            # unsubscribed; its cancel is on the way
             field = PRICE_TICKS.get(tick_type)
-            if field is not None and (price == -1 or price >= _UNSET_PRICE or price != price):   # NaN
+            if field is not None and (price == -1 or price >= UNSET_DOUBLE or price != price):   # NaN
                 price = None
             field2 = SIZE_TICKS.get(size_type)
             if field2 is not None:
-                size = None if size is None or size == _UNSET_SIZE else float(size)
+                size = None if size is None or size == UNSET_DECIMAL else float(size)
             if field is not None or field2 is not None:
                 set_ticks(key, field, price, field2, size)
 
@@ -767,9 +757,9 @@ class MarketData:
 
     def _line_notice(self, key: str, code: int, text: str) -> None:
         fields: dict[str, Any] = {"notice": f"IB {code}: {text}"}
-        if code == DELAYED_NOTICE:
+        if code == errors.DELAYED_DATA_NOTICE:
             q = self.board.get(key)
-            if q is None or q.data_type not in ("delayed", "delayed-frozen"):
+            if q is None or q.data_type not in _DELAYED_NAMES:
                 fields["data_type"] = "delayed"
         self.board.mark(key, **fields)
 
@@ -781,7 +771,8 @@ class MarketData:
             line.request = None
             self._streaming -= 1
             line.error_code = code
-            retry = code == 100 and line.retries < MAX_PACING_RETRIES and self._lines.get(line.key) is line
+            retry = (code == errors.MAX_RATE_EXCEEDED and line.retries < MAX_PACING_RETRIES
+                     and self._lines.get(line.key) is line)
             if retry:
                 # IB refused the message for pacing (another burst on the connection): ask again in a
                 # second, spaced like everything else. The quote keeps its last values meanwhile.
@@ -803,9 +794,9 @@ class MarketData:
         self.board.mark_many(self._keys(), stale=True)
 
     def _on_connectivity(self, code: int, text: str) -> None:
-        if code in (1100, 1101):
+        if code in errors.DATA_INTERRUPTED:
             self.board.mark_many(self._keys(), stale=True)
-        elif code == 1102:
+        elif code == errors.RESTORED_DATA_KEPT:
             with self._lock:
                 streaming = [k for k, line in self._lines.items() if line.request is not None]
             self.board.mark_many(streaming, stale=False)
@@ -830,10 +821,10 @@ class MarketData:
     # --- helpers ----------------------------------------------------------------------------------
     @staticmethod
     def _type_code(data_type: str | int) -> int:
-        if isinstance(data_type, int) and not isinstance(data_type, bool) and data_type in DATA_TYPES:
+        if isinstance(data_type, int) and not isinstance(data_type, bool) and data_type in MARKET_DATA_TYPES:
             return data_type
         if isinstance(data_type, str):
-            code = _TYPE_CODES.get(data_type.strip().lower().replace("_", "-").replace(" ", "-"))
+            code = MARKET_DATA_TYPE_CODES.get(data_type.strip().lower().replace("_", "-").replace(" ", "-"))
             if code is not None:
                 return code
         raise ValueError(f"market data type must be one of 'live', 'frozen', 'delayed', 'delayed-frozen' "

@@ -28,12 +28,13 @@ from ..ib.contracts import format_contract
 from .rows import OrderIntent
 from .risk import OrderFacts
 from ..ib.session import IBError
+from ..protocol.errors import NOT_CONNECTED
+from ..protocol.unset import UNSET_DOUBLE
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DeskFacts", "FactGatherer", "finite", "WORKING_STATUSES"]
 
-_UNSET = 1.7976931348623157e308      # ibapi's UNSET_DOUBLE
 WORKING_STATUSES = ("PreSubmitted", "Submitted", "PendingSubmit", "ApiPending", "PendingCancel")
 _FIRST_QUOTE_WAIT = 2.0               # seconds a new streaming line may take for its first quote
 
@@ -44,7 +45,7 @@ def finite(x: Any) -> float | None:
         v = float(x)
     except (TypeError, ValueError):
         return None
-    return v if v == v and abs(v) < _UNSET else None
+    return v if v == v and abs(v) < UNSET_DOUBLE else None
 
 
 class DeskFacts:
@@ -107,7 +108,7 @@ class DeskFacts:
     def _ensure(self, key: tuple, opener) -> None:
         with self._lock:
             if self._closed:
-                raise IBError(504, "the order desk is closed", "risk data")
+                raise IBError(NOT_CONNECTED, "the order desk is closed", "risk data")
             if key in self._watches:
                 return
             self._watches[key] = opener()
@@ -138,15 +139,15 @@ class DeskFacts:
         deadline = time.monotonic() + timeout
         with self._lock:                          # reconnected, but the restore hook has not run yet
             if not self._lock.wait_for(lambda: self._restored_gen == self.session.status.reconnects, timeout):
-                raise IBError(504, "positions and orders are being restored after a reconnect; "
+                raise IBError(NOT_CONNECTED, "positions and orders are being restored after a reconnect; "
                                    "try again in a moment", "risk data")
         if not self.session.connected:
-            raise IBError(504, f"not connected ({self.session.status.state}): cached positions and orders "
+            raise IBError(NOT_CONNECTED, f"not connected ({self.session.status.state}): cached positions and orders "
                                f"may be stale", "risk data")
         if self._settled(list(keys)):
             return
         if not self.portfolio.wait_until(lambda: self._settled(list(keys)), max(0.0, deadline - time.monotonic())):
-            raise IBError(504, "positions and orders are being restored after a reconnect (no complete "
+            raise IBError(NOT_CONNECTED, "positions and orders are being restored after a reconnect (no complete "
                                f"answer within {timeout:g} s); try again in a moment", "risk data")
 
     # Reads straight from the watched feeds' rows, under Portfolio's lock: Portfolio's DataFrame reads
@@ -156,7 +157,7 @@ class DeskFacts:
         with pf._lock:
             feed = pf._feed(key)
             if feed is None:
-                raise IBError(504, f"{key[0]} is not watched (the desk is closing)", "risk data")
+                raise IBError(NOT_CONNECTED, f"{key[0]} is not watched (the desk is closing)", "risk data")
             if feed.error is not None:
                 raise feed.error
             return read(feed)
@@ -378,7 +379,7 @@ class FactGatherer:
             try:
                 self._pnl[account] = self.feeds.daily_pnl(account)
             except IBError as exc:
-                if exc.code == 504:
+                if exc.code == NOT_CONNECTED:
                     raise                          # stale or no connection: refuse, do not guess
                 log.info("no P&L for %s: %s", account, exc)
                 self._pnl[account] = None
@@ -389,7 +390,7 @@ class FactGatherer:
             try:
                 self._values[account] = self.feeds.account_values(account)
             except IBError as exc:
-                if exc.code == 504:
+                if exc.code == NOT_CONNECTED:
                     raise
                 self._values[account] = None
         return self._values[account]

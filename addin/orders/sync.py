@@ -25,6 +25,7 @@ from .journal import Journal
 from .facts import finite
 from .rows import ORDER_OUTPUT_COLUMNS
 from ..ib.session import IBError, Request
+from ..protocol.errors import ORDER_CANCELLED
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class OrderSync:
         with self.cond:
             self._errors[ref] = self._errors.get(ref, 0) + 1
         message = f"IB {code}: {text}"
-        if code == 202:                              # cancelled: the status says it; keep IB's words
+        if code == ORDER_CANCELLED:                  # cancelled: the status says it; keep IB's words
             self.journal.record_status(ref, "Cancelled", message=message)
         elif rec["state"] == "transmitting":
             self.journal.set_state(ref, "rejected", message, status="Rejected")

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 from ibapi.contract import Contract
 
+from ..protocol import errors
+from ..protocol.messages import OUT
 from .codec import messages, requests, wire
 from .services.account_desk import PaperAccountService
 from .market.broker import Broker
-from .services.connection import ClientConnection
+from .services.connection import ClientConnection, ConnectionEvents
 from .services.firehose import Firehose
 from .services.historical import HistoryService
 from .market.market import Instrument, Market
@@ -30,15 +32,15 @@ MAX_CLIENTS = 32
 
 # TWS's farm notices after START_API: informational, reqId -1.
 FARM_NOTICES = (
-    (2104, "Market data farm connection is OK:usfarm"),
-    (2106, "HMDS data farm connection is OK:ushmds"),
-    (2158, "Sec-def data farm connection is OK:secdefnj"),
+    (errors.MARKET_DATA_FARM_OK, "Market data farm connection is OK:usfarm"),
+    (errors.HMDS_FARM_OK, "HMDS data farm connection is OK:ushmds"),
+    (errors.SEC_DEF_FARM_OK, "Sec-def data farm connection is OK:secdefnj"),
 )
 
 CONNECTIVITY_TEXT = {
-    1100: "Connectivity between IB and Trader Workstation has been lost.",
-    1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
-    1102: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
+    errors.CONNECTIVITY_LOST: "Connectivity between IB and Trader Workstation has been lost.",
+    errors.RESTORED_DATA_LOST: "Connectivity between IB and Trader Workstation has been restored - data lost.",
+    errors.RESTORED_DATA_KEPT: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
 }
 
 
@@ -76,10 +78,17 @@ class PaperServer:
                              starting_cash=config.starting_cash)
         self.connections: set[ClientConnection] = set()
         self.clients: dict[int, ClientConnection] = {}
-        self.marketdata = MarketDataService(self)
-        self.history = HistoryService(self)
-        self.orders = PaperOrderService(self)
-        self.accounts = PaperAccountService(self)
+        # Each service gets only what it uses; the few calls between services are callbacks wired here.
+        self.marketdata = MarketDataService(self.market, self.resolve, max_lines=config.max_lines,
+                                            stream_interval=config.stream_interval, after_pump=self._after_pump)
+        self.history = HistoryService(self.market, self.resolve, pacing_clock_rate=config.pacing_clock_rate)
+        self.accounts = PaperAccountService(self.broker, self.market.now, accounts=config.accounts,
+                                            account_interval=config.account_interval)
+        self.orders = PaperOrderService(self.broker, self.market, self.resolve, clients=self.clients,
+                                        on_account_change=self.accounts.on_change)
+        self._events = ConnectionEvents(refusing=self.refusing, opened=self.connections.add,
+                                        started=self.on_start_api, request=self.dispatch,
+                                        closed=self.on_disconnect)
         self.answer_delay = 0.0
         self.last_firehose: Firehose | None = None      # the running or latest firehose (its stats)
         self._refuse_until = 0.0
@@ -91,7 +100,7 @@ class PaperServer:
     # --- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ClientConnection(self), self.config.host,
+        self._server = await loop.create_server(lambda: ClientConnection(self._events), self.config.host,
                                                 self.config.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self.marketdata.run(), name="paper-stream"),
@@ -123,13 +132,13 @@ class PaperServer:
     # --- connection events ------------------------------------------------------------------------
     def on_start_api(self, conn: ClientConnection, client_id: int, capabilities: str) -> None:
         if client_id in self.clients and self.clients[client_id].state != "closed":
-            self.send_error(conn, -1, 326, "Unable to connect as the client id is already in use. "
-                                           "Retry with a unique client id.")
+            conn.send_error(-1, errors.CLIENT_ID_IN_USE, "Unable to connect as the client id is already in use. "
+                                                         "Retry with a unique client id.")
             conn.close()
             return
         if len(self.clients) >= MAX_CLIENTS:
             log.warning("refusing client %d: %d clients already connected", client_id, MAX_CLIENTS)
-            self.send_error(conn, -1, 100, f"Max number of API clients ({MAX_CLIENTS}) reached")
+            conn.send_error(-1, errors.MAX_RATE_EXCEEDED, f"Max number of API clients ({MAX_CLIENTS}) reached")
             conn.close()
             return
         conn.client_id = client_id
@@ -139,7 +148,7 @@ class PaperServer:
         conn.send(messages.managed_accounts(list(self.config.accounts)))
         conn.send(messages.next_valid_id(self.orders.next_valid_id(client_id)))
         for code, text in FARM_NOTICES:
-            self.send_error(conn, -1, code, text)
+            conn.send_error(-1, code, text)
         log.info("client %d connected from %s (version %d)", client_id, conn.peer, conn.client_version)
 
     def on_disconnect(self, conn: ClientConnection) -> None:
@@ -155,18 +164,24 @@ class PaperServer:
     def _handler_table(self):
         md, hist, od, acct = self.marketdata, self.history, self.orders, self.accounts
         return {
-            1: md.req_mkt_data, 2: md.cancel_mkt_data, 59: md.req_market_data_type,
-            97: md.req_tick_by_tick, 98: md.cancel_tick_by_tick,
-            20: hist.req_historical_data, 25: hist.cancel_historical_data, 87: hist.req_head_timestamp,
-            3: od.place_order, 4: od.cancel_order, 58: od.global_cancel, 5: od.req_open_orders,
-            16: od.req_all_open_orders, 15: od.req_auto_open_orders, 99: od.req_completed_orders,
-            7: od.req_executions, 8: od.req_ids,
-            61: acct.req_positions, 64: acct.cancel_positions, 62: acct.req_account_summary,
-            63: acct.cancel_account_summary, 6: acct.req_account_updates, 76: acct.req_account_updates_multi,
-            77: acct.cancel_account_updates_multi, 74: acct.req_positions_multi,
-            75: acct.cancel_positions_multi, 92: acct.req_pnl,
-            93: acct.cancel_pnl, 94: acct.req_pnl_single, 95: acct.cancel_pnl_single,
-            9: self.req_contract_details, 49: self.req_current_time,
+            OUT.REQ_MKT_DATA: md.req_mkt_data, OUT.CANCEL_MKT_DATA: md.cancel_mkt_data,
+            OUT.REQ_MARKET_DATA_TYPE: md.req_market_data_type,
+            OUT.REQ_TICK_BY_TICK_DATA: md.req_tick_by_tick, OUT.CANCEL_TICK_BY_TICK_DATA: md.cancel_tick_by_tick,
+            OUT.REQ_HISTORICAL_DATA: hist.req_historical_data, OUT.CANCEL_HISTORICAL_DATA: hist.cancel_historical_data,
+            OUT.REQ_HEAD_TIMESTAMP: hist.req_head_timestamp,
+            OUT.PLACE_ORDER: od.place_order, OUT.CANCEL_ORDER: od.cancel_order, OUT.REQ_GLOBAL_CANCEL: od.global_cancel,
+            OUT.REQ_OPEN_ORDERS: od.req_open_orders, OUT.REQ_ALL_OPEN_ORDERS: od.req_all_open_orders,
+            OUT.REQ_AUTO_OPEN_ORDERS: od.req_auto_open_orders, OUT.REQ_COMPLETED_ORDERS: od.req_completed_orders,
+            OUT.REQ_EXECUTIONS: od.req_executions, OUT.REQ_IDS: od.req_ids,
+            OUT.REQ_POSITIONS: acct.req_positions, OUT.CANCEL_POSITIONS: acct.cancel_positions,
+            OUT.REQ_ACCOUNT_SUMMARY: acct.req_account_summary, OUT.CANCEL_ACCOUNT_SUMMARY: acct.cancel_account_summary,
+            OUT.REQ_ACCT_DATA: acct.req_account_updates,
+            OUT.REQ_ACCOUNT_UPDATES_MULTI: acct.req_account_updates_multi,
+            OUT.CANCEL_ACCOUNT_UPDATES_MULTI: acct.cancel_account_updates_multi,
+            OUT.REQ_POSITIONS_MULTI: acct.req_positions_multi, OUT.CANCEL_POSITIONS_MULTI: acct.cancel_positions_multi,
+            OUT.REQ_PNL: acct.req_pnl, OUT.CANCEL_PNL: acct.cancel_pnl,
+            OUT.REQ_PNL_SINGLE: acct.req_pnl_single, OUT.CANCEL_PNL_SINGLE: acct.cancel_pnl_single,
+            OUT.REQ_CONTRACT_DATA: self.req_contract_details, OUT.REQ_CURRENT_TIME: self.req_current_time,
         }
 
     def dispatch(self, conn: ClientConnection, msg_id: int, fields: wire.Fields) -> None:
@@ -188,26 +203,31 @@ class PaperServer:
             handler(conn, fields)
         except wire.ProtocolError as exc:
             log.warning("client %s: malformed message %d: %s", conn.client_id, msg_id, exc)
-            self.send_error(conn, -1, 320, f"Error reading request: {exc}")
+            conn.send_error(-1, errors.REQUEST_READ_ERROR, f"Error reading request: {exc}")
         except Exception:  # a gateway bug must not take the connection down silently
             log.exception("client %s: error handling message %d", conn.client_id, msg_id)
-            self.send_error(conn, -1, 320, f"Error reading request: message {msg_id} could not be handled")
+            conn.send_error(-1, errors.REQUEST_READ_ERROR,
+                            f"Error reading request: message {msg_id} could not be handled")
 
     # --- shared helpers ---------------------------------------------------------------------------
-    def send_error(self, conn: ClientConnection, req_id: int, code: int, text: str) -> None:
-        conn.send(messages.error(req_id, code, text))
-
     def resolve(self, conn: ClientConnection, req_id: int, contract: Contract) -> Instrument | None:
         """The one instrument a request names, or None after sending IB's error 200."""
         found = self.market.lookup(contract)
         if len(found) == 1:
             return found[0]
         if not found:
-            self.send_error(conn, req_id, 200, "No security definition has been found for the request")
+            conn.send_error(req_id, errors.NO_SECURITY_DEFINITION, "No security definition has been found for "
+                                                                   "the request")
         else:
-            self.send_error(conn, req_id, 200, f"The contract description specified for {contract.symbol} "
-                                               f"is ambiguous.")
+            conn.send_error(req_id, errors.NO_SECURITY_DEFINITION, f"The contract description specified for "
+                                                                   f"{contract.symbol} is ambiguous.")
         return None
+
+    def _after_pump(self, now) -> None:
+        """After each streaming step: working orders trade against the new quotes, keepUpToDate bars
+        advance."""
+        self.orders.on_market()
+        self.history.pump(now)
 
     def broadcast(self, data: bytes) -> None:
         for conn in list(self.clients.values()):
@@ -218,7 +238,8 @@ class PaperServer:
         req = requests.req_contract_details(fields)
         found = self.market.lookup(req.contract)
         if not found:
-            self.send_error(conn, req.req_id, 200, "No security definition has been found for the request")
+            conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION,
+                            "No security definition has been found for the request")
             return
         for inst in found:
             conn.send(messages.contract_data(req.req_id, inst.details))
@@ -232,8 +253,9 @@ class PaperServer:
                        record: bool = False, end: float | None = None) -> Firehose:
         """Replace the quote stream by a firehose (see ``firehose.py``); a running one is stopped."""
         self.stop_firehose()
-        hose = self.marketdata.firehose = self.last_firehose = Firehose(self, rate=rate, count=count,
-                                                                        record=record, **({} if end is None else {"end": end}))
+        hose = self.marketdata.firehose = self.last_firehose = Firehose(
+            self.marketdata, self.market.quote, rate=rate, count=count, record=record,
+            **({} if end is None else {"end": end}))
         hose.start()
         return hose
 
@@ -255,6 +277,6 @@ class PaperServer:
     def connectivity(self, code: int) -> None:
         """Send 1100, 1101 or 1102 to every client; 1101 (data lost) also drops market data lines."""
         self.broadcast(messages.error(-1, code, CONNECTIVITY_TEXT[code]))
-        if code == 1101:
+        if code == errors.RESTORED_DATA_LOST:
             self.marketdata.drop_all_subscriptions()
             self.history.drop_all_subscriptions()

@@ -1,4 +1,14 @@
 """TWS wire knowledge shared by the client packages and the paper gateway, depending only on ibapi
 and the standard library. Both sides import from here and never from each other (tests/test_layout.py).
-So far: the futures month codes (``futures``); framing, unset values, message ids, error-code sets and
-IB's historical rules are to follow (see README's Layout)."""
+
+- ``framing``: the ``API\\0`` handshake and version range, length-prefixed frames (``Framer``),
+  splitting fields and message ids (ibapi's ``comm`` where it fits);
+- ``unset``: IB's unset values (ibapi's ``UNSET_*``), their wire texts and ``is_unset``;
+- ``messages``: message ids by name, ``IN`` (TWS -> client) and ``OUT`` (client -> TWS), ibapi's;
+- ``errors``: IB's error codes named by meaning, and the sets handled alike (connectivity, warnings,
+  retryable market data errors, ...);
+- ``ticks``: tick types by quote field (ibapi's ``TickTypeEnum``) and the market data types
+  (1 live, 2 frozen, 3 delayed, 4 delayed-frozen);
+- ``futures``: the futures month codes.
+
+IB's historical-data rules and time parsing are to follow (see README's Layout)."""

@@ -27,7 +27,6 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from ibapi.const import UNSET_DECIMAL
 from ibapi.server_versions import (
     MIN_SERVER_VER_ADVANCED_ORDER_REJECT,  # 166
     MIN_SERVER_VER_FRACTIONAL_SIZE_SUPPORT,  # 163
@@ -35,7 +34,9 @@ from ibapi.server_versions import (
     MIN_SERVER_VER_SIZE_RULES,  # 164
 )
 
-from .wire import SERVER_VERSION, UNSET_DOUBLE, UNSET_INT, frame
+from ...protocol.messages import IN
+from ...protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_INTEGER
+from .wire import SERVER_VERSION, frame
 
 #: Oldest server version the version-aware encoders can write (ib_async 2.1.0 refuses anything older).
 MIN_ENCODER_SERVER_VERSION = 157
@@ -44,53 +45,12 @@ MIN_ENCODER_SERVER_VERSION = 157
 DEFAULT_TZ = "US/Eastern"
 
 
-class IN:
-    """Message ids, server -> client (``ibapi.message.IN``)."""
-
-    TICK_PRICE = 1
-    TICK_SIZE = 2
-    ORDER_STATUS = 3
-    ERR_MSG = 4
-    ACCT_VALUE = 6
-    PORTFOLIO_VALUE = 7
-    ACCT_UPDATE_TIME = 8
-    NEXT_VALID_ID = 9
-    CONTRACT_DATA = 10
-    EXECUTION_DATA = 11
-    MANAGED_ACCTS = 15
-    HISTORICAL_DATA = 17
-    TICK_GENERIC = 45
-    TICK_STRING = 46
-    CURRENT_TIME = 49
-    CONTRACT_DATA_END = 52
-    OPEN_ORDER_END = 53
-    ACCT_DOWNLOAD_END = 54
-    EXECUTION_DATA_END = 55
-    TICK_SNAPSHOT_END = 57
-    MARKET_DATA_TYPE = 58
-    COMMISSION_REPORT = 59
-    POSITION_DATA = 61
-    POSITION_END = 62
-    ACCOUNT_SUMMARY = 63
-    ACCOUNT_SUMMARY_END = 64
-    POSITION_MULTI = 71
-    POSITION_MULTI_END = 72
-    ACCOUNT_UPDATE_MULTI = 73
-    ACCOUNT_UPDATE_MULTI_END = 74
-    TICK_REQ_PARAMS = 81
-    HEAD_TIMESTAMP = 88
-    HISTORICAL_DATA_UPDATE = 90
-    PNL = 94
-    PNL_SINGLE = 95
-    TICK_BY_TICK = 99
-
-
 # --- value helpers -------------------------------------------------------------------------------
 
 def _int(value) -> int:
     """An int field; None -> the unset int."""
     if value is None:
-        return UNSET_INT
+        return UNSET_INTEGER
     return int(value)
 
 
@@ -124,7 +84,7 @@ def _size(value) -> str:
         if math.isnan(value) or value == UNSET_DOUBLE:
             return ""
         return str(int(value)) if value.is_integer() else repr(value)
-    if value == UNSET_INT:
+    if value == UNSET_INTEGER:
         return ""
     return str(int(value))
 
@@ -523,7 +483,7 @@ def commission_report(report) -> bytes:
     if amount is None:
         amount = getattr(report, "commission", 0.0)
     return frame(
-        IN.COMMISSION_REPORT,
+        IN.COMMISSION_AND_FEES_REPORT,
         1,  # version
         report.execId,
         _float(amount),
@@ -705,7 +665,7 @@ def _bar_size(value) -> str:
 
 
 def _bar_count(value) -> int:
-    return -1 if value is None or value == UNSET_INT else int(value)
+    return -1 if value is None or value == UNSET_INTEGER else int(value)
 
 
 def historical_data(req_id: int, start, end, bars, format_date: int = 1, *, daily: bool | None = None,
@@ -759,7 +719,7 @@ def head_timestamp(req_id: int, timestamp, format_date: int = 1, *, tz=DEFAULT_T
 
 
 __all__ = [
-    "IN", "DEFAULT_TZ", "MIN_ENCODER_SERVER_VERSION", "format_time", "format_bar_time",
+    "DEFAULT_TZ", "MIN_ENCODER_SERVER_VERSION", "format_time", "format_bar_time",
     "tick_price", "tick_size", "tick_generic", "tick_string", "tick_req_params", "market_data_type",
     "tick_snapshot_end", "tick_by_tick", "tick_by_tick_last", "tick_by_tick_bid_ask",
     "tick_by_tick_mid_point", "error", "next_valid_id", "managed_accounts", "current_time",

@@ -29,7 +29,6 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from ibapi import order_condition as oc
-from ibapi.const import UNSET_DECIMAL
 from ibapi.contract import ComboLeg, Contract, DeltaNeutralContract
 from ibapi.order import COMPETE_AGAINST_BEST_OFFSET_UP_TO_MID, Order, OrderComboLeg
 from ibapi.order_state import OrderState
@@ -62,7 +61,9 @@ from ibapi.tag_value import TagValue
 from ibapi.utils import isPegBenchOrder, isPegBestOrder, isPegMidOrder
 
 from . import wire
-from .wire import UNSET_DOUBLE, UNSET_INT, ProtocolError
+from ...protocol.messages import IN
+from ...protocol.unset import UNSET_DECIMAL, UNSET_DECIMAL_TEXTS, UNSET_DOUBLE, UNSET_INTEGER, is_unset
+from .wire import ProtocolError
 
 __all__ = [
     "decode_place_order",
@@ -73,15 +74,10 @@ __all__ = [
     "MAX_CODEC_SERVER_VERSION",
 ]
 
-OPEN_ORDER = 5
-COMPLETED_ORDER = 101
-COMPLETED_ORDERS_END = 102
 
 MIN_CODEC_SERVER_VERSION = MIN_SERVER_VER_ORDER_CONTAINER  # 145: below it every message has a version field
 MAX_CODEC_SERVER_VERSION = MIN_SERVER_VER_PROTOBUF - 1  # 200: from 201 on message ids are raw ints
 
-# Quantities a real client writes for "unset" (ibapi.utils.decode maps all of them to UNSET_DECIMAL).
-_UNSET_QUANTITY_TEXT = ("2147483647", "9223372036854775807", "-9223372036854775808", "1.7976931348623157E308")
 
 
 def _check_version(server_version: int, error=ValueError) -> int:
@@ -100,7 +96,7 @@ def _check_version(server_version: int, error=ValueError) -> int:
 
 def _next_decimal(f: wire.Fields, name: str) -> Decimal:
     text = f.next_decimal_str(name)
-    if text == "" or text in _UNSET_QUANTITY_TEXT or text.lower() == "1.7976931348623157e+308":
+    if text == "" or text in UNSET_DECIMAL_TEXTS or text.lower() == repr(UNSET_DOUBLE):
         return UNSET_DECIMAL
     try:
         value = Decimal(text)
@@ -391,7 +387,7 @@ def decode_place_order(
         o.discretionaryUpToLimitPrice = f.next_bool("discretionaryUpToLimitPrice")
     if sv >= MIN_SERVER_VER_PRICE_MGMT_ALGO:  # 151: empty = None (let TWS decide)
         v = f.next_int("usePriceMgmtAlgo")
-        o.usePriceMgmtAlgo = None if v == UNSET_INT else bool(v)
+        o.usePriceMgmtAlgo = None if v == UNSET_INTEGER else bool(v)
     if sv >= MIN_SERVER_VER_DURATION:  # 158
         o.duration = f.next_int("duration")
     if sv >= MIN_SERVER_VER_POST_TO_ATS:  # 160
@@ -441,13 +437,9 @@ def decode_place_order(
 # =====================================================================================================
 
 
-def _is_unset(v) -> bool:
-    return v is None or v == UNSET_INT or v == UNSET_DOUBLE or v == UNSET_DECIMAL
-
-
 def _opt(v):
     """A number the clients read with unset handling: empty when unset (as a real gateway writes it)."""
-    return "" if _is_unset(v) else v
+    return "" if is_unset(v) else v
 
 
 def _num(v):
@@ -470,7 +462,7 @@ def _int(v):
 
 
 def _opt_int(v):
-    return "" if _is_unset(v) else _int(v)
+    return "" if is_unset(v) else _int(v)
 
 
 def _flag(v) -> bool:
@@ -483,7 +475,7 @@ def _text(v) -> str:
 
 def _qty(v) -> str:
     """A Decimal quantity (totalQuantity, filledQuantity, suggestedSize): empty when unset."""
-    if _is_unset(v):
+    if is_unset(v):
         return ""
     if isinstance(v, Decimal):
         return format(v, "f")
@@ -494,7 +486,7 @@ def _state_value(state, name: str, old_name: str):
     """ibapi >= 10.30 calls the commission fields ``commissionAndFees*``; ib_async and older ibapi call
     them ``commission*``. Accept either (the new name wins when both are set)."""
     v = getattr(state, name, None)
-    if _is_unset(v):
+    if is_unset(v):
         old = getattr(state, old_name, None)
         if old is not None:
             v = old
@@ -503,7 +495,7 @@ def _state_value(state, name: str, old_name: str):
 
 def _strike(v):
     """A real gateway writes 0 for a contract without a strike; both clients read it as 0.0."""
-    return 0 if _is_unset(v) else v
+    return 0 if is_unset(v) else v
 
 
 def _contract_fields(c: Contract) -> list:
@@ -688,7 +680,7 @@ def encode_open_order(
     """A complete OPEN_ORDER (5) frame; reads like ``Decoder.processOpenOrder`` for ``server_version``."""
     sv = _check_version(server_version)
     c, o, st = contract, order, state
-    f: list = [OPEN_ORDER]  # no version field from MIN_SERVER_VER_ORDER_CONTAINER (145) on
+    f: list = [IN.OPEN_ORDER]  # no version field from MIN_SERVER_VER_ORDER_CONTAINER (145) on
 
     f.append(_int(order_id))  # decodeOrderId
     f += _contract_fields(c)  # decodeContractFields
@@ -808,7 +800,7 @@ def encode_completed_order(
     """
     sv = _check_version(server_version)
     c, o, st = contract, order, state
-    f: list = [COMPLETED_ORDER]
+    f: list = [IN.COMPLETED_ORDER]
 
     f += _contract_fields(c)  # decodeContractFields
     f += [
@@ -891,4 +883,4 @@ def encode_completed_order(
 
 def encode_completed_orders_end() -> bytes:
     """COMPLETED_ORDERS_END (102): the message id alone (no version field)."""
-    return wire.frame(COMPLETED_ORDERS_END)
+    return wire.frame(IN.COMPLETED_ORDERS_END)

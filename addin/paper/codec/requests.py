@@ -20,47 +20,8 @@ from dataclasses import dataclass
 from ibapi.contract import ComboLeg, Contract, DeltaNeutralContract
 from ibapi.execution import ExecutionFilter
 
-from .wire import UNSET_DOUBLE, Fields
-
-
-class OUT:
-    """Message ids, client -> server (``ibapi.message.OUT``)."""
-
-    REQ_MKT_DATA = 1
-    CANCEL_MKT_DATA = 2
-    PLACE_ORDER = 3
-    CANCEL_ORDER = 4
-    REQ_OPEN_ORDERS = 5
-    REQ_ACCT_DATA = 6
-    REQ_EXECUTIONS = 7
-    REQ_IDS = 8
-    REQ_CONTRACT_DATA = 9
-    REQ_AUTO_OPEN_ORDERS = 15
-    REQ_ALL_OPEN_ORDERS = 16
-    REQ_MANAGED_ACCTS = 17
-    REQ_HISTORICAL_DATA = 20
-    CANCEL_HISTORICAL_DATA = 25
-    REQ_CURRENT_TIME = 49
-    REQ_GLOBAL_CANCEL = 58
-    REQ_MARKET_DATA_TYPE = 59
-    REQ_POSITIONS = 61
-    REQ_ACCOUNT_SUMMARY = 62
-    CANCEL_ACCOUNT_SUMMARY = 63
-    CANCEL_POSITIONS = 64
-    START_API = 71
-    REQ_POSITIONS_MULTI = 74
-    CANCEL_POSITIONS_MULTI = 75
-    REQ_ACCOUNT_UPDATES_MULTI = 76
-    CANCEL_ACCOUNT_UPDATES_MULTI = 77
-    REQ_HEAD_TIMESTAMP = 87
-    CANCEL_HEAD_TIMESTAMP = 90
-    REQ_PNL = 92
-    CANCEL_PNL = 93
-    REQ_PNL_SINGLE = 94
-    CANCEL_PNL_SINGLE = 95
-    REQ_TICK_BY_TICK_DATA = 97
-    CANCEL_TICK_BY_TICK_DATA = 98
-    REQ_COMPLETED_ORDERS = 99
+from ...protocol.unset import UNSET_DOUBLE
+from .wire import Fields
 
 
 # --- request records -----------------------------------------------------------------------------
@@ -479,7 +440,7 @@ def start_api(fields: Fields) -> StartApiRequest:
 
 
 __all__ = [
-    "OUT", "MktDataRequest", "ContractDetailsRequest", "HistoricalDataRequest", "HeadTimestampRequest",
+    "MktDataRequest", "ContractDetailsRequest", "HistoricalDataRequest", "HeadTimestampRequest",
     "ExecutionsRequest", "TickByTickRequest", "AccountSummaryRequest", "AccountUpdatesRequest",
     "AccountUpdatesMultiRequest", "PositionsMultiRequest", "PnLRequest", "PnLSingleRequest",
     "MarketDataTypeRequest", "CancelRequest", "IdsRequest", "CancelOrderRequest",

@@ -1,28 +1,19 @@
-"""TWS API framing and field encoding at server version 178, as the paper gateway speaks it.
+"""The paper gateway's field encoding at server version 178: how it spells a value, how it builds a
+frame from fields, and a cursor that reads a client's fields in every spelling clients use.
 
-Every frame is a 4-byte big-endian length followed by NUL-terminated text fields; the first field of
-every frame after the handshake is the message id. "Unset" numbers are written the way a real gateway
-writes them (``2147483647`` and ``1.7976931348623157E308``) and parsed in every spelling clients use.
+Framing itself (the handshake, length prefixes) is :mod:`addin.protocol.framing`; "unset" numbers are
+written the way a real gateway writes them (:mod:`addin.protocol.unset`).
 """
 
 from __future__ import annotations
 
 import math
-import struct
+
+from ...protocol.framing import ProtocolError, frame as length_prefixed, split_fields
+from ...protocol.unset import UNSET_DOUBLE, UNSET_DOUBLE_TEXT, UNSET_INTEGER
 
 SERVER_VERSION = 178
 MIN_CLIENT_VERSION = 157  # oldest version served (ib_async's floor); message layouts are 178's
-
-UNSET_INT = 2147483647
-UNSET_LONG = 9223372036854775807
-UNSET_DOUBLE = 1.7976931348623157e308
-UNSET_DOUBLE_TEXT = "1.7976931348623157E308"
-
-_LEN = struct.Struct("!I")
-
-
-class ProtocolError(Exception):
-    """A client sent something that is not a valid TWS API message."""
 
 
 def fmt(value) -> str:
@@ -48,47 +39,7 @@ def fmt(value) -> str:
 
 def frame(*fields) -> bytes:
     """Encode one message: length prefix + each field NUL-terminated."""
-    body = "".join(fmt(f) + "\0" for f in fields).encode("latin-1", errors="replace")
-    return _LEN.pack(len(body)) + body
-
-
-def frame_text(text: str) -> bytes:
-    """Length-prefix raw text (used for the handshake, whose fields the caller terminates)."""
-    body = text.encode("latin-1", errors="replace")
-    return _LEN.pack(len(body)) + body
-
-
-def split_frames(buf: bytearray) -> list[bytes]:
-    """Remove and return every complete frame payload at the front of ``buf``."""
-    out = []
-    pos = 0
-    n = len(buf)
-    while n - pos >= 4:
-        (size,) = _LEN.unpack_from(buf, pos)
-        if size > 16 * 1024 * 1024:
-            raise ProtocolError(f"frame of {size} bytes is larger than any TWS message")
-        if n - pos - 4 < size:
-            break
-        out.append(bytes(buf[pos + 4 : pos + 4 + size]))
-        pos += 4 + size
-    if pos:
-        del buf[:pos]
-    return out
-
-
-def parse_handshake(payload: bytes) -> tuple[int, int, str]:
-    """Parse the client's ``v{min}..{max}[ options]`` frame -> (min_version, max_version, options)."""
-    text = payload.decode("ascii", errors="replace").strip("\0")
-    head, _, options = text.partition(" ")
-    if not head.startswith("v"):
-        raise ProtocolError(f"bad version handshake {text!r}")
-    lo, sep, hi = head[1:].partition("..")
-    try:
-        low = int(lo)
-        high = int(hi) if sep else low
-    except ValueError:
-        raise ProtocolError(f"bad version handshake {text!r}") from None
-    return low, high, options
+    return length_prefixed("".join(fmt(f) + "\0" for f in fields).encode("latin-1", errors="replace"))
 
 
 class Fields:
@@ -101,10 +52,9 @@ class Fields:
     __slots__ = ("items", "pos")
 
     def __init__(self, payload: bytes):
-        parts = payload.split(b"\0")
-        if parts and parts[-1] == b"":
-            parts.pop()
-        self.items = [p.decode("latin-1") for p in parts]
+        if payload and not payload.endswith(b"\0"):
+            payload += b"\0"           # a last field without its NUL still counts
+        self.items = [p.decode("latin-1") for p in split_fields(payload)]
         self.pos = 0
 
     def remaining(self) -> int:
@@ -117,7 +67,7 @@ class Fields:
         self.pos += 1
         return v
 
-    def next_int(self, name: str = "field", default: int = UNSET_INT) -> int:
+    def next_int(self, name: str = "field", default: int = UNSET_INTEGER) -> int:
         v = self.next_str(name).strip()
         if v == "":
             return default
@@ -160,6 +110,3 @@ class Fields:
         """A size/quantity field kept as text (ibapi sends Decimal)."""
         return self.next_str(name).strip()
 
-
-def is_unset(value) -> bool:
-    return value is None or value == UNSET_INT or value == UNSET_DOUBLE or value == UNSET_LONG

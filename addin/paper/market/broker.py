@@ -60,12 +60,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Union
 from zoneinfo import ZoneInfo
 
 from ibapi.commission_and_fees_report import CommissionAndFeesReport
-from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE
 from ibapi.contract import Contract
 from ibapi.execution import Execution, ExecutionFilter
 from ibapi.order import Order
 from ibapi.order_state import OrderState
 
+from ...protocol import errors
+from ...protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_DOUBLE_TEXT
 from . import accounts as acc
 from .commissions import COMMISSION_CURRENCY, commission
 from .market import on_tick_grid as _market_on_tick_grid
@@ -153,7 +154,6 @@ LISTED_TIFS = ("DAY", "GTC", "IOC")            # the TIFs we support that contra
 MAX_ACTIVE_PER_SIDE = 20
 NOT_TRADABLE = ("IND",)                       # indices have quotes, not orders
 UNSET_REALIZED = UNSET_DOUBLE                 # commission report: "no realized P&L" (opening fill)
-UNSET_TEXT = "1.7976931348623157E308"         # how a real gateway writes an unset margin figure
 EXEC_ID_PREFIX = "0000e0d5"                   # IB's execIds look like 0000e0d5.6577a7c1.01.01
 LIQUIDITY_ADDED, LIQUIDITY_REMOVED = 1, 2
 
@@ -173,7 +173,7 @@ class Rejected(Exception):
 
 
 def _reject(reason: str) -> Rejected:
-    return Rejected(201, TEXT_201 + reason)
+    return Rejected(errors.ORDER_REJECTED, TEXT_201 + reason)
 
 
 # --- numbers -----------------------------------------------------------------------------------------
@@ -487,7 +487,7 @@ class Broker:
                 return self._what_if_events(client_id, order_id, inst, contract, order, existing.account)
             return self._modify(existing, inst, contract, order)
         if existing is not None or order_id in self._used_ids.get(client_id, ()):
-            return [ErrorEvent(client_id, order_id, 103, TEXT_103)]
+            return [ErrorEvent(client_id, order_id, errors.DUPLICATE_ORDER_ID, TEXT_103)]
         self._used_ids.setdefault(client_id, set()).add(order_id)
         try:
             self._take_fault()
@@ -507,11 +507,12 @@ class Broker:
         """cancelOrder. ``manual_time`` (manualOrderCancelTime) is accepted and ignored."""
         w = self._orders.get((client_id, order_id))
         if w is None:
-            return [ErrorEvent(client_id, order_id, 10147,
+            return [ErrorEvent(client_id, order_id, errors.CANCEL_UNKNOWN_ORDER,
                                f"OrderId {order_id} that needs to be cancelled is not found.")]
         if w.done:
-            return [ErrorEvent(client_id, order_id, 161, "Cancel attempted when order is not in a "
-                                                         f"cancellable state. Order permId ={w.perm_id}")]
+            return [ErrorEvent(client_id, order_id, errors.NOT_CANCELLABLE, "Cancel attempted when order is not "
+                                                                            f"in a cancellable state. Order permId "
+                                                                            f"={w.perm_id}")]
         return self._cancel(w, "", by_trader=True)
 
     def global_cancel(self) -> list[Event]:
@@ -722,7 +723,7 @@ class Broker:
             checked.append(trail_stop)
         tick = getattr(inst, "min_tick", 0.0)
         if any(not on_tick_grid(p, tick) for p in checked):
-            raise Rejected(110, TEXT_110)
+            raise Rejected(errors.PRICE_OFF_TICK, TEXT_110)
 
     def _validate_parent(self, client_id: int, order: Order) -> None:
         if not order.parentId:
@@ -802,9 +803,9 @@ class Broker:
         for label in ("Before", "Change", "After"):
             m = getattr(figures, label.lower()) if figures else None
             # No price to estimate with: IB's "unset" text, so clients that parse the margins still can.
-            setattr(state, f"initMargin{label}", f"{m.init:.2f}" if m else UNSET_TEXT)
-            setattr(state, f"maintMargin{label}", f"{m.maint:.2f}" if m else UNSET_TEXT)
-            setattr(state, f"equityWithLoan{label}", f"{m.elv:.2f}" if m else UNSET_TEXT)
+            setattr(state, f"initMargin{label}", f"{m.init:.2f}" if m else UNSET_DOUBLE_TEXT)
+            setattr(state, f"maintMargin{label}", f"{m.maint:.2f}" if m else UNSET_DOUBLE_TEXT)
+            setattr(state, f"equityWithLoan{label}", f"{m.elv:.2f}" if m else UNSET_DOUBLE_TEXT)
         if figures is not None:
             state.commissionAndFees = state.minCommissionAndFees = state.maxCommissionAndFees = figures.commission
             state.commissionAndFeesCurrency = COMMISSION_CURRENCY
@@ -841,7 +842,7 @@ class Broker:
         try:
             self._take_fault()
             if inst.con_id != w.inst.con_id or (order.action or "").upper() != w.order.action:
-                raise Rejected(105, TEXT_105)
+                raise Rejected(errors.MODIFY_MISMATCH, TEXT_105)
             self._validate(w.client_id, inst, order, w.account, replacing=w)
         except Rejected as r:
             return [ErrorEvent(w.client_id, w.order_id, r.code, r.text)]
@@ -1063,7 +1064,7 @@ class Broker:
         w.status = CANCELLED
         self._complete(w, "Cancelled by Trader" if by_trader else "Cancelled", _utc(self._now()))
         events: list[Event] = [self._status_event(w), self._open_event(w),
-                               ErrorEvent(w.client_id, w.order_id, 202, TEXT_202 + reason)]
+                               ErrorEvent(w.client_id, w.order_id, errors.ORDER_CANCELLED, TEXT_202 + reason)]
         for child in children:
             if not child.done:
                 events += self._cancel(child, "parent order cancelled", by_trader)

@@ -39,6 +39,7 @@ from ibapi.contract import Contract, ContractDetails
 from ibapi.tag_value import TagValue
 
 from ...protocol.futures import month_code
+from ...protocol.unset import UNSET_DOUBLE, UNSET_INTEGER
 from . import ticks as tk
 from .series import DAY, HOUR, NATIVE_SECONDS, Feed, TickGrid, load_series, unit_of, unit_starts
 
@@ -261,7 +262,7 @@ def _spx(seed, start_epoch, n):
     feed = _spx_feed(seed, start_epoch, n, CENTRAL, 0.01)
     feed.spread = 0
     details = _details("SPX", "IND", "CBOE", "USD", 416904, 0.01, trading_class="SPX",
-                       long_name="S&P 500 Stock Index", tz=CENTRAL, agg_group=2147483647)
+                       long_name="S&P 500 Stock Index", tz=CENTRAL, agg_group=UNSET_INTEGER)
     return _finish(Instrument(details, feed, INDEX_BOOK, _RTH_CENTRAL), start_epoch)
 
 
@@ -419,7 +420,6 @@ def _format_sessions(sessions, day_units, day_starts, tz) -> str:
 
 
 # --- matching ---------------------------------------------------------------------------------------
-_UNSET_DOUBLE = 1.7976931348623157e308
 
 
 def matches(inst: Instrument, q: Contract) -> bool:
@@ -463,7 +463,7 @@ def matches(inst: Instrument, q: Contract) -> bool:
         strike = float(q.strike or 0)
     except (TypeError, ValueError):
         return False
-    if strike != 0 and strike < _UNSET_DOUBLE / 2:
+    if strike != 0 and strike < UNSET_DOUBLE / 2:
         return False
     if (q.right or "").strip() not in ("", "?", "0"):
         return False

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable
 
+from ...protocol import errors
 from ..codec import messages, requests
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..server import PaperServer
+    from ..market.broker import Broker
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,18 @@ class _Sub:
 
 
 class PaperAccountService:
-    def __init__(self, server: "PaperServer"):
-        self.server = server
+    """Positions, account summary, account updates (single and multi) and P&L subscriptions.
+
+    broker: positions, values and P&L; now(): the replay clock (the account update time);
+    accounts: the gateway's account ids (the first is the default); account_interval: seconds
+    between re-sent account values and portfolio."""
+
+    def __init__(self, broker: "Broker", now: Callable[[], datetime], *, accounts: tuple[str, ...],
+                 account_interval: float):
+        self.broker = broker
+        self.now = now
+        self.accounts = tuple(accounts)
+        self.account_interval = account_interval
         self.subs: dict[tuple[int, str, int], _Sub] = {}
 
     def _add(self, sub: _Sub) -> None:
@@ -43,15 +55,15 @@ class PaperAccountService:
         self.subs.pop((id(conn), kind, req_id), None)
 
     def _accounts(self, account: str) -> list[str]:
-        accounts = list(self.server.config.accounts)
+        accounts = list(self.accounts)
         if account in ("", "All", "ALL"):
             return accounts
         return [account] if account in accounts else []
 
     def _known(self, conn, req_id: int, account: str) -> bool:
-        if account and account not in self.server.config.accounts and account not in ("All", "ALL"):
-            self.server.send_error(conn, req_id, 321, f"Error validating request.-'bP' : cause - "
-                                                      f"Invalid account code '{account}'")
+        if account and account not in self.accounts and account not in ("All", "ALL"):
+            conn.send_error(req_id, errors.VALIDATION_ERROR, f"Error validating request.-'bP' : cause - "
+                                                             f"Invalid account code '{account}'")
             return False
         return True
 
@@ -61,7 +73,7 @@ class PaperAccountService:
         self._add(_Sub(conn, -1, "positions"))
 
     def _send_positions(self, conn, account: str | None = None) -> None:
-        for acct, contract, pos, avg_cost in self.server.broker.positions():
+        for acct, contract, pos, avg_cost in self.broker.positions():
             if account is None or acct == account:
                 conn.send(messages.position(acct, contract, pos, avg_cost))
         if account is None:
@@ -74,7 +86,7 @@ class PaperAccountService:
         req = requests.req_positions_multi(fields)
         if not self._known(conn, req.req_id, req.account):
             return
-        for acct, contract, pos, avg_cost in self.server.broker.positions():
+        for acct, contract, pos, avg_cost in self.broker.positions():
             if acct in self._accounts(req.account):
                 conn.send(messages.position_multi(req.req_id, acct, req.model_code, contract, pos, avg_cost))
         conn.send(messages.position_multi_end(req.req_id))
@@ -93,7 +105,7 @@ class PaperAccountService:
 
     def _send_summary(self, sub: _Sub) -> None:
         for acct in self._accounts(""):
-            for tag, value, currency in self.server.broker.account_summary(acct, set(sub.tags)):
+            for tag, value, currency in self.broker.account_summary(acct, set(sub.tags)):
                 sub.conn.send(messages.account_summary(sub.req_id, acct, tag, value, currency))
         sub.conn.send(messages.account_summary_end(sub.req_id))
 
@@ -104,7 +116,7 @@ class PaperAccountService:
     # --- account updates --------------------------------------------------------------------------
     def req_account_updates(self, conn, fields) -> None:
         req = requests.req_account_updates(fields)
-        account = req.account or self.server.config.accounts[0]
+        account = req.account or self.accounts[0]
         if not req.subscribe:
             self._remove(conn, "updates", 0)
             return
@@ -115,12 +127,12 @@ class PaperAccountService:
         self._add(sub)
 
     def _send_updates(self, sub: _Sub) -> None:
-        broker, send, acct = self.server.broker, sub.conn.send, sub.account
+        broker, send, acct = self.broker, sub.conn.send, sub.account
         for key, value, currency in broker.account_values(acct):
             send(messages.account_value(key, value, currency, acct))
         for contract, pos, price, value, avg_cost, unrealized, realized in broker.portfolio(acct):
             send(messages.portfolio_value(contract, pos, price, value, avg_cost, unrealized, realized, acct))
-        send(messages.account_update_time(self.server.market.now().strftime("%H:%M")))
+        send(messages.account_update_time(self.now().strftime("%H:%M")))
         send(messages.account_download_end(acct))
 
     def req_account_updates_multi(self, conn, fields) -> None:
@@ -133,7 +145,7 @@ class PaperAccountService:
 
     def _send_updates_multi(self, sub: _Sub) -> None:
         for acct in self._accounts(sub.account):
-            for key, value, currency in self.server.broker.account_values(acct):
+            for key, value, currency in self.broker.account_values(acct):
                 sub.conn.send(messages.account_update_multi(sub.req_id, acct, sub.model, key, value, currency))
         sub.conn.send(messages.account_update_multi_end(sub.req_id))
 
@@ -165,7 +177,7 @@ class PaperAccountService:
         self._remove(conn, "pnl_single", requests.cancel_pnl_single(fields).req_id)
 
     def _send_pnl(self, sub: _Sub) -> None:
-        broker = self.server.broker
+        broker = self.broker
         if sub.kind == "pnl":
             daily, unrealized, realized = broker.pnl(sub.account)
             sub.conn.send(messages.pnl(sub.req_id, daily, unrealized, realized))
@@ -191,7 +203,7 @@ class PaperAccountService:
     async def run(self) -> None:
         """P&L every second; account values and portfolio every ``account_interval`` seconds."""
         ticks = 0
-        every = max(1, round(self.server.config.account_interval))
+        every = max(1, round(self.account_interval))
         while True:
             await asyncio.sleep(1.0)
             ticks += 1

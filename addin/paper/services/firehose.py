@@ -34,21 +34,24 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+from ibapi.ticktype import TickTypeEnum
 
 from ..codec import messages
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .marketdata import Subscription
-    from ..server import PaperServer
+    from .marketdata import MarketDataService, Subscription
+    from ..market.market import Instrument, Quote
 
 CYCLE = 64                    # ticks per saw-tooth period of one field of one line
 END_PRICE = 0.0001            # the end marker's default bid (no instrument of the paper market trades there)
 BATCH = 512                   # ticks queued per loop turn when unpaced
 RECORD_LIMIT = 2_000_000      # side-table rows kept (oldest dropped first)
-_FIELDS = ((1, 0), (2, CYCLE + 1), (4, CYCLE // 2))   # (tick type, saw-tooth offset in ticks)
+# (tick type, saw-tooth offset in ticks)
+_FIELDS = ((TickTypeEnum.BID, 0), (TickTypeEnum.ASK, CYCLE + 1), (TickTypeEnum.LAST, CYCLE // 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class _Line:
         tick = sub.inst.min_tick or 0.01
         self.sub = sub
         self.prices = [[round(anchor + (off + i) * tick, 10) for i in range(CYCLE)] for _, off in _FIELDS]
-        self.frames = [[messages.tick_price(sub.req_id, tt, p, 100, 1 if tt != 4 else 0) for p in prices]
+        self.frames = [[messages.tick_price(sub.req_id, tt, p, 100, 1 if tt != TickTypeEnum.LAST else 0) for p in prices]
                        for (tt, _), prices in zip(_FIELDS, self.prices)]
         self.pos = 0          # ticks sent on this line
 
@@ -90,23 +93,26 @@ def _report_failure(task: asyncio.Task) -> None:
 
 
 class Firehose:
-    """One firehose run on the gateway's loop. rate: ticks per second over all lines (None: as fast
-    as the sockets take them); count: stop after this many ticks and send the end marker (None:
-    until stopped); record: keep a :class:`SentTick` per tick."""
+    """One firehose run on the gateway's loop over ``marketdata``'s lines (it pauses their replayed
+    stream while it runs), anchored at ``quote(instrument)``. rate: ticks per second over all lines
+    (None: as fast as the sockets take them); count: stop after this many ticks and send the end
+    marker (None: until stopped); record: keep a :class:`SentTick` per tick."""
 
-    def __init__(self, server: "PaperServer", rate: float | None = None, count: int | None = None,
-                 record: bool = False, end: float = END_PRICE):
+    def __init__(self, marketdata: "MarketDataService", quote: "Callable[[Instrument], Quote]",
+                 rate: float | None = None, count: int | None = None, record: bool = False,
+                 end: float = END_PRICE):
         if rate is not None and rate <= 0:
             raise ValueError(f"firehose rate must be > 0 ticks per second, got {rate}")
         if count is not None and count < 0:
             raise ValueError(f"firehose count must be >= 0, got {count}")
-        self.server, self.rate, self.count, self.record, self.end = server, rate, count, record, end
+        self.marketdata, self.quote = marketdata, quote
+        self.rate, self.count, self.record, self.end = rate, count, record, end
         self.sent = 0
         self.started = time.perf_counter()
         self.ended: float | None = None
         self.log: collections.deque[SentTick] = collections.deque(maxlen=RECORD_LIMIT)
         # Encoded frames per line, kept across runs (a benchmark may start many short ones).
-        self._lines: dict[tuple[int, int], _Line] = server.marketdata.firehose_lines
+        self._lines: dict[tuple[int, int], _Line] = marketdata.firehose_lines
         self._task: asyncio.Task | None = None
 
     # --- control (on the gateway's loop) ----------------------------------------------------------
@@ -119,8 +125,8 @@ class Firehose:
         if self._task is not None:
             self._task.cancel()
         self._finish()
-        if self.server.marketdata.firehose is self:
-            self.server.marketdata.firehose = None
+        if self.marketdata.firehose is self:
+            self.marketdata.firehose = None
 
     @property
     def running(self) -> bool:
@@ -139,7 +145,7 @@ class Firehose:
 
     # --- the loop ---------------------------------------------------------------------------------
     def _current_lines(self) -> list[_Line]:
-        subs = self.server.marketdata.subs
+        subs = self.marketdata.subs
         for key in [k for k in self._lines if k not in subs]:
             del self._lines[key]
         lines = []
@@ -148,7 +154,7 @@ class Firehose:
                 continue
             line = self._lines.get(key)
             if line is None or line.sub is not sub:
-                q = self.server.market.quote(sub.inst)
+                q = self.quote(sub.inst)
                 anchor = next((p for p in (q.bid, q.last, q.ask) if p is not None and math.isfinite(p)), 100.0)
                 line = self._lines[key] = _Line(sub, anchor)
             lines.append(line)
@@ -178,7 +184,7 @@ class Firehose:
                     await conn.drained()
             if lines:                                   # the end marker, on the newest line
                 last = lines[-1].sub
-                last.conn.send(messages.tick_price(last.req_id, 1, self.end, 1, 1))
+                last.conn.send(messages.tick_price(last.req_id, TickTypeEnum.BID, self.end, 1, 1))
         finally:
             self._finish()
 

@@ -40,30 +40,38 @@ class LiveBars:
 
 
 class HistoryService:
-    def __init__(self, server):
-        self.server = server
+    """reqHistoricalData, cancelHistoricalData, reqHeadTimestamp and keepUpToDate streaming.
+
+    market: the replayed bars and clock; resolve(conn, req_id, contract): the one instrument a
+    request names, or None once IB's error went out; pacing_clock_rate: how many times faster than
+    real time the pacing windows run (tests)."""
+
+    def __init__(self, market, resolve, *, pacing_clock_rate: float = 1.0):
+        self.market = market
+        self.resolve = resolve
+        self.pacing_clock_rate = pacing_clock_rate
         self.pacers: dict[int, history_rules.HistoryPacer] = {}
         self.live: dict[tuple[int, int], LiveBars] = {}
 
     def _pacer(self, conn) -> history_rules.HistoryPacer:
         pacer = self.pacers.get(id(conn))
         if pacer is None:
-            rate = self.server.config.pacing_clock_rate
+            rate = self.pacing_clock_rate
             pacer = self.pacers[id(conn)] = history_rules.HistoryPacer(clock=lambda: time.monotonic() * rate)
         return pacer
 
     def req_historical_data(self, conn, fields) -> None:
         req = requests.req_historical_data(fields)
-        market = self.server.market
+        market = self.market
         now = market.now()
         try:
             checked = history_rules.validate_request(
                 req.end_date_time, req.duration, req.bar_size, req.what_to_show, now=now,
                 keep_up_to_date=req.keep_up_to_date, sec_type=req.contract.secType, format_date=req.format_date)
         except HistoryError as exc:
-            self.server.send_error(conn, req.req_id, exc.code, exc.text)
+            conn.send_error(req.req_id, exc.code, exc.text)
             return
-        inst = self.server.resolve(conn, req.req_id, req.contract)
+        inst = self.resolve(conn, req.req_id, req.contract)
         if inst is None:
             return
         what, bar = checked.what_to_show, checked.bar
@@ -72,17 +80,17 @@ class HistoryService:
         try:
             self._pacer(conn).admit(req.req_id, (inst.con_id, inst.contract.exchange, what), bar, what, identity)
         except HistoryError as exc:
-            self.server.send_error(conn, req.req_id, exc.code, exc.text)
+            conn.send_error(req.req_id, exc.code, exc.text)
             return
         if checked.implied_tz:
-            self.server.send_error(conn, req.req_id, *history_rules.IMPLIED_TZ_WARNING)
+            conn.send_error(req.req_id, *history_rules.IMPLIED_TZ_WARNING)
         spec = BarSpec(seconds=bar.seconds, months=bar.months)
         end = min(checked.end, now)
         try:
             bars = market.bars(inst, checked.start, end, spec, what, bool(req.use_rth))
         except ValueError as exc:
             self._pacer(conn).done(req.req_id)
-            self.server.send_error(conn, req.req_id, 162, f"Historical Market Data Service error message:{exc}")
+            conn.send_error(req.req_id, 162, f"Historical Market Data Service error message:{exc}")
             return
         conn.send(messages.historical_data(req.req_id, checked.start, end, bars, req.format_date,
                                            daily=spec.months > 0 or spec.seconds >= 86400))
@@ -100,16 +108,16 @@ class HistoryService:
         try:
             self._pacer(conn).cancel(req_id)
         except HistoryError as exc:
-            self.server.send_error(conn, req_id, exc.code, exc.text)
+            conn.send_error(req_id, exc.code, exc.text)
 
     def req_head_timestamp(self, conn, fields) -> None:
         req_id = fields.next_int("reqId")
-        self.server.send_error(conn, req_id, 162, "Historical Market Data Service error message:"
-                                                  "head timestamp is not offered by the paper gateway")
+        conn.send_error(req_id, 162, "Historical Market Data Service error message:"
+                                     "head timestamp is not offered by the paper gateway")
 
     def pump(self, now) -> None:
         """Send the bar in progress of every keepUpToDate request whose values changed."""
-        market = self.server.market
+        market = self.market
         for live in list(self.live.values()):
             span = timedelta(days=31) if live.spec.months else timedelta(seconds=live.spec.seconds)
             bars = market.bars(live.inst, now - span, now, live.spec, live.what, live.use_rth)

@@ -11,25 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Callable
 
+from ...protocol import errors
+from ...protocol.ticks import DELAYED_TICKS, DELAYED_TYPES, LIVE, MARKET_DATA_TYPES, LIVE_TICKS, TICK_BY_TICK_TYPES
 from ..codec import messages, requests
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ibapi.contract import Contract
+
     from .connection import ClientConnection
-    from ..market.market import Instrument, Quote
-    from ..server import PaperServer
+    from ..market.market import Instrument, Market, Quote
+
+    Resolve = Callable[[ClientConnection, int, Contract], "Instrument | None"]
 
 log = logging.getLogger(__name__)
 
 DELAY = timedelta(minutes=15)
 
-# (price tick, size tick) pairs and single-value ticks, live and delayed (IB tick type ids).
-LIVE = {"bid": (1, 0), "ask": (2, 3), "last": (4, 5), "high": 6, "low": 7, "close": 9, "open": 14,
-        "volume": 8, "last_time": 45}
-DELAYED = {"bid": (66, 69), "ask": (67, 70), "last": (68, 71), "high": 72, "low": 73, "close": 75,
-           "open": 76, "volume": 74, "last_time": 88}
 _SIZE_OF = {"bid": "bid_size", "ask": "ask_size", "last": "last_size"}
 _CAN_AUTO_EXECUTE = 1
 
@@ -53,8 +53,20 @@ class TickByTick:
 
 
 class MarketDataService:
-    def __init__(self, server: "PaperServer"):
-        self.server = server
+    """reqMktData, reqMarketDataType and tick-by-tick for every connection, and the streaming loop.
+
+    market: the replayed quotes; resolve(conn, req_id, contract): the one instrument a request names,
+    or None once IB's error went out; max_lines: lines per connection (error 101 beyond);
+    stream_interval: seconds between streaming steps; after_pump(now): called after each step (the
+    server lets orders trade and keepUpToDate bars advance there)."""
+
+    def __init__(self, market: "Market", resolve: "Resolve", *, max_lines: int, stream_interval: float,
+                 after_pump: Callable[[datetime], None]):
+        self.market = market
+        self.resolve = resolve
+        self.max_lines = max_lines
+        self.stream_interval = stream_interval
+        self.after_pump = after_pump
         self.subs: dict[tuple[int, int], Subscription] = {}       # (id(conn), req_id) -> subscription
         self.tbt: dict[tuple[int, int], TickByTick] = {}
         self.pumps = 0
@@ -65,9 +77,9 @@ class MarketDataService:
     def req_market_data_type(self, conn, fields) -> None:
         fields.next_int("version")
         data_type = fields.next_int("marketDataType")
-        if data_type not in (1, 2, 3, 4):
-            self.server.send_error(conn, -1, 321, f"Error validating request.-'a0' : cause - Invalid market "
-                                                  f"data type {data_type}")
+        if data_type not in MARKET_DATA_TYPES:
+            conn.send_error(-1, errors.VALIDATION_ERROR, f"Error validating request.-'a0' : cause - Invalid "
+                                                         f"market data type {data_type}")
             return
         conn.market_data_type = data_type
 
@@ -78,24 +90,24 @@ class MarketDataService:
         req = requests.req_mkt_data(fields)
         key = (id(conn), req.req_id)
         if key in self.subs:
-            self.server.send_error(conn, req.req_id, 322, f"Error processing request.-'bB' : cause - "
-                                                          f"Duplicate ticker id:{req.req_id}")
+            conn.send_error(req.req_id, errors.PROCESSING_ERROR, f"Error processing request.-'bB' : cause - "
+                                                                 f"Duplicate ticker id:{req.req_id}")
             return
-        inst = self.server.resolve(conn, req.req_id, req.contract)
+        inst = self.resolve(conn, req.req_id, req.contract)
         if inst is None:
             return
-        if not req.snapshot and self.lines_in_use(conn) >= self.server.config.max_lines:
-            self.server.send_error(conn, req.req_id, 101, "Max number of tickers has been reached")
+        if not req.snapshot and self.lines_in_use(conn) >= self.max_lines:
+            conn.send_error(req.req_id, errors.MAX_TICKERS, "Max number of tickers has been reached")
             return
-        delayed = conn.market_data_type in (3, 4)
+        delayed = conn.market_data_type in DELAYED_TYPES
         conn.send(messages.tick_req_params(req.req_id, inst.min_tick, "9c0001" if inst.has_quotes else "", 3))
         if delayed:
-            self.server.send_error(conn, req.req_id, 10167, "Requested market data is not subscribed. "
-                                                            "Displaying delayed market data.")
-        conn.send(messages.market_data_type(req.req_id, conn.market_data_type if delayed else 1))
+            conn.send_error(req.req_id, errors.DELAYED_DATA_NOTICE, "Requested market data is not subscribed. "
+                                                                    "Displaying delayed market data.")
+        conn.send(messages.market_data_type(req.req_id, conn.market_data_type if delayed else LIVE))
         sub = Subscription(conn, req.req_id, inst, delayed)
-        now = self.server.market.now()
-        self._send_changes(sub, self.server.market.quote(inst, now - DELAY if delayed else now))
+        now = self.market.now()
+        self._send_changes(sub, self.market.quote(inst, now - DELAY if delayed else now))
         if req.snapshot or req.regulatory_snapshot:
             conn.send(messages.tick_snapshot_end(req.req_id))
         else:
@@ -105,24 +117,24 @@ class MarketDataService:
         fields.next_int("version")
         req_id = fields.next_int("reqId")
         if self.subs.pop((id(conn), req_id), None) is None:
-            self.server.send_error(conn, req_id, 300, f"Can't find EId with tickerId:{req_id}")
+            conn.send_error(req_id, errors.NO_SUCH_TICKER, f"Can't find EId with tickerId:{req_id}")
 
     def req_tick_by_tick(self, conn, fields) -> None:
         req = requests.req_tick_by_tick(fields)
-        inst = self.server.resolve(conn, req.req_id, req.contract)
+        inst = self.resolve(conn, req.req_id, req.contract)
         if inst is None:
             return
         kind = req.tick_type
-        if kind not in ("Last", "AllLast", "BidAsk", "MidPoint"):
-            self.server.send_error(conn, req.req_id, 10189, f"Failed to request tick-by-tick data:"
-                                                            f"Invalid tick type {kind}")
+        if kind not in TICK_BY_TICK_TYPES:
+            conn.send_error(req.req_id, errors.TICK_BY_TICK_FAILED, f"Failed to request tick-by-tick data:"
+                                                                    f"Invalid tick type {kind}")
             return
         if kind in ("Last", "AllLast") and not inst.has_trades or kind in ("BidAsk",) and not inst.has_quotes:
-            self.server.send_error(conn, req.req_id, 10189, f"Failed to request tick-by-tick data:"
-                                                            f"No {kind} data for {inst.contract.localSymbol}")
+            conn.send_error(req.req_id, errors.TICK_BY_TICK_FAILED, f"Failed to request tick-by-tick data:"
+                                                                    f"No {kind} data for {inst.contract.localSymbol}")
             return
         sub = TickByTick(conn, req.req_id, inst, kind)
-        self._send_tbt(sub, self.server.market.quote(inst))
+        self._send_tbt(sub, self.market.quote(inst))
         self.tbt[(id(conn), req.req_id)] = sub
 
     def cancel_tick_by_tick(self, conn, fields) -> None:
@@ -143,7 +155,7 @@ class MarketDataService:
     async def run(self) -> None:
         """Every stream interval: read the quotes of every subscribed instrument once, send what
         changed, let working orders trade against the new quotes, and update keepUpToDate bars."""
-        interval = self.server.config.stream_interval
+        interval = self.stream_interval
         while True:
             await asyncio.sleep(interval)
             try:
@@ -152,7 +164,7 @@ class MarketDataService:
                 log.exception("paper gateway streaming step failed")
 
     def pump(self) -> None:
-        market = self.server.market
+        market = self.market
         now = market.now()
         self.pumps += 1
         live, delayed = {}, {}
@@ -169,11 +181,10 @@ class MarketDataService:
                 self._send_changes(sub, late[sub.inst.con_id] if sub.delayed else quotes[sub.inst.con_id])
         for sub in list(self.tbt.values()):
             self._send_tbt(sub, quotes[sub.inst.con_id])
-        self.server.orders.on_market()
-        self.server.history.pump(now)
+        self.after_pump(now)
 
     def _send_changes(self, sub: Subscription, q: "Quote") -> None:
-        ids = DELAYED if sub.delayed else LIVE
+        ids = DELAYED_TICKS if sub.delayed else LIVE_TICKS
         sent, send, req_id = sub.sent, sub.conn.send, sub.req_id
         for name in ("bid", "ask", "last"):
             price = getattr(q, name)
@@ -205,7 +216,7 @@ class MarketDataService:
         if sub.kind in ("Last", "AllLast"):
             state = (q.last, q.last_size, q.volume)
             if state != sub.sent and q.last is not None:
-                sub.conn.send(messages.tick_by_tick_last(sub.req_id, 1 if sub.kind == "Last" else 2, t,
+                sub.conn.send(messages.tick_by_tick_last(sub.req_id, TICK_BY_TICK_TYPES[sub.kind], t,
                                                          q.last, q.last_size or 0, 0,
                                                          sub.inst.contract.exchange, ""))
         elif sub.kind == "BidAsk":

@@ -13,17 +13,21 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ibapi.contract import Contract
 from ibapi.order import Order
 
+from ...protocol import errors
 from ..market import broker as brk
 from ..codec import messages, requests
 from ..codec.order_codec import decode_place_order, encode_completed_order, encode_completed_orders_end, encode_open_order
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..server import PaperServer
+    from .connection import ClientConnection
+    from ..market.market import Instrument, Market
+
+    Resolve = Callable[[ClientConnection, int, Contract], "Instrument | None"]
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +57,26 @@ class ReceivedOrder:
 
 
 class PaperOrderService:
-    def __init__(self, server: "PaperServer"):
-        self.server = server
+    """placeOrder, cancels, open/completed orders, executions and order ids; routes the broker's events.
+
+    broker: the orders, fills and accounts; market: the clock and instruments (the closing auction);
+    resolve(conn, req_id, contract): the one instrument an order names, or None once IB's error went
+    out; clients: the connected clients by clientId (the server's live registry: events go to the
+    owner's current connection); on_account_change(account): a fill changed that account."""
+
+    def __init__(self, broker: brk.Broker, market: "Market", resolve: "Resolve", *,
+                 clients: "dict[int, ClientConnection]", on_account_change: Callable[[str], None]):
+        self.broker = broker
+        self.market = market
+        self.resolve = resolve
+        self.clients = clients
+        self.on_account_change = on_account_change
         self.received: list[ReceivedOrder] = []
         self._next_ids: dict[int, int] = {}
         self._last_market = None
 
     def next_valid_id(self, client_id: int) -> int:
-        nxt = max(self._next_ids.get(client_id, 1), self.server.broker.max_order_id(client_id) + 1)
+        nxt = max(self._next_ids.get(client_id, 1), self.broker.max_order_id(client_id) + 1)
         self._next_ids[client_id] = nxt
         return nxt
 
@@ -69,48 +85,49 @@ class PaperOrderService:
         order_id, contract, order = decode_place_order(fields, conn.client_version)
         self.received.append(ReceivedOrder(conn.client_id, order_id, contract, order))
         self._next_ids[conn.client_id] = max(self._next_ids.get(conn.client_id, 1), order_id + 1)
-        inst = self.server.resolve(conn, order_id, contract)
+        inst = self.resolve(conn, order_id, contract)
         if inst is None:
             return
-        self.route(self.server.broker.place(conn.client_id, order_id, inst, contract, order))
+        self.route(self.broker.place(conn.client_id, order_id, inst, contract, order))
 
     def cancel_order(self, conn, fields) -> None:
         req = requests.cancel_order(fields)
-        self.route(self.server.broker.cancel(conn.client_id, req.order_id, req.manual_order_cancel_time))
+        self.route(self.broker.cancel(conn.client_id, req.order_id, req.manual_order_cancel_time))
 
     def global_cancel(self, conn, fields) -> None:
-        self.route(self.server.broker.global_cancel())
+        self.route(self.broker.global_cancel())
 
     def req_open_orders(self, conn, fields) -> None:
-        self._send_open_orders(conn, self.server.broker.open_orders(conn.client_id))
+        self._send_open_orders(conn, self.broker.open_orders(conn.client_id))
 
     def req_all_open_orders(self, conn, fields) -> None:
-        self._send_open_orders(conn, self.server.broker.open_orders(None))
+        self._send_open_orders(conn, self.broker.open_orders(None))
 
     def req_auto_open_orders(self, conn, fields) -> None:
         fields.next_int("version")
         fields.next_bool("autoBind")
         if conn.client_id != 0:
-            self.server.send_error(conn, -1, 327, "Only the default client (client id 0) can auto bind orders.")
+            conn.send_error(-1, errors.AUTO_BIND_NOT_ALLOWED, "Only the default client (client id 0) can auto bind "
+                                                              "orders.")
             return
-        self._send_open_orders(conn, self.server.broker.open_orders(conn.client_id))
+        self._send_open_orders(conn, self.broker.open_orders(conn.client_id))
 
     def _send_open_orders(self, conn, rows) -> None:
         for contract, order, state in rows:
             conn.send(encode_open_order(order.orderId, contract, order, state, conn.client_version))
-            status = self.server.broker.status_of(order.clientId, order.orderId)
+            status = self.broker.status_of(order.clientId, order.orderId)
             if status is not None:
                 conn.send(_status_message(status))
         conn.send(messages.open_order_end())
 
     def req_completed_orders(self, conn, fields) -> None:
-        for contract, order, state in self.server.broker.completed_orders():
+        for contract, order, state in self.broker.completed_orders():
             conn.send(encode_completed_order(contract, order, state, conn.client_version))
         conn.send(encode_completed_orders_end())
 
     def req_executions(self, conn, fields) -> None:
         req = requests.req_executions(fields)
-        for contract, execution, report in self.server.broker.executions(conn.client_id, req.filter):
+        for contract, execution, report in self.broker.executions(conn.client_id, req.filter):
             conn.send(messages.execution_data(req.req_id, contract, execution))
             if report is not None:
                 conn.send(messages.commission_report(report))
@@ -123,21 +140,21 @@ class PaperOrderService:
     def on_market(self) -> None:
         """Let working orders trade against the current quotes; run the closing auction (MOC/LOC)
         when the replay clock passes 16:00 New York time."""
-        now = self.server.market.now()
-        events = list(self.server.broker.on_market())
+        now = self.market.now()
+        events = list(self.broker.on_market())
         if self._last_market is not None and _crossed_close(self._last_market, now):
-            for inst in self.server.market.instruments:
+            for inst in self.market.instruments:
                 if inst.contract.secType in AUCTION_SEC_TYPES:
-                    events += self.server.broker.on_close(inst.con_id)
+                    events += self.broker.on_close(inst.con_id)
         self._last_market = now
         self.route(events)
 
     def route(self, events) -> None:
         """Send each broker event to the client that owns the order, in the broker's order."""
-        clients = self.server.clients
+        clients = self.clients
         for ev in events:
             if isinstance(ev, brk.AccountChanged):
-                self.server.accounts.on_change(ev.account)
+                self.on_account_change(ev.account)
                 continue
             conn = clients.get(ev.client_id)
             if conn is None:
@@ -151,7 +168,7 @@ class PaperOrderService:
             elif isinstance(ev, brk.CommissionEvent):
                 conn.send(messages.commission_report(ev.report))
             elif isinstance(ev, brk.ErrorEvent):
-                self.server.send_error(conn, ev.req_id, ev.code, ev.text)
+                conn.send_error(ev.req_id, ev.code, ev.text)
 
 
 def _status_message(ev) -> bytes:
