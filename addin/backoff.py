@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["Backoff"]
 

@@ -200,26 +200,30 @@ def _tighten_one(risk: RiskSettings, key: str, value: Any, warnings: list[str]) 
         whole = isinstance(getattr(_RISK_DEFAULTS, key), int)      # counts stay ints, amounts floats
         if whole and not float(new).is_integer():
             raise CellError(key, f"expected a whole number, got {value!r}")
-        return replace(risk, **{key: int(new) if whole else float(new)})
+        return _set(risk, key, int(new) if whole else float(new))
     if key in _ONLY_OFF or key in _ONLY_ON:
         flag = boolean(value, key)
         loosens = (key in _ONLY_OFF and flag and not current) or (key in _ONLY_ON and not flag and current)
         if loosens:
             warnings.append(f"{key}: ignored, {flag} would loosen the user's setting {current}")
             return risk
-        return replace(risk, **{key: flag})
+        return _set(risk, key, flag)
     items = text_list(value, key)
     if key in _NARROW:
         if key == "symbol_allow" and not current:       # empty = any: every list is narrower
-            return replace(risk, **{key: items})
+            return _set(risk, key, items)
         extra = [x for x in items if x not in current]
         if extra:
             warnings.append(f"{key}: ignored {', '.join(extra)}, not allowed by the user's config")
-        return replace(risk, **{key: tuple(x for x in items if x in current)})
+        return _set(risk, key, tuple(x for x in items if x in current))
     if key == "symbol_deny":
         return replace(risk, symbol_deny=tuple(dict.fromkeys(current + items)))
     warnings.append(f"{key}: ignored, not a risk setting")      # pragma: no cover - all keys above
     return risk
+
+
+def _set(risk: RiskSettings, key: str, value: Any) -> RiskSettings:
+    return replace(risk, **{key: value})
 
 
 def _fmt(x: float) -> str:
