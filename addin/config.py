@@ -3,7 +3,10 @@
 Where the file is (one rule on every OS): ``$IBXL_CONFIG`` when set, else ``~/.ibxl/config.toml``
 (``~`` is ``%USERPROFILE%`` on Windows). The order journal defaults to ``journal.sqlite3`` beside it
 (:func:`journal_path`, ``$IBXL_JOURNAL`` overrides). A missing file means the defaults below; a file that is not
-valid TOML, an unknown key or a value of the wrong type raises :class:`ConfigError` naming the key.
+valid TOML, an unknown key or a value of the wrong type raises :class:`ConfigError` naming the key. The
+settings are frozen pydantic dataclasses (:class:`ConnectionSettings`, :class:`RiskSettings`,
+:class:`Settings`): the types and bounds below are their schema, checked strictly (a TOML string is not a
+number, ``1`` is not ``true``).
 
 Keys (TOML; the defaults are safe for a new user: paper accounts only, small orders)::
 
@@ -40,65 +43,107 @@ appear. A value is taken only when it is at least as strict: a lower ``max_*``, 
 intersection is kept, extra entries are ignored with a warning); ``symbol_deny`` extended;
 ``allow_short`` and ``round_to_tick`` only True -> False; ``read_only`` and ``whatif_margin_check``
 only False -> True. ``allow_live``, connection keys and ``base_currency`` are never taken from a
-workbook. Everything ignored gives a warning naming the key.
+workbook. Everything ignored gives a warning naming the key. Cell values are read by :mod:`addin.cells`'
+rules (numbers finite, booleans TRUE/FALSE, YES/NO or 1/0, lists ``"A, B; C"``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
+
+from .cells import CellError, boolean, number, text_list
 
 __all__ = ["ConfigError", "ConnectionSettings", "RiskSettings", "Settings", "config_path", "journal_path",
            "load_settings", "settings_from_dict"]
 
 MARKET_DATA_TYPES = ("live", "frozen", "delayed", "delayed-frozen")
 
+# Strict: a TOML value must already have the key's type (no "5" for 5, no 1 for true); unknown keys refused.
+_SCHEMA = ConfigDict(strict=True, extra="forbid")
+# An amount or limit: a finite number >= 0 (a TOML integer is taken as a float).
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
 
 class ConfigError(ValueError):
     """The user's config file is unreadable or holds a bad key or value (the message names it)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class ConnectionSettings:
+    """``[connection]``: where TWS / IB Gateway listens and how ibxl talks to it (module docstring)."""
+
     host: str = "127.0.0.1"
     port: int = 4002
     client_id: int = 1
     market_data_type: str = "live"
 
+    @field_validator("host", "market_data_type")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
 
-@dataclass(frozen=True)
+    @field_validator("market_data_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in MARKET_DATA_TYPES:
+            raise ValueError(f"expected one of {', '.join(MARKET_DATA_TYPES)}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class RiskSettings:
-    """Every pre-trade limit (units in the module docstring)."""
+    """``[risk]``: every pre-trade limit (units in the module docstring)."""
 
     read_only: bool = False
     allow_live: bool = False
     allow_short: bool = False
-    max_quantity: float = 100.0
-    max_notional: float = 25_000.0
+    max_quantity: Amount = 100.0
+    max_notional: Amount = 25_000.0
     base_currency: str = "USD"
-    price_band_pct: float = 5.0
-    quote_max_age: float = 10.0
-    max_position: float = 500.0
+    price_band_pct: Amount = 5.0
+    quote_max_age: Amount = 10.0
+    max_position: Amount = 500.0
     max_open_orders: int = 20
     max_orders_per_minute: int = 10
     allowed_sec_types: tuple[str, ...] = ("STK", "CASH", "FUT", "CRYPTO")
     symbol_allow: tuple[str, ...] = ()
     symbol_deny: tuple[str, ...] = ()
-    daily_loss_limit: float = 2_000.0
+    daily_loss_limit: Amount = 2_000.0
     round_to_tick: bool = False
     whatif_margin_check: bool = False
-    ack_timeout: float = 5.0
+    ack_timeout: Amount = 5.0
+
+    @field_validator("base_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return value.strip().upper()
+
+    @field_validator("allowed_sec_types", "symbol_allow", "symbol_deny", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> tuple[str, ...]:
+        """A list of strings -> upper-case names, blanks and duplicates dropped."""
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        try:
+            return text_list(value, "")
+        except CellError as exc:
+            raise ValueError(exc.reason) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class Settings:
+    """The user's settings: ``connection`` and ``risk``, and ``source``, the file read ("" for defaults)."""
+
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
-    source: str = ""              # the file read ("" for defaults)
+    source: str = ""
 
     def tighten(self, workbook_config: Mapping[str, Any]) -> tuple["Settings", list[str]]:
         """The settings with a workbook Config sheet's stricter values applied, and a warning for
@@ -112,11 +157,13 @@ class Settings:
                 continue
             try:
                 risk = _tighten_one(risk, key, value, warnings)
-            except (TypeError, ValueError) as exc:
-                warnings.append(f"{key}: ignored, {exc}")
+            except CellError as exc:
+                warnings.append(f"{key}: ignored, {exc.reason}")
         return replace(self, risk=risk), warnings
 
 
+_RISK_DEFAULTS = RiskSettings()
+_RISK_KEYS = frozenset(f.name for f in fields(RiskSettings))
 _NUMERIC_MAX = {"max_quantity", "max_notional", "price_band_pct", "quote_max_age", "max_position",
                 "max_open_orders", "max_orders_per_minute", "daily_loss_limit", "ack_timeout"}
 _ONLY_OFF = {"allow_short", "round_to_tick"}          # True -> False tightens
@@ -130,86 +177,57 @@ def _norm_key(key: Any) -> str:
 
 
 def _tighten_one(risk: RiskSettings, key: str, value: Any, warnings: list[str]) -> RiskSettings:
+    """``risk`` with the Config sheet's ``key`` = cell ``value`` applied when it tightens; appends a
+    warning when it is ignored. Raises CellError (named ``key``) for a value that cannot be read."""
     if key in _NEVER:
         warnings.append(f"{key}: ignored, a workbook cannot set it (only the user's config file can)")
         return risk
-    current = getattr(risk, key, None) if key in {f.name for f in fields(RiskSettings)} else None
-    if current is None:
+    if key not in _RISK_KEYS:
         warnings.append(f"{key}: ignored, not a risk setting")
         return risk
+    current = getattr(risk, key)
     if key in _NUMERIC_MAX:
-        new = _number(value, key)
+        new = number(value, key)
+        if new is None:
+            raise CellError(key, "expected a number, got a blank cell")
         if new < 0:
-            raise ValueError(f"expected a number >= 0, got {value!r}")
+            raise CellError(key, f"expected a number >= 0, got {value!r}")
         if key == "ack_timeout":          # not a limit: any positive value, capped by the user's
             new = min(new, current)
         if new > current:
             warnings.append(f"{key}: ignored, {_fmt(new)} would loosen the limit {_fmt(current)}")
             return risk
-        whole = isinstance(getattr(RiskSettings(), key), int)       # counts stay ints, amounts floats
+        whole = isinstance(getattr(_RISK_DEFAULTS, key), int)      # counts stay ints, amounts floats
         if whole and not float(new).is_integer():
-            raise ValueError(f"expected a whole number, got {value!r}")
-        return replace(risk, **{key: int(new) if whole else float(new)})
+            raise CellError(key, f"expected a whole number, got {value!r}")
+        return _set(risk, key, int(new) if whole else float(new))
     if key in _ONLY_OFF or key in _ONLY_ON:
-        new = _boolean(value, key)
-        loosens = (key in _ONLY_OFF and new and not current) or (key in _ONLY_ON and not new and current)
+        flag = boolean(value, key)
+        loosens = (key in _ONLY_OFF and flag and not current) or (key in _ONLY_ON and not flag and current)
         if loosens:
-            warnings.append(f"{key}: ignored, {new} would loosen the user's setting {current}")
+            warnings.append(f"{key}: ignored, {flag} would loosen the user's setting {current}")
             return risk
-        return replace(risk, **{key: new})
-    items = _text_list(value)
+        return _set(risk, key, flag)
+    items = text_list(value, key)
     if key in _NARROW:
         if key == "symbol_allow" and not current:       # empty = any: every list is narrower
-            return replace(risk, **{key: items})
+            return _set(risk, key, items)
         extra = [x for x in items if x not in current]
         if extra:
             warnings.append(f"{key}: ignored {', '.join(extra)}, not allowed by the user's config")
-        return replace(risk, **{key: tuple(x for x in items if x in current)})
+        return _set(risk, key, tuple(x for x in items if x in current))
     if key == "symbol_deny":
         return replace(risk, symbol_deny=tuple(dict.fromkeys(current + items)))
     warnings.append(f"{key}: ignored, not a risk setting")      # pragma: no cover - all keys above
     return risk
 
 
+def _set(risk: RiskSettings, key: str, value: Any) -> RiskSettings:
+    return replace(risk, **{key: value})
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.10g}"
-
-
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    if isinstance(value, str):
-        value = value.strip().replace(",", "")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise ValueError(f"expected a finite number, got {value!r}")
-    return x
-
-
-def _boolean(value: Any, key: str) -> bool:
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return bool(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "y", "1", "on"):
-        return True
-    if text in ("false", "no", "n", "0", "off"):
-        return False
-    raise ValueError(f"expected TRUE or FALSE, got {value!r}")
-
-
-def _text_list(value: Any) -> tuple[str, ...]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ()
-    if isinstance(value, (list, tuple)):
-        parts = [str(v) for v in value]
-    else:
-        parts = str(value).replace(";", ",").split(",")
-    return tuple(dict.fromkeys(p.strip().upper() for p in parts if p.strip()))
 
 
 # --- the user's file ----------------------------------------------------------------------------------
@@ -240,52 +258,40 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
 
 
 def settings_from_dict(data: Mapping[str, Any], source: str = "") -> Settings:
-    """Settings from the parsed TOML (``{"connection": {...}, "risk": {...}}``). Raises ConfigError."""
+    """Settings from the parsed TOML (``{"connection": {...}, "risk": {...}}``). Raises ConfigError
+    naming ``section.key`` and what was expected."""
     unknown = set(data) - {"connection", "risk"}
     if unknown:
         raise ConfigError(f"{source or 'config'}: unknown section(s) {', '.join(sorted(unknown))}; "
                           f"expected [connection] and [risk]")
     conn = _section(ConnectionSettings, data.get("connection", {}), "connection", source)
     risk = _section(RiskSettings, data.get("risk", {}), "risk", source)
-    if conn.market_data_type not in MARKET_DATA_TYPES:
-        raise ConfigError(f"{source or 'config'}: connection.market_data_type: expected one of "
-                          f"{', '.join(MARKET_DATA_TYPES)}, got {conn.market_data_type!r}")
     return Settings(conn, risk, source)
 
 
-def _section(cls, values: Mapping[str, Any], name: str, source: str):
+# What a strict pydantic error type means in the file's terms.
+_EXPECTED = {"bool_type": "expected true or false", "int_type": "expected a whole number",
+             "float_type": "expected a number >= 0", "greater_than_equal": "expected a number >= 0",
+             "finite_number": "expected a number >= 0", "string_type": "expected a string"}
+
+
+def _section(cls: Any, values: Any, name: str, source: str) -> Any:
     where = source or "config"
     if not isinstance(values, Mapping):
         raise ConfigError(f"{where}: [{name}] must be a table")
-    defaults = cls()
-    known = {f.name: getattr(defaults, f.name) for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{where}: {name}.{key}: unknown key; known keys: {', '.join(known)}")
-        default = known[key]
-        try:
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError(f"expected true or false, got {value!r}")
-                out[key] = value
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"expected a whole number, got {value!r}")
-                out[key] = value
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                        or value < 0:
-                    raise ValueError(f"expected a number >= 0, got {value!r}")
-                out[key] = float(value)
-            elif isinstance(default, tuple):
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"expected a list of strings, got {value!r}")
-                out[key] = _text_list(value)
-            else:
-                if not isinstance(value, str):
-                    raise ValueError(f"expected a string, got {value!r}")
-                out[key] = value.strip().upper() if key == "base_currency" else value.strip()
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {name}.{key}: {exc}") from None
-    return cls(**out)
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = [f"{name}.{'.'.join(str(p) for p in e['loc']) or '?'}: {_problem(e, cls)}" for e in exc.errors()]
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from None
+
+
+def _problem(error: Any, cls: Any) -> str:
+    kind = error["type"]
+    if kind == "unexpected_keyword_argument":
+        return f"unknown key; known keys: {', '.join(f.name for f in fields(cls))}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in _EXPECTED:
+        return f"{_EXPECTED[kind]}, got {error['input']!r}"
+    return str(error["msg"])

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from ibapi.contract import Contract, ContractDetails
 
-from addin.ib.contracts import (EXCEL_ERRORS, FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec,
+from addin.cells import ERROR_VALUES
+from addin.ib.contracts import (FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec,
                              format_contract, parse)
 from addin.paper import PaperGateway
 from addin.ib.session import IBError, RequestTimeout, Session
@@ -194,7 +195,7 @@ ERRORS = [
     (None, "nothing (the cell is empty)", "missing an instrument such as AAPL", []),
     ("", "nothing (the text is blank)", "missing an instrument", []),
     ("   ", "nothing (the text is blank)", "missing an instrument", []),
-    *[(e, f"the Excel error value {e}", "the cell holds an error", []) for e in sorted(EXCEL_ERRORS)],
+    *[(e, f"the Excel error value {e}", "the cell holds an error", []) for e in sorted(ERROR_VALUES)],
     ("#n/a", "the Excel error value #N/A", "the cell holds an error", []),
     (-2146826246, "the Excel error value #N/A", "the cell holds an error", []),   # #N/A through COM
     (42, "the number 42", "a number is not an instrument", []),

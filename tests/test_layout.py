@@ -1,5 +1,6 @@
 """The package layout holds: the client packages and the paper gateway never import each other (only
-``addin.app`` wires them), and the command line loads neither the gateway, pandas nor xlwings until a
+``addin.app`` wires them), the shared top-level modules (config, cells, backoff) import no package of
+ours, and the command line loads neither the gateway, pandas nor xlwings until a
 command needs them. Read from the source (AST) and from a fresh interpreter's sys.modules."""
 
 from __future__ import annotations
@@ -69,3 +70,16 @@ def test_paper_services_know_their_collaborators_not_the_server(path):
     bad = {m for m in imported_modules(path) if m.startswith("addin.paper.server")}
     assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
     assert "self.server" not in path.read_text(), f"{path.relative_to(ADDIN)} holds a back-reference to the server"
+
+
+SHARED = sorted(p for p in ADDIN.glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", SHARED, ids=lambda p: p.name)
+def test_the_shared_top_level_modules_import_only_each_other(path):
+    """addin/config.py, cells.py, backoff.py ... are used by the client packages, the app (and may be by
+    the gateway): they depend on no package of ours, so none of those layers reaches another through them."""
+    shared = {f"addin.{p.stem}" for p in SHARED}
+    bad = {m for m in imported_modules(path)
+           if m.startswith("addin") and m != "addin" and m not in shared and m.rsplit(".", 1)[0] not in shared}
+    assert not bad, f"{path.name} imports {sorted(bad)}"

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 import xlwings as xw
 
+from addin.cells import boolean, error_value, is_blank
 from addin.excel.errors import error_text
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,16 @@ def _cell(caller):
 
 
 def _text(value, name: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """An argument's text, trimmed. Refuses blanks, Excel errors (text or COM code) and any text
+    starting with "#" (no instrument, Ref or tag does)."""
+    if is_blank(value):
         raise ValueError(f"{name}: empty; expected {SYMBOL_DOC.split(': ', 1)[-1] if name == 'symbol' else 'text'}")
+    error = error_value(value)
+    if error is not None:
+        raise ValueError(f"{name}: the cell holds the error {error}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
-    if not text:
-        raise ValueError(f"{name}: empty")
     if text.startswith("#"):
         raise ValueError(f"{name}: the cell holds the error {text}")
     return text
@@ -100,7 +104,7 @@ def _flat(value, name: str) -> list:
         out = []
         for v in value:
             out.extend(_flat(v, name) if isinstance(v, (list, tuple)) else
-                       ([] if v is None or (isinstance(v, str) and not v.strip()) else [v]))
+                       ([] if is_blank(v) else [v]))
         return out
     return [] if value is None else [value]
 
@@ -235,26 +239,13 @@ def IB_HISTORY(symbol, duration=None, bar_size=None, what_to_show=None, use_rth=
     high, low, close, volume, wap, bar_count. Recalculates only when its arguments change."""
     def run():
         text = _text(symbol, "symbol")
-        rth = True if use_rth is None else _bool(use_rth, "use_rth")
+        rth = True if use_rth is None else boolean(use_rth, "use_rth")
         df = _reader().bars(text, duration=str(duration or "1 D"), bar_size=str(bar_size or "1 min"),
                             what_to_show=str(what_to_show or "TRADES"), use_rth=rth)
         if df.empty:
             return [["time"] + [str(c) for c in df.columns]]
         return _frame_rows(df, "time")
     return _safely(run)
-
-
-def _bool(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "y"):
-        return True
-    if text in ("false", "no", "0", "n"):
-        return False
-    raise ValueError(f"{name}: expected TRUE or FALSE, got {value!r}")
 
 
 # --- contracts -----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Hashable, Iterable
 import pandas as pd
 import xlwings as xw
 
+from ..cells import CellError, boolean
 from ..excel.book import BookError, TableNotFound, parse_range
 from ..excel.errors import ExcelInputError
 from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
@@ -287,10 +288,11 @@ def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
     book, rt = _book(book), _runtime(runtime)
     rt.connect()
     names = book.names()
-    params = {}
+    params, defaults = {}, {}
     for label, name, default, _ in HISTORY_PARAMETERS:
         value = _named_value(book, names, name)
         params[label] = value if value not in (None, "") or label == "EndDateTime" else default
+        defaults[label] = default
     symbol = params["Symbol"]
     if symbol in (None, "") or (isinstance(symbol, str) and symbol.startswith("#")):
         raise ExcelInputError(f"History!HistorySymbol: expected an instrument such as AAPL, got {symbol!r}")
@@ -301,12 +303,13 @@ def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
         end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     else:
         end = None
-    use_rth = params["UseRTH"]
-    if isinstance(use_rth, str):
-        use_rth = use_rth.strip().lower() in ("true", "yes", "1")
+    try:
+        use_rth = boolean(params["UseRTH"], "History!HistoryUseRTH", default=defaults["UseRTH"])
+    except CellError as exc:
+        raise ExcelInputError(str(exc)) from exc
     try:
         df = rt.history.bars(str(symbol).strip(), duration=str(params["Duration"]), bar_size=str(params["BarSize"]),
-                             what_to_show=str(params["WhatToShow"]), use_rth=bool(use_rth), end=end,
+                             what_to_show=str(params["WhatToShow"]), use_rth=use_rth, end=end,
                              progress=progress)
     except ValueError as exc:      # names the field (duration, bar_size, ...): say which cell holds it
         raise ExcelInputError(f"History sheet: {exc}") from exc

@@ -10,7 +10,8 @@ Tables always keep at least one body row, empty or not).
 
 Values are as Excel holds them: numbers (int or float), text, bool, None for an empty cell,
 ``datetime`` for dates and times (naive: Excel has no time zones; ibxl writes UTC), error values as
-their text (``"#N/A"``, ``"#VALUE!"``, ...). A formula cell reads as its last calculated value.
+their text (``"#N/A"``, ``"#VALUE!"``, ...; :mod:`addin.cells` knows them). A formula cell reads as its
+last calculated value.
 
 ``calls`` counts the underlying write and recalculation calls (one per :meth:`Book.write`, table
 resize and :meth:`Book.calculate`); the pump's tests count them because on Windows each one is a COM
@@ -40,8 +41,6 @@ __all__ = [
     "WorkbookLockedError",
     "WouldLosePartsError",
     "SaveVerificationError",
-    "ERROR_VALUES",
-    "is_error_value",
     "to_cell",
     "frame_to_rows",
     "frame_columns",
@@ -53,13 +52,6 @@ __all__ = [
     "range_address",
     "parse_range",
 ]
-
-# Excel's error values, as text (what read() returns for an error cell).
-ERROR_VALUES = frozenset(
-    {"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
-     "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#DATA!"}
-)
-
 
 class BookError(Exception):
     """A workbook operation was refused or failed; the message says which sheet, Table or file."""
@@ -196,11 +188,6 @@ def parse_range(address: str) -> tuple[int, int, int, int]:
 # ---------------------------------------------------------------------------------------------
 # Values
 # ---------------------------------------------------------------------------------------------
-
-def is_error_value(value: Any) -> bool:
-    """True for an Excel error value as read from a cell ("#N/A", "#DIV/0!", ...)."""
-    return isinstance(value, str) and value in ERROR_VALUES
-
 
 def to_cell(value: Any) -> Any:
     """A Python, numpy or pandas value as Excel can hold it.

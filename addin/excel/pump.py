@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from ..backoff import Backoff
 from .errors import error_text
 from .layout import WATCHLIST_COLUMNS
 
@@ -286,7 +287,7 @@ class ComRetry:
             return target
 
         def call(*args, **kwargs):
-            delay = self.first_delay
+            delays = iter(Backoff(self.first_delay, self.max_delay))
             for attempt in range(1, self.attempts + 1):
                 try:
                     return target(*args, **kwargs)
@@ -294,8 +295,7 @@ class ComRetry:
                     if attempt == self.attempts or not is_call_rejected(exc):
                         raise
                     self.retries += 1
-                    self.sleep(delay)          # backoff: Excel is busy (cell edit), wait and ask again
-                    delay = min(delay * 2, self.max_delay)
+                    self.sleep(next(delays))   # Excel is busy (a cell edit): wait and ask again
         return call
 
 

@@ -69,6 +69,7 @@ from typing import Sequence
 
 from ibapi.contract import Contract, ContractDetails
 
+from ..cells import error_value
 from ..protocol.futures import MONTH_CODES
 from ..protocol.errors import NO_SECURITY_DEFINITION
 from ..protocol.unset import UNSET_DOUBLE
@@ -76,7 +77,7 @@ from .session import IBError, Request
 
 __all__ = [
     "InstrumentError", "Spec", "parse", "format_contract", "ContractBook", "FIAT", "FUTURES_EXCHANGES",
-    "EXCEL_ERRORS", "MONTH_CODES",
+    "MONTH_CODES",
 ]
 
 _MONTH_OF_CODE = {c: i + 1 for i, c in enumerate(MONTH_CODES)}
@@ -91,13 +92,6 @@ FIAT = frozenset("USD EUR GBP JPY CHF AUD CAD NZD SEK NOK DKK HKD SGD CNH CNY MX
 FUTURES_EXCHANGES = frozenset("CME CBOT NYMEX COMEX GLOBEX ECBOT NYBOT ICEUS ICEEU ICEEUSOFT IPE CFE "
                               "EUREX DTB MONEP MATIF IDEM MEFFRV OSE.JPN SGX HKFE SNFE CDE ENDEX "
                               "NYSELIFFE SMFE".split())
-
-EXCEL_ERRORS = frozenset({"#N/A", "#VALUE!", "#REF!", "#NAME?", "#DIV/0!", "#NUM!", "#NULL!",
-                          "#GETTING_DATA", "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!",
-                          "#BUSY!", "#UNKNOWN!"})
-# Excel errors as they arrive through COM (pywin32) when not converted by xlwings.
-_COM_ERRORS = {-2146826281: "#DIV/0!", -2146826246: "#N/A", -2146826259: "#NAME?", -2146826288: "#NULL!",
-               -2146826252: "#NUM!", -2146826265: "#REF!", -2146826273: "#VALUE!"}
 
 _EXAMPLES = "an instrument such as AAPL, AAPL.NASDAQ, EUR/USD, ESZ6.CME, ^SPX.CBOE or AAPL 20261218 200 C"
 _ALLOWED = "letters, digits, spaces and . / @ ^ :"
@@ -366,8 +360,8 @@ def _normalize(text, shown: str) -> str:
     if isinstance(text, bool):
         raise InstrumentError(shown, f"the logical value {shown}", f"a logical value is not {_EXAMPLES}")
     if isinstance(text, numbers.Number):
-        if isinstance(text, numbers.Integral) and int(text) in _COM_ERRORS:
-            name = _COM_ERRORS[int(text)]
+        name = error_value(text)          # an Excel error as a COM code
+        if name is not None:
             raise InstrumentError(name, f"the Excel error value {name}",
                                   f"the cell holds an error, not {_EXAMPLES}; fix the cell it comes from")
         raise InstrumentError(shown, f"the number {shown}",
@@ -378,7 +372,7 @@ def _normalize(text, shown: str) -> str:
     s = " ".join(text.split()).upper()
     if not s:
         raise InstrumentError(text, "nothing (the text is blank)", f"missing {_EXAMPLES}")
-    if s in EXCEL_ERRORS or re.fullmatch(r"#[A-Z/0_]+[!?]?", s):
+    if error_value(s) or re.fullmatch(r"#[A-Z/0_]+[!?]?", s):    # the second: errors newer than ours
         raise InstrumentError(text, f"the Excel error value {s}",
                               f"the cell holds an error, not {_EXAMPLES}; fix the cell it comes from")
     s = re.sub(r" ?([./@:^]) ?", r"\1", s)

@@ -26,7 +26,6 @@ import inspect
 import itertools
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any, Callable
 from ibapi.client import EClient
 from ibapi.wrapper import EWrapper
 
+from ..backoff import Backoff
 from ..protocol.errors import (CLIENT_ID_IN_USE, CONNECT_FAILED, CONNECT_FAILURES, CONNECTIVITY,
                                CONNECTIVITY_LOST, NOT_CONNECTED, RESTORED_DATA_LOST, WARNING_RANGE, is_warning)
 from .fast_reader import FastClient, bar_from_row
@@ -610,7 +610,7 @@ class Session:
         t.start()
 
     def _reconnect_loop(self) -> None:
-        delay = self.backoff_min
+        delays = iter(Backoff(self.backoff_min, self.backoff_max, jitter=0.2))
         attempt = 0
         while not self._stop_reconnect.is_set():
             attempt += 1
@@ -621,10 +621,8 @@ class Session:
                 self._set_status(state="reconnecting", last_error=exc)
                 if exc.code == CLIENT_ID_IN_USE:
                     log.warning("reconnect: %s", exc)
-                jitter = delay * random.uniform(-0.2, 0.2)
-                if self._stop_reconnect.wait(delay + jitter):
+                if self._stop_reconnect.wait(next(delays)):
                     break
-                delay = min(delay * 2, self.backoff_max)
                 continue
             with self._lock:
                 self._status = replace(self._status, reconnects=self._status.reconnects + 1)

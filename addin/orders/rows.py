@@ -3,7 +3,8 @@
 Input values arrive as openpyxl, pandas.read_excel or xlwings give them: floats for integers
 (``100.0``), None / NaN / "" for blanks, Excel error values as text (``"#N/A"``) or COM error codes,
 stray spaces, lower case, numbers stored as text (``" 1,000 "``), booleans as True/False, 1/0 or
-text. Column names are matched case-insensitively and trimmed; missing optional columns are blank.
+text; each kind is read by :mod:`addin.cells`' one rule. Column names are matched case-insensitively and
+trimmed; missing optional columns are blank.
 Nothing here talks to IB: the Symbol is checked against the cell grammar only (qualification and
 every risk rule come later, in :mod:`addin.orders.desk` and :mod:`addin.orders.risk`).
 
@@ -23,16 +24,16 @@ back before sending anything).
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
-import pandas as pd
+from ..cells import CellError, boolean, is_blank, number, show, text
+from ..ib.contracts import InstrumentError, parse
 
-from ..ib.contracts import EXCEL_ERRORS, InstrumentError, parse
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ORDER_INPUT_COLUMNS", "ORDER_OUTPUT_COLUMNS", "ORDER_TYPES", "TIFS", "OrderIntent", "RowError",
            "parse_rows", "parse_row", "new_ref", "CHILD_SUFFIXES"]
@@ -48,8 +49,6 @@ CHILD_SUFFIXES = (".TP", ".SL")
 MAX_REF_LEN = 40
 
 _REF = re.compile(r"[A-Za-z0-9_\-.:/]+")
-_NUMBER_TEXT = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?")
-_COM_ERRORS = {-2146826281, -2146826246, -2146826259, -2146826288, -2146826252, -2146826265, -2146826273}
 # Which price columns each order type needs (True), may have (None) or must leave blank (False).
 _PRICES = {
     "MKT": {"LimitPrice": False, "StopPrice": False},
@@ -118,91 +117,17 @@ class RowError:
         return f"{self.column}: {self.message}" if self.column else self.message
 
 
-class _Bad(ValueError):
-    def __init__(self, column: str, message: str):
-        self.column = column
-        super().__init__(message)
-
-
 def new_ref() -> str:
     """A fresh Ref for a row left blank: ``X`` + 10 hex digits (random, so unique across sessions)."""
     return "X" + uuid.uuid4().hex[:10].upper()
 
 
-# --- cell values ------------------------------------------------------------------------------------
-def _blank(v: Any) -> bool:
-    if v is None or v is pd.NaT:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    return isinstance(v, str) and not v.strip()
-
-
-def _check_error_value(col: str, v: Any) -> None:
-    if isinstance(v, str) and v.strip().upper() in EXCEL_ERRORS:
-        raise _Bad(col, f"the cell holds the Excel error {v.strip().upper()}; expected a value")
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) in _COM_ERRORS:
-        raise _Bad(col, "the cell holds an Excel error value; expected a value")
-
-
-def _text(col: str, v: Any) -> str:
-    _check_error_value(col, v)
-    if _blank(v):
-        return ""
-    if isinstance(v, bool):
-        raise _Bad(col, f"expected text, got {v}")
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)          # a Ref typed as 17 arrives as 17.0
-    return " ".join(str(v).split())
-
-
-def _number(col: str, v: Any, what: str) -> float | None:
-    _check_error_value(col, v)
-    if _blank(v):
-        return None
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
-        raise _Bad(col, f"expected {what}, got {v}")
-    if isinstance(v, numbers.Real):
-        x = float(v)
-    elif isinstance(v, str):
-        s = v.strip().replace("\u00a0", "")
-        if not _NUMBER_TEXT.fullmatch(s) or not any(c.isdigit() for c in s):
-            raise _Bad(col, f"expected {what}, got {v.strip()!r}")
-        x = float(s.replace(",", ""))
-    else:
-        raise _Bad(col, f"expected {what}, got {v!r}")
-    if not math.isfinite(x):
-        raise _Bad(col, f"expected {what}, got {v!r}")
-    return x
-
-
+# --- cell values (the rules are addin.cells'; these add the Orders wording) -------------------------------
 def _positive(col: str, v: Any, what: str) -> float | None:
-    x = _number(col, v, what)
+    x = number(v, col, what)
     if x is not None and x <= 0:
-        raise _Bad(col, f"expected {what}, got {_show(x)}")
+        raise CellError(col, f"expected {what}, got {show(x)}")
     return x
-
-
-def _boolean(col: str, v: Any, default: bool) -> bool:
-    _check_error_value(col, v)
-    if _blank(v):
-        return default
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
-        return bool(v)
-    if isinstance(v, numbers.Real) and float(v) in (0.0, 1.0):
-        return bool(v)
-    s = str(v).strip().upper()
-    if s in ("TRUE", "YES", "Y", "1"):
-        return True
-    if s in ("FALSE", "NO", "N", "0"):
-        return False
-    raise _Bad(col, f"expected TRUE or FALSE (or blank for {str(default).upper()}), got {_show(v)}")
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:,.10g}"
-    return repr(v.strip()) if isinstance(v, str) else str(v)
 
 
 # --- rows -------------------------------------------------------------------------------------------
@@ -232,7 +157,7 @@ def parse_rows(df: pd.DataFrame) -> dict[Hashable, OrderIntent | RowError]:
     # Series per row, no column selection; the single-order path cares about the microseconds.
     for label, cells in zip(df.index, df.to_numpy(dtype=object)):
         values = {name: cells[i] for name, i in zip(names, positions)}
-        if all(_blank(v) for v in values.values()):
+        if all(is_blank(v) for v in values.values()):
             continue
         if missing:
             out[label] = RowError(label, missing[0], f"the Orders table has no {missing[0]} column")
@@ -254,75 +179,76 @@ def parse_row(values: Mapping[str, Any], row: Hashable = None) -> OrderIntent | 
         get = {k: values.get(k) for k in ORDER_INPUT_COLUMNS}
         ref = _parse_ref(get["Ref"])
         intent = _parse(get, row, ref)
-    except _Bad as bad:
-        return RowError(row, bad.column, str(bad), ref)
+    except CellError as bad:
+        return RowError(row, bad.name, bad.reason, ref)
     return intent
 
 
 def _parse_ref(v: Any) -> str:
-    ref = _text("Ref", v)
+    ref = text(v, "Ref")
     if not ref:
         return ""
     if len(ref) > MAX_REF_LEN or not _REF.fullmatch(ref):
-        raise _Bad("Ref", f"expected up to {MAX_REF_LEN} letters, digits or - _ . : /, got {_show(ref)}")
+        raise CellError("Ref", f"expected up to {MAX_REF_LEN} letters, digits or - _ . : /, got {show(ref)}")
     if ref.upper().endswith(CHILD_SUFFIXES):
-        raise _Bad("Ref", f"{ref!r}: a Ref may not end in .TP or .SL (reserved for bracket children)")
+        raise CellError("Ref", f"{ref!r}: a Ref may not end in .TP or .SL (reserved for bracket children)")
     return ref
 
 
 def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
-    account = _text("Account", get["Account"]).upper()
+    account = text(get["Account"], "Account").upper()
     if account and not re.fullmatch(r"[A-Z0-9]+", account):
-        raise _Bad("Account", f"expected an IB account id such as DU1234567, got {_show(account)}")
-    symbol = _text("Symbol", get["Symbol"])
+        raise CellError("Account", f"expected an IB account id such as DU1234567, got {show(account)}")
+    symbol = text(get["Symbol"], "Symbol")
     if not symbol:
-        raise _Bad("Symbol", "expected an instrument such as AAPL, EUR/USD or ESZ6.CME, got a blank cell")
+        raise CellError("Symbol", "expected an instrument such as AAPL, EUR/USD or ESZ6.CME, got a blank cell")
     try:
         spec = parse(symbol)
     except InstrumentError as exc:
-        raise _Bad("Symbol", str(exc)) from None
+        raise CellError("Symbol", str(exc)) from None
     if spec.sec_type == "FUT" and not spec.last_trade_date:
-        raise _Bad("Symbol", f"{_show(symbol)} is a future without a contract month, which means the front month "
-                             f"and rolls; an order names its month: {spec.symbol} YYYYMM {spec.exchange or 'EXCHANGE'}, or "
-                             f"{spec.symbol} + month code + year digit (the Watchlist shows the front month's)")
-    action = _text("Action", get["Action"]).upper()
+        raise CellError("Symbol", f"{show(symbol)} is a future without a contract month, which means the front "
+                                  f"month and rolls; an order names its month: {spec.symbol} YYYYMM "
+                                  f"{spec.exchange or 'EXCHANGE'}, or {spec.symbol} + month code + year digit (the "
+                                  f"Watchlist shows the front month's)")
+    action = text(get["Action"], "Action").upper()
     if action not in ("BUY", "SELL"):
-        raise _Bad("Action", f"expected BUY or SELL, got {_show(action) if action else 'a blank cell'}")
+        raise CellError("Action", f"expected BUY or SELL, got {show(action) if action else 'a blank cell'}")
     quantity = _positive("Quantity", get["Quantity"], "a positive number of shares/contracts")
     if quantity is None:
-        raise _Bad("Quantity", "expected a positive number of shares/contracts, got a blank cell")
-    order_type = _text("OrderType", get["OrderType"]).upper()
+        raise CellError("Quantity", "expected a positive number of shares/contracts, got a blank cell")
+    order_type = text(get["OrderType"], "OrderType").upper()
     order_type = _ORDER_TYPE_ALIASES.get(order_type, order_type)
     if order_type not in ORDER_TYPES:
-        raise _Bad("OrderType", f"expected one of {', '.join(ORDER_TYPES)}, got "
-                                f"{_show(order_type) if order_type else 'a blank cell'}")
+        raise CellError("OrderType", f"expected one of {', '.join(ORDER_TYPES)}, got "
+                                     f"{show(order_type) if order_type else 'a blank cell'}")
     prices = {c: _positive(c, get[c], "a positive price") for c in ("LimitPrice", "StopPrice")}
     for col, need in _PRICES[order_type].items():
         if need and prices[col] is None:
-            raise _Bad(col, f"{order_type} needs a {col}, got a blank cell")
+            raise CellError(col, f"{order_type} needs a {col}, got a blank cell")
         if need is False and prices[col] is not None:
-            raise _Bad(col, f"must be blank for {order_type}, got {_show(prices[col])}")
+            raise CellError(col, f"must be blank for {order_type}, got {show(prices[col])}")
     trail_amount = _positive("TrailAmount", get["TrailAmount"], "a positive trailing amount (price units)")
     trail_percent = _positive("TrailPercent", get["TrailPercent"], "a trailing percent between 0 and 100")
     if order_type == "TRAIL":
         if (trail_amount is None) == (trail_percent is None):
-            raise _Bad("TrailAmount", "TRAIL needs exactly one of TrailAmount or TrailPercent")
+            raise CellError("TrailAmount", "TRAIL needs exactly one of TrailAmount or TrailPercent")
         if trail_percent is not None and trail_percent >= 100:
-            raise _Bad("TrailPercent", f"expected a trailing percent between 0 and 100, got {_show(trail_percent)}")
+            raise CellError("TrailPercent", f"expected a trailing percent between 0 and 100, got {show(trail_percent)}")
     else:
         for col, v in (("TrailAmount", trail_amount), ("TrailPercent", trail_percent)):
             if v is not None:
-                raise _Bad(col, f"must be blank for {order_type} (only TRAIL orders trail)")
-    tif = _text("TIF", get["TIF"]).upper() or "DAY"
+                raise CellError(col, f"must be blank for {order_type} (only TRAIL orders trail)")
+    tif = text(get["TIF"], "TIF").upper() or "DAY"
     if tif not in TIFS:
-        raise _Bad("TIF", f"expected one of {', '.join(TIFS)} (blank = DAY), got {_show(tif)}")
+        raise CellError("TIF", f"expected one of {', '.join(TIFS)} (blank = DAY), got {show(tif)}")
     if order_type in ("MOC", "LOC") and tif != "DAY":
-        raise _Bad("TIF", f"{order_type} orders are DAY orders, got {tif}")
-    outside_rth = _boolean("OutsideRTH", get["OutsideRTH"], False)
-    transmit = _boolean("Transmit", get["Transmit"], True)
+        raise CellError("TIF", f"{order_type} orders are DAY orders, got {tif}")
+    outside_rth = boolean(get["OutsideRTH"], "OutsideRTH", default=False)
+    transmit = boolean(get["Transmit"], "Transmit", default=True)
     take_profit = _positive("TakeProfit", get["TakeProfit"], "a positive price")
     stop_loss = _positive("StopLoss", get["StopLoss"], "a positive price")
-    oca_group = _text("OCAGroup", get["OCAGroup"])
+    oca_group = text(get["OCAGroup"], "OCAGroup")
     if take_profit is not None or stop_loss is not None:
         _check_bracket(order_type, action, prices, take_profit, stop_loss, oca_group)
     return OrderIntent(row=row, ref=ref, account=account, symbol=symbol, action=action, quantity=quantity,
@@ -334,20 +260,20 @@ def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
 def _check_bracket(order_type, action, prices, take_profit, stop_loss, oca_group) -> None:
     if order_type not in _BRACKET_ENTRIES:
         col = "TakeProfit" if take_profit is not None else "StopLoss"
-        raise _Bad(col, f"a bracket needs an entry of type {', '.join(_BRACKET_ENTRIES)}, not {order_type}")
+        raise CellError(col, f"a bracket needs an entry of type {', '.join(_BRACKET_ENTRIES)}, not {order_type}")
     if oca_group:
-        raise _Bad("OCAGroup", "must be blank on a bracket (its children form their own OCA group)")
+        raise CellError("OCAGroup", "must be blank on a bracket (its children form their own OCA group)")
     entry = prices["LimitPrice"] or prices["StopPrice"]
     buy = action == "BUY"
     if take_profit is not None and stop_loss is not None and (take_profit <= stop_loss if buy else
                                                               take_profit >= stop_loss):
-        raise _Bad("TakeProfit", f"for a {action} bracket TakeProfit must be {'above' if buy else 'below'} "
-                                 f"StopLoss, got {_show(take_profit)} and {_show(stop_loss)}")
+        raise CellError("TakeProfit", f"for a {action} bracket TakeProfit must be {'above' if buy else 'below'} "
+                                      f"StopLoss, got {show(take_profit)} and {show(stop_loss)}")
     if entry is None:
         return
     if take_profit is not None and (take_profit <= entry if buy else take_profit >= entry):
-        raise _Bad("TakeProfit", f"for a {action} entry at {_show(entry)} TakeProfit must be "
-                                 f"{'above' if buy else 'below'} it, got {_show(take_profit)}")
+        raise CellError("TakeProfit", f"for a {action} entry at {show(entry)} TakeProfit must be "
+                                      f"{'above' if buy else 'below'} it, got {show(take_profit)}")
     if stop_loss is not None and (stop_loss >= entry if buy else stop_loss <= entry):
-        raise _Bad("StopLoss", f"for a {action} entry at {_show(entry)} StopLoss must be "
-                               f"{'below' if buy else 'above'} it, got {_show(stop_loss)}")
+        raise CellError("StopLoss", f"for a {action} entry at {show(entry)} StopLoss must be "
+                                    f"{'below' if buy else 'above'} it, got {show(stop_loss)}")
