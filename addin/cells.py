@@ -11,8 +11,8 @@ The rules:
 - **blank**: None, NaN, NaT, ``""`` and whitespace (:func:`is_blank`);
 - **Excel error**: one of :data:`ERROR_VALUES` as text (any case, trimmed) or a COM error code
   (:data:`COM_ERROR_CODES`) (:func:`error_value`); every reader below refuses it, naming the error;
-- **boolean**: True/False (Python or numpy), the numbers 1/0, the text TRUE/FALSE, YES/NO, 1/0 (any case);
-  anything else is refused (:func:`boolean`);
+- **boolean**: True/False (Python or numpy), the numbers 1/0, the text TRUE/FALSE, YES/NO, Y/N,
+  ON/OFF, 1/0 (any case, ASCII only); anything else is refused (:func:`boolean`);
 - **number**: finite only (NaN and infinities are refused), a bool is not a number, text with digits
   and optional thousands commas (``"1,000"``, ``" 1.5e2 "``) (:func:`number`);
 - **text**: trimmed, inner whitespace collapsed, ``17.0`` read as ``"17"``; a bool is not text (:func:`text`);
@@ -45,8 +45,9 @@ _XL_CV_ERRORS = {2000: "#NULL!", 2007: "#DIV/0!", 2015: "#VALUE!", 2023: "#REF!"
                  2048: "#UNKNOWN!", 2049: "#FIELD!", 2050: "#CALC!"}
 COM_ERROR_CODES = {code - 2000 - 2146826288: name for code, name in _XL_CV_ERRORS.items()}
 
-_TRUE = frozenset({"TRUE", "YES", "1"})
-_FALSE = frozenset({"FALSE", "NO", "0"})
+# Unambiguous words only; matched as ASCII (no Unicode case folding: "yeſ".upper() is "YES").
+_TRUE = frozenset({"TRUE", "YES", "Y", "ON", "1"})
+_FALSE = frozenset({"FALSE", "NO", "N", "OFF", "0"})
 _NUMBER_TEXT = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?")
 
 
@@ -101,7 +102,8 @@ def show(value: Any) -> str:
 
 
 def boolean(value: Any, name: str, default: bool | None = None) -> bool:
-    """TRUE/FALSE from a cell: True/False, 1/0, or the text TRUE/FALSE, YES/NO, 1/0 (any case).
+    """TRUE/FALSE from a cell: True/False, 1/0, or the text TRUE/FALSE, YES/NO, Y/N, ON/OFF, 1/0 (any
+    case, ASCII only).
     A blank gives ``default``; with no default a blank is refused too. Raises CellError naming ``name``."""
     check_not_error(value, name)
     if is_blank(value):
@@ -113,7 +115,7 @@ def boolean(value: Any, name: str, default: bool | None = None) -> bool:
         if float(value) in (0.0, 1.0):
             return bool(value)
     elif isinstance(value, str):
-        word = value.strip().upper()
+        word = value.strip().upper() if value.isascii() else ""
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
     blank = f" (or blank for {str(default).upper()})" if default is not None else ""

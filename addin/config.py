@@ -59,11 +59,11 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from .cells import CellError, boolean, number, text_list
+from .protocol.ticks import MARKET_DATA_TYPE_CODES
 
 __all__ = ["ConfigError", "ConnectionSettings", "RiskSettings", "Settings", "config_path", "journal_path",
            "load_settings", "settings_from_dict"]
 
-MARKET_DATA_TYPES = ("live", "frozen", "delayed", "delayed-frozen")
 
 # Strict: a TOML value must already have the key's type (no "5" for 5, no 1 for true); unknown keys refused.
 _SCHEMA = ConfigDict(strict=True, extra="forbid")
@@ -92,8 +92,8 @@ class ConnectionSettings:
     @field_validator("market_data_type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        if value not in MARKET_DATA_TYPES:
-            raise ValueError(f"expected one of {', '.join(MARKET_DATA_TYPES)}, got {value!r}")
+        if value not in MARKET_DATA_TYPE_CODES:
+            raise ValueError(f"expected one of {', '.join(MARKET_DATA_TYPE_CODES)}, got {value!r}")
         return value
 
 
@@ -215,7 +215,13 @@ def _tighten_one(risk: RiskSettings, key: str, value: Any, warnings: list[str]) 
         extra = [x for x in items if x not in current]
         if extra:
             warnings.append(f"{key}: ignored {', '.join(extra)}, not allowed by the user's config")
-        return _set(risk, key, tuple(x for x in items if x in current))
+        kept = tuple(x for x in items if x in current)
+        if key == "symbol_allow" and not kept:
+            # An empty allow list means "any symbol": narrowing to nothing must refuse every symbol instead.
+            warnings.append("symbol_allow: no symbol is allowed by both the workbook and the user's config; "
+                            "every order is refused")
+            return replace(risk, symbol_deny=tuple(dict.fromkeys(risk.symbol_deny + current)))
+        return _set(risk, key, kept)
     if key == "symbol_deny":
         return replace(risk, symbol_deny=tuple(dict.fromkeys(current + items)))
     warnings.append(f"{key}: ignored, not a risk setting")      # pragma: no cover - all keys above

@@ -39,12 +39,13 @@ def test_error_values_as_text_and_as_com_codes():
 @pytest.mark.parametrize("value, expected", [
     (True, True), (False, False), (np.bool_(True), True), (1, True), (0.0, False), (np.int64(1), True),
     ("TRUE", True), (" false ", False), ("Yes", True), ("no", False), ("1", True), ("0", False),
+    ("y", True), ("N", False), ("on", True), ("OFF", False),
 ])
 def test_one_boolean_rule(value, expected):
     assert boolean(value, "Flag") is expected
 
 
-@pytest.mark.parametrize("value", ["maybe", "Y", "n", "on", "off", 2, 0.5, -1, "1.0", None, "  "])
+@pytest.mark.parametrize("value", ["maybe", "yeſ", "ＹＥＳ", "tru", 2, 0.5, -1, "1.0", None, "  "])
 def test_everything_else_is_not_a_boolean_and_the_error_names_the_cell(value):
     with pytest.raises(CellError) as err:
         boolean(value, "History!HistoryUseRTH")

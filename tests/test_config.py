@@ -152,3 +152,18 @@ def test_a_workbook_cannot_turn_allow_live_on_even_when_the_user_has_it_off_or_o
 def test_read_only_once_set_by_the_user_cannot_be_cleared_by_a_workbook():
     s, warnings = Settings(risk=RiskSettings(read_only=True)).tighten({"read_only": False})
     assert s.risk.read_only is True and warnings[0].startswith("read_only:")
+
+
+def test_a_workbook_allow_list_that_shares_no_symbol_with_the_users_refuses_every_symbol():
+    # An empty allow list means "any symbol", so the empty intersection must not become it.
+    user = Settings(risk=RiskSettings(symbol_allow=("AAPL",)))
+    s, warnings = user.tighten({"symbol_allow": "TSLA"})
+    r = s.risk
+    assert warnings and warnings[-1].startswith("symbol_allow:")
+    for sym in ("AAPL", "TSLA", "MSFT"):
+        assert (r.symbol_allow and sym not in r.symbol_allow) or sym in r.symbol_deny
+
+
+def test_on_and_off_tighten_like_true_and_false():
+    s, warnings = Settings(risk=RiskSettings(read_only=False)).tighten({"read_only": "on"})
+    assert s.risk.read_only is True and warnings == []
