@@ -235,9 +235,11 @@ def format_zoned(t: datetime, zone: str | tzinfo) -> str:
     return f"{_aware(t, tz).astimezone(tz):%Y%m%d %H:%M:%S} {zone_name(zone)}"
 
 
-def format_epoch(t: datetime) -> str:
-    """Epoch seconds (formatDate 2), whole; a naive ``t`` is taken as UTC."""
-    return str(int(_aware(t, UTC).timestamp()))
+def format_epoch(t: datetime, zone: str | tzinfo = UTC) -> str:
+    """Epoch seconds (formatDate 2), whole; a naive ``t`` is taken as wall time in ``zone``."""
+    tz = _resolve(zone)
+    assert tz is not None
+    return str(int(_aware(t, tz).timestamp()))
 
 
 def format_hours_stamp(t: datetime) -> str:
