@@ -139,7 +139,7 @@ def test_writers():
     assert format_zoned(t, "US/Eastern") == "20240102 15:30:05 US/Eastern"
     assert format_zoned(datetime(2024, 1, 2, 15, 30, 5), "US/Eastern") == "20240102 15:30:05 US/Eastern"  # naive
     assert format_zoned(t, NY) == "20240102 15:30:05 America/New_York"
-    assert format_zoned(t, timezone.utc) == "20240102 20:30:05 UTC"
+    assert format_zoned(t, timezone(timedelta(0), "UTC")) == "20240102 20:30:05 UTC"
     assert format_epoch(t) == "1704227405"
     assert format_date(t.astimezone(NY)) == "20240102"
     assert format_hours_stamp(t.astimezone(NY)) == "20240102:1530"
