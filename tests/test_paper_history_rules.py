@@ -11,12 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from addin.paper.market.history_rules import (
+    BUILT_WHAT_TO_SHOW,
     IMPLIED_TZ_WARNING,
-    LEGAL_BAR_SIZES,
-    STEP_TABLE,
-    WHAT_TO_SHOW,
-    BarSize,
-    Duration,
     HistoryError,
     HistoryPacer,
     check_step,
@@ -27,6 +23,7 @@ from addin.paper.market.history_rules import (
     parse_end_datetime,
     validate_request,
 )
+from addin.protocol.historical import BAR_SIZES, STEP_TABLE, BarSize, Duration
 
 UTC = timezone.utc
 NY = ZoneInfo("US/Eastern")
@@ -47,7 +44,7 @@ END_INVALID = (
     "that there is a dash between the date and time in UTC notation."
 )
 
-BAR_ORDER = list(LEGAL_BAR_SIZES)  # IB's order, "1 secs" .. "1 day", "1W", "1M"
+BAR_ORDER = list(BAR_SIZES)  # IB's order, "1 secs" .. "1 day", "1W", "1M"
 
 
 def refused(fn, *args, **kwargs) -> HistoryError:
@@ -324,7 +321,7 @@ def test_implied_zone_warning():
 # ------------------------------------------------------------------------------------ whatToShow
 
 
-@pytest.mark.parametrize("text", sorted(WHAT_TO_SHOW))
+@pytest.mark.parametrize("text", sorted(BUILT_WHAT_TO_SHOW))
 def test_what_to_show_known(text):
     assert check_what_to_show(text) == text
     assert check_what_to_show(text.lower()) == text

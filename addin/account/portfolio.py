@@ -60,7 +60,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -71,6 +70,7 @@ from ibapi.execution import ExecutionFilter
 from ..ib.contracts import InstrumentError, format_contract
 from ..ib.session import NO_TIMEOUT, IBError, Request, RequestTimeout, Session
 from ..protocol.errors import NOT_CONNECTED, VALIDATION_ERROR
+from ..protocol.times import IBTimeError, UnknownZoneError, format_utc, parse_time
 from ..protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE
 
 log = logging.getLogger(__name__)
@@ -137,45 +137,23 @@ def parse_value(text: str) -> float | str:
     return NAN if f == UNSET_DOUBLE else f
 
 
-# IB's zone names that some tz databases spell differently.
-_ZONE_ALIASES = {"EST": "America/New_York", "EDT": "America/New_York", "US/Eastern": "America/New_York",
-                 "CST": "America/Chicago", "US/Central": "America/Chicago", "MET": "Europe/Berlin",
-                 "GMT": "UTC", "UTC": "UTC", "Z": "UTC"}
-
-
 def parse_ib_time(text: str) -> datetime | None:
-    """An execution time from IB as an aware UTC datetime.
+    """An execution time from IB as an aware UTC datetime (:func:`addin.protocol.times.parse_time`).
 
     Understood: ``yyyymmdd hh:mm:ss Zone/Name`` (TWS 10.x), ``yyyymmdd-hh:mm:ss`` (UTC) and
     ``yyyymmdd  hh:mm:ss`` without a zone (older TWS: TWS's local time, taken as this machine's zone).
-    Returns None for empty or unreadable text.
+    Returns None for empty or unreadable text, and for a zone name IB's gateway would not resolve
+    either (logged: a fill time read in a guessed zone could be hours off).
     """
-    text = (text or "").strip()
-    if not text:
-        return None
-    if len(text) >= 17 and text[8] == "-":
-        try:
-            return datetime.strptime(text[:17], "%Y%m%d-%H:%M:%S").replace(tzinfo=timezone.utc)
-        except ValueError:
-            return None
-    parts = text.split()
-    if len(parts) < 2:
+    if not (text or "").strip():
         return None
     try:
-        naive = datetime.strptime(f"{parts[0]} {parts[1]}", "%Y%m%d %H:%M:%S")
-    except ValueError:
+        return parse_time(text, default_zone=None)
+    except UnknownZoneError as exc:
+        log.warning("IB time %r: %s; the time is left empty", text, exc)
         return None
-    if len(parts) >= 3:
-        name = parts[2]
-        try:
-            zone = ZoneInfo(name)
-        except Exception:
-            try:
-                zone = ZoneInfo(_ZONE_ALIASES.get(name, "UTC"))
-            except Exception:
-                zone = timezone.utc
-        return naive.replace(tzinfo=zone).astimezone(timezone.utc)
-    return naive.astimezone().astimezone(timezone.utc)   # local time of this machine
+    except IBTimeError:
+        return None
 
 
 def _ib_filter_time(since: datetime | str | None) -> str:
@@ -183,9 +161,7 @@ def _ib_filter_time(since: datetime | str | None) -> str:
         return ""
     if isinstance(since, str):
         return since
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
-    return since.astimezone(timezone.utc).strftime("%Y%m%d-%H:%M:%S")
+    return format_utc(since)
 
 
 def format_symbol(contract: Contract) -> str:

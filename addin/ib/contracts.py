@@ -72,6 +72,7 @@ from ibapi.contract import Contract, ContractDetails
 from ..cells import error_value
 from ..protocol.futures import MONTH_CODES
 from ..protocol.errors import NO_SECURITY_DEFINITION
+from ..protocol.times import format_date
 from ..protocol.unset import UNSET_DOUBLE
 from .session import IBError, Request
 
@@ -903,7 +904,7 @@ def _front_month(spec: Spec | None, found: Sequence[ContractDetails]) -> Contrac
 def _expired(details: ContractDetails) -> bool:
     """A future whose last trade date (YYYYMMDD) is before today (UTC)."""
     ltd = (details.contract.lastTradeDateOrContractMonth or "")[:8]
-    return len(ltd) == 8 and ltd < datetime.now(timezone.utc).strftime("%Y%m%d")
+    return len(ltd) == 8 and ltd < format_date(datetime.now(timezone.utc))
 
 
 def _unknown_hint(spec: Spec | None, ib_text: str) -> str:

@@ -15,8 +15,8 @@ Columns: ``open``, ``high``, ``low``, ``close``, ``wap`` (float64, the contract'
 formatDate 2 (epoch seconds: no zone ambiguity). Bars of a day or longer carry only IB's date
 (the trading day, the first day of the week or month): their index is that date at 00:00 UTC.
 
-IB's rules this module keeps (see /work/shared/protocol/TWS-PROTOCOL.md "Limits")
--------------------------------------------------------------------------------
+IB's rules this module keeps (tables and limits from :mod:`addin.protocol.historical`)
+------------------------------------------------------------------------------------
 * Step sizes: IB answers one request with a limited number of bars; per bar size the longest
   duration one request may ask for is (from IB's table): 1 secs 1800 S, 5 secs 3600 S, 10/15 secs
   14400 S, 30 secs 28800 S, 1 min 1 D, 2 mins 2 D, 3-20 mins 1 W, 30 mins-8 hours 1 M (asked as
@@ -43,7 +43,6 @@ historical request of a session must go through this module for the counts to be
 
 from __future__ import annotations
 
-import calendar
 import collections
 import concurrent.futures
 import copy
@@ -57,20 +56,43 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Hashable, Iterable, Sequence
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 from ibapi.contract import Contract
 
 from ..ib.session import IBError, Request, Session
+from ..protocol.historical import (
+    BAR_SIZES,
+    BURST_LIMIT,
+    BURST_WINDOW,
+    DAY,
+    DURATION_UNITS,
+    IDENTICAL_WINDOW,
+    KEEP_UP_TO_DATE_MIN_BAR_SECONDS,
+    KEEP_UP_TO_DATE_WHAT_TO_SHOW,
+    MAX_DURATION_COUNT,
+    MAX_OPEN,
+    MIN_DURATION_SECONDS,
+    TOTAL_LIMIT,
+    TOTAL_WINDOW,
+    UNIT_SECONDS,
+    UNIT_WORDS,
+    WHAT_TO_SHOW,
+    BarSize,
+    Duration,
+    largest_duration,
+    lookup_bar_size,
+    request_weight,
+    step_row,
+)
+from ..protocol.times import format_utc, parse_time
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "History", "LiveBars", "PacingScheduler", "BarSize", "Duration", "BAR_SIZES", "WHAT_TO_SHOW",
-    "COLUMNS", "parse_bar_size", "parse_duration", "parse_bar_time", "bars_frame", "empty_frame",
-    "plan_chunks", "pacing_lower_bound", "ib_end_text",
+    "History", "LiveBars", "PacingScheduler", "COLUMNS", "parse_bar_size", "parse_duration", "bars_frame",
+    "empty_frame", "plan_chunks", "pacing_lower_bound",
 ]
 
 UTC = timezone.utc
@@ -78,82 +100,10 @@ COLUMNS = ("open", "high", "low", "close", "volume", "wap", "bar_count")
 DEFAULT_TIMEOUT = 60.0          # seconds an IB answer may take once the request is sent
 #: Zone of "yyyymmdd hh:mm:ss" bar times without a zone (only from servers that ignore formatDate 2).
 DEFAULT_TWS_ZONE = "US/Eastern"
+SAFETY = 0.01                   # every pacing window is kept 1 % longer than IB's (+1 ms)
 
-# --- IB's rules ------------------------------------------------------------------------------------
-MAX_OPEN = 50                   # historical requests open at once
-IDENTICAL_WINDOW = 15.0         # s: no identical small-bar request within this
-BURST_WINDOW = 2.0              # s: fewer than BURST_LIMIT requests per contract+whatToShow within this
-BURST_LIMIT = 6
-TOTAL_WINDOW = 600.0            # s: at most TOTAL_LIMIT small-bar requests within this
-TOTAL_LIMIT = 60
-SAFETY = 0.01                   # every window is kept 1 % longer than IB's (+1 ms)
-SMALL_BAR_SECONDS = 30
-
-_DAY = 86_400
-
-
-@dataclass(frozen=True)
-class BarSize:
-    """A barSizeSetting: ``text`` as IB spells it, ``seconds`` (0 for monthly bars), ``months``."""
-
-    text: str
-    seconds: int = 0
-    months: int = 0
-
-    @property
-    def nominal_seconds(self) -> int:
-        """Length used to compare bar sizes (a month counts 31 days, as in IB's table)."""
-        return self.seconds or self.months * 31 * _DAY
-
-    @property
-    def is_small(self) -> bool:
-        """30 secs or less: IB's small-bar pacing rules apply."""
-        return 0 < self.seconds <= SMALL_BAR_SECONDS
-
-    @property
-    def is_daily_or_longer(self) -> bool:
-        return self.seconds >= _DAY or self.months > 0
-
-    def __str__(self) -> str:
-        return self.text
-
-
-#: IB's legal barSizeSetting spellings, in IB's order.
-BAR_SIZES: dict[str, BarSize] = {t: BarSize(t, s) for t, s in [
-    ("1 secs", 1), ("5 secs", 5), ("10 secs", 10), ("15 secs", 15), ("30 secs", 30),
-    ("1 min", 60), ("2 mins", 120), ("3 mins", 180), ("5 mins", 300), ("10 mins", 600),
-    ("15 mins", 900), ("20 mins", 1200), ("30 mins", 1800), ("1 hour", 3600), ("2 hours", 7200),
-    ("3 hours", 10800), ("4 hours", 14400), ("8 hours", 28800), ("1 day", _DAY), ("1W", 7 * _DAY)]}
-BAR_SIZES["1M"] = BarSize("1M", months=1)
-_BAR_ALIASES = {"1 week": "1W", "1 month": "1M"}
-
-#: whatToShow values that give bars (IB's list without SCHEDULE, which answers with a schedule).
-WHAT_TO_SHOW = ("TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST", "HISTORICAL_VOLATILITY",
-                "OPTION_IMPLIED_VOLATILITY", "REBATE_RATE", "FEE_RATE", "YIELD_BID", "YIELD_ASK",
-                "YIELD_BID_ASK", "YIELD_LAST", "AGGTRADES")
-#: whatToShow values IB streams with keepUpToDate.
-STREAM_WHAT_TO_SHOW = ("TRADES", "MIDPOINT", "BID", "ASK")
-
-_UNIT_SECONDS = {"S": 1, "D": _DAY, "W": 7 * _DAY, "M": 31 * _DAY, "Y": 365 * _DAY}
-_UNIT_LIMIT = {"S": 86_400, "D": 365, "W": 52, "M": 12}           # IB refuses more (error 321)
-_UNIT_WORD = {"S": "seconds", "D": "days", "W": "weeks", "M": "months", "Y": "years"}
-
-#: IB's step-size table: (longest duration in seconds, smallest bar in seconds) per row.
-STEP_TABLE = ((60, 1), (120, 1), (1800, 1), (3600, 5), (14_400, 10), (28_800, 30), (_DAY, 60),
-              (2 * _DAY, 120), (7 * _DAY, 180), (31 * _DAY, 1800), (365 * _DAY, _DAY))
-
-#: Longest request per intraday bar size: (durationStr count, unit). "1 M" is asked as 28 D so that
-#: every request has the same length whatever the month.
-_MAX_CHUNK = {1: (1800, "S"), 5: (3600, "S"), 10: (14_400, "S"), 15: (14_400, "S"), 30: (28_800, "S"),
-              60: (86_400, "S"), 120: (2, "D"), 180: (7, "D"), 300: (7, "D"), 600: (7, "D"),
-              900: (7, "D"), 1200: (7, "D"), 1800: (28, "D"), 3600: (28, "D"), 7200: (28, "D"),
-              10_800: (28, "D"), 14_400: (28, "D"), 28_800: (28, "D")}
 _DST_SLACK = 3600   # a "N D" request may be an hour shorter than N * 24 h across a clock change
 _CLOCK_SLACK = 1    # s: the anchor time is IB's, in whole seconds
-
-
-def _legal_bar_sizes() -> str:
-    return ", ".join(BAR_SIZES)
 
 
 def parse_bar_size(text: str, field: str = "bar_size") -> BarSize:
@@ -161,51 +111,13 @@ def parse_bar_size(text: str, field: str = "bar_size") -> BarSize:
     "2 hours", ... "1 day", "1W", "1M"; "1 week" and "1 month" are read as "1W" and "1M").
     Raises ValueError naming ``field`` and listing the legal values."""
     if isinstance(text, str):
-        canonical = _BAR_ALIASES.get(text.strip(), text.strip())
-        bar = BAR_SIZES.get(canonical)
+        bar = lookup_bar_size(text.strip())
         if bar is not None:
             return bar
-    raise ValueError(f"{field}: {text!r} is not one of IB's bar sizes; legal ones are: {_legal_bar_sizes()}")
+    raise ValueError(f"{field}: {text!r} is not one of IB's bar sizes; legal ones are: {', '.join(BAR_SIZES)}")
 
 
-@dataclass(frozen=True)
-class Duration:
-    """A durationStr: ``count`` of ``unit`` (S seconds, D days, W weeks, M months, Y years)."""
-
-    count: int
-    unit: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.count} {self.unit}"
-
-    def nominal_seconds(self) -> int:
-        """Length as IB's step table compares it: D 86400 s, W 7 D, M 31 D, Y 365 D."""
-        return self.count * _UNIT_SECONDS[self.unit]
-
-    def ib_legal(self) -> bool:
-        """Whether IB accepts this text as is (S 30..86400, D <= 365, W <= 52, M <= 12)."""
-        limit = _UNIT_LIMIT.get(self.unit)
-        return (self.unit != "S" or self.count >= 30) and (limit is None or self.count <= limit)
-
-    def start_before(self, end: datetime) -> datetime:
-        """``end`` moved back by this duration, in UTC: seconds, days and weeks as elapsed time,
-        months and years as calendar months on the UTC calendar (day clamped to the month's end)."""
-        end = end.astimezone(UTC)
-        if self.unit in ("S", "D", "W"):
-            return end - timedelta(seconds=self.nominal_seconds())
-        months = self.count * (12 if self.unit == "Y" else 1)
-        index = end.year * 12 + end.month - 1 - months
-        year, month = divmod(index, 12)
-        month += 1
-        day = min(end.day, calendar.monthrange(year, month)[1])
-        return end.replace(year=year, month=month, day=day)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-_DURATION_RE = re.compile(r"\s*(\d+)\s*([SDWMYsdwmy])\s*")
+_DURATION_RE = re.compile(rf"\s*(\d+)\s*([{DURATION_UNITS}{DURATION_UNITS.lower()}])\s*")
 
 
 def parse_duration(text: str, field: str = "duration") -> Duration:
@@ -219,9 +131,9 @@ def parse_duration(text: str, field: str = "duration") -> Duration:
                          f"'3600 S', '2 Y'")
     count, unit = int(m.group(1)), m.group(2).upper()
     if count < 1:
-        raise ValueError(f"{field}: {text!r} must be at least 1 {_UNIT_WORD[unit]}")
-    if unit == "S" and count < 30:
-        raise ValueError(f"{field}: {text!r} is shorter than IB's minimum of 30 S")
+        raise ValueError(f"{field}: {text!r} must be at least 1 {UNIT_WORDS[unit]}")
+    if unit == "S" and count < MIN_DURATION_SECONDS:
+        raise ValueError(f"{field}: {text!r} is shorter than IB's minimum of {MIN_DURATION_SECONDS} S")
     return Duration(count, unit)
 
 
@@ -233,24 +145,29 @@ def check_what_to_show(text: str, field: str = "what_to_show", legal: Sequence[s
     return upper
 
 
-def _step_row(seconds: int) -> tuple[int, int]:
-    for row in STEP_TABLE:
-        if seconds <= row[0]:
-            return row
-    return STEP_TABLE[-1]
-
-
 def fits_one_request(duration: Duration, bar: BarSize) -> bool:
     """Whether IB answers ``duration`` of ``bar`` bars in one request: the text is legal and IB's
     step-size table allows the bar size for that duration."""
-    return duration.ib_legal() and bar.nominal_seconds >= _step_row(duration.nominal_seconds())[1]
+    return duration.ib_legal() and bar.nominal_seconds >= step_row(duration).smallest.nominal_seconds
 
 
-def ib_end_text(end: datetime | None) -> str:
+def _chunk_duration(bar: BarSize) -> Duration:
+    """The longest request for intraday ``bar`` bars (IB's step table), as a text of fixed length:
+    seconds while IB takes them (1 D is asked as 86400 S), a week as 7 D and "1 M" as 28 D, so
+    that every request has the same length whatever the month."""
+    longest = largest_duration(bar)
+    if longest.seconds() <= MAX_DURATION_COUNT["S"]:
+        return Duration(longest.seconds(), "S")
+    if longest.unit == "W":
+        return Duration(7 * longest.count, "D")
+    if longest.unit == "M":
+        return Duration(28 * longest.count, "D")
+    return longest
+
+
+def _ib_end_text(end: datetime | None) -> str:
     """IB's endDateTime for ``end`` (tz-aware): UTC dash form "yyyymmdd-hh:mm:ss"; "" for None (now)."""
-    if end is None:
-        return ""
-    return end.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S")
+    return "" if end is None else format_utc(end)
 
 
 @dataclass(frozen=True)
@@ -284,17 +201,17 @@ def plan_chunks(duration: Duration, bar: BarSize, end: datetime | None,
     ``anchor()`` gives IB's current time when ``end`` is None and the range must be split.
     """
     if fits_one_request(duration, bar):
-        return Plan((Chunk(ib_end_text(end), duration.text, end),))
+        return Plan((Chunk(_ib_end_text(end), duration.text, end),))
     if end is None:
         end = anchor() if anchor is not None else datetime.now(UTC)
     end = end.astimezone(UTC).replace(microsecond=0)
-    start = duration.start_before(end)
+    start = duration.start_before(end)  # on UTC's calendar: D and W are elapsed days
     if bar.is_daily_or_longer:
-        years = max(1, math.ceil((end - start).total_seconds() / (365 * _DAY) - 1e-9))
+        years = max(1, math.ceil((end - start).total_seconds() / UNIT_SECONDS["Y"] - 1e-9))
         day_start = datetime(start.year, start.month, start.day, tzinfo=UTC)
-        return Plan((Chunk(ib_end_text(end), f"{years} Y", end),), day_start, None)
-    count, unit = _MAX_CHUNK[bar.seconds]
-    length = count * _UNIT_SECONDS[unit]
+        return Plan((Chunk(_ib_end_text(end), f"{years} Y", end),), day_start, None)
+    longest = _chunk_duration(bar)
+    count, unit, length = longest.count, longest.unit, longest.seconds()
     overlap = bar.seconds + _CLOCK_SLACK + (_DST_SLACK if unit == "D" else 0)
     spacing = length - overlap
     span = (end - start).total_seconds()
@@ -305,36 +222,15 @@ def plan_chunks(duration: Duration, bar: BarSize, end: datetime | None,
         text = f"{count} {unit}"
         if k == n - 1:  # the oldest: only as long as needed
             need = (chunk_end - start).total_seconds()
-            if need <= 86_400:
-                text = f"{max(30, math.ceil(need))} S"
+            if need <= MAX_DURATION_COUNT["S"]:
+                text = f"{max(MIN_DURATION_SECONDS, math.ceil(need))} S"
             else:
-                text = f"{min(count, math.ceil((need + _DST_SLACK) / _DAY))} D"
-        chunks.append(Chunk(ib_end_text(chunk_end), text, chunk_end))
+                text = f"{min(count, math.ceil((need + _DST_SLACK) / DAY))} D"
+        chunks.append(Chunk(_ib_end_text(chunk_end), text, chunk_end))
     return Plan(tuple(chunks), start, end)
 
 
 # --- bar times and frames --------------------------------------------------------------------------
-
-def parse_bar_time(text: str, zone: str = DEFAULT_TWS_ZONE) -> pd.Timestamp:
-    """One IB bar date as a tz-aware UTC Timestamp. "yyyymmdd" (a day, week or month: 00:00 UTC of
-    that date), epoch seconds (formatDate 2), "yyyymmdd-hh:mm:ss" (UTC), "yyyymmdd hh:mm:ss <zone>"
-    (formatDate 1; one or two spaces; without a zone: ``zone``, IB's login zone). ValueError else."""
-    s = str(text).strip()
-    if s.isdigit():
-        if len(s) == 8:
-            return pd.Timestamp(datetime.strptime(s, "%Y%m%d"), tz=UTC)
-        return pd.Timestamp(int(s), unit="s", tz=UTC)
-    m = re.fullmatch(r"(\d{8})-(\d{2}:\d{2}:\d{2})", s)
-    if m:
-        return pd.Timestamp(datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y%m%d %H:%M:%S"), tz=UTC)
-    m = re.fullmatch(r"(\d{8})\s+(\d{1,2}:\d{2}:\d{2})(?:\s+(\S+))?", s)
-    if m:
-        local = datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y%m%d %H:%M:%S")
-        name = m.group(3) or zone
-        tz = UTC if name.upper() in ("UTC", "GMT") else ZoneInfo(name)
-        return pd.Timestamp(local.replace(tzinfo=tz)).tz_convert(UTC)
-    raise ValueError(f"cannot read IB bar time {text!r}")
-
 
 def _parse_times(dates: Sequence[str]) -> pd.DatetimeIndex:
     s = pd.Series(dates, dtype=object).astype(str).str.strip()
@@ -344,7 +240,8 @@ def _parse_times(dates: Sequence[str]) -> pd.DatetimeIndex:
             return pd.DatetimeIndex(pd.to_datetime(s, format="%Y%m%d", utc=True), name="time")
         if (lengths > 8).all():
             return pd.DatetimeIndex(pd.to_datetime(s.astype("int64"), unit="s", utc=True), name="time")
-    return pd.DatetimeIndex([parse_bar_time(x) for x in s], name="time")
+    # Other forms (dash UTC, "yyyymmdd hh:mm:ss [zone]" from servers that ignore formatDate 2).
+    return pd.DatetimeIndex([pd.Timestamp(parse_time(x, DEFAULT_TWS_ZONE)) for x in s], name="time")
 
 
 def empty_frame() -> pd.DataFrame:
@@ -710,7 +607,7 @@ def pacing_lower_bound(requests: Sequence[tuple[Hashable, str, Hashable]], rate:
     for key, what, identity in requests:
         if identity in seen:
             continue
-        weight = 2 if what.upper() == "BID_ASK" else 1
+        weight = request_weight(what)
         t = times[-1][0] if times else 0.0
         if len(times) >= msg_rate:
             t = max(t, times[-msg_rate][0] + 1.0)
@@ -860,8 +757,8 @@ class History:
         self._not_on_message_thread()
         dur = parse_duration(duration)
         bar = parse_bar_size(bar_size)
-        what = check_what_to_show(what_to_show, legal=STREAM_WHAT_TO_SHOW)
-        if 0 < bar.seconds < 5:
+        what = check_what_to_show(what_to_show, legal=KEEP_UP_TO_DATE_WHAT_TO_SHOW)
+        if 0 < bar.seconds < KEEP_UP_TO_DATE_MIN_BAR_SECONDS:
             raise ValueError(f"bar_size: {bar_size!r} is too small to stream; keepUpToDate needs 5 secs or more")
         if not fits_one_request(dur, bar):
             raise ValueError(f"duration: {duration!r} of {bar.text} bars is longer than one IB request "
@@ -1010,7 +907,7 @@ class History:
             session.submit(request)
 
         return _Job(key=(contract.conId, what), identity=identity, small=bar.is_small,
-                    weight=2 if what == "BID_ASK" else 1, description=description, send=send, timeout=timeout)
+                    weight=request_weight(what), description=description, send=send, timeout=timeout)
 
 
 class LiveBars:

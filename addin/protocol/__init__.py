@@ -9,6 +9,7 @@ and the standard library. Both sides import from here and never from each other 
   retryable market data errors, ...);
 - ``ticks``: tick types by quote field (ibapi's ``TickTypeEnum``) and the market data types
   (1 live, 2 frozen, 3 delayed, 4 delayed-frozen);
-- ``futures``: the futures month codes.
-
-IB's historical-data rules and time parsing are to follow (see README's Layout)."""
+- ``historical``: IB's historical-data rules (bar sizes, durations with one time semantics, the
+  step table, whatToShow, pacing limits);
+- ``times``: IB's date/time texts, read and written, and IB's time zone names;
+- ``futures``: the futures month codes."""

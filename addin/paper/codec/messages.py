@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from ibapi.server_versions import (
     MIN_SERVER_VER_ADVANCED_ORDER_REJECT,  # 166
@@ -34,6 +33,7 @@ from ibapi.server_versions import (
     MIN_SERVER_VER_SIZE_RULES,  # 164
 )
 
+from ...protocol import times
 from ...protocol.messages import IN
 from ...protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_INTEGER
 from .wire import SERVER_VERSION, frame
@@ -120,14 +120,6 @@ def _epoch(value) -> int:
     return int(value)
 
 
-def _zone(tz) -> ZoneInfo:
-    return tz if isinstance(tz, ZoneInfo) else ZoneInfo(str(tz))
-
-
-def _zone_name(tz) -> str:
-    return tz.key if isinstance(tz, ZoneInfo) else str(tz)
-
-
 def format_time(value, tz=DEFAULT_TZ) -> str:
     """A point in time as a gateway writes it in execution times and historical start/end:
     ``yyyymmdd hh:mm:ss <zone>`` (``20231203 20:15:20 US/Eastern``). Text passes through unchanged;
@@ -135,11 +127,9 @@ def format_time(value, tz=DEFAULT_TZ) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(_zone(tz))
-        return f"{value:%Y%m%d %H:%M:%S} {_zone_name(tz)}"
+        return times.format_zoned(value, tz)
     if isinstance(value, date):
-        return f"{value:%Y%m%d}"
+        return times.format_date(value)
     raise TypeError(f"cannot format {value!r} as a TWS time")
 
 
@@ -159,16 +149,13 @@ def format_bar_time(value, format_date: int = 1, *, daily: bool | None = None, t
         return str(int(value))
     if not isinstance(value, datetime):
         if isinstance(value, date):
-            return f"{value:%Y%m%d}"
+            return times.format_date(value)
         raise TypeError(f"cannot format {value!r} as a bar time")
     if daily:
-        return f"{value:%Y%m%d}"
-    zone = _zone(tz)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
+        return times.format_date(value)
     if format_date == 2:
-        return str(int(value.timestamp()))
-    return f"{value.astimezone(zone):%Y%m%d %H:%M:%S} {_zone_name(tz)}"
+        return times.format_epoch(value, tz)
+    return times.format_zoned(value, tz)
 
 
 def _attr_mask(attrib, *bits: str) -> int:

@@ -57,7 +57,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Callable, Iterable, Union
-from zoneinfo import ZoneInfo
 
 from ibapi.commission_and_fees_report import CommissionAndFeesReport
 from ibapi.contract import Contract
@@ -66,6 +65,7 @@ from ibapi.order import Order
 from ibapi.order_state import OrderState
 
 from ...protocol import errors
+from ...protocol.times import UTC, IBTimeError, UnknownZoneError, format_zoned, read_time, without_zone
 from ...protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_DOUBLE_TEXT
 from . import accounts as acc
 from .commissions import COMMISSION_CURRENCY, commission
@@ -267,31 +267,24 @@ def _utc(t: datetime) -> datetime:
 
 
 def ib_time(t: datetime) -> str:
-    """IB's execution/completed time text: 'yyyymmdd hh:mm:ss UTC'."""
-    return _utc(t).strftime("%Y%m%d %H:%M:%S") + " UTC"
+    """IB's execution/completed time text: 'yyyymmdd hh:mm:ss UTC' (a naive ``t`` is UTC)."""
+    return format_zoned(t, "UTC")
 
 
 def parse_filter_time(text: str) -> datetime | None:
     """ExecutionFilter.time: 'yyyymmdd-hh:mm[:ss]' (UTC), 'yyyymmdd hh:mm[:ss]' (UTC, the gateway's
-    zone) or 'yyyymmdd hh:mm:ss Zone/Name'. Empty or unreadable -> None (no time filter)."""
-    text = (text or "").strip()
-    if not text:
+    zone) or 'yyyymmdd hh:mm:ss Zone/Name'. Empty or unreadable -> None (no time filter). A zone name
+    IB would not resolve is read as UTC rather than refusing the request."""
+    try:
+        t = read_time(text)
+    except IBTimeError:
         return None
-    zone = timezone.utc
-    parts = text.replace("-", " ", 1).split()
-    if len(parts) >= 3:
-        try:
-            zone = ZoneInfo(parts[2])
-        except Exception:  # unknown zone name: treat as UTC rather than refusing the request
-            zone = timezone.utc
-    if len(parts) < 2:
-        parts.append("00:00:00")
-    for fmt in ("%Y%m%d %H:%M:%S", "%Y%m%d %H:%M"):
-        try:
-            return datetime.strptime(f"{parts[0]} {parts[1]}", fmt).replace(tzinfo=zone).astimezone(timezone.utc)
-        except ValueError:
-            continue
-    return None
+    try:
+        return t.instant(UTC)
+    except UnknownZoneError:
+        return without_zone(t).instant(UTC)
+    except IBTimeError:
+        return None
 
 
 # --- orders ------------------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """Interactive Brokers' rules for historical bar requests (reqHistoricalData), as the paper gateway enforces them.
 
 Pure functions and one small stateful tracker (:class:`HistoryPacer`); no sockets, no market data.
+The tables and limits (bar sizes, duration units, the step table, whatToShow names, the pacing
+numbers) are IB's and shared with the client: :mod:`addin.protocol.historical`; endDateTime is read
+by :mod:`addin.protocol.times`. What this module adds is the gateway's side: IB's grammar, check
+order and refusal texts.
 Every refusal is a :class:`HistoryError` carrying IB's error code and IB's text, which the socket
 server sends as ERR_MSG for the request id.
 
@@ -25,7 +29,8 @@ Request checks, in the order IB's gateway makes them ([RE] ibx#430) -- :func:`va
    "yyyymmdd hh:mm:ss <zone>"  e.g. "US/Eastern", "Europe/London", "UTC", "GMT", "EST", "PST";
    "yyyymmdd-hh:mm:ss"         UTC (the dash form takes no zone);
    "hh:mm:ss [<zone>]"         today in that zone ("If no date is specified, current date is assumed").
-   A date needs a year 1978..3000 [RE]. Zones are IANA names plus Java's short ids (PST, CST, ...).
+   A date needs a year 1978..3000 [RE]. Zones are IANA names plus Java's short ids (PST, CST, ...)
+   and the few names :func:`addin.protocol.times.ib_zone` adds (Z, EDT, ...).
 2. durationStr (:func:`parse_duration`), error 321: "<integer> <unit>", unit S, D, W, M or Y in either
    case [RE]; a bare integer is seconds [IB-API]; S from 30 to 86400 [RE], D up to 365 [LOG], W up to
    52 and M up to 12 [RE]; Y unbounded here.
@@ -37,7 +42,7 @@ Request checks, in the order IB's gateway makes them ([RE] ibx#430) -- :func:`va
    it since 2015 ([LOG] rust-ibapi#245, InterReact#16, ib-ruby ib-api#32); so are other casings.
 5. ADJUSTED_LAST with bars longer than a day (1 week, 1 month) (321) [RE].
 6. whatToShow (:func:`check_what_to_show`), case-insensitive, error 321 [RE]. This gateway builds the
-   eight series in :data:`WHAT_TO_SHOW`; IB's other values (SCHEDULE, YIELD_*, FEE_RATE, ...) are
+   eight series in :data:`BUILT_WHAT_TO_SHOW`; IB's other values (SCHEDULE, YIELD_*, FEE_RATE, ...) are
    refused like unknown ones.
 7. formatDate 1, 2 or 3 (321) [LOG vnpy#2937, RE].
 8. keepUpToDate: no endDateTime, no combo (BAG), only TRADES/MIDPOINT/BID/ASK (321) [RE]; bars of
@@ -90,24 +95,39 @@ log and in ibx's 321 text).
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Callable, Hashable
-from zoneinfo import ZoneInfo
+
+from ...protocol.historical import (
+    BAR_SIZES,
+    BURST_LIMIT,
+    BURST_WINDOW,
+    DURATION_UNITS,
+    IDENTICAL_WINDOW,
+    KEEP_UP_TO_DATE_MIN_BAR_SECONDS,
+    KEEP_UP_TO_DATE_WHAT_TO_SHOW,
+    MAX_DURATION_COUNT,
+    MAX_OPEN,
+    MIN_DURATION_SECONDS,
+    TOTAL_LIMIT,
+    TOTAL_WINDOW,
+    BarSize,
+    Duration,
+    lookup_bar_size,
+    request_weight,
+    step_row,
+)
+from ...protocol.times import IBTime, IBTimeError, ib_zone, read_time
 
 __all__ = [
     "HistoryError",
-    "Duration",
-    "BarSize",
     "HistoryRequest",
     "HistoryPacer",
-    "WHAT_TO_SHOW",
-    "LEGAL_BAR_SIZES",
-    "STEP_TABLE",
+    "BUILT_WHAT_TO_SHOW",
     "HMDS_PREFIX",
     "PACING_VIOLATION",
     "IMPLIED_TZ_WARNING",
@@ -136,12 +156,8 @@ _TOKEN = "bM"  # build-specific in IB's texts; see the module docstring
 _VALIDATING = f"Error validating request.-'{_TOKEN}' : cause - "  # error 321 [LOG]
 _PROCESSING = f"Error processing request.-'{_TOKEN}' : cause - "  # error 322 [LOG]
 
-# [LOG] rust-ibapi#245 (2025), InterReact#16, ezibpy: the list IB prints.
-_BAR_SIZE_INVALID = (
-    "Historical data bar size setting is invalid. Legal ones are: 1 secs, 5 secs, 10 secs, 15 secs, "
-    "30 secs, 1 min, 2 mins, 3 mins, 5 mins, 10 mins, 15 mins, 20 mins, 30 mins, 1 hour, 2 hours, "
-    "3 hours, 4 hours, 8 hours, 1 day, 1W, 1M"
-)
+# [LOG] rust-ibapi#245 (2025), InterReact#16, ezibpy: the list IB prints ("1 secs, 5 secs, ... 1W, 1M").
+_BAR_SIZE_INVALID = "Historical data bar size setting is invalid. Legal ones are: " + ", ".join(BAR_SIZES)
 # [LOG] a C# client's comment quoting 321 "...cause - Historical data requested duration is invalid."
 _DURATION_INVALID = "Historical data requested duration is invalid."
 # [LOG] ib_async#229 (2026): "Error validating request.-'bH' : cause - Historical data requests for
@@ -205,64 +221,10 @@ def no_query_error(req_id: int) -> HistoryError:
 # Durations
 # --------------------------------------------------------------------------------------------------
 
-_DAY = 86_400
-#: Nominal unit lengths in seconds. A month counts 31 days (the longest calendar month, so "N D" that
-#: fits in a month compares as no longer than "1 M"); a year counts 365 days (IB's own "longer than
-#: 365 days must be made in years"). For the real span of a request use Duration.start_before.
-_UNIT_SECONDS = {"S": 1, "D": _DAY, "W": 7 * _DAY, "M": 31 * _DAY, "Y": 365 * _DAY}
 _INT32_MAX = 2**31 - 1
-
-
-def _months_before(end: datetime, months: int) -> datetime:
-    """``end`` moved back by whole calendar months, the day clamped to the target month's length."""
-    index = end.year * 12 + (end.month - 1) - months
-    year, month = divmod(index, 12)
-    month += 1
-    day = min(end.day, calendar.monthrange(year, month)[1])
-    return end.replace(year=year, month=month, day=day)
-
-
-@dataclass(frozen=True)
-class Duration:
-    """A durationStr: ``count`` of ``unit`` (one of "S", "D", "W", "M", "Y")."""
-
-    count: int
-    unit: str
-
-    def seconds(self) -> int:
-        """Nominal length: S=1, D=86400, W=7 D, M=31 D, Y=365 D (see :data:`_UNIT_SECONDS`)."""
-        return self.count * _UNIT_SECONDS[self.unit]
-
-    def start_before(self, end: datetime) -> datetime:
-        """Where a request of this duration ending at ``end`` starts.
-
-        Seconds are elapsed time. Days and weeks are calendar days and months and years calendar
-        months (Mar 31 - 1 M = Feb 28/29, Feb 29 - 1 Y = Feb 28), counted on the wall clock of
-        ``end``'s own zone: pass ``end`` in the zone whose calendar should count (IB counts on the
-        gateway's). The result is in ``end``'s zone; a wall time that falls into a DST gap is read
-        with fold=0.
-        """
-        if self.unit == "S":
-            if end.tzinfo is None:
-                return end - timedelta(seconds=self.count)
-            return (end.astimezone(UTC) - timedelta(seconds=self.count)).astimezone(end.tzinfo)
-        if self.unit == "D":
-            start = end - timedelta(days=self.count)  # aware arithmetic is wall-clock arithmetic
-        elif self.unit == "W":
-            start = end - timedelta(weeks=self.count)
-        elif self.unit == "M":
-            start = _months_before(end, self.count)
-        else:
-            start = _months_before(end, 12 * self.count)
-        if start.tzinfo is not None:
-            start = start.astimezone(UTC).astimezone(start.tzinfo)  # normalise gap times
-        return start
-
-    def __str__(self) -> str:
-        return f"{self.count} {self.unit}"
-
-
-_DURATION_RE = re.compile(r"([0-9]+) ([SDWMYsdwmy])")
+_DURATION_RE = re.compile(f"([0-9]+) ([{DURATION_UNITS}{DURATION_UNITS.lower()}])")
+#: The refusal of a count above MAX_DURATION_COUNT, per unit.
+_DURATION_TOO_LONG = {"S": _DURATION_SECONDS, "D": _DURATION_DAYS, "W": _DURATION_WEEKS, "M": _DURATION_MONTHS}
 
 
 def parse_duration(text: str) -> Duration:
@@ -279,16 +241,10 @@ def parse_duration(text: str) -> Duration:
         raise _e321(_DURATION_FORMAT)
     count = int(m.group(1))
     unit = m.group(2).upper()
-    if count < 1 or count > _INT32_MAX or (unit == "S" and count < 30):
+    if count < 1 or count > _INT32_MAX or (unit == "S" and count < MIN_DURATION_SECONDS):
         raise _e321(_DURATION_INVALID)
-    if unit == "S" and count > 86_400:
-        raise _e321(_DURATION_SECONDS)
-    if unit == "D" and count > 365:
-        raise _e321(_DURATION_DAYS)
-    if unit == "W" and count > 52:
-        raise _e321(_DURATION_WEEKS)
-    if unit == "M" and count > 12:
-        raise _e321(_DURATION_MONTHS)
+    if count > MAX_DURATION_COUNT.get(unit, _INT32_MAX):
+        raise _e321(_DURATION_TOO_LONG[unit])
     return Duration(count, unit)
 
 
@@ -297,64 +253,10 @@ def parse_duration(text: str) -> Duration:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BarSize:
-    """A barSizeSetting: ``seconds`` for bars up to a week, ``months`` for monthly bars; ``text`` is
-    the canonical spelling."""
-
-    seconds: int = 0
-    months: int = 0
-    text: str = ""
-
-    @property
-    def nominal_seconds(self) -> int:
-        """Length for ordering bar sizes; a month counts 31 days."""
-        return self.seconds if self.seconds else self.months * 31 * _DAY
-
-    @property
-    def is_small(self) -> bool:
-        """30 seconds or less: subject to IB's small-bar pacing rules."""
-        return 0 < self.seconds <= 30
-
-    @property
-    def is_intraday(self) -> bool:
-        return 0 < self.seconds < _DAY
-
-    @property
-    def is_multi_day(self) -> bool:
-        return self.seconds > _DAY or self.months > 0
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _bar(seconds: int = 0, months: int = 0, text: str = "") -> BarSize:
-    return BarSize(seconds=seconds, months=months, text=text)
-
-
-_WEEK = _bar(7 * _DAY, text="1 week")
-_MONTH = _bar(months=1, text="1 month")
-
-#: IB's legal barSizeSetting spellings, in IB's order. [LOG]
-LEGAL_BAR_SIZES: dict[str, BarSize] = {
-    t: _bar(s, text=t)
-    for t, s in [
-        ("1 secs", 1), ("5 secs", 5), ("10 secs", 10), ("15 secs", 15), ("30 secs", 30),
-        ("1 min", 60), ("2 mins", 120), ("3 mins", 180), ("5 mins", 300), ("10 mins", 600),
-        ("15 mins", 900), ("20 mins", 1200), ("30 mins", 1800),
-        ("1 hour", 3600), ("2 hours", 7200), ("3 hours", 10800), ("4 hours", 14400), ("8 hours", 28800),
-        ("1 day", _DAY),
-    ]
-}
-LEGAL_BAR_SIZES["1W"] = _WEEK
-LEGAL_BAR_SIZES["1M"] = _MONTH
-# IB's bar-size documentation and ib_async spell the last two out.
-_BAR_ALIASES = {"1 week": _WEEK, "1 month": _MONTH}
-
-
 def parse_bar_size(text: str) -> BarSize:
-    """Parse a barSizeSetting; exact spelling as IB requires, else HistoryError(321)."""
-    bar = LEGAL_BAR_SIZES.get(text) or _BAR_ALIASES.get(text)
+    """Parse a barSizeSetting; exact spelling as IB requires (or "1 week", "1 month"), else
+    HistoryError(321)."""
+    bar = lookup_bar_size(text)
     if bar is None:
         raise _e321(_BAR_SIZE_INVALID)
     return bar
@@ -364,30 +266,6 @@ def parse_bar_size(text: str) -> BarSize:
 # Step sizes
 # --------------------------------------------------------------------------------------------------
 
-_B = LEGAL_BAR_SIZES
-#: IB's step-size table: (duration, smallest bar, largest bar). [IB-LIM]
-STEP_TABLE: tuple[tuple[Duration, BarSize, BarSize], ...] = (
-    (Duration(60, "S"), _B["1 secs"], _B["1 min"]),
-    (Duration(120, "S"), _B["1 secs"], _B["2 mins"]),
-    (Duration(1800, "S"), _B["1 secs"], _B["30 mins"]),
-    (Duration(3600, "S"), _B["5 secs"], _B["1 hour"]),
-    (Duration(14400, "S"), _B["10 secs"], _B["3 hours"]),
-    (Duration(28800, "S"), _B["30 secs"], _B["8 hours"]),
-    (Duration(1, "D"), _B["1 min"], _B["1 day"]),
-    (Duration(2, "D"), _B["2 mins"], _B["1 day"]),
-    (Duration(1, "W"), _B["3 mins"], _WEEK),
-    (Duration(1, "M"), _B["30 mins"], _MONTH),
-    (Duration(1, "Y"), _B["1 day"], _MONTH),
-)
-
-
-def _step_row(duration: Duration) -> tuple[Duration, BarSize, BarSize]:
-    length = duration.seconds()
-    for row in STEP_TABLE:
-        if length <= row[0].seconds():
-            return row
-    return STEP_TABLE[-1]
-
 
 def check_step(duration: Duration, bar: BarSize, *, enforce_max: bool = False) -> None:
     """IB's step-size table: HistoryError(162) when ``bar`` is too small for ``duration``.
@@ -396,7 +274,7 @@ def check_step(duration: Duration, bar: BarSize, *, enforce_max: bool = False) -
     With ``enforce_max`` a bar larger than the row allows is refused too (IB answers those; see the
     module docstring).
     """
-    _, smallest, largest = _step_row(duration)
+    _, smallest, largest = step_row(duration)
     size = bar.nominal_seconds
     if size < smallest.nominal_seconds or (enforce_max and size > largest.nominal_seconds):
         # [LOG, localised] "...:invalid step: 1" for "1 D" of "1 secs"; the number is taken to be
@@ -408,86 +286,41 @@ def check_step(duration: Duration, bar: BarSize, *, enforce_max: bool = False) -
 # endDateTime
 # --------------------------------------------------------------------------------------------------
 
-# Java's ZoneId.SHORT_IDS, which a Java gateway resolves besides IANA names.
-_JAVA_SHORT_IDS = {
-    "ACT": "Australia/Darwin", "AET": "Australia/Sydney", "AGT": "America/Argentina/Buenos_Aires",
-    "ART": "Africa/Cairo", "AST": "America/Anchorage", "BET": "America/Sao_Paulo", "BST": "Asia/Dhaka",
-    "CAT": "Africa/Harare", "CNT": "America/St_Johns", "CST": "America/Chicago", "CTT": "Asia/Shanghai",
-    "EAT": "Africa/Addis_Ababa", "ECT": "Europe/Paris", "IET": "America/Indiana/Indianapolis",
-    "IST": "Asia/Kolkata", "JST": "Asia/Tokyo", "MIT": "Pacific/Apia", "NET": "Asia/Yerevan",
-    "NST": "Pacific/Auckland", "PLT": "Asia/Karachi", "PNT": "America/Phoenix",
-    "PRT": "America/Puerto_Rico", "PST": "America/Los_Angeles", "SST": "Pacific/Guadalcanal",
-    "VST": "Asia/Ho_Chi_Minh", "EST": "EST", "MST": "MST", "HST": "HST",
-}
-
-_DATE_RE = re.compile(r"[0-9]{8}")
-_TIME_RE = re.compile(r"([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})")
+_FIRST_YEAR, _LAST_YEAR = 1978, 3000  # [RE] the years IB's gateway reads
 
 
 def _bad_end() -> HistoryError:
     return HistoryError(10314, END_DATETIME_INVALID)
 
 
-def _zone(name: str):
-    if name.upper() in ("UTC", "GMT"):
-        return UTC
-    key = _JAVA_SHORT_IDS.get(name, name)
+def _zone(name: str) -> tzinfo:
     try:
-        return ZoneInfo(key)
-    except Exception:  # not found, malformed key, a directory, ...
+        return ib_zone(name)
+    except IBTimeError:
         raise _bad_end() from None
-
-
-def _date(text: str) -> date:
-    if not _DATE_RE.fullmatch(text):
-        raise _bad_end()
-    year, month, day = int(text[:4]), int(text[4:6]), int(text[6:])
-    if not 1978 <= year <= 3000:  # [RE] the years IB's gateway reads
-        raise _bad_end()
-    try:
-        return date(year, month, day)
-    except ValueError:
-        raise _bad_end() from None
-
-
-def _hms(text: str) -> tuple[int, int, int]:
-    m = _TIME_RE.fullmatch(text)
-    if m is None:
-        raise _bad_end()
-    h, mi, s = (int(g) for g in m.groups())
-    if h > 23 or mi > 59 or s > 59:
-        raise _bad_end()
-    return h, mi, s
 
 
 def _as_utc(now: datetime) -> datetime:
     return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
 
-def _split_end(text: str) -> tuple[str | None, str, str | None] | None:
-    """(date, time, zone) of a space form, None for the dash form; raises 10314 on junk."""
-    words = text.split()
-    if len(words) == 1 and "-" in words[0]:
-        return None
-    date_text = None
-    if words and _DATE_RE.fullmatch(words[0]):
-        date_text = words.pop(0)
-    if not words:
+def _read_end(text: str) -> IBTime:
+    """The parts of a non-empty endDateTime; 10314 for a form IB does not take here (a date alone,
+    epoch seconds, no seconds, a year outside 1978..3000, junk)."""
+    try:
+        t = read_time(text)
+    except IBTimeError:
+        raise _bad_end() from None
+    if t.clock is None or not t.has_seconds or (t.day is not None and not _FIRST_YEAR <= t.day.year <= _LAST_YEAR):
         raise _bad_end()
-    time_text = words.pop(0)
-    if any(w[0] in "0123456789" for w in words):
-        raise _bad_end()
-    return date_text, time_text, (" ".join(words) or None)
+    return t
 
 
 def end_datetime_names_zone(text: str) -> bool:
     """Whether a (valid) endDateTime states its zone; if not, IB also sends :data:`IMPLIED_TZ_WARNING`.
     The empty text (now) and the dash form (UTC) state it."""
     text = (text or "").strip()
-    if not text:
-        return True
-    parts = _split_end(text)
-    return parts is None or parts[2] is not None
+    return not text or _read_end(text).names_zone
 
 
 def parse_end_datetime(text: str, now: datetime, default_tz: str = "US/Eastern") -> datetime:
@@ -499,44 +332,24 @@ def parse_end_datetime(text: str, now: datetime, default_tz: str = "US/Eastern")
     text = (text or "").strip()
     if not text:
         return _as_utc(now)
-    parts = _split_end(text)
-    if parts is None:  # yyyymmdd-hh:mm:ss, UTC
-        date_text, _, time_text = text.partition("-")
-        d = _date(date_text)
-        h, mi, s = _hms(time_text)
-        return datetime(d.year, d.month, d.day, h, mi, s, tzinfo=UTC)
-    date_text, time_text, zone_name = parts
-    tz = _zone(zone_name if zone_name is not None else default_tz)
-    h, mi, s = _hms(time_text)
-    d = _date(date_text) if date_text is not None else _as_utc(now).astimezone(tz).date()
-    local = datetime(d.year, d.month, d.day, h, mi, s, tzinfo=tz)
-    return local.astimezone(UTC)
+    end = _read_end(text)
+    return end.instant(_zone(end.zone or default_tz), _as_utc(now))
+
 
 
 # --------------------------------------------------------------------------------------------------
 # whatToShow
 # --------------------------------------------------------------------------------------------------
 
-#: The series this gateway builds.
-WHAT_TO_SHOW = frozenset(
-    {
-        "TRADES",
-        "MIDPOINT",
-        "BID",
-        "ASK",
-        "BID_ASK",
-        "ADJUSTED_LAST",
-        "HISTORICAL_VOLATILITY",
-        "OPTION_IMPLIED_VOLATILITY",
-    }
-)
-_LIVE_SOURCES = frozenset({"TRADES", "MIDPOINT", "BID", "ASK"})
+#: The series this gateway builds, a part of IB's WHAT_TO_SHOW (the rest is refused like unknown values).
+BUILT_WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST",
+                                "HISTORICAL_VOLATILITY", "OPTION_IMPLIED_VOLATILITY"})
 
 
 def check_what_to_show(text: str) -> str:
     """whatToShow upper-cased; HistoryError(321) for one this gateway does not build."""
     upper = (text or "").upper()
-    if upper not in WHAT_TO_SHOW:
+    if upper not in BUILT_WHAT_TO_SHOW:
         # [RE] ibx's text for historical bars. A real log for reqRealTimeBars reads
         # "...cause - What to show field is missing or incorrect." (atreyu-backtrader-api#5).
         raise _e321(f"What to show value of {text} rejected.")
@@ -597,9 +410,9 @@ def validate_request(
             raise _e321(_LIVE_END)
         if (sec_type or "").strip().upper() == "BAG":
             raise _e321(_LIVE_COMBO)
-        if what not in _LIVE_SOURCES:
+        if what not in KEEP_UP_TO_DATE_WHAT_TO_SHOW:
             raise _e321(_LIVE_SOURCE)
-        if 0 < bar.seconds < 5:
+        if 0 < bar.seconds < KEEP_UP_TO_DATE_MIN_BAR_SECONDS:
             raise _e321(_LIVE_SMALL_BAR)
     check_step(duration, bar, enforce_max=enforce_max_bar)
     start = duration.start_before(end.astimezone(_zone(default_tz))).astimezone(UTC)
@@ -617,12 +430,6 @@ def validate_request(
 # --------------------------------------------------------------------------------------------------
 # Pacing and open requests
 # --------------------------------------------------------------------------------------------------
-
-IDENTICAL_WINDOW = 15.0  # seconds: no identical small-bar request within this
-BURST_WINDOW = 2.0  # seconds: fewer than BURST_LIMIT same-key small-bar requests within this
-BURST_LIMIT = 6
-TOTAL_WINDOW = 600.0  # seconds: at most TOTAL_LIMIT small-bar requests within this
-TOTAL_LIMIT = 60
 
 _OPEN_LIMIT_TEXT = _PROCESSING + "Only 50 simultaneous API historical data requests allowed."  # [LOG]
 _DUPLICATE_ID_TEXT = _PROCESSING + "Duplicate ticker ID for API historical data query"  # [LOG]
@@ -643,7 +450,7 @@ class HistoryPacer:
     a BID_ASK request counts twice. Time comes from an injectable monotonic clock (real seconds, not replay).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_open: int = 50):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_open: int = MAX_OPEN):
         self._clock = clock
         self._max_open = max_open
         self._open: set[int] = set()
@@ -665,7 +472,7 @@ class HistoryPacer:
             paced = self._paced
             while paced and now - paced[0].at >= TOTAL_WINDOW:
                 paced.popleft()
-            weight = 2 if (what_to_show or "").upper() == "BID_ASK" else 1
+            weight = request_weight(what_to_show)
             total = weight
             burst = weight
             for p in paced:

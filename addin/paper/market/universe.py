@@ -39,6 +39,7 @@ from ibapi.contract import Contract, ContractDetails
 from ibapi.tag_value import TagValue
 
 from ...protocol.futures import month_code
+from ...protocol.times import format_date, format_hours_stamp
 from ...protocol.unset import UNSET_DOUBLE, UNSET_INTEGER
 from . import ticks as tk
 from .series import DAY, HOUR, NATIVE_SECONDS, Feed, TickGrid, load_series, unit_of, unit_starts
@@ -308,7 +309,7 @@ def es_con_id(expiry: date) -> int:
 def _es(seed, start_epoch, n, expiry: date, volume):
     start_day = datetime.fromtimestamp(start_epoch, ZoneInfo(CENTRAL)).date()
     days = max((expiry - start_day).days, 0)
-    ltd = expiry.strftime("%Y%m%d")
+    ltd = format_date(expiry)
     feed = _spx_feed(seed, start_epoch, n, CENTRAL, 0.25, scale=1.0 + ES_CARRY * days / 365.0, volume=volume)
     details = _details("ES", "FUT", "CME", "USD", es_con_id(expiry), 0.25, local_symbol=es_local_symbol(expiry),
                        trading_class="ES", market_name="ES", multiplier="50", ltd=ltd, long_name="E-mini S&P 500",
@@ -358,10 +359,6 @@ def _finish(inst: Instrument, start_epoch: float) -> Instrument:
 
 
 # --- trading hours ----------------------------------------------------------------------------------
-def _stamp(epoch: int, tz: ZoneInfo) -> str:
-    return datetime.fromtimestamp(epoch, tz).strftime("%Y%m%d:%H%M")
-
-
 def hours_strings(inst: Instrument, start_epoch: float, days: int = TRADING_DAYS_SHOWN) -> tuple[str, str]:
     """(tradingHours, liquidHours) in IB's format for ``days`` calendar days from the start's date:
     ``20261123:0000-20261124:0000;20261124:CLOSED;...``, in the instrument's time zone.
@@ -406,6 +403,10 @@ def _hour_runs(feed: Feed, e0: int, e1: int) -> list[tuple[int, int]]:
     return runs
 
 
+def _stamp(epoch: int, tz: ZoneInfo) -> str:
+    return format_hours_stamp(datetime.fromtimestamp(epoch, tz))
+
+
 def _format_sessions(sessions, day_units, day_starts, tz) -> str:
     parts = []
     for i, _ in enumerate(day_units):
@@ -415,7 +416,7 @@ def _format_sessions(sessions, day_units, day_starts, tz) -> str:
         if mine:
             parts += [f"{_stamp(s, tz)}-{_stamp(e, tz)}" for s, e in mine]
         elif not covered:
-            parts.append(f"{datetime.fromtimestamp(d0, tz):%Y%m%d}:CLOSED")
+            parts.append(f"{format_date(datetime.fromtimestamp(d0, tz))}:CLOSED")
     return ";".join(parts)
 
 
