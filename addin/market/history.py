@@ -87,6 +87,7 @@ from ..protocol.historical import (
     step_row,
 )
 from ..protocol.times import format_utc, parse_time
+from ..protocol.errors import CONNECTIVITY_LOST, NO_SECURITY_DEFINITION, NOT_CONNECTED, RESTORED_DATA_LOST
 
 log = logging.getLogger(__name__)
 
@@ -511,7 +512,7 @@ class PacingScheduler:
                 if job.hold_since is None:
                     job.hold_since = now
                 if state == "disconnected" or now - job.hold_since > job.timeout:
-                    failed.append((job, IBError(504, f"Not connected ({state})", job.description)))
+                    failed.append((job, IBError(NOT_CONNECTED, f"Not connected ({state})", job.description)))
                     self._pending.remove(job)
                     job.state = "done"
                     if self._by_identity.get(job.identity) is job:
@@ -833,7 +834,7 @@ class History:
             found = [args[1] for name, args in rows if name == "contractDetails"]
             if len(found) != 1:
                 names = ", ".join(_contract_words(d.contract) for d in found)
-                raise IBError(200, f"The contract description specified for {words} is ambiguous: "
+                raise IBError(NO_SECURITY_DEFINITION, f"The contract description specified for {words} is ambiguous: "
                                    f"{len(found)} contracts match ({names})", request.description)
             qualified = copy.copy(contract)
             qualified.conId = found[0].contract.conId
@@ -899,7 +900,7 @@ class History:
                     scheduler.answered(job, True, fut.result(), close=True)
                     job.future.set_result(fut.result())
                 else:
-                    cacheable = isinstance(exc, IBError) and exc.code not in (0, 504, 1100, 1101)
+                    cacheable = isinstance(exc, IBError) and exc.code not in (0, NOT_CONNECTED, CONNECTIVITY_LOST, RESTORED_DATA_LOST)
                     scheduler.answered(job, False, exc, close=True, cacheable=cacheable)
                     job.future.set_exception(exc)
 

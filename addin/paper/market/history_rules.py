@@ -122,6 +122,7 @@ from ...protocol.historical import (
     step_row,
 )
 from ...protocol.times import IBTime, IBTimeError, ib_zone, read_time
+from ...protocol.errors import IMPLIED_TIME_ZONE
 
 __all__ = [
     "HistoryError",
@@ -189,7 +190,7 @@ END_DATETIME_INVALID = (
 
 #: Warning 2174, sent (besides the answer) when an endDateTime names no zone. [LOG] verbatim.
 IMPLIED_TZ_WARNING = (
-    2174,
+    IMPLIED_TIME_ZONE,
     "Warning: You submitted request with date-time attributes without explicit time zone. Please "
     "switch to use yyyymmdd-hh:mm:ss in UTC or use instrument time zone, like US/Eastern. Implied "
     "time zone functionality will be removed in the next API release",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from ...protocol import errors
+from ...protocol import errors, times
 from ...protocol.framing import API_PREFIX, Framer, ProtocolError, parse_version_range
 from ...protocol.messages import OUT
 from ...protocol.ticks import LIVE
@@ -128,7 +128,7 @@ class ClientConnection(asyncio.Protocol):
                      self.peer, high, wire.MIN_CLIENT_VERSION, wire.SERVER_VERSION)
             self.close()
             return
-        now = datetime.now(timezone.utc).strftime("%Y%m%d %H:%M:%S UTC")
+        now = times.format_zoned(datetime.now(timezone.utc), "UTC")
         self.transport.write(wire.frame(self.client_version, now))
         # Nothing else may go out before START_API: ibapi drops bytes that arrive with the version reply.
         self.state = "awaiting_start"

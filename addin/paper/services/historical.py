@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from ...protocol.errors import HISTORICAL_DATA_ERROR
 from ..codec import messages, requests
 from ..market import history_rules
 from ..market.history_rules import HistoryError
@@ -90,7 +91,7 @@ class HistoryService:
             bars = market.bars(inst, checked.start, end, spec, what, bool(req.use_rth))
         except ValueError as exc:
             self._pacer(conn).done(req.req_id)
-            conn.send_error(req.req_id, 162, f"Historical Market Data Service error message:{exc}")
+            conn.send_error(req.req_id, HISTORICAL_DATA_ERROR, f"Historical Market Data Service error message:{exc}")
             return
         conn.send(messages.historical_data(req.req_id, checked.start, end, bars, req.format_date,
                                            daily=spec.months > 0 or spec.seconds >= 86400))
@@ -112,7 +113,7 @@ class HistoryService:
 
     def req_head_timestamp(self, conn, fields) -> None:
         req_id = fields.next_int("reqId")
-        conn.send_error(req_id, 162, "Historical Market Data Service error message:"
+        conn.send_error(req_id, HISTORICAL_DATA_ERROR, "Historical Market Data Service error message:"
                                      "head timestamp is not offered by the paper gateway")
 
     def pump(self, now) -> None:
