@@ -9,8 +9,8 @@ for ever (the caller decides when to stop). With ``jitter`` j each delay is spre
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 __all__ = ["Backoff"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .gateway import GatewayProcess
 from .report import Row, judged
@@ -33,7 +33,7 @@ def run(quick: bool = False) -> list[Row]:
         try:
             history = History(session, pacing_clock_rate=RATE)
             # The gateway's clock is the wall clock (speed 1); 200 minutes back every bar is complete.
-            base = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=200)
+            base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=200)
             asks = [(SYMBOLS[k % 4], base - timedelta(minutes=k // 4)) for k in range(n)]
             for sym in SYMBOLS:        # qualify outside the small-bar rules, so the burst is only the n
                 history.bars(sym, "1800 S", "1 min", "TRADES", use_rth=False, end=base)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from .gateway import GatewayProcess
 from .report import Row, judged
@@ -45,8 +45,8 @@ def _write(values) -> float:
 
 def run_ibxl(port: int, minutes: int) -> tuple[float, int, int]:
     from addin.ib.contracts import ContractBook
-    from addin.market.history import History
     from addin.ib.session import Session
+    from addin.market.history import History
 
     session = Session("127.0.0.1", port, next(_ids), rate=RATE)
     session.connect()
@@ -99,8 +99,8 @@ def run(quick: bool = False) -> list[Row]:
         for bars in sizes:
             minutes = -(-bars // 1440) * 1440 if bars >= 1440 else bars
             ours, n_ours, requests = run_ibxl(gw.port, minutes)
-            from datetime import datetime, timezone
-            theirs, n_theirs, _ = run_ib_async(gw.port, minutes, datetime.now(timezone.utc))
+            from datetime import datetime
+            theirs, n_theirs, _ = run_ib_async(gw.port, minutes, datetime.now(UTC))
             floor = (requests - 1) / RATE
             extra = {"bars_ibxl": n_ours, "bars_ib_async": n_theirs, "requests": requests, "pacing_floor_s": floor}
             rows.append(Row("history_to_sheet", f"{bars:,} bars to a sheet, total", "s", ours, "ib_async util.df",

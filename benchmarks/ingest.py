@@ -100,8 +100,8 @@ def run_bare(gw: GatewayProcess, contracts, count: int) -> tuple[float, float]:
 
 
 def run_ibxl(gw: GatewayProcess, contracts, count: int) -> tuple[float, float]:
-    from addin.market.quotes import MarketData
     from addin.ib.session import Session
+    from addin.market.quotes import MarketData
 
     session = Session("127.0.0.1", gw.port, next(_ids), rate=45)
     session.connect()

@@ -22,9 +22,9 @@ _ids = itertools.count(81)
 
 def run(quick: bool = False, seconds: float | None = None) -> list[Row]:
     from addin.excel.pump import Pump
-    from benchmarks.sinks import CountingBook
-    from addin.market.quotes import MarketData
     from addin.ib.session import Session
+    from addin.market.quotes import MarketData
+    from benchmarks.sinks import CountingBook
 
     lines = 50 if quick else 1000
     duration = seconds if seconds is not None else (6.0 if quick else 600.0)

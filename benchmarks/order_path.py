@@ -73,10 +73,10 @@ def run(quick: bool = False) -> list[Row]:
         return [not_measured("order_path", "row to wire p99", "ms", "bare ibapi placeOrder", f"module missing: {exc}")]
     from ibapi.order import Order
 
-    from addin.ib.contracts import ContractBook
     from addin.account.portfolio import Portfolio
-    from addin.market.quotes import MarketData
+    from addin.ib.contracts import ContractBook
     from addin.ib.session import Session
+    from addin.market.quotes import MarketData
 
     singles = 10 if quick else 40
     basket = 20 if quick else 100

@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass
@@ -109,7 +109,7 @@ def machine() -> dict:
 
 
 def write_json(path: str, rows: list[Row], seconds: float, config: dict) -> None:
-    doc = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    doc = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
            "seconds": seconds, "config": config, "rows": [r.to_json() for r in rows]}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:

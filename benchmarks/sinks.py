@@ -18,8 +18,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from addin.excel.book import Book, SheetNotFound, TableInfo, TableNotFound, parse_range
 

@@ -188,8 +188,8 @@ def run(quick: bool = False) -> list[Row]:
         from benchmarks.sinks import COM_CALL_COST, CountingBook
     except ImportError as exc:
         return [not_measured("tick_to_cell", "tick-to-cell p99", "ms", "naive writer", f"module missing: {exc}")]
-    from addin.market.quotes import MarketData
     from addin.ib.session import Session
+    from addin.market.quotes import MarketData
 
     sizes = (20,) if quick else (100, 500, 1000)
     window = 1.5 if quick else 3.0

@@ -3,8 +3,17 @@
 See :mod:`udfs.functions`. No function here can place, modify or cancel an order.
 """
 
-from .functions import (IB_ACCOUNT, IB_CONTRACT, IB_HISTORY, IB_ORDER, IB_PNL, IB_POSITIONS, IB_QUOTE,
-                        IB_QUOTES, IB_STATUS)
+from .functions import (
+                        IB_ACCOUNT,
+                        IB_CONTRACT,
+                        IB_HISTORY,
+                        IB_ORDER,
+                        IB_PNL,
+                        IB_POSITIONS,
+                        IB_QUOTE,
+                        IB_QUOTES,
+                        IB_STATUS,
+)
 
 __all__ = ["IB_QUOTE", "IB_QUOTES", "IB_HISTORY", "IB_CONTRACT", "IB_POSITIONS", "IB_ACCOUNT", "IB_PNL",
            "IB_ORDER", "IB_STATUS"]

@@ -19,7 +19,7 @@ The Python functions take no type hints on purpose: xlwings would turn a hint in
 
 import logging
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import xlwings as xw
 
@@ -130,7 +130,7 @@ def _cellify(v):
     if hasattr(v, "to_pydatetime"):
         v = v.to_pydatetime()
     if isinstance(v, datetime):
-        return v.astimezone(timezone.utc).replace(tzinfo=None) if v.tzinfo else v
+        return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
     if isinstance(v, float) and math.isnan(v):
         return None
     return v

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from ..paper.cli import paper       # click only: the gateway loads when the command runs
+from ..paper.cli import paper  # click only: the gateway loads when the command runs
 
 
 @click.group()
@@ -109,8 +109,8 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
     """
     from ..config import ConfigError, load_settings
     from ..excel.book import BookError
-    from .jobs import run_workbook
     from ..ib.session import IBError
+    from .jobs import run_workbook
     if not any((stream_seconds, history, orders, cancel, portfolio)):
         raise click.UsageError("nothing to do: pass at least one of --stream, --history, --orders, --cancel, "
                                "--portfolio")

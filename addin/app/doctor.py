@@ -23,8 +23,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ibapi.server_versions import MAX_CLIENT_VER, MIN_CLIENT_VER
 
@@ -174,7 +174,7 @@ def _check_listening(dx: Diagnosis, timeout: float) -> bool:
                f"start TWS or IB Gateway and log in, then check {TWS_API_SETTINGS}. The socket port "
                f"there must be {dx.port}, or pass --port with the one it shows (IB's defaults: {others}).")
         return False
-    except socket.timeout:
+    except TimeoutError:
         dx.add("listening", FAILED,
                f"no answer from {where} within {timeout:g} s (the connection attempt was neither "
                f"accepted nor refused)",
@@ -209,7 +209,7 @@ def _read_handshake(sock: socket.socket, deadline: float) -> tuple[bytes, str]:
         sock.settimeout(left)
         try:
             chunk = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             return data, "timeout"
         except OSError:
             return data, "closed"

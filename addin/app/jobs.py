@@ -21,15 +21,15 @@ import math
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from ..config import Settings, load_settings
-from . import macros
 from ..excel.openpyxl_book import OpenpyxlBook
+from . import macros
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -261,8 +261,8 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
     "samples", checks every sample row ended as intended (``addin.app.demo.verdicts``): a good row refused
     or in error, or a BAD-* row refused for another reason, fails it. ``gateway``: a running
     PaperGateway to use instead of a new one (tests). Returns the RunSummary."""
-    from .demo import price_samples, verdicts
     from ..paper import PaperGateway
+    from .demo import price_samples, verdicts
 
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

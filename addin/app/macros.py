@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
-from typing import Any, Hashable, Iterable
+from collections.abc import Hashable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import xlwings as xw
@@ -76,7 +77,7 @@ def _log(book, level: str, message: str) -> None:
         df = book.read_table("LogEntries", drop_empty=True)
         row = info.first_row + 1 + len(df)
         book.write(info.sheet, row, info.first_col,
-                   [[datetime.now(timezone.utc), level, "ibxl", message][: info.last_col - info.first_col + 1]])
+                   [[datetime.now(UTC), level, "ibxl", message][: info.last_col - info.first_col + 1]])
         if row > info.last_row:
             book.resize_table("LogEntries", row)
     except Exception as exc:       # the log must never hide the macro's own result or error
@@ -300,7 +301,7 @@ def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
     if end not in (None, ""):
         if not isinstance(end, datetime):
             raise ExcelInputError(f"History!HistoryEnd: expected a date and time (UTC) or empty, got {end!r}")
-        end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
     else:
         end = None
     try:

@@ -19,14 +19,15 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from ..ib.contracts import ContractBook
-from ..excel.recalc import RecalcRegistry
-from ..market.history import History
 from ..account.portfolio import Portfolio
-from ..market.quotes import MarketData, Quote
+from ..excel.recalc import RecalcRegistry
+from ..ib.contracts import ContractBook
 from ..ib.session import IBError, Session
+from ..market.history import History
+from ..market.quotes import MarketData, Quote
 from ..protocol.errors import NOT_CONNECTED
 
 log = logging.getLogger(__name__)

@@ -45,9 +45,10 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from ..backoff import Backoff
 from .errors import error_text
@@ -92,7 +93,7 @@ def _norm(header: Any) -> str:
 def excel_value(v: Any) -> Any:
     """A Python value as a cell takes it: aware datetimes -> naive UTC, Decimals -> float."""
     if isinstance(v, datetime):
-        return v.astimezone(timezone.utc).replace(tzinfo=None) if v.tzinfo else v
+        return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
     if v is not None and type(v).__name__ == "Decimal":
         return float(v)
     return v
@@ -304,6 +305,7 @@ def com_book_factory(fullname: str) -> Callable[[], Any]:
     own COM objects for this thread) and wraps it in the xlwings Book adapter and ComRetry."""
     def open_book():
         import xlwings as xw
+
         from .xlwings_book import XlwingsBook  # the Book adapter (addin/excel/xlwings_book.py)
         return ComRetry(XlwingsBook(xw.Book(fullname)))
     return open_book

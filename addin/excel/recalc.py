@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .book import cell_address, parse_range
 

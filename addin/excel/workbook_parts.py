@@ -13,8 +13,8 @@ from __future__ import annotations
 import collections
 import io
 import re
-import zipfile
 import xml.etree.ElementTree as ET
+import zipfile
 
 __all__ = ["inventory", "lost_parts", "diff_parts", "HARMLESS_CHART_ELEMENTS", "HARMLESS_KINDS"]
 

@@ -62,16 +62,16 @@ import math
 import numbers
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Sequence
 
 from ibapi.contract import Contract, ContractDetails
 
 from ..cells import error_value
-from ..protocol.futures import MONTH_CODES
 from ..protocol.errors import NO_SECURITY_DEFINITION
+from ..protocol.futures import MONTH_CODES
 from ..protocol.times import format_date
 from ..protocol.unset import UNSET_DOUBLE
 from .session import IBError, Request
@@ -113,7 +113,7 @@ FUTURE_YEARS = (-1, 8)
 
 
 def _this_year() -> int:
-    return datetime.now(timezone.utc).year
+    return datetime.now(UTC).year
 
 
 def future_year(digit: int, this_year: int | None = None) -> int:
@@ -904,7 +904,7 @@ def _front_month(spec: Spec | None, found: Sequence[ContractDetails]) -> Contrac
 def _expired(details: ContractDetails) -> bool:
     """A future whose last trade date (YYYYMMDD) is before today (UTC)."""
     ltd = (details.contract.lastTradeDateOrContractMonth or "")[:8]
-    return len(ltd) == 8 and ltd < format_date(datetime.now(timezone.utc))
+    return len(ltd) == 8 and ltd < format_date(datetime.now(UTC))
 
 
 def _unknown_hint(spec: Spec | None, ib_text: str) -> str:

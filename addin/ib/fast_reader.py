@@ -29,7 +29,6 @@ partial frame left at the close is dropped (it can never complete).
 from __future__ import annotations
 
 import logging
-import socket
 from decimal import Decimal
 
 from ibapi import decoder
@@ -38,12 +37,17 @@ from ibapi.common import PROTOBUF_MSG_ID, BarData, TickAttrib
 from ibapi.connection import Connection
 from ibapi.const import NO_VALID_ID
 from ibapi.errors import BAD_LENGTH, CONNECT_FAIL
+from ibapi.server_versions import (
+    MAX_CLIENT_VER,
+    MIN_CLIENT_VER,
+    MIN_SERVER_VER_ENCODE_MSG_ASCII7,
+    MIN_SERVER_VER_HISTORICAL_DATA_END,
+    MIN_SERVER_VER_PAST_LIMIT,
+    MIN_SERVER_VER_PRE_OPEN_BID_ASK,
+    MIN_SERVER_VER_PROTOBUF,
+    MIN_SERVER_VER_SYNT_REALTIME_BARS,
+)
 from ibapi.ticktype import TickTypeEnum
-from ibapi.server_versions import (MIN_CLIENT_VER, MAX_CLIENT_VER, MIN_SERVER_VER_ENCODE_MSG_ASCII7,
-                                   MIN_SERVER_VER_HISTORICAL_DATA_END, MIN_SERVER_VER_PAST_LIMIT,
-                                   MIN_SERVER_VER_PRE_OPEN_BID_ASK, MIN_SERVER_VER_PROTOBUF,
-                                   MIN_SERVER_VER_SYNT_REALTIME_BARS)
-
 from ibapi.utils import BadMessage, ClientException, currentTimeMillis
 
 from ..protocol.framing import Framer, FrameTooLong, handshake, split_fields, split_message_id
@@ -313,7 +317,7 @@ class FastClient(EClient):
             self.setConnState(EClient.CONNECTED)
             self.startApi()
             self.wrapper.connectAck()
-        except socket.error:
+        except OSError:
             if self.wrapper:
                 self.wrapper.error(NO_VALID_ID, currentTimeMillis(), CONNECT_FAIL.code(), CONNECT_FAIL.msg())
             self.disconnect()
@@ -324,7 +328,7 @@ class FastClient(EClient):
         while sock is not None:
             try:
                 data = sock.recv(RECV_SIZE)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 data = b""
@@ -353,7 +357,7 @@ class FastClient(EClient):
                     break
                 try:
                     data = sock.recv(RECV_SIZE)
-                except socket.timeout:
+                except TimeoutError:
                     self.msgLoopTmo()
                     continue
                 except OSError:

@@ -53,15 +53,17 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from ibapi.contract import Contract
 
 from ..ib.session import IBError, Request, Session
+from ..protocol.errors import CONNECTIVITY_LOST, NO_SECURITY_DEFINITION, NOT_CONNECTED, RESTORED_DATA_LOST
 from ..protocol.historical import (
     BAR_SIZES,
     BURST_LIMIT,
@@ -87,7 +89,6 @@ from ..protocol.historical import (
     step_row,
 )
 from ..protocol.times import format_utc, parse_time
-from ..protocol.errors import CONNECTIVITY_LOST, NO_SECURITY_DEFINITION, NOT_CONNECTED, RESTORED_DATA_LOST
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ __all__ = [
     "empty_frame", "plan_chunks", "pacing_lower_bound",
 ]
 
-UTC = timezone.utc
+UTC = UTC
 COLUMNS = ("open", "high", "low", "close", "volume", "wap", "bar_count")
 DEFAULT_TIMEOUT = 60.0          # seconds an IB answer may take once the request is sent
 #: Zone of "yyyymmdd hh:mm:ss" bar times without a zone (only from servers that ignore formatDate 2).

@@ -17,8 +17,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import fields as dc_fields
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from .server import CONNECTIVITY_TEXT, GatewayConfig, PaperServer
 

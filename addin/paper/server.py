@@ -17,12 +17,12 @@ from ibapi.contract import Contract
 from ..protocol import errors
 from ..protocol.messages import OUT
 from .codec import messages, requests, wire
-from .services.account_desk import PaperAccountService
 from .market.broker import Broker
+from .market.market import Instrument, Market
+from .services.account_desk import PaperAccountService
 from .services.connection import ClientConnection, ConnectionEvents
 from .services.firehose import Firehose
 from .services.historical import HistoryService
-from .market.market import Instrument, Market
 from .services.marketdata import MarketDataService
 from .services.order_desk import PaperOrderService
 

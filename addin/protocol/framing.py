@@ -10,7 +10,7 @@ field is the message id. Fields are NUL-terminated text. From server version 201
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 from ibapi import comm
 from ibapi.const import MAX_MSG_LEN

@@ -23,7 +23,7 @@ Only three encoders change layout between server versions 157 (the oldest ib_asy
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from ibapi.server_versions import (
@@ -115,7 +115,7 @@ def _epoch(value) -> int:
     """Epoch seconds from an int or a datetime (naive = UTC)."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(value.timestamp())
     return int(value)
 

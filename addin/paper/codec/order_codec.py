@@ -60,9 +60,9 @@ from ibapi.softdollartier import SoftDollarTier
 from ibapi.tag_value import TagValue
 from ibapi.utils import isPegBenchOrder, isPegBestOrder, isPegMidOrder
 
-from . import wire
 from ...protocol.messages import IN
 from ...protocol.unset import UNSET_DECIMAL, UNSET_DECIMAL_TEXTS, UNSET_DOUBLE, UNSET_INTEGER, is_unset
+from . import wire
 from .wire import ProtocolError
 
 __all__ = [

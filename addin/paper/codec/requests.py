@@ -23,7 +23,6 @@ from ibapi.execution import ExecutionFilter
 from ...protocol.unset import UNSET_DOUBLE
 from .wire import Fields
 
-
 # --- request records -----------------------------------------------------------------------------
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 
-from ...protocol.framing import ProtocolError, frame as length_prefixed, split_fields
+from ...protocol.framing import ProtocolError, split_fields
+from ...protocol.framing import frame as length_prefixed
 from ...protocol.unset import UNSET_DOUBLE, UNSET_DOUBLE_TEXT, UNSET_INTEGER
 
 SERVER_VERSION = 178

@@ -53,10 +53,11 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Callable, Iterable, Union
+from typing import TYPE_CHECKING, Union
 
 from ibapi.commission_and_fees_report import CommissionAndFeesReport
 from ibapi.contract import Contract

@@ -98,10 +98,11 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
-from typing import Callable, Hashable
+from datetime import UTC, datetime, tzinfo
 
+from ...protocol.errors import IMPLIED_TIME_ZONE
 from ...protocol.historical import (
     BAR_SIZES,
     BURST_LIMIT,
@@ -122,7 +123,6 @@ from ...protocol.historical import (
     step_row,
 )
 from ...protocol.times import IBTime, IBTimeError, ib_zone, read_time
-from ...protocol.errors import IMPLIED_TIME_ZONE
 
 __all__ = [
     "HistoryError",
@@ -142,7 +142,7 @@ __all__ = [
     "no_query_error",
 ]
 
-UTC = timezone.utc
+UTC = UTC
 
 # --------------------------------------------------------------------------------------------------
 # Error texts

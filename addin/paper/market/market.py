@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from .universe import MAX_SYNTHETIC, Instrument, build_universe, matches
 
 __all__ = ["Bar", "BarSpec", "Instrument", "Market", "Quote", "WHAT_TO_SHOW", "on_tick_grid", "round_to_tick"]
 
-UTC = timezone.utc
+UTC = UTC
 WHAT_TO_SHOW = ("TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK")
 
 

@@ -22,9 +22,10 @@ second has a trade). All prices are handled in integer ticks (see :class:`TickGr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime
+from datetime import date, datetime
+from datetime import time as dtime
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from zoneinfo import ZoneInfo
 
@@ -108,7 +109,7 @@ class RealSeries:
         return float(self.c[-1] / self.o[0])
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_series(name: str) -> RealSeries:
     """Read ``data/<file>`` (first column timestamps, then Open, High, Low, Close, Volume)."""
     filename, kind = SERIES_FILES[name]

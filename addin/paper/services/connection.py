@@ -11,9 +11,9 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from ...protocol import errors, times
 from ...protocol.framing import API_PREFIX, Framer, ProtocolError, parse_version_range
@@ -128,7 +128,7 @@ class ClientConnection(asyncio.Protocol):
                      self.peer, high, wire.MIN_CLIENT_VERSION, wire.SERVER_VERSION)
             self.close()
             return
-        now = times.format_zoned(datetime.now(timezone.utc), "UTC")
+        now = times.format_zoned(datetime.now(UTC), "UTC")
         self.transport.write(wire.frame(self.client_version, now))
         # Nothing else may go out before START_API: ibapi drops bytes that arrive with the version reply.
         self.state = "awaiting_start"

@@ -33,8 +33,9 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ibapi.ticktype import TickTypeEnum
 
@@ -43,8 +44,8 @@ from ..codec import messages
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .marketdata import MarketDataService, Subscription
     from ..market.market import Instrument, Quote
+    from .marketdata import MarketDataService, Subscription
 
 CYCLE = 64                    # ticks per saw-tooth period of one field of one line
 END_PRICE = 0.0001            # the end marker's default bid (no instrument of the paper market trades there)

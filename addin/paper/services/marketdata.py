@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ...protocol import errors
-from ...protocol.ticks import DELAYED_TICKS, DELAYED_TYPES, LIVE, MARKET_DATA_TYPES, LIVE_TICKS, TICK_BY_TICK_TYPES
+from ...protocol.ticks import DELAYED_TICKS, DELAYED_TYPES, LIVE, LIVE_TICKS, MARKET_DATA_TYPES, TICK_BY_TICK_TYPES
 from ..codec import messages, requests
 
 if TYPE_CHECKING:  # pragma: no cover
     from ibapi.contract import Contract
 
-    from .connection import ClientConnection
     from ..market.market import Instrument, Market, Quote
+    from .connection import ClientConnection
 
     Resolve = Callable[[ClientConnection, int, Contract], "Instrument | None"]
 

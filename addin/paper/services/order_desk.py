@@ -10,22 +10,28 @@ reqCompletedOrders and reqExecutions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-from typing import TYPE_CHECKING, Callable
 
 from ibapi.contract import Contract
 from ibapi.order import Order
 
 from ...protocol import errors
-from ..market import broker as brk
 from ..codec import messages, requests
-from ..codec.order_codec import decode_place_order, encode_completed_order, encode_completed_orders_end, encode_open_order
+from ..codec.order_codec import (
+    decode_place_order,
+    encode_completed_order,
+    encode_completed_orders_end,
+    encode_open_order,
+)
+from ..market import broker as brk
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .connection import ClientConnection
     from ..market.market import Instrument, Market
+    from .connection import ClientConnection
 
     Resolve = Callable[[ClientConnection, int, Contract], "Instrument | None"]
 
