@@ -32,8 +32,8 @@ class Trader:
         self.status: dict[int, str] = {}
         self.cond = threading.Condition()
         self.times = 0
-        session.add_listener("orderStatus", self._on_status)
-        session.add_listener("currentTime", self._on_time)
+        session.events.orderStatus.subscribe(self._on_status)
+        session.events.currentTime.subscribe(self._on_time)
 
     def _on_status(self, order_id, status, *rest):
         with self.cond:

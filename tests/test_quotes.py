@@ -106,7 +106,7 @@ def gateway_lines(gw, client_id: int) -> int:
 
 def gateway_errors(session: Session) -> list:
     errors: list = []
-    session.add_listener("error", lambda *args: errors.append(args))
+    session.events.error.subscribe(lambda *args: errors.append(args))
     return errors
 
 
@@ -412,7 +412,7 @@ def test_1101_restores_the_lines_and_1102_keeps_them(gw, session, md):
     assert gw.reqmktdata[cid] == 5
 
     seen = threading.Event()
-    session.add_listener("connectivity", lambda code, text: code == 1102 and seen.set())
+    session.events.connectivity.subscribe(lambda code, text: code == 1102 and seen.set())
     gw.connectivity(1102)                                         # data kept: nothing re-sent
     assert seen.wait(10)
     mark = md.board.version

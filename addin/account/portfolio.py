@@ -70,6 +70,7 @@ from ibapi.contract import Contract
 from ibapi.execution import ExecutionFilter
 
 from ..ib.contracts import InstrumentError, format_contract
+from ..ib.events import Event
 from ..ib.session import NO_TIMEOUT, IBError, Request, RequestTimeout, Session
 
 log = logging.getLogger(__name__)
@@ -678,16 +679,17 @@ class Portfolio:
         self._commissions: dict[str, tuple[float, str, float]] = {}   # execId -> (amount, ccy, realized)
         self._change_listeners: list[Callable[[str], None]] = []
         self._closed = False
-        self._listeners = {
-            "position": self._on_position, "positionEnd": self._on_position_end,
-            "updateAccountValue": self._on_account_value, "updatePortfolio": self._on_portfolio,
-            "updateAccountTime": self._on_account_time, "accountDownloadEnd": self._on_download_end,
-            "execDetails": self._on_exec_details, "commissionAndFeesReport": self._on_commission,
-            "openOrder": self._on_open_order, "orderStatus": self._on_order_status,
-            "openOrderEnd": self._on_open_order_end, "error": self._on_error,
-        }
-        for name, fn in self._listeners.items():
-            session.add_listener(name, fn)
+        events = session.events
+        self._subscriptions: list[tuple[Event, Callable[..., None]]] = [
+            (events.position, self._on_position), (events.positionEnd, self._on_position_end),
+            (events.updateAccountValue, self._on_account_value), (events.updatePortfolio, self._on_portfolio),
+            (events.updateAccountTime, self._on_account_time), (events.accountDownloadEnd, self._on_download_end),
+            (events.execDetails, self._on_exec_details), (events.commissionAndFeesReport, self._on_commission),
+            (events.openOrder, self._on_open_order), (events.orderStatus, self._on_order_status),
+            (events.openOrderEnd, self._on_open_order_end), (events.error, self._on_error),
+        ]
+        for event, fn in self._subscriptions:
+            event.subscribe(fn)
         session.add_restore_hook(self._restore)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -706,8 +708,8 @@ class Portfolio:
             self._feeds.clear()
         for feed in feeds:
             self._close_feed(feed)
-        for name, fn in self._listeners.items():
-            self.session.remove_listener(name, fn)
+        for event, fn in self._subscriptions:
+            event.unsubscribe(fn)
         self.session.remove_restore_hook(self._restore)
 
     def __enter__(self) -> "Portfolio":

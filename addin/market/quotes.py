@@ -482,8 +482,8 @@ class MarketData:
         self.requests_sent = 0                # reqMktData handed to the session (streaming and snapshot)
         self.cancels_sent = 0
         self.retries = 0                      # lines re-requested after IB's error 100
-        session.add_listener("connectionClosed", self._on_connection_closed)
-        session.add_listener("connectivity", self._on_connectivity)
+        session.events.connectionClosed.subscribe(self._on_connection_closed)
+        session.events.connectivity.subscribe(self._on_connectivity)
         session.add_restore_hook(self._on_restored)
 
     # --- public API -----------------------------------------------------------------------------------
@@ -650,8 +650,8 @@ class MarketData:
         if timeout is None:
             timeout = self._feeder.pending() * self._feeder.interval + 5.0
         self._feeder.stop(timeout)
-        self.session.remove_listener("connectionClosed", self._on_connection_closed)
-        self.session.remove_listener("connectivity", self._on_connectivity)
+        self.session.events.connectionClosed.unsubscribe(self._on_connection_closed)
+        self.session.events.connectivity.unsubscribe(self._on_connectivity)
         self.session.remove_restore_hook(self._on_restored)
 
     # --- lines (the caller holds the lock) ------------------------------------------------------------
