@@ -231,6 +231,13 @@ class Watch:
     def closed(self) -> bool:
         return self._closed
 
+    def current(self, since: datetime | None = None) -> bool:
+        """True when every table behind this watch has its first complete answer and is not collecting
+        a re-sent snapshot (after a reconnect), and, given ``since`` (UTC), was heard from at or after
+        it. A table IB refused counts as current (its cached read raises IB's error), and so does one
+        nothing watches any more (its cached read returns None). For waiting: Portfolio.wait_until."""
+        return self._portfolio._current([feed.key for feed in self._feeds], since)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -1166,6 +1173,52 @@ class Portfolio:
 
     def unwatch_open_orders(self) -> None:
         self._unwatch("open_orders")
+
+    # --- cached reads (the order path) -----------------------------------------------------------
+    # The watched tables' rows as they are now: no waiting, no DataFrame (a DataFrame read costs ~5 ms
+    # in pandas, the order path's whole budget). Each returns None when nothing watches the table and
+    # raises the IBError IB answered its subscription with; Watch.current tells whether it is settled.
+    def cached_position(self, account: str, con_id: int) -> float | None:
+        """The account's position in the contract from the watched reqPositions feed (shares, contracts
+        or units; negative when short; 0.0 when IB lists none; NaN when IB sent none)."""
+        return self._cached(("positions",), lambda f: (f.live[(account, con_id)][3]
+                                                      if (account, con_id) in f.live else 0.0))
+
+    def cached_open_orders(self) -> list[dict] | None:
+        """The watched open orders (reqAllOpenOrders, then this client's order events): the rows
+        open_orders() is built from, dicts keyed by its column names (order_id, perm_id, client_id,
+        account, con_id, action, status, remaining, ...). Shared with the feed: read, do not change."""
+        return self._cached(("open_orders",), lambda f: list(f.live.values()))
+
+    def cached_daily_pnl(self, account: str) -> float | None:
+        """The watched reqPnL's daily P&L of the account (base currency; NaN when IB sent 'unset')."""
+        return self._cached(("pnl", account), lambda f: f.row[0])
+
+    def cached_account_values(self, account: str) -> dict[tuple[str, str], Any] | None:
+        """The watched reqAccountUpdatesMulti values of the account: {(key, currency): value}."""
+        return self._cached(("values", account), lambda f: {(k, ccy): v for (_, k, v, ccy) in f.live.values()})
+
+    def _cached(self, key: tuple, read: Callable[[Any], Any]) -> Any:
+        with self._lock:
+            feed = self._feeds.get(key)
+            if feed is None:
+                return None
+            if feed.error is not None:
+                raise feed.error
+            return read(feed)
+
+    def _current(self, keys: list[tuple], since: datetime | None) -> bool:
+        """See Watch.current."""
+        with self._lock:
+            for key in keys:
+                feed = self._feeds.get(key)
+                if feed is None or feed.error is not None:
+                    continue
+                if not feed.ready or getattr(feed, "staging", None) is not None:
+                    return False
+                if since is not None and (feed.as_of is None or feed.as_of < since):
+                    return False
+        return True
 
     # --- listeners (ibapi's message thread) -------------------------------------------------------
     def _feed(self, key: tuple) -> _Feed | None:
