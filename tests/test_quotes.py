@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from ibapi.contract import Contract
 
 from addin.paper import PaperGateway
-from addin.market.quotes import (DATA_TYPES, MarketData, MarketDataError, Quote, QuoteBoard, decode_tick)
+from addin.market.quotes import (DATA_TYPES, MarketData, MarketDataError, BoardQuote, QuoteBoard, decode_tick)
 from addin.ib.session import IBError, Session
 
 from .contracts import stock
@@ -61,7 +61,7 @@ def wait_board(board: QuoteBoard, predicate, timeout: float, what: str):
         board.wait(version, left)
 
 
-def streaming(q: Quote | None) -> bool:
+def streaming(q: BoardQuote | None) -> bool:
     return q is not None and not q.stale and q.error is None and q.bid is not None and q.ask is not None
 
 

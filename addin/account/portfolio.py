@@ -498,7 +498,7 @@ class _PnLSingleFeed(_RequestFeed):
 
 
 @dataclass(frozen=True)
-class _Fill:
+class _ExecutionRow:
     exec_id: str
     time: datetime | None
     account: str
@@ -527,9 +527,9 @@ def _instrument(contract: Contract) -> Contract:
     return contract
 
 
-def _fill_of(contract: Contract, execution) -> _Fill:
+def _fill_of(contract: Contract, execution) -> _ExecutionRow:
     instrument = _instrument(contract)
-    return _Fill(execution.execId, parse_ib_time(execution.time), execution.acctNumber, instrument,
+    return _ExecutionRow(execution.execId, parse_ib_time(execution.time), execution.acctNumber, instrument,
                  format_symbol(instrument),
                  execution.side, _qty(execution.shares), _num(execution.price), int(execution.orderId or 0),
                  int(execution.permId or 0), int(execution.clientId or 0), execution.orderRef or "",
@@ -550,10 +550,10 @@ class _ExecutionsFeed(_Feed):
 
     def __init__(self, pf, key):
         super().__init__(pf, key, "executions")
-        self.fills: dict[str, tuple[str, _Fill]] = {}     # correction base -> (suffix, fill)
+        self.fills: dict[str, tuple[str, _ExecutionRow]] = {}     # correction base -> (suffix, fill)
         self.request: Request | None = None
 
-    def add(self, fill: _Fill) -> None:
+    def add(self, fill: _ExecutionRow) -> None:
         base, suffix = _correction_key(fill.exec_id)
         old = self.fills.get(base)
         if old is None or suffix >= old[0]:
@@ -1110,7 +1110,7 @@ class Portfolio:
         flt.acctCode, flt.symbol, flt.secType = account or "", symbol or "", sec_type or ""
         flt.side = {"BOT": "BUY", "SLD": "SELL"}.get((side or "").upper(), (side or "").upper())
         flt.time, flt.clientId, flt.exchange = _ib_filter_time(since), int(client_id or 0), exchange or ""
-        fills: dict[str, tuple[str, _Fill]] = {}
+        fills: dict[str, tuple[str, _ExecutionRow]] = {}
 
         def on_event(request, name, args):
             if name == "execDetails":
@@ -1132,7 +1132,7 @@ class Portfolio:
         df.attrs["live"] = False
         return df
 
-    def _executions_rows(self, fills: list[_Fill]) -> Callable[[], pd.DataFrame]:
+    def _executions_rows(self, fills: list[_ExecutionRow]) -> Callable[[], pd.DataFrame]:
         rows = []
         for f in fills:
             commission, ccy, realized = self._commissions.get(f.exec_id, (NAN, "", NAN))
@@ -1323,7 +1323,7 @@ class Portfolio:
                     log.exception("restoring %s failed", f.description)
 
 
-def _execution_matcher(account, symbol, sec_type, side, since, client_id, exchange) -> Callable[[_Fill], bool]:
+def _execution_matcher(account, symbol, sec_type, side, since, client_id, exchange) -> Callable[[_ExecutionRow], bool]:
     """ExecutionFilter's semantics, applied to cached fills (and, defensively, to IB's answer)."""
     side_code = {"BUY": "BOT", "SELL": "SLD"}.get((side or "").upper(), (side or "").upper())
     if side_code not in ("", "BOT", "SLD"):
@@ -1339,7 +1339,7 @@ def _execution_matcher(account, symbol, sec_type, side, since, client_id, exchan
     else:
         raise ValueError(f"since: expected a datetime or IB's 'yyyymmdd-hh:mm:ss' (UTC), got {since!r}")
 
-    def match(f: _Fill) -> bool:
+    def match(f: _ExecutionRow) -> bool:
         c = f.contract
         if account and f.account != account:
             return False

@@ -25,7 +25,7 @@ from ..ib.contracts import ContractBook
 from ..excel.recalc import RecalcRegistry
 from ..market.history import History
 from ..account.portfolio import Portfolio
-from ..market.quotes import MarketData, Quote
+from ..market.quotes import BoardQuote, MarketData
 from ..ib.session import IBError, Session
 
 log = logging.getLogger(__name__)
@@ -146,9 +146,9 @@ class Runtime:
         except KeyError:
             pass
 
-    def wait_quote(self, key: str, timeout: float | None = None) -> Quote | None:
-        """The board's Quote for ``key``, waiting up to ``timeout`` seconds (default
-        ``first_quote_wait``) until it is priced (both sides, or a last: ``Quote.priced``) or failed;
+    def wait_quote(self, key: str, timeout: float | None = None) -> BoardQuote | None:
+        """The BoardQuote for ``key``, waiting up to ``timeout`` seconds (default
+        ``first_quote_wait``) until it is priced (both sides, or a last: ``BoardQuote.priced``) or failed;
         after the timeout, whatever the board holds (None when nothing arrived)."""
         board = self.market.board
         timeout = self.first_quote_wait if timeout is None else timeout
