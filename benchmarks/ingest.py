@@ -111,7 +111,7 @@ def run_ibxl(gw: GatewayProcess, contracts, count: int) -> tuple[float, float]:
         wait_until(lambda: gw.lines() >= len(contracts), 120, "ibxl lines", 0.05)
         board, last = md.board, keys[-1]
 
-        def shows(end):                   # as cheap as the peers' checks: one field, no Quote built
+        def shows(end):                   # as cheap as the peers' checks: one field, no BoardQuote built
             return board.field(last, "bid") == end
 
         return _measure(gw, count, shows)

@@ -9,7 +9,7 @@ of the IB side.
 Every primitive (read, formulas, the block write, the Table resize, calculate, ...) is one
 "underlying call": it spends ``cost`` seconds (the stated price of one COM round trip), counts in
 ``counts[name]`` and is appended to ``log`` as ``(name, args, ended)`` (``ended``: ``clock()`` when
-the call returned, ``time.time()`` by default, comparable with ``Quote.updated``). ``calls`` keeps
+the call returned, ``time.time()`` by default, comparable with ``BoardQuote.updated``). ``calls`` keeps
 the Book meaning: write, resize and recalculation calls.
 """
 

@@ -85,12 +85,12 @@ def barrier(session: Session, timeout: float = 10.0) -> None:
     """A round trip (reqCurrentTime): everything sent before it has been handled by the gateway."""
     got = threading.Event()
     fn = lambda *args: got.set()  # noqa: E731
-    session.add_listener("currentTime", fn)
+    session.events.currentTime.subscribe(fn)
     try:
         session.send(lambda client: client.reqCurrentTime())
         assert got.wait(timeout), "no currentTime answer"
     finally:
-        session.remove_listener("currentTime", fn)
+        session.events.currentTime.unsubscribe(fn)
 
 
 def check_frame_shape(df: pd.DataFrame) -> None:
@@ -184,7 +184,7 @@ def test_a_burst_of_100_small_bar_requests_keeps_every_rule_and_is_close_to_the_
     # 100 distinct requests, 25 per instrument: 60 S of 5 secs bars ending a minute apart.
     asks = [(symbols[k % 4], base - timedelta(minutes=k // 4)) for k in range(100)]
     notices: list[tuple] = []
-    session.add_listener("error", lambda *args: notices.append(args))
+    session.events.error.subscribe(lambda *args: notices.append(args))
     # Qualify first (1 min bars: outside the small-bar rules), so the burst is only the 100.
     for sym in symbols:
         history.bars(sym, "1800 S", "1 min", "TRADES", use_rth=False, end=base)

@@ -5,7 +5,8 @@ gateway exactly once and every row must show its true state.
 The paper gateway runs in this (the parent) process, so its orders survive the child. The child is
 this module run as a script (``python -m tests.test_orders_crash child ...``): it reads the workbook
 with pandas, places its rows through a real OrderDesk over a real socket, writes assigned Refs and the
-outputs back with openpyxl. ``IBXL_CRASH_AT`` makes it ``os._exit`` at the named step (addin.orders.desk).
+outputs back with openpyxl. A step name after its arguments makes it ``os._exit`` when the first order
+reaches that step (a step observer on the desk: ``OrderDesk.add_step_observer``, ``ORDER_STEPS``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 
 from addin.config import Settings
 from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
-from addin.orders.desk import CRASH_STEPS, OUTPUT_FRAME_COLUMNS
+from addin.orders.desk import ORDER_STEPS, OUTPUT_FRAME_COLUMNS
 
 from .test_orders import write_refs
 
@@ -33,7 +34,7 @@ _client_ids = itertools.count(401)
 
 
 # --- the child ---------------------------------------------------------------------------------------------
-def _child(port: int, client_id: int, workbook: str, journal: str) -> int:
+def _child(port: int, client_id: int, workbook: str, journal: str, crash_at: str | None) -> int:
     from addin.ib.contracts import ContractBook
     from addin.orders.desk import OrderDesk
     from addin.account.portfolio import Portfolio
@@ -54,6 +55,8 @@ def _child(port: int, client_id: int, workbook: str, journal: str) -> int:
     contracts = ContractBook(session)
     desk = OrderDesk(session, contracts, MarketData(session, contracts), Portfolio(session), Settings(risk=risk),
                      journal)
+    if crash_at:                         # die there, as a killed process would: no cleanup, no flush
+        desk.add_step_observer(lambda step: step == crash_at and os._exit(CRASH_EXIT))
     path = Path(workbook)
     desk.place(pd.read_excel(path, sheet_name="Orders", engine="openpyxl"), write_refs=write_refs(path))
     desk.reconcile()                     # a round trip: every answer to what was sent is in the journal
@@ -95,12 +98,9 @@ def watcher(gw):
 
 
 def _run_child(gw, client_id: int, workbook: Path, journal: Path, crash_at: str | None) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "IBXL_CRASH_AT"}
-    if crash_at:
-        env["IBXL_CRASH_AT"] = crash_at
     proc = subprocess.run([sys.executable, "-m", "tests.test_orders_crash", "child", str(gw.port), str(client_id),
-                           str(workbook), str(journal)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+                           str(workbook), str(journal), *([crash_at] if crash_at else [])], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, CRASH_EXIT), proc.stderr[-3000:]
     return proc.returncode
 
@@ -124,7 +124,7 @@ def _sheet(tmp_path: Path, step: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("step", CRASH_STEPS)
+@pytest.mark.parametrize("step", ORDER_STEPS)
 def test_killed_at_each_step_then_restarted_every_order_exists_once_and_rows_show_the_truth(gw, watcher, tmp_path,
                                                                                            step):
     session, portfolio = watcher
@@ -165,5 +165,5 @@ def test_killed_at_each_step_then_restarted_every_order_exists_once_and_rows_sho
         assert row.PermId > 0 and row.OrderId > 0
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "child":
-    sys.exit(_child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]))
+if __name__ == "__main__" and len(sys.argv) in (6, 7) and sys.argv[1] == "child":
+    sys.exit(_child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], (sys.argv[6:] or [None])[0]))

@@ -32,8 +32,8 @@ class Trader:
         self.status: dict[int, str] = {}
         self.cond = threading.Condition()
         self.times = 0
-        session.add_listener("orderStatus", self._on_status)
-        session.add_listener("currentTime", self._on_time)
+        session.events.orderStatus.subscribe(self._on_status)
+        session.events.currentTime.subscribe(self._on_time)
 
     def _on_status(self, order_id, status, *rest):
         with self.cond:
@@ -219,6 +219,18 @@ def test_open_orders_show_a_resting_limit_and_drop_it_when_cancelled(gw, pf, tra
         trader.cancel(oid)
         assert pf.wait_until(lambda: pf.open_orders().empty, 10)
     assert pf.open_orders().empty
+
+
+def test_cached_reads_give_the_watched_rows_and_none_unwatched(gw, pf, trader):
+    trader.fill(stock("AAPL"), 10, account="DU1")
+    assert pf.cached_position("DU1", AAPL) is None and pf.cached_open_orders() is None
+    with pf.watch_positions() as positions, pf.watch_open_orders() as orders, pf.watch_pnl("DU1") as pnl:
+        assert pf.wait_until(lambda: positions.current() and orders.current() and pnl.current(), 10)
+        assert pf.cached_position("DU1", AAPL) == 10.0 and pf.cached_position("DU1", MSFT) == 0.0
+        assert pf.cached_open_orders() == []
+        assert isinstance(pf.cached_daily_pnl("DU1"), float)
+        assert not positions.current(since=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert pf.cached_position("DU1", AAPL) is None and pf.cached_daily_pnl("DU1") is None
 
 
 def test_watching_keeps_positions_live_without_new_requests(gw, pf, trader):

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ibapi.contract import Contract
 
-from addin.paper import PaperGateway
-from addin.market.quotes import MarketData, MarketDataError, Quote, QuoteBoard, decode_tick
-from addin.protocol.ticks import MARKET_DATA_TYPES
 from addin.ib.session import IBError, Session
+from addin.market.quotes import BoardQuote, MarketData, MarketDataError, QuoteBoard, decode_tick
+from addin.paper import PaperGateway
+from addin.protocol.ticks import MARKET_DATA_TYPES
 
 from .contracts import stock
 
@@ -62,7 +62,7 @@ def wait_board(board: QuoteBoard, predicate, timeout: float, what: str):
         board.wait(version, left)
 
 
-def streaming(q: Quote | None) -> bool:
+def streaming(q: BoardQuote | None) -> bool:
     return q is not None and not q.stale and q.error is None and q.bid is not None and q.ask is not None
 
 
@@ -107,7 +107,7 @@ def gateway_lines(gw, client_id: int) -> int:
 
 def gateway_errors(session: Session) -> list:
     errors: list = []
-    session.add_listener("error", lambda *args: errors.append(args))
+    session.events.error.subscribe(lambda *args: errors.append(args))
     return errors
 
 
@@ -413,7 +413,7 @@ def test_1101_restores_the_lines_and_1102_keeps_them(gw, session, md):
     assert gw.reqmktdata[cid] == 5
 
     seen = threading.Event()
-    session.add_listener("connectivity", lambda code, text: code == 1102 and seen.set())
+    session.events.connectivity.subscribe(lambda code, text: code == 1102 and seen.set())
     gw.connectivity(1102)                                         # data kept: nothing re-sent
     assert seen.wait(10)
     mark = md.board.version

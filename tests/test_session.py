@@ -3,15 +3,18 @@ reconnects. Real sockets, the real ibapi client, no mocks."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
 
 import pytest
 from ibapi.contract import Contract
+from ibapi.wrapper import EWrapper
 
 from addin.paper import PaperGateway
-from addin.ib.session import IBError, Request, RequestTimeout, Session
+from addin.ib.events import SessionEvents
+from addin.ib.session import IBError, Request, RequestTimeout, Session, _Wrapper
 
 
 def aapl() -> Contract:
@@ -195,3 +198,38 @@ def test_1101_restores_and_1102_keeps(gw):
 def test_rate_is_capped_at_ibs_limit():
     with pytest.raises(ValueError):
         Session(rate=60)
+
+
+def test_subscribing_to_a_misspelt_event_fails_loudly():
+    events = Session().events
+    with pytest.raises(AttributeError, match="openOrdr"):
+        events.openOrdr.subscribe(lambda *args: None)
+    events.openOrder.subscribe(print)          # the right name is an attribute
+    events.openOrder.unsubscribe(print)
+
+
+def test_every_ewrapper_callback_is_written_out_and_has_an_event():
+    callbacks = {name for name, _ in inspect.getmembers(EWrapper, inspect.isfunction)
+                 if not name.startswith("_") and not name.endswith("ProtoBuf") and name != "logAnswer"}
+    assert callbacks - set(_Wrapper.__dict__) == set()        # none left to EWrapper's logging default
+    assert set(SessionEvents().by_callback) == callbacks | {"notice", "connectivity"}
+
+
+def test_an_event_reaches_every_listener_even_after_one_raises(gw):
+    s = Session(port=gw.port, client_id=50)
+    got: list[int] = []
+
+    def broken(t: int) -> None:
+        raise RuntimeError("a listener's own bug")
+
+    s.events.currentTime.subscribe(broken)
+    s.events.currentTime.subscribe(got.append)
+    try:
+        s.connect()
+        s.send(lambda client: client.reqCurrentTime())
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(got) == 1 and isinstance(got[0], int)
+    finally:
+        s.disconnect()

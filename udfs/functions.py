@@ -33,7 +33,7 @@ __all__ = ["IB_QUOTE", "IB_QUOTES", "IB_HISTORY", "IB_CONTRACT", "IB_POSITIONS",
 
 CATEGORY = "ibxl"
 SYMBOL_DOC = "Instrument text: AAPL, AAPL.NASDAQ, EUR/USD, ESZ6.CME, ^SPX.CBOE, BTC/USD.PAXOS, conid:265598"
-# Field names a quote function accepts (lower case, spaces and underscores ignored) -> Quote attribute.
+# Field names a quote function accepts (lower case, spaces and underscores ignored) -> BoardQuote attribute.
 QUOTE_FIELDS = {
     "price": "price", "bid": "bid", "ask": "ask", "last": "last", "mid": "mid", "spread": "spread",
     "bidsize": "bid_size", "asksize": "ask_size", "lastsize": "last_size", "volume": "volume",

@@ -68,6 +68,7 @@ from ibapi.contract import Contract
 from ibapi.execution import ExecutionFilter
 
 from ..ib.contracts import InstrumentError, format_contract
+from ..ib.events import Event
 from ..ib.session import NO_TIMEOUT, IBError, Request, RequestTimeout, Session
 from ..protocol.errors import NOT_CONNECTED, VALIDATION_ERROR
 from ..protocol.times import IBTimeError, UnknownZoneError, format_utc, parse_time
@@ -206,6 +207,13 @@ class Watch:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def current(self, since: datetime | None = None) -> bool:
+        """True when every table behind this watch has its first complete answer and is not collecting
+        a re-sent snapshot (after a reconnect), and, given ``since`` (UTC), was heard from at or after
+        it. A table IB refused counts as current (its cached read raises IB's error), and so does one
+        nothing watches any more (its cached read returns None). For waiting: Portfolio.wait_until."""
+        return self._portfolio._current([feed.key for feed in self._feeds], since)
 
     def close(self) -> None:
         with self._lock:
@@ -467,7 +475,7 @@ class _PnLSingleFeed(_RequestFeed):
 
 
 @dataclass(frozen=True)
-class _Fill:
+class _ExecutionRow:
     exec_id: str
     time: datetime | None
     account: str
@@ -496,9 +504,9 @@ def _instrument(contract: Contract) -> Contract:
     return contract
 
 
-def _fill_of(contract: Contract, execution) -> _Fill:
+def _fill_of(contract: Contract, execution) -> _ExecutionRow:
     instrument = _instrument(contract)
-    return _Fill(execution.execId, parse_ib_time(execution.time), execution.acctNumber, instrument,
+    return _ExecutionRow(execution.execId, parse_ib_time(execution.time), execution.acctNumber, instrument,
                  format_symbol(instrument),
                  execution.side, _qty(execution.shares), _num(execution.price), int(execution.orderId or 0),
                  int(execution.permId or 0), int(execution.clientId or 0), execution.orderRef or "",
@@ -519,10 +527,10 @@ class _ExecutionsFeed(_Feed):
 
     def __init__(self, pf, key):
         super().__init__(pf, key, "executions")
-        self.fills: dict[str, tuple[str, _Fill]] = {}     # correction base -> (suffix, fill)
+        self.fills: dict[str, tuple[str, _ExecutionRow]] = {}     # correction base -> (suffix, fill)
         self.request: Request | None = None
 
-    def add(self, fill: _Fill) -> None:
+    def add(self, fill: _ExecutionRow) -> None:
         base, suffix = _correction_key(fill.exec_id)
         old = self.fills.get(base)
         if old is None or suffix >= old[0]:
@@ -655,16 +663,17 @@ class Portfolio:
         self._commissions: dict[str, tuple[float, str, float]] = {}   # execId -> (amount, ccy, realized)
         self._change_listeners: list[Callable[[str], None]] = []
         self._closed = False
-        self._listeners = {
-            "position": self._on_position, "positionEnd": self._on_position_end,
-            "updateAccountValue": self._on_account_value, "updatePortfolio": self._on_portfolio,
-            "updateAccountTime": self._on_account_time, "accountDownloadEnd": self._on_download_end,
-            "execDetails": self._on_exec_details, "commissionAndFeesReport": self._on_commission,
-            "openOrder": self._on_open_order, "orderStatus": self._on_order_status,
-            "openOrderEnd": self._on_open_order_end, "error": self._on_error,
-        }
-        for name, fn in self._listeners.items():
-            session.add_listener(name, fn)
+        events = session.events
+        self._subscriptions: list[tuple[Event, Callable[..., None]]] = [
+            (events.position, self._on_position), (events.positionEnd, self._on_position_end),
+            (events.updateAccountValue, self._on_account_value), (events.updatePortfolio, self._on_portfolio),
+            (events.updateAccountTime, self._on_account_time), (events.accountDownloadEnd, self._on_download_end),
+            (events.execDetails, self._on_exec_details), (events.commissionAndFeesReport, self._on_commission),
+            (events.openOrder, self._on_open_order), (events.orderStatus, self._on_order_status),
+            (events.openOrderEnd, self._on_open_order_end), (events.error, self._on_error),
+        ]
+        for event, fn in self._subscriptions:
+            event.subscribe(fn)
         session.add_restore_hook(self._restore)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -683,8 +692,8 @@ class Portfolio:
             self._feeds.clear()
         for feed in feeds:
             self._close_feed(feed)
-        for name, fn in self._listeners.items():
-            self.session.remove_listener(name, fn)
+        for event, fn in self._subscriptions:
+            event.unsubscribe(fn)
         self.session.remove_restore_hook(self._restore)
 
     def __enter__(self) -> "Portfolio":
@@ -1078,7 +1087,7 @@ class Portfolio:
         flt.acctCode, flt.symbol, flt.secType = account or "", symbol or "", sec_type or ""
         flt.side = {"BOT": "BUY", "SLD": "SELL"}.get((side or "").upper(), (side or "").upper())
         flt.time, flt.clientId, flt.exchange = _ib_filter_time(since), int(client_id or 0), exchange or ""
-        fills: dict[str, tuple[str, _Fill]] = {}
+        fills: dict[str, tuple[str, _ExecutionRow]] = {}
 
         def on_event(request, name, args):
             if name == "execDetails":
@@ -1100,7 +1109,7 @@ class Portfolio:
         df.attrs["live"] = False
         return df
 
-    def _executions_rows(self, fills: list[_Fill]) -> Callable[[], pd.DataFrame]:
+    def _executions_rows(self, fills: list[_ExecutionRow]) -> Callable[[], pd.DataFrame]:
         rows = []
         for f in fills:
             commission, ccy, realized = self._commissions.get(f.exec_id, (NAN, "", NAN))
@@ -1141,6 +1150,52 @@ class Portfolio:
 
     def unwatch_open_orders(self) -> None:
         self._unwatch("open_orders")
+
+    # --- cached reads (the order path) -----------------------------------------------------------
+    # The watched tables' rows as they are now: no waiting, no DataFrame (a DataFrame read costs ~5 ms
+    # in pandas, the order path's whole budget). Each returns None when nothing watches the table and
+    # raises the IBError IB answered its subscription with; Watch.current tells whether it is settled.
+    def cached_position(self, account: str, con_id: int) -> float | None:
+        """The account's position in the contract from the watched reqPositions feed (shares, contracts
+        or units; negative when short; 0.0 when IB lists none; NaN when IB sent none)."""
+        return self._cached(("positions",), lambda f: (f.live[(account, con_id)][3]
+                                                      if (account, con_id) in f.live else 0.0))
+
+    def cached_open_orders(self) -> list[dict] | None:
+        """The watched open orders (reqAllOpenOrders, then this client's order events): the rows
+        open_orders() is built from, dicts keyed by its column names (order_id, perm_id, client_id,
+        account, con_id, action, status, remaining, ...). Shared with the feed: read, do not change."""
+        return self._cached(("open_orders",), lambda f: list(f.live.values()))
+
+    def cached_daily_pnl(self, account: str) -> float | None:
+        """The watched reqPnL's daily P&L of the account (base currency; NaN when IB sent 'unset')."""
+        return self._cached(("pnl", account), lambda f: f.row[0])
+
+    def cached_account_values(self, account: str) -> dict[tuple[str, str], Any] | None:
+        """The watched reqAccountUpdatesMulti values of the account: {(key, currency): value}."""
+        return self._cached(("values", account), lambda f: {(k, ccy): v for (_, k, v, ccy) in f.live.values()})
+
+    def _cached(self, key: tuple, read: Callable[[Any], Any]) -> Any:
+        with self._lock:
+            feed = self._feeds.get(key)
+            if feed is None:
+                return None
+            if feed.error is not None:
+                raise feed.error
+            return read(feed)
+
+    def _current(self, keys: list[tuple], since: datetime | None) -> bool:
+        """See Watch.current."""
+        with self._lock:
+            for key in keys:
+                feed = self._feeds.get(key)
+                if feed is None or feed.error is not None:
+                    continue
+                if not feed.ready or getattr(feed, "staging", None) is not None:
+                    return False
+                if since is not None and (feed.as_of is None or feed.as_of < since):
+                    return False
+        return True
 
     # --- listeners (ibapi's message thread) -------------------------------------------------------
     def _feed(self, key: tuple) -> _Feed | None:
@@ -1245,7 +1300,7 @@ class Portfolio:
                     log.exception("restoring %s failed", f.description)
 
 
-def _execution_matcher(account, symbol, sec_type, side, since, client_id, exchange) -> Callable[[_Fill], bool]:
+def _execution_matcher(account, symbol, sec_type, side, since, client_id, exchange) -> Callable[[_ExecutionRow], bool]:
     """ExecutionFilter's semantics, applied to cached fills (and, defensively, to IB's answer)."""
     side_code = {"BUY": "BOT", "SELL": "SLD"}.get((side or "").upper(), (side or "").upper())
     if side_code not in ("", "BOT", "SLD"):
@@ -1261,7 +1316,7 @@ def _execution_matcher(account, symbol, sec_type, side, since, client_id, exchan
     else:
         raise ValueError(f"since: expected a datetime or IB's 'yyyymmdd-hh:mm:ss' (UTC), got {since!r}")
 
-    def match(f: _Fill) -> bool:
+    def match(f: _ExecutionRow) -> bool:
         c = f.contract
         if account and f.account != account:
             return False

@@ -27,7 +27,7 @@ from ..excel.recalc import RecalcRegistry
 from ..ib.contracts import ContractBook
 from ..ib.session import IBError, Session
 from ..market.history import History
-from ..market.quotes import MarketData, Quote
+from ..market.quotes import BoardQuote, MarketData
 from ..protocol.errors import NOT_CONNECTED
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,9 @@ class Runtime:
         except KeyError:
             pass
 
-    def wait_quote(self, key: str, timeout: float | None = None) -> Quote | None:
-        """The board's Quote for ``key``, waiting up to ``timeout`` seconds (default
-        ``first_quote_wait``) until it is priced (both sides, or a last: ``Quote.priced``) or failed;
+    def wait_quote(self, key: str, timeout: float | None = None) -> BoardQuote | None:
+        """The BoardQuote for ``key``, waiting up to ``timeout`` seconds (default
+        ``first_quote_wait``) until it is priced (both sides, or a last: ``BoardQuote.priced``) or failed;
         after the timeout, whatever the board holds (None when nothing arrived)."""
         board = self.market.board
         timeout = self.first_quote_wait if timeout is None else timeout

@@ -67,7 +67,7 @@ MAX_ROWS = 2000              # symbol cells read below it
 RPC_E_CALL_REJECTED = -2147418111      # 0x80010001 "Call was rejected by callee."
 RPC_E_SERVERCALL_RETRYLATER = -2147417846  # 0x8001010A "The message filter indicated that the application is busy."
 
-# Watchlist headers (normalised: lower case, no spaces/underscores/dots, % -> pct) -> Quote fields.
+# Watchlist headers (normalised: lower case, no spaces/underscores/dots, % -> pct) -> BoardQuote fields.
 WATCH_FIELDS = {
     "bid": "bid", "ask": "ask", "last": "last", "bidsize": "bid_size", "asksize": "ask_size",
     "lastsize": "last_size", "volume": "volume", "open": "open", "high": "high", "low": "low",
@@ -112,7 +112,7 @@ def quote_status(q) -> str:
 
 
 def quote_cell_values(q, fields: list[str]) -> list[Any]:
-    """The cell values of ``q`` for Quote field names (plus "status" and "change_fraction")."""
+    """The cell values of ``q`` for BoardQuote field names (plus "status" and "change_fraction")."""
     out = []
     for f in fields:
         if f == "status":
@@ -315,7 +315,7 @@ def com_book_factory(fullname: str) -> Callable[[], Any]:
 @dataclass(frozen=True)
 class WriteRecord:
     """One write call: where, what size, which board keys / order refs it carried, and when it began
-    and ended (``time.time()`` seconds, comparable with ``Quote.updated``: tick-to-cell latency of a
+    and ended (``time.time()`` seconds, comparable with ``BoardQuote.updated``: tick-to-cell latency of a
     value = ``ended - quote.updated.timestamp()``). ``flush``: the number of the flush it belongs to
     (``PumpStats.flushes`` at that flush; the first paint is flush 1): the writes of one flush are
     pairwise disjoint and never adjacent along a shared edge (they would have been one rectangle)."""
@@ -385,7 +385,7 @@ class Pump:
         self.watchlist: Region | None = None
         self.orders: Region | None = None
         self.row_errors: dict[int, str] = {}           # Watchlist row -> why its symbol does not stream
-        self._fields: dict[int, str] = {}              # Watchlist column -> Quote field
+        self._fields: dict[int, str] = {}              # Watchlist column -> BoardQuote field
         self._rows_of: dict[str, list[int]] = {}       # board key -> Watchlist rows
         self._held: list[str] = []                     # keys resolved (released at stop)
         self._order_cols: dict[int, str] = {}          # Orders column -> normalised output name

@@ -13,8 +13,8 @@ Threads (all daemon, all ended by ``disconnect``):
 
 Everything else in addin talks to IB through this module: :meth:`Session.submit` a
 :class:`Request` (answers arrive by reqId and resolve its future), :meth:`Session.send` a
-fire-and-forget message, :meth:`Session.add_listener` for callbacks that carry no reqId (orders,
-positions, account updates). Nothing else calls ibapi.
+fire-and-forget message, :attr:`Session.events` (``addin.ib.events``) for callbacks that carry no
+reqId (orders, positions, account updates). Nothing else calls ibapi.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import heapq
-import inspect
 import itertools
 import logging
 import os
@@ -31,14 +30,31 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Callable
 
 from ibapi.client import EClient
+from ibapi.commission_and_fees_report import CommissionAndFeesReport
+from ibapi.common import BarData, HistogramData, TickAttrib, TickAttribBidAsk, TickAttribLast
+from ibapi.contract import Contract, ContractDetails, DeltaNeutralContract
+from ibapi.execution import Execution
+from ibapi.order import Order
+from ibapi.order_state import OrderState
 from ibapi.wrapper import EWrapper
 
 from ..backoff import Backoff
-from ..protocol.errors import (CLIENT_ID_IN_USE, CONNECT_FAILED, CONNECT_FAILURES, CONNECTIVITY,
-                               CONNECTIVITY_LOST, NOT_CONNECTED, RESTORED_DATA_LOST, WARNING_RANGE, is_warning)
+from ..protocol.errors import (
+    CLIENT_ID_IN_USE,
+    CONNECT_FAILED,
+    CONNECT_FAILURES,
+    CONNECTIVITY,
+    CONNECTIVITY_LOST,
+    NOT_CONNECTED,
+    RESTORED_DATA_LOST,
+    WARNING_RANGE,
+    is_warning,
+)
+from .events import SessionEvents
 from .fast_reader import FastClient, bar_from_row
 
 log = logging.getLogger(__name__)
@@ -173,65 +189,375 @@ class Request:
 
 
 class _Wrapper(EWrapper):
-    """ibapi's callbacks, all funnelled into ``Session._dispatch`` (built below for every method).
-    One per connection: callbacks from an older connection's threads are recognised and ignored."""
+    """ibapi's callbacks, written out: each one goes to ``Session._dispatch`` as ``(name, args)``
+    (request routing by reqId, then ``session.events``). The market data ticks take a shorter way
+    (below). One per connection: callbacks from an older connection's threads are recognised by
+    their generation and ignored."""
 
     def __init__(self, session: "Session", generation: int):
         super().__init__()
         self._session = session
         self._generation = generation
+        self._dispatch = session._dispatch
 
-
-def _forward(name: str):
-    def method(self, *args):
-        self._session._dispatch(name, args, self._generation)
-    method.__name__ = name
-    return method
-
-
-for _name, _fn in inspect.getmembers(EWrapper, inspect.isfunction):
-    if not _name.startswith("_") and not _name.endswith("ProtoBuf") and _name not in ("logAnswer",):
-        setattr(_Wrapper, _name, _forward(_name))
-
-
-def _forward_tick(name: str):
-    """The market data callbacks, called per tick: straight to the subscription of their reqId
-    (what ``Session._dispatch`` does for them, without its generic checks); anything else (no such
-    request, a one-shot snapshot, an old connection) through ``_dispatch``."""
-    def method(self, req_id, tick_type, value, *rest):
+    # --- market data, called per tick: straight to the subscription of their reqId (what
+    # ``Session._dispatch`` does for them, without its generic checks); anything else (no such
+    # request, a one-shot snapshot, an old connection) through ``_dispatch``. Written out four
+    # times, not shared, so that a tick costs no extra call.
+    def tickPrice(self, reqId: int, tickType: int, price: float, attrib: TickAttrib) -> None:
         session = self._session
-        request = session._requests.get(req_id)
+        request = session._requests.get(reqId)
         if request is None or not request.subscription or self._generation != session._generation:
-            session._dispatch(name, (req_id, tick_type, value, *rest), self._generation)
+            session._dispatch("tickPrice", (reqId, tickType, price, attrib), self._generation)
             return
         try:
-            request._handle(name, (req_id, tick_type, value, *rest))
+            request._handle("tickPrice", (reqId, tickType, price, attrib))
         except Exception:
-            log.exception("handling %s for %s failed", name, request)
-    method.__name__ = name
-    return method
+            log.exception("handling %s for %s failed", "tickPrice", request)
 
+    def tickSize(self, reqId: int, tickType: int, size: Decimal) -> None:
+        session = self._session
+        request = session._requests.get(reqId)
+        if request is None or not request.subscription or self._generation != session._generation:
+            session._dispatch("tickSize", (reqId, tickType, size), self._generation)
+            return
+        try:
+            request._handle("tickSize", (reqId, tickType, size))
+        except Exception:
+            log.exception("handling %s for %s failed", "tickSize", request)
 
-for _name in ("tickPrice", "tickSize", "tickString", "tickGeneric"):
-    setattr(_Wrapper, _name, _forward_tick(_name))
+    def tickString(self, reqId: int, tickType: int, value: str) -> None:
+        session = self._session
+        request = session._requests.get(reqId)
+        if request is None or not request.subscription or self._generation != session._generation:
+            session._dispatch("tickString", (reqId, tickType, value), self._generation)
+            return
+        try:
+            request._handle("tickString", (reqId, tickType, value))
+        except Exception:
+            log.exception("handling %s for %s failed", "tickString", request)
 
+    def tickGeneric(self, reqId: int, tickType: int, value: float) -> None:
+        session = self._session
+        request = session._requests.get(reqId)
+        if request is None or not request.subscription or self._generation != session._generation:
+            session._dispatch("tickGeneric", (reqId, tickType, value), self._generation)
+            return
+        try:
+            request._handle("tickGeneric", (reqId, tickType, value))
+        except Exception:
+            log.exception("handling %s for %s failed", "tickGeneric", request)
 
-def _price_size_tick(self, req_id, tick_type, price, size_tick_type, size) -> bool:
-    """A whole TICK_PRICE (price and its size) for a subscription with an ``on_tick``: one call
-    instead of ibapi's tickPrice + tickSize. False: the decoder makes ibapi's calls instead."""
-    session = self._session
-    request = session._requests.get(req_id)
-    if request is None or request.on_tick is None or self._generation != session._generation:
-        return False
-    try:
-        request.on_tick(tick_type, price, size_tick_type, size)
-    except Exception:
-        log.exception("handling a tick for %s failed", request)
-    return True
+    # --- the fast reader's extensions (addin/ib/fast_reader.py) -----------------------------------
+    def price_size_tick(self, reqId: int, tickType: int, price: float, sizeTickType: int, size: Any) -> bool:
+        """A whole TICK_PRICE (price and its size) for a subscription with an ``on_tick``: one call
+        instead of ibapi's tickPrice + tickSize. False: the decoder makes ibapi's calls instead."""
+        session = self._session
+        request = session._requests.get(reqId)
+        if request is None or request.on_tick is None or self._generation != session._generation:
+            return False
+        try:
+            request.on_tick(tickType, price, sizeTickType, size)
+        except Exception:
+            log.exception("handling a tick for %s failed", request)
+        return True
 
+    def historicalDataBatch(self, reqId: int, rows: list[tuple]) -> None:
+        """All bars of one HISTORICAL_DATA message (see ``Request.batch``)."""
+        self._dispatch("historicalDataBatch", (reqId, rows), self._generation)
 
-_Wrapper.price_size_tick = _price_size_tick
-_Wrapper.historicalDataBatch = _forward("historicalDataBatch")
+    # --- every other callback, in alphabetical order ----------------------------------------------
+    def accountDownloadEnd(self, accountName: str) -> None:
+        self._dispatch("accountDownloadEnd", (accountName,), self._generation)
+
+    def accountSummary(self, reqId: int, account: str, tag: str, value: str, currency: str) -> None:
+        self._dispatch("accountSummary", (reqId, account, tag, value, currency), self._generation)
+
+    def accountSummaryEnd(self, reqId: int) -> None:
+        self._dispatch("accountSummaryEnd", (reqId,), self._generation)
+
+    def accountUpdateMulti(self, reqId: int, account: str, modelCode: str, key: str, value: str,
+                           currency: str) -> None:
+        self._dispatch("accountUpdateMulti", (reqId, account, modelCode, key, value, currency), self._generation)
+
+    def accountUpdateMultiEnd(self, reqId: int) -> None:
+        self._dispatch("accountUpdateMultiEnd", (reqId,), self._generation)
+
+    def bondContractDetails(self, reqId: int, contractDetails: ContractDetails) -> None:
+        self._dispatch("bondContractDetails", (reqId, contractDetails), self._generation)
+
+    def commissionAndFeesReport(self, commissionAndFeesReport: CommissionAndFeesReport) -> None:
+        self._dispatch("commissionAndFeesReport", (commissionAndFeesReport,), self._generation)
+
+    def completedOrder(self, contract: Contract, order: Order, orderState: OrderState) -> None:
+        self._dispatch("completedOrder", (contract, order, orderState), self._generation)
+
+    def completedOrdersEnd(self) -> None:
+        self._dispatch("completedOrdersEnd", (), self._generation)
+
+    def connectAck(self) -> None:
+        self._dispatch("connectAck", (), self._generation)
+
+    def connectionClosed(self) -> None:
+        self._dispatch("connectionClosed", (), self._generation)
+
+    def contractDetails(self, reqId: int, contractDetails: ContractDetails) -> None:
+        self._dispatch("contractDetails", (reqId, contractDetails), self._generation)
+
+    def contractDetailsEnd(self, reqId: int) -> None:
+        self._dispatch("contractDetailsEnd", (reqId,), self._generation)
+
+    def currentTime(self, time: int) -> None:
+        self._dispatch("currentTime", (time,), self._generation)
+
+    def currentTimeInMillis(self, timeInMillis: int) -> None:
+        self._dispatch("currentTimeInMillis", (timeInMillis,), self._generation)
+
+    def deltaNeutralValidation(self, reqId: int, deltaNeutralContract: DeltaNeutralContract) -> None:
+        self._dispatch("deltaNeutralValidation", (reqId, deltaNeutralContract), self._generation)
+
+    def displayGroupList(self, reqId: int, groups: str) -> None:
+        self._dispatch("displayGroupList", (reqId, groups), self._generation)
+
+    def displayGroupUpdated(self, reqId: int, contractInfo: str) -> None:
+        self._dispatch("displayGroupUpdated", (reqId, contractInfo), self._generation)
+
+    def error(self, reqId: int, errorTime: int, errorCode: int, errorString: str,
+              advancedOrderRejectJson: str = "") -> None:
+        args = (reqId, errorTime, errorCode, errorString, advancedOrderRejectJson)
+        self._dispatch("error", args, self._generation)
+
+    def execDetails(self, reqId: int, contract: Contract, execution: Execution) -> None:
+        self._dispatch("execDetails", (reqId, contract, execution), self._generation)
+
+    def execDetailsEnd(self, reqId: int) -> None:
+        self._dispatch("execDetailsEnd", (reqId,), self._generation)
+
+    def familyCodes(self, familyCodes: list) -> None:
+        self._dispatch("familyCodes", (familyCodes,), self._generation)
+
+    def fundamentalData(self, reqId: int, data: str) -> None:
+        self._dispatch("fundamentalData", (reqId, data), self._generation)
+
+    def headTimestamp(self, reqId: int, headTimestamp: str) -> None:
+        self._dispatch("headTimestamp", (reqId, headTimestamp), self._generation)
+
+    def histogramData(self, reqId: int, items: HistogramData) -> None:
+        self._dispatch("histogramData", (reqId, items), self._generation)
+
+    def historicalData(self, reqId: int, bar: BarData) -> None:
+        self._dispatch("historicalData", (reqId, bar), self._generation)
+
+    def historicalDataEnd(self, reqId: int, start: str, end: str) -> None:
+        self._dispatch("historicalDataEnd", (reqId, start, end), self._generation)
+
+    def historicalDataUpdate(self, reqId: int, bar: BarData) -> None:
+        self._dispatch("historicalDataUpdate", (reqId, bar), self._generation)
+
+    def historicalNews(self, requestId: int, time: str, providerCode: str, articleId: str, headline: str) -> None:
+        self._dispatch("historicalNews", (requestId, time, providerCode, articleId, headline), self._generation)
+
+    def historicalNewsEnd(self, requestId: int, hasMore: bool) -> None:
+        self._dispatch("historicalNewsEnd", (requestId, hasMore), self._generation)
+
+    def historicalSchedule(self, reqId: int, startDateTime: str, endDateTime: str, timeZone: str,
+                           sessions: list) -> None:
+        args = (reqId, startDateTime, endDateTime, timeZone, sessions)
+        self._dispatch("historicalSchedule", args, self._generation)
+
+    def historicalTicks(self, reqId: int, ticks: list, done: bool) -> None:
+        self._dispatch("historicalTicks", (reqId, ticks, done), self._generation)
+
+    def historicalTicksBidAsk(self, reqId: int, ticks: list, done: bool) -> None:
+        self._dispatch("historicalTicksBidAsk", (reqId, ticks, done), self._generation)
+
+    def historicalTicksLast(self, reqId: int, ticks: list, done: bool) -> None:
+        self._dispatch("historicalTicksLast", (reqId, ticks, done), self._generation)
+
+    def managedAccounts(self, accountsList: str) -> None:
+        self._dispatch("managedAccounts", (accountsList,), self._generation)
+
+    def marketDataType(self, reqId: int, marketDataType: int) -> None:
+        self._dispatch("marketDataType", (reqId, marketDataType), self._generation)
+
+    def marketRule(self, marketRuleId: int, priceIncrements: list) -> None:
+        self._dispatch("marketRule", (marketRuleId, priceIncrements), self._generation)
+
+    def mktDepthExchanges(self, depthMktDataDescriptions: list) -> None:
+        self._dispatch("mktDepthExchanges", (depthMktDataDescriptions,), self._generation)
+
+    def newsArticle(self, requestId: int, articleType: int, articleText: str) -> None:
+        self._dispatch("newsArticle", (requestId, articleType, articleText), self._generation)
+
+    def newsProviders(self, newsProviders: list) -> None:
+        self._dispatch("newsProviders", (newsProviders,), self._generation)
+
+    def nextValidId(self, orderId: int) -> None:
+        self._dispatch("nextValidId", (orderId,), self._generation)
+
+    def openOrder(self, orderId: int, contract: Contract, order: Order, orderState: OrderState) -> None:
+        self._dispatch("openOrder", (orderId, contract, order, orderState), self._generation)
+
+    def openOrderEnd(self) -> None:
+        self._dispatch("openOrderEnd", (), self._generation)
+
+    def orderBound(self, permId: int, clientId: int, orderId: int) -> None:
+        self._dispatch("orderBound", (permId, clientId, orderId), self._generation)
+
+    def orderStatus(self, orderId: int, status: str, filled: Decimal, remaining: Decimal, avgFillPrice: float,
+                    permId: int, parentId: int, lastFillPrice: float, clientId: int, whyHeld: str,
+                    mktCapPrice: float) -> None:
+        args = (orderId, status, filled, remaining, avgFillPrice, permId, parentId, lastFillPrice, clientId,
+                whyHeld, mktCapPrice)
+        self._dispatch("orderStatus", args, self._generation)
+
+    def pnl(self, reqId: int, dailyPnL: float, unrealizedPnL: float, realizedPnL: float) -> None:
+        self._dispatch("pnl", (reqId, dailyPnL, unrealizedPnL, realizedPnL), self._generation)
+
+    def pnlSingle(self, reqId: int, pos: Decimal, dailyPnL: float, unrealizedPnL: float, realizedPnL: float,
+                  value: float) -> None:
+        self._dispatch("pnlSingle", (reqId, pos, dailyPnL, unrealizedPnL, realizedPnL, value), self._generation)
+
+    def position(self, account: str, contract: Contract, position: Decimal, avgCost: float) -> None:
+        self._dispatch("position", (account, contract, position, avgCost), self._generation)
+
+    def positionEnd(self) -> None:
+        self._dispatch("positionEnd", (), self._generation)
+
+    def positionMulti(self, reqId: int, account: str, modelCode: str, contract: Contract, pos: Decimal,
+                      avgCost: float) -> None:
+        self._dispatch("positionMulti", (reqId, account, modelCode, contract, pos, avgCost), self._generation)
+
+    def positionMultiEnd(self, reqId: int) -> None:
+        self._dispatch("positionMultiEnd", (reqId,), self._generation)
+
+    def realtimeBar(self, reqId: int, time: int, open_: float, high: float, low: float, close: float,
+                    volume: Decimal, wap: Decimal, count: int) -> None:
+        self._dispatch("realtimeBar", (reqId, time, open_, high, low, close, volume, wap, count), self._generation)
+
+    def receiveFA(self, faData: int, cxml: str) -> None:
+        self._dispatch("receiveFA", (faData, cxml), self._generation)
+
+    def replaceFAEnd(self, reqId: int, text: str) -> None:
+        self._dispatch("replaceFAEnd", (reqId, text), self._generation)
+
+    def rerouteMktDataReq(self, reqId: int, conId: int, exchange: str) -> None:
+        self._dispatch("rerouteMktDataReq", (reqId, conId, exchange), self._generation)
+
+    def rerouteMktDepthReq(self, reqId: int, conId: int, exchange: str) -> None:
+        self._dispatch("rerouteMktDepthReq", (reqId, conId, exchange), self._generation)
+
+    def scannerData(self, reqId: int, rank: int, contractDetails: ContractDetails, distance: str, benchmark: str,
+                    projection: str, legsStr: str) -> None:
+        args = (reqId, rank, contractDetails, distance, benchmark, projection, legsStr)
+        self._dispatch("scannerData", args, self._generation)
+
+    def scannerDataEnd(self, reqId: int) -> None:
+        self._dispatch("scannerDataEnd", (reqId,), self._generation)
+
+    def scannerParameters(self, xml: str) -> None:
+        self._dispatch("scannerParameters", (xml,), self._generation)
+
+    def securityDefinitionOptionParameter(self, reqId: int, exchange: str, underlyingConId: int, tradingClass: str,
+                                          multiplier: str, expirations: set, strikes: set) -> None:
+        args = (reqId, exchange, underlyingConId, tradingClass, multiplier, expirations, strikes)
+        self._dispatch("securityDefinitionOptionParameter", args, self._generation)
+
+    def securityDefinitionOptionParameterEnd(self, reqId: int) -> None:
+        self._dispatch("securityDefinitionOptionParameterEnd", (reqId,), self._generation)
+
+    def smartComponents(self, reqId: int, smartComponentMap: dict) -> None:
+        self._dispatch("smartComponents", (reqId, smartComponentMap), self._generation)
+
+    def softDollarTiers(self, reqId: int, tiers: list) -> None:
+        self._dispatch("softDollarTiers", (reqId, tiers), self._generation)
+
+    def symbolSamples(self, reqId: int, contractDescriptions: list) -> None:
+        self._dispatch("symbolSamples", (reqId, contractDescriptions), self._generation)
+
+    def tickByTickAllLast(self, reqId: int, tickType: int, time: int, price: float, size: Decimal,
+                          tickAttribLast: TickAttribLast, exchange: str, specialConditions: str) -> None:
+        args = (reqId, tickType, time, price, size, tickAttribLast, exchange, specialConditions)
+        self._dispatch("tickByTickAllLast", args, self._generation)
+
+    def tickByTickBidAsk(self, reqId: int, time: int, bidPrice: float, askPrice: float, bidSize: Decimal,
+                         askSize: Decimal, tickAttribBidAsk: TickAttribBidAsk) -> None:
+        args = (reqId, time, bidPrice, askPrice, bidSize, askSize, tickAttribBidAsk)
+        self._dispatch("tickByTickBidAsk", args, self._generation)
+
+    def tickByTickMidPoint(self, reqId: int, time: int, midPoint: float) -> None:
+        self._dispatch("tickByTickMidPoint", (reqId, time, midPoint), self._generation)
+
+    def tickEFP(self, reqId: int, tickType: int, basisPoints: float, formattedBasisPoints: str,
+                totalDividends: float, holdDays: int, futureLastTradeDate: str, dividendImpact: float,
+                dividendsToLastTradeDate: float) -> None:
+        args = (reqId, tickType, basisPoints, formattedBasisPoints, totalDividends, holdDays, futureLastTradeDate,
+                dividendImpact, dividendsToLastTradeDate)
+        self._dispatch("tickEFP", args, self._generation)
+
+    def tickNews(self, tickerId: int, timeStamp: int, providerCode: str, articleId: str, headline: str,
+                 extraData: str) -> None:
+        args = (tickerId, timeStamp, providerCode, articleId, headline, extraData)
+        self._dispatch("tickNews", args, self._generation)
+
+    def tickOptionComputation(self, reqId: int, tickType: int, tickAttrib: int, impliedVol: float, delta: float,
+                              optPrice: float, pvDividend: float, gamma: float, vega: float, theta: float,
+                              undPrice: float) -> None:
+        args = (reqId, tickType, tickAttrib, impliedVol, delta, optPrice, pvDividend, gamma, vega, theta, undPrice)
+        self._dispatch("tickOptionComputation", args, self._generation)
+
+    def tickReqParams(self, tickerId: int, minTick: float, bboExchange: str, snapshotPermissions: int) -> None:
+        self._dispatch("tickReqParams", (tickerId, minTick, bboExchange, snapshotPermissions), self._generation)
+
+    def tickSnapshotEnd(self, reqId: int) -> None:
+        self._dispatch("tickSnapshotEnd", (reqId,), self._generation)
+
+    def updateAccountTime(self, timeStamp: str) -> None:
+        self._dispatch("updateAccountTime", (timeStamp,), self._generation)
+
+    def updateAccountValue(self, key: str, val: str, currency: str, accountName: str) -> None:
+        self._dispatch("updateAccountValue", (key, val, currency, accountName), self._generation)
+
+    def updateMktDepth(self, reqId: int, position: int, operation: int, side: int, price: float,
+                       size: Decimal) -> None:
+        self._dispatch("updateMktDepth", (reqId, position, operation, side, price, size), self._generation)
+
+    def updateMktDepthL2(self, reqId: int, position: int, marketMaker: str, operation: int, side: int,
+                         price: float, size: Decimal, isSmartDepth: bool) -> None:
+        args = (reqId, position, marketMaker, operation, side, price, size, isSmartDepth)
+        self._dispatch("updateMktDepthL2", args, self._generation)
+
+    def updateNewsBulletin(self, msgId: int, msgType: int, newsMessage: str, originExch: str) -> None:
+        self._dispatch("updateNewsBulletin", (msgId, msgType, newsMessage, originExch), self._generation)
+
+    def updatePortfolio(self, contract: Contract, position: Decimal, marketPrice: float, marketValue: float,
+                        averageCost: float, unrealizedPNL: float, realizedPNL: float, accountName: str) -> None:
+        args = (contract, position, marketPrice, marketValue, averageCost, unrealizedPNL, realizedPNL, accountName)
+        self._dispatch("updatePortfolio", args, self._generation)
+
+    def userInfo(self, reqId: int, whiteBrandingId: str) -> None:
+        self._dispatch("userInfo", (reqId, whiteBrandingId), self._generation)
+
+    def verifyAndAuthCompleted(self, isSuccessful: bool, errorText: str) -> None:
+        self._dispatch("verifyAndAuthCompleted", (isSuccessful, errorText), self._generation)
+
+    def verifyAndAuthMessageAPI(self, apiData: str, xyzChallange: str) -> None:
+        self._dispatch("verifyAndAuthMessageAPI", (apiData, xyzChallange), self._generation)
+
+    def verifyCompleted(self, isSuccessful: bool, errorText: str) -> None:
+        self._dispatch("verifyCompleted", (isSuccessful, errorText), self._generation)
+
+    def verifyMessageAPI(self, apiData: str) -> None:
+        self._dispatch("verifyMessageAPI", (apiData,), self._generation)
+
+    def winError(self, text: str, lastError: int) -> None:
+        self._dispatch("winError", (text, lastError), self._generation)
+
+    def wshEventData(self, reqId: int, dataJson: str) -> None:
+        self._dispatch("wshEventData", (reqId, dataJson), self._generation)
+
+    def wshMetaData(self, reqId: int, dataJson: str) -> None:
+        self._dispatch("wshMetaData", (reqId, dataJson), self._generation)
 
 
 class _Pacer:
@@ -387,7 +713,7 @@ class Session:
         self._msg_thread: threading.Thread | None = None
         self._pacer: _Pacer | None = None
         self._requests: dict[int, Request] = {}
-        self._listeners: dict[str, list[Callable[..., None]]] = collections.defaultdict(list)
+        self.events = SessionEvents()   # callbacks no request took: session.events.openOrder.subscribe(fn)
         self._restore_hooks: list[Callable[[], None]] = []
         self._ids = itertools.count(1)
         self._next_order_id = 0
@@ -724,19 +1050,7 @@ class Session:
             self._next_order_id += 1
             return oid
 
-    # --- listeners --------------------------------------------------------------------------------
-    def add_listener(self, name: str, fn: Callable[..., None]) -> None:
-        """Call ``fn(*args)`` for every ``name`` callback not answered to a registered request
-        (e.g. openOrder, orderStatus, position, updateAccountValue, error for order ids). Runs on
-        ibapi's message thread: keep it quick."""
-        with self._lock:
-            self._listeners[name].append(fn)
-
-    def remove_listener(self, name: str, fn: Callable[..., None]) -> None:
-        with self._lock:
-            if fn in self._listeners.get(name, []):
-                self._listeners[name].remove(fn)
-
+    # --- restore hooks (listeners: ``self.events``) ------------------------------------------------
     def add_restore_hook(self, fn: Callable[[], None]) -> None:
         """``fn()`` runs after every reconnect and after 1101, to re-send listener-based subscriptions."""
         with self._lock:
@@ -783,17 +1097,9 @@ class Session:
             self._check_ready()
         elif name == "connectionClosed":
             self._connection_lost(self._generation)
-        self._notify(name, args)
-
-    def _notify(self, name: str, args: tuple) -> None:
-        listeners = self._listeners.get(name)
-        if not listeners:
-            return
-        for fn in list(listeners):
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("listener for %s failed", name)
+        event = self.events.by_callback.get(name)   # None: historicalDataBatch whose request just ended
+        if event is not None and event.listeners:
+            event.emit(*args)
 
     def _check_ready(self) -> None:
         if "next_id" in self._handshake and "accounts" in self._handshake:
@@ -823,7 +1129,7 @@ class Session:
                     notices = self._status.farm_notices[-9:] + (f"{code}: {text}",)
                 self._set_status(farm_notices=notices)
             log.info("IB notice %d: %s%s", code, text, f" ({description})" if description else "")
-            self._notify("notice", (req_id, code, text))
+            self.events.notice.emit(req_id, code, text)
             return
         if request is not None:
             with self._lock:
@@ -837,7 +1143,7 @@ class Session:
             self._handshake["error"] = err
         log.warning("IB error %d: %s (reqId %s)", code, text, req_id)
         self._set_status(last_error=err)
-        self._notify("error", (req_id, code, text, advanced))
+        self.events.error.emit(req_id, code, text, advanced)
 
     def _on_connectivity(self, code: int, err: IBError) -> None:
         log.warning("IB %d: %s", code, err.text)
@@ -848,7 +1154,7 @@ class Session:
             self._restore_subscriptions()
         else:
             self._set_status(state="connected", last_error=err)
-        self._notify("connectivity", (code, err.text))
+        self.events.connectivity.emit(code, err.text)
 
 
 def _shutdown_socket(client: EClient) -> None:

@@ -852,13 +852,13 @@ class History:
             box.append(t)
             got.set()
 
-        self.session.add_listener("currentTime", on_time)
+        self.session.events.currentTime.subscribe(on_time)
         try:
             self.session.send(lambda client: client.reqCurrentTime())
             if got.wait(min(timeout, 10.0)) and box:
                 return datetime.fromtimestamp(int(box[0]), UTC)
         finally:
-            self.session.remove_listener("currentTime", on_time)
+            self.session.events.currentTime.unsubscribe(on_time)
         log.warning("no answer to reqCurrentTime; splitting the range on the local clock")
         return datetime.now(UTC).replace(microsecond=0)
 

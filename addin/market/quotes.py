@@ -3,7 +3,7 @@
 Where the data comes from: IB's ``reqMktData`` stream (TWS, IB Gateway or the paper gateway) through
 the one :class:`~addin.ib.session.Session`. Every tickPrice / tickSize / tickString / marketDataType
 callback for a line lands, on ibapi's message thread, in :meth:`QuoteBoard.update`; readers (the pump,
-UDFs) take immutable :class:`Quote` objects from the board.
+UDFs) take immutable :class:`BoardQuote` objects from the board.
 
 Units everywhere in this module: prices in the contract's currency (per share, per unit of the
 pair's base currency, per index point, per contract unit for futures: IB's quoted price, not times
@@ -46,13 +46,19 @@ from ibapi.contract import Contract
 
 from ..ib.session import NO_TIMEOUT, IBError, Request, Session
 from ..protocol import errors
-from ..protocol.ticks import (DELAYED_TYPES, MARKET_DATA_TYPE_CODES, MARKET_DATA_TYPES, PRICE_TICKS, SIZE_TICKS,
-                              TIME_TICKS)
+from ..protocol.ticks import (
+    DELAYED_TYPES,
+    MARKET_DATA_TYPE_CODES,
+    MARKET_DATA_TYPES,
+    PRICE_TICKS,
+    SIZE_TICKS,
+    TIME_TICKS,
+)
 from ..protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Quote", "QuoteBoard", "MarketData", "MarketDataError", "DEFAULT_MAX_LINES"]
+__all__ = ["BoardQuote", "QuoteBoard", "MarketData", "MarketDataError", "DEFAULT_MAX_LINES"]
 
 DEFAULT_MAX_LINES = 100            # IB's default allowance of simultaneous market data lines
 
@@ -67,8 +73,8 @@ class MarketDataError(IBError):
 
 # --- quotes -------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Quote:
-    """The latest market data of one instrument, as last received from IB.
+class BoardQuote:
+    """The latest market data of one instrument, as last received from IB (what the QuoteBoard holds per key).
 
     Prices (bid, ask, last, open, high, low, close, change, mid, spread) are in the contract's
     currency, None until IB sent one (IB's "no price", -1, is also None). ``close`` is the previous
@@ -123,8 +129,8 @@ _RAW_FIELDS = frozenset({"bid", "ask", "last", "bid_size", "ask_size", "last_siz
 _TIME_FIELDS = ("updated", "last_time")
 
 
-def _build_quote(symbol: str, raw: dict[str, Any]) -> Quote:
-    """A Quote from raw fields (times as epoch seconds); derived fields computed here, not per tick."""
+def _build_quote(symbol: str, raw: dict[str, Any]) -> BoardQuote:
+    """A BoardQuote from raw fields (times as epoch seconds); derived fields computed here, not per tick."""
     bid, ask, last, close = raw.get("bid"), raw.get("ask"), raw.get("last"), raw.get("close")
     mid = spread = None
     if bid is not None and ask is not None:
@@ -141,11 +147,11 @@ def _build_quote(symbol: str, raw: dict[str, Any]) -> Quote:
         t = values.get(name)
         if t is not None and not isinstance(t, datetime):
             values[name] = datetime.fromtimestamp(t, timezone.utc)
-    return Quote(symbol=symbol, change=change, change_pct=change_pct, mid=mid, spread=spread, **values)
+    return BoardQuote(symbol=symbol, change=change, change_pct=change_pct, mid=mid, spread=spread, **values)
 
 
 def decode_tick(name: str, args: tuple) -> dict[str, Any] | None:
-    """Quote fields carried by one ibapi market data callback ``name(*args)``, or None when it
+    """BoardQuote fields carried by one ibapi market data callback ``name(*args)``, or None when it
     carries none (tickReqParams, tickGeneric, option computations, ...). Delayed tick types
     (66-76, 88) give the same fields as the live ones."""
     if name == "tickPrice":
@@ -177,7 +183,7 @@ def decode_tick(name: str, args: tuple) -> dict[str, Any] | None:
 
 # --- the board ----------------------------------------------------------------------------------------
 class QuoteBoard:
-    """Thread-safe store of the latest Quote per key (canonical instrument text), with versions.
+    """Thread-safe store of the latest BoardQuote per key (canonical instrument text), with versions.
 
     Every change bumps one board-wide counter, the *version*; each key remembers the version of its
     latest change, and keys are kept ordered by it (an OrderedDict moved to the end on every change).
@@ -185,7 +191,7 @@ class QuoteBoard:
     than ``v``: its cost is the number of changed keys, not the number of keys.
 
     Writers call :meth:`update` (on ibapi's message thread, once per tick: a dict update under a lock;
-    the Quote itself is built lazily when read) or :meth:`mark`. Readers call :meth:`get`,
+    the BoardQuote itself is built lazily when read) or :meth:`mark`. Readers call :meth:`get`,
     :meth:`changes_since`, :meth:`keys` from any thread.
     """
 
@@ -194,7 +200,7 @@ class QuoteBoard:
         self._changed = threading.Condition(self._lock)
         self._waiters = 0
         self._raw: dict[str, dict[str, Any]] = {}
-        self._cache: dict[str, Quote] = {}
+        self._cache: dict[str, BoardQuote] = {}
         self._order: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._version = 0
         self.last_scan = 0          # keys examined by the latest changes_since (for tests and stats)
@@ -205,7 +211,7 @@ class QuoteBoard:
         return self._version
 
     def update(self, key: str, **fields) -> int:
-        """Record a tick: set ``fields`` (Quote field names; times as epoch seconds or datetimes) for
+        """Record a tick: set ``fields`` (BoardQuote field names; times as epoch seconds or datetimes) for
         ``key``, stamp ``updated`` with now and clear ``stale`` (unless given). Returns the new
         version. Unknown field names raise TypeError."""
         fields.setdefault("updated", time.time())
@@ -236,7 +242,7 @@ class QuoteBoard:
 
     def _apply(self, key: str, fields: dict[str, Any]) -> int:
         if not fields.keys() <= _RAW_FIELDS:
-            raise TypeError(f"unknown Quote fields {sorted(set(fields) - _RAW_FIELDS)}")
+            raise TypeError(f"unknown BoardQuote fields {sorted(set(fields) - _RAW_FIELDS)}")
         with self._lock:
             raw = self._raw.get(key)
             if raw is None:
@@ -278,30 +284,30 @@ class QuoteBoard:
         for k in present:
             self._apply(k, dict(fields))
 
-    def _quote(self, key: str) -> Quote:
+    def _quote(self, key: str) -> BoardQuote:
         q = self._cache.get(key)
         if q is None:
             q = self._cache[key] = _build_quote(key, self._raw[key])
         return q
 
-    def get(self, key: str) -> Quote | None:
-        """The latest Quote of ``key``, or None if the board has never seen it."""
+    def get(self, key: str) -> BoardQuote | None:
+        """The latest BoardQuote of ``key``, or None if the board has never seen it."""
         with self._lock:
             if key not in self._raw:
                 return None
             return self._quote(key)
 
     def field(self, key: str, name: str) -> Any:
-        """One raw field of ``key`` (e.g. "bid"), or None: a cheap read for polling (no Quote built,
+        """One raw field of ``key`` (e.g. "bid"), or None: a cheap read for polling (no BoardQuote built,
         no lock: one dict lookup is atomic)."""
         raw = self._raw.get(key)
         return None if raw is None else raw.get(name)
 
-    def changes_since(self, version: int) -> tuple[int, dict[str, Quote]]:
-        """``(current_version, {key: Quote})`` for every key changed after ``version``; pass the
+    def changes_since(self, version: int) -> tuple[int, dict[str, BoardQuote]]:
+        """``(current_version, {key: BoardQuote})`` for every key changed after ``version``; pass the
         returned version next time to get only what changed since. Cost: proportional to the number
         of changed keys (``last_scan`` holds how many keys were examined)."""
-        out: dict[str, Quote] = {}
+        out: dict[str, BoardQuote] = {}
         steps = 0
         with self._lock:
             for key, ver in reversed(self._order.items()):
@@ -421,7 +427,7 @@ class _Feeder:
             self._next = time.monotonic() + self.interval
 
 
-class _Line:
+class _QuoteLine:
     """One instrument's subscription: its users and (while streaming) its session Request."""
 
     __slots__ = ("key", "contract", "users", "request", "error_code", "retries")
@@ -460,7 +466,7 @@ class MarketData:
         self.max_lines = int(max_lines)
         self.generic_ticks = generic_ticks
         self._lock = threading.RLock()
-        self._lines: dict[str, _Line] = {}
+        self._lines: dict[str, _QuoteLine] = {}
         self._by_con_id: dict[int, str] = {}
         self._streaming = 0                   # lines holding (or about to hold) a line at IB
         self._snapshots = 0                   # snapshots in flight
@@ -470,8 +476,8 @@ class MarketData:
         self.requests_sent = 0                # reqMktData handed to the session (streaming and snapshot)
         self.cancels_sent = 0
         self.retries = 0                      # lines re-requested after IB's error 100
-        session.add_listener("connectionClosed", self._on_connection_closed)
-        session.add_listener("connectivity", self._on_connectivity)
+        session.events.connectionClosed.subscribe(self._on_connection_closed)
+        session.events.connectivity.subscribe(self._on_connectivity)
         session.add_restore_hook(self._on_restored)
 
     # --- public API -----------------------------------------------------------------------------------
@@ -499,7 +505,7 @@ class MarketData:
             self._check_connected(key)
             self._check_budget(key)
             if line is None:
-                line = self._lines[key] = _Line(key, contract)
+                line = self._lines[key] = _QuoteLine(key, contract)
                 self._by_con_id[contract.conId] = key
             line.users += 1
             line.retries = 0
@@ -531,13 +537,13 @@ class MarketData:
         self.board.mark(line.key, stale=True)
         return 0
 
-    def snapshot(self, instrument: str | Contract, timeout: float | None = None) -> Quote:
+    def snapshot(self, instrument: str | Contract, timeout: float | None = None) -> BoardQuote:
         """One snapshot (reqMktData with snapshot=True) of ``instrument``, waited for until IB's
         tickSnapshotEnd. Uses the current market data type; does not touch the board. Counts
         against ``max_lines`` while in flight; goes straight to the session (not behind queued
         subscriptions). timeout: seconds (default: the session's request timeout).
 
-        Returns a Quote (``stale`` False, ``updated`` = the last tick's arrival). Raises
+        Returns a BoardQuote (``stale`` False, ``updated`` = the last tick's arrival). Raises
         MarketDataError (budget), RequestTimeout, the IBError IB sent (200, 354, ...),
         InstrumentError/ValueError for bad instruments, IBError 504 when not connected."""
         contract, key = self._resolve(instrument)
@@ -621,8 +627,8 @@ class MarketData:
         with self._lock:
             return {k: line.users for k, line in self._lines.items()}
 
-    def get(self, key: str) -> Quote | None:
-        """The board's latest Quote for ``key``."""
+    def get(self, key: str) -> BoardQuote | None:
+        """The board's latest BoardQuote for ``key``."""
         return self.board.get(key)
 
     def close(self, timeout: float | None = None) -> None:
@@ -639,8 +645,8 @@ class MarketData:
         if timeout is None:
             timeout = self._feeder.pending() * self._feeder.interval + 5.0
         self._feeder.stop(timeout)
-        self.session.remove_listener("connectionClosed", self._on_connection_closed)
-        self.session.remove_listener("connectivity", self._on_connectivity)
+        self.session.events.connectionClosed.unsubscribe(self._on_connection_closed)
+        self.session.events.connectivity.unsubscribe(self._on_connectivity)
         self.session.remove_restore_hook(self._on_restored)
 
     # --- lines (the caller holds the lock) ------------------------------------------------------------
@@ -660,7 +666,7 @@ class MarketData:
                      f"account allows (100 lines by default; more with quote booster packs)",
                 f"market data {key}")
 
-    def _start_line(self, line: _Line, not_before: float = 0.0) -> None:
+    def _start_line(self, line: _QuoteLine, not_before: float = 0.0) -> None:
         """Queue a streaming request for ``line``; it counts against the budget from now on."""
         request = self._stream_request(line)
         line.request = request
@@ -672,7 +678,7 @@ class MarketData:
             self.board.mark(line.key, stale=True)   # on the board at once: "waiting for data"
         self._feeder.put(lambda: self._submit(line, request), not_before)
 
-    def _submit(self, line: _Line, request: Request) -> None:
+    def _submit(self, line: _QuoteLine, request: Request) -> None:
         """Feeder thread: hand the request to the session, unless it was superseded meanwhile."""
         with self._lock:
             if line.request is not request:
@@ -685,7 +691,7 @@ class MarketData:
                 error = exc
         self._line_error(line, request, error.code, error.text)
 
-    def _stop_line(self, line: _Line) -> None:
+    def _stop_line(self, line: _QuoteLine) -> None:
         request, line.request = line.request, None
         if request is None:
             return
@@ -699,7 +705,7 @@ class MarketData:
         if self.session.connected:                 # otherwise the restore round sends it
             self.session.send(lambda client: client.reqMarketDataType(code))
 
-    def _stream_request(self, line: _Line) -> Request:
+    def _stream_request(self, line: _QuoteLine) -> Request:
         key, contract, generic = line.key, line.contract, self.generic_ticks
         update, mark = self.board.update, self.board.mark
 
@@ -763,7 +769,7 @@ class MarketData:
                 fields["data_type"] = "delayed"
         self.board.mark(key, **fields)
 
-    def _line_error(self, line: _Line, request: Request, code: int, text: str) -> None:
+    def _line_error(self, line: _QuoteLine, request: Request, code: int, text: str) -> None:
         """IB failed the line (the session has already unregistered the request)."""
         with self._lock:
             if line.request is not request:
@@ -855,7 +861,7 @@ class MarketData:
                     self.contracts = ContractBook(self.session)
         return self.contracts
 
-    def _find(self, key: str | Contract) -> _Line | None:
+    def _find(self, key: str | Contract) -> _QuoteLine | None:
         """The line of a key or of a Contract's conId (caller holds the lock)."""
         if isinstance(key, Contract):
             k = self._by_con_id.get(key.conId)

@@ -18,14 +18,13 @@ Rejected: IB refused it), OrderId, PermId (int, None before IB's answer), Filled
 shares/contracts), AvgFillPrice (contract currency), Commission (sum of IB's reports, in the report's
 currency), Message (why, or IB's last word), Updated (UTC datetime of the last change).
 
-Test hook: ``IBXL_CRASH_AT`` = after_journal | after_mark | after_send | after_ack makes the process
-``os._exit(70)`` at that step of the first order reaching it (``_crash_point``, the one place read).
+Step observers (:meth:`OrderDesk.add_step_observer`) see an order pass each of ``ORDER_STEPS``, the
+points between the journal write and IB's answer (tests/test_orders_crash.py kills the process at each).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import replace
 from decimal import Decimal
@@ -46,17 +45,13 @@ from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrderDesk", "CRASH_STEPS", "OUTPUT_FRAME_COLUMNS"]
+__all__ = ["OrderDesk", "ORDER_STEPS", "OUTPUT_FRAME_COLUMNS"]
 
-CRASH_STEPS = ("after_journal", "after_mark", "after_send", "after_ack")
+# An order's way out, as step observers see it: its intent is in the journal; it is marked transmitting
+# (order ids taken); its placeOrder was handed to the socket; IB answered every order of the batch.
+ORDER_STEPS = ("after_journal", "after_mark", "after_send", "after_ack")
 OUTPUT_FRAME_COLUMNS = ("Ref",) + ORDER_OUTPUT_COLUMNS
 _MODIFIABLE = {"quantity", "limit_price", "stop_price", "trail_amount", "trail_percent", "transmit"}
-
-
-def _crash_point(step: str) -> None:
-    """Test hook: die here, as a killed process would (no cleanup, no flush), when asked to."""
-    if os.environ.get("IBXL_CRASH_AT") == step:
-        os._exit(70)
 
 
 class OrderDesk:
@@ -81,6 +76,7 @@ class OrderDesk:
         self.sync = OrderSync(session, self.journal)
         self.facts = DeskFacts(self)                 # standing feeds: an order sends only its placeOrder
         self._closed = False
+        self._step_observers: list[Callable[[str], None]] = []
         session.add_restore_hook(self._on_restore)
         if session.connected:
             self.reconcile()
@@ -126,7 +122,7 @@ class OrderDesk:
             if sent:
                 self.sync.wait_answers(sent, self.limits.ack_timeout)
                 if self.sync.answered(sent):
-                    _crash_point("after_ack")
+                    self._step("after_ack")
                 for label, item in parsed.items():
                     if isinstance(item, OrderIntent) and item.ref in sent:
                         self._put(out, label, item.ref, **self.sync.outputs(item.ref))
@@ -260,6 +256,23 @@ class OrderDesk:
     def remove_listener(self, fn: Callable[[str, dict], None]) -> None:
         self.sync.remove_listener(fn)
 
+    def add_step_observer(self, fn: Callable[[str], None]) -> None:
+        """``fn(step)`` each time an order passes one of ``ORDER_STEPS`` (after_ack: once per batch
+        that IB answered in full). Runs on the placing thread with the desk's lock held: keep it quick
+        and do not call the desk. An observer that raises is logged; the order goes on."""
+        self._step_observers.append(fn)
+
+    def remove_step_observer(self, fn: Callable[[str], None]) -> None:
+        if fn in self._step_observers:
+            self._step_observers.remove(fn)
+
+    def _step(self, step: str) -> None:
+        for fn in list(self._step_observers):
+            try:
+                fn(step)
+            except Exception:
+                log.exception("step observer failed at %s", step)
+
     def close(self) -> None:
         """Detach from the session and close the journal. Idempotent."""
         if self._closed:
@@ -343,7 +356,7 @@ class OrderDesk:
                                            con_id=contract.conId, parent_ref=parent)
         except DuplicateRefError as exc:
             raise _Refusal("Refused", str(exc)) from None
-        _crash_point("after_journal")
+        self._step("after_journal")
         try:
             self._transmit(intent, legs, contract)
         except IBError as exc:                 # the connection went away: nothing left this process
@@ -366,7 +379,7 @@ class OrderDesk:
         for (ref, fields, _), oid in zip(legs, ids):
             self.journal.mark_transmitting(ref, self.session.client_id, oid)
             self.facts.sent(ref, oid, intent.account, contract.conId, fields["action"], float(fields["quantity"]))
-        _crash_point("after_mark")
+        self._step("after_mark")
         done = threading.Event()
 
         def send(client):
@@ -376,7 +389,7 @@ class OrderDesk:
         self.sync.expect(ref for ref, _, _ in legs)
         self.session.send(send, messages=len(orders), urgent=True)
         if done.wait(10.0):               # handed to the socket (else reconcile decides later)
-            _crash_point("after_send")
+            self._step("after_send")
 
     def _legs(self, intent: OrderIntent) -> list[tuple[str, dict, str | None]]:
         """(ref, fields, parent_ref) of the entry and its bracket children."""

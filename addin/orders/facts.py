@@ -25,11 +25,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..ib.contracts import format_contract
-from .rows import OrderIntent
-from .risk import OrderFacts
 from ..ib.session import IBError
 from ..protocol.errors import NOT_CONNECTED
 from ..protocol.unset import UNSET_DOUBLE
+from .risk import OrderFacts
+from .rows import OrderIntent
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +113,14 @@ class DeskFacts:
                 return
             self._watches[key] = opener()
 
-    def _feed_keys(self, key: tuple) -> list[tuple]:
-        """Portfolio's feed keys behind one of our watches."""
-        return [("positions",), ("updates",)] if key == ("positions",) else [key]
-
     def _settled(self, keys: list[tuple]) -> bool:
-        """Every feed has its first complete answer, no re-sent snapshot is being collected, and
-        (after a reconnect) it was heard from since the restore began."""
+        """Every watched table has its first complete answer, no re-sent snapshot is being collected,
+        and (after a reconnect) it was heard from since the restore began (Watch.current)."""
         since = self._restored_at
         for key in keys:
-            for fk in self._feed_keys(key):
-                feed = self.portfolio._feed(fk)    # Portfolio has no public "settled" test yet
-                if feed is None or feed.error is not None:
-                    continue                     # no such feed (no portfolio account), or IB refused it
-                if not feed.ready or getattr(feed, "staging", None) is not None:
-                    return False
-                if since is not None and (feed.as_of is None or feed.as_of < since):
-                    return False
+            watch = self._watches.get(key)
+            if watch is not None and not watch.current(since):
+                return False
         return True
 
     def ready(self, *keys: tuple) -> None:
@@ -150,25 +141,20 @@ class DeskFacts:
             raise IBError(NOT_CONNECTED, "positions and orders are being restored after a reconnect (no complete "
                                f"answer within {timeout:g} s); try again in a moment", "risk data")
 
-    # Reads straight from the watched feeds' rows, under Portfolio's lock: Portfolio's DataFrame reads
-    # cost ~5 ms each (pandas), too slow for an order path whose budget is 5 ms all told.
-    def _rows(self, key: tuple, read):
-        pf = self.portfolio
-        with pf._lock:
-            feed = pf._feed(key)
-            if feed is None:
-                raise IBError(NOT_CONNECTED, f"{key[0]} is not watched (the desk is closing)", "risk data")
-            if feed.error is not None:
-                raise feed.error
-            return read(feed)
+    # Portfolio's cached reads, not its DataFrame reads: those cost ~5 ms each (pandas), too slow for
+    # an order path whose budget is 5 ms all told.
+    @staticmethod
+    def _cached(table: str, value: Any) -> Any:
+        if value is None:
+            raise IBError(NOT_CONNECTED, f"{table} is not watched (the desk is closing)", "risk data")
+        return value
 
     def position(self, account: str, con_id: int) -> float:
         """The account's position in the contract (shares, contracts or units; negative when short)
         from the watched reqPositions feed."""
         self._ensure(("positions",), self.portfolio.watch_positions)
         self.ready(("positions",))
-        row = self._rows(("positions",), lambda f: f.live.get((account, con_id)))
-        return (finite(row[3]) or 0.0) if row else 0.0
+        return finite(self._cached("positions", self.portfolio.cached_position(account, con_id))) or 0.0
 
     def open_orders(self) -> list[dict]:
         """Every working order IB listed (reqAllOpenOrders, then this client's order events): rows as
@@ -176,19 +162,19 @@ class DeskFacts:
         status, remaining, ...)."""
         self._ensure(("open_orders",), self.portfolio.watch_open_orders)
         self.ready(("open_orders",))
-        return self._rows(("open_orders",), lambda f: list(f.live.values()))
+        return self._cached("open_orders", self.portfolio.cached_open_orders())
 
     def daily_pnl(self, account: str) -> float | None:
         """reqPnL's daily P&L of the account (base currency), None when IB sent 'unset'."""
         self._ensure(("pnl", account), lambda: self.portfolio.watch_pnl(account))
         self.ready(("pnl", account))
-        return finite(self._rows(("pnl", account), lambda f: f.row[0]))
+        return finite(self._cached("pnl", self.portfolio.cached_daily_pnl(account)))
 
     def account_values(self, account: str) -> dict[tuple[str, str], Any]:
         """reqAccountUpdatesMulti's values of the account: {(key, currency): value}."""
         self._ensure(("values", account), lambda: self.portfolio.watch_account_values(account))
         self.ready(("values", account))
-        return self._rows(("values", account), lambda f: {(k, ccy): v for (_, k, v, ccy) in f.live.values()})
+        return self._cached("values", self.portfolio.cached_account_values(account))
 
     # --- this desk's orders in flight ----------------------------------------------------------------
     def sent(self, ref: str, order_id: int, account: str, con_id: int, action: str, quantity: float) -> None:

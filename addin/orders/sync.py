@@ -24,6 +24,7 @@ from ibapi.execution import ExecutionFilter
 from .journal import Journal
 from .facts import finite
 from .rows import ORDER_OUTPUT_COLUMNS
+from ..ib.events import Event
 from ..ib.session import IBError, Request
 from ..protocol.errors import ORDER_CANCELLED
 
@@ -56,18 +57,21 @@ class OrderSync:
         self._listeners: list[Callable[[str, dict], None]] = []
         self._closed = False
         self._io = threading.Lock()                   # callbacks vs close(): the journal stays open while used
-        handlers = {"openOrder": self._on_open_order, "orderStatus": self._on_order_status,
-                    "execDetails": self._on_exec, "commissionAndFeesReport": self._on_commission,
-                    "completedOrder": self._on_completed, "completedOrdersEnd": self._on_end("completedOrdersEnd"),
-                    "openOrderEnd": self._on_end("openOrderEnd"), "error": self._on_error}
-        self._callbacks = {name: self._guarded(fn) for name, fn in handlers.items()}
-        for name, fn in self._callbacks.items():
-            session.add_listener(name, fn)
+        events = session.events
+        handlers: list[tuple[Event, Callable[..., None]]] = [
+            (events.openOrder, self._on_open_order), (events.orderStatus, self._on_order_status),
+            (events.execDetails, self._on_exec), (events.commissionAndFeesReport, self._on_commission),
+            (events.completedOrder, self._on_completed),
+            (events.completedOrdersEnd, self._on_end("completedOrdersEnd")),
+            (events.openOrderEnd, self._on_end("openOrderEnd")), (events.error, self._on_error)]
+        self._callbacks = [(event, self._guarded(fn)) for event, fn in handlers]
+        for event, fn in self._callbacks:
+            event.subscribe(fn)
 
     def close(self) -> None:
         """Stop listening; after this no callback touches the journal."""
-        for name, fn in self._callbacks.items():
-            self.session.remove_listener(name, fn)
+        for event, fn in self._callbacks:
+            event.unsubscribe(fn)
         with self._io:
             self._closed = True
 
