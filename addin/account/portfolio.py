@@ -975,6 +975,7 @@ class Portfolio:
         returned Watch is closed. Raises IBError 504 when the session is disconnected."""
         return self._watch("positions", self._positions_specs())
 
+
     def unwatch_positions(self) -> None:
         """Close the most recent positions watch. Raises ValueError when none is open."""
         self._unwatch("positions")
@@ -999,8 +1000,6 @@ class Portfolio:
         one subscription."""
         return self._watch(f"account_summary {self._tags_text(tags)} {group}", self._summary_specs(tags, group))
 
-    def unwatch_account_summary(self, tags: str | Iterable[str] | None = None, *, group: str = "All") -> None:
-        self._unwatch(f"account_summary {self._tags_text(tags)} {group}")
 
     # --- account values ---------------------------------------------------------------------------
     def account_values(self, account: str | None = None, *, timeout: float | None = None) -> pd.DataFrame:
@@ -1018,8 +1017,6 @@ class Portfolio:
     def watch_account_values(self, account: str | None = None) -> Watch:
         return self._watch(f"account_values {account or '*'}", self._values_specs(account))
 
-    def unwatch_account_values(self, account: str | None = None) -> None:
-        self._unwatch(f"account_values {account or '*'}")
 
     # --- P&L --------------------------------------------------------------------------------------
     def pnl(self, account: str, *, timeout: float | None = None) -> pd.DataFrame:
@@ -1033,8 +1030,6 @@ class Portfolio:
     def watch_pnl(self, account: str) -> Watch:
         return self._watch(f"pnl {account}", self._pnl_specs(account))
 
-    def unwatch_pnl(self, account: str) -> None:
-        self._unwatch(f"pnl {account}")
 
     def pnl_single(self, account: str, con_id: int, *, timeout: float | None = None) -> pd.DataFrame:
         """reqPnLSingle: one row indexed by con_id; columns position (float), daily, unrealized,
@@ -1047,8 +1042,6 @@ class Portfolio:
     def watch_pnl_single(self, account: str, con_id: int) -> Watch:
         return self._watch(f"pnl_single {account} {con_id}", self._pnl_single_specs(account, con_id))
 
-    def unwatch_pnl_single(self, account: str, con_id: int) -> None:
-        self._unwatch(f"pnl_single {account} {con_id}")
 
     # --- executions -------------------------------------------------------------------------------
     def executions(self, *, account: str | None = None, symbol: str | None = None,
@@ -1124,8 +1117,6 @@ class Portfolio:
         after a reconnect, so fills made while the connection was down appear too)."""
         return self._watch("executions", self._executions_specs())
 
-    def unwatch_executions(self) -> None:
-        self._unwatch("executions")
 
     # --- open orders ------------------------------------------------------------------------------
     def open_orders(self, *, timeout: float | None = None) -> pd.DataFrame:
@@ -1148,8 +1139,6 @@ class Portfolio:
     def watch_open_orders(self) -> Watch:
         return self._watch("open_orders", self._open_orders_specs())
 
-    def unwatch_open_orders(self) -> None:
-        self._unwatch("open_orders")
 
     # --- cached reads (the order path) -----------------------------------------------------------
     # The watched tables' rows as they are now: no waiting, no DataFrame (a DataFrame read costs ~5 ms
