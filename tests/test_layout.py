@@ -50,11 +50,24 @@ def test_the_paper_gateway_never_imports_the_client_packages(path):
     assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
 
 
+HEAVY = ("addin.paper", "pandas", "xlwings", "numpy", "pydantic")
+
+
 def test_the_command_line_and_ibxl_check_load_no_gateway_pandas_or_xlwings():
     code = ("import sys, addin.app.cli, addin.app.doctor; print('\\n'.join(sorted(m for m in sys.modules if m.startswith("
-            "('addin.paper.', 'pandas', 'xlwings', 'numpy')))))")
+            f"{HEAVY!r}))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert [m for m in loaded if m != "addin.paper.cli"] == []
+    assert loaded == []
+
+
+def test_ibxl_help_imports_no_gateway_pandas_or_xlwings_module():
+    # -X importtime lists every module the interpreter imported, on stderr.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "addin.app.cli", "--help"],
+                          capture_output=True, text=True, check=True)
+    assert "paper" in proc.stdout                       # the command is listed...
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
+    assert len(imported) > 50
+    assert [m for m in imported if m.startswith(HEAVY)] == []      # ...without loading it
 
 
 @pytest.mark.parametrize("path", modules_of("protocol"), ids=lambda p: str(p.relative_to(ADDIN)))

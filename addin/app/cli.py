@@ -2,22 +2,51 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import click
 
-from ..paper.cli import paper  # click only: the gateway loads when the command runs
+
+class _LazyGroup(click.Group):
+    """A group whose listed commands may live in modules imported only when that command runs:
+    ``ibxl --help`` and ``ibxl check`` never load the paper gateway. Their one-line help is given
+    here, so listing them imports nothing either."""
+
+    lazy = {"paper": ("addin.paper.cli", "paper", "Serve the paper gateway until interrupted (Ctrl-C).")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module, attr, _ = self.lazy[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in self.lazy and name not in self.commands:
+                rows.append((name, self.lazy[name][2]))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
-@click.group()
+@click.group(cls=_LazyGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """ibxl: Interactive Brokers in Excel."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-
-main.add_command(paper)
 
 
 @main.command()
