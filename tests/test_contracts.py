@@ -8,17 +8,16 @@ import threading
 from datetime import date, datetime, timezone
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from ibapi.contract import Contract, ContractDetails
 
 from addin.cells import ERROR_VALUES
-from addin.ib.contracts import (FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec,
-                             format_contract, parse)
-from addin.paper import PaperGateway
+from addin.ib.contracts import FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec, format_contract, parse
 from addin.ib.session import IBError, RequestTimeout, Session
+from addin.paper import PaperGateway
 
 from . import contracts as tc
-
 
 
 def digit_year(digit: int) -> int:

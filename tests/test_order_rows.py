@@ -3,12 +3,18 @@ blanks, formulas' error values, booleans) read back with pandas.read_excel and w
 
 from __future__ import annotations
 
-
 import openpyxl
 import pandas as pd
 
-from addin.orders.rows import (ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref,
-                              parse_row, parse_rows)
+from addin.orders.rows import (
+    ORDER_INPUT_COLUMNS,
+    ORDER_OUTPUT_COLUMNS,
+    OrderIntent,
+    RowError,
+    new_ref,
+    parse_row,
+    parse_rows,
+)
 
 
 def test_columns_are_in_the_documented_order():

@@ -20,11 +20,13 @@ from fractions import Fraction
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from addin.config import Settings
-from addin.orders.rows import ORDER_INPUT_COLUMNS, OrderIntent, RowError, parse_row
 from addin.orders.risk import OrderFacts, RiskLimits, evaluate
+from addin.orders.rows import ORDER_INPUT_COLUMNS, OrderIntent, RowError, parse_row
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=timezone.utc)   # the frozen gateway's start and the facts' clock
 FUT_TEXT = "ES 202612 CME"      # listed at NOW; written by its month, so it reads the same under any clock
@@ -195,12 +197,12 @@ def test_generated_rows_never_pass_a_rule_they_break_and_never_crash(data):
 # --- 2. generated sheets through the desk to a frozen paper gateway -----------------------------------------
 @pytest.fixture(scope="module")
 def desk_rig(tmp_path_factory):
+    from addin.account.portfolio import Portfolio
     from addin.ib.contracts import ContractBook
+    from addin.ib.session import Session
+    from addin.market.quotes import MarketData
     from addin.orders.desk import OrderDesk
     from addin.paper import PaperGateway
-    from addin.account.portfolio import Portfolio
-    from addin.market.quotes import MarketData
-    from addin.ib.session import Session
     with PaperGateway(port=0, speed=0, start=NOW, stream_interval=0.05, account_interval=1.0,
                       accounts=["DU1", "U2"]) as gw:
         s = Session(port=gw.port, client_id=77)

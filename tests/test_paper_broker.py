@@ -19,9 +19,18 @@ from ibapi.execution import ExecutionFilter
 from ibapi.order import Order
 
 from addin.paper.market import accounts as acc
-from addin.paper.market.broker import (AccountChanged, Broker, CommissionEvent, ErrorEvent, ExecutionEvent,
-                                OpenOrderEvent, OrderStatusEvent, on_tick_grid, parse_filter_time,
-                                round_to_tick)
+from addin.paper.market.broker import (
+    AccountChanged,
+    Broker,
+    CommissionEvent,
+    ErrorEvent,
+    ExecutionEvent,
+    OpenOrderEvent,
+    OrderStatusEvent,
+    on_tick_grid,
+    parse_filter_time,
+    round_to_tick,
+)
 from addin.paper.market.commissions import commission
 
 ACCOUNT = "DU1234567"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

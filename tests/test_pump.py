@@ -13,14 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addin.excel.openpyxl_book import OpenpyxlBook
-from addin.excel.pump import (RPC_E_CALL_REJECTED, STANDARD_COLUMNS, ComRetry, Pump, is_call_rejected,
-                              merge_rectangles)
-from addin.excel.recalc import RecalcRegistry
-from benchmarks.sinks import CountingBook
-from addin.paper import PaperGateway
-from addin.market.quotes import QuoteBoard
 from addin.app.runtime import Runtime
+from addin.excel.openpyxl_book import OpenpyxlBook
+from addin.excel.pump import RPC_E_CALL_REJECTED, STANDARD_COLUMNS, ComRetry, Pump, is_call_rejected, merge_rectangles
+from addin.excel.recalc import RecalcRegistry
+from addin.market.quotes import QuoteBoard
+from addin.paper import PaperGateway
+from benchmarks.sinks import CountingBook
 
 HEADER = ["Symbol"] + list(STANDARD_COLUMNS)
 

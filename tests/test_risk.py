@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from addin.config import RiskSettings, Settings
-from addin.orders.rows import OrderIntent
 from addin.orders.risk import RULES, OrderFacts, RiskLimits, check_whatif, evaluate, on_tick_grid, round_to_tick
+from addin.orders.rows import OrderIntent
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=timezone.utc)
 LIMITS = RiskLimits.from_settings(Settings(risk=RiskSettings(
