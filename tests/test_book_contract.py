@@ -46,7 +46,8 @@ def make_workbook(path):
     ws["B1"] = "quotes below"
     for j, h in enumerate(QUOTES):
         ws.cell(row=3, column=2 + j, value=h)
-    rows = [["AAPL", 229.5, T0, None], ["EUR/USD", 1.08125, T0 + dt.timedelta(hours=1), "#N/A"], ["ZZZZ", None, None, "text"]]
+    rows = [["AAPL", 229.5, T0, None], ["EUR/USD", 1.08125, T0 + dt.timedelta(hours=1), "#N/A"],
+            ["ZZZZ", None, None, "text"]]
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             ws.cell(row=4 + i, column=2 + j, value=v)

@@ -51,7 +51,8 @@ def test_the_paper_gateway_never_imports_the_client_packages(path):
 
 
 def test_the_command_line_and_ibxl_check_load_no_gateway_pandas_or_xlwings():
-    code = ("import sys, addin.app.cli, addin.app.doctor; print('\\n'.join(sorted(m for m in sys.modules if m.startswith("
+    code = ("import sys, addin.app.cli, addin.app.doctor; "
+            "print('\\n'.join(sorted(m for m in sys.modules if m.startswith("
             "('addin.paper.', 'pandas', 'xlwings', 'numpy')))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in loaded if m != "addin.paper.cli"] == []
@@ -78,7 +79,8 @@ SHARED = sorted(p for p in ADDIN.glob("*.py") if p.name != "__init__.py")
 @pytest.mark.parametrize("path", SHARED, ids=lambda p: p.name)
 def test_the_shared_top_level_modules_import_only_each_other(path):
     """addin/config.py, cells.py, backoff.py ... are used by the client packages, the app (and may be by
-    the gateway): they depend on no package of ours but protocol, so none of those layers reaches another through them."""
+    the gateway): they depend on no package of ours but protocol, so none of those layers reaches another
+    through them."""
     shared = {f"addin.{p.stem}" for p in SHARED}
     bad = {m for m in imported_modules(path)
            if m.startswith("addin") and m != "addin" and not m.startswith("addin.protocol")

@@ -71,7 +71,8 @@ def rows(draw, refs=None, spoil=(0, 0, 0, 1, 1, 2)):
         "Quantity": draw(st.one_of(st.integers(1, 5), st.integers(1, 5), st.integers(1, 70).map(float),
                                    st.integers(1, 9).map(lambda q: f" {q} "), st.sampled_from(["1,000", "2.5"]))),
         "OrderType": draw(_variants(order_type)),
-        "TIF": draw(st.sampled_from([None, "DAY", "day", "GTC"] if order_type not in ("MOC", "LOC") else [None, "DAY"])),
+        "TIF": draw(st.sampled_from([None, "DAY", "day", "GTC"] if order_type not in ("MOC", "LOC")
+                                    else [None, "DAY"])),
     })
     if order_type in ("LMT", "STP LMT", "LOC"):
         row["LimitPrice"] = draw(price)
@@ -263,7 +264,8 @@ def test_generated_sheets_transmit_only_orders_that_pass_every_rule(desk_rig, da
         assert o.account.startswith("D")
         q, details = quotes[c.conId]
         tick, mult = details.minTick, float(details.contract.multiplier or 1)
-        assert details.contract.secType in LIMITS.allowed_sec_types and details.contract.symbol not in LIMITS.symbol_deny
+        assert details.contract.secType in LIMITS.allowed_sec_types
+        assert details.contract.symbol not in LIMITS.symbol_deny
         assert float(o.totalQuantity) <= LIMITS.max_quantity
         ref = (q.bid + q.ask) / 2
         stop = o.trailStopPrice if o.orderType == "TRAIL" else o.auxPrice if o.orderType in ("STP", "STP LMT") else None

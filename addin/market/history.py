@@ -901,7 +901,8 @@ class History:
                     scheduler.answered(job, True, fut.result(), close=True)
                     job.future.set_result(fut.result())
                 else:
-                    cacheable = isinstance(exc, IBError) and exc.code not in (0, NOT_CONNECTED, CONNECTIVITY_LOST, RESTORED_DATA_LOST)
+                    cacheable = isinstance(exc, IBError) and exc.code not in (
+                        0, NOT_CONNECTED, CONNECTIVITY_LOST, RESTORED_DATA_LOST)
                     scheduler.answered(job, False, exc, close=True, cacheable=cacheable)
                     job.future.set_exception(exc)
 

@@ -243,6 +243,7 @@ class PaperProcess:
         return found[0]
 
     def _drain(self) -> None:
+        assert self.proc.stdout is not None     # Popen(stdout=PIPE)
         for line in self.proc.stdout:
             self.output.append(line)
 
