@@ -239,7 +239,7 @@ class OpenpyxlBook(Book):
         cells = ws._cells
         out = []
         for r in range(top, bottom + 1):
-            row = []
+            row: list = []
             for c in range(left, right + 1):
                 cell = cells.get((r, c))
                 if cell is None:
