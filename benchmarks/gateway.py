@@ -12,6 +12,7 @@ In a child, the client's figures are the client's alone, and the gateway runs on
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import time
@@ -32,9 +33,10 @@ def _serve(conn, config: dict) -> None:
             break
         if name == "__stop__":
             break
+        value: object
         try:
             if name == "__contracts__":
-                value = gw.call(lambda s: _sim_contracts(s, *args))
+                value = gw.call(functools.partial(_sim_contracts, n=args[0]))
             elif name == "__lines__":
                 value = gw.call(lambda s: len(s.marketdata.subs))
             else:
@@ -72,15 +74,22 @@ class GatewayProcess:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child, config), name="paper-gateway", daemon=True)
-        self.port: int | None = None
+        self._port: int | None = None
         self.pid: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The gateway's listening port; RuntimeError before ``start``."""
+        if self._port is None:
+            raise RuntimeError("paper gateway process not started")
+        return self._port
 
     def start(self, timeout: float = 60.0) -> "GatewayProcess":
         self.proc.start()
         if not self._conn.poll(timeout):
             self.proc.kill()
             raise TimeoutError(f"paper gateway process did not start within {timeout} s")
-        self.port = self._conn.recv()
+        self._port = self._conn.recv()
         self.pid = self.proc.pid
         return self
 

@@ -177,7 +177,9 @@ def profile_ibxl(gw: GatewayProcess, contracts, count: int, top: int = 12) -> li
         return []
     # Blocking calls (lock waits, recv, sleeps) are idle time, not work: left out of the shares.
     idle = ("acquire", "recv", "wait", "sleep", "select", "poll")
-    work = {k: v for k, v in stats.stats.items() if not any(w in k[2] for w in idle)}
+    # typeshed's pstats.Stats does not declare the .stats table that load_stats sets
+    table = stats.stats  # type: ignore[attr-defined]
+    work = {k: v for k, v in table.items() if not any(w in k[2] for w in idle)}
     total = sum(v[2] for v in work.values()) or 1.0
     rows = sorted(work.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     return [f"{100 * v[2] / total:.0f}% {name} ({file.rsplit('/', 2)[-1] if '/' in file else file}:{line})"

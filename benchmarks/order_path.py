@@ -19,12 +19,16 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from addin.protocol.framing import frame_message_id
 from addin.protocol.messages import OUT
 
 from .gateway import GatewayProcess, wait_until
 from .report import Row, judged, not_measured
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _ids = itertools.count(121)
 
@@ -92,12 +96,18 @@ def run(quick: bool = False) -> list[Row]:
         market, portfolio = MarketData(session, contracts), Portfolio(session)
         desk = OrderDesk(session, contracts, market, portfolio, Settings(risk=roomy), Path(tmp) / "journal.db")
         try:
-            quotes = {}
+            quotes: dict[str, tuple[float, float]] = {}
             for sym in SYMBOLS:
                 q = market.snapshot(sym)
-                quotes[sym] = (q.bid or q.last, q.ask or q.last)
+                bid, ask = q.bid or q.last, q.ask or q.last
+                if bid is None or ask is None:
+                    raise RuntimeError(f"the paper gateway quoted no price for {sym}")
+                quotes[sym] = (bid, ask)
             price = round(quotes["AAPL"][0] * 0.99, 2)
-            rows = lambda n, start: _rows(n, start, quotes)
+
+            def rows(n: int, start: int) -> pd.DataFrame:
+                return _rows(n, start, quotes)
+
             desk.place(rows(len(SYMBOLS) * 2, 0))    # warm: qualify the symbols, open the journal
             wait_until(lambda: any(m == OUT.PLACE_ORDER for _, m in wire), 10, "the warm-up order on the wire")
             lat = []
@@ -106,14 +116,17 @@ def run(quick: bool = False) -> list[Row]:
                 before = len(wire)
                 t0 = time.perf_counter()
                 desk.place(row)
-                sent = wait_until(lambda: next((t for t, m in wire[before:] if m == OUT.PLACE_ORDER), None), 10, "placeOrder")
+                sent = wait_until(
+                    lambda before=before: next((t for t, m in wire[before:] if m == OUT.PLACE_ORDER), None),
+                    10, "placeOrder")
                 lat.append(sent - t0)
                 trail = [(m, round((t - t0) * 1000, 1)) for t, m in wire[before:] if t <= sent]
                 time.sleep(1.0 / 45)                  # let the pacer's spacing pass: no queueing
             before = len(wire)
             t0 = time.perf_counter()
             desk.place(rows(basket, 8 + singles))
-            wait_until(lambda: sum(1 for _, m in wire[before:] if m == OUT.PLACE_ORDER) >= basket, 60, "the basket on the wire")
+            wait_until(lambda: sum(1 for _, m in wire[before:] if m == OUT.PLACE_ORDER) >= basket, 60,
+                       "the basket on the wire")
             times = [t for t, _ in wire[before:]]
             wall = max(t for t, m in wire[before:] if m == OUT.PLACE_ORDER) - t0
             peak = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)

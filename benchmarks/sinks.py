@@ -60,7 +60,7 @@ class CountingBook(Book):
     def _call(self, name: str, *args) -> None:
         with self._lock:
             failing = None
-            for i, (target, factory) in enumerate(self._fail):
+            for i, (target, _factory) in enumerate(self._fail):
                 if target in (None, name):
                     failing = self._fail.pop(i)[1]
                     break

@@ -22,6 +22,7 @@ import collections
 import itertools
 import threading
 import time
+from typing import TypedDict
 
 from .gateway import GatewayProcess, wait_until
 from .report import Row, judged, not_measured
@@ -30,6 +31,32 @@ PER_LINE = 2.0                       # ticks per second per line offered by the 
 COLUMNS = ("Bid", "Ask", "Last")
 TICK_OF = {"Bid": 1, "Ask": 2, "Last": 4}
 _ids = itertools.count(61)
+
+
+class _PumpRun(TypedDict):
+    """One measured window of the pump: latencies in seconds (None without samples)."""
+    p50: float | None
+    p99: float | None
+    max: float | None
+    writes: int
+    cells: int
+    ok: bool
+    problems: list[str]
+    flushes: int
+    samples: int
+
+
+class _NaiveRun(TypedDict):
+    """One measured window of the naive writer: latencies in seconds (None without samples)."""
+    p50: float | None
+    p99: float | None
+    max: float | None
+    writes: int
+    samples: int
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
 
 
 class NaiveWriter:
@@ -184,7 +211,7 @@ def _rectangles_ok(book, records, changes: dict[int, dict], row_of: dict[str, in
 
 def run(quick: bool = False) -> list[Row]:
     try:
-        from addin.excel.pump import DEFAULT_INTERVAL, MIN_INTERVAL, Pump
+        from addin.excel.pump import DEFAULT_INTERVAL, MIN_INTERVAL, Pump, WriteRecord
         from benchmarks.sinks import COM_CALL_COST, CountingBook
     except ImportError as exc:
         return [not_measured("tick_to_cell", "tick-to-cell p99", "ms", "naive writer", f"module missing: {exc}")]
@@ -203,7 +230,7 @@ def run(quick: bool = False) -> list[Row]:
         try:
             for n in sizes:
                 keys += [md.subscribe(c) for c in contracts[len(keys):n]]
-                wait_until(lambda: gw.lines() >= n, 120, f"{n} lines", 0.05)
+                wait_until(lambda n=n: gw.lines() >= n, 120, f"{n} lines", 0.05)
                 con_of_row = {r + 2: contracts[r].conId for r in range(n)}
                 rows_of = {keys[r]: r + 2 for r in range(n)}
                 for interval in (DEFAULT_INTERVAL, MIN_INTERVAL):
@@ -212,7 +239,8 @@ def run(quick: bool = False) -> list[Row]:
                                             cost=COM_CALL_COST, clock=time.perf_counter)
                         gw.call("firehose", rate=n * PER_LINE, record=True)
                         if writer == "pump":
-                            board, records = RecordingBoard(md.board), []
+                            board = RecordingBoard(md.board)
+                            records: list[WriteRecord] = []
                             w = board.pump = Pump(board, book, interval=interval, resolve=lambda t: t,
                                                   orders=None, on_write=records.append)
                             w.start()
@@ -228,24 +256,24 @@ def run(quick: bool = False) -> list[Row]:
                         if writer == "pump":
                             writes, cells, problems = _rectangles_ok(book, records, board.changes, rows_of)
                             flushes = max(1, w.stats.busy_flushes)
-                            pump = dict(p50=p50, p99=p99, max=mx, writes=writes, cells=cells, ok=not problems,
-                                        problems=problems[:5], flushes=flushes, samples=len(lat))
+                            pump = _PumpRun(p50=p50, p99=p99, max=mx, writes=writes, cells=cells, ok=not problems,
+                                            problems=problems[:5], flushes=flushes, samples=len(lat))
                         else:
-                            naive = dict(p50=p50, p99=p99, max=mx, writes=book.counts["write"], samples=len(lat))
+                            naive = _NaiveRun(p50=p50, p99=p99, max=mx, writes=book.counts["write"],
+                                              samples=len(lat))
                     tag = f"{n} subs, {interval * 1000:.0f} ms flush"
-                    ms = lambda v: None if v is None else v * 1000
                     limit = interval + 0.020
                     extra = {"subscriptions": n, "interval_s": interval, "com_cost_s": COM_CALL_COST,
                              "offered_ticks_per_s": n * PER_LINE, "pump": pump, "naive": naive}
-                    rows.append(Row("tick_to_cell", f"p50 latency, {tag}", "ms", ms(pump["p50"]), "naive writer",
-                                    ms(naive["p50"]), extra=extra))
-                    rows.append(Row("tick_to_cell", f"p99 latency, {tag}", "ms", ms(pump["p99"]), "naive writer",
-                                    ms(naive["p99"]),
+                    rows.append(Row("tick_to_cell", f"p50 latency, {tag}", "ms", _ms(pump["p50"]), "naive writer",
+                                    _ms(naive["p50"]), extra=extra))
+                    rows.append(Row("tick_to_cell", f"p99 latency, {tag}", "ms", _ms(pump["p99"]), "naive writer",
+                                    _ms(naive["p99"]),
                                     target=f"<= {limit * 1000:.0f} ms" if n == max(sizes) else "",
                                     status=(judged(pump["p99"] is not None and pump["p99"] <= limit)
                                             if n == max(sizes) else "info"), extra=extra))
-                    rows.append(Row("tick_to_cell", f"max latency, {tag}", "ms", ms(pump["max"]), "naive writer",
-                                    ms(naive["max"]), extra=extra))
+                    rows.append(Row("tick_to_cell", f"max latency, {tag}", "ms", _ms(pump["max"]), "naive writer",
+                                    _ms(naive["max"]), extra=extra))
                     rows.append(Row("tick_to_cell", f"writes per flush, {tag}", "writes",
                                     pump["writes"] / pump["flushes"], "naive writer",
                                     naive["writes"] / pump["flushes"], extra=extra))

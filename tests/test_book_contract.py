@@ -22,7 +22,7 @@ from openpyxl.worksheet.table import Table, TableColumn
 from addin.excel.book import BookError, SheetNotFound, TableInfo, TableNotFound
 from addin.excel.layout import WATCHLIST_COLUMNS
 from addin.excel.openpyxl_book import OpenpyxlBook
-from addin.excel.remote_json import apply_actions, book_json
+from addin.excel.remote_json import UnsupportedAction, apply_actions, book_json
 from addin.excel.xlwings_book import XlwingsBook
 
 os.environ["XLWINGS_LICENSE_KEY"] = "noncommercial"
@@ -46,7 +46,8 @@ def make_workbook(path):
     ws["B1"] = "quotes below"
     for j, h in enumerate(QUOTES):
         ws.cell(row=3, column=2 + j, value=h)
-    rows = [["AAPL", 229.5, T0, None], ["EUR/USD", 1.08125, T0 + dt.timedelta(hours=1), "#N/A"], ["ZZZZ", None, None, "text"]]
+    rows = [["AAPL", 229.5, T0, None], ["EUR/USD", 1.08125, T0 + dt.timedelta(hours=1), "#N/A"],
+            ["ZZZZ", None, None, "text"]]
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             ws.cell(row=4 + i, column=2 + j, value=v)
@@ -339,3 +340,11 @@ def test_remote_actions_go_to_their_own_book(remote, tmp_path):
     remote.write("Data", 1, 1, [["x"]])
     assert [a["func"] for a in _actions(remote)] == ["calculate", "setValues"]
     assert _actions(other) == []
+
+
+def test_a_sheet_action_without_its_sheet_position_is_refused_clearly():
+    wb = openpyxl.Workbook()
+    action = {"func": "setValues", "values": [[1]], "start_row": 0, "start_column": 0}
+    with pytest.raises(UnsupportedAction, match="'setValues' names no sheet_position"):
+        apply_actions(wb, [action])
+    assert wb.active["A1"].value is None

@@ -10,8 +10,17 @@ import pandas as pd
 import pytest
 
 from addin.backoff import Backoff
-from addin.cells import (COM_ERROR_CODES, ERROR_VALUES, CellError, boolean, error_value, is_blank, number, text,
-                         text_list)
+from addin.cells import (
+    COM_ERROR_CODES,
+    ERROR_VALUES,
+    CellError,
+    boolean,
+    error_value,
+    is_blank,
+    number,
+    text,
+    text_list,
+)
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", float("nan"), np.float64("nan"), pd.NaT])

@@ -74,10 +74,11 @@ def test_demo_watchlist_quotes_are_on_the_tick_grid_inside_the_real_range(gw, de
     now = gw.call(lambda s: s.market.now())
     for q in quotes:
         con_id = gw.call(lambda s, sym=q["Symbol"]: _con_id_of(s, sym))
-        inst = gw.call(lambda s: s.market.by_con_id(con_id))
-        bars = gw.call(lambda s: s.market.bars(inst, now - timedelta(days=365 * 15), now + timedelta(seconds=1),
-                                               BarSpec(seconds=86400), "TRADES" if inst.sec_type != "CASH"
-                                               else "MIDPOINT", False))
+        inst = gw.call(lambda s, con_id=con_id: s.market.by_con_id(con_id))
+        bars = gw.call(lambda s, inst=inst: s.market.bars(inst, now - timedelta(days=365 * 15),
+                                                          now + timedelta(seconds=1), BarSpec(seconds=86400),
+                                                          "TRADES" if inst.sec_type != "CASH" else "MIDPOINT",
+                                                          False))
         low, high = min(b.low for b in bars), max(b.high for b in bars)
         numbers = [q[f] for f in ("Bid", "Ask", "Last") if q.get(f) is not None]
         assert numbers, f"{q['Symbol']}: no prices streamed"
@@ -131,7 +132,7 @@ def test_demo_orders_good_rows_reach_the_gateway_bad_rows_carry_reasons(gw, demo
     assert rows["DEMO-001"]["Commission"] > 0 and rows["DEMO-001"]["AvgFillPrice"] > 0
     bad = {ref: r for ref, r in rows.items() if ref.startswith("BAD-")}
     assert len(bad) == 5
-    for ref, r in bad.items():
+    for r in bad.values():
         assert r["Status"] in ("Refused", "Error"), r
         assert r["Message"] and r["OrderId"] is None, r
     assert bad["BAD-QUANTITY-TOO-BIG"]["Message"].startswith("max_quantity")

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from ibapi.order import Order
 
+from addin.account.portfolio import Portfolio
 from addin.ib.contracts import ContractBook
+from addin.ib.session import Session
 from addin.market.history import History
+from addin.market.quotes import MarketData
 from addin.paper import PaperGateway
 from addin.paper.market.market import BarSpec
-from addin.account.portfolio import Portfolio
-from addin.market.quotes import MarketData
-from addin.ib.session import Session
 
 from .contracts import stock
 from .ibclient import IBTestClient

@@ -8,17 +8,16 @@ import threading
 from datetime import date, datetime, timezone
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from ibapi.contract import Contract, ContractDetails
 
 from addin.cells import ERROR_VALUES
-from addin.ib.contracts import (FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec,
-                             format_contract, parse)
-from addin.paper import PaperGateway
+from addin.ib.contracts import FIAT, FUTURES_EXCHANGES, ContractBook, InstrumentError, Spec, format_contract, parse
 from addin.ib.session import IBError, RequestTimeout, Session
+from addin.paper import PaperGateway
 
 from . import contracts as tc
-
 
 
 def digit_year(digit: int) -> int:
@@ -148,7 +147,8 @@ numbered = st.builds(lambda n, p, c: Spec("STK", str(n), "SMART", p, c), st.inte
 pairs = st.builds(lambda a, b, x: Spec("CASH", a, x, currency=b), _ccy, _ccy, st.sampled_from(["IDEALPRO", "FXCONV"])
                   ).filter(lambda s: s.symbol != s.currency)
 cryptos = st.builds(lambda a, b, x: Spec("CRYPTO", a, x, currency=b),
-                    st.sampled_from(["BTC", "ETH", "LTC", "BCH", "SOL"]), _ccy, st.sampled_from(["", "PAXOS", "ZEROHASH"]))
+                    st.sampled_from(["BTC", "ETH", "LTC", "BCH", "SOL"]), _ccy,
+                    st.sampled_from(["", "PAXOS", "ZEROHASH"]))
 futures = st.builds(lambda r, d, x, c: Spec("FUT", r, x, currency=c, last_trade_date=d), _fut_root,
                     st.one_of(_month, _day), st.sampled_from(["", *sorted(FUTURES_EXCHANGES), "QBALGO"]), _ccy)
 undated = st.builds(lambda r, x, c: Spec("FUT", r, x, currency=c), st.from_regex(r"[A-Z]{1,4}", fullmatch=True),

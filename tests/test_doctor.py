@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from addin.app.doctor import FAILED, OK, SKIPPED, STEP_NAMES, diagnose, render, run_check
-from addin.paper import PaperGateway
 from addin.ib.session import IBError, Session
+from addin.paper import PaperGateway
 
 
 @pytest.fixture(scope="module")

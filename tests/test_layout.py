@@ -54,8 +54,8 @@ HEAVY = ("addin.paper", "pandas", "xlwings", "numpy", "pydantic")
 
 
 def test_the_command_line_and_ibxl_check_load_no_gateway_pandas_or_xlwings():
-    code = ("import sys, addin.app.cli, addin.app.doctor; print('\\n'.join(sorted(m for m in sys.modules if m.startswith("
-            f"{HEAVY!r}))))")
+    code = ("import sys, addin.app.cli, addin.app.doctor; "
+            f"print('\\n'.join(sorted(m for m in sys.modules if m.startswith({HEAVY!r}))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
 
@@ -91,7 +91,8 @@ SHARED = sorted(p for p in ADDIN.glob("*.py") if p.name != "__init__.py")
 @pytest.mark.parametrize("path", SHARED, ids=lambda p: p.name)
 def test_the_shared_top_level_modules_import_only_each_other(path):
     """addin/config.py, cells.py, backoff.py ... are used by the client packages, the app (and may be by
-    the gateway): they depend on no package of ours but protocol, so none of those layers reaches another through them."""
+    the gateway): they depend on no package of ours but protocol, so none of those layers reaches another
+    through them."""
     shared = {f"addin.{p.stem}" for p in SHARED}
     bad = {m for m in imported_modules(path)
            if m.startswith("addin") and m != "addin" and not m.startswith("addin.protocol")

@@ -18,12 +18,12 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from addin.config import Settings
 from addin.app import macros
+from addin.app.runtime import Runtime
+from addin.config import Settings
 from addin.excel.errors import ExcelInputError
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.paper import PaperGateway
-from addin.app.runtime import Runtime
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "workbooks" / "ibxl.xlsx"
 

@@ -133,7 +133,8 @@ TEXT_BOX = (
     b'<twoCellAnchor><from><col>1</col><colOff>0</colOff><row>1</row><rowOff>0</rowOff></from>'
     b'<to><col>3</col><colOff>0</colOff><row>4</row><rowOff>0</rowOff></to>'
     b'<sp macro="" textlink=""><nvSpPr><cNvPr id="9" name="TextBox 1"/><cNvSpPr txBox="1"/></nvSpPr>'
-    b'<spPr><a:xfrm><a:off x="0" y="0"/><a:ext cx="100" cy="100"/></a:xfrm><a:prstGeom prst="rect"><a:avLst/></a:prstGeom></spPr>'
+    b'<spPr><a:xfrm><a:off x="0" y="0"/><a:ext cx="100" cy="100"/></a:xfrm>'
+    b'<a:prstGeom prst="rect"><a:avLst/></a:prstGeom></spPr>'
     b'<txBody><a:bodyPr/><a:p><a:r><a:t>a note</a:t></a:r></a:p></txBody></sp><clientData/></twoCellAnchor>'
 )
 CHART_EXT = (
@@ -171,7 +172,8 @@ def test_parts_openpyxl_would_drop_are_listed_and_the_overwrite_refused(tmp_path
         OpenpyxlBook.open(path)
     lost = err.value.lost
     assert "1 x shape or text box" in lost and "1 x slicer" in lost
-    assert any(item.startswith("chart content openpyxl does not model") and "dataDisplayOptions16" in item for item in lost)
+    assert any(item.startswith("chart content openpyxl does not model") and "dataDisplayOptions16" in item
+               for item in lost)
     assert "--out NEW.xlsx" in str(err.value) and "Nothing was written" in str(err.value)
     assert path.read_bytes() == before
 
@@ -193,6 +195,7 @@ SERIES_ID = (
     b'xmlns:c16="http://schemas.microsoft.com/office/drawing/2014/chart">'
     b'<c16:uniqueId val="{00000000-0001-0000-0000-000000000000}"/></ext></extLst>'
 )
+CHART_STYLE_NS = b"http://schemas.microsoft.com/office/drawing/2012/chartStyle"
 
 
 def test_harmless_excel_chart_extras_do_not_block_a_save_in_place(tmp_path):
@@ -201,8 +204,8 @@ def test_harmless_excel_chart_extras_do_not_block_a_save_in_place(tmp_path):
     _patch_zip(
         path,
         {"xl/charts/chart1.xml": lambda b: b.replace(b"</ser>", SERIES_ID + b"</ser>")},
-        extra={"xl/charts/style1.xml": b'<cs:chartStyle xmlns:cs="http://schemas.microsoft.com/office/drawing/2012/chartStyle" id="227"/>',
-               "xl/charts/colors1.xml": b'<cs:colorStyle xmlns:cs="http://schemas.microsoft.com/office/drawing/2012/chartStyle" meth="cycle" id="10"/>'},
+        extra={"xl/charts/style1.xml": b'<cs:chartStyle xmlns:cs="' + CHART_STYLE_NS + b'" id="227"/>',
+               "xl/charts/colors1.xml": b'<cs:colorStyle xmlns:cs="' + CHART_STYLE_NS + b'" meth="cycle" id="10"/>'},
     )
     book = OpenpyxlBook.open(path)
     book.write("Data", 1, 3, [["x"]])
@@ -274,7 +277,8 @@ def test_formula_cells_read_their_cached_value(tmp_path):
     wb["Data"]["B1"] = "=A1*2"
     wb.save(path)
     # Give B1 the cached value Excel would have stored (openpyxl itself writes none).
-    _patch_zip(path, {"xl/worksheets/sheet1.xml": lambda b: re.sub(rb"(<f>A1\*2</f>)<v\s*/?>(</v>)?", rb"\1<v>42</v>", b)})
+    _patch_zip(path, {"xl/worksheets/sheet1.xml":
+                      lambda b: re.sub(rb"(<f>A1\*2</f>)<v\s*/?>(</v>)?", rb"\1<v>42</v>", b)})
     book = OpenpyxlBook.open(path)
     assert book.read("Data", 1, 1, 1, 2) == [[21, 42]]
     assert book.formulas("Data", ["B1", "A1", "C9"]) == ["=A1*2", None, None]

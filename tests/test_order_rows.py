@@ -3,12 +3,18 @@ blanks, formulas' error values, booleans) read back with pandas.read_excel and w
 
 from __future__ import annotations
 
-
 import openpyxl
 import pandas as pd
 
-from addin.orders.rows import (ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref,
-                              parse_row, parse_rows)
+from addin.orders.rows import (
+    ORDER_INPUT_COLUMNS,
+    ORDER_OUTPUT_COLUMNS,
+    OrderIntent,
+    RowError,
+    new_ref,
+    parse_row,
+    parse_rows,
+)
 
 
 def test_columns_are_in_the_documented_order():
@@ -86,7 +92,8 @@ def test_error_values_and_junk_name_the_column_and_what_was_expected(tmp_path):
         ("Quantity", "the cell holds the Excel error #N/A"), ("Symbol", "the cell holds the Excel error #REF!"),
         ("Action", "expected BUY or SELL, got 'HOLD'"), ("Quantity", "expected a positive number"),
         ("Quantity", "expected a positive number of shares/contracts, got -5"), ("OrderType", "expected one of MKT"),
-        ("LimitPrice", "LMT needs a LimitPrice"), ("LimitPrice", "must be blank for MKT"), ("TIF", "expected one of DAY"),
+        ("LimitPrice", "LMT needs a LimitPrice"), ("LimitPrice", "must be blank for MKT"),
+        ("TIF", "expected one of DAY"),
         ("OutsideRTH", "expected TRUE or FALSE"), ("TakeProfit", "must be above it"), ("StopLoss", "must be above it"),
         ("TIF", "MOC orders are DAY orders"), ("Ref", "duplicate of row 0"), ("Ref", "reserved for bracket children"),
         ("Account", "expected an IB account id"), ("Symbol", "AAPL 2026 C"), ("Quantity", "expected a positive number"),

@@ -20,11 +20,13 @@ from fractions import Fraction
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from addin.config import Settings
-from addin.orders.rows import ORDER_INPUT_COLUMNS, OrderIntent, RowError, parse_row
 from addin.orders.risk import OrderFacts, RiskLimits, evaluate
+from addin.orders.rows import ORDER_INPUT_COLUMNS, OrderIntent, RowError, parse_row
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=timezone.utc)   # the frozen gateway's start and the facts' clock
 FUT_TEXT = "ES 202612 CME"      # listed at NOW; written by its month, so it reads the same under any clock
@@ -69,7 +71,8 @@ def rows(draw, refs=None, spoil=(0, 0, 0, 1, 1, 2)):
         "Quantity": draw(st.one_of(st.integers(1, 5), st.integers(1, 5), st.integers(1, 70).map(float),
                                    st.integers(1, 9).map(lambda q: f" {q} "), st.sampled_from(["1,000", "2.5"]))),
         "OrderType": draw(_variants(order_type)),
-        "TIF": draw(st.sampled_from([None, "DAY", "day", "GTC"] if order_type not in ("MOC", "LOC") else [None, "DAY"])),
+        "TIF": draw(st.sampled_from([None, "DAY", "day", "GTC"] if order_type not in ("MOC", "LOC")
+                                    else [None, "DAY"])),
     })
     if order_type in ("LMT", "STP LMT", "LOC"):
         row["LimitPrice"] = draw(price)
@@ -195,12 +198,12 @@ def test_generated_rows_never_pass_a_rule_they_break_and_never_crash(data):
 # --- 2. generated sheets through the desk to a frozen paper gateway -----------------------------------------
 @pytest.fixture(scope="module")
 def desk_rig(tmp_path_factory):
+    from addin.account.portfolio import Portfolio
     from addin.ib.contracts import ContractBook
+    from addin.ib.session import Session
+    from addin.market.quotes import MarketData
     from addin.orders.desk import OrderDesk
     from addin.paper import PaperGateway
-    from addin.account.portfolio import Portfolio
-    from addin.market.quotes import MarketData
-    from addin.ib.session import Session
     with PaperGateway(port=0, speed=0, start=NOW, stream_interval=0.05, account_interval=1.0,
                       accounts=["DU1", "U2"]) as gw:
         s = Session(port=gw.port, client_id=77)
@@ -261,7 +264,8 @@ def test_generated_sheets_transmit_only_orders_that_pass_every_rule(desk_rig, da
         assert o.account.startswith("D")
         q, details = quotes[c.conId]
         tick, mult = details.minTick, float(details.contract.multiplier or 1)
-        assert details.contract.secType in LIMITS.allowed_sec_types and details.contract.symbol not in LIMITS.symbol_deny
+        assert details.contract.secType in LIMITS.allowed_sec_types
+        assert details.contract.symbol not in LIMITS.symbol_deny
         assert float(o.totalQuantity) <= LIMITS.max_quantity
         ref = (q.bid + q.ask) / 2
         stop = o.trailStopPrice if o.orderType == "TRAIL" else o.auxPrice if o.orderType in ("STP", "STP LMT") else None

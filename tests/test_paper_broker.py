@@ -19,9 +19,18 @@ from ibapi.execution import ExecutionFilter
 from ibapi.order import Order
 
 from addin.paper.market import accounts as acc
-from addin.paper.market.broker import (AccountChanged, Broker, CommissionEvent, ErrorEvent, ExecutionEvent,
-                                OpenOrderEvent, OrderStatusEvent, on_tick_grid, parse_filter_time,
-                                round_to_tick)
+from addin.paper.market.broker import (
+    AccountChanged,
+    Broker,
+    CommissionEvent,
+    ErrorEvent,
+    ExecutionEvent,
+    OpenOrderEvent,
+    OrderStatusEvent,
+    on_tick_grid,
+    parse_filter_time,
+    round_to_tick,
+)
 from addin.paper.market.commissions import commission
 
 ACCOUNT = "DU1234567"
@@ -803,7 +812,7 @@ def test_cash_plus_value_equals_start_plus_pnl(steps):
     assert daily == pytest.approx(realized + unrealized)
     nlv_row = float(dict((t, v) for t, v, _ in broker.account_summary(ACCOUNT, {"NetLiquidation"}))["NetLiquidation"])
     assert nlv_row == pytest.approx(snap.net_liquidation, abs=0.006)
-    for _, contract, qty, avg in broker.positions():        # the position equals the sum of its fills
+    for _, contract, qty, _avg in broker.positions():        # the position equals the sum of its fills
         signed = sum((e.shares if e.side == "BOT" else -e.shares)
                      for c_, e, _ in broker.executions(1, ExecutionFilter()) if c_.conId == contract.conId)
         assert qty == signed

@@ -10,8 +10,8 @@ import pytest
 from ibapi.contract import Contract
 
 from addin.paper import PaperGateway
-from addin.paper.services.firehose import CYCLE, END_PRICE
 from addin.paper.server import GatewayConfig
+from addin.paper.services.firehose import CYCLE, END_PRICE
 
 from .ibclient import IBTestClient
 from .test_quotes import wait_until

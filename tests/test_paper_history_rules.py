@@ -282,7 +282,8 @@ def test_end_datetime_forms(text, expected):
 
 def test_end_datetime_default_zone_and_naive_now():
     assert parse_end_datetime("20240102 10:00:00", NOW, default_tz="UTC") == datetime(2024, 1, 2, 10, tzinfo=UTC)
-    assert parse_end_datetime("20240102 10:00:00", NOW, default_tz="Europe/Zurich") == datetime(2024, 1, 2, 9, tzinfo=UTC)
+    assert (parse_end_datetime("20240102 10:00:00", NOW, default_tz="Europe/Zurich")
+            == datetime(2024, 1, 2, 9, tzinfo=UTC))
     assert parse_end_datetime("", datetime(2024, 1, 3, 3)) == NOW
 
 
@@ -352,16 +353,22 @@ def test_validate_request_success():
     [
         # the end date is checked first, then the duration, then the bar size, then whatToShow
         (("junk", "junk", "junk", "junk"), {}, 10314, None),
-        (("", "junk", "junk", "junk"), {}, 321, "When specifying a unit, historical data request duration format is integer{SPACE}unit (S|D|W|M|Y)."),
+        (("", "junk", "junk", "junk"), {}, 321,
+         "When specifying a unit, historical data request duration format is integer{SPACE}unit (S|D|W|M|Y)."),
         (("", "1 D", "junk", "junk"), {}, 321, BAR_INVALID[len(V):]),
         (("", "1 D", "1 min", "junk"), {}, 321, "What to show value of junk rejected."),
-        (("20240102 10:00:00 UTC", "1 D", "1 min", "ADJUSTED_LAST"), {}, 321, "End date not supported with adjusted last"),
+        (("20240102 10:00:00 UTC", "1 D", "1 min", "ADJUSTED_LAST"), {}, 321,
+         "End date not supported with adjusted last"),
         (("", "1 Y", "1W", "ADJUSTED_LAST"), {}, 321, "Multi day bar size not supported with adjusted last"),
         (("", "1 D", "1 min", "TRADES"), {"format_date": 0}, 321, "Date formatting selection of 0 rejected."),
-        (("20240102 10:00:00 UTC", "1 D", "1 min", "TRADES"), {"keep_up_to_date": True}, 321, "End date not supported with live updates"),
-        (("", "1 D", "1 min", "TRADES"), {"keep_up_to_date": True, "sec_type": "BAG"}, 321, "Live updates for combos are not supported"),
-        (("", "1 D", "1 min", "BID_ASK"), {"keep_up_to_date": True}, 321, "Source price not supported with live updates"),
-        (("", "60 S", "1 secs", "TRADES"), {"keep_up_to_date": True}, 321, "Live updates are not supported for bar sizes of less than 5 seconds"),
+        (("20240102 10:00:00 UTC", "1 D", "1 min", "TRADES"), {"keep_up_to_date": True}, 321,
+         "End date not supported with live updates"),
+        (("", "1 D", "1 min", "TRADES"), {"keep_up_to_date": True, "sec_type": "BAG"}, 321,
+         "Live updates for combos are not supported"),
+        (("", "1 D", "1 min", "BID_ASK"), {"keep_up_to_date": True}, 321,
+         "Source price not supported with live updates"),
+        (("", "60 S", "1 secs", "TRADES"), {"keep_up_to_date": True}, 321,
+         "Live updates are not supported for bar sizes of less than 5 seconds"),
         # the data farm's step check comes last
         (("", "1 D", "1 secs", "TRADES"), {}, 162, None),
         (("", "60 S", "1 hour", "TRADES"), {"enforce_max_bar": True}, 162, None),

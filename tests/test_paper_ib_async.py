@@ -149,7 +149,7 @@ def test_errors_reach_ib_async(ib):
     bad = ib.placeOrder(c, LimitOrder("BUY", 1, 100.001))
     wait_until(ib, lambda: bad.orderStatus.status == "Cancelled", what="110 rejection")
     assert any(code == 110 for _, code, _ in ib.test_errors)
-    zero = ib.placeOrder(c, MarketOrder("BUY", 0))
+    ib.placeOrder(c, MarketOrder("BUY", 0))
     wait_until(ib, lambda: any(code == 201 for _, code, _ in ib.test_errors), what="201")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -118,7 +117,7 @@ def test_streaming_quotes_tick_and_cancel(ib):
     assert params[1] == 0.01
     assert ib.wait_for("marketDataType", lambda e: e[0] == rid, start=start)[1] == 1
     for tick_type in (1, 2, 4, 6, 7, 9, 14):
-        ib.wait_for("tickPrice", lambda e: e[0] == rid and e[1] == tick_type, start=start)
+        ib.wait_for("tickPrice", lambda e, tick_type=tick_type: e[0] == rid and e[1] == tick_type, start=start)
     ib.wait_for("tickSize", lambda e: e[0] == rid and e[1] == 8, start=start)
     prices = {e[1]: e[2] for e in ib.events[start:] if e.name == "tickPrice" and e[0] == rid}
     assert prices[1] < prices[2] and prices[1] <= prices[4] <= prices[2]
@@ -149,7 +148,7 @@ def test_delayed_data_after_10167(ib):
     ib.wait_error(rid, 10167)
     assert ib.wait_for("marketDataType", lambda e: e[0] == rid, start=start)[1] == 3
     for tick_type in (66, 67, 68):
-        ib.wait_for("tickPrice", lambda e: e[0] == rid and e[1] == tick_type, start=start)
+        ib.wait_for("tickPrice", lambda e, tick_type=tick_type: e[0] == rid and e[1] == tick_type, start=start)
     assert not [e for e in ib.events[start:] if e.name == "tickPrice" and e[0] == rid and e[1] in (1, 2, 4)]
     ib.cancelMktData(rid)
     ib.reqMarketDataType(1)
@@ -283,7 +282,7 @@ def test_connectivity_notices_1100_1101_1102(ib, gateway):
     for code in (1100, 1102, 1100, 1101):
         gateway.connectivity(code)
     for code in (1100, 1101, 1102):
-        ib.wait_for("error", lambda e: e[2] == code and e[0] == -1, start=start)
+        ib.wait_for("error", lambda e, code=code: e[2] == code and e[0] == -1, start=start)
 
 
 def test_1101_drops_market_data_lines_and_1102_keeps_them(gateway, ib):

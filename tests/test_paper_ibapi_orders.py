@@ -3,7 +3,7 @@ executions, commissions, positions, account values and P&L. Real sockets, real i
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 

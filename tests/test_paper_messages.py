@@ -338,7 +338,8 @@ def test_req_mkt_data_bag_with_delta_neutral(sender):
 
 def test_req_contract_details(sender):
     contract = _stock()
-    contract.includeExpired, contract.secIdType, contract.secId, contract.issuerId = True, "ISIN", "US0378331005", "e123"
+    contract.includeExpired, contract.secIdType = True, "ISIN"
+    contract.secId, contract.issuerId = "US0378331005", "e123"
     sender.reqContractDetails(9001, contract if isinstance(sender, IbapiSender) else _async(contract))
     msg_id, fields = sender.last()
     assert msg_id == OUT.REQ_CONTRACT_DATA
@@ -373,7 +374,8 @@ def test_req_head_timestamp(sender):
     msg_id, fields = sender.last()
     assert msg_id == OUT.REQ_HEAD_TIMESTAMP
     req = requests.req_head_timestamp(fields)
-    assert (req.req_id, req.include_expired, req.use_rth, req.what_to_show, req.format_date) == (5, False, 0, "TRADES", 2)
+    assert ((req.req_id, req.include_expired, req.use_rth, req.what_to_show, req.format_date)
+            == (5, False, 0, "TRADES", 2))
     assert_contract(req.contract, contract, sender)
     assert fields.remaining() == 0
 
@@ -547,7 +549,8 @@ def test_tick_by_tick_last(tick_type):
     assert data == messages.tick_by_tick_last(5, tick_type, 1704206400, 187.5, Decimal("100"), 2, "NASDAQ", "T")
     calls, acalls = both(data)
     req_id, tt, time, price, size, got, exchange, cond = one_call(calls, "tickByTickAllLast")
-    assert (req_id, tt, time, price, size, exchange, cond) == (5, tick_type, 1704206400, 187.5, Decimal("100"), "NASDAQ", "T")
+    assert ((req_id, tt, time, price, size, exchange, cond)
+            == (5, tick_type, 1704206400, 187.5, Decimal("100"), "NASDAQ", "T"))
     assert (got.pastLimit, got.unreported) == (False, True)
     a = one_call(acalls, "tickByTickAllLast")
     assert a[:5] == (5, tick_type, 1704206400, 187.5, 100.0) and a[5].unreported and a[6:] == ("NASDAQ", "T")
@@ -557,7 +560,8 @@ def test_tick_by_tick_bid_ask_and_mid_point():
     when = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
     calls, acalls = both(messages.tick_by_tick(6, 3, when, 1.0873, 1.0875, Decimal("250000"), Decimal("1500000"), 1))
     req_id, time, bid, ask, bid_size, ask_size, attrib = one_call(calls, "tickByTickBidAsk")
-    assert (req_id, time, bid, ask, bid_size, ask_size) == (6, 1704205800, 1.0873, 1.0875, Decimal("250000"), Decimal("1500000"))
+    assert ((req_id, time, bid, ask, bid_size, ask_size)
+            == (6, 1704205800, 1.0873, 1.0875, Decimal("250000"), Decimal("1500000")))
     assert (attrib.bidPastLow, attrib.askPastHigh) == (True, False)
     assert one_call(acalls, "tickByTickBidAsk")[:6] == (6, 1704205800, 1.0873, 1.0875, 250000.0, 1500000.0)
     ask_past_high = TickAttribBidAsk()
@@ -598,7 +602,8 @@ def _future_details() -> ContractDetails:
     d.marketName, d.minTick, d.orderTypes, d.validExchanges = "ES", 0.25, "LMT,MKT,STP", "CME,QBALGO"
     d.priceMagnifier, d.underConId, d.longName = 1, 11004968, "E-mini S&P 500 – Société"
     d.contractMonth, d.industry, d.category, d.subcategory = "202612", "", "", ""
-    d.timeZoneId, d.tradingHours, d.liquidHours = "US/Central", "20261217:1700-20261218:0830", "20261218:0830-20261218:0830"
+    d.timeZoneId = "US/Central"
+    d.tradingHours, d.liquidHours = "20261217:1700-20261218:0830", "20261218:0830-20261218:0830"
     d.evRule, d.evMultiplier = "", 0
     d.secIdList = [TagValue("ISIN", "XX0000000001"), TagValue("FIGI", "BBG000000001")]
     d.aggGroup, d.underSymbol, d.underSecType, d.marketRuleIds = 2147483647, "ES", "IND", "67,67"
@@ -620,7 +625,8 @@ def test_contract_data_through_ib_async():
     c = cd.contract
     assert (req_id, c.symbol, c.secType, c.lastTradeDateOrContractMonth, c.conId, c.multiplier) == (
         21, "ES", "FUT", "20261218", 649180695, "50")
-    assert (cd.lastTradeTime, cd.minTick, cd.longName, cd.timeZoneId) == ("08:30", 0.25, "E-mini S&P 500 – Société", "US/Central")
+    assert ((cd.lastTradeTime, cd.minTick, cd.longName, cd.timeZoneId)
+            == ("08:30", 0.25, "E-mini S&P 500 – Société", "US/Central"))
     assert [(t.tag, t.value) for t in cd.secIdList] == [("ISIN", "XX0000000001"), ("FIGI", "BBG000000001")]
     assert (cd.marketRuleIds, cd.realExpirationDate, cd.minSize, cd.sizeIncrement, cd.suggestedSizeIncrement) == (
         "67,67", "20261218", 1.0, 1.0, 1.0)
@@ -641,10 +647,12 @@ def _execution() -> tuple[Contract, Execution]:
     c = _stock()
     c.conId, c.exchange, c.primaryExchange, c.localSymbol, c.tradingClass = 265598, "ISLAND", "", "AAPL", "NMS"
     ex = Execution()
-    ex.orderId, ex.execId, ex.acctNumber, ex.exchange, ex.side = 12, "0000e0d5.6593f2a1.01.01", "DU1234567", "ISLAND", "BOT"
+    ex.orderId, ex.execId = 12, "0000e0d5.6593f2a1.01.01"
+    ex.acctNumber, ex.exchange, ex.side = "DU1234567", "ISLAND", "BOT"
     ex.time = datetime(2024, 1, 2, 14, 30, 5, tzinfo=timezone.utc)
     ex.shares, ex.price, ex.permId, ex.clientId, ex.liquidation = Decimal("100"), 187.25, 987654321, 7, 0
-    ex.cumQty, ex.avgPrice, ex.orderRef, ex.lastLiquidity, ex.pendingPriceRevision = Decimal("100"), 187.25, "ref", 2, True
+    ex.cumQty, ex.avgPrice, ex.orderRef = Decimal("100"), 187.25, "ref"
+    ex.lastLiquidity, ex.pendingPriceRevision = 2, True
     return c, ex
 
 
@@ -722,10 +730,12 @@ def test_account_messages():
 def test_portfolio_value():
     contract = _stock()
     contract.conId, contract.localSymbol, contract.tradingClass = 265598, "AAPL", "NMS"
-    calls, acalls = both(messages.portfolio_value(contract, Decimal("100"), 187.5, 18750.0, 180.0, 750.0, 0.0, "DU1234567"))
+    calls, acalls = both(messages.portfolio_value(contract, Decimal("100"), 187.5, 18750.0, 180.0, 750.0, 0.0,
+                                                  "DU1234567"))
     c, pos, price, value, cost, unreal, real, account = one_call(calls, "updatePortfolio")
     assert (c.conId, c.symbol, c.primaryExchange, c.exchange, c.tradingClass) == (265598, "AAPL", "NASDAQ", "", "NMS")
-    assert (pos, price, value, cost, unreal, real, account) == (Decimal("100"), 187.5, 18750.0, 180.0, 750.0, 0.0, "DU1234567")
+    assert ((pos, price, value, cost, unreal, real, account)
+            == (Decimal("100"), 187.5, 18750.0, 180.0, 750.0, 0.0, "DU1234567"))
     c, *rest = one_call(acalls, "updatePortfolio")
     assert (c.conId, c.primaryExchange) == (265598, "NASDAQ")
     assert rest == [100.0, 187.5, 18750.0, 180.0, 750.0, 0.0, "DU1234567"]
@@ -757,7 +767,8 @@ def test_historical_data_intraday_format_1():
     assert (first.date, first.open, first.high, first.low, first.close, first.volume, first.wap, first.barCount) == (
         "20240102 09:30:00 US/Eastern", 187.0, 188.0, 186.5, 187.5, Decimal("12000"), Decimal("187.31"), 95)
     # a bar without volume (MIDPOINT, BID, ASK): IB writes -1, never an empty field
-    assert (second.date, second.volume, second.wap, second.barCount) == ("20240102 09:35:00 US/Eastern", Decimal("-1"), Decimal("-1"), -1)
+    assert ((second.date, second.volume, second.wap, second.barCount)
+            == ("20240102 09:35:00 US/Eastern", Decimal("-1"), Decimal("-1"), -1))
     assert one_call(calls, "historicalDataEnd") == (77, "20240102 09:30:00 US/Eastern", "20240102 09:40:00 US/Eastern")
     bars = [args[1] for n, args in acalls if n == "historicalData"]
     # ib_async's wrapper turns the text into a datetime with util.parseIBDatetime
@@ -774,11 +785,13 @@ def test_historical_data_epoch_and_daily():
     assert parseIBDatetime(epoch) == datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
     daily = [SimpleNamespace(time=date(2024, 1, 2), open=1, high=2, low=0.5, close=1.5, volume=10, wap=1.2, count=3),
              BarData()]
-    daily[1].date, daily[1].open, daily[1].volume, daily[1].wap, daily[1].barCount = "20240103", 1.5, Decimal(5), Decimal("1.4"), 2
+    daily[1].date, daily[1].open, daily[1].volume = "20240103", 1.5, Decimal(5)
+    daily[1].wap, daily[1].barCount = Decimal("1.4"), 2
     calls, acalls = both(messages.historical_data(79, "20240101", "20240104", daily, 1, daily=True))
     dates = [args[1].date for n, args in calls if n == "historicalData"]
     assert dates == ["20240102", "20240103"]
-    assert [parseIBDatetime(args[1].date) for n, args in acalls if n == "historicalData"] == [date(2024, 1, 2), date(2024, 1, 3)]
+    assert ([parseIBDatetime(args[1].date) for n, args in acalls if n == "historicalData"]
+            == [date(2024, 1, 2), date(2024, 1, 3)])
     assert messages.format_bar_time(datetime(2024, 1, 2, 23, 0, tzinfo=timezone.utc), 2, daily=True) == "20240102"
 
 
@@ -790,7 +803,8 @@ def test_historical_data_update_field_order():
     assert (req_id, got.barCount, got.date, got.open, got.high, got.low, got.close, got.wap, got.volume) == (
         80, 3, "20240102 09:30:00 US/Eastern", 1.0, 4.0, 0.5, 2.0, Decimal("1.5"), Decimal("7"))
     req_id, got = one_call(acalls, "historicalDataUpdate")
-    assert (got.open, got.high, got.low, got.close, got.average, got.volume, got.barCount) == (1.0, 4.0, 0.5, 2.0, 1.5, 7.0, 3)
+    assert ((got.open, got.high, got.low, got.close, got.average, got.volume, got.barCount)
+            == (1.0, 4.0, 0.5, 2.0, 1.5, 7.0, 3))
 
 
 def test_head_timestamp():
@@ -845,12 +859,14 @@ REBUILD = {
     IN.CONTRACT_DATA: lambda v, calls: messages.contract_data(*one_call(calls, "contractDetails"), server_version=v),
     IN.ORDER_STATUS: lambda v, calls: messages.order_status(*one_call(calls, "orderStatus")),
     IN.EXECUTION_DATA: lambda v, calls: messages.execution_data(*one_call(calls, "execDetails"), server_version=v),
-    IN.COMMISSION_AND_FEES_REPORT: lambda v, calls: messages.commission_report(*one_call(calls, "commissionAndFeesReport")),
+    IN.COMMISSION_AND_FEES_REPORT: lambda v, calls: messages.commission_report(
+        *one_call(calls, "commissionAndFeesReport")),
     IN.POSITION_DATA: lambda v, calls: messages.position(*one_call(calls, "position")),
     IN.ACCOUNT_SUMMARY: lambda v, calls: messages.account_summary(*one_call(calls, "accountSummary")),
     IN.TICK_BY_TICK: lambda v, calls: (
         messages.tick_by_tick_bid_ask(*one_call(calls, "tickByTickBidAsk")) if calls[0][0] == "tickByTickBidAsk"
-        else messages.tick_by_tick_mid_point(*one_call(calls, "tickByTickMidPoint")) if calls[0][0] == "tickByTickMidPoint"
+        else messages.tick_by_tick_mid_point(*one_call(calls, "tickByTickMidPoint"))
+        if calls[0][0] == "tickByTickMidPoint"
         else messages.tick_by_tick_last(*one_call(calls, "tickByTickAllLast"))),
     IN.TICK_PRICE: lambda v, calls: (lambda req_id, tick_type, price, attrib: messages.tick_price(
         req_id, tick_type, price, calls[1][1][2] if len(calls) > 1 else None, attrib))(*one_call(calls, "tickPrice")),

@@ -38,14 +38,14 @@ from ibapi.tag_value import TagValue
 from ibapi.wrapper import EWrapper
 
 from addin.paper.codec import wire
-from addin.protocol.framing import frame
-from addin.protocol.unset import UNSET_DOUBLE_TEXT
 from addin.paper.codec.order_codec import (
     decode_place_order,
     encode_completed_order,
     encode_completed_orders_end,
     encode_open_order,
 )
+from addin.protocol.framing import frame
+from addin.protocol.unset import UNSET_DOUBLE_TEXT
 
 SV = 178
 
@@ -270,7 +270,7 @@ class _CountingFields:
         return self.items[self.pos - 1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ibapi_decoder(sv: int) -> Decoder:
     return Decoder(_IbapiWrapper(), sv)
 

@@ -13,14 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addin.excel.openpyxl_book import OpenpyxlBook
-from addin.excel.pump import (RPC_E_CALL_REJECTED, STANDARD_COLUMNS, ComRetry, Pump, is_call_rejected,
-                              merge_rectangles)
-from addin.excel.recalc import RecalcRegistry
-from benchmarks.sinks import CountingBook
-from addin.paper import PaperGateway
-from addin.market.quotes import QuoteBoard
 from addin.app.runtime import Runtime
+from addin.excel.openpyxl_book import OpenpyxlBook
+from addin.excel.pump import RPC_E_CALL_REJECTED, STANDARD_COLUMNS, ComRetry, Pump, is_call_rejected, merge_rectangles
+from addin.excel.recalc import RecalcRegistry
+from addin.market.quotes import QuoteBoard
+from addin.paper import PaperGateway
+from benchmarks.sinks import CountingBook
 
 HEADER = ["Symbol"] + list(STANDARD_COLUMNS)
 
@@ -66,7 +65,8 @@ def test_merge_rectangles_with_owned_blocks_takes_whole_blocks():
 @given(st.sets(st.tuples(st.integers(1, 30), st.integers(1, 12)), max_size=120))
 def test_merge_rectangles_cover_exactly_without_overlap(cells):
     rects = merge_rectangles(cells)
-    covered = [(r, c) for t, l, b, rgt in rects for r in range(t, b + 1) for c in range(l, rgt + 1)]
+    covered = [(r, c) for top, left, bottom, right in rects
+               for r in range(top, bottom + 1) for c in range(left, right + 1)]
     assert len(covered) == len(set(covered)) == len(cells)
     assert set(covered) == cells
     # never more rectangles than row runs (merging only ever reduces the count)

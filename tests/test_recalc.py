@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from addin.app.runtime import Runtime
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.recalc import RecalcRegistry, normalize_address
-from benchmarks.sinks import CountingBook
 from addin.paper import PaperGateway
-from addin.app.runtime import Runtime
+from benchmarks.sinks import CountingBook
 
 
 def test_normalize_address():

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from addin.config import RiskSettings, Settings
-from addin.orders.rows import OrderIntent
 from addin.orders.risk import RULES, OrderFacts, RiskLimits, check_whatif, evaluate, on_tick_grid, round_to_tick
+from addin.orders.rows import OrderIntent
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=timezone.utc)
 LIMITS = RiskLimits.from_settings(Settings(risk=RiskSettings(
@@ -53,7 +53,8 @@ def test_a_good_order_passes_every_rule():
                                                 "would be 505, limit 500"),
     ({"action": "SELL"}, {"position": 5, "open_sell": 2}, {}, "allow_short: selling 10 with position 5 (open sells 2) "
                                                               "would leave -7; allow_short is off"),
-    ({"take_profit": 205.0, "stop_loss": 195.0}, {"open_orders": 18}, {}, "max_open_orders: 18 open + 3 new > limit 20"),
+    ({"take_profit": 205.0, "stop_loss": 195.0}, {"open_orders": 18}, {},
+     "max_open_orders: 18 open + 3 new > limit 20"),
     ({}, {"recent_orders": 10}, {}, "max_orders_per_minute: 10 sent in the last minute + 1 new > limit 10"),
     ({}, {"daily_pnl": -2000.0}, {}, "daily_loss: today's P&L -2,000 USD reached the limit -2,000 USD"),
     ({}, {"daily_pnl": None}, {}, "daily_loss: no live P&L for DU1"),
@@ -91,7 +92,8 @@ def test_round_to_tick_rounds_instead_of_refusing_and_says_so():
 
 def test_tick_grid_arithmetic_is_exact():
     assert on_tick_grid(229.37, 0.01) and on_tick_grid(1.22915, 0.00005) and on_tick_grid(6001.25, 0.25)
-    assert not on_tick_grid(6001.1, 0.25) and not on_tick_grid(1.22913, 0.00005) and not on_tick_grid(0.3 + 0.0001, 0.01)
+    assert not on_tick_grid(6001.1, 0.25) and not on_tick_grid(1.22913, 0.00005)
+    assert not on_tick_grid(0.3 + 0.0001, 0.01)
     assert on_tick_grid(1e26, 0.01) and on_tick_grid(5.0, 0.0)
     assert round_to_tick(6001.1, 0.25) == 6001.0 and round_to_tick(1.229131, 0.00005) == 1.22915
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 import udfs
-from addin.excel.pump import Pump
-from benchmarks.sinks import CountingBook
-from addin.paper import PaperGateway
 from addin.app.runtime import READ_ONLY_METHODS, ReadOnlyRuntime, Runtime, set_runtime
+from addin.excel.pump import Pump
+from addin.paper import PaperGateway
+from benchmarks.sinks import CountingBook
 from udfs import functions
 
 from .contracts import listed_es

@@ -221,7 +221,7 @@ def IB_QUOTES(symbols, fields=None, caller=None):
                 out.append([errors[i]] * len(attrs))
                 continue
             q = rt.wait_quote(key)
-            out.append([_quote_safely(lambda a=a: _quote_value(q, a)) if q is not None else
+            out.append([_quote_safely(lambda a=a, q=q: _quote_value(q, a)) if q is not None else
                         f"#IBXL: waiting for the first quote of {key}" for a in attrs])
         return out
     return _quote_safely(run)
@@ -272,7 +272,8 @@ def IB_CONTRACT(symbol, field=None):
             return _cellify(getattr(details.contract, CONTRACT_FIELDS[key]))
         if key in DETAIL_FIELDS:
             return _cellify(getattr(details, DETAIL_FIELDS[key]))
-        raise ValueError(f"field: {field!r} is not one of all, {', '.join(list(CONTRACT_FIELDS) + list(DETAIL_FIELDS))}")
+        known = ", ".join(list(CONTRACT_FIELDS) + list(DETAIL_FIELDS))
+        raise ValueError(f"field: {field!r} is not one of all, {known}")
     return _safely(run)
 
 

@@ -165,7 +165,7 @@ def _history(wb) -> None:
         _name(wb, name, "History", f"$B${i}")
     note_row = len(layout.HISTORY_PARAMETERS) + 3
     ws.cell(row=note_row, column=1, value="Parameters").font = Font(bold=True)
-    for i, (label, _name_, _value, meaning) in enumerate(layout.HISTORY_PARAMETERS, start=note_row + 1):
+    for i, (label, _, _value, meaning) in enumerate(layout.HISTORY_PARAMETERS, start=note_row + 1):
         ws.cell(row=i, column=1, value=f"{label}: {meaning}").font = Font(italic=True, color="595959")
     ws.column_dimensions["A"].width = 14
     ws.column_dimensions["B"].width = 14
@@ -348,7 +348,8 @@ def _normalize(data: bytes) -> bytes:
             body = src.read(info.filename)
             if info.filename == "docProps/core.xml":
                 stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-                body = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)", rb"\g<1>" + stamp + rb"\g<2>", body)
+                body = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)",
+                              rb"\g<1>" + stamp + rb"\g<2>", body)
             zi = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME.timetuple()[:6])
             zi.compress_type = zipfile.ZIP_DEFLATED
             zi.external_attr = 0o644 << 16

@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, SupportsInt, cast
 
 import pandas as pd
 import xlwings as xw
@@ -289,7 +289,8 @@ def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
     book, rt = _book(book), _runtime(runtime)
     rt.connect()
     names = book.names()
-    params, defaults = {}, {}
+    params: dict[str, Any] = {}              # label -> cell value (or the template's)
+    defaults: dict[str, Any] = {}
     for label, name, default, _ in HISTORY_PARAMETERS:
         value = _named_value(book, names, name)
         params[label] = value if value not in (None, "") or label == "EndDateTime" else default
@@ -336,7 +337,8 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
         if ref_col is None:
             raise BookError("the Orders Table has no Ref column to write the assigned Refs into")
         for row, ref in assigned.items():          # before anything is sent: the row keeps its Ref
-            book.write(info.sheet, int(row), ref_col, [[ref]])
+            # the keys are the frame's index labels: worksheet row numbers (order_rows)
+            book.write(info.sheet, int(cast(SupportsInt, row)), ref_col, [[ref]])
 
     out = desk.place(df, write_refs=write_refs)
     write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})

@@ -406,14 +406,12 @@ def _default_connection() -> dict:
     try:
         from ..config import load_settings
     except ImportError:
-        load_settings = None
-    if load_settings is not None:
-        s = load_settings()
-        c = s.connection
-        return {"host": c.host, "port": int(c.port), "client_id": int(c.client_id),
-                "market_data_type": getattr(c, "market_data_type", None), "settings": s}
-    return {"host": os.environ.get("IBXL_HOST", "127.0.0.1"), "port": int(os.environ.get("IBXL_PORT", "4002")),
-            "client_id": int(os.environ.get("IBXL_CLIENT_ID", "1"))}
+        return {"host": os.environ.get("IBXL_HOST", "127.0.0.1"), "port": int(os.environ.get("IBXL_PORT", "4002")),
+                "client_id": int(os.environ.get("IBXL_CLIENT_ID", "1"))}
+    s = load_settings()
+    c = s.connection
+    return {"host": c.host, "port": int(c.port), "client_id": int(c.client_id),
+            "market_data_type": getattr(c, "market_data_type", None), "settings": s}
 
 
 def get_runtime(connect: bool = True) -> Runtime:

@@ -469,7 +469,7 @@ class Book(abc.ABC):
         # Validation is done; from here on only writes.
         for first, last in _runs(col_of.values()):
             run_cols = [c for c in cols if first <= col_of[c] <= last]
-            order = sorted(run_cols, key=col_of.get)
+            order = sorted(run_cols, key=col_of.__getitem__)
             if n:
                 block = [list(row) for row in zip(*(values[c] for c in order))]
             else:

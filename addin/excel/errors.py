@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ..ib.contracts import InstrumentError
 from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,7 @@ class ExcelInputError(ValueError):
 def error_text(exc: BaseException) -> str:
     """The cell text for ``exc``: ``#IB <code>: <text>`` for IB's errors (IBError, an
     InstrumentError IB refused with a code), ``#IBXL: <message>`` for everything else."""
-    try:
-        from ..ib.contracts import InstrumentError
-    except Exception:  # pragma: no cover - contracts is part of the package
-        InstrumentError = ()  # type: ignore[assignment]
-    if InstrumentError and isinstance(exc, InstrumentError):
+    if isinstance(exc, InstrumentError):
         if exc.code:
             return f"#IB {exc.code}: {exc.ib_text or 'refused'}: {exc.text} (understood {exc.understood})"
         return f"#IBXL: {exc}"

@@ -159,7 +159,8 @@ class OpenpyxlBook(Book):
             check_not_locked(path)
             lost, harmless = diff_parts(data, book._serialize())
             if harmless:
-                log.info("%s: openpyxl will not keep %s (harmless: see addin.excel.workbook_parts)", path, "; ".join(harmless))
+                log.info("%s: openpyxl will not keep %s (harmless: see addin.excel.workbook_parts)", path,
+                         "; ".join(harmless))
             if lost:
                 raise book._lose_error(path, lost)
         return book
@@ -238,7 +239,7 @@ class OpenpyxlBook(Book):
         cells = ws._cells
         out = []
         for r in range(top, bottom + 1):
-            row = []
+            row: list = []
             for c in range(left, right + 1):
                 cell = cells.get((r, c))
                 if cell is None:
@@ -387,7 +388,8 @@ class OpenpyxlBook(Book):
             tmp.unlink(missing_ok=True)
             raise
         if lost:
-            log.warning("%s was written without parts of %s openpyxl cannot keep: %s", target, self.path, "; ".join(lost))
+            log.warning("%s was written without parts of %s openpyxl cannot keep: %s", target, self.path,
+                        "; ".join(lost))
         self.lost_in_copy = [] if overwriting_source else lost
         if overwriting_source:
             self._source = data

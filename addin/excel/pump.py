@@ -113,7 +113,7 @@ def quote_status(q) -> str:
 
 def quote_cell_values(q, fields: list[str]) -> list[Any]:
     """The cell values of ``q`` for BoardQuote field names (plus "status" and "change_fraction")."""
-    out = []
+    out: list[Any] = []
     for f in fields:
         if f == "status":
             out.append(quote_status(q))
@@ -162,6 +162,7 @@ def find_region(book, name: str, key_header: str) -> Region | None:
     neither exists. Raises ExcelInputError when it has no ``key_header`` column."""
     from .errors import ExcelInputError
     info = _find_table(book, name)
+    headers: list[str]
     if info is not None:
         headers = [str(h) if h is not None else "" for h in info.columns]
         keys = [_norm(h) for h in headers]
@@ -177,7 +178,7 @@ def find_region(book, name: str, key_header: str) -> Region | None:
     if sheet is None:
         return None
     header = book.read(sheet, 1, 1, 1, MAX_COLUMNS)[0]
-    headers: list[str] = []
+    headers = []
     for h in header:
         if not _present(h):
             break
@@ -228,28 +229,23 @@ def merge_rectangles(cells: Iterable[tuple[int, int]],
             if not outside:
                 continue
             cols = outside
-        cols = sorted(set(cols))
-        start = prev = None
-        for c in cols + [None]:
-            if c is not None and prev is not None and c == prev + 1:
-                prev = c
-                continue
-            if start is not None:
-                spans[(start, prev)].append(r)
-            start = prev = c
-    rects = []
-    for (left, right), rows in spans.items():
-        rows.sort()
-        top = prev = rows[0]
-        for r in rows[1:] + [None]:
-            if r is not None and r == prev + 1:
-                prev = r
-                continue
-            rects.append((top, left, prev, right))
-            if r is not None:
-                top = prev = r
+        for run in _runs(sorted(set(cols))):
+            spans[run].append(r)
+    rects = [(top, left, bottom, right) for (left, right), rows in spans.items()
+             for top, bottom in _runs(sorted(rows))]
     rects.sort(key=lambda t: (t[1], t[0]))
     return rects
+
+
+def _runs(values: list[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive integers in sorted ``values``; a repeat starts a new run."""
+    runs: list[tuple[int, int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], v)
+        else:
+            runs.append((v, v))
+    return runs
 
 
 # --- COM ------------------------------------------------------------------------------------------------
@@ -258,10 +254,11 @@ def is_call_rejected(exc: BaseException) -> bool:
     editing a cell; or RPC_E_SERVERCALL_RETRYLATER): worth retrying, not an error."""
     codes = (RPC_E_CALL_REJECTED, RPC_E_SERVERCALL_RETRYLATER)
     seen = 0
-    while exc is not None and seen < 5:
-        if getattr(exc, "hresult", None) in codes or (exc.args and exc.args[0] in codes):
+    link: BaseException | None = exc
+    while link is not None and seen < 5:
+        if getattr(link, "hresult", None) in codes or (link.args and link.args[0] in codes):
             return True
-        exc = exc.__cause__ or exc.__context__
+        link = link.__cause__ or link.__context__
         seen += 1
     return False
 
@@ -536,7 +533,7 @@ class Pump:
     def _collect_orders(self, cells: dict, keys_at: dict) -> None:
         with self._orders_lock:
             incoming, self._orders_in = self._orders_in, {}
-        if not incoming or self.orders is None:
+        if not incoming or self.orders is None or not self.orders_name:
             return
         if any(ref not in self._ref_rows for ref in incoming):
             fresh = find_region(self.book, self.orders_name, "Ref")   # rows were added since bind
@@ -690,7 +687,7 @@ class Pump:
     def _run(self) -> None:
         com = sys.platform == "win32"
         if com:
-            import pythoncom  # type: ignore[import-not-found]
+            import pythoncom
             pythoncom.CoInitialize()
         try:
             if self.book_factory is not None:

@@ -136,9 +136,9 @@ class RecalcRegistry:
                     self._drop(k, cell)
                 released[cell] = set(keys)
         if self._on_release:
-            for cell, keys in released.items():
-                if keys:
-                    self._on_release(cell, keys)
+            for cell, cell_keys in released.items():
+                if cell_keys:
+                    self._on_release(cell, cell_keys)
         return released
 
     def _drop(self, key: str, cell: Cell) -> None:       # caller holds the lock

@@ -23,6 +23,7 @@ from typing import Any
 
 import openpyxl
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
+from openpyxl.worksheet.worksheet import Worksheet
 
 from .book import parse_range, range_address
 
@@ -140,18 +141,27 @@ def _cell_value(v: Any) -> Any:
     return v
 
 
+def _sheet_of(wb: openpyxl.Workbook, action: dict) -> Worksheet:
+    """The worksheet a sheet action names by ``sheet_position``; UnsupportedAction when it names none."""
+    position = action.get("sheet_position")
+    if position is None:
+        raise UnsupportedAction(f"remote action {action['func']!r} names no sheet_position")
+    return wb.worksheets[position]
+
+
 def apply_actions(wb: openpyxl.Workbook, actions: list[dict]) -> list[str]:
     """Play the queued actions of ``xw.Book.json()["actions"]`` onto ``wb`` as the Excel client would.
 
     Supported: setValues, addSheet, addTable, resizeTable, calculate (sets full recalculation on
     load), save (no-op: the caller saves the file). Returns the action names applied, in order.
-    Raises UnsupportedAction naming an action it does not know (nothing after it is applied).
+    Raises UnsupportedAction naming an action it does not know, or a sheet action without its
+    sheet_position (nothing after it is applied).
     """
     applied = []
     for a in actions:
         func = a["func"]
-        ws = wb.worksheets[a["sheet_position"]] if a.get("sheet_position") is not None else None
         if func == "setValues":
+            ws = _sheet_of(wb, a)
             for i, row in enumerate(a["values"]):
                 for j, v in enumerate(row):
                     ws.cell(row=a["start_row"] + 1 + i, column=a["start_column"] + 1 + j).value = _cell_value(v)
@@ -159,6 +169,7 @@ def apply_actions(wb: openpyxl.Workbook, actions: list[dict]) -> list[str]:
             index, title = a["args"]
             wb.create_sheet(title=title, index=index)
         elif func == "addTable":
+            ws = _sheet_of(wb, a)
             address, _has_headers, style, name = a["args"]
             top, left, bottom, right = parse_range(address)
             cols = [TableColumn(id=i + 1, name=str(ws.cell(row=top, column=left + i).value))
@@ -168,6 +179,7 @@ def apply_actions(wb: openpyxl.Workbook, actions: list[dict]) -> list[str]:
                 t.tableStyleInfo = TableStyleInfo(name=style, showRowStripes=True)
             ws.add_table(t)
         elif func == "resizeTable":
+            ws = _sheet_of(wb, a)
             index, address = a["args"]
             t = list(ws.tables.values())[index]
             top, left, bottom, right = parse_range(address)

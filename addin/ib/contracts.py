@@ -66,6 +66,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import SupportsFloat
 
 from ibapi.contract import Contract, ContractDetails
 
@@ -347,6 +348,8 @@ def _shown(text) -> str:
     if isinstance(text, numbers.Number):
         if isinstance(text, numbers.Integral):
             return str(int(text))
+        if not isinstance(text, SupportsFloat):   # a complex number has no float value
+            return str(text)
         try:
             f = float(text)
             return _fmt_num(f) if math.isfinite(f) else str(f)
@@ -731,7 +734,7 @@ class ContractBook:
                 return _copy_details(hit)
             request = self._inflight.get(key)
             leader = request is None
-            if leader:
+            if request is None:
                 request = self._new_request(contract, words)
                 self._inflight[key] = request
         if leader:

@@ -358,7 +358,7 @@ class PacingScheduler:
         self._records: collections.deque[_Record] = collections.deque()
         self._open = 0
         self._thread: threading.Thread | None = None
-        self._stats = collections.Counter()
+        self._stats: collections.Counter[str] = collections.Counter()
         self._max_open = 0
         self._max_delay = 0.0
 
@@ -508,7 +508,7 @@ class PacingScheduler:
         session = self._session_ref()
         state = session.status.state if session is not None else "disconnected"
         if state != "connected":
-            failed = []
+            failed: list[tuple[_Job, BaseException]] = []
             for job in list(self._pending):
                 if job.hold_since is None:
                     job.hold_since = now
@@ -719,7 +719,7 @@ class History:
         if progress is not None:
             progress(0, total)
         futures = {}
-        answers: list[_Answer | None] = [None] * total
+        answers: dict[int, _Answer] = {}       # by chunk index: every one is waited for
         try:
             for i, job in enumerate(jobs):
                 futures[self.scheduler.submit(job)] = i
@@ -737,7 +737,7 @@ class History:
                 if not (job.joined or job).future.done():
                     self.scheduler.discard(job)
             raise
-        frames = [bars_frame(a.bars) for a in answers]
+        frames = [bars_frame(answers[i].bars) for i in range(total)]
         return _stitch(frames, plan.start, plan.end)
 
     def stream(self, instrument, duration: str = "1 D", bar_size: str = "1 min", what_to_show: str = "TRADES",
@@ -901,7 +901,8 @@ class History:
                     scheduler.answered(job, True, fut.result(), close=True)
                     job.future.set_result(fut.result())
                 else:
-                    cacheable = isinstance(exc, IBError) and exc.code not in (0, NOT_CONNECTED, CONNECTIVITY_LOST, RESTORED_DATA_LOST)
+                    cacheable = isinstance(exc, IBError) and exc.code not in (
+                        0, NOT_CONNECTED, CONNECTIVITY_LOST, RESTORED_DATA_LOST)
                     scheduler.answered(job, False, exc, close=True, cacheable=cacheable)
                     job.future.set_exception(exc)
 

@@ -75,7 +75,8 @@ async def _serve(config) -> None:
     try:
         port = await server.start()
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        raise click.ClickException(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
     click.echo(f"ibxl paper gateway listening on {config.host}:{port} (TWS API server version "
                f"{SERVER_VERSION}; accounts {','.join(config.accounts)}; {len(server.market.instruments)} "
                f"instruments; speed {config.speed:g}x)", )

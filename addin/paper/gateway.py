@@ -71,11 +71,18 @@ class PaperGateway:
         self.server: PaperServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.port: int | None = None
+        self._port: int | None = None
 
     @property
     def host(self) -> str:
         return self.config.host
+
+    @property
+    def port(self) -> int:
+        """The listening port (the one the OS chose for ``port=0``); RuntimeError before ``start()``."""
+        if self._port is None:
+            raise RuntimeError("paper gateway is not running")
+        return self._port
 
     def start(self, timeout: float = 15.0) -> "PaperGateway":
         ready = threading.Event()
@@ -87,7 +94,7 @@ class PaperGateway:
             asyncio.set_event_loop(loop)
             try:
                 self.server = PaperServer(self.config)
-                self.port = loop.run_until_complete(self.server.start())
+                self._port = loop.run_until_complete(self.server.start())
             except BaseException as exc:  # report start failures to the caller's thread
                 failure.append(exc)
                 ready.set()
@@ -243,6 +250,7 @@ class PaperProcess:
         return found[0]
 
     def _drain(self) -> None:
+        assert self.proc.stdout is not None     # Popen(stdout=PIPE)
         for line in self.proc.stdout:
             self.output.append(line)
 

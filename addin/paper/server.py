@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from ibapi.contract import Contract
 
@@ -53,7 +54,7 @@ class GatewayConfig:
     accounts: tuple[str, ...] = ("DU1234567",)
     seed: int = 1
     speed: float = 1.0                 # replayed seconds per real second; 0 freezes the clock
-    start: object = None               # replay start (datetime, UTC); None = now
+    start: datetime | None = None      # replay start (UTC); None = now
     synthetic: int = 0                 # SIM0001.. instruments (up to 2000)
     max_lines: int = 100               # market data lines per client (error 101 beyond)
     max_rate: int = 50                 # client messages per second (error 100 beyond)

@@ -620,7 +620,7 @@ def _condition_value(cond) -> str:
 def _conditions(o: Order) -> list:
     # OrderDecoder.decodeConditions: count, then per condition its type and OrderCondition fields
     conds = o.conditions or []
-    out = [len(conds)]
+    out: list = [len(conds)]
     for cond in conds:
         out += [cond.type(), "a" if cond.isConjunctionConnection else "o"]
         if isinstance(cond, oc.ExecutionCondition):

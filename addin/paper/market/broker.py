@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from ibapi.commission_and_fees_report import CommissionAndFeesReport
 from ibapi.contract import Contract
@@ -134,7 +134,7 @@ class AccountChanged:
     con_id: int
 
 
-Event = Union[OpenOrderEvent, OrderStatusEvent, ExecutionEvent, CommissionEvent, ErrorEvent, AccountChanged]
+Event = OpenOrderEvent | OrderStatusEvent | ExecutionEvent | CommissionEvent | ErrorEvent | AccountChanged
 
 # --- vocabulary ---------------------------------------------------------------------------------------
 
@@ -186,6 +186,18 @@ def _price(v) -> float | None:
         return None
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+def _limit_price(order: Order) -> float:
+    """lmtPrice of a limit-type order (LIMIT_TYPES): validation rejects one without it."""
+    lmt = _price(order.lmtPrice)
+    assert lmt is not None, "a limit-type order without lmtPrice passed validation"
+    return lmt
+
+
+def _limit_allows(price: float, limit: float, buy: bool) -> bool:
+    """A buy fills at or below its limit, a sell at or above."""
+    return price <= limit if buy else price >= limit
 
 
 def _quoted(v) -> float | None:
@@ -543,8 +555,7 @@ class Broker:
             price = mark_price(w.inst, self._quote(w.inst))
             if price is None:
                 continue
-            limit = _price(w.order.lmtPrice)
-            if w.order_type == "LOC" and not (price <= limit if w.buy else price >= limit):
+            if w.order_type == "LOC" and not _limit_allows(price, _limit_price(w.order), w.buy):
                 events += self._cancel(w, "LOC order not filled in the closing auction")
             else:
                 events += self._fill(w, price, LIQUIDITY_ADDED)
@@ -708,10 +719,10 @@ class Broker:
             raise _reject("A TRAIL order needs a trailing amount (auxPrice) or trailingPercent.")
         if ot == "TRAIL" and pct is not None and pct >= 100:
             raise _reject("The trailing percent must be below 100.")
-        checked = []
-        if ot in LIMIT_TYPES:
+        checked: list[float] = []           # the rejects above leave no None among them
+        if ot in LIMIT_TYPES and lmt is not None:
             checked.append(lmt)
-        if ot in ("STP", "STP LMT") or (ot == "TRAIL" and pct is None):
+        if (ot in ("STP", "STP LMT") or (ot == "TRAIL" and pct is None)) and aux is not None:
             checked.append(aux)
         if ot == "TRAIL" and trail_stop is not None:
             checked.append(trail_stop)
@@ -759,7 +770,7 @@ class Broker:
         buy = order.action.upper() == "BUY"
         touch = touch_price(inst, q, buy) or mark_price(inst, q)
         if ot in LIMIT_TYPES:
-            lmt = _price(order.lmtPrice)
+            lmt = _limit_price(order)
             return lmt if touch is None else (min(touch, lmt) if buy else max(touch, lmt))
         if ot in ("STP",) and touch is None:
             return _price(order.auxPrice)
@@ -925,9 +936,7 @@ class Broker:
         if touch is None:
             return None
         if ot in ("LMT", "STP LMT"):
-            limit = _price(w.order.lmtPrice)
-            crossed = touch <= limit if w.buy else touch >= limit
-            return touch if crossed else None
+            return touch if _limit_allows(touch, _limit_price(w.order), w.buy) else None
         return touch  # MKT, elected STP and TRAIL
 
     def _stop_elected(self, w: _Order, q: "Quote") -> bool:

@@ -22,6 +22,7 @@ Simplifications (stated, deliberate):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 COMMISSION_CURRENCY = "USD"
 
@@ -48,7 +49,7 @@ RULES: dict[str, Rule] = {
 }
 
 
-def commission(sec_type: str, quantity: float, price: float, multiplier: float = 1.0,
+def commission(sec_type: str, quantity: float | Decimal, price: float, multiplier: float = 1.0,
                usd_rate: float = 1.0) -> float:
     """Commission in USD for one order filled in full.
 

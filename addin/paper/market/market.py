@@ -78,6 +78,7 @@ class Quote:
         when there is no bid/ask."""
         if self.bid is not None and self.ask is not None:
             return round((self.bid + self.ask) / 2, 10)
+        assert self.last is not None        # an instrument without bid/ask (an index) has trades
         return self.last
 
 
@@ -165,7 +166,7 @@ class Market:
         or hourly bars are computed together with numpy; monthly ones (BTC) one by one."""
         epoch = _epoch(at) if at is not None else self.epoch()
         when = datetime.fromtimestamp(epoch, UTC)
-        out: list[Quote | None] = [None] * len(insts)
+        at_pos: dict[int, Quote] = {}
         groups: dict[tuple, list[int]] = {}
         for pos, inst in enumerate(insts):
             f = inst.feed
@@ -177,8 +178,8 @@ class Market:
             else:
                 got = _quotes_leaves(members, epoch, when)
             for p, q in zip(positions, got):
-                out[p] = q
-        return out
+                at_pos[p] = q
+        return [at_pos[p] for p in range(len(insts))]
 
     # --- historical bars -----------------------------------------------------------------------------
     def bars(self, inst: Instrument, start: datetime, end: datetime, bar_size: BarSpec, what_to_show: str,
@@ -457,8 +458,8 @@ class _Agg:
     volume: np.ndarray
     count: np.ndarray
     wap: np.ndarray
-    avg_bid: np.ndarray | None = None
-    avg_ask: np.ndarray | None = None
+    avg_bid: np.ndarray
+    avg_ask: np.ndarray
 
 
 def _coarse(inst: Instrument, starts: np.ndarray, ends: np.ndarray, now: float, what: str) -> _Agg:
@@ -491,7 +492,10 @@ def _leaf_table(inst: Instrument, e0: float, e1: float, now: float):
         leaf = feed.leaf(m) if len(m) else None
         s_end = np.minimum(np.floor(now - b0).astype(np.int64), n - 1)
         return b0, leaf, s_end, tk.cum_volume(V, n, s_end + 1)
-    starts, leaves, offs, bar = [], [], [], []
+    starts: list[np.ndarray] = []
+    leaves: list[tk.Leaf] = []
+    offs: list[np.ndarray] = []
+    bar_parts: list[np.ndarray] = []
     for i, mm in enumerate(m.tolist()):
         offsets, days = feed.days(mm)
         ls = b0[i] + offsets[:-1]
@@ -499,10 +503,10 @@ def _leaf_table(inst: Instrument, e0: float, e1: float, now: float):
         starts.append(ls[pick])
         leaves.append(days.take(pick))
         offs.append(offsets[pick])
-        bar.append(np.full(len(pick), i))
+        bar_parts.append(np.full(len(pick), i))
     if not starts:
         return np.zeros(0, dtype=np.int64), None, None, None
-    t0, off, bar = np.concatenate(starts), np.concatenate(offs), np.concatenate(bar)
+    t0, off, bar = np.concatenate(starts), np.concatenate(offs), np.concatenate(bar_parts)
     leaf = tk.Leaf(*(np.concatenate([getattr(x, f) for x in leaves]) for f in tk.Leaf.FIELDS))
     s_end = np.minimum(np.floor(now - t0).astype(np.int64), leaf.n - 1)
     volume = tk.cum_volume(V[bar], n[bar], off + s_end + 1) - tk.cum_volume(V[bar], n[bar], off)
@@ -591,9 +595,9 @@ class _Tape:
 
 def _fine(inst: Instrument, starts: np.ndarray, ends: np.ndarray, what: str) -> _Agg:
     """Bars finer than the leaves: generate the seconds inside the bar windows and reduce them."""
-    parts = [_reduce_tape(tape, starts, ends, what)
-             for tape in _tapes(inst, int(starts[0]), int(ends[-1]), windows=(starts, ends))]
-    parts = [p for p in parts if p is not None]
+    reduced = [_reduce_tape(tape, starts, ends, what)
+               for tape in _tapes(inst, int(starts[0]), int(ends[-1]), windows=(starts, ends))]
+    parts = [p for p in reduced if p is not None]
     if not parts:
         return _empty_agg()
     p = {k: np.concatenate([x[k] for x in parts]) for k in parts[0]}
@@ -638,7 +642,7 @@ def _reduce_tape(tape: "_Tape", starts: np.ndarray, ends: np.ndarray, what: str)
 
 def _windows_runs(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
     """Merge adjacent/overlapping windows into runs of consecutive seconds."""
-    runs = []
+    runs: list[list[int]] = []
     for s, e in zip(starts.tolist(), ends.tolist()):
         if runs and s <= runs[-1][1]:
             runs[-1][1] = max(runs[-1][1], e)
@@ -713,7 +717,7 @@ def _tape_frame(inst: Instrument, tape: _Tape) -> pd.DataFrame:
     grid, book = inst.feed.grid, inst.book
     idx = pd.to_datetime(tape.t, unit="s", utc=True)
     nan = np.full(len(tape.t), np.nan)
-    cols = {}
+    cols: dict[str, np.ndarray] = {}
     if inst.has_quotes:
         bs, as_ = tk.book_draws(tape.key, tape.s)
         cols.update(bid=grid.price(tape.bid), ask=grid.price(tape.ask), bid_size=book.size(bs),
@@ -723,8 +727,11 @@ def _tape_frame(inst: Instrument, tape: _Tape) -> pd.DataFrame:
     if inst.has_trades:
         cols["last"] = grid.price(tape.price)
         unit = book.volume_unit
-        cols["last_size"] = np.round(tape.size * unit, 8) if unit else nan
-        cols["volume"] = np.round(tape.cum * unit, 8) if unit else nan
+        if unit:
+            assert tape.cum is not None     # frames are built from session tapes: cumulative volume asked
+            cols["last_size"], cols["volume"] = np.round(tape.size * unit, 8), np.round(tape.cum * unit, 8)
+        else:
+            cols["last_size"] = cols["volume"] = nan
     else:
         cols.update(last=nan, last_size=nan, volume=nan)
     return pd.DataFrame(cols, index=idx)
@@ -742,9 +749,9 @@ def _to_bars(inst: Instrument, agg: _Agg, what: str) -> list[Bar]:
     h, l = grid.price(agg.h).tolist(), grid.price(agg.l).tolist()
     times = [datetime.fromtimestamp(t, UTC) for t in agg.start.tolist()]
     if what != "TRADES":
-        return [Bar(t, *ohlc, -1.0, -1.0, -1) for t, *ohlc in zip(times, o, h, l, c)]
+        return [Bar(t, oo, hh, ll, cc, -1.0, -1.0, -1) for t, oo, hh, ll, cc in zip(times, o, h, l, c)]
     if not unit:  # an index: no volume
-        return [Bar(t, *ohlc, 0.0, 0.0, 0) for t, *ohlc in zip(times, o, h, l, c)]
+        return [Bar(t, oo, hh, ll, cc, 0.0, 0.0, 0) for t, oo, hh, ll, cc in zip(times, o, h, l, c)]
     vol = np.round(agg.volume * unit, 8).tolist()
     wap = np.round(agg.wap * g, 8).tolist()
     return [Bar(t, oo, hh, ll, cc, v, w, int(n)) for t, oo, hh, ll, cc, v, w, n

@@ -232,8 +232,8 @@ class Feed:
         """Prices of chained bars in ticks: (O, H, L, C) int64 arrays."""
         i, k = self.split(m)
         f = self.scale * self.series.growth ** k
-        s = self.series
-        return tuple(self.grid.ticks(f * col[i]) for col in (s.o, s.h, s.l, s.c))
+        s, ticks = self.series, self.grid.ticks
+        return ticks(f * s.o[i]), ticks(f * s.h[i]), ticks(f * s.l[i]), ticks(f * s.c[i])
 
     def volume(self, m, n) -> np.ndarray:
         """Volume units of chained bars (int64), at least ``n`` (one unit per second)."""

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 U64 = np.uint64
 _GOLDEN = U64(0x9E3779B97F4A7C15)
@@ -253,6 +254,7 @@ def _warp(key: np.ndarray, run: np.ndarray, *us: np.ndarray) -> list[np.ndarray]
     G = _WARP_CELLS
     knots = np.arange(G + 1, dtype=np.int64)[None, :]
     key = np.asarray(key, dtype=np.uint64)
+    salted: np.ndarray
     if key.size == 1:   # one leaf: a table per run, rows picked by run
         salted = (key.reshape(1) ^ U64(SALT_WARP)) + np.arange(2, dtype=np.uint64)
         row = run.astype(np.int64)
@@ -406,7 +408,9 @@ def path_range(lf: Leaf, s0: int, s1: int) -> Path:
     s = np.arange(first, s1, dtype=np.int64)
     cuts = np.searchsorted(s, [int(g["a"][0]), math.floor(float(g["cross"][0])), int(g["b"][0])], side="right")
     bounds = list(zip([0, *cuts], [*cuts, len(s)]))
-    Mts, mts, fields = [], [], []
+    Mts: list[np.ndarray] = []
+    mts: list[np.ndarray] = []
+    fields: list[dict | None] = []
     for kind, (i0, i1) in enumerate(bounds):
         if i1 <= i0:
             fields.append(None)
@@ -426,11 +430,11 @@ def path_range(lf: Leaf, s0: int, s1: int) -> Path:
     Mt_prev = Mt_all[:-1] if skip else np.concatenate([Mt_all[:1], Mt_all[:-1]])
     mt_prev = mt_all[:-1] if skip else np.concatenate([mt_all[:1], mt_all[:-1]])
     prices = []
-    for kind, ((i0, i1), fl) in enumerate(zip(bounds, fields)):
+    for kind, ((i0, i1), stretch) in enumerate(zip(bounds, fields)):
         lo = max(i0, skip)
-        if fl is None or i1 <= lo:
+        if stretch is None or i1 <= lo:
             continue
-        sub = {k: (v[lo - i0:] if np.ndim(v) and np.shape(v)[0] == i1 - i0 else v) for k, v in fl.items()}
+        sub = {k: (v[lo - i0:] if np.ndim(v) and np.shape(v)[0] == i1 - i0 else v) for k, v in stretch.items()}
         part = (_run_price if kind in (0, 2) else _free_price)(lf, s[lo:i1], z[lo - skip:i1 - skip], sub)
         prices.append(np.broadcast_to(part, (i1 - lo,)))
     return _finish(lf, s[skip:], np.concatenate(prices), Mt_all[skip:], mt_all[skip:], Mt_prev, mt_prev)
@@ -460,14 +464,14 @@ def base_mean(lf: Leaf, s_end: np.ndarray) -> np.ndarray:
 
 
 # --- volume and book sizes --------------------------------------------------------------------------
-def cum_volume(V: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
+def cum_volume(V: npt.ArrayLike, n: npt.ArrayLike, k: npt.ArrayLike) -> np.ndarray:
     """Volume traded in the first k seconds of a bar of n seconds and V volume units:
     floor(V * k / n), exactly, without int64 overflow. So the seconds of a bar sum to V."""
     V, n, k = (np.asarray(x, dtype=np.int64) for x in (V, n, k))
     return (V // n) * k + ((V % n) * k) // n
 
 
-def book_draws(key: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def book_draws(key: npt.ArrayLike, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Seeded raw draws (bid, ask), integers in [0, 2**30), for the book sizes at seconds s.
     A size is ``lot * (lo + draw % (hi - lo + 1))`` (see ``universe.BookModel.size``)."""
     h = mix(np.asarray(key, dtype=np.uint64) ^ U64(SALT_SIZE), s)

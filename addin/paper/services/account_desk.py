@@ -19,13 +19,14 @@ from ..codec import messages, requests
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..market.broker import Broker
+    from .connection import ClientConnection
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Sub:
-    conn: object
+    conn: ClientConnection
     req_id: int
     kind: str            # positions, summary, updates, updates_multi, positions_multi, pnl, pnl_single
     account: str = ""
@@ -100,7 +101,8 @@ class PaperAccountService:
     # --- account summary --------------------------------------------------------------------------
     def req_account_summary(self, conn, fields) -> None:
         req = requests.req_account_summary(fields)
-        sub = _Sub(conn, req.req_id, "summary", req.group, frozenset(t.strip() for t in req.tags.split(",") if t.strip()))
+        tags = frozenset(t.strip() for t in req.tags.split(",") if t.strip())
+        sub = _Sub(conn, req.req_id, "summary", req.group, tags)
         self._send_summary(sub)
         self._add(sub)
 
@@ -131,8 +133,8 @@ class PaperAccountService:
         broker, send, acct = self.broker, sub.conn.send, sub.account
         for key, value, currency in broker.account_values(acct):
             send(messages.account_value(key, value, currency, acct))
-        for contract, pos, price, value, avg_cost, unrealized, realized in broker.portfolio(acct):
-            send(messages.portfolio_value(contract, pos, price, value, avg_cost, unrealized, realized, acct))
+        for contract, pos, price, market_value, avg_cost, unrealized, realized in broker.portfolio(acct):
+            send(messages.portfolio_value(contract, pos, price, market_value, avg_cost, unrealized, realized, acct))
         send(messages.account_update_time(self.now().strftime("%H:%M")))
         send(messages.account_download_end(acct))
 

@@ -129,6 +129,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         now = times.format_zoned(datetime.now(UTC), "UTC")
+        assert self.transport is not None    # bytes arrive only after connection_made
         self.transport.write(wire.frame(self.client_version, now))
         # Nothing else may go out before START_API: ibapi drops bytes that arrive with the version reply.
         self.state = "awaiting_start"

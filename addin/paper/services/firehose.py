@@ -77,7 +77,8 @@ class _Line:
         tick = sub.inst.min_tick or 0.01
         self.sub = sub
         self.prices = [[round(anchor + (off + i) * tick, 10) for i in range(CYCLE)] for _, off in _FIELDS]
-        self.frames = [[messages.tick_price(sub.req_id, tt, p, 100, 1 if tt != TickTypeEnum.LAST else 0) for p in prices]
+        self.frames = [[messages.tick_price(sub.req_id, tt, p, 100, 1 if tt != TickTypeEnum.LAST else 0)
+                        for p in prices]
                        for (tt, _), prices in zip(_FIELDS, self.prices)]
         self.pos = 0          # ticks sent on this line
 

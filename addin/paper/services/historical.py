@@ -22,6 +22,7 @@ from ..market.market import BarSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..market.market import Bar, Instrument
+    from .connection import ClientConnection
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 class LiveBars:
     """A keepUpToDate request: the client gets the bar in progress whenever it changes."""
 
-    conn: object
+    conn: "ClientConnection"
     req_id: int
     inst: "Instrument"
     spec: BarSpec
@@ -137,7 +138,7 @@ class HistoryService:
             del self.live[key]
 
     def drop_all_subscriptions(self) -> None:
-        for key, live in list(self.live.items()):
+        for live in list(self.live.values()):
             self._pacer(live.conn).done(live.req_id)
         self.live.clear()
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..market.market import Instrument, Market, Quote
     from .connection import ClientConnection
+    from .firehose import Firehose
 
     Resolve = Callable[[ClientConnection, int, Contract], "Instrument | None"]
 
@@ -71,7 +72,7 @@ class MarketDataService:
         self.subs: dict[tuple[int, int], Subscription] = {}       # (id(conn), req_id) -> subscription
         self.tbt: dict[tuple[int, int], TickByTick] = {}
         self.pumps = 0
-        self.firehose = None          # a running firehose.Firehose replaces the quote stream (benchmarks)
+        self.firehose: Firehose | None = None   # a running one replaces the quote stream (benchmarks)
         self.firehose_lines: dict = {}  # its encoded frames per line, kept between runs
 
     # --- requests ---------------------------------------------------------------------------------
@@ -168,20 +169,21 @@ class MarketDataService:
         market = self.market
         now = market.now()
         self.pumps += 1
-        live, delayed = {}, {}
+        live: dict[int, Instrument] = {}
+        delayed: dict[int, Instrument] = {}
         for sub in self.subs.values():
             (delayed if sub.delayed else live)[sub.inst.con_id] = sub.inst
-        for sub in self.tbt.values():
-            live[sub.inst.con_id] = sub.inst
-        quotes = {}
+        for tbt in self.tbt.values():
+            live[tbt.inst.con_id] = tbt.inst
+        quotes: dict[int, Quote] = {}
         if live:
             quotes = dict(zip(live, market.quotes(list(live.values()), now)))
         late = dict(zip(delayed, market.quotes(list(delayed.values()), now - DELAY))) if delayed else {}
         if self.firehose is None:
             for sub in list(self.subs.values()):
                 self._send_changes(sub, late[sub.inst.con_id] if sub.delayed else quotes[sub.inst.con_id])
-        for sub in list(self.tbt.values()):
-            self._send_tbt(sub, quotes[sub.inst.con_id])
+        for tbt in list(self.tbt.values()):
+            self._send_tbt(tbt, quotes[tbt.inst.con_id])
         self.after_pump(now)
 
     def _send_changes(self, sub: Subscription, q: "Quote") -> None:
@@ -214,6 +216,7 @@ class MarketDataService:
 
     def _send_tbt(self, sub: TickByTick, q: "Quote") -> None:
         t = int(q.time.timestamp())
+        state: tuple
         if sub.kind in ("Last", "AllLast"):
             state = (q.last, q.last_size, q.volume)
             if state != sub.sent and q.last is not None:

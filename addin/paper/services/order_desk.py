@@ -79,7 +79,7 @@ class PaperOrderService:
         self.on_account_change = on_account_change
         self.received: list[ReceivedOrder] = []
         self._next_ids: dict[int, int] = {}
-        self._last_market = None
+        self._last_market: datetime | None = None
 
     def next_valid_id(self, client_id: int) -> int:
         nxt = max(self._next_ids.get(client_id, 1), self.broker.max_order_id(client_id) + 1)
