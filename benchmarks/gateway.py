@@ -109,10 +109,6 @@ class GatewayProcess:
         """Live reqMktData lines at the gateway, over every client."""
         return self.call("__lines__")
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds the gateway process has used (Linux /proc)."""
-        return process_cpu_seconds(self.pid)
-
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc.is_alive():
             try:
@@ -131,14 +127,6 @@ class GatewayProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def process_cpu_seconds(pid: int | None = None) -> float:
-    """utime + stime of a process in seconds, from /proc/<pid>/stat (Linux)."""
-    with open(f"/proc/{pid or os.getpid()}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(parts[11]) + int(parts[12])) / ticks
 
 
 def rss_bytes(pid: int | None = None) -> int:

@@ -98,3 +98,13 @@ def test_the_shared_top_level_modules_import_only_each_other(path):
            if m.startswith("addin") and m != "addin" and not m.startswith("addin.protocol")
            and m not in shared and m.rsplit(".", 1)[0] not in shared}
     assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_no_two_classes_in_the_product_share_a_name():
+    """A class name says what the thing is, once: the client's and the gateway's pieces included."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(ADDIN.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(str(path.relative_to(ADDIN)))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}

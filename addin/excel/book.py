@@ -110,11 +110,6 @@ class TableInfo:
         return self.first_row
 
     @property
-    def body_rows(self) -> int:
-        """Number of body rows (at least 1 in a valid Table)."""
-        return self.last_row - self.first_row
-
-    @property
     def ref(self) -> str:
         """The Table's range in A1 style, e.g. ``"A3:P12"``."""
         return range_address(self.first_row, self.first_col, self.last_row, self.last_col)

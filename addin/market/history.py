@@ -366,11 +366,6 @@ class PacingScheduler:
         return seconds * (1 + SAFETY) / self.rate + 0.001
 
     # --- public -----------------------------------------------------------------------------------
-    @property
-    def open_requests(self) -> int:
-        with self._cond:
-            return self._open
-
     def stats(self) -> dict:
         """Counters: ``sent`` requests released to the session, ``shared`` callers served by a
         request already pending or in flight, ``cached`` served from an identical request's result

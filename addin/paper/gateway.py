@@ -205,9 +205,6 @@ class PaperGateway:
         """Every placeOrder the gateway received, in order (list of ``ReceivedOrder``)."""
         return self.call(lambda s: list(s.orders.received))
 
-    def connected_clients(self) -> list[int]:
-        return self.call(lambda s: sorted(s.clients))
-
 
 class _NoHose:
     @staticmethod

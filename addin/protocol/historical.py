@@ -79,10 +79,6 @@ class BarSize:
         return 0 < self.seconds <= SMALL_BAR_SECONDS
 
     @property
-    def is_intraday(self) -> bool:
-        return 0 < self.seconds < DAY
-
-    @property
     def is_daily_or_longer(self) -> bool:
         """1 day, 1 week or 1 month: IB dates these bars with a date only."""
         return self.seconds >= DAY or self.months > 0

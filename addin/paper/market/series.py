@@ -75,10 +75,6 @@ class TickGrid:
         """Prices (float64) of tick counts."""
         return (np.asarray(ticks, dtype=np.int64) * self.num) / self.den
 
-    def price1(self, ticks: int) -> float:
-        """One price, as a Python float."""
-        return (int(ticks) * self.num) / self.den
-
 
 # --- real series ------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)

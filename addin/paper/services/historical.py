@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class LiveBars:
+class KeepUpToDateBars:
     """A keepUpToDate request: the client gets the bar in progress whenever it changes."""
 
     conn: "ClientConnection"
@@ -53,7 +53,7 @@ class HistoryService:
         self.resolve = resolve
         self.pacing_clock_rate = pacing_clock_rate
         self.pacers: dict[int, history_rules.HistoryPacer] = {}
-        self.live: dict[tuple[int, int], LiveBars] = {}
+        self.live: dict[tuple[int, int], KeepUpToDateBars] = {}
 
     def _pacer(self, conn) -> history_rules.HistoryPacer:
         pacer = self.pacers.get(id(conn))
@@ -97,7 +97,7 @@ class HistoryService:
         conn.send(messages.historical_data(req.req_id, checked.start, end, bars, req.format_date,
                                            daily=spec.months > 0 or spec.seconds >= 86400))
         if req.keep_up_to_date:
-            self.live[(id(conn), req.req_id)] = LiveBars(conn, req.req_id, inst, spec, what,
+            self.live[(id(conn), req.req_id)] = KeepUpToDateBars(conn, req.req_id, inst, spec, what,
                                                          bool(req.use_rth), req.format_date,
                                                          _bar_key(bars[-1]) if bars else ())
         else:
