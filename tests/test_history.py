@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from addin.ib.session import IBError, Session
 from addin.market.history import History, pacing_lower_bound
 from addin.paper import PaperGateway
 from addin.paper.market.history_rules import PACING_VIOLATION
 from addin.paper.market.market import BarSpec
-from addin.ib.session import IBError, Session
 
 from .contracts import stock
 from .ibclient import IBTestClient
@@ -200,7 +200,7 @@ def test_a_burst_of_100_small_bar_requests_keeps_every_rule_and_is_close_to_the_
         results = list(pool.map(fetch, asks))          # any IBError (162, 100, 322) is raised here
     elapsed = time.monotonic() - t0
     assert history.stats["sent"] - history_before == 100
-    for (sym, end), df in zip(asks, results):
+    for (_, end), df in zip(asks, results):
         assert len(df) == 12 and df.index[-1] == pd.Timestamp(end) - pd.Timedelta(seconds=5)
     spot = asks[37]
     pd.testing.assert_frame_equal(

@@ -13,14 +13,14 @@ import openpyxl
 import pandas as pd
 import pytest
 
+from addin.account.portfolio import Portfolio
 from addin.config import Settings
 from addin.ib.contracts import ContractBook
-from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
-from addin.orders.desk import OUTPUT_FRAME_COLUMNS, OrderDesk
-from addin.paper import PaperGateway
-from addin.account.portfolio import Portfolio
-from addin.market.quotes import MarketData
 from addin.ib.session import Session
+from addin.market.quotes import MarketData
+from addin.orders.desk import OUTPUT_FRAME_COLUMNS, OrderDesk
+from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
+from addin.paper import PaperGateway
 
 from .contracts import listed_es
 
@@ -498,8 +498,10 @@ PLACE_ORDER = 3   # ibapi's outgoing message id of placeOrder
 def test_after_the_first_order_an_order_sends_only_its_placeOrder(rig):
     q = quote(rig, "AAPL")
     low = round(q.bid * 0.97, 2)
-    row = lambda ref: pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
-                                     "OrderType": "LMT", "LimitPrice": low}])
+
+    def row(ref: str) -> pd.DataFrame:
+        return pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
+                              "OrderType": "LMT", "LimitPrice": low}])
     desk = rig.desk()
     wire = wire_ids(rig.session)
     first = desk.place(row("W-1"))
@@ -520,8 +522,10 @@ def test_after_the_first_order_an_order_sends_only_its_placeOrder(rig):
 def test_orders_ib_has_not_reported_yet_count_against_the_limits(rig):
     q = quote(rig, "AAPL")
     low = round(q.bid * 0.97, 2)
-    row = lambda ref, n: pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY",
-                                        "Quantity": n, "OrderType": "LMT", "LimitPrice": low}])
+
+    def row(ref: str, n: int) -> pd.DataFrame:
+        return pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY",
+                              "Quantity": n, "OrderType": "LMT", "LimitPrice": low}])
     desk = rig.desk(settings(max_position=100, ack_timeout=0.2))
     held = rig.portfolio.positions()
     held = float(held[(held.account == "DU1") & (held.symbol == "AAPL")].position.sum())
@@ -545,8 +549,10 @@ def test_after_a_reconnect_facts_wait_for_the_restored_snapshots(rig, tmp_path):
     from addin.orders.facts import WORKING_STATUSES
     q = quote(rig, "AAPL")
     low = round(q.bid * 0.97, 2)
-    row = lambda ref: pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
-                                     "OrderType": "LMT", "LimitPrice": low}])
+
+    def row(ref: str) -> pd.DataFrame:
+        return pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
+                              "OrderType": "LMT", "LimitPrice": low}])
     desk = rig.desk()
     assert desk.place(row("R-1")).loc[0, "Status"] == "Submitted"      # the open-orders watch is complete
     # another client's order: this client's watched table does not hear of it until reqAllOpenOrders is

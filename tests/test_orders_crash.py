@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from addin.config import Settings
-from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
 from addin.orders.desk import ORDER_STEPS, OUTPUT_FRAME_COLUMNS
+from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
 
 from .test_orders import write_refs
 
@@ -35,11 +35,11 @@ _client_ids = itertools.count(401)
 
 # --- the child ---------------------------------------------------------------------------------------------
 def _child(port: int, client_id: int, workbook: str, journal: str, crash_at: str | None) -> int:
-    from addin.ib.contracts import ContractBook
-    from addin.orders.desk import OrderDesk
     from addin.account.portfolio import Portfolio
-    from addin.market.quotes import MarketData
+    from addin.ib.contracts import ContractBook
     from addin.ib.session import IBError, Session
+    from addin.market.quotes import MarketData
+    from addin.orders.desk import OrderDesk
 
     session = Session(port=port, client_id=client_id, backoff_min=0.05, backoff_max=0.5)
     for attempt in range(20):           # the killed predecessor's socket may not be closed at the gateway yet

@@ -3,20 +3,29 @@ Every wait is on an event (order status, a table update, a round trip) with a ti
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-import math
 import pytest
 from ibapi.order import Order
 from ibapi.order_cancel import OrderCancel
 
-from addin.paper import PaperGateway
-from addin.account.portfolio import (EXECUTION_COLUMNS, OPEN_ORDER_COLUMNS, PNL_COLUMNS, PNL_SINGLE_COLUMNS,
-                             POSITION_COLUMNS, SUMMARY_COLUMNS, VALUE_COLUMNS, Portfolio, parse_ib_time,
-                             parse_value)
+from addin.account.portfolio import (
+    EXECUTION_COLUMNS,
+    OPEN_ORDER_COLUMNS,
+    PNL_COLUMNS,
+    PNL_SINGLE_COLUMNS,
+    POSITION_COLUMNS,
+    SUMMARY_COLUMNS,
+    VALUE_COLUMNS,
+    Portfolio,
+    parse_ib_time,
+    parse_value,
+)
 from addin.ib.session import IBError, RequestTimeout, Session
+from addin.paper import PaperGateway
 
 from .contracts import listed_es, stock
 

@@ -5,6 +5,7 @@ the real paper gateway (reference counting, budget, errors, delayed data, snapsh
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import random
 import threading
@@ -124,7 +125,7 @@ def test_quote_fields_are_derived_when_read():
     assert board.get("EUR/USD").change == pytest.approx(0.0101)
     with pytest.raises(TypeError):
         board.update("AAPL", colour="red")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         q.bid = 1.0                                                   # frozen
 
 
@@ -358,7 +359,7 @@ def test_delayed_data_type_comes_from_the_10167_notice_and_survives_a_reconnect(
     md.set_market_data_type("delayed")                            # re-subscribes MSFT
     aapl = md.subscribe(qualified("AAPL"))
     for key in (msft, aapl):
-        q = wait_board(md.board, lambda: md.get(key).data_type == "delayed" and streaming(md.get(key))
+        q = wait_board(md.board, lambda key=key: md.get(key).data_type == "delayed" and streaming(md.get(key))
                        and md.get(key), 10, f"{key} delayed")
         assert q.notice.startswith("IB 10167:")
     assert md.market_data_type == "delayed" and md.lines_in_use() == 2
@@ -370,7 +371,7 @@ def test_delayed_data_type_comes_from_the_10167_notice_and_survives_a_reconnect(
     gw.drop_connections()
     assert session.wait_status(lambda st: st.reconnects >= 1 and st.state == "connected", 15)
     for key in (msft, aapl):
-        wait_board(md.board, lambda: streaming(md.get(key)) and md.get(key).updated > t_drop, 10,
+        wait_board(md.board, lambda key=key: streaming(md.get(key)) and md.get(key).updated > t_drop, 10,
                    f"{key} after the reconnect")
         assert md.get(key).data_type == "delayed"
     assert gw.call(lambda s: s.clients[cid].market_data_type) == 3

@@ -12,9 +12,9 @@ import pytest
 from ibapi.contract import Contract
 from ibapi.wrapper import EWrapper
 
-from addin.paper import PaperGateway
 from addin.ib.events import SessionEvents
 from addin.ib.session import IBError, Request, RequestTimeout, Session, _Wrapper
+from addin.paper import PaperGateway
 
 
 def aapl() -> Contract:
@@ -59,7 +59,7 @@ def test_connect_status_disconnect(gw):
 def test_nothing_leaks_over_100_connect_disconnect_cycles(gw):
     threads_before = {t.ident for t in threading.enumerate()}
     fds_before = open_fds()
-    for i in range(100):
+    for _ in range(100):
         s = Session(port=gw.port, client_id=42)
         s.connect()
         s.disconnect()

@@ -56,10 +56,11 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -258,6 +259,16 @@ class _Feed:
 
     def restore(self) -> None:         # listener-based feeds: re-send after a reconnect
         pass
+
+
+_F = TypeVar("_F", bound=_Feed)
+
+
+def _as(kind: type[_F], feed: _Feed) -> _F:
+    """``feed`` as the class its spec builds (each key has one feed class: a mismatch is a bug here)."""
+    if not isinstance(feed, kind):
+        raise TypeError(f"{feed.description}: expected a {kind.__name__}, got a {type(feed).__name__}")
+    return feed
 
 
 class _Snapshotting(_Feed):
@@ -948,8 +959,8 @@ class Portfolio:
                           timeout)
 
     def _positions_rows(self, feeds: list[_Feed], account: str | None, include_flat: bool):
-        pos_feed = feeds[0]
-        upd: _UpdatesFeed | None = feeds[1] if len(feeds) > 1 else None   # type: ignore[assignment]
+        pos_feed = _as(_PositionsFeed, feeds[0])
+        upd = _as(_UpdatesFeed, feeds[1]) if len(feeds) > 1 else None
         base, nlv = upd.base_currency_and_nlv() if upd is not None else ("", NAN)
         rows = []
         for (acct, con_id), (_, contract, symbol, qty, avg_cost) in pos_feed.live.items():
@@ -993,7 +1004,8 @@ class Portfolio:
         than two summary subscriptions at once), RequestTimeout.
         """
         return self._read(self._summary_specs(tags, group),
-                          lambda feeds: _later(list(feeds[0].live.values()), SUMMARY_COLUMNS), timeout)
+                          lambda feeds: _later(list(_as(_SummaryFeed, feeds[0]).live.values()), SUMMARY_COLUMNS),
+                          timeout)
 
     def watch_account_summary(self, tags: str | Iterable[str] | None = None, *, group: str = "All") -> Watch:
         """Keep account_summary(tags) live until the Watch is closed; watches with the same tags share
@@ -1012,7 +1024,8 @@ class Portfolio:
         (321: unknown account), RequestTimeout.
         """
         return self._read(self._values_specs(account),
-                          lambda feeds: _later([r for f in feeds for r in f.live.values()], VALUE_COLUMNS), timeout)
+                          lambda feeds: _later([r for f in feeds for r in _as(_ValuesFeed, f).live.values()],
+                                               VALUE_COLUMNS), timeout)
 
     def watch_account_values(self, account: str | None = None) -> Watch:
         return self._watch(f"account_values {account or '*'}", self._values_specs(account))
@@ -1058,7 +1071,8 @@ class Portfolio:
         client_id (int), order_ref (text), commission (float), commission_currency (text) and
         realized_pnl (float, net of commissions; NaN for opening fills, where IB sends 'unset'), the
         last three joined by execId from commissionAndFeesReport (NaN / "" until it arrives), exchange
-        (the venue that filled it, e.g. NASDAQ, IDEALPRO, CME). Sorted by time. Corrections (same execId up to the last period) replace the execution they correct.
+        (the venue that filled it, e.g. NASDAQ, IDEALPRO, CME). Sorted by time. Corrections (same execId up
+        to the last period) replace the execution they correct.
 
         Unwatched: one reqExecutions with the filter. Watched: the cached table, with live fills
         (execDetails reqId -1, this client's orders) appended. Raises IBError, RequestTimeout.
@@ -1070,7 +1084,8 @@ class Portfolio:
         if watched:
             return self._read(self._executions_specs(),
                               lambda feeds: self._executions_rows(
-                                  [f for _, f in feeds[0].fills.values() if match(f)]), timeout)
+                                  [f for _, f in _as(_ExecutionsFeed, feeds[0]).fills.values() if match(f)]),
+                              timeout)
         return self._executions_once(match, account, symbol, sec_type, side, since, client_id, exchange, timeout)
 
     def _executions_once(self, match, account, symbol, sec_type, side, since, client_id, exchange,
@@ -1187,51 +1202,53 @@ class Portfolio:
         return True
 
     # --- listeners (ibapi's message thread) -------------------------------------------------------
-    def _feed(self, key: tuple) -> _Feed | None:
-        return self._feeds.get(key)
+    def _feed(self, key: tuple, kind: type[_F]) -> _F | None:
+        """The feed under ``key`` (a ``kind``: each key has one feed class), or None."""
+        feed = self._feeds.get(key)
+        return None if feed is None else _as(kind, feed)
 
     def _on_position(self, account, contract, pos, avg_cost) -> None:
         with self._lock:
-            feed = self._feed(("positions",))
+            feed = self._feed(("positions",), _PositionsFeed)
         if feed is not None:
             symbol = format_symbol(contract)      # before taking the lock: the formatter parses
             self._apply("positions", lambda: feed.on_position(account, contract, symbol, pos, avg_cost))
 
     def _on_position_end(self) -> None:
         with self._lock:
-            feed = self._feed(("positions",))
+            feed = self._feed(("positions",), _PositionsFeed)
         if feed is not None:
             self._apply("positions", feed.end)
 
     def _on_account_value(self, key, value, currency, account) -> None:
         with self._lock:
-            feed = self._feed(("updates",))
+            feed = self._feed(("updates",), _UpdatesFeed)
         if feed is not None:
             self._apply("portfolio", lambda: feed.on_value(key, value, currency, account))
 
     def _on_portfolio(self, contract, pos, price, value, avg_cost, unrealized, realized, account) -> None:
         with self._lock:
-            feed = self._feed(("updates",))
+            feed = self._feed(("updates",), _UpdatesFeed)
         if feed is not None:
             self._apply("portfolio", lambda: feed.on_portfolio(contract, pos, price, value, avg_cost,
                                                                unrealized, realized, account))
 
     def _on_account_time(self, stamp) -> None:
         with self._lock:
-            feed = self._feed(("updates",))
+            feed = self._feed(("updates",), _UpdatesFeed)
             if feed is not None:
                 feed.update_time = stamp
 
     def _on_download_end(self, account) -> None:
         with self._lock:
-            feed = self._feed(("updates",))
+            feed = self._feed(("updates",), _UpdatesFeed)
         if feed is not None and account == feed.account:
             self._apply("portfolio", feed.end)
 
     def _on_exec_details(self, req_id, contract, execution) -> None:
         # Only answers to no registered request reach here: live fills carry reqId -1.
         with self._lock:
-            feed = self._feed(("executions",))
+            feed = self._feed(("executions",), _ExecutionsFeed)
         if feed is not None:
             fill = _fill_of(contract, execution)
             self._apply("executions", lambda: feed.add(fill))
@@ -1251,20 +1268,20 @@ class Portfolio:
 
     def _on_open_order(self, order_id, contract, order, state) -> None:
         with self._lock:
-            feed = self._feed(("open_orders",))
+            feed = self._feed(("open_orders",), _OpenOrdersFeed)
         if feed is not None:
             symbol = format_symbol(contract)
             self._apply("open_orders", lambda: feed.on_open_order(order_id, contract, symbol, order, state))
 
     def _on_order_status(self, *args) -> None:
         with self._lock:
-            feed = self._feed(("open_orders",))
+            feed = self._feed(("open_orders",), _OpenOrdersFeed)
         if feed is not None:
             self._apply("open_orders", lambda: feed.on_status(*args))
 
     def _on_open_order_end(self) -> None:
         with self._lock:
-            feed = self._feed(("open_orders",))
+            feed = self._feed(("open_orders",), _OpenOrdersFeed)
         if feed is not None:
             self._apply("open_orders", feed.end)
 
@@ -1273,7 +1290,7 @@ class Portfolio:
         if code != VALIDATION_ERROR or "account" not in (text or "").lower():
             return
         with self._lock:
-            feed = self._feed(("updates",))
+            feed = self._feed(("updates",), _UpdatesFeed)
         if feed is not None and not feed.ready and feed.account in text:
             err = IBError(code, text, feed.description, req_id)
             self._apply("portfolio", lambda: setattr(feed, "error", err))
@@ -1294,6 +1311,7 @@ def _execution_matcher(account, symbol, sec_type, side, since, client_id, exchan
     side_code = {"BUY": "BOT", "SELL": "SLD"}.get((side or "").upper(), (side or "").upper())
     if side_code not in ("", "BOT", "SLD"):
         raise ValueError(f"side: expected BUY, SELL, BOT or SLD, got {side!r}")
+    since_t: datetime | None
     if isinstance(since, datetime):
         since_t = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
     elif isinstance(since, str) and since.strip():

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, SupportsInt, cast
+from typing import Any
 
 import pandas as pd
 import xlwings as xw
@@ -333,12 +333,12 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
     desk = _desk(book, rt)
     ref_col = info.first_col + info.columns.index("Ref") if "Ref" in info.columns else None
 
-    def write_refs(assigned: dict[Hashable, str]) -> None:
+    def write_refs(assigned: dict[int, str]) -> None:
         if ref_col is None:
             raise BookError("the Orders Table has no Ref column to write the assigned Refs into")
         for row, ref in assigned.items():          # before anything is sent: the row keeps its Ref
             # the keys are the frame's index labels: worksheet row numbers (order_rows)
-            book.write(info.sheet, int(cast(SupportsInt, row)), ref_col, [[ref]])
+            book.write(info.sheet, int(row), ref_col, [[ref]])
 
     out = desk.place(df, write_refs=write_refs)
     write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})

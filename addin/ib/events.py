@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Callable, Generic, ParamSpec
+from typing import Generic, ParamSpec
 
 from ibapi.commission_and_fees_report import CommissionAndFeesReport
 from ibapi.common import BarData, HistogramData, TickAttrib, TickAttribBidAsk, TickAttribLast

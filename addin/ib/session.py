@@ -28,10 +28,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from ibapi.client import EClient
 from ibapi.commission_and_fees_report import CommissionAndFeesReport
@@ -619,8 +620,7 @@ class _Pacer:
         return max(window, self.last_send + self.gap)
 
     def _record(self, now: float, messages: int) -> None:
-        for i in range(messages):
-            self.sent.append(now)
+        self.sent.extend([now] * messages)
         self.last_send = now + (messages - 1) * self.gap    # keep the spacing after a multi-message job
 
     def watch(self, request: Request) -> None:
@@ -1004,9 +1004,10 @@ class Session:
             self._requests.pop(request.req_id, None)
             connected = self._status.state == "connected"
         request.active = False
-        if request.cancel_fn is not None and connected:
+        cancel_fn = request.cancel_fn
+        if cancel_fn is not None and connected:
             rid = request.req_id
-            self.send(lambda client: request.cancel_fn(client, rid))
+            self.send(lambda client: cancel_fn(client, rid))
 
     def send(self, fn: Callable[[EClient], None], *, messages: int = 1, urgent: bool = False) -> None:
         """Queue outbound messages: ``fn(client)`` sends ``messages`` of them, on the pacer thread in
@@ -1030,15 +1031,18 @@ class Session:
         with self._lock:
             if not request.subscription:
                 self._requests.pop(request.req_id, None)
+        # only watched requests expire, and the pacer watches only those with a number of seconds
+        timeout = request.timeout if isinstance(request.timeout, (int, float)) else 0.0
         if request.subscription:
             # A subscription that never answered: fail its first-answer future, keep it registered.
-            request.fail(RequestTimeout(request.description, request.timeout or 0, request.req_id))
+            request.fail(RequestTimeout(request.description, timeout, request.req_id))
             return
         request.active = False
-        request.fail(RequestTimeout(request.description, request.timeout or 0, request.req_id))
-        if request.cancel_fn is not None and self.connected:
+        request.fail(RequestTimeout(request.description, timeout, request.req_id))
+        cancel_fn = request.cancel_fn
+        if cancel_fn is not None and self.connected:
             rid = request.req_id
-            self.send(lambda client: request.cancel_fn(client, rid))
+            self.send(lambda client: cancel_fn(client, rid))
 
     # --- order ids --------------------------------------------------------------------------------
     def next_order_id(self) -> int:

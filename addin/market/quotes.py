@@ -38,12 +38,14 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ibapi.contract import Contract
 
+from ..ib.contracts import ContractBook, format_contract
 from ..ib.session import NO_TIMEOUT, IBError, Request, Session
 from ..protocol import errors
 from ..protocol.ticks import (
@@ -337,24 +339,6 @@ class QuoteBoard:
     def __len__(self) -> int:
         with self._lock:
             return len(self._raw)
-
-
-# --- instrument text -------------------------------------------------------------------------------
-def _format_contract(contract: Contract) -> str:
-    """Canonical text of a qualified Contract: ``addin.ib.contracts.format_contract`` when available,
-    else a minimal stand-in (AAPL, AAPL.ARCA, EUR/USD, conid:N)."""
-    try:
-        from ..ib.contracts import format_contract
-    except ImportError:
-        format_contract = None
-    if format_contract is not None:
-        return format_contract(contract)
-    sec, sym, exch, cur = contract.secType, contract.symbol, contract.exchange, contract.currency
-    if sec == "STK" and cur == "USD" and sym:
-        return sym if exch in ("SMART", "") else f"{sym}.{exch}"
-    if sec == "CASH" and sym and cur:
-        return f"{sym}/{cur}"
-    return f"conid:{contract.conId}"
 
 
 class _Feeder:
@@ -840,22 +824,17 @@ class MarketData:
         if isinstance(instrument, Contract):
             if not instrument.conId:
                 raise ValueError(f"instrument: a qualified Contract (conId set) is needed, got {instrument}")
-            return instrument, _format_contract(instrument)
+            return instrument, format_contract(instrument)
         if isinstance(instrument, str):
             if not instrument.strip():
                 raise ValueError("instrument: expected instrument text such as 'AAPL' or 'EUR/USD', got ''")
             book = self._book()
             contract = book.contract(instrument.strip())
-            return contract, _format_contract(contract)
+            return contract, format_contract(contract)
         raise TypeError(f"instrument: expected text or an ibapi Contract, got {type(instrument).__name__}")
 
     def _book(self):
         if self.contracts is None:
-            try:
-                from ..ib.contracts import ContractBook
-            except ImportError as exc:
-                raise MarketDataError(-1, "instrument text needs addin.ib.contracts (ContractBook), which is "
-                                          "not available; pass a qualified ibapi Contract") from exc
             with self._lock:
                 if self.contracts is None:
                     self.contracts = ContractBook(self.session)

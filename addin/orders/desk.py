@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 from ibapi.order import Order
@@ -36,12 +37,12 @@ from ibapi.order_cancel import OrderCancel
 
 from ..config import Settings
 from ..ib.contracts import InstrumentError, format_contract, parse
-from .journal import BLOCKING_STATES, DuplicateRefError, Journal
+from ..ib.session import IBError
 from .facts import DeskFacts, FactGatherer, finite
+from .journal import BLOCKING_STATES, DuplicateRefError, Journal
+from .risk import RiskCheck, RiskLimits, check_whatif, evaluate
 from .rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref, parse_row, parse_rows
 from .sync import OrderSync, order_version
-from .risk import RiskCheck, RiskLimits, check_whatif, evaluate
-from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class OrderDesk:
     journal_path: the SQLite journal file. Reconciles with IB on construction and after every
     reconnect. Risk facts come from standing feeds (``self.facts``, :class:`addin.orders.facts.DeskFacts`:
     Portfolio watches and quote lines opened by the first order, ended by ``close()``), so after the
-    first order an order sends only its placeOrder. Thread-safe; ``place``/``modify``/``cancel``/``reconcile`` run one at a time.
+    first order an order sends only its placeOrder. Thread-safe; ``place``/``modify``/``cancel``/``reconcile``
+    run one at a time.
     """
 
     def __init__(self, session, contracts, market, portfolio, settings: Settings, journal_path):
@@ -82,11 +84,13 @@ class OrderDesk:
             self.reconcile()
 
     # --- public ---------------------------------------------------------------------------------------
-    def place(self, rows: pd.DataFrame, write_refs: Callable[[dict[Hashable, str]], None] | None = None) -> pd.DataFrame:
+    # write_refs takes dict[Any, str]: its keys are ``rows``' index labels, whose type only the caller
+    # knows (the Excel side's are worksheet row numbers), so it may declare them as it reads them.
+    def place(self, rows: pd.DataFrame, write_refs: Callable[[dict[Any, str]], None] | None = None) -> pd.DataFrame:
         """Turn Orders-table rows into orders. Returns one row of outputs per input row, indexed like
         ``rows``, columns Ref + ORDER_OUTPUT_COLUMNS. Rows with a blank Ref get one (see
-        ``addin.orders.rows.new_ref``); ``write_refs({index: ref})`` is called with them before anything is
-        sent (the Excel side writes them into the sheet; if it raises, those rows are not sent).
+        ``addin.orders.rows.new_ref``); ``write_refs({index label: ref})`` is called with them before
+        anything is sent (the Excel side writes them into the sheet; if it raises, those rows are not sent).
         Without ``write_refs`` an assigned Ref lives only in the returned frame: if the caller dies
         before storing it, placing the row again would send it under a new Ref, so the Excel side
         must pass one.
@@ -147,8 +151,9 @@ class OrderDesk:
                 else:
                     self._send_cancel(rec)
                     waiting.append(ref)
-            self.sync.wait(lambda: all(self.journal.get(r)["state"] not in ("working", "transmitting") for r in waiting),
-                       self.limits.ack_timeout)
+            self.sync.wait(lambda: all(self.journal.intent(r)["state"] not in ("working", "transmitting")
+                                       for r in waiting),
+                           self.limits.ack_timeout)
         return self._frame(refs, notes)
 
     def cancel_all(self) -> None:
@@ -191,12 +196,14 @@ class OrderDesk:
             except (IBError, InstrumentError) as exc:
                 return {"Ref": intent.ref, **self.sync.outputs(intent.ref), "Message": f"not modified: {exc}"}
             if not result.ok:
-                return {"Ref": intent.ref, **self.sync.outputs(intent.ref), "Message": "not modified: " + result.message}
+                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
+                        "Message": "not modified: " + result.message}
             intent = result.intent
             order = self._ib_order(intent, rec["order_id"], parent_id=0, transmit=intent.transmit)
             self.journal.mark_transmitting(intent.ref, self.session.client_id, rec["order_id"], kind="modify",
                                            detail=intent.fields())
-            self.journal.update_fields(intent.ref, {**old, **{k: v for k, v in intent.fields().items() if k in _MODIFIABLE}})
+            new_values = {k: v for k, v in intent.fields().items() if k in _MODIFIABLE}
+            self.journal.update_fields(intent.ref, {**old, **new_values})
             contract = details.contract
             version = order_version(order.totalQuantity, order.lmtPrice, order.auxPrice)
             marker = self.sync.marker(intent.ref)
@@ -313,7 +320,8 @@ class OrderDesk:
         if rec is not None and rec["state"] in BLOCKING_STATES:
             raise _Refusal(self.sync.outputs(intent.ref, rec)["Status"],
                            f"duplicate_ref: {intent.ref} was already sent ({rec['state']}); not sent again",
-                           keep={k: v for k, v in self.sync.outputs(intent.ref, rec).items() if k not in ("Status", "Message")})
+                           keep={k: v for k, v in self.sync.outputs(intent.ref, rec).items()
+                                 if k not in ("Status", "Message")})
         if not self.session.connected:
             raise _Refusal("Error", f"IB 504: not connected ({self.session.status.state}); nothing was sent")
         accounts = self.session.status.accounts
@@ -370,7 +378,7 @@ class OrderDesk:
         (a bracket's legs leave back to back). Raises IBError 504 when the session has no connection."""
         ids = [self.session.next_order_id() for _ in legs]
         orders = []
-        for i, (ref, fields, parent) in enumerate(legs):
+        for i, (_, fields, _) in enumerate(legs):
             o = self._ib_order(_intent_of(fields, intent), ids[i], parent_id=ids[0] if i else 0,
                                transmit=intent.transmit if i == len(legs) - 1 else False)
             if i:
@@ -393,7 +401,7 @@ class OrderDesk:
 
     def _legs(self, intent: OrderIntent) -> list[tuple[str, dict, str | None]]:
         """(ref, fields, parent_ref) of the entry and its bracket children."""
-        legs = [(intent.ref, intent.fields(), None)]
+        legs: list[tuple[str, dict, str | None]] = [(intent.ref, intent.fields(), None)]
         opposite = "SELL" if intent.action == "BUY" else "BUY"
         base = dict(intent.fields(), action=opposite, limit_price=None, stop_price=None, trail_amount=None,
                     trail_percent=None, take_profit=None, stop_loss=None, oca_group=f"{intent.ref}.OCA")

@@ -181,21 +181,24 @@ class DeskFacts:
         """An order this desk hands to IB now (called before placeOrder): counted as open until IB's
         open-orders table lists it or the journal says it is no longer in flight."""
         with self._lock:
-            self._seed()
-            self._in_flight[(self.session.client_id, order_id)] = ref
+            self._seeded()[(self.session.client_id, order_id)] = ref
             self._flight_facts[ref] = (account, con_id, action, quantity)
 
-    def _seed(self) -> None:   # under the lock: a restarted desk inherits the journal's orders in flight
+    def _seeded(self) -> dict[tuple[int, int], str]:
+        """The orders in flight, (client_id, order_id) -> Ref; under the lock. The first call seeds them
+        (and their facts) from the journal: a restarted desk inherits the journal's orders in flight."""
         if self._in_flight is not None:
-            return
-        self._in_flight, self._flight_facts = {}, {}
+            return self._in_flight
+        in_flight: dict[tuple[int, int], str] = {}
+        self._in_flight, self._flight_facts = in_flight, {}
         for rec in self.desk.journal.intents(("transmitting", "working")):
             if rec["order_id"] is None or rec["client_id"] is None:
                 continue
             f = rec["fields"]
-            self._in_flight[(rec["client_id"], rec["order_id"])] = rec["ref"]
+            in_flight[(rec["client_id"], rec["order_id"])] = rec["ref"]
             self._flight_facts[rec["ref"]] = (rec["account"], rec["con_id"], f.get("action"),
                                               finite(f.get("quantity")) or 0.0)
+        return in_flight
 
     def unreported(self, listed: set[tuple[int, int]]) -> list[dict]:
         """This desk's orders in flight that are not among ``listed`` (IB's open orders, as
@@ -204,16 +207,16 @@ class DeskFacts:
         listed, or that ended (filled, cancelled, rejected, not received), are forgotten: from then on
         the open-orders table (or the position) carries them."""
         with self._lock:
-            self._seed()
-            pending = [(k, ref) for k, ref in self._in_flight.items() if k not in listed]
-            for k in [k for k in self._in_flight if k in listed]:
-                self._flight_facts.pop(self._in_flight.pop(k), None)
+            in_flight = self._seeded()          # seeded once, never replaced: safe to hold on to
+            pending = [(k, ref) for k, ref in in_flight.items() if k not in listed]
+            for k in [k for k in in_flight if k in listed]:
+                self._flight_facts.pop(in_flight.pop(k), None)
         out = []
         for k, ref in pending:
             rec = self.desk.journal.get(ref)
             if rec is None or rec["state"] not in ("transmitting", "working") or rec["order_id"] != k[1]:
                 with self._lock:
-                    if self._in_flight.pop(k, None) is not None:
+                    if in_flight.pop(k, None) is not None:
                         self._flight_facts.pop(ref, None)
                 continue
             account, con_id, action, qty = self._flight_facts.get(ref) or (rec["account"], rec["con_id"], None, 0.0)
@@ -318,9 +321,12 @@ class FactGatherer:
         position = self.feeds.position(intent.account, c.conId)
         if self._open is None:
             self._open = self.feeds.open_orders()
-        oo = [r for r in self._open if r["status"] in WORKING_STATUSES and not (exclude_perm and r["perm_id"] == exclude_perm)]
-        n_extra, extra = self._unreported(exclude_perm)
-        open_buy, open_sell = extra.get((intent.account, c.conId, "BUY"), 0.0), extra.get((intent.account, c.conId, "SELL"), 0.0)
+        open_rows = self._open
+        oo = [r for r in open_rows
+              if r["status"] in WORKING_STATUSES and not (exclude_perm and r["perm_id"] == exclude_perm)]
+        n_extra, extra = self._unreported(open_rows, exclude_perm)
+        open_buy = extra.get((intent.account, c.conId, "BUY"), 0.0)
+        open_sell = extra.get((intent.account, c.conId, "SELL"), 0.0)
         for r in oo:
             if r["account"] == intent.account and r["con_id"] == c.conId:
                 left = finite(r["remaining"]) or 0.0
@@ -342,11 +348,13 @@ class FactGatherer:
             recent_orders=recent, daily_pnl=self._daily_pnl(intent.account), ref_state=ref_state,
             kill_switch=desk.journal.kill_switch, now=datetime.now(timezone.utc))
 
-    def _unreported(self, exclude_perm: int | None) -> tuple[int, dict[tuple[str, int, str], float]]:
+    def _unreported(self, open_rows: list[dict],
+                    exclude_perm: int | None) -> tuple[int, dict[tuple[str, int, str], float]]:
         """This desk's orders IB has not listed yet (see :meth:`DeskFacts.unreported`), against the
         open-orders rows read for this batch: (how many, {(account, conId, action): remaining})."""
-        n, side = 0, {}
-        for rec in self.feeds.unreported({(r["client_id"], r["order_id"]) for r in self._open}):
+        n = 0
+        side: dict[tuple[str, int, str], float] = {}
+        for rec in self.feeds.unreported({(r["client_id"], r["order_id"]) for r in open_rows}):
             if exclude_perm and rec["perm_id"] == exclude_perm:
                 continue
             n += 1

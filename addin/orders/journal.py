@@ -35,9 +35,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = ["Journal", "DuplicateRefError", "STATES", "RESENDABLE_STATES", "BLOCKING_STATES", "TERMINAL_STATES",
            "state_of_status"]
@@ -162,7 +163,7 @@ class Journal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return self.get(ref)
+        return self.intent(ref)
 
     def mark_transmitting(self, ref: str, client_id: int, order_id: int, kind: str = "place",
                           detail: dict | None = None) -> None:
@@ -240,7 +241,8 @@ class Journal:
         """One execution (execId unique: a replayed one is ignored). True when it was new."""
         with self._reported():
             cur = self._tx("INSERT OR IGNORE INTO fills (exec_id, ref, order_id, perm_id, time, side, shares, price) "
-                           "VALUES (?,?,?,?,?,?,?,?)", (exec_id, ref, order_id, perm_id, time_text, side, shares, price))
+                           "VALUES (?,?,?,?,?,?,?,?)",
+                           (exec_id, ref, order_id, perm_id, time_text, side, shares, price))
             return cur.rowcount > 0
 
     def record_commission(self, exec_id: str, amount: float, currency: str, realized_pnl: float | None) -> bool:
@@ -272,6 +274,14 @@ class Journal:
         """The intent record (columns of ``intents``; ``fields`` decoded), or None."""
         row = self._tx("SELECT * FROM intents WHERE ref=?", (ref,)).fetchone()
         return _record(row) if row else None
+
+    def intent(self, ref: str) -> dict:
+        """The intent record of a Ref the journal holds (as ``get``; intents are never deleted, so a
+        Ref read back from the journal or just recorded has one). Raises KeyError when it has none."""
+        rec = self.get(ref)
+        if rec is None:
+            raise KeyError(ref)
+        return rec
 
     def intents(self, states: Iterable[str] | None = None) -> list[dict]:
         """Every intent (in the given states), oldest first."""

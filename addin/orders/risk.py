@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from fractions import Fraction
+from typing import Any, TypeGuard
 
 from ..config import RiskSettings, Settings
 from .rows import OrderIntent
@@ -224,12 +225,13 @@ def _reference(facts: OrderFacts, limits: RiskLimits) -> float | None:
     return facts.last if _good(facts.last) else None
 
 
-def _good(x: float | None) -> bool:
+def _good(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x) and x > 0
 
 
 def _tick_grid(intent: OrderIntent, facts: OrderFacts, limits: RiskLimits, checks: list[RiskCheck]) -> OrderIntent:
-    changes, notes = {}, []
+    changes: dict[str, Any] = {}           # OrderIntent price attribute -> float: replace(**) can't check the names
+    notes: list[str] = []
     for col, attr in _PRICE_FIELDS:
         p = getattr(intent, attr)
         if p is None or on_tick_grid(p, facts.min_tick):

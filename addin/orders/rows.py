@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Hashable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..cells import CellError, boolean, is_blank, number, show, text
 from ..ib.contracts import InstrumentError, parse
@@ -50,7 +51,7 @@ MAX_REF_LEN = 40
 
 _REF = re.compile(r"[A-Za-z0-9_\-.:/]+")
 # Which price columns each order type needs (True), may have (None) or must leave blank (False).
-_PRICES = {
+_PRICES: dict[str, dict[str, bool | None]] = {
     "MKT": {"LimitPrice": False, "StopPrice": False},
     "LMT": {"LimitPrice": True, "StopPrice": False},
     "STP": {"LimitPrice": False, "StopPrice": True},
@@ -133,7 +134,7 @@ def _positive(col: str, v: Any, what: str) -> float | None:
 # --- rows -------------------------------------------------------------------------------------------
 def _columns(df: pd.DataFrame) -> dict[str, Any]:
     """Orders column name -> the DataFrame's column label (case-insensitive, trimmed)."""
-    by_norm = {}
+    by_norm: dict[str, Any] = {}
     for label in df.columns:
         by_norm.setdefault(" ".join(str(label).split()).lower(), label)
     return {name: by_norm[name.lower()] for name in ORDER_INPUT_COLUMNS if name.lower() in by_norm}

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ibapi.execution import ExecutionFilter
 
-from .journal import Journal
-from .facts import finite
-from .rows import ORDER_OUTPUT_COLUMNS
 from ..ib.events import Event
 from ..ib.session import IBError, Request
 from ..protocol.errors import ORDER_CANCELLED
+from .facts import finite
+from .journal import Journal
+from .rows import ORDER_OUTPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class OrderSync:
         count, errors = self.marker(ref)
         if errors > marker[1]:
             return True
-        rec = self.journal.get(ref)
+        rec = self.journal.intent(ref)
         return count > marker[0] and self._versions[ref][1] == version and \
             abs((rec["remaining"] or 0) + (rec["filled"] or 0) - quantity) < 1e-9
 
@@ -185,12 +186,12 @@ class OrderSync:
             seen = set(self._seen)
         result = {}
         for ref in pending:
-            rec = self.journal.get(ref)
+            rec = self.journal.intent(ref)
             if rec["state"] == "transmitting" and ref not in seen:
                 self.journal.set_state(ref, "not_received", "IB has no trace of this order: it was not sent; "
                                                             "place the row again to send it", status="Not sent")
                 self.notify(ref)
-            result[ref] = self.journal.get(ref)["state"]
+            result[ref] = self.journal.intent(ref)["state"]
         return result
 
     # --- IB's callbacks (ibapi's message thread) ----------------------------------------------------------
@@ -286,7 +287,7 @@ class OrderSync:
         ref = self.journal.by_order_id(self.session.client_id, req_id)
         if ref is None:
             return
-        rec = self.journal.get(ref)
+        rec = self.journal.intent(ref)
         with self.cond:
             self._errors[ref] = self._errors.get(ref, 0) + 1
         message = f"IB {code}: {text}"
