@@ -164,7 +164,7 @@ def test_kill_9_at_random_points_then_a_rerun_sends_every_row_exactly_once(gw, h
         proc = ibxl_run(gw, path, client_id, home)
         k = rnd.randint(0, len(rows))              # kill after the k-th order reached the gateway (0: any time)
         if k:
-            wait_until(lambda k=k, c=client_id: len(received(gw, {c})) >= k or proc.poll() is not None, 60)
+            wait_until(lambda k=k, c=client_id, p=proc: len(received(gw, {c})) >= k or p.poll() is not None, 60)
             threading.Event().wait(rnd.uniform(0, 0.03))
         else:
             threading.Event().wait(rnd.uniform(0.3, 4.0))
@@ -176,7 +176,6 @@ def test_kill_9_at_random_points_then_a_rerun_sends_every_row_exactly_once(gw, h
         report.append((t, k, at_kill, counts))
         assert all(n <= 1 for n in counts), f"try {t}: duplicates {counts} ({report})"
         assert all(n == 1 for n in counts), f"try {t}: lost rows {counts}: {saved_rows(path)}"
-        print(report[-1])
         for row in saved_rows(path):               # every row says what happened to it
             assert row["Status"], (t, row)
 
