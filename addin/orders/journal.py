@@ -476,12 +476,17 @@ class Journal:
     # --- blank-Ref rows ---------------------------------------------------------------------------------
     def row_ref(self, identity: str, ref: str) -> str:
         """The Ref recorded for a blank-Ref row's ``identity`` (:func:`addin.orders.refs.row_identity`),
-        recording ``ref`` for it when there is none (atomic: two processes get the same Ref)."""
+        recording ``ref`` for it when there is none, or when IB rejected the recorded one (the row is
+        sent again under a new Ref, as a row with a typed Ref would be). Atomic: processes asking at
+        once get the same Ref."""
         with self._write() as db:
             row = db.execute("SELECT ref FROM row_refs WHERE identity=?", (identity,)).fetchone()
             if row is not None:
-                return str(row["ref"])
-            db.execute("INSERT INTO row_refs (identity, ref, created) VALUES (?,?,?)", (identity, _key(ref), _now()))
+                rec = self._row(row["ref"])
+                if rec is None or rec["state"] != "rejected":
+                    return str(row["ref"])
+            db.execute("INSERT OR REPLACE INTO row_refs (identity, ref, created) VALUES (?,?,?)",
+                       (identity, _key(ref), _now()))
             return _key(ref)
 
     # --- fills ----------------------------------------------------------------------------------------
