@@ -493,9 +493,13 @@ def wire_ids(session) -> list[int]:
 
 
 PLACE_ORDER = 3   # ibapi's outgoing message id of placeOrder
+# What each place() asks IB before it sends (its record of orders: every client's open orders,
+# completed orders, executions), by ibapi's outgoing message ids.
+IB_RECORD = [16, 99, 7]     # REQ_ALL_OPEN_ORDERS, REQ_COMPLETED_ORDERS, REQ_EXECUTIONS
 
 
 def test_after_the_first_order_an_order_sends_only_its_placeOrder(rig):
+    """Besides the check against IB's record of orders (issue 12), nothing per order: no risk data."""
     q = quote(rig, "AAPL")
     low = round(q.bid * 0.97, 2)
 
@@ -504,19 +508,19 @@ def test_after_the_first_order_an_order_sends_only_its_placeOrder(rig):
                               "OrderType": "LMT", "LimitPrice": low}])
     desk = rig.desk()
     wire = wire_ids(rig.session)
-    first = desk.place(row("W-1"))
+    first = desk.place(row("WO-1"))
     assert first.loc[0, "Status"] == "Submitted"
     assert wire.count(PLACE_ORDER) == 1 and len(wire) > 1     # the first order opened the watches
-    for ref in ("W-2", "W-3", "W-4"):
+    for ref in ("WO-2", "WO-3", "WO-4"):
         before = len(wire)
         out = desk.place(row(ref))
         assert out.loc[0, "Status"] == "Submitted", out.loc[0, "Message"]
-        assert wire[before:] == [PLACE_ORDER], f"{ref} sent {wire[before:]}"
+        assert sorted(wire[before:]) == sorted(IB_RECORD + [PLACE_ORDER]), f"{ref} sent {wire[before:]}"
     # the desk's feeds end with it: watches released, its quote line cancelled
     assert rig.portfolio.watched() != {}
     desk.close()
     assert rig.portfolio.watched() == {} and rig.market.subscriptions() == {}
-    assert [r.order.orderRef for r in rig.received()] == ["W-1", "W-2", "W-3", "W-4"]
+    assert [r.order.orderRef for r in rig.received()] == ["WO-1", "WO-2", "WO-3", "WO-4"]
 
 
 def test_orders_ib_has_not_reported_yet_count_against_the_limits(rig):
@@ -554,12 +558,12 @@ def test_after_a_reconnect_facts_wait_for_the_restored_snapshots(rig, tmp_path):
         return pd.DataFrame([{"Ref": ref, "Account": "DU1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
                               "OrderType": "LMT", "LimitPrice": low}])
     desk = rig.desk()
-    assert desk.place(row("R-1")).loc[0, "Status"] == "Submitted"      # the open-orders watch is complete
+    assert desk.place(row("RR-1")).loc[0, "Status"] == "Submitted"      # the open-orders watch is complete
     # another client's order: this client's watched table does not hear of it until reqAllOpenOrders is
     # re-sent, which the reconnect does
     other = Rig(rig.gw, tmp_path / "other")
     try:
-        assert other.desk().place(row("R-OTHER")).loc[0, "Status"] == "Submitted"
+        assert other.desk().place(row("RR-OTHER")).loc[0, "Status"] == "Submitted"
     finally:
         other.close()
     working = rig.gw.call(lambda s: sum(1 for _, _, st in s.broker.open_orders() if st.status in WORKING_STATUSES))
@@ -569,10 +573,10 @@ def test_after_a_reconnect_facts_wait_for_the_restored_snapshots(rig, tmp_path):
     try:
         rig.gw.drop_connections()
         assert rig.session.wait_status(lambda s: s.reconnects > n and s.state == "connected", 20)
-        out = desk.place(row("R-2"))
+        out = desk.place(row("RR-2"))
     finally:
         rig.gw.delay_answers(0)
     # read from the stale table (without R-OTHER) R-2 would have passed
     assert out.loc[0, "Status"] == "Refused", out.loc[0, "Message"]
     assert out.loc[0, "Message"].startswith(f"max_open_orders: {working} open + 1 new > limit {working}")
-    assert [r.order.orderRef for r in rig.received()] == ["R-1"]
+    assert [r.order.orderRef for r in rig.received()] == ["RR-1"]

@@ -3,9 +3,24 @@
 :class:`OrderDesk` is the only place that transmits orders. A row becomes an order only after it
 parsed cleanly (:mod:`addin.orders.rows`), named a real contract (``ContractBook.qualify``), passed
 every risk rule (:mod:`addin.orders.risk`) and its intent was written to the journal (:mod:`addin.orders.journal`).
-A Ref is never sent twice: the journal blocks it once it is transmitting, working or done, and on every
-connect and reconnect :meth:`OrderDesk.reconcile` matches the journal with IB's open orders, completed
-orders and executions (by orderRef), so the rows show the truth and nothing is resent blindly.
+A Ref is never sent twice (Refs compare trimmed and in any case: :func:`addin.orders.refs.ref_key`):
+- the journal blocks it once it is transmitting, working or done, and moving it to transmitting is a
+  compare-and-set on the owner that wrote its intent (:meth:`Journal.claim`): of several ibxl processes
+  sharing the journal exactly one sends it, the others refuse ("being sent by another ibxl");
+- IB is the authority: every :meth:`OrderDesk.place` that may send takes one fresh snapshot of IB's
+  record (every client's open orders, completed orders, executions, by orderRef; a bracket child counts
+  for its parent) before the first placeOrder, and a Ref IB knows is refused and written back into the
+  journal, so a deleted, emptied or replaced journal never causes a resend. No snapshot within
+  ``SNAPSHOT_TIMEOUT`` seconds: nothing is sent;
+- a blank-Ref row gets its Ref recorded in the journal under the row's identity (source, row label,
+  its order fields: :func:`addin.orders.refs.row_identity`) before it is written back or sent; a row that
+  comes back blank (a crash before the workbook was saved) reuses that Ref while it was never sent, and
+  is refused ("possibly already sent as REF") once it was;
+- a journal that is damaged, not a journal, or fails a write refuses every row (Status Error, the
+  message names the file and what to do); one locked by another process refuses the rows and is
+  opened again on the next place.
+On every connect and reconnect :meth:`OrderDesk.reconcile` matches the journal with IB's record, so the
+rows show the truth and nothing is resent blindly.
 
 Refs at IB: the row's Ref is the order's ``orderRef``. A bracket (a row with TakeProfit and/or
 StopLoss) is three orders: the entry (Ref), a LMT take-profit child ``Ref.TP`` and a STP stop-loss
@@ -39,10 +54,11 @@ from ..config import Settings
 from ..ib.contracts import InstrumentError, format_contract, parse
 from ..ib.session import IBError
 from .facts import DeskFacts, FactGatherer, finite
-from .journal import BLOCKING_STATES, DuplicateRefError, Journal
+from .journal import BLOCKING_STATES, DuplicateRefError, Journal, JournalBusyError, JournalError
+from .refs import Owner, ref_key, row_identity
 from .risk import RiskCheck, RiskLimits, check_whatif, evaluate
 from .rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref, parse_row, parse_rows
-from .sync import OrderSync, order_version
+from .sync import KnownOrder, OrderSync, order_version
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +68,7 @@ __all__ = ["OrderDesk", "ORDER_STEPS", "OUTPUT_FRAME_COLUMNS"]
 # (order ids taken); its placeOrder was handed to the socket; IB answered every order of the batch.
 ORDER_STEPS = ("after_journal", "after_mark", "after_send", "after_ack")
 OUTPUT_FRAME_COLUMNS = ("Ref",) + ORDER_OUTPUT_COLUMNS
+SNAPSHOT_TIMEOUT = 10.0        # seconds IB may take to show its record before place() sends nothing
 _MODIFIABLE = {"quantity", "limit_price", "stop_price", "trail_amount", "trail_percent", "transmit"}
 
 
@@ -73,7 +90,14 @@ class OrderDesk:
         self.session, self.contracts, self.market, self.portfolio = session, contracts, market, portfolio
         self.settings = settings
         self.limits = RiskLimits.from_settings(settings)
-        self.journal = Journal(journal_path)
+        self.journal_path = journal_path
+        self.owner = Owner.new(session.client_id)    # this desk's claims in the journal
+        self.fault: JournalError | None = None       # set: every row is refused (the journal cannot be trusted)
+        try:
+            self.journal = Journal(journal_path)
+        except JournalError as exc:                  # never a traceback: the rows say it (place)
+            log.error("%s", exc)
+            self.fault, self.journal = exc, Journal(":memory:")
         self._desk = threading.RLock()               # one place/modify/cancel/reconcile at a time
         self.sync = OrderSync(session, self.journal)
         self.facts = DeskFacts(self)                 # standing feeds: an order sends only its placeOrder
@@ -86,22 +110,30 @@ class OrderDesk:
     # --- public ---------------------------------------------------------------------------------------
     # write_refs takes dict[Any, str]: its keys are ``rows``' index labels, whose type only the caller
     # knows (the Excel side's are worksheet row numbers), so it may declare them as it reads them.
-    def place(self, rows: pd.DataFrame, write_refs: Callable[[dict[Any, str]], None] | None = None) -> pd.DataFrame:
+    def place(self, rows: pd.DataFrame, write_refs: Callable[[dict[Any, str]], None] | None = None,
+              source: str = "") -> pd.DataFrame:
         """Turn Orders-table rows into orders. Returns one row of outputs per input row, indexed like
         ``rows``, columns Ref + ORDER_OUTPUT_COLUMNS. Rows with a blank Ref get one (see
         ``addin.orders.rows.new_ref``); ``write_refs({index label: ref})`` is called with them before
         anything is sent (the Excel side writes them into the sheet; if it raises, those rows are not sent).
-        Without ``write_refs`` an assigned Ref lives only in the returned frame: if the caller dies
-        before storing it, placing the row again would send it under a new Ref, so the Excel side
-        must pass one.
-        A Ref already transmitting, working or done is not sent again: its row shows its state and a
-        ``duplicate_ref`` message. Never raises for bad rows or IB refusals: they are in Message."""
+        The assigned Ref is recorded in the journal first, under the row's identity (``source``: the
+        sheet or Table name, "" when unknown; the row's label; its order fields): a row that comes back
+        blank reuses it while it was never sent and is refused once it was (module docstring).
+        A Ref already transmitting, working or done, or known at IB, is not sent again: its row shows
+        its state and a ``duplicate_ref`` message. Never raises for bad rows, IB refusals or a faulty
+        journal: they are in Message."""
         with self._desk:
             out: dict[Hashable, dict[str, Any]] = {}     # the frame is built after sending: it is slow
             parsed = parse_rows(rows)
-            assigned = {label: new_ref() for label, r in parsed.items() if isinstance(r, OrderIntent) and not r.ref}
-            for label, ref in assigned.items():
-                parsed[label] = replace(parsed[label], ref=ref)
+            if self.fault is not None and isinstance(self.fault, JournalBusyError):
+                self._reopen()
+            if self.fault is not None:
+                return self._refuse_all(rows, parsed, "Error", str(self.fault))
+            try:
+                assigned, reused, refused = self._assign_refs(parsed, source)
+            except JournalError as exc:
+                self._journal_failed(exc)
+                return self._refuse_all(rows, parsed, "Error", str(exc))
             if assigned and write_refs is not None:
                 try:
                     write_refs(dict(assigned))
@@ -109,6 +141,12 @@ class OrderDesk:
                     for label in assigned:
                         parsed[label] = RowError(label, "Ref", f"could not write the assigned Ref back: {exc}",
                                                  assigned[label])
+            for label, ref in refused.items():           # the row's earlier Ref was sent: refuse, never resend
+                self._put(out, label, "", Status="Refused", Message=_possibly_sent(ref))
+                del parsed[label]
+            known: dict[str, KnownOrder] | None = {}
+            if self.session.connected and any(isinstance(r, OrderIntent) for r in parsed.values()):
+                known = self.sync.snapshot(SNAPSHOT_TIMEOUT)     # fresh: after the Refs, before any send
             batch = self.facts.batch()
             sent: list[str] = []
             for label, item in parsed.items():
@@ -116,23 +154,88 @@ class OrderDesk:
                     self._put(out, label, item.ref, Status="Error", Message=str(item))
                     continue
                 try:
-                    refs = self._place_one(item, batch)
+                    if self.fault is not None:
+                        raise _Refusal("Error", str(self.fault))
+                    if known is None:
+                        raise _Refusal("Error", f"IB did not show its record of orders within {SNAPSHOT_TIMEOUT:g} s "
+                                                f"(reqAllOpenOrders, reqCompletedOrders, reqExecutions), so no Ref can "
+                                                f"be checked against it: nothing was sent")
+                    refs = self._place_one(item, batch, known, reused.get(label))
+                except JournalError as exc:
+                    self._journal_failed(exc)
+                    self._put(out, label, item.ref, Status="Error", Message=f"not sent: {exc}")
+                    continue
                 except _Refusal as r:
                     self._put(out, label, item.ref, Status=r.status, Message=r.message,
                               **({} if r.keep is None else r.keep))
                     continue
                 sent.extend(refs)
-                self._put(out, label, item.ref, **self.sync.outputs(item.ref))
+                self._put(out, label, item.ref, **self._outputs(item.ref))
             if sent:
                 self.sync.wait_answers(sent, self.limits.ack_timeout)
                 if self.sync.answered(sent):
                     self._step("after_ack")
                 for label, item in parsed.items():
                     if isinstance(item, OrderIntent) and item.ref in sent:
-                        self._put(out, label, item.ref, **self.sync.outputs(item.ref))
+                        self._put(out, label, item.ref, **self._outputs(item.ref))
             blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
             return pd.DataFrame([{**blank, **out.get(label, {})} for label in rows.index], index=rows.index,
                                 columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
+
+    def _assign_refs(self, parsed: dict[Hashable, OrderIntent | RowError], source: str
+                     ) -> tuple[dict[Hashable, str], dict[Hashable, str], dict[Hashable, str]]:
+        """Refs for the blank-Ref rows, recorded in the journal under each row's identity first.
+        Returns {label: Ref} three times: assigned (to write back and send), reused (of those, the
+        ones an earlier place assigned to this row) and refused (the row's earlier Ref was already
+        sent: not assigned). ``parsed`` gets the assigned Refs. Raises JournalError."""
+        assigned: dict[Hashable, str] = {}
+        reused: dict[Hashable, str] = {}
+        refused: dict[Hashable, str] = {}
+        for label, item in parsed.items():
+            if not isinstance(item, OrderIntent) or item.ref:
+                continue
+            fresh = new_ref()
+            ref = self.journal.row_ref(row_identity(source, label, item.fields()), fresh)
+            if ref != fresh:
+                rec = self.journal.get(ref)
+                if rec is not None and rec["state"] in BLOCKING_STATES:
+                    refused[label] = ref
+                    continue
+                reused[label] = ref
+            assigned[label] = ref
+            parsed[label] = replace(item, ref=ref)
+        return assigned, reused, refused
+
+    def _outputs(self, ref: str) -> dict:
+        try:
+            return self.sync.outputs(ref)
+        except JournalError as exc:
+            self._journal_failed(exc)
+            return {**self._blank_outputs(), "Status": "Transmitted",
+                    "Message": f"sent; its state could not be recorded: {exc}"}
+
+    def _journal_failed(self, exc: JournalError) -> None:
+        """A journal fault stops every later row (a lock held by another process: until the next place)."""
+        log.error("%s", exc)
+        self.fault = exc
+
+    def _reopen(self) -> None:
+        """Open the journal again after it was locked by another process."""
+        try:
+            journal = Journal(self.journal_path)
+        except JournalError as exc:
+            self.fault = exc
+            return
+        old, self.journal, self.sync.journal, self.fault = self.journal, journal, journal, None
+        old.close()
+
+    def _refuse_all(self, rows: pd.DataFrame, parsed: dict, status: str, message: str) -> pd.DataFrame:
+        """Every parsed row refused with one message (a journal that cannot be trusted)."""
+        blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
+        out = {label: {**blank, "Ref": item.ref, "Status": status, "Message": message}
+               for label, item in parsed.items()}
+        return pd.DataFrame([out.get(label, blank) for label in rows.index], index=rows.index,
+                            columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
 
     def cancel(self, refs: str | Iterable[str]) -> pd.DataFrame:
         """Cancel the working orders of these Refs (a bracket's entry cancels its children at IB).
@@ -172,6 +275,9 @@ class OrderDesk:
         if isinstance(intent, RowError):
             return {"Ref": intent.ref, **self._blank_outputs(), "Status": "Error", "Message": str(intent)}
         with self._desk:
+            if self.fault is not None:
+                return {"Ref": intent.ref, **self._blank_outputs(), "Status": "Error",
+                        "Message": f"not modified: {self.fault}"}
             rec = self.journal.get(intent.ref) if intent.ref else None
             if rec is None or rec["state"] != "working":
                 why = "not in the journal" if rec is None else f"{rec['status'] or rec['state']}"
@@ -305,7 +411,7 @@ class OrderDesk:
         sends it). Returns {ref: state} of the intents that were transmitting. Skipped (empty dict)
         when not connected or an answer did not arrive within ``timeout`` seconds."""
         with self._desk:
-            return self.sync.reconcile(timeout)
+            return self.sync.reconcile(timeout, self.owner)
 
     def _on_restore(self) -> None:
         self.facts.on_restore()                      # cached positions/orders are stale until re-sent
@@ -315,13 +421,31 @@ class OrderDesk:
             log.exception("reconcile after reconnect failed")
 
     # --- one order ------------------------------------------------------------------------------------
-    def _place_one(self, intent: OrderIntent, batch: FactGatherer) -> list[str]:
+    def _place_one(self, intent: OrderIntent, batch: FactGatherer, known: dict[str, KnownOrder],
+                   reused: str | None = None) -> list[str]:
+        """Check, journal and send one row's order; returns its legs' Refs. ``known``: IB's record
+        (:meth:`OrderSync.snapshot`); ``reused``: the Ref when it came from the row's identity."""
         rec = self.journal.get(intent.ref)
         if rec is not None and rec["state"] in BLOCKING_STATES:
+            if reused:
+                raise _Refusal("Refused", _possibly_sent(intent.ref))
             raise _Refusal(self.sync.outputs(intent.ref, rec)["Status"],
                            f"duplicate_ref: {intent.ref} was already sent ({rec['state']}); not sent again",
                            keep={k: v for k, v in self.sync.outputs(intent.ref, rec).items()
                                  if k not in ("Status", "Message")})
+        ib = known.get(ref_key(intent.ref))
+        if ib is None:
+            ib = self.sync.known(intent.ref)       # shown since the snapshot (this session's own answers)
+        if ib is not None and ib.blocks:           # IB's record wins over the journal's: write it back
+            said = f"{intent.ref} is known at IB (permId {ib.perm_id}, status {ib.status or 'unknown'})"
+            self.journal.adopt(rec["ref"] if rec else intent.ref, state=ib.state, status=ib.status or None,
+                               perm_id=ib.perm_id or None, client_id=ib.client_id or None,
+                               order_id=ib.order_id or None, message=f"{said}: not sent again")
+            if reused:
+                raise _Refusal("Refused", _possibly_sent(intent.ref))
+            outputs = self.sync.outputs(intent.ref)
+            raise _Refusal(outputs["Status"] or "Refused", f"duplicate_ref: {said}; not sent again",
+                           keep={k: v for k, v in outputs.items() if k not in ("Status", "Message")})
         if not self.session.connected:
             raise _Refusal("Error", f"IB 504: not connected ({self.session.status.state}); nothing was sent")
         accounts = self.session.status.accounts
@@ -359,9 +483,8 @@ class OrderDesk:
                 raise _Refusal("Refused", check.message)
         legs = self._legs(intent)
         try:
-            for ref, fields, parent in legs:
-                self.journal.record_intent(ref, fields, account=account, symbol=format_contract(details),
-                                           con_id=contract.conId, parent_ref=parent)
+            self.journal.record_intents(legs, account=account, symbol=format_contract(details),
+                                        con_id=contract.conId, owner=self.owner)
         except DuplicateRefError as exc:
             raise _Refusal("Refused", str(exc)) from None
         self._step("after_journal")
@@ -384,8 +507,12 @@ class OrderDesk:
             if i:
                 o.ocaGroup, o.ocaType = f"{intent.ref}.OCA", 1
             orders.append(o)
+        try:                   # the compare-and-set: only the owner of every leg's intent may send it
+            self.journal.claim([(ref, oid) for (ref, _, _), oid in zip(legs, ids)], self.session.client_id,
+                               self.owner)
+        except DuplicateRefError as exc:
+            raise _Refusal("Refused", str(exc)) from None
         for (ref, fields, _), oid in zip(legs, ids):
-            self.journal.mark_transmitting(ref, self.session.client_id, oid)
             self.facts.sent(ref, oid, intent.account, contract.conId, fields["action"], float(fields["quantity"]))
         self._step("after_mark")
         done = threading.Event()
@@ -481,6 +608,11 @@ def _same(key: str, new: Any, old: Any) -> bool:
         except InstrumentError:
             return False
     return new == old
+
+
+def _possibly_sent(ref: str) -> str:
+    return (f"possibly already sent as {ref}: put {ref} in the row to track it, or give the row a new Ref to "
+            f"send it again")
 
 
 class _Refusal(Exception):

@@ -4,10 +4,16 @@
 commissionAndFeesReport, completedOrder, their End messages and errors for order ids), matches every
 message to a Ref (orderRef on openOrder, completedOrder and executions; permId or this client's order
 id on orderStatus and errors), records it in the :class:`~addin.orders.journal.Journal`, and tells the
-desk's listeners ``(ref, outputs)``. Messages about orders that are not in the journal (other
-clients', TWS's) are ignored. :meth:`OrderSync.reconcile` asks IB for everything it knows
-(reqAllOpenOrders, reqCompletedOrders, reqExecutions) and marks intents that were ``transmitting``
-but of which IB shows no trace as ``not_received``.
+desk's listeners ``(ref, outputs)``. Refs match by :func:`addin.orders.refs.ref_key` (trimmed, any
+case). Messages about orders that are not in the journal (other clients', TWS's) change no record,
+but every orderRef IB shows is remembered (:meth:`OrderSync.known`): IB is the authority on what was
+sent, whatever the journal says.
+
+:meth:`OrderSync.snapshot` asks IB for everything it knows (reqAllOpenOrders: every client's working
+orders, reqCompletedOrders, reqExecutions) and returns ``{ref_key: KnownOrder}``; the desk takes one
+before it sends anything. :meth:`OrderSync.reconcile` takes one and marks intents that were
+``transmitting`` but of which IB shows no trace as ``not_received``: only those this process claimed
+or whose owner process has ended (another live ibxl may be about to send its own).
 
 The output columns of a Ref are built here (:meth:`OrderSync.outputs`), from the journal only.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,12 +33,13 @@ from ..ib.events import Event
 from ..ib.session import IBError, Request
 from ..protocol.errors import ORDER_CANCELLED
 from .facts import finite
-from .journal import Journal
+from .journal import Journal, state_of_status
+from .refs import Owner, parent_key, ref_key
 from .rows import ORDER_OUTPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrderSync", "order_version"]
+__all__ = ["OrderSync", "KnownOrder", "order_version"]
 
 _STATUS_OF_STATE = {"intent_written": "Not sent", "not_received": "Not sent", "rejected": "Rejected",
                     "transmitting": "Transmitted"}
@@ -40,6 +48,28 @@ _STATUS_OF_STATE = {"intent_written": "Not sent", "not_received": "Not sent", "r
 def order_version(quantity, lmt_price, aux_price) -> tuple:
     """What tells versions of one order apart in IB's openOrder: quantity and prices."""
     return (finite(quantity), finite(lmt_price), finite(aux_price))
+
+
+@dataclass(frozen=True)
+class KnownOrder:
+    """An order IB showed with this orderRef (any client): ``ref`` as IB has it, permId (0 unknown),
+    IB's status ("Filled" for one seen only through its executions), client and order id."""
+
+    ref: str
+    perm_id: int
+    status: str
+    client_id: int
+    order_id: int
+
+    @property
+    def state(self) -> str:
+        """The journal state it stands for (``working`` when IB's word changes none)."""
+        return state_of_status(self.status) or "working"
+
+    @property
+    def blocks(self) -> bool:
+        """Whether the Ref counts as sent: everything but an order IB refused (Inactive)."""
+        return self.state != "rejected"
 
 
 class OrderSync:
@@ -52,9 +82,9 @@ class OrderSync:
         self._answered: set[str] = set()              # refs IB has said something about since expect()
         self._ends = {"openOrderEnd": 0, "completedOrdersEnd": 0}
         self._whatif: dict[int, Any] = {}             # order id -> OrderState or IBError (None: waiting)
-        self._seen: set[str] = set()                  # refs IB showed during the current reconcile
         self._versions: dict[str, tuple[int, tuple]] = {}   # ref -> (openOrders seen, latest version)
         self._errors: dict[str, int] = {}             # ref -> order errors IB sent
+        self._known: dict[str, KnownOrder] = {}       # ref_key (and a child's parent key) -> what IB showed
         self._listeners: list[Callable[[str, dict], None]] = []
         self._closed = False
         self._io = threading.Lock()                   # callbacks vs close(): the journal stays open while used
@@ -125,20 +155,20 @@ class OrderSync:
     def expect(self, refs: Iterable[str]) -> None:
         """Forget earlier answers for these Refs (they are about to be sent)."""
         with self.cond:
-            self._answered.difference_update(refs)
+            self._answered.difference_update(ref_key(r) for r in refs)
 
     def answered(self, refs: Iterable[str]) -> bool:
         with self.cond:
-            return all(r in self._answered for r in refs)
+            return all(ref_key(r) in self._answered for r in refs)
 
     def wait_answers(self, refs: list[str], timeout: float) -> bool:
         """Until IB said something (openOrder, orderStatus or an error) about every Ref."""
-        return self.wait(lambda: all(r in self._answered for r in refs), timeout)
+        return self.wait(lambda: all(ref_key(r) in self._answered for r in refs), timeout)
 
     def marker(self, ref: str) -> tuple[int, int]:
         """(openOrders seen, errors seen) for ``ref``: compare after a modify with :meth:`modified`."""
         with self.cond:
-            return self._versions.get(ref, (0, ()))[0], self._errors.get(ref, 0)
+            return self._versions.get(ref_key(ref), (0, ()))[0], self._errors.get(ref_key(ref), 0)
 
     def modified(self, ref: str, marker: tuple[int, int], version: tuple, quantity: float) -> bool:
         """IB refused the modify (an error since ``marker``), or showed the new ``version`` and a status
@@ -147,7 +177,7 @@ class OrderSync:
         if errors > marker[1]:
             return True
         rec = self.journal.intent(ref)
-        return count > marker[0] and self._versions[ref][1] == version and \
+        return count > marker[0] and self._versions[ref_key(ref)][1] == version and \
             abs((rec["remaining"] or 0) + (rec["filled"] or 0) - quantity) < 1e-9
 
     def expect_whatif(self, order_id: int) -> None:
@@ -160,34 +190,50 @@ class OrderSync:
         with self.cond:
             return self._whatif.pop(order_id, None)
 
-    # --- reconcile --------------------------------------------------------------------------------------
-    def reconcile(self, timeout: float = 10.0) -> dict[str, str]:
-        """See :meth:`addin.orders.desk.OrderDesk.reconcile`."""
-        if not self.session.connected:
-            return {}
-        pending = {r["ref"] for r in self.journal.intents(("transmitting",))}
+    # --- IB's record -----------------------------------------------------------------------------------
+    def known(self, ref: str) -> KnownOrder | None:
+        """What IB showed (since this session began) for ``ref`` or one of its bracket children."""
         with self.cond:
-            self._seen = set()
+            return self._known.get(ref_key(ref))
+
+    def snapshot(self, timeout: float = 10.0) -> dict[str, KnownOrder] | None:
+        """Ask IB for every order it knows (reqAllOpenOrders, reqCompletedOrders, reqExecutions) and
+        return ``{ref_key: KnownOrder}`` of every orderRef seen (a child's also under its parent's
+        key). None when not connected or an answer did not arrive within ``timeout`` seconds."""
+        if not self.session.connected:
+            return None
+        with self.cond:
             ends = dict(self._ends)
         try:
             self.session.send(lambda c: c.reqAllOpenOrders())
             self.session.send(lambda c: c.reqCompletedOrders(False))
-            got = self.wait(lambda: all(self._ends[k] > ends[k] for k in ends), timeout)
-            request = Request("executions for reconcile", lambda c, rid: c.reqExecutions(rid, ExecutionFilter()),
+            request = Request("executions", lambda c, rid: c.reqExecutions(rid, ExecutionFilter()),
                               end="execDetailsEnd", on_event=self._on_exec_row, timeout=timeout)
             self.session.submit(request).result(timeout + 5)
         except IBError as exc:
-            log.warning("reconcile incomplete: %s", exc)
-            return {}
-        if not got:
-            log.warning("reconcile incomplete: no openOrderEnd/completedOrdersEnd within %s s", timeout)
-            return {}
+            log.warning("IB's order record incomplete: %s", exc)
+            return None
+        if not self.wait(lambda: all(self._ends[k] > ends[k] for k in ends), timeout):
+            log.warning("IB's order record incomplete: no openOrderEnd/completedOrdersEnd within %s s", timeout)
+            return None
         with self.cond:
-            seen = set(self._seen)
+            return dict(self._known)
+
+    def reconcile(self, timeout: float = 10.0, owner: Owner | None = None) -> dict[str, str]:
+        """See :meth:`addin.orders.desk.OrderDesk.reconcile`. ``owner``: this desk's; a transmitting
+        intent another live process claimed is left to it."""
+        if not self.session.connected:
+            return {}
+        pending = {r["ref"] for r in self.journal.intents(("transmitting",))}
+        known = self.snapshot(timeout)
+        if known is None:
+            return {}
         result = {}
         for ref in pending:
             rec = self.journal.intent(ref)
-            if rec["state"] == "transmitting" and ref not in seen:
+            holder = Owner.parse(rec.get("owner"))
+            decidable = holder is None or holder.gone() or (owner is not None and holder.same_process(owner))
+            if rec["state"] == "transmitting" and ref_key(ref) not in known and decidable:
                 self.journal.set_state(ref, "not_received", "IB has no trace of this order: it was not sent; "
                                                             "place the row again to send it", status="Not sent")
                 self.notify(ref)
@@ -197,13 +243,26 @@ class OrderSync:
     # --- IB's callbacks (ibapi's message thread) ----------------------------------------------------------
     def _answer(self, ref: str) -> None:
         with self.cond:
-            self._answered.add(ref)
-            self._seen.add(ref)
+            self._answered.add(ref_key(ref))
             self.cond.notify_all()
         self.notify(ref)
 
     def _ours(self, ref: str) -> bool:
         return bool(ref) and self.journal.get(ref) is not None
+
+    def _note(self, ref: str, perm_id: int, status: str, client_id: int, order_id: int) -> None:
+        """Remember an orderRef IB showed (any client); a later, more telling status replaces one seen
+        only through executions."""
+        if not ref or not str(ref).strip():
+            return
+        seen = KnownOrder(str(ref).strip(), int(perm_id or 0), str(status or ""), int(client_id or 0),
+                          int(order_id or 0))
+        own, parent = ref_key(ref), parent_key(ref)
+        with self.cond:
+            if seen.status or own not in self._known:
+                self._known[own] = seen
+            if parent != own:                        # a child tells that its parent was sent too
+                self._known.setdefault(parent, seen)
 
     def _on_open_order(self, order_id, contract, order, state) -> None:
         if getattr(order, "whatIf", False):
@@ -213,12 +272,14 @@ class OrderSync:
                     self.cond.notify_all()
             return
         ref = order.orderRef
+        self._note(ref, order.permId, state.status, order.clientId, order_id)
         if not self._ours(ref):
             return
         self.journal.set_ids(ref, order_id=order_id, perm_id=order.permId, client_id=order.clientId)
         with self.cond:
-            count = self._versions.get(ref, (0, ()))[0]
-            self._versions[ref] = (count + 1, order_version(order.totalQuantity, order.lmtPrice, order.auxPrice))
+            key = ref_key(ref)
+            count = self._versions.get(key, (0, ()))[0]
+            self._versions[key] = (count + 1, order_version(order.totalQuantity, order.lmtPrice, order.auxPrice))
         if state.status:
             self.journal.record_status(ref, state.status, perm_id=order.permId)
         self._answer(ref)
@@ -235,6 +296,7 @@ class OrderSync:
 
     def _on_completed(self, contract, order, state) -> None:
         ref = order.orderRef
+        self._note(ref, order.permId, state.status, order.clientId, order.orderId)
         if not self._ours(ref):
             return
         filled = finite(order.filledQuantity) or 0.0
@@ -252,14 +314,14 @@ class OrderSync:
 
     def _on_exec(self, req_id, contract, execution) -> None:
         ref = execution.orderRef
+        if ref and self.known(ref) is None:
+            self._note(ref, execution.permId, "Filled", execution.clientId, execution.orderId)
         if not self._ours(ref):
             return
         if self.journal.record_fill(execution.execId, ref, order_id=execution.orderId, perm_id=execution.permId,
                                     time_text=execution.time, side=execution.side, shares=float(execution.shares),
                                     price=execution.price):
             self.notify(ref)
-        with self.cond:
-            self._seen.add(ref)
 
     def _on_commission(self, report) -> None:
         ref = self.journal.ref_of_exec(report.execId)
@@ -289,7 +351,7 @@ class OrderSync:
             return
         rec = self.journal.intent(ref)
         with self.cond:
-            self._errors[ref] = self._errors.get(ref, 0) + 1
+            self._errors[ref_key(ref)] = self._errors.get(ref_key(ref), 0) + 1
         message = f"IB {code}: {text}"
         if code == ORDER_CANCELLED:                  # cancelled: the status says it; keep IB's words
             self.journal.record_status(ref, "Cancelled", message=message)
