@@ -96,7 +96,8 @@ def test_error_values_and_junk_name_the_column_and_what_was_expected(tmp_path):
         ("LimitPrice", "LMT needs a LimitPrice"), ("LimitPrice", "must be blank for MKT"),
         ("TIF", "expected one of DAY"),
         ("OutsideRTH", "expected TRUE or FALSE"), ("TakeProfit", "must be above it"), ("StopLoss", "must be above it"),
-        ("TIF", "MOC orders are DAY orders"), ("Ref", "'B1' is also the Ref of row 0"), ("Ref", "reserved for bracket children"),
+        ("TIF", "MOC orders are DAY orders"), ("Ref", "'B1' is also the Ref of row 0"),
+        ("Ref", "reserved for bracket children"),
         ("Account", "expected an IB account id"), ("Symbol", "AAPL 2026 C"), ("Quantity", "expected a positive number"),
     ]
     assert len(parsed) == len(expected)

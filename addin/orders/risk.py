@@ -35,8 +35,8 @@ __all__ = ["RULES", "RiskLimits", "RiskCheck", "RiskResult", "OrderFacts", "eval
            "on_tick_grid", "round_to_tick", "ACTIVE_STATES"]
 
 RULES = ("read_only", "kill_switch", "live_account", "duplicate_ref", "sec_type", "symbol_list", "max_quantity",
-         "min_size", "size_increment", "tick_grid", "stale_quote", "price_band", "max_notional", "max_position", "allow_short",
-         "max_open_orders", "max_orders_per_minute", "daily_loss", "whatif_margin")
+         "min_size", "size_increment", "tick_grid", "stale_quote", "price_band", "max_notional", "max_position",
+         "allow_short", "max_open_orders", "max_orders_per_minute", "daily_loss", "whatif_margin")
 # Journal states of a Ref that block placing it again (working at IB, or done).
 ACTIVE_STATES = frozenset({"transmitting", "acknowledged", "working", "filled", "cancelled"})
 _NEEDS_QUOTE = ("MKT", "MOC")
