@@ -13,11 +13,15 @@ The rules:
   (:data:`COM_ERROR_CODES`) (:func:`error_value`); every reader below refuses it, naming the error;
 - **boolean**: True/False (Python or numpy), the numbers 1/0, the text TRUE/FALSE, YES/NO, Y/N,
   ON/OFF, 1/0 (any case, ASCII only); anything else is refused (:func:`boolean`);
-- **number**: finite only (NaN and infinities are refused), a bool is not a number, text with digits
-  and optional thousands commas (``"1,000"``, ``" 1.5e2 "``) (:func:`number`);
+- **number**: finite only (NaN and infinities are refused), a bool is not a number, text with ASCII
+  digits and optional thousands commas (``"1,000"``, ``" 1.5e2 "``; full-width or Arabic-Indic digits,
+  which Python's float() would take, are refused) (:func:`number`);
 - **text**: trimmed, inner whitespace collapsed, ``17.0`` read as ``"17"``; a bool is not text (:func:`text`);
-- **text list**: ``"A, B; C"`` (commas or semicolons) or a list -> upper-case items, blanks dropped,
-  duplicates dropped, first order kept (:func:`text_list`).
+- **token**: text upper-cased as ASCII only (:func:`token`): a word with a non-ASCII letter stays as
+  written, so ``"ſell"`` (long s) or ``"ıoc"`` (dotless i) never fold into SELL or IOC and the caller's
+  list of words refuses them;
+- **text list**: ``"A, B; C"`` (commas or semicolons) or a list -> upper-case items (ASCII only, as
+  tokens), blanks dropped, duplicates dropped, first order kept (:func:`text_list`).
 
 Every refusal is a :class:`CellError` carrying the cell / column / argument / key name it concerns.
 Stdlib only: the command line imports this module without pandas or numpy.
@@ -31,7 +35,7 @@ import re
 from typing import Any
 
 __all__ = ["CellError", "ERROR_VALUES", "COM_ERROR_CODES", "is_blank", "error_value", "check_not_error", "boolean",
-           "number", "text", "text_list", "show"]
+           "number", "text", "token", "ascii_upper", "text_list", "show"]
 
 # Excel's error values as text (what openpyxl and xlwings with err_to_str=True give for an error cell).
 ERROR_VALUES = frozenset({
@@ -48,7 +52,8 @@ COM_ERROR_CODES = {code - 2000 - 2146826288: name for code, name in _XL_CV_ERROR
 # Unambiguous words only; matched as ASCII (no Unicode case folding: "yeſ".upper() is "YES").
 _TRUE = frozenset({"TRUE", "YES", "Y", "ON", "1"})
 _FALSE = frozenset({"FALSE", "NO", "N", "OFF", "0"})
-_NUMBER_TEXT = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?")
+# re.ASCII: \d is 0-9 only (float() would read "１０" or "١٠" as 10).
+_NUMBER_TEXT = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?", re.ASCII)
 
 
 class CellError(ValueError):
@@ -135,7 +140,7 @@ def number(value: Any, name: str, what: str = "a number") -> float | None:
         x = float(value)
     elif isinstance(value, str):
         s = value.strip().replace("\u00a0", "")
-        if not _NUMBER_TEXT.fullmatch(s) or not any(c.isdigit() for c in s):
+        if not _NUMBER_TEXT.fullmatch(s) or not any("0" <= c <= "9" for c in s):
             raise CellError(name, f"expected {what}, got {value.strip()!r}")
         x = float(s.replace(",", ""))
     else:
@@ -158,6 +163,19 @@ def text(value: Any, name: str) -> str:
     return " ".join(str(value).split())
 
 
+def ascii_upper(s: str) -> str:
+    """``s`` with its ASCII letters upper-cased and every other character left as it is: no Unicode
+    case mapping (``"ſ".upper()`` is ``"S"``, ``"ı".upper()`` is ``"I"``, ``"ß".upper()`` is ``"SS"``)."""
+    return s.upper() if s.isascii() else "".join(c.upper() if c.isascii() else c for c in s)
+
+
+def token(value: Any, name: str) -> str:
+    """A keyword cell (BUY, LMT, IOC, an account id...): :func:`text`, then upper-cased as ASCII only
+    (:func:`ascii_upper`), so a look-alike letter survives and fails the caller's match. ``""`` when
+    blank. Raises CellError for error values and bools."""
+    return ascii_upper(text(value, name))
+
+
 def text_list(value: Any, name: str) -> tuple[str, ...]:
     """``"A, B; C"`` (or a list / tuple of items) -> ``("A", "B", "C")``: trimmed, upper case, blanks
     and duplicates dropped, first order kept; ``()`` when blank. Raises CellError for error values."""
@@ -168,4 +186,4 @@ def text_list(value: Any, name: str) -> tuple[str, ...]:
     else:
         check_not_error(value, name)
         parts = [] if is_blank(value) else str(value).replace(";", ",").split(",")
-    return tuple(dict.fromkeys(p.strip().upper() for p in parts if p.strip()))
+    return tuple(dict.fromkeys(ascii_upper(p.strip()) for p in parts if p.strip()))

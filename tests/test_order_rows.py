@@ -89,13 +89,15 @@ def test_error_values_and_junk_name_the_column_and_what_was_expected(tmp_path):
     ws = openpyxl.load_workbook(path).active
     parsed = list(parse_rows(pd.DataFrame(list(ws.iter_rows(min_row=2, values_only=True)), columns=HEADER)).values())
     expected = [
-        ("Quantity", "the cell holds the Excel error #N/A"), ("Symbol", "the cell holds the Excel error #REF!"),
+        # rows 0 and 13 share the Ref B1: both are refused, each naming the other (issue 12)
+        ("Ref", "'B1' is also the Ref of row 13"), ("Symbol", "the cell holds the Excel error #REF!"),
         ("Action", "expected BUY or SELL, got 'HOLD'"), ("Quantity", "expected a positive number"),
         ("Quantity", "expected a positive number of shares/contracts, got -5"), ("OrderType", "expected one of MKT"),
         ("LimitPrice", "LMT needs a LimitPrice"), ("LimitPrice", "must be blank for MKT"),
         ("TIF", "expected one of DAY"),
         ("OutsideRTH", "expected TRUE or FALSE"), ("TakeProfit", "must be above it"), ("StopLoss", "must be above it"),
-        ("TIF", "MOC orders are DAY orders"), ("Ref", "duplicate of row 0"), ("Ref", "reserved for bracket children"),
+        ("TIF", "MOC orders are DAY orders"), ("Ref", "'B1' is also the Ref of row 0"),
+        ("Ref", "reserved for bracket children"),
         ("Account", "expected an IB account id"), ("Symbol", "AAPL 2026 C"), ("Quantity", "expected a positive number"),
     ]
     assert len(parsed) == len(expected)

@@ -199,7 +199,9 @@ def test_good_rows_rest_or_fill_bad_rows_say_why_and_the_gateway_got_exactly_the
         ({"Ref": "B-LMT", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1, "OrderType": "LMT"}, "LimitPrice:"),
         ({"Ref": "B-LIVE", "Account": "U2", "Symbol": "AAPL", "Action": "BUY", "Quantity": 1, "OrderType": "MKT"},
          "live_account:"),
-        ({"Ref": "G-MKT", "Symbol": "MSFT", "Action": "BUY", "Quantity": 1, "OrderType": "MKT"}, "Ref:"),
+        # two rows with one Ref (trimmed, any case): neither is sent (issue 12; the first one used to be)
+        ({"Ref": "B-DUP", "Symbol": "MSFT", "Action": "BUY", "Quantity": 1, "OrderType": "MKT"}, "Ref:"),
+        ({"Ref": " b-dup ", "Symbol": "MSFT", "Action": "BUY", "Quantity": 1, "OrderType": "MKT"}, "Ref:"),
     ]
     rows = good + [r for r, _ in bad]
     for r in rows:

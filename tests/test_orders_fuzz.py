@@ -16,6 +16,7 @@ import itertools
 import math
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from fractions import Fraction
 
 import pandas as pd
@@ -37,6 +38,9 @@ LIMITS = RiskLimits.from_settings(Settings(risk=replace(
 MARKET = {"AAPL": ("STK", 0.01, 1.0, 229.38), "MSFT": ("STK", 0.01, 1.0, 410.0), FUT_TEXT: ("FUT", 0.25, 50.0, 6001.0),
           "EUR/USD": ("CASH", 0.00005, 1.0, 1.22915), "BTC/USD.PAXOS": ("CRYPTO", 0.25, 1.0, 94766.0),
           "^SPX.CBOE": ("IND", 0.01, 1.0, 5991.99)}
+# IB's (minSize, sizeIncrement) as the paper gateway sends them (docs/paper-market.md)
+SIZES = {"STK": ("0.0001", "0.0001"), "FUT": ("1", "1"), "CASH": ("0.01", "0.01"), "CRYPTO": ("0.0001", "0.0001"),
+         "IND": ("1", "1")}
 IB_SYMBOL = {"AAPL": "AAPL", "MSFT": "MSFT", FUT_TEXT: "ES", "EUR/USD": "EUR", "BTC/USD.PAXOS": "BTC",
              "^SPX.CBOE": "SPX"}
 JUNK = ["#N/A", "#VALUE!", " ", "", None, float("nan"), "abc", True, -2146826246]
@@ -103,7 +107,10 @@ def facts_for(draw, symbol: str):
     rarely = lambda usual, *odd: draw(st.sampled_from([usual] * 6 + list(odd)))   # noqa: E731
     spread = tick * draw(st.integers(0, 4))
     age = rarely(0.5, None, 4.9, 5.1, 60.0)
+    sizes = rarely(SIZES[sec_type], (None, None), ("1", "1"), ("5", "5"))
     return OrderFacts(
+        min_size=None if sizes[0] is None else Decimal(sizes[0]),
+        size_increment=None if sizes[1] is None else Decimal(sizes[1]),
         account="", sec_type=sec_type, ib_symbol=IB_SYMBOL[symbol], currency="USD", multiplier=mult, min_tick=tick,
         bid=rarely(ref_price - spread / 2, None), ask=rarely(ref_price + spread / 2, None),
         last=rarely(ref_price, None, ref_price * 1.01),
@@ -136,6 +143,11 @@ def oracle(i: OrderIntent, f: OrderFacts, lim: RiskLimits) -> list[str]:
         bad.append("symbol_list")
     if i.quantity > lim.max_quantity:
         bad.append("max_quantity")
+    min_size, step = (f.min_size, f.size_increment) if f.min_size or f.size_increment else (1, 1)
+    if min_size and Fraction(repr(i.quantity)) < Fraction(min_size):
+        bad.append("min_size")
+    elif step and not _grid(i.quantity, float(step)):
+        bad.append("size_increment")
     prices = [p for p in (i.limit_price, i.stop_price, i.take_profit, i.stop_loss) if p is not None]
     if any(not _grid(p, f.min_tick) for p in prices):
         bad.append("tick_grid")

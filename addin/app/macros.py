@@ -324,9 +324,17 @@ def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
 
 
 # --- orders -------------------------------------------------------------------------------------------
+HIDDEN_ROW_MESSAGE = "not placed: the row is hidden (filtered out); show it and place again"
+
+
 def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
     info = orders_table(book)
     df = order_rows(book, info, rows, pending_only)
+    hidden = sorted(book.hidden_rows(info.sheet, info.first_row + 1, info.last_row) & set(df.index))
+    if hidden:              # a row a filter hides is not placed (unseen = unmeant); Status stays blank
+        for r in hidden if "Message" in info.columns else ():
+            book.write(info.sheet, int(r), info.column("Message"), [[HIDDEN_ROW_MESSAGE]])
+        df = df[~df.index.isin(hidden)]
     if df.empty:
         _log(book, "INFO", "no order rows to place")
         return pd.DataFrame(columns=["Ref", *ORDER_OUTPUT_COLUMNS])

@@ -43,6 +43,7 @@ __all__ = [
     "WouldLosePartsError",
     "SaveVerificationError",
     "to_cell",
+    "check_table_header",
     "frame_to_rows",
     "frame_columns",
     "column_cells",
@@ -179,6 +180,52 @@ def parse_range(address: str) -> tuple[int, int, int, int]:
         coords.append((int(m.group(2)), column_number(m.group(1))))
     (r1, c1), (r2, c2) = coords[0], coords[-1]
     return min(r1, r2), min(c1, c2), max(r1, r2), max(c1, c2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Table layout
+# ---------------------------------------------------------------------------------------------
+
+_DEFAULT_COLUMN = re.compile(r"Column\d+")
+
+
+def _header_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def check_table_header(info: TableInfo, header: Sequence[Any]) -> None:
+    """The one check every adapter's Table reading shares: the Table's column names (its definition,
+    ``info.columns``) against the values of its header row cells (``header``, left to right, as read).
+
+    Raises BookError naming the sheet and the cell when: the Table defines a different number of
+    columns than its range is wide; a header cell disagrees with its column's name (a Table renamed in
+    the file's XML, or whose range was moved off its header row, would otherwise map a row's Limit
+    into Quantity); two columns have the same name (trimmed, ASCII case-insensitive). A blank header
+    cell is accepted only under a default name (``Column3``), which carries no meaning."""
+    where = f"Table {info.name!r} on sheet {info.sheet!r} ({info.ref})"
+    width = info.last_col - info.first_col + 1
+    if len(info.columns) != width or len(header) != width:
+        raise BookError(f"{where}: the Table defines {len(info.columns)} columns but its range is {width} columns "
+                        f"wide; repair the Table in Excel (nothing was read from it)")
+    seen: dict[str, str] = {}
+    for i, (name, cell) in enumerate(zip(info.columns, header)):
+        address = cell_address(info.first_row, info.first_col + i)
+        shown = _header_text(cell)
+        if shown != name and not (shown.strip() == "" and _DEFAULT_COLUMN.fullmatch(name)):
+            raise BookError(f"{where}: header cell {info.sheet}!{address} holds {shown!r} but the Table names that "
+                            f"column {name!r}: the Table's definition and its header row disagree (edited outside "
+                            f"Excel, or the range does not start at the header row); retype the header in Excel. "
+                            f"Nothing was read from the Table")
+        key = " ".join(name.split())
+        key = key.lower() if key.isascii() else key
+        if key in seen:
+            raise BookError(f"{where}: header cells {info.sheet}!{seen[key]} and {info.sheet}!{address} both name "
+                            f"the column {name!r}; every column needs its own name")
+        seen[key] = address
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +398,17 @@ class Book(abc.ABC):
     def _calculate(self, sheet: str, addresses: list[str]) -> None:
         """Recalculate these cells with one underlying call."""
 
+    def _check_table(self, info: TableInfo) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Adapter-specific faults of a Table about to be read (merged cells inside it, no header
+        row): raise BookError naming the sheet and cell. The header names are checked by
+        :func:`check_table_header` for every adapter."""
+
+    def hidden_rows(self, sheet: str, top: int, bottom: int) -> set[int]:
+        """The worksheet rows in ``top..bottom`` (inclusive) that are hidden: filtered out by an
+        AutoFilter or hidden by hand (a file cannot tell the two apart). Adapters that cannot know
+        return an empty set (documented per adapter)."""
+        return set()
+
     @abc.abstractmethod
     def save(self, path: str | Path | None = None) -> Path:
         """Save the workbook (to ``path`` when given); returns where it went."""
@@ -389,10 +447,16 @@ class Book(abc.ABC):
 
         Columns are the header texts; the index is the worksheet row numbers (``index.name`` =
         ``"row"``), so a row can be written back in place. ``drop_empty`` leaves out rows whose cells
-        are all empty (an empty Table still has one body row). One read. Raises TableNotFound.
+        are all empty (an empty Table still has one body row). One read (the header row with the body).
+        Raises TableNotFound, or BookError naming the sheet and cell when the Table is not what its
+        cells show (:func:`check_table_header`, and the adapter's own checks: merged cells, no header
+        row); nothing is returned from such a Table.
         """
         info = self.table(name)
-        rows = self.read(info.sheet, info.first_row + 1, info.first_col, info.last_row, info.last_col)
+        self._check_table(info)
+        block = self.read(info.sheet, info.first_row, info.first_col, info.last_row, info.last_col)
+        check_table_header(info, block[0] if block else [])
+        rows = block[1:]
         index = pd.RangeIndex(info.first_row + 1, info.last_row + 1, name="row")
         df = pd.DataFrame(rows, columns=list(info.columns), index=index, dtype=object)
         if drop_empty and len(df):

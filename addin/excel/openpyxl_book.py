@@ -210,6 +210,10 @@ class OpenpyxlBook(Book):
                 top, left, bottom, right = parse_range(t.ref)
                 bottom -= int(t.totalsRowCount or 0)
                 columns = [str(tc.name) for tc in t.tableColumns]
+                if not columns:           # a Table made in this session without columns: openpyxl
+                    # names them from the header cells when it saves, so do the same
+                    columns = ["" if v is None else str(v)
+                               for v in self.read(ws.title, top, left, top, right)[0]]
                 out[t.name] = TableInfo(t.name, ws.title, top, left, bottom, right, columns)
         return out
 
@@ -220,6 +224,30 @@ class OpenpyxlBook(Book):
             for name, dn in self._wb.defined_names.items()
             if not name.startswith("_xlnm.")
         }
+
+    def _check_table(self, info: TableInfo) -> None:
+        """A Table without a header row, or with merged cells anywhere in its range (Excel allows
+        neither; a merged cell reads as blank beside its first cell), is refused naming the cells."""
+        ws = self._sheet(info.sheet)
+        t = ws.tables[info.name]
+        where = f"Table {info.name!r} on sheet {ws.title!r} ({t.ref})"
+        if t.headerRowCount is not None and int(t.headerRowCount) == 0:
+            first = range_address(info.first_row, info.first_col, info.first_row, info.last_col)
+            raise BookError(f"{where} has no header row (its first row {ws.title}!{first} is data); turn the header "
+                            f"row on in Excel. Nothing was read from the Table")
+        top, left, bottom, right = parse_range(t.ref)
+        for merged in ws.merged_cells.ranges:
+            if merged.min_row <= bottom and merged.max_row >= top and merged.min_col <= right \
+                    and merged.max_col >= left:
+                raise BookError(f"{where}: cells {ws.title}!{merged.coord} are merged inside the Table; unmerge "
+                                f"them (Excel Tables hold no merged cells). Nothing was read from the Table")
+
+    def hidden_rows(self, sheet: str, top: int, bottom: int) -> set[int]:
+        """Rows the file marks hidden (``<row hidden="1">``: what Excel saves for rows a filter hides,
+        and for rows hidden by hand)."""
+        dims = self._sheet(sheet).row_dimensions
+        # row_dimensions creates an entry on lookup: test membership first, so reading changes nothing
+        return {r for r in range(top, bottom + 1) if r in dims and dims[r].hidden}
 
     # -- values -------------------------------------------------------------------------------
     def _cached_value(self, sheet: str, row: int, col: int) -> Any:

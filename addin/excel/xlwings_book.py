@@ -104,6 +104,39 @@ class XlwingsBook(Book):
             out[name] = n.refers_to
         return out
 
+    def _check_table(self, info: TableInfo) -> None:
+        """The Table's header row must be shown and be the first row of its range (else the first
+        row read as headers is data). Excel itself keeps column names equal to the header cells and
+        allows no merged cells in a Table, so those need no check here."""
+        _, t = self._xl_table(info)
+        where = f"Table {info.name!r} on sheet {info.sheet!r} ({info.ref})"
+        header = t.header_row_range if t.show_headers else None
+        first = range_address(info.first_row, info.first_col, info.first_row, info.last_col)
+        if header is None:
+            raise BookError(f"{where} has no header row (its first row {info.sheet}!{first} is data); turn "
+                            f"Table Design > Header Row on. Nothing was read from the Table")
+        if parse_range(header.address) != parse_range(first):
+            raise BookError(f"{where}: its header row is {info.sheet}!{header.address.replace('$', '')}, not the "
+                            f"first row of its range {info.sheet}!{first}; repair the Table in Excel. Nothing was "
+                            f"read from the Table")
+
+    def hidden_rows(self, sheet: str, top: int, bottom: int) -> set[int]:
+        """Hidden rows (filtered out or hidden by hand) through Excel on Windows: one
+        ``SpecialCells(xlCellTypeVisible)`` call. The remote engine's payload and macOS carry no row
+        visibility: an empty set there."""
+        if self.is_remote or sys.platform != "win32":
+            return set()
+        rng = self._sheet(sheet).range((top, 1), (bottom, 1))
+        try:
+            visible_areas = rng.api.SpecialCells(12).Areas       # 12 = xlCellTypeVisible
+        except Exception:                                        # COM raises when no cell is visible
+            return set(range(top, bottom + 1))
+        visible: set[int] = set()
+        for k in range(1, visible_areas.Count + 1):
+            area = visible_areas.Item(k)
+            visible.update(range(area.Row, area.Row + area.Rows.Count))
+        return set(range(top, bottom + 1)) - visible
+
     # -- values -------------------------------------------------------------------------------
     def read(self, sheet: str, top: int, left: int, bottom: int, right: int) -> list[list]:
         sh = self._sheet(sheet)

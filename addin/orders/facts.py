@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..ib.contracts import format_contract
@@ -33,7 +34,7 @@ from .rows import OrderIntent
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeskFacts", "FactGatherer", "finite", "WORKING_STATUSES"]
+__all__ = ["DeskFacts", "FactGatherer", "finite", "size_rule", "WORKING_STATUSES"]
 
 WORKING_STATUSES = ("PreSubmitted", "Submitted", "PendingSubmit", "ApiPending", "PendingCancel")
 _FIRST_QUOTE_WAIT = 2.0               # seconds a new streaming line may take for its first quote
@@ -46,6 +47,17 @@ def finite(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if v == v and abs(v) < UNSET_DOUBLE else None
+
+
+def size_rule(x: Any) -> Decimal | None:
+    """IB's minSize / sizeIncrement (ContractDetails, a Decimal) as a usable size: a finite, positive
+    Decimal below 1e9; None for unset (UNSET_DECIMAL), zero, negative, NaN or junk (the size rules then
+    assume whole units)."""
+    try:
+        d = x if isinstance(x, Decimal) else Decimal(str(x))
+    except (InvalidOperation, TypeError, ValueError):
+        return None
+    return d if d.is_finite() and 0 < d < Decimal(10**9) else None
 
 
 class DeskFacts:
@@ -342,6 +354,8 @@ class FactGatherer:
         return OrderFacts(
             account=intent.account, sec_type=c.secType, ib_symbol=c.symbol, currency=ccy,
             multiplier=finite(c.multiplier) or 1.0, min_tick=finite(details.minTick) or 0.0,
+            min_size=size_rule(getattr(details, "minSize", None)),
+            size_increment=size_rule(getattr(details, "sizeIncrement", None)),
             bid=quote.bid if quote else None, ask=quote.ask if quote else None, last=quote.last if quote else None,
             quote_time=quote.updated if quote else None, fx_rate=self._fx(intent.account, ccy),
             position=position, open_buy=open_buy, open_sell=open_sell, open_orders=open_orders,

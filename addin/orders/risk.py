@@ -7,7 +7,10 @@ details, quote, position, open orders, P&L, journal state) and :func:`evaluate` 
     max_notional: 120,000 USD > limit 100,000 USD
 
 Rules (in the order they are checked; every failing rule is reported, not just the first):
-read_only, kill_switch, live_account, duplicate_ref, sec_type, symbol_list, max_quantity, tick_grid
+read_only, kill_switch, live_account, duplicate_ref, sec_type, symbol_list, max_quantity, min_size and
+size_increment (IB's minSize and sizeIncrement from the contract details: the quantity is at least
+minSize and a whole multiple of sizeIncrement, in exact decimal arithmetic; when IB sent neither, whole
+units are assumed, so 1e-9 shares never leave), tick_grid
 (or rounding to the grid when ``round_to_tick``), stale_quote (MKT, MOC and TRAIL without a StopPrice
 need a quote no older than ``quote_max_age``), price_band (LimitPrice, StopPrice, TakeProfit, StopLoss
 within ``price_band_pct`` of the mid, else the last, of a fresh quote), max_notional (quantity x price
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, TypeGuard
 
@@ -31,8 +35,8 @@ __all__ = ["RULES", "RiskLimits", "RiskCheck", "RiskResult", "OrderFacts", "eval
            "on_tick_grid", "round_to_tick", "ACTIVE_STATES"]
 
 RULES = ("read_only", "kill_switch", "live_account", "duplicate_ref", "sec_type", "symbol_list", "max_quantity",
-         "tick_grid", "stale_quote", "price_band", "max_notional", "max_position", "allow_short",
-         "max_open_orders", "max_orders_per_minute", "daily_loss", "whatif_margin")
+         "min_size", "size_increment", "tick_grid", "stale_quote", "price_band", "max_notional", "max_position",
+         "allow_short", "max_open_orders", "max_orders_per_minute", "daily_loss", "whatif_margin")
 # Journal states of a Ref that block placing it again (working at IB, or done).
 ACTIVE_STATES = frozenset({"transmitting", "acknowledged", "working", "filled", "cancelled"})
 _NEEDS_QUOTE = ("MKT", "MOC")
@@ -62,7 +66,9 @@ class OrderFacts:
     """What the desk knows about one order when it checks it.
 
     account: the account the order goes to; sec_type, ib_symbol, currency, multiplier (1 when none),
-    min_tick: from IB's contract details; bid/ask/last: the quote (contract currency, None when
+    min_tick: from IB's contract details; min_size, size_increment: IB's minSize and sizeIncrement
+    (ContractDetails, Decimal; None when IB sent none or an unusable value: whole units are then
+    assumed); bid/ask/last: the quote (contract currency, None when
     unknown) and quote_time (UTC arrival of its latest tick, None when there is none); fx_rate:
     contract currency -> base currency (None when unknown); position: the account's position in the
     contract (signed); open_buy / open_sell: remaining quantity of working orders in it (positive);
@@ -77,6 +83,8 @@ class OrderFacts:
     currency: str = "USD"
     multiplier: float = 1.0
     min_tick: float = 0.0
+    min_size: Decimal | None = None
+    size_increment: Decimal | None = None
     bid: float | None = None
     ask: float | None = None
     last: float | None = None
@@ -183,6 +191,7 @@ def evaluate(intent: OrderIntent, facts: OrderFacts, limits: RiskLimits) -> Risk
     if intent.quantity > limits.max_quantity:
         fail("max_quantity", f"{_num(intent.quantity)} > limit {_num(limits.max_quantity)}")
 
+    _size(intent, facts, checks)
     intent = _tick_grid(intent, facts, limits, checks)
     ref_price = _reference(facts, limits)
     needs_quote = intent.order_type in _NEEDS_QUOTE or (intent.order_type == "TRAIL" and intent.stop_price is None)
@@ -227,6 +236,23 @@ def _reference(facts: OrderFacts, limits: RiskLimits) -> float | None:
 
 def _good(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x) and x > 0
+
+
+def _size(intent: OrderIntent, facts: OrderFacts, checks: list[RiskCheck]) -> None:
+    """min_size and size_increment: exact arithmetic on the quantity's decimal text (1e-300 is not 0)."""
+    min_size, step = facts.min_size, facts.size_increment
+    whole = min_size is None and step is None
+    if whole:
+        min_size = step = Decimal(1)
+    how = " (IB sent no size rules for it: whole units assumed)" if whole else ""
+    q = Fraction(repr(float(intent.quantity)))
+    if min_size is not None and q < Fraction(min_size):
+        checks.append(RiskCheck("min_size", False, f"min_size: quantity {_num(intent.quantity)} is below the minimum "
+                                                   f"size {_num(float(min_size))} of {facts.ib_symbol}{how}"))
+    elif step is not None and (q / Fraction(step)).denominator != 1:
+        checks.append(RiskCheck("size_increment", False,
+                                f"size_increment: quantity {_num(intent.quantity)} is not a multiple of the size "
+                                f"increment {_num(float(step))} of {facts.ib_symbol}{how}"))
 
 
 def _tick_grid(intent: OrderIntent, facts: OrderFacts, limits: RiskLimits, checks: list[RiskCheck]) -> OrderIntent:

@@ -3,8 +3,13 @@
 Input values arrive as openpyxl, pandas.read_excel or xlwings give them: floats for integers
 (``100.0``), None / NaN / "" for blanks, Excel error values as text (``"#N/A"``) or COM error codes,
 stray spaces, lower case, numbers stored as text (``" 1,000 "``), booleans as True/False, 1/0 or
-text; each kind is read by :mod:`addin.cells`' one rule. Column names are matched case-insensitively and
-trimmed; missing optional columns are blank.
+text; each kind is read by :mod:`addin.cells`' one rule. Column names are matched case-insensitively (ASCII
+only) and trimmed; missing optional columns are blank.
+
+Hostile cells are refused, never folded into something valid: an Excel error value (``#DATA!``,
+``#SPILL!``, a COM error code, ...) in ANY input column refuses the row naming that column, before any
+other check; keywords (Action, OrderType, TIF, Account) are matched as ASCII only (``ſell`` and ``ıoc``
+are not SELL and IOC); a Symbol must be ASCII (IB's symbols are).
 Nothing here talks to IB: the Symbol is checked against the cell grammar only (qualification and
 every risk rule come later, in :mod:`addin.orders.desk` and :mod:`addin.orders.risk`).
 
@@ -30,7 +35,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..cells import CellError, boolean, is_blank, number, show, text
+from ..cells import CellError, ascii_upper, boolean, error_value, is_blank, number, show, text, token
 from ..ib.contracts import InstrumentError, parse
 
 if TYPE_CHECKING:
@@ -135,20 +140,23 @@ def _positive(col: str, v: Any, what: str) -> float | None:
 def _columns(df: pd.DataFrame) -> dict[str, Any]:
     """Orders column name -> the DataFrame's column label (case-insensitive, trimmed)."""
     by_norm: dict[str, Any] = {}
-    for label in df.columns:
-        by_norm.setdefault(" ".join(str(label).split()).lower(), label)
+    for label in df.columns:               # ASCII lower: "Ta\u212aeProfit" (Kelvin sign) is no TakeProfit
+        name = " ".join(str(label).split())
+        by_norm.setdefault(name.lower() if name.isascii() else name, label)
     return {name: by_norm[name.lower()] for name in ORDER_INPUT_COLUMNS if name.lower() in by_norm}
 
 
 def parse_rows(df: pd.DataFrame) -> dict[Hashable, OrderIntent | RowError]:
     """Parse every row of an Orders table. Returns {index label: OrderIntent or RowError} in the
     frame's order. A table without Symbol, Action or Quantity columns gives a RowError per row
-    naming the missing column. Two rows with the same (non-blank) Ref: the second is a RowError
-    (``Ref: duplicate of row ...``). Rows that are blank in every input column are skipped."""
+    naming the missing column. Rows sharing a (non-blank) Ref, compared trimmed and case-insensitively
+    (``CASEREF`` and `` caseref ``), are ALL RowErrors naming each other's rows (``Ref: 'R1' is also the
+    Ref of row 7; ...``): which one was meant is the user's call, not ours. Rows that are blank in every
+    input column are skipped."""
     cols = _columns(df)
     out: dict[Hashable, OrderIntent | RowError] = {}
     missing = [c for c in ("Symbol", "Action", "Quantity") if c not in cols]
-    seen: dict[str, Hashable] = {}
+    by_ref: dict[str, list[Hashable]] = {}
     names = list(cols)
     first_position: dict[Any, int] = {}
     for i, label in enumerate(df.columns):        # a duplicated header: its first column, as _columns
@@ -164,21 +172,31 @@ def parse_rows(df: pd.DataFrame) -> dict[Hashable, OrderIntent | RowError]:
             out[label] = RowError(label, missing[0], f"the Orders table has no {missing[0]} column")
             continue
         result = parse_row(values, label)
-        if result.ref:                    # a Ref is taken by the first row that has it, valid or not
-            first = seen.setdefault(result.ref.upper(), label)
-            if first != label:
-                result = RowError(label, "Ref", f"{result.ref!r} is a duplicate of row {first}; every row "
-                                                f"needs its own Ref", result.ref)
+        if result.ref:                    # every row holding a Ref counts, valid or not
+            by_ref.setdefault(result.ref.upper(), []).append(label)
         out[label] = result
+    for labels in by_ref.values():
+        if len(labels) < 2:
+            continue
+        for label in labels:
+            ref = out[label].ref
+            others = ", ".join(str(o) for o in labels if o != label)
+            out[label] = RowError(label, "Ref", f"{ref!r} is also the Ref of row {others}; every row needs its "
+                                                f"own Ref (none of these rows is sent)", ref)
     return out
 
 
 def parse_row(values: Mapping[str, Any], row: Hashable = None) -> OrderIntent | RowError:
-    """One row (Orders column name -> cell value) -> OrderIntent, or RowError for the first problem."""
+    """One row (Orders column name -> cell value) -> OrderIntent, or RowError for the first problem.
+    An Excel error value in any input column comes first (naming that column), whatever else the row holds."""
     ref = ""
     try:
         get = {k: values.get(k) for k in ORDER_INPUT_COLUMNS}
-        ref = _parse_ref(get["Ref"])
+        ref = _parse_ref(get["Ref"])          # first: a refused row still carries its Ref
+        for col, v in get.items():
+            err = error_value(v)
+            if err is not None:
+                raise CellError(col, f"the cell holds the Excel error {err}; expected a value")
         intent = _parse(get, row, ref)
     except CellError as bad:
         return RowError(row, bad.name, bad.reason, ref)
@@ -191,18 +209,22 @@ def _parse_ref(v: Any) -> str:
         return ""
     if len(ref) > MAX_REF_LEN or not _REF.fullmatch(ref):
         raise CellError("Ref", f"expected up to {MAX_REF_LEN} letters, digits or - _ . : /, got {show(ref)}")
-    if ref.upper().endswith(CHILD_SUFFIXES):
+    if ascii_upper(ref).endswith(CHILD_SUFFIXES):
         raise CellError("Ref", f"{ref!r}: a Ref may not end in .TP or .SL (reserved for bracket children)")
     return ref
 
 
 def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
-    account = text(get["Account"], "Account").upper()
+    account = token(get["Account"], "Account")
     if account and not re.fullmatch(r"[A-Z0-9]+", account):
         raise CellError("Account", f"expected an IB account id such as DU1234567, got {show(account)}")
     symbol = text(get["Symbol"], "Symbol")
     if not symbol:
         raise CellError("Symbol", "expected an instrument such as AAPL, EUR/USD or ESZ6.CME, got a blank cell")
+    if not symbol.isascii():                # the grammar upper-cases: "ſpy" would read as SPY
+        odd = next(c for c in symbol if not c.isascii())
+        raise CellError("Symbol", f"expected ASCII letters, digits and . / @ ^ :, got {show(symbol)} (it holds "
+                                  f"{odd!r}, U+{ord(odd):04X})")
     try:
         spec = parse(symbol)
     except InstrumentError as exc:
@@ -212,13 +234,13 @@ def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
                                   f"month and rolls; an order names its month: {spec.symbol} YYYYMM "
                                   f"{spec.exchange or 'EXCHANGE'}, or {spec.symbol} + month code + year digit (the "
                                   f"Watchlist shows the front month's)")
-    action = text(get["Action"], "Action").upper()
+    action = token(get["Action"], "Action")
     if action not in ("BUY", "SELL"):
         raise CellError("Action", f"expected BUY or SELL, got {show(action) if action else 'a blank cell'}")
     quantity = _positive("Quantity", get["Quantity"], "a positive number of shares/contracts")
     if quantity is None:
         raise CellError("Quantity", "expected a positive number of shares/contracts, got a blank cell")
-    order_type = text(get["OrderType"], "OrderType").upper()
+    order_type = token(get["OrderType"], "OrderType")
     order_type = _ORDER_TYPE_ALIASES.get(order_type, order_type)
     if order_type not in ORDER_TYPES:
         raise CellError("OrderType", f"expected one of {', '.join(ORDER_TYPES)}, got "
@@ -240,7 +262,7 @@ def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
         for col, v in (("TrailAmount", trail_amount), ("TrailPercent", trail_percent)):
             if v is not None:
                 raise CellError(col, f"must be blank for {order_type} (only TRAIL orders trail)")
-    tif = text(get["TIF"], "TIF").upper() or "DAY"
+    tif = token(get["TIF"], "TIF") or "DAY"
     if tif not in TIFS:
         raise CellError("TIF", f"expected one of {', '.join(TIFS)} (blank = DAY), got {show(tif)}")
     if order_type in ("MOC", "LOC") and tif != "DAY":
