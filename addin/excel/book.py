@@ -334,6 +334,10 @@ class Book(abc.ABC):
     this class builds the Table operations on them so both adapters behave the same.
     """
 
+    #: True when :meth:`save` writes a file this process controls (the openpyxl adapter): callers
+    #: that must make a write durable before acting on it (the Refs of orders about to be sent) save.
+    saves_to_file: bool = False
+
     def __init__(self) -> None:
         self.calls = 0  # underlying write / resize / recalculation calls
 

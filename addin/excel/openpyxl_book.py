@@ -187,6 +187,8 @@ def _value_at(wb: openpyxl.Workbook, sheet: str, row: int, col: int) -> Any:
 class OpenpyxlBook(Book):
     """A workbook file as a :class:`~addin.excel.book.Book`. Create it with :meth:`open`."""
 
+    saves_to_file = True
+
     def __init__(self, wb: openpyxl.Workbook, *, path: Path | None, source: bytes | None,
                  out: Path | None = None, read_only: bool = False):
         super().__init__()
