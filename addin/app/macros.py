@@ -26,7 +26,7 @@ import pandas as pd
 import xlwings as xw
 
 from ..cells import CellError, boolean
-from ..excel.book import BookError, TableNotFound, parse_range
+from ..excel.book import BookError, TableGrowthError, TableNotFound, parse_range
 from ..excel.errors import ExcelInputError
 from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
 
@@ -479,16 +479,19 @@ def reset_kill_switch(book=None, runtime=None) -> None:
 def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
     """Fill the Positions and Account Tables, the P&L named ranges (PnLDaily, PnLUnrealized,
     PnLRealized: the first account's, in its base currency) and the Executions Table from IB
-    (``Portfolio``). Returns ``{table: rows written}``."""
+    (``Portfolio``). Returns ``{table: rows written}``. A Table that would grow over a user's cell is
+    left as it was, the others are written, then TableGrowthError names every refusal."""
     book, rt = _book(book), _runtime(runtime)
     rt.connect()
     counts = {}
-    pos = rt.positions()
-    counts["Positions"] = _write_table(book, "Positions", pos.rename(columns=_snake_to_header))
-    summary = rt.account_summary()
-    counts["Account"] = _write_table(book, "Account", summary.rename(columns=_snake_to_header))
-    ex = rt.executions()
-    counts["Executions"] = _write_table(book, "Executions", ex.rename(columns=_snake_to_header))
+    refused: list[TableGrowthError] = []   # a Table that cannot grow is skipped; the others are still written
+    for table, fetch in (("Positions", rt.positions), ("Account", rt.account_summary),
+                         ("Executions", rt.executions)):
+        try:
+            counts[table] = _write_table(book, table, fetch().rename(columns=_snake_to_header))
+        except TableGrowthError as exc:
+            counts[table] = 0
+            refused.append(exc)
     names = book.names()
     pnl = rt.pnl()
     values = dict(zip(("PnLDaily", "PnLUnrealized", "PnLRealized"),
@@ -502,6 +505,8 @@ def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
         book.write(sheet.strip("'"), top, left, [[_cell_value(float(values[name]))]])
     counts["PnL"] = 1
     _log(book, "INFO", f"portfolio refreshed: {counts['Positions']} positions, {counts['Executions']} executions")
+    if refused:
+        raise TableGrowthError("; ".join(map(str, refused)), refused[0].sheet, refused[0].cell)
     return counts
 
 
