@@ -91,10 +91,11 @@ def _log(book, level: str, message: str) -> None:
     try:
         df = book.read_table("LogEntries", drop_empty=True)
         row = info.first_row + 1 + len(df)
-        if row > info.last_row:
-            book.resize_table("LogEntries", row)       # refuses before anything covers a user's cell
+        book.check_growth(info, row)                   # never over a user's cell below the Log
         book.write(info.sheet, row, info.first_col,
                    [[datetime.now(UTC), level, "ibxl", message][: info.last_col - info.first_col + 1]])
+        if row > info.last_row:
+            book.resize_table("LogEntries", row)
     except Exception as exc:       # the log must never hide the macro's own result or error
         log.warning("could not write to the Log sheet: %s", exc)
         try:

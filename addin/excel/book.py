@@ -18,9 +18,10 @@ cell, whatever it starts with, because the values ibxl writes come from IB and f
 (orderRefs, messages, symbols, account names): an orderRef ``=HYPERLINK(...)`` must not become a live
 formula. Formulas are written only through :meth:`Book.write_formulas`.
 
-A Table never grows over the user's cells: :meth:`Book.write_table` and :meth:`Book.resize_table`
-refuse (:class:`TableGrowthError`, naming the sheet and the first non-empty cell) before writing
-anything when a cell the grown Table would cover is not empty.
+A Table never grows over the user's cells: :meth:`Book.write_table` refuses
+(:class:`TableGrowthError`, naming the sheet and the first non-empty cell) before writing anything
+when a cell the grown Table would write is not empty; code that appends rows itself asks
+:meth:`Book.check_growth` first.
 
 ``calls`` counts the underlying write and recalculation calls (one per :meth:`Book.write`, table
 resize and :meth:`Book.calculate`); the pump's tests count them because on Windows each one is a COM
@@ -505,13 +506,14 @@ class Book(abc.ABC):
     def resize_table(self, name: str, last_row: int) -> None:
         """Make Table ``name`` end at worksheet row ``last_row`` (header kept; at least one body row,
         so ``last_row`` is raised to header + 1). Cells that leave the Table keep their values: use
-        :meth:`write_table` to clear them. One underlying call. Raises TableGrowthError (nothing
-        changed) when growing would cover a non-empty cell below the Table."""
+        :meth:`write_table` to clear them. Growing takes the cells below into the Table as they are
+        (rows a user typed under it): nothing is overwritten, so nothing is checked; a caller about to
+        write into the new rows calls :meth:`check_growth` first (:meth:`write_table` does). One
+        underlying call."""
         info = self.table(name)
         last_row = max(int(last_row), info.first_row + 1)
         if last_row == info.last_row:
             return
-        self.check_growth(info, last_row)
         self._set_table_ref(info, info.first_row, info.first_col, last_row, info.last_col)
         self.calls += 1
 
