@@ -175,9 +175,18 @@ def _child(port: int, client_id: int, workbook: str, journal: str, kill_at: str 
         if kill_at:
             rt.orders.add_step_observer(lambda step: step == kill_at and os.kill(os.getpid(), signal.SIGKILL))
 
-    summary = run_workbook(workbook, port=port, client_id=client_id, orders=True, settings=Settings(),
-                           journal_path=journal, prepare_orders=arm, echo=lambda _line: None)
+    try:
+        summary = run_workbook(workbook, port=port, client_id=client_id, orders=True, settings=Settings(),
+                               journal_path=journal, prepare_orders=arm, echo=lambda _line: None)
+    except Exception as exc:            # e.g. ConcurrentSaveError: said, not a traceback
+        print(f"{type(exc).__name__}: {exc}")
+        return 1
     return 0 if summary.ok else 1
+
+
+def _child_cmd(gw, client_id: int, path: Path, journal: Path, kill_at: str | None = None) -> list[str]:
+    return [sys.executable, "-m", "tests.test_run_safety", "child", str(gw.port), str(client_id), str(path),
+            str(journal), *([kill_at] if kill_at else [])]
 
 
 def _run_child(gw, client_id: int, path: Path, journal: Path, kill_at: str | None) -> int:
@@ -206,6 +215,25 @@ def test_a_blank_ref_rows_ref_is_saved_before_its_order_leaves(gw, tmp_path, kil
     received = [o.order.orderRef for o in gw.received_orders() if o.client_id in ids]
     assert sorted(received) == sorted(refs), f"{kill_at}: the gateway received {received}"   # once each
     assert all(row["Status"] in ("Filled", "Submitted", "PreSubmitted") for row in rows), rows   # IB's word
+
+
+def test_two_runs_at_once_never_send_a_blank_ref_row_under_two_refs(gw, tmp_path):
+    """Two ``ibxl run --orders`` started together on one workbook, one journal: the blank-Ref row's Ref
+    is claimed by whichever saves it first; the other's save conflicts, so it sends nothing of that row."""
+    tries, assigned = 4, []
+    for t in range(tries):
+        path = template_copy(tmp_path / f"race{t}.xlsx", [{"Ref": None, **BUY_AAPL}])
+        ids = (60 + 2 * t, 61 + 2 * t)
+        procs = [subprocess.Popen(_child_cmd(gw, cid, path, tmp_path / "race.db"), cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for cid in ids]
+        outs = [p.communicate(timeout=120) for p in procs]
+        codes = [p.returncode for p in procs]
+        assert 0 in codes, (codes, outs)
+        sent = {o.order.orderRef for o in gw.received_orders() if o.client_id in ids}
+        saved = table_rows(openpyxl.load_workbook(path)["Orders"], "Orders")[0]["Ref"]
+        assert sent == {saved}, (t, sent, saved, outs)          # one Ref for the row, the one in the file
+        assigned.append(saved)
+    assert len(set(assigned)) == tries
 
 
 # --- exit codes ----------------------------------------------------------------------------------------------
