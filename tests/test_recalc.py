@@ -64,7 +64,7 @@ def test_prune_drops_cells_whose_formula_no_longer_calls_us_one_read_per_sheet()
 def test_prune_reads_formulas_from_an_openpyxl_workbook(tmp_path):
     book = OpenpyxlBook.new()
     book.add_sheet("Quotes")
-    book.write("Quotes", 1, 1, [['=IB_QUOTE("AAPL")', "=SUM(1,2)", 5]])
+    book.write_formulas("Quotes", 1, 1, [['=IB_QUOTE("AAPL")', "=SUM(1,2)", 5]])
     reg = RecalcRegistry()
     for a in ("A1", "B1", "C1"):
         reg.register("Quotes", a, ["AAPL.NASDAQ"])

@@ -10,7 +10,11 @@ atomically. Each step is a macro of ``addin.app.macros``: the buttons in Excel r
 
 A step that fails is reported and the next one still runs (a bad History parameter must not cost the
 user their order statuses); the workbook is saved whenever it was opened, and the exit code says
-whether every step succeeded.
+whether every step succeeded: the orders step fails when any row errored, was refused, was not sent
+or was not confirmed by IB within the settle time, and a Log Table that could not be written fails
+the run too. Right after connecting, one reqCurrentTime checks that the gateway answers requests at
+all: one that accepted the connection but stays silent is diagnosed once, in seconds
+(:class:`GatewayNotAnswering`), instead of each request timing out in turn.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 
 from ..config import Settings, load_settings
 from ..excel.openpyxl_book import OpenpyxlBook
+from ..ib.session import IBError
 from . import macros
 from .runtime import Runtime
 
@@ -39,6 +44,22 @@ FINAL = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected"
                    "Not sent"})
 SETTLED = FINAL | {"Submitted", "PreSubmitted"}
 TEMPLATE = Path(__file__).resolve().parents[2] / "workbooks" / "ibxl.xlsx"
+ANSWER_TIMEOUT = 5.0     # seconds the gateway has to answer reqCurrentTime right after connecting
+
+
+class GatewayNotAnswering(IBError):
+    """The gateway completed the connection but does not answer requests; nothing was sent."""
+
+    def __init__(self, host: str, port: int, timeout: float):
+        super().__init__(0, "no answer to reqCurrentTime", f"{host}:{port}")
+        self.args = (f"connected to {host}:{port}, but it does not answer requests (no reply to reqCurrentTime "
+                     f"within {timeout:g} s); nothing was sent. TWS / IB Gateway may be stuck, starting up or "
+                     f"waiting for a login dialog: check it, then run again",)
+
+
+class OrdersNotAllPlaced(Exception):
+    """The orders step ended with rows that errored, were refused, were not sent or were not
+    confirmed by IB; the message counts them and names the first few."""
 
 
 @dataclass
@@ -71,7 +92,8 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
                  settings: Settings | None = None, journal_path: str | Path | None = None,
                  settle_timeout: float = 20.0, echo: Callable[[str], None] = print,
                  progress: Callable[[int, int], None] | None = None,
-                 prepare_orders: Callable[[object, Runtime], object] | None = None) -> RunSummary:
+                 prepare_orders: Callable[[object, Runtime], object] | None = None,
+                 strict_orders: bool = True, answer_timeout: float = ANSWER_TIMEOUT) -> RunSummary:
     """Run the chosen jobs on the workbook at ``path`` against TWS / IB Gateway / a paper gateway at
     ``host:port`` and save it (to ``out`` when given, else in place).
 
@@ -81,8 +103,13 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
     progress: ``progress(done, total)`` for the history pull's IB requests. prepare_orders:
     ``prepare_orders(book, runtime)`` runs at the start of the orders step (the demo prices its
     sample rows from the live quote there); its failure fails the step and nothing is placed.
+    strict_orders: the orders step fails when any row errored, was refused, was not sent or was not
+    confirmed within ``settle_timeout`` (the demo, whose BAD-* rows are refused on purpose and judged
+    by its own verdicts, passes False). answer_timeout: seconds the gateway has to answer one
+    reqCurrentTime after connecting.
     Returns a RunSummary. Raises WorkbookLockedError / WouldLosePartsError (before anything is sent)
-    when the workbook cannot be written safely, IBError when the gateway cannot be reached.
+    when the workbook cannot be written safely, IBError when the gateway cannot be reached,
+    GatewayNotAnswering (an IBError) when it connects but does not answer.
     """
     settings = settings or load_settings()
     book = OpenpyxlBook.open(path, out=out)   # refuses a locked file or one it would damage, up front
@@ -93,11 +120,13 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
         status = macros.connect(book, rt)
         echo(f"connected to {host}:{port} as client {client_id}: accounts {status['accounts']}"
              f"{' (paper)' if status['paper'] else ' (LIVE)' if status['paper'] is False else ''}")
+        check_answers(rt, host, port, answer_timeout)
         pump = _step(summary, echo, "stream", lambda: _stream(book, rt, stream)) if stream > 0 else None
         if history:
             _step(summary, echo, "history", lambda: _history(book, rt, summary, progress))
         if orders:
-            _step(summary, echo, "orders", lambda: _orders(book, rt, pump, summary, settle_timeout, prepare_orders))
+            _step(summary, echo, "orders", lambda: _orders(book, rt, pump, summary, settle_timeout, prepare_orders,
+                                                           strict_orders))
         if cancel:
             _step(summary, echo, "cancel", lambda: _cancel(book, rt, pump, cancel, summary, settle_timeout))
         if portfolio:
@@ -107,6 +136,10 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
             summary.quotes = _quotes_frame(book)
             rt.stop_pump(macros.book_id(book))
     finally:
+        refusals = macros.log_refusals(book)
+        if refusals:
+            summary.steps.append(StepResult("log", False, refusals[0]))
+            echo(f"  log: FAILED: {refusals[0]}")
         try:
             saved = book.save()
             summary.workbook = saved
@@ -114,6 +147,25 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
         finally:
             rt.close()
     return summary
+
+
+def check_answers(rt: Runtime, host: str, port: int, timeout: float = ANSWER_TIMEOUT) -> None:
+    """One reqCurrentTime: raise GatewayNotAnswering when no reply comes within ``timeout`` seconds (a
+    gateway that accepted the connection but stays silent would otherwise cost every request its own
+    timeout)."""
+    got = threading.Event()
+
+    def on_time(_t: int) -> None:
+        got.set()
+
+    session = rt.session
+    session.events.currentTime.subscribe(on_time)
+    try:
+        session.send(lambda client: client.reqCurrentTime())
+        if not got.wait(timeout):
+            raise GatewayNotAnswering(host, port, timeout)
+    finally:
+        session.events.currentTime.unsubscribe(on_time)
 
 
 def _step(summary: RunSummary, echo, name: str, fn):
@@ -200,15 +252,30 @@ def _settled(row, states: frozenset) -> bool:
     return True
 
 
-def _orders(book, rt: Runtime, pump, summary: RunSummary, settle_timeout: float, prepare=None):
+def _orders(book, rt: Runtime, pump, summary: RunSummary, settle_timeout: float, prepare=None,
+            strict: bool = True):
     if prepare is not None:
         rt.connect()
         prepare(book, rt)
     out = macros.place_orders(book, rt)
-    sent = [str(r) for r, s in zip(out["Ref"], out["Status"]) if s not in ("Error", "Refused", "Not sent")]
-    if sent:
-        _settle(rt, pump, sent, settle_timeout)
+    sent = [str(r) for r, s in zip(out["Ref"], out["Status"]) if s not in macros.NOT_PLACED]
+    settled = _settle(rt, pump, sent, settle_timeout) if sent else None
     _write_order_states(book, rt, summary)
+    if not strict:
+        return
+    problems = macros.order_problems(out)
+    if settled is not None:
+        for ref in sent:
+            row = settled.loc[ref] if ref in settled.index else None
+            if row is None or not _settled(row, SETTLED):
+                status = None if row is None else row.get("Status")
+                problems.append(f"{ref}: not confirmed by IB within {settle_timeout:g} s "
+                                f"(status {status or 'unknown'})")
+            elif row.get("Status") in ("Rejected", "Inactive"):
+                problems.append(f"{ref}: {row.get('Status')} by IB: {row.get('Message')}")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise OrdersNotAllPlaced(f"{macros.order_counts(out)}; {'; '.join(problems[:3])}{more}")
 
 
 def _cancel(book, rt: Runtime, pump, what: str, summary: RunSummary, settle_timeout: float):
@@ -275,7 +342,7 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
         echo(f"paper gateway on 127.0.0.1:{gw.port} (replaying real prices; see docs/paper-market.md)")
         summary = run_workbook(out, host="127.0.0.1", port=gw.port, client_id=1, stream=seconds, history=True,
                                orders=True, portfolio=True, settings=Settings(), journal_path=journal, echo=echo,
-                               prepare_orders=price_samples)
+                               prepare_orders=price_samples, strict_orders=False)
     summary.verdicts = verdicts(summary.orders)
     failed = [v.line for v in summary.verdicts if not v.ok]
     summary.steps.append(StepResult("samples", not failed, "; ".join(failed) if failed else

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ import pandas as pd
 import xlwings as xw
 
 from ..cells import CellError, boolean
-from ..excel.book import BookError, TableNotFound, parse_range
+from ..excel.book import BookError, TableGrowthError, TableNotFound, parse_range
 from ..excel.errors import ExcelInputError
 from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
 
@@ -66,8 +67,22 @@ def book_id(book) -> str:
     return str(path) if path else f"book-{id(book)}"
 
 
+# Log lines a workbook refused (a Log Table that cannot grow): ``ibxl run`` reports them as a failure.
+_LOG_REFUSALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def log_refusals(book) -> list[str]:
+    """Why Log lines could not be written into ``book`` since the last call (and forget them)."""
+    try:
+        return _LOG_REFUSALS.pop(book, [])
+    except TypeError:              # a book that cannot be weakly referenced keeps no record
+        return []
+
+
 def _log(book, level: str, message: str) -> None:
-    """Append ``(Time UTC, level, "ibxl", message)`` to the LogEntries Table, if the book has one."""
+    """Append ``(Time UTC, level, "ibxl", message)`` to the LogEntries Table, if the book has one. A
+    Log Table that cannot grow (a user's cell below it) is not written; why is kept for
+    :func:`log_refusals`."""
     log.log(logging.INFO if level == "INFO" else logging.WARNING, message)
     try:
         info = book.table("LogEntries")
@@ -76,12 +91,17 @@ def _log(book, level: str, message: str) -> None:
     try:
         df = book.read_table("LogEntries", drop_empty=True)
         row = info.first_row + 1 + len(df)
+        book.check_growth(info, row)                   # never over a user's cell below the Log
         book.write(info.sheet, row, info.first_col,
                    [[datetime.now(UTC), level, "ibxl", message][: info.last_col - info.first_col + 1]])
         if row > info.last_row:
             book.resize_table("LogEntries", row)
     except Exception as exc:       # the log must never hide the macro's own result or error
         log.warning("could not write to the Log sheet: %s", exc)
+        try:
+            _LOG_REFUSALS.setdefault(book, []).append(f"Log: {exc}")
+        except TypeError:
+            pass
 
 
 def _named_value(book, names: dict[str, str], name: str) -> Any:
@@ -342,17 +362,54 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
     ref_col = info.first_col + info.columns.index("Ref") if "Ref" in info.columns else None
 
     def write_refs(assigned: dict[int, str]) -> None:
+        """Before anything is sent: the rows keep their new Refs, durably in a workbook file (saved
+        now; a failed save raises, and the desk then sends none of these rows)."""
         if ref_col is None:
             raise BookError("the Orders Table has no Ref column to write the assigned Refs into")
-        for row, ref in assigned.items():          # before anything is sent: the row keeps its Ref
+        for row, ref in assigned.items():
             # the keys are the frame's index labels: worksheet row numbers (order_rows)
             book.write(info.sheet, int(row), ref_col, [[ref]])
+        if book.saves_to_file:
+            book.save()
 
     out = desk.place(df, write_refs=write_refs)
     write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})
-    sent = sum(1 for s in out["Status"] if s not in ("Error", "Refused", "Not sent", None))
-    _log(book, "INFO", f"orders: {len(out)} rows, {sent} sent")
+    _log(book, "INFO" if not order_problems(out) else "WARNING", f"orders: {order_counts(out)}")
     return out
+
+
+# Statuses of rows that did not become a working or finished order at IB.
+NOT_PLACED = frozenset({"Error", "Refused", "Not sent"})
+
+
+def _already_sent(message: Any) -> bool:
+    return isinstance(message, str) and message.startswith("duplicate_ref")
+
+
+def order_counts(out: pd.DataFrame) -> str:
+    """What ``OrderDesk.place`` did with the rows, counted honestly: ``"2 rows, 0 sent, 2 errors"``
+    (refused, not sent and already-sent rows named when there are any)."""
+    statuses = list(out.get("Status", pd.Series(dtype=object)))
+    messages = list(out.get("Message", pd.Series([None] * len(statuses), dtype=object)))
+    errors = sum(s == "Error" for s in statuses)
+    refused = sum(s == "Refused" for s in statuses)
+    not_sent = sum(s == "Not sent" for s in statuses)
+    again = sum(1 for s, m in zip(statuses, messages) if s not in NOT_PLACED and _already_sent(m))
+    sent = len(statuses) - errors - refused - not_sent - again
+    parts = [f"{len(statuses)} rows", f"{sent} sent"]
+    parts += [f"{n} {what}" for n, what in ((errors, "errors" if errors != 1 else "error"), (refused, "refused"),
+                                            (not_sent, "not sent"), (again, "already sent")) if n]
+    return ", ".join(parts)
+
+
+def order_problems(out: pd.DataFrame) -> list[str]:
+    """``"row N (REF): Status: Message"`` for every row that errored, was refused or was not sent."""
+    problems = []
+    for label, rec in out.iterrows():
+        if rec.get("Status") in NOT_PLACED:
+            ref = rec.get("Ref")
+            problems.append(f"row {label}{f' ({ref})' if ref else ''}: {rec.get('Status')}: {rec.get('Message')}")
+    return problems
 
 
 @xw.sub
@@ -431,16 +488,19 @@ def reset_kill_switch(book=None, runtime=None) -> None:
 def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
     """Fill the Positions and Account Tables, the P&L named ranges (PnLDaily, PnLUnrealized,
     PnLRealized: the first account's, in its base currency) and the Executions Table from IB
-    (``Portfolio``). Returns ``{table: rows written}``."""
+    (``Portfolio``). Returns ``{table: rows written}``. A Table that would grow over a user's cell is
+    left as it was, the others are written, then TableGrowthError names every refusal."""
     book, rt = _book(book), _runtime(runtime)
     rt.connect()
     counts = {}
-    pos = rt.positions()
-    counts["Positions"] = _write_table(book, "Positions", pos.rename(columns=_snake_to_header))
-    summary = rt.account_summary()
-    counts["Account"] = _write_table(book, "Account", summary.rename(columns=_snake_to_header))
-    ex = rt.executions()
-    counts["Executions"] = _write_table(book, "Executions", ex.rename(columns=_snake_to_header))
+    refused: list[TableGrowthError] = []   # a Table that cannot grow is skipped; the others are still written
+    for table, fetch in (("Positions", rt.positions), ("Account", rt.account_summary),
+                         ("Executions", rt.executions)):
+        try:
+            counts[table] = _write_table(book, table, fetch().rename(columns=_snake_to_header))
+        except TableGrowthError as exc:
+            counts[table] = 0
+            refused.append(exc)
     names = book.names()
     pnl = rt.pnl()
     values = dict(zip(("PnLDaily", "PnLUnrealized", "PnLRealized"),
@@ -454,6 +514,8 @@ def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
         book.write(sheet.strip("'"), top, left, [[_cell_value(float(values[name]))]])
     counts["PnL"] = 1
     _log(book, "INFO", f"portfolio refreshed: {counts['Positions']} positions, {counts['Executions']} executions")
+    if refused:
+        raise TableGrowthError("; ".join(map(str, refused)), refused[0].sheet, refused[0].cell)
     return counts
 
 

@@ -13,6 +13,16 @@ Values are as Excel holds them: numbers (int or float), text, bool, None for an 
 their text (``"#N/A"``, ``"#VALUE!"``, ...; :mod:`addin.cells` knows them). A formula cell reads as its
 last calculated value.
 
+Text stays text: :meth:`Book.write` (and every Table write built on it) stores a ``str`` as a text
+cell, whatever it starts with, because the values ibxl writes come from IB and from other API clients
+(orderRefs, messages, symbols, account names): an orderRef ``=HYPERLINK(...)`` must not become a live
+formula. Formulas are written only through :meth:`Book.write_formulas`.
+
+A Table never grows over the user's cells: :meth:`Book.write_table` refuses
+(:class:`TableGrowthError`, naming the sheet and the first non-empty cell) before writing anything
+when a cell the grown Table would write is not empty; code that appends rows itself asks
+:meth:`Book.check_growth` first.
+
 ``calls`` counts the underlying write and recalculation calls (one per :meth:`Book.write`, table
 resize and :meth:`Book.calculate`); the pump's tests count them because on Windows each one is a COM
 round trip of about a millisecond.
@@ -41,6 +51,8 @@ __all__ = [
     "TableNotFound",
     "WorkbookLockedError",
     "WouldLosePartsError",
+    "TableGrowthError",
+    "ConcurrentSaveError",
     "SaveVerificationError",
     "to_cell",
     "check_table_header",
@@ -84,6 +96,21 @@ class WouldLosePartsError(BookError):
     def __init__(self, message: str, lost: Sequence[str]):
         super().__init__(message)
         self.lost = list(lost)
+
+
+class TableGrowthError(BookError):
+    """A Table would grow over a non-empty cell outside it; ``sheet`` and ``cell`` (A1 style) name the
+    first such cell. Nothing of that Table was written."""
+
+    def __init__(self, message: str, sheet: str, cell: str):
+        super().__init__(message)
+        self.sheet, self.cell = sheet, cell
+
+
+class ConcurrentSaveError(BookError):
+    """The workbook file changed on disk since it was read (another ibxl process or the user saved it)
+    and the changes could not be merged: the message names the file and the cells in conflict. The
+    file on disk was left as the other writer saved it."""
 
 
 class SaveVerificationError(BookError):
@@ -355,6 +382,10 @@ class Book(abc.ABC):
     this class builds the Table operations on them so both adapters behave the same.
     """
 
+    #: True when :meth:`save` writes a file this process controls (the openpyxl adapter): callers
+    #: that must make a write durable before acting on it (the Refs of orders about to be sent) save.
+    saves_to_file: bool = False
+
     def __init__(self) -> None:
         self.calls = 0  # underlying write / resize / recalculation calls
 
@@ -388,7 +419,21 @@ class Book(abc.ABC):
 
     @abc.abstractmethod
     def _write_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
-        """Write one validated rectangle with one underlying call."""
+        """Write one validated rectangle with one underlying call. Every ``str`` is stored as text,
+        never as a formula (nor as a number, date or bool Excel would parse it into)."""
+
+    def _write_formula_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
+        """Write one validated rectangle in which text starting with ``=`` is a formula (other values as
+        :meth:`_write_block` stores them), with one underlying call. Adapters that cannot write
+        formulas leave this as it is: it raises BookError."""
+        raise BookError(f"{type(self).__name__} cannot write formulas")
+
+    def _occupied(self, sheet: str, top: int, left: int, bottom: int, right: int) -> list[str]:
+        """A1 addresses of the cells in the rectangle that hold something (a value, or a merged cell
+        where the adapter can tell), top to bottom, left to right. One read."""
+        return [cell_address(top + r, left + c)
+                for r, row in enumerate(self.read(sheet, top, left, bottom, right))
+                for c, v in enumerate(row) if v is not None and v != ""]
 
     @abc.abstractmethod
     def _set_table_ref(self, info: TableInfo, top: int, left: int, bottom: int, right: int) -> None:
@@ -467,9 +512,24 @@ class Book(abc.ABC):
     def write(self, sheet: str, top: int, left: int, values: list[list]) -> None:
         """Write one rectangle whose top-left cell is (``top``, ``left``) with ONE underlying call
         (xlwings: one ``Range.value`` assignment). ``values`` is a non-empty list of equally long
-        rows; each value goes through :func:`to_cell`. Text starting with ``=`` is a formula.
-        Raises BookError for a ragged or empty rectangle, TypeError for a value no cell can hold,
-        SheetNotFound; nothing is written then."""
+        rows; each value goes through :func:`to_cell`. Text is stored as text, whatever it starts with
+        (``"=HYPERLINK(...)"`` lands as those characters, not as a formula): write formulas with
+        :meth:`write_formulas`. Raises BookError for a ragged or empty rectangle, TypeError for a
+        value no cell can hold, SheetNotFound; nothing is written then."""
+        cells = self._checked(sheet, top, left, values)
+        self._write_block(sheet, top, left, cells)
+        self.calls += 1
+
+    def write_formulas(self, sheet: str, top: int, left: int, values: list[list]) -> None:
+        """Like :meth:`write`, but text starting with ``=`` becomes a formula (``"=IB_QUOTE(A2)"``).
+        Only for formulas ibxl itself authors: never pass text that came from IB or another client.
+        Raises what :meth:`write` raises, and BookError when the adapter cannot write formulas."""
+        cells = self._checked(sheet, top, left, values)
+        self._write_formula_block(sheet, top, left, cells)
+        self.calls += 1
+
+    def _checked(self, sheet: str, top: int, left: int, values: list[list]) -> list[list]:
+        """``values`` validated as a rectangle and converted through :func:`to_cell`."""
         if not isinstance(values, (list, tuple)) or not values or not all(
             isinstance(r, (list, tuple)) for r in values
         ):
@@ -484,13 +544,36 @@ class Book(abc.ABC):
         if top < 1 or left < 1:
             raise BookError(f"write to {sheet!r}: rows and columns start at 1, got ({top}, {left})")
         self._check_sheet(sheet)
-        self._write_block(sheet, top, left, cells_of(values))
-        self.calls += 1
+        return cells_of(values)
+
+    def check_growth(self, info: TableInfo, last_row: int) -> None:
+        """Raise TableGrowthError when Table ``info`` cannot end at worksheet row ``last_row`` without
+        covering a non-empty cell below it (across the Table's columns; a totals row moves down with
+        it, so its new rows count too). No-op when the Table does not grow. One read."""
+        if last_row <= info.last_row:
+            return
+        totals = self._totals_rows(info)
+        top, bottom = info.last_row + 1 + totals, last_row + totals
+        occupied = self._occupied(info.sheet, top, info.first_col, bottom, info.last_col)
+        if occupied:
+            more = f" (and {len(occupied) - 1} more)" if len(occupied) > 1 else ""
+            raise TableGrowthError(
+                f"Table {info.name!r} on sheet {info.sheet!r} would grow to row {last_row} over cell "
+                f"{info.sheet}!{occupied[0]}{more}, which is not empty: nothing of {info.name!r} was written. "
+                f"Move what is below the Table, or make room for {last_row - info.last_row} more rows",
+                info.sheet, occupied[0])
+
+    def _totals_rows(self, info: TableInfo) -> int:
+        """Rows of the Table's totals row below its body (0 or 1); adapters that know say so."""
+        return 0
 
     def resize_table(self, name: str, last_row: int) -> None:
         """Make Table ``name`` end at worksheet row ``last_row`` (header kept; at least one body row,
         so ``last_row`` is raised to header + 1). Cells that leave the Table keep their values: use
-        :meth:`write_table` to clear them. One underlying call."""
+        :meth:`write_table` to clear them. Growing takes the cells below into the Table as they are
+        (rows a user typed under it): nothing is overwritten, so nothing is checked; a caller about to
+        write into the new rows calls :meth:`check_growth` first (:meth:`write_table` does). One
+        underlying call."""
         info = self.table(name)
         last_row = max(int(last_row), info.first_row + 1)
         if last_row == info.last_row:
@@ -506,8 +589,9 @@ class Book(abc.ABC):
         start empty). Rows that fall out of the Table when it shrinks are cleared across its width.
         Calls: one write per contiguous run of listed columns, one clearing write when shrinking, one
         resize when the row count changes. An empty ``df`` leaves one empty body row.
-        Raises TableNotFound, or BookError naming the columns the Table or the DataFrame lacks
-        (nothing is written then).
+        Raises TableNotFound, BookError naming the columns the Table or the DataFrame lacks, or
+        TableGrowthError naming the first non-empty cell the grown Table would cover (nothing is
+        written then).
         """
         info = self.table(name)
         cols = [str(c) for c in (df.columns if columns is None else columns)]
@@ -525,6 +609,7 @@ class Book(abc.ABC):
         body_top = info.first_row + 1
         new_last = info.first_row + max(n, 1)
         col_of = {c: info.column(c) for c in cols}
+        self.check_growth(info, new_last)
         # Validation is done; from here on only writes.
         for first, last in _runs(col_of.values()):
             run_cols = [c for c in cols if first <= col_of[c] <= last]

@@ -21,6 +21,18 @@ Guarantees:
   harmless and only logged: a chart series' ``uniqueId`` and Excel's chart style/colour parts
   (:data:`addin.excel.workbook_parts.HARMLESS_KINDS`).
 
+- Text stays text: every ``str`` written through :meth:`Book.write` is stored as a text cell
+  (``data_type "s"``), even ``"=HYPERLINK(...)"`` or ``"#N/A"``; characters XML cannot hold (control
+  characters other than tab and newlines) become U+FFFD instead of failing the write. Formulas come
+  only through :meth:`Book.write_formulas`.
+- A save never loses what another process saved since this one read the file: saves of one file are
+  serialised by a lock (:mod:`addin.excel.file_lock`), and when the file on disk is no longer the bytes
+  this Book read (or last saved), the cells this Book wrote and the Table ranges it changed are
+  applied onto the file as it is now. A cell the other writer changed to a different value, a Table
+  it resized differently, or user content where a Table of ours grew refuses the save with
+  :class:`ConcurrentSaveError` naming the file and the cells; the file is left as the other writer
+  saved it.
+
 Formula cells read as the value Excel last calculated (from the file's cached values); a formula
 written through this Book reads as None until Excel recalculates it. ``calculate`` cannot compute
 (there is no calculation engine in a file): it flags the workbook for a full recalculation when
@@ -37,20 +49,24 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, MergedCell
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.table import TableColumn
 
 from .book import (
     Book,
     BookError,
+    ConcurrentSaveError,
     SaveVerificationError,
     SheetNotFound,
     TableInfo,
     WorkbookLockedError,
     WouldLosePartsError,
+    cell_address,
     parse_range,
     range_address,
 )
+from .file_lock import save_lock
 from .workbook_parts import diff_parts
 
 log = logging.getLogger(__name__)
@@ -118,8 +134,60 @@ def _absolute(top: int, left: int, bottom: int, right: int) -> str:
     return f"${get_column_letter(left)}${top}:${get_column_letter(right)}${bottom}"
 
 
+def _text(value: str) -> str:
+    """``value`` with the characters a worksheet XML cannot hold replaced by U+FFFD."""
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+
+
+def _store(cell, value: Any, formula: bool) -> None:
+    """Put ``value`` in ``cell``: a str as text (openpyxl would make ``"=..."`` a formula and
+    ``"#N/A"`` an error) unless ``formula``."""
+    cell.value = value
+    if isinstance(value, str) and not formula:
+        cell.data_type = "s"
+
+
+def _set_ref(ws, t, top: int, left: int, bottom: int, right: int) -> None:
+    """Make Table ``t`` on ``ws`` span (top, left)-(bottom, right) (body; its totals row below), keep its
+    column list in step with its width, and extend the charts that plot its columns."""
+    ref = range_address(top, left, bottom + int(t.totalsRowCount or 0), right)
+    old_width = len(t.tableColumns)
+    t.ref = ref
+    if t.autoFilter is not None:
+        t.autoFilter.ref = range_address(top, left, bottom, right)
+    width = right - left + 1
+    if width != old_width:
+        # The Table's column list must match its width or Excel repairs the file; names come from
+        # the header cells, existing column definitions are kept.
+        existing = {str(tc.name): tc for tc in t.tableColumns}
+        columns = []
+        for i in range(width):
+            header = ws._cells.get((top, left + i))
+            name = str(header.value) if header is not None and header.value not in (None, "") else f"Column{i + 1}"
+            tc = existing.get(name) or TableColumn(id=i + 1, name=name)
+            tc.id = i + 1
+            columns.append(tc)
+        t.tableColumns = columns
+    _repoint_charts(ws, top, left, max(bottom, top + 1), right)
+
+
+def _table_shapes(wb: openpyxl.Workbook) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """Table name -> (sheet, ref, column names): what a save's merge compares."""
+    return {t.name: (ws.title, str(t.ref), tuple(str(tc.name) for tc in t.tableColumns))
+            for ws in wb.worksheets for t in ws.tables.values()}
+
+
+def _value_at(wb: openpyxl.Workbook, sheet: str, row: int, col: int) -> Any:
+    if sheet not in wb.sheetnames:
+        return None
+    cell = wb[sheet]._cells.get((row, col))
+    return None if cell is None else cell.value
+
+
 class OpenpyxlBook(Book):
     """A workbook file as a :class:`~addin.excel.book.Book`. Create it with :meth:`open`."""
+
+    saves_to_file = True
 
     def __init__(self, wb: openpyxl.Workbook, *, path: Path | None, source: bytes | None,
                  out: Path | None = None, read_only: bool = False):
@@ -132,6 +200,10 @@ class OpenpyxlBook(Book):
         self._values_wb: openpyxl.Workbook | None = None  # cached values of formula cells, loaded on demand
         self._written_formulas: set[tuple[str, int, int]] = set()
         self.lost_in_copy: list[str] = [] # what the last save to another file left out of that file
+        # what this Book changed since the bytes in _source: cells (value, is formula) and Table ranges
+        self._writes: dict[tuple[str, int, int], tuple[Any, bool]] = {}
+        self._base_tables = _table_shapes(wb)
+        self._base_sheets = list(wb.sheetnames)
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -293,44 +365,56 @@ class OpenpyxlBook(Book):
         return out
 
     def _write_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
+        self._put(sheet, top, left, values, formulas=False)
+
+    def _write_formula_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
+        self._put(sheet, top, left, values, formulas=True)
+
+    def _put(self, sheet: str, top: int, left: int, values: list[list], *, formulas: bool) -> None:
+        """Store the rectangle; text as text unless ``formulas`` and it starts with ``=``. Every cell
+        is remembered (with whether it is a formula) for the merge at save."""
         ws = self._sheet(sheet)
-        title, formulas, cell = ws.title, self._written_formulas, ws.cell
+        title, written_formulas, cell, writes = ws.title, self._written_formulas, ws.cell, self._writes
         # the cached-values copy of the sheet, when loaded: constants written go there too
         values_ws = (self._values_wb[title] if self._values_wb is not None and title in self._values_wb.sheetnames
                      else None)
         for r, row in enumerate(values, start=top):
             for c, v in enumerate(row, start=left):
-                cell(row=r, column=c).value = v
-                if isinstance(v, str) and v.startswith("="):
-                    formulas.add((title, r, c))
+                target = cell(row=r, column=c)
+                is_formula = formulas and isinstance(v, str) and v.startswith("=")
+                if isinstance(v, str) and not is_formula:
+                    v = _text(v)
+                _store(target, v, is_formula)
+                writes[(title, r, c)] = (v, is_formula)
+                if is_formula:
+                    written_formulas.add((title, r, c))
                 else:
-                    if formulas:
-                        formulas.discard((title, r, c))
+                    if written_formulas:
+                        written_formulas.discard((title, r, c))
                     if values_ws is not None:
-                        values_ws.cell(row=r, column=c).value = v
+                        _store(values_ws.cell(row=r, column=c), v, False)
 
     def _set_table_ref(self, info: TableInfo, top: int, left: int, bottom: int, right: int) -> None:
         ws = self._sheet(info.sheet)
-        t = ws.tables[info.name]
-        ref = range_address(top, left, bottom + int(t.totalsRowCount or 0), right)
-        old_width = len(t.tableColumns)
-        t.ref = ref
-        if t.autoFilter is not None:
-            t.autoFilter.ref = range_address(top, left, bottom, right)
-        width = right - left + 1
-        if width != old_width:
-            # The Table's column list must match its width or Excel repairs the file; names come from
-            # the header cells, existing column definitions are kept.
-            existing = {str(tc.name): tc for tc in t.tableColumns}
-            columns = []
-            for i in range(width):
-                header = ws._cells.get((top, left + i))
-                name = str(header.value) if header is not None and header.value not in (None, "") else f"Column{i + 1}"
-                tc = existing.get(name) or TableColumn(id=i + 1, name=name)
-                tc.id = i + 1
-                columns.append(tc)
-            t.tableColumns = columns
-        _repoint_charts(ws, top, left, max(bottom, top + 1), right)
+        _set_ref(ws, ws.tables[info.name], top, left, bottom, right)
+
+    def _totals_rows(self, info: TableInfo) -> int:
+        return int(self._sheet(info.sheet).tables[info.name].totalsRowCount or 0)
+
+    def _occupied(self, sheet: str, top: int, left: int, bottom: int, right: int) -> list[str]:
+        """Cells holding a value, and cells inside a merged range (writing there fails or is lost)."""
+        ws = self._sheet(sheet)
+        out = []
+        for r in range(top, bottom + 1):
+            for c in range(left, right + 1):
+                cell = ws._cells.get((r, c))
+                if cell is not None and (isinstance(cell, MergedCell) or cell.value not in (None, "")):
+                    out.append(cell_address(r, c))
+        for merged in ws.merged_cells.ranges:
+            r0, c0, r1, c1 = merged.min_row, merged.min_col, merged.max_row, merged.max_col
+            if r0 <= bottom and r1 >= top and c0 <= right and c1 >= left:
+                out.append(cell_address(max(r0, top), max(c0, left)))
+        return sorted(set(out), key=lambda a: parse_range(a)[:2])
 
     def _calculate(self, sheet: str, addresses: list[str]) -> None:
         # A file has no calculation engine: ask Excel to recalculate everything when it opens it.
@@ -373,10 +457,15 @@ class OpenpyxlBook(Book):
     def save(self, path: str | Path | None = None) -> Path:
         """Save atomically to ``path``, else to ``out`` given at open, else over the original.
 
+        Over the original, when the file on disk is no longer what this Book read (or last saved),
+        this Book's cell writes and Table resizes are merged onto it (see the module docstring), and
+        the Book continues from the merged workbook.
         Raises BookError for a target whose extension does not match (VBA only in .xlsm/.xltm),
         WorkbookLockedError when the target is open elsewhere, WouldLosePartsError when overwriting the
         original would drop parts (nothing written), SaveVerificationError when the written file does
-        not read back complete (target untouched). Returns the target path.
+        not read back complete (target untouched), ConcurrentSaveError when another writer's changes
+        conflict with this Book's (target untouched), SaveLockTimeout (an OSError) when another
+        process holds the save lock for 30 s. Returns the target path.
         """
         self._check_open()
         target_arg = path if path is not None else (self.out or self.path)
@@ -398,17 +487,31 @@ class OpenpyxlBook(Book):
         if not target.parent.is_dir():
             raise BookError(f"cannot save to {target}: folder {target.parent} does not exist")
         check_not_locked(target)
+        with save_lock(target):
+            return self._save_locked(target, suffix, has_vba, overwriting_source)
 
+    def _save_locked(self, target: Path, suffix: str, has_vba: bool, overwriting_source: bool) -> Path:
+        """The save proper, with the target's save lock held: merge with the file on disk when another
+        writer replaced it since it was read, write a temporary file, verify it, replace the target."""
+        wb, baseline = self._wb, self._source
+        if overwriting_source:
+            try:
+                on_disk: bytes | None = target.read_bytes()
+            except FileNotFoundError:
+                on_disk = None
+            if on_disk is not None and on_disk != self._source:
+                wb = self._merged_onto(on_disk, target, has_vba)
+                baseline = on_disk
         fd, tmp_name = tempfile.mkstemp(prefix=".~ibxl-", suffix=suffix, dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            self._wb.save(tmp)
+            wb.save(tmp)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             data = tmp.read_bytes()
-            self._verify(data, target, has_vba)
-            lost = diff_parts(self._source, data)[0] if self._source is not None else []
+            self._verify(data, target, has_vba, wb)
+            lost = diff_parts(baseline, data)[0] if baseline is not None else []
             if lost and overwriting_source:
                 raise self._lose_error(target, lost)
             os.replace(tmp, target)
@@ -420,11 +523,78 @@ class OpenpyxlBook(Book):
                         "; ".join(lost))
         self.lost_in_copy = [] if overwriting_source else lost
         if overwriting_source:
+            if wb is not self._wb:
+                log.info("%s had been saved by another process since it was read: merged %d cells of ours "
+                         "onto it", target, len(self._writes))
+                self._wb = wb                  # the merged workbook is what the file now holds
             self._source = data
+            self._writes = {}
+            self._base_tables = _table_shapes(wb)
+            self._base_sheets = list(wb.sheetnames)
         return target
 
-    def _verify(self, data: bytes, target: Path, has_vba: bool) -> None:
-        """Re-open freshly written bytes: every sheet and Table must be there (and the VBA project)."""
+    def _merged_onto(self, on_disk: bytes, target: Path, has_vba: bool) -> openpyxl.Workbook:
+        """The workbook on disk (another writer's save) with this Book's changes since its baseline
+        applied: the cells it wrote and the Table ranges it changed. Raises ConcurrentSaveError naming
+        the file and what conflicts: a cell the other writer set to another value, a Table both
+        resized differently, content where our Table grows, or sheets/Tables this Book added."""
+        try:
+            disk = openpyxl.load_workbook(io.BytesIO(on_disk), keep_vba=has_vba)
+        except Exception as exc:
+            raise ConcurrentSaveError(f"{target} was replaced since ibxl read it and does not read back as a "
+                                      f"workbook ({exc}); nothing was saved") from exc
+        base = (openpyxl.load_workbook(io.BytesIO(self._source), keep_vba=has_vba)
+                if self._source is not None else openpyxl.Workbook())
+        why = "it was saved by another program (another ibxl run, or Excel) since this run read it"
+        added = [n for n in self._wb.sheetnames if n not in self._base_sheets]
+        if added:
+            raise ConcurrentSaveError(f"not saving {target}: {why}, and this run added sheets {added}; "
+                                      f"run again on the saved file")
+        conflicts: list[str] = []
+        for (sheet, r, c), (value, _) in self._writes.items():
+            theirs = _value_at(disk, sheet, r, c)
+            if theirs != _value_at(base, sheet, r, c) and theirs != value:
+                conflicts.append(f"{sheet}!{cell_address(r, c)} (theirs {theirs!r}, ours {value!r})")
+        grown: list[tuple[Any, str, tuple[int, int, int, int], tuple[int, int, int, int]]] = []
+        disk_tables = {t.name: (ws, t) for ws in disk.worksheets for t in ws.tables.values()}
+        for name, shape in _table_shapes(self._wb).items():
+            before = self._base_tables.get(name)
+            if shape == before:
+                continue
+            if before is None or name not in disk_tables:
+                conflicts.append(f"Table {name!r} (added here, or removed there)")
+                continue
+            ws, t = disk_tables[name]
+            theirs_shape = (ws.title, str(t.ref), tuple(str(tc.name) for tc in t.tableColumns))
+            if theirs_shape == shape:
+                continue
+            if theirs_shape != before:
+                conflicts.append(f"Table {name!r} (theirs {theirs_shape[1]}, ours {shape[1]})")
+                continue
+            grown.append((t, ws.title, parse_range(before[1]), parse_range(shape[1])))
+        for t, sheet, (_, left0, bottom0, _), (_, _, bottom1, right1) in grown:
+            for r in range(bottom0 + 1, bottom1 + 1):       # rows our grown Table covers now
+                for c in range(left0, right1 + 1):
+                    if (sheet, r, c) not in self._writes and _value_at(disk, sheet, r, c) not in (None, ""):
+                        conflicts.append(f"{sheet}!{cell_address(r, c)} (below Table {t.name!r}, now not empty)")
+        if conflicts:
+            more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+            raise ConcurrentSaveError(f"not saving {target}: {why}, and it changed what this run changed too: "
+                                      f"{'; '.join(conflicts[:5])}{more}. The file keeps the other save; "
+                                      f"run again on it")
+        for (sheet, r, c), (value, formula) in self._writes.items():
+            _store(disk[sheet].cell(row=r, column=c), value, formula)
+        for t, sheet, _, _ in grown:
+            top, left, bottom, right = parse_range(_table_shapes(self._wb)[t.name][1])
+            totals = int(t.totalsRowCount or 0)
+            _set_ref(disk[sheet], t, top, left, bottom - totals, right)
+        if self._wb.calculation.fullCalcOnLoad:
+            disk.calculation.fullCalcOnLoad = True
+        return disk
+
+    def _verify(self, data: bytes, target: Path, has_vba: bool, wb: openpyxl.Workbook) -> None:
+        """Re-open freshly written bytes: every sheet and Table of ``wb`` must be there (and the VBA
+        project)."""
         try:
             check = openpyxl.load_workbook(io.BytesIO(data), keep_vba=has_vba)
         except Exception as exc:
@@ -432,9 +602,9 @@ class OpenpyxlBook(Book):
                 f"the workbook written for {target} does not re-open ({exc}); {target} was left as it was"
             ) from exc
         problems = []
-        if check.sheetnames != self._wb.sheetnames:
-            problems.append(f"sheets {check.sheetnames} instead of {self._wb.sheetnames}")
-        want = {t for ws in self._wb.worksheets for t in ws.tables}
+        if check.sheetnames != wb.sheetnames:
+            problems.append(f"sheets {check.sheetnames} instead of {wb.sheetnames}")
+        want = {t for ws in wb.worksheets for t in ws.tables}
         got = {t for ws in check.worksheets for t in ws.tables}
         if want != got:
             problems.append(f"Tables {sorted(got)} instead of {sorted(want)}")

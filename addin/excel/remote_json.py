@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 from openpyxl.worksheet.worksheet import Worksheet
 
@@ -132,13 +133,33 @@ def book_json(source: str | Path | bytes | openpyxl.Workbook, *, name: str | Non
     }
 
 
-def _cell_value(v: Any) -> Any:
-    """A value from a setValues action as Excel would store it (Excel parses typed date text)."""
+_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def _cell_value(v: Any) -> tuple[Any, bool]:
+    """A value from a setValues action as Excel stores it, and whether it is a formula. Excel parses
+    assigned text as if typed: a leading apostrophe marks text (and is not stored); ``=...`` is a
+    formula, and so is text starting with ``+``, ``-`` or ``@`` that is not a plain number (Excel
+    puts ``=`` before it; ``@`` is implicit intersection); number text becomes a number, typed date
+    text a date, error text (``#N/A``) an error value."""
     if v == "":
-        return None
-    if isinstance(v, str) and _ISO_DATE.match(v):
-        return dt.datetime.fromisoformat(v)
-    return v
+        return None, False
+    if not isinstance(v, str):
+        return v, False
+    if v.startswith("'"):
+        return v[1:], False
+    if _NUMBER.match(v):
+        number = float(v)
+        return (int(number) if number.is_integer() and "." not in v and "e" not in v.lower() else number), False
+    if v.startswith("=") and len(v) > 1:
+        return v, True
+    if v[:1] in "+-" and len(v) > 1:
+        return "=" + v, True
+    if v.startswith("@") and len(v) > 1:
+        return "=" + v[1:], True
+    if _ISO_DATE.match(v):
+        return dt.datetime.fromisoformat(v), False
+    return v, False
 
 
 def _sheet_of(wb: openpyxl.Workbook, action: dict) -> Worksheet:
@@ -152,7 +173,8 @@ def _sheet_of(wb: openpyxl.Workbook, action: dict) -> Worksheet:
 def apply_actions(wb: openpyxl.Workbook, actions: list[dict]) -> list[str]:
     """Play the queued actions of ``xw.Book.json()["actions"]`` onto ``wb`` as the Excel client would.
 
-    Supported: setValues, addSheet, addTable, resizeTable, calculate (sets full recalculation on
+    Supported: setValues (values parsed as Excel parses assigned text: see :func:`_cell_value`),
+    addSheet, addTable, resizeTable, calculate (sets full recalculation on
     load), save (no-op: the caller saves the file). Returns the action names applied, in order.
     Raises UnsupportedAction naming an action it does not know, or a sheet action without its
     sheet_position (nothing after it is applied).
@@ -164,7 +186,11 @@ def apply_actions(wb: openpyxl.Workbook, actions: list[dict]) -> list[str]:
             ws = _sheet_of(wb, a)
             for i, row in enumerate(a["values"]):
                 for j, v in enumerate(row):
-                    ws.cell(row=a["start_row"] + 1 + i, column=a["start_column"] + 1 + j).value = _cell_value(v)
+                    value, formula = _cell_value(v)
+                    cell = ws.cell(row=a["start_row"] + 1 + i, column=a["start_column"] + 1 + j)
+                    cell.value = value
+                    if isinstance(value, str) and not formula and not (value in ERROR_CODES and v == value):
+                        cell.data_type = "s"          # text as Excel keeps it (openpyxl would guess)
         elif func == "addSheet":
             index, title = a["args"]
             wb.create_sheet(title=title, index=index)

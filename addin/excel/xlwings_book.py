@@ -14,13 +14,21 @@ Engines:
   :meth:`calculate` queues ONE ``calculate`` action (``App.calculate()``: Excel recalculates what is
   dirty, which includes the quote formulas since their inputs changed).
 
+Text stays text: Excel parses a value assigned to a range as if it were typed, so text starting with
+``=`` (``+``, ``-``, ``@`` too) would become a formula and text such as ``"0012"``, ``"1-2"`` or
+``"TRUE"`` a number, date or bool. :meth:`_write_block` prefixes such text with an apostrophe, Excel's
+own "this is text" mark (COM and Office.js both honour it; the cell's value is the text without it).
+:meth:`Book.write_formulas` assigns text starting with ``=`` unprefixed.
+
 The adapter never closes the user's workbook: :meth:`close` only drops the reference.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from .book import (
     Book,
@@ -34,6 +42,18 @@ from .book import (
 __all__ = ["XlwingsBook"]
 
 _MAX_ADDRESS_TEXT = 255  # Excel's limit for the address text given to Range()
+
+# Text Excel would not keep as typed: a formula, error or prefix sign first (ASCII or full-width), anything
+# holding a digit (numbers, dates, times, percentages, fractions), or a boolean.
+_REINTERPRETED = re.compile(r"^\s*[=+\-@#'\uff1d\uff0b\uff0d\uff20]|\d|^\s*(true|false)\s*$", re.IGNORECASE)
+
+
+def as_text(value: Any) -> Any:
+    """``value`` as Excel must be handed it to store it as this exact text: a str Excel would turn
+    into a formula, number, date or bool gets a leading apostrophe; anything else is returned as is."""
+    if isinstance(value, str) and value and _REINTERPRETED.search(value):
+        return "'" + value
+    return value
 
 
 class XlwingsBook(Book):
@@ -166,11 +186,21 @@ class XlwingsBook(Book):
         return out
 
     def _write_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
+        self._assign(sheet, top, left, [[as_text(v) for v in row] for row in values])
+
+    def _write_formula_block(self, sheet: str, top: int, left: int, values: list[list]) -> None:
+        self._assign(sheet, top, left, [[v if isinstance(v, str) and v.startswith("=") else as_text(v)
+                                         for v in row] for row in values])
+
+    def _assign(self, sheet: str, top: int, left: int, values: list[list]) -> None:
         sh = self._sheet(sheet)
         bottom = top + len(values) - 1
         right = left + len(values[0]) - 1
         # The full rectangle, not its top-left cell: one Range.value call of exactly that shape.
         sh.range((top, left), (bottom, right)).value = values
+
+    def _totals_rows(self, info: TableInfo) -> int:
+        return 1 if self._xl_table(info)[1].show_totals else 0
 
     def _set_table_ref(self, info: TableInfo, top: int, left: int, bottom: int, right: int) -> None:
         sheet, table = self._xl_table(info)
