@@ -250,7 +250,7 @@ def test_hidden_rows_are_not_placed_and_say_so(gw, tmp_path):
     for r in (3, 5):
         assert saved[r]["Status"] is None and saved[r]["Message"].startswith("not placed: the row is hidden")
     for r in (2, 4):
-        assert saved[r]["Status"] == "Filled", saved[r]
+        assert saved[r]["Status"] in ("Submitted", "Filled"), saved[r]     # confirmed by IB; the fill may follow
 
 
 def test_a_renamed_table_sends_nothing_and_names_the_cell(gw, tmp_path):

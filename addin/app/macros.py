@@ -372,7 +372,8 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
         if book.saves_to_file:
             book.save()
 
-    out = desk.place(df, write_refs=write_refs)
+    # a blank-Ref row is known by workbook, Table and content: a copy under another name is its own row
+    out = desk.place(df, write_refs=write_refs, source=f"{book.workbook_name}!{info.name}")
     write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})
     _log(book, "INFO" if not order_problems(out) else "WARNING", f"orders: {order_counts(out)}")
     return out

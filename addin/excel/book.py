@@ -389,6 +389,12 @@ class Book(abc.ABC):
     def __init__(self) -> None:
         self.calls = 0  # underlying write / resize / recalculation calls
 
+    @property
+    def workbook_name(self) -> str:
+        """The workbook's file name (``orders.xlsm``; no folder, so a moved file stays itself), "" when
+        it has none. Part of a blank-Ref order row's identity in the journal."""
+        return ""
+
     # -- primitives ---------------------------------------------------------------------------
     @abc.abstractmethod
     def sheet_names(self) -> list[str]:

@@ -205,6 +205,10 @@ class OpenpyxlBook(Book):
         self._base_tables = _table_shapes(wb)
         self._base_sheets = list(wb.sheetnames)
 
+    @property
+    def workbook_name(self) -> str:
+        return self.path.name if self.path is not None else ""
+
     # -- opening ------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, *, out: str | Path | None = None, read_only: bool = False) -> "OpenpyxlBook":

@@ -64,6 +64,10 @@ class XlwingsBook(Book):
         self.book = book
         self.engine = book.app.engine.name if book.app is not None else "remote"
 
+    @property
+    def workbook_name(self) -> str:
+        return str(self.book.name or "") if self.book is not None else ""
+
     # -- helpers ------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.book is None:

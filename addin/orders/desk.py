@@ -117,8 +117,9 @@ class OrderDesk:
         ``addin.orders.rows.new_ref``); ``write_refs({index label: ref})`` is called with them before
         anything is sent (the Excel side writes them into the sheet; if it raises, those rows are not sent).
         The assigned Ref is recorded in the journal first, under the row's identity (``source``: the
-        sheet or Table name, "" when unknown; the row's label; its order fields): a row that comes back
-        blank reuses it while it was never sent and is refused once it was (module docstring).
+        workbook and Table, ``orders.xlsm!Orders``, "" when unknown; the row's label; its order
+        fields): a row that comes back blank reuses it while it was never sent and is refused once it
+        was (module docstring).
         A Ref already transmitting, working or done, or known at IB, is not sent again: its row shows
         its state and a ``duplicate_ref`` message. Never raises for bad rows, IB refusals or a faulty
         journal: they are in Message."""

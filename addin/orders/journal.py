@@ -249,7 +249,7 @@ class Journal:
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
             return JournalBusyError(self.path, f"locked by another process for more than {self.busy_timeout:g} s"
-                                               f"{self._holders()}",
+                                               f"{self._holders()} (SQLite: {text})",
                                     "close the program holding it (a database browser?) or wait for the other "
                                     "ibxl to finish, then place again; nothing was sent")
         return JournalError(self.path, f"damaged or unwritable (SQLite: {text})")
@@ -290,7 +290,20 @@ class Journal:
     def _tx(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
             try:
-                return self._db.execute(sql, tuple(args))
+                if self._db.in_transaction or sql.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
+                    return self._db.execute(sql, tuple(args))
+                # A write outside a transaction gets its own BEGIN IMMEDIATE: in autocommit SQLite takes a
+                # read snapshot first, and when another process commits before the upgrade to a write it
+                # answers SQLITE_BUSY at once, without waiting the busy timeout.
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = self._db.execute(sql, tuple(args))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+                return cur
             except sqlite3.Error as exc:
                 raise self._fault(exc) from None
 
