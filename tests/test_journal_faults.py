@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -196,3 +197,46 @@ def test_an_old_journal_is_migrated_in_place_and_its_refs_still_block_in_any_cas
                             owner=Owner.new(1))
     cols = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(intents)")}
     assert "owner" in cols and os.path.getsize(path) > 0
+
+
+def test_reads_and_writes_from_several_threads_and_processes_never_see_a_busy_journal(tmp_path):
+    """IB's answers are recorded on the session's reader thread while the desk reads on another, and
+    another ibxl commits to the same file: no write may fail as "locked" (SQLite answers a write on a
+    connection whose query is still stepping with an instant SQLITE_BUSY; ibxl once lost fills so)."""
+    fields = {"ref": "X", "action": "BUY", "quantity": 1.0}
+    ours, other = Journal(tmp_path / "j.db"), Journal(tmp_path / "j.db")
+    for n, journal in enumerate((ours, other)):
+        journal.record_intents([(f"BUSY-{n}", {**fields, "ref": f"BUSY-{n}"}, None)], account="DU1", symbol="AAPL",
+                               con_id=1, owner=Owner("here", 300 + n, n, "x"))
+    errors: list[BaseException] = []
+
+    def guarded(fn) -> None:
+        try:
+            fn()
+        except JournalError as exc:
+            errors.append(exc)
+
+    def our_reader_thread() -> None:          # the session's reader: IB's fills for our order
+        for k in range(300):
+            ours.record_fill(f"0.{k}", "BUSY-0", order_id=k, perm_id=k, time_text="", side="BOT", shares=1.0,
+                             price=1.0)
+
+    def other_process() -> None:              # another ibxl's connection committing to the same file
+        for k in range(300):
+            other.set_ids("BUSY-1", order_id=k, perm_id=k, client_id=1)
+
+    threads = [threading.Thread(target=guarded, args=(fn,)) for fn in (our_reader_thread, other_process)]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):      # the desk reading meanwhile, on our connection
+            ours.intents()
+            ours.get("BUSY-0")
+            ours.fills("BUSY-0")
+        assert errors == []
+        assert len(ours.fills("BUSY-0")) == 300
+    finally:
+        for t in threads:
+            t.join(60)
+        ours.close()
+        other.close()

@@ -117,6 +117,16 @@ def state_of_status(status: str) -> str | None:
     return None
 
 
+class _Rows(list):
+    """A query's rows, all fetched: read like the cursor they came from."""
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list:
+        return list(self)
+
+
 class JournalError(RuntimeError):
     """The journal file cannot be trusted or written (damaged, not an ibxl journal, a write failed).
     The message names the file and what to do; no order may be sent while it stands."""
@@ -287,10 +297,15 @@ class Journal:
         self.close()
 
     # --- plumbing -----------------------------------------------------------------------------------
-    def _tx(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+    def _tx(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        """Run one statement under the lock: a query returns its rows (``_Rows``), a write its cursor."""
         with self._lock:
             try:
-                if self._db.in_transaction or sql.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
+                if sql.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
+                    # fetched under the lock: a statement left stepping holds a read snapshot, and another
+                    # thread's write on this connection would then get an instant SQLITE_BUSY
+                    return _Rows(self._db.execute(sql, tuple(args)).fetchall())
+                if self._db.in_transaction:
                     return self._db.execute(sql, tuple(args))
                 # A write outside a transaction gets its own BEGIN IMMEDIATE: in autocommit SQLite takes a
                 # read snapshot first, and when another process commits before the upgrade to a write it
