@@ -126,7 +126,7 @@ class OrderDesk:
         with self._desk:
             out: dict[Hashable, dict[str, Any]] = {}     # the frame is built after sending: it is slow
             parsed = parse_rows(rows)
-            if self.fault is not None and isinstance(self.fault, JournalBusyError):
+            if isinstance(self.fault, JournalBusyError):
                 self._reopen()
             if self.fault is not None:
                 return self._refuse_all(rows, parsed, "Error", str(self.fault))
@@ -179,9 +179,7 @@ class OrderDesk:
                 for label, item in parsed.items():
                     if isinstance(item, OrderIntent) and item.ref in sent:
                         self._put(out, label, item.ref, **self._outputs(item.ref))
-            blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
-            return pd.DataFrame([{**blank, **out.get(label, {})} for label in rows.index], index=rows.index,
-                                columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
+            return _frame(rows, out)
 
     def _assign_refs(self, parsed: dict[Hashable, OrderIntent | RowError], source: str
                      ) -> tuple[dict[Hashable, str], dict[Hashable, str], dict[Hashable, str]]:
@@ -232,11 +230,8 @@ class OrderDesk:
 
     def _refuse_all(self, rows: pd.DataFrame, parsed: dict, status: str, message: str) -> pd.DataFrame:
         """Every parsed row refused with one message (a journal that cannot be trusted)."""
-        blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
-        out = {label: {**blank, "Ref": item.ref, "Status": status, "Message": message}
-               for label, item in parsed.items()}
-        return pd.DataFrame([out.get(label, blank) for label in rows.index], index=rows.index,
-                            columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
+        return _frame(rows, {label: {"Ref": item.ref, "Status": status, "Message": message}
+                             for label, item in parsed.items()})
 
     def cancel(self, refs: str | Iterable[str]) -> pd.DataFrame:
         """Cancel the working orders of these Refs (a bracket's entry cancels its children at IB).
@@ -609,6 +604,13 @@ def _same(key: str, new: Any, old: Any) -> bool:
         except InstrumentError:
             return False
     return new == old
+
+
+def _frame(rows: pd.DataFrame, out: dict[Hashable, dict[str, Any]]) -> pd.DataFrame:
+    """The outputs frame: one row per row of ``rows`` (same index), blank where ``out`` has nothing."""
+    blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
+    return pd.DataFrame([{**blank, **out.get(label, {})} for label in rows.index], index=rows.index,
+                        columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
 
 
 def _possibly_sent(ref: str) -> str:

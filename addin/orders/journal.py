@@ -307,20 +307,13 @@ class Journal:
                     return _Rows(self._db.execute(sql, tuple(args)).fetchall())
                 if self._db.in_transaction:
                     return self._db.execute(sql, tuple(args))
-                # A write outside a transaction gets its own BEGIN IMMEDIATE: in autocommit SQLite takes a
-                # read snapshot first, and when another process commits before the upgrade to a write it
-                # answers SQLITE_BUSY at once, without waiting the busy timeout.
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = self._db.execute(sql, tuple(args))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                    raise
-                return cur
             except sqlite3.Error as exc:
                 raise self._fault(exc) from None
+            # A write outside a transaction gets its own BEGIN IMMEDIATE: in autocommit SQLite takes a
+            # read snapshot first, and when another process commits before the upgrade to a write it
+            # answers SQLITE_BUSY at once, without waiting the busy timeout.
+            with self._write() as db:
+                return db.execute(sql, tuple(args))
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
