@@ -118,7 +118,10 @@ class IBTestClient(Recorder, EClient):
 
     def stop(self) -> None:
         self._stopping = True
-        self.disconnect()
+        try:
+            self.disconnect()
+        except AttributeError:      # ibapi's own race: its reader thread set conn to None between check and use
+            pass
         if self.thread is not None:
             self.thread.join(10)
 
