@@ -240,7 +240,7 @@ def test_ibxl_run_on_a_users_workbook_does_its_jobs_and_leaves_the_rest(gw, tmp_
                 "--portfolio", env_extra={"IBXL_CONFIG": str(tmp_path / "config.toml")})
     # The row with #N/A errored, so the orders step fails and the exit code says so (issue 12: it was 0).
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "[FAILED] orders: OrdersNotAllPlaced: 2 rows, 1 sent, 1 error; row 3: Error: Quantity" in r.stdout
+    assert "[FAILED] orders: OrdersNotAllPlaced: 2 rows read, 1 sent, 1 error; row 3: Error: Quantity" in r.stdout
     assert "[ok] stream" in r.stdout and "[ok] portfolio" in r.stdout
     wb = openpyxl.load_workbook(path)
     notes = wb["Notes"]

@@ -19,8 +19,8 @@ from addin.orders.rows import (
 
 def test_columns_are_in_the_documented_order():
     assert ORDER_INPUT_COLUMNS == ("Ref", "Account", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice",
-                                   "StopPrice", "TrailAmount", "TrailPercent", "TIF", "OutsideRTH", "TakeProfit",
-                                   "StopLoss", "OCAGroup", "Transmit")
+                                   "StopPrice", "TrailAmount", "TrailPercent", "Offset", "TIF", "GoodTillDate",
+                                   "OutsideRTH", "TakeProfit", "StopLoss", "OCAGroup", "Transmit")
     assert ORDER_OUTPUT_COLUMNS == ("Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice",
                                     "Commission", "Message", "Updated")
 

@@ -358,7 +358,8 @@ def test_cancel_by_row_modify_price_and_quantity_and_cancel_all(rig):
 
     cancelled = desk.cancel(["C-0", "NOPE"])
     assert cancelled.loc["C-0", "Status"] == "Cancelled"
-    assert cancelled.loc["NOPE", "Message"].startswith("Ref: 'NOPE' is not in the journal")
+    assert cancelled.loc["NOPE", "Message"].startswith("not cancelled: Ref 'NOPE' is not in the journal")
+    assert list(cancelled.Outcome) == ["cancelled", "unknown"]
 
     changed = dict(rows.loc[1], LimitPrice=round(low - 0.5, 2), Quantity=3)
     result = desk.modify(changed)
@@ -370,7 +371,7 @@ def test_cancel_by_row_modify_price_and_quantity_and_cancel_all(rig):
     refused = desk.modify(dict(rows.loc[1], LimitPrice=round(q.bid * 0.5, 2)))
     assert refused["Message"].startswith("not modified: price_band:")
     wrong = desk.modify(dict(rows.loc[1], Action="SELL"))
-    assert "action differs" in wrong["Message"]
+    assert wrong["Message"].startswith("not modified: Action: IB cannot change an order's side (BUY -> SELL)")
     assert len(rig.received(["C-1"])) == 2
 
     desk.cancel_all()

@@ -62,6 +62,10 @@ class OrdersNotAllPlaced(Exception):
     confirmed by IB; the message counts them and names the first few."""
 
 
+class CancelNotDone(Exception):
+    """``--cancel REF,...`` ended with Refs that were not cancelled; the message names each and why."""
+
+
 @dataclass
 class StepResult:
     name: str
@@ -80,6 +84,7 @@ class RunSummary:
     bars: pd.DataFrame | None = None
     positions: pd.DataFrame | None = None
     verdicts: list = field(default_factory=list)     # demo only: addin.app.demo.Verdict per sample row
+    cancels: list[str] = field(default_factory=list)  # "REF: outcome" per Ref of --cancel
 
     @property
     def ok(self) -> bool:
@@ -187,6 +192,8 @@ def _detail(step: str, summary: RunSummary) -> str:
     if step == "orders" and summary.orders is not None and "Status" in summary.orders:
         counts = summary.orders["Status"].fillna("pending").value_counts()
         return ", ".join(f"{n} {status}" for status, n in counts.items())
+    if step == "cancel" and summary.cancels:
+        return "; ".join(summary.cancels)
     if step == "portfolio" and summary.positions is not None:
         return f"{len(summary.positions)} positions"
     return ""
@@ -284,12 +291,17 @@ def _cancel(book, rt: Runtime, pump, what: str, summary: RunSummary, settle_time
     working = working[working["Status"].isin(("Submitted", "PreSubmitted"))].index.tolist()
     if what.strip().lower() == "all":
         macros.cancel_all(book, rt)
-        refs = working
-    else:
-        refs = [r.strip() for r in what.split(",") if r.strip()]
-        rt.orders.cancel(refs)
-    _settle(rt, pump, [r for r in refs if r in working], settle_timeout, FINAL)
+        _settle(rt, pump, working, settle_timeout, FINAL)
+        _write_order_states(book, rt, summary)
+        return
+    refs = [r.strip() for r in what.split(",") if r.strip()]
+    out = macros.cancel_refs(book, rt, refs)
+    summary.cancels = [f"{ref}: {rec['Outcome']}" for ref, rec in out.iterrows()]
     _write_order_states(book, rt, summary)
+    missed = [f"{ref}: {rec['Outcome']} ({rec['Message']})" for ref, rec in out.iterrows()
+              if rec["Outcome"] != "cancelled"]
+    if missed:
+        raise CancelNotDone(f"{len(refs) - len(missed)} of {len(refs)} cancelled; " + "; ".join(missed))
 
 
 def _write_order_states(book, rt: Runtime, summary: RunSummary) -> None:

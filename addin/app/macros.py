@@ -26,9 +26,10 @@ import pandas as pd
 import xlwings as xw
 
 from ..cells import CellError, boolean
-from ..excel.book import BookError, TableGrowthError, TableNotFound, parse_range
+from ..excel.book import BookError, TableGrowthError, TableNotFound, is_percent_format, parse_range
 from ..excel.errors import ExcelInputError
 from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
+from ..orders.vocabulary import PERCENT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +213,37 @@ def _selected_rows(book, sheet: str) -> list[int]:
     return rows
 
 
+def _blank_status(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
+
+
+def percent_as_shown(book, info, df: pd.DataFrame) -> pd.DataFrame:
+    """Percent columns (``PERCENT_COLUMNS``: TrailPercent) hold a number of percent, as IB's
+    trailingPercent (1.5 = 1.5%); a cell formatted as a percentage holds a fraction (typing 1.5% stores
+    0.015), so its value is taken times 100: what IB gets is what the cell shows. Where the adapter
+    cannot tell a cell's format (the remote engine) the value is read as a number of percent."""
+    by_name = {" ".join(str(c).split()).lower(): c for c in df.columns}
+    for name in PERCENT_COLUMNS:
+        col = by_name.get(name.lower())
+        if col is None:
+            continue
+        rows = [r for r, v in df[col].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+        if not rows:
+            continue
+        formats = book.number_formats(info.sheet, info.column(str(col)), [int(r) for r in rows])
+        scaled = {r: float(f"{df.at[r, col] * 100:.12g}") for r in rows if is_percent_format(formats.get(int(r)))}
+        if scaled:
+            df = df.astype({col: object})
+            for r, v in scaled.items():
+                df.at[r, col] = v
+    return df
+
+
 def order_rows(book, info, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
     """The Orders Table's rows as read (index: worksheet row numbers): all, or only ``rows``; with
-    ``pending_only`` just those whose Status is empty. Raises ExcelInputError for a row outside it."""
-    df = book.read_table("Orders", drop_empty=True)
+    ``pending_only`` just those whose Status is empty. Percent columns as the cells show them
+    (:func:`percent_as_shown`). Raises ExcelInputError for a row outside it."""
+    df = percent_as_shown(book, info, book.read_table("Orders", drop_empty=True))
     if rows is not None:
         wanted = set(int(r) for r in rows)
         outside = sorted(wanted - set(range(info.first_row + 1, info.last_row + 1)))
@@ -224,8 +252,7 @@ def order_rows(book, info, rows: Iterable[int] | None, pending_only: bool) -> pd
                                   f"(rows {info.first_row + 1}-{info.last_row})")
         df = df[df.index.isin(wanted)]
     if pending_only and "Status" in df.columns:
-        df = df[df["Status"].map(lambda v: v is None or (isinstance(v, str) and not v.strip())
-                                 or (isinstance(v, float) and v != v))]
+        df = df[df["Status"].map(_blank_status)]
     return df
 
 
@@ -348,16 +375,23 @@ HIDDEN_ROW_MESSAGE = "not placed: the row is hidden (filtered out); show it and 
 
 
 def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataFrame:
+    """Place the rows (``rows``: those worksheet rows, else all). ``pending_only``: rows whose Status is
+    filled in were placed before: each is modified or released when edited, else shown as the journal
+    has it (``OrderDesk.place``'s ``followed``), never sent as a new order."""
     info = orders_table(book)
-    df = order_rows(book, info, rows, pending_only)
+    df = order_rows(book, info, rows, pending_only=False)
+    read = len(df)
+    placed_before = set(df.index[~df["Status"].map(_blank_status)]) if pending_only and "Status" in df.columns \
+        else set()
     hidden = sorted(book.hidden_rows(info.sheet, info.first_row + 1, info.last_row) & set(df.index))
     if hidden:              # a row a filter hides is not placed (unseen = unmeant); Status stays blank
         for r in hidden if "Message" in info.columns else ():
-            book.write(info.sheet, int(r), info.column("Message"), [[HIDDEN_ROW_MESSAGE]])
+            if r not in placed_before:
+                book.write(info.sheet, int(r), info.column("Message"), [[HIDDEN_ROW_MESSAGE]])
         df = df[~df.index.isin(hidden)]
     if df.empty:
         _log(book, "INFO", "no order rows to place")
-        return pd.DataFrame(columns=["Ref", *ORDER_OUTPUT_COLUMNS])
+        return pd.DataFrame(columns=["Ref", *ORDER_OUTPUT_COLUMNS, "Outcome"])
     desk = _desk(book, rt)
     ref_col = info.first_col + info.columns.index("Ref") if "Ref" in info.columns else None
 
@@ -373,9 +407,9 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
             book.save()
 
     # a blank-Ref row is known by workbook, Table and content: a copy under another name is its own row
-    out = desk.place(df, write_refs=write_refs, source=f"{book.workbook_name}!{info.name}")
+    out = desk.place(df, write_refs=write_refs, source=f"{book.workbook_name}!{info.name}", followed=placed_before)
     write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})
-    _log(book, "INFO" if not order_problems(out) else "WARNING", f"orders: {order_counts(out)}")
+    _log(book, "INFO" if not order_problems(out) else "WARNING", f"orders: {order_counts(out, read)}")
     return out
 
 
@@ -383,31 +417,32 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
 NOT_PLACED = frozenset({"Error", "Refused", "Not sent"})
 
 
-def _already_sent(message: Any) -> bool:
-    return isinstance(message, str) and message.startswith("duplicate_ref")
-
-
-def order_counts(out: pd.DataFrame) -> str:
-    """What ``OrderDesk.place`` did with the rows, counted honestly: ``"2 rows, 0 sent, 2 errors"``
-    (refused, not sent and already-sent rows named when there are any)."""
-    statuses = list(out.get("Status", pd.Series(dtype=object)))
-    messages = list(out.get("Message", pd.Series([None] * len(statuses), dtype=object)))
-    errors = sum(s == "Error" for s in statuses)
-    refused = sum(s == "Refused" for s in statuses)
-    not_sent = sum(s == "Not sent" for s in statuses)
-    again = sum(1 for s, m in zip(statuses, messages) if s not in NOT_PLACED and _already_sent(m))
-    sent = len(statuses) - errors - refused - not_sent - again
-    parts = [f"{len(statuses)} rows", f"{sent} sent"]
-    parts += [f"{n} {what}" for n, what in ((errors, "errors" if errors != 1 else "error"), (refused, "refused"),
-                                            (not_sent, "not sent"), (again, "already sent")) if n]
+def order_counts(out: pd.DataFrame, read: int | None = None) -> str:
+    """What ``OrderDesk.place`` did with the rows, counted from its Outcome column:
+    ``"5 rows read, 1 sent, 1 modified, 2 unchanged, 1 refused"`` (``read``: rows read from the Table,
+    default the rows in ``out``; only the outcomes that happened are named)."""
+    outcomes = list(out["Outcome"]) if "Outcome" in out.columns else [
+        "error" if s == "Error" else "refused" if s == "Refused" else "not sent" if s == "Not sent" else "sent"
+        for s in out.get("Status", pd.Series(dtype=object))]
+    counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes) if o}
+    n = len(out) if read is None else read
+    parts = [f"{n} row{'' if n == 1 else 's'} read", f"{counts.pop('sent', 0)} sent"]
+    names = {"error": ("error", "errors")}
+    ordered = sorted(counts.items(), key=lambda kv: OUTCOME_ORDER.get(kv[0], len(OUTCOME_ORDER)))
+    parts += [f"{n} {names.get(o, (o, o))[n != 1]}" for o, n in ordered]
     return ", ".join(parts)
 
 
+OUTCOME_ORDER = {o: i for i, o in enumerate(("modified", "released", "unchanged", "already sent", "not modified",
+                                             "unconfirmed", "refused", "not sent", "error"))}
+
+
 def order_problems(out: pd.DataFrame) -> list[str]:
-    """``"row N (REF): Status: Message"`` for every row that errored, was refused or was not sent."""
+    """``"row N (REF): Status: Message"`` for every row that errored, was refused or was not sent, and
+    every modification IB refused or did not confirm."""
     problems = []
     for label, rec in out.iterrows():
-        if rec.get("Status") in NOT_PLACED:
+        if rec.get("Status") in NOT_PLACED or rec.get("Outcome") in ("not modified", "unconfirmed"):
             ref = rec.get("Ref")
             problems.append(f"row {label}{f' ({ref})' if ref else ''}: {rec.get('Status')}: {rec.get('Message')}")
     return problems
@@ -448,10 +483,28 @@ def cancel_selected(book=None, runtime=None, rows: Iterable[int] | None = None) 
     if not refs:
         raise ExcelInputError(f"the selected Orders rows {sorted(rows)} have no Ref: nothing to cancel")
     rt.connect()
-    out = _desk(book, rt).cancel(list(refs.values()))
-    by_ref = {str(ref): rec for ref, rec in out.to_dict(orient="index").items()}   # indexed by Ref
-    write_outputs(book, info, {r: by_ref[ref] for r, ref in refs.items() if ref in by_ref})
-    _log(book, "INFO", f"cancel: {', '.join(refs.values())}")
+    return cancel_refs(book, rt, list(refs.values()), rows=refs)
+
+
+def cancel_refs(book, rt, refs: list[str], rows: dict[int, str] | None = None) -> pd.DataFrame:
+    """Cancel these Refs through the desk (``OrderDesk.cancel``), write the outputs into their rows
+    (``rows``: worksheet row -> Ref; default every Orders row holding one of them) and log one line
+    per Ref with its outcome (cancelled, already filled, unknown, not cancellable, ...). Returns the
+    desk's frame, indexed by Ref, with Outcome."""
+    out = _desk(book, rt).cancel(refs)
+    if rows is None and has_table(book, "Orders"):
+        info = orders_table(book)
+        table = order_rows(book, info, None, pending_only=False)
+        wanted = {r.upper() for r in refs}
+        rows = {int(r): str(v).strip() for r, v in table.get("Ref", pd.Series(dtype=object)).items()
+                if isinstance(v, str) and v.strip().upper() in wanted}
+    if rows:
+        info = orders_table(book)
+        by_ref = {str(ref).upper(): rec for ref, rec in out.to_dict(orient="index").items()}   # indexed by Ref
+        write_outputs(book, info, {r: by_ref[ref.upper()] for r, ref in rows.items() if ref.upper() in by_ref})
+    said = "; ".join(f"{ref}: {rec['Outcome']}" + (f" ({rec['Message']})" if rec["Outcome"] != "cancelled" else "")
+                     for ref, rec in out.iterrows())
+    _log(book, "INFO" if (out["Outcome"] == "cancelled").all() else "WARNING", f"cancel: {said}")
     return out
 
 

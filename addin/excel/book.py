@@ -224,6 +224,25 @@ def _header_text(value: Any) -> str:
     return str(value)
 
 
+def is_percent_format(fmt: str | None) -> bool:
+    """Whether an Excel number format shows its value times 100 with a % sign (a ``%`` outside quotes
+    and escapes, in the format's first section): ``"0.00%"`` yes, ``'0.00"%"'`` and ``"0.00\\%"`` no."""
+    if not fmt:
+        return False
+    section = fmt.split(";")[0]
+    quoted = escaped = False
+    for ch in section:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "%" and not quoted:
+            return True
+    return False
+
+
 def check_table_header(info: TableInfo, header: Sequence[Any]) -> None:
     """The one check every adapter's Table reading shares: the Table's column names (its definition,
     ``info.columns``) against the values of its header row cells (``header``, left to right, as read).
@@ -453,6 +472,12 @@ class Book(abc.ABC):
         """Adapter-specific faults of a Table about to be read (merged cells inside it, no header
         row): raise BookError naming the sheet and cell. The header names are checked by
         :func:`check_table_header` for every adapter."""
+
+    def number_formats(self, sheet: str, col: int, rows: Iterable[int]) -> dict[int, str | None]:
+        """The number format of the cell in column ``col`` of each worksheet row in ``rows``
+        (``"0.00%"``, ``"General"``); None where the adapter cannot tell (the remote engine: its
+        payload carries values only)."""
+        return dict.fromkeys(rows)
 
     def hidden_rows(self, sheet: str, top: int, bottom: int) -> set[int]:
         """The worksheet rows in ``top..bottom`` (inclusive) that are hidden: filtered out by an

@@ -23,7 +23,7 @@ WATCHLIST_COLUMNS = [
 ]
 ORDER_INPUT_COLUMNS = [
     "Ref", "Account", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "StopPrice", "TrailAmount",
-    "TrailPercent", "TIF", "OutsideRTH", "TakeProfit", "StopLoss", "OCAGroup", "Transmit",
+    "TrailPercent", "Offset", "TIF", "GoodTillDate", "OutsideRTH", "TakeProfit", "StopLoss", "OCAGroup", "Transmit",
 ]
 ORDER_OUTPUT_COLUMNS = [
     "Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice", "Commission", "Message", "Updated",
@@ -91,19 +91,22 @@ NUMBER_FORMATS = {
     "size": "#,##0",
     "quantity": "#,##0.####",        # fractional crypto and FX quantities
     "money": "#,##0.00",
-    "percent": "0.00%",              # ChangePct, Weight, TrailPercent hold fractions (0.0123 = 1.23%)
+    "percent": "0.00%",              # ChangePct and Weight hold fractions (0.0123 = 1.23%)
+    "percent_number": "0.00",        # TrailPercent holds a number of percent (1.5 = 1.5%), as IB's trailingPercent
     "time": "yyyy-mm-dd hh:mm:ss",   # UTC
     "date": "yyyy-mm-dd",
     "id": "0",
 }
 _FORMAT_OF_COLUMN = {
     "price": ["Bid", "Ask", "Last", "Open", "High", "Low", "Close", "Change", "LimitPrice", "StopPrice",
-              "TrailAmount", "TakeProfit", "StopLoss", "AvgFillPrice", "AvgCost", "MarketPrice", "Price", "WAP"],
+              "TrailAmount", "Offset", "TakeProfit", "StopLoss", "AvgFillPrice", "AvgCost", "MarketPrice", "Price",
+              "WAP"],
     "size": ["BidSize", "AskSize", "LastSize", "Volume", "BarCount"],
     "quantity": ["Quantity", "Filled", "Remaining", "Position", "Shares"],
     "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL"],
-    "percent": ["ChangePct", "TrailPercent", "Weight"],
-    "time": ["Updated", "Time"],
+    "percent": ["ChangePct", "Weight"],
+    "percent_number": ["TrailPercent"],
+    "time": ["Updated", "Time", "GoodTillDate"],
     "id": ["OrderId", "PermId", "ConId", "ClientId"],
 }
 COLUMN_FORMATS = {col: NUMBER_FORMATS[kind] for kind, cols in _FORMAT_OF_COLUMN.items() for col in cols}

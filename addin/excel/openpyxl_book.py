@@ -45,6 +45,7 @@ import io
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +318,10 @@ class OpenpyxlBook(Book):
                     and merged.max_col >= left:
                 raise BookError(f"{where}: cells {ws.title}!{merged.coord} are merged inside the Table; unmerge "
                                 f"them (Excel Tables hold no merged cells). Nothing was read from the Table")
+
+    def number_formats(self, sheet: str, col: int, rows: Iterable[int]) -> dict[int, str | None]:
+        cells = self._sheet(sheet)._cells         # no ws.cell(): reading must not create cells
+        return {r: (cells[(r, col)].number_format if (r, col) in cells else "General") for r in rows}
 
     def hidden_rows(self, sheet: str, top: int, bottom: int) -> set[int]:
         """Rows the file marks hidden (``<row hidden="1">``: what Excel saves for rows a filter hides,

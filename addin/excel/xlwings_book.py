@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,15 @@ class XlwingsBook(Book):
             raise BookError(f"{where}: its header row is {info.sheet}!{header.address.replace('$', '')}, not the "
                             f"first row of its range {info.sheet}!{first}; repair the Table in Excel. Nothing was "
                             f"read from the Table")
+
+    def number_formats(self, sheet: str, col: int, rows: Iterable[int]) -> dict[int, str | None]:
+        """Per cell through Excel (``Range.NumberFormat``; only a few columns ask). The remote engine's
+        payload carries no formats: None there."""
+        rows = list(rows)
+        if self.is_remote:
+            return dict.fromkeys(rows)
+        sh = self._sheet(sheet)
+        return {r: sh.range((r, col)).number_format for r in rows}
 
     def hidden_rows(self, sheet: str, top: int, bottom: int) -> set[int]:
         """Hidden rows (filtered out or hidden by hand) through Excel on Windows: one

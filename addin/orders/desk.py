@@ -51,25 +51,31 @@ from ibapi.order import Order
 from ibapi.order_cancel import OrderCancel
 
 from ..config import Settings
-from ..ib.contracts import InstrumentError, format_contract, parse
+from ..ib.contracts import InstrumentError, format_contract
 from ..ib.session import IBError
+from . import amend
+from .amend import AmendPlan, AmendRefused
 from .facts import DeskFacts, FactGatherer, finite
 from .journal import BLOCKING_STATES, DuplicateRefError, Journal, JournalBusyError, JournalError
 from .refs import Owner, ref_key, row_identity
 from .risk import RiskCheck, RiskLimits, check_whatif, evaluate
 from .rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS, OrderIntent, RowError, new_ref, parse_row, parse_rows
-from .sync import KnownOrder, OrderSync, order_version
+from .sync import KnownOrder, OrderSync
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrderDesk", "ORDER_STEPS", "OUTPUT_FRAME_COLUMNS"]
+__all__ = ["OrderDesk", "ORDER_STEPS", "OUTPUT_FRAME_COLUMNS", "OUTCOMES", "CANCEL_OUTCOMES"]
 
 # An order's way out, as step observers see it: its intent is in the journal; it is marked transmitting
 # (order ids taken); its placeOrder was handed to the socket; IB answered every order of the batch.
 ORDER_STEPS = ("after_journal", "after_mark", "after_send", "after_ack")
 OUTPUT_FRAME_COLUMNS = ("Ref",) + ORDER_OUTPUT_COLUMNS
+# What place() did with each row (the frame's Outcome column; the sheet does not show it, the Log counts it).
+CANCEL_OUTCOMES = ("cancelled", "already filled", "already cancelled", "already rejected", "unknown",
+                   "not cancellable", "not sent", "unconfirmed")
+OUTCOMES = ("sent", "modified", "released", "unchanged", "not modified", "already sent", "refused", "error",
+            "not sent", "unconfirmed")
 SNAPSHOT_TIMEOUT = 10.0        # seconds IB may take to show its record before place() sends nothing
-_MODIFIABLE = {"quantity", "limit_price", "stop_price", "trail_amount", "trail_percent", "transmit"}
 
 
 class OrderDesk:
@@ -111,7 +117,7 @@ class OrderDesk:
     # write_refs takes dict[Any, str]: its keys are ``rows``' index labels, whose type only the caller
     # knows (the Excel side's are worksheet row numbers), so it may declare them as it reads them.
     def place(self, rows: pd.DataFrame, write_refs: Callable[[dict[Any, str]], None] | None = None,
-              source: str = "") -> pd.DataFrame:
+              source: str = "", followed: Iterable[Hashable] = ()) -> pd.DataFrame:
         """Turn Orders-table rows into orders. Returns one row of outputs per input row, indexed like
         ``rows``, columns Ref + ORDER_OUTPUT_COLUMNS. Rows with a blank Ref get one (see
         ``addin.orders.rows.new_ref``); ``write_refs({index label: ref})`` is called with them before
@@ -120,9 +126,17 @@ class OrderDesk:
         workbook and Table, ``orders.xlsm!Orders``, "" when unknown; the row's label; its order
         fields): a row that comes back blank reuses it while it was never sent and is refused once it
         was (module docstring).
-        A Ref already transmitting, working or done, or known at IB, is not sent again: its row shows
-        its state and a ``duplicate_ref`` message. Never raises for bad rows, IB refusals or a faulty
-        journal: they are in Message."""
+        A row whose Ref is a working order is compared with what IB holds (:mod:`addin.orders.amend`):
+        changed prices, quantity, TIF, ... are sent as a modification (same order ids, after the risk
+        rules on the new values), Transmit FALSE -> TRUE releases an order held at TWS, and a change
+        IB cannot make is refused with its reason, the order untouched. Any other Ref already
+        transmitting or done, or known at IB, is not sent again: its row shows its state and a
+        ``duplicate_ref`` message.
+        followed: labels of rows placed before (their Status is filled in): each is modified,
+        released or shown as the journal has it, never sent as a new order; one whose Ref the journal
+        does not hold is left out of the result (its row stays as it is).
+        The result has an extra column Outcome (``OUTCOMES``: what was done with the row). Never
+        raises for bad rows, IB refusals or a faulty journal: they are in Message."""
         with self._desk:
             out: dict[Hashable, dict[str, Any]] = {}     # the frame is built after sending: it is slow
             parsed = parse_rows(rows)
@@ -130,6 +144,12 @@ class OrderDesk:
                 self._reopen()
             if self.fault is not None:
                 return self._refuse_all(rows, parsed, "Error", str(self.fault))
+            follow = set(followed)
+            tracked = {label: parsed.pop(label) for label in list(parsed) if label in follow}
+            skipped = {label for label, item in tracked.items() if not item.ref or self.journal.get(item.ref) is None}
+            for label, item in tracked.items():
+                if label not in skipped:
+                    self._put(out, label, item.ref, **self._follow(item))
             try:
                 assigned, reused, refused = self._assign_refs(parsed, source)
             except JournalError as exc:
@@ -143,8 +163,17 @@ class OrderDesk:
                         parsed[label] = RowError(label, "Ref", f"could not write the assigned Ref back: {exc}",
                                                  assigned[label])
             for label, ref in refused.items():           # the row's earlier Ref was sent: refuse, never resend
-                self._put(out, label, "", Status="Refused", Message=_possibly_sent(ref))
+                self._put(out, label, "", Status="Refused", Message=_possibly_sent(ref), Outcome="refused")
                 del parsed[label]
+            for label, item in list(parsed.items()):     # a working order's row: modify, release or unchanged
+                rec = self.journal.get(item.ref) if isinstance(item, OrderIntent) and item.ref else None
+                if rec is not None and rec["state"] == "working" and not rec["parent_ref"] and label not in reused:
+                    result = self._amend(item, rec)
+                    if result["Outcome"] == "unchanged":     # a new row with a working order's Ref, as it is
+                        result.update(Outcome="already sent", Message=f"duplicate_ref: {rec['ref']} is working at IB "
+                                                                      f"as the row shows it; not sent again")
+                    self._put(out, label, item.ref, **result)
+                    del parsed[label]
             known: dict[str, KnownOrder] | None = {}
             if self.session.connected and any(isinstance(r, OrderIntent) for r in parsed.values()):
                 known = self.sync.snapshot(SNAPSHOT_TIMEOUT)     # fresh: after the Refs, before any send
@@ -152,7 +181,7 @@ class OrderDesk:
             sent: list[str] = []
             for label, item in parsed.items():
                 if isinstance(item, RowError):
-                    self._put(out, label, item.ref, Status="Error", Message=str(item))
+                    self._put(out, label, item.ref, Status="Error", Message=str(item), Outcome="error")
                     continue
                 try:
                     if self.fault is not None:
@@ -164,14 +193,14 @@ class OrderDesk:
                     refs = self._place_one(item, batch, known, reused.get(label))
                 except JournalError as exc:
                     self._journal_failed(exc)
-                    self._put(out, label, item.ref, Status="Error", Message=f"not sent: {exc}")
+                    self._put(out, label, item.ref, Status="Error", Message=f"not sent: {exc}", Outcome="error")
                     continue
                 except _Refusal as r:
-                    self._put(out, label, item.ref, Status=r.status, Message=r.message,
+                    self._put(out, label, item.ref, Status=r.status, Message=r.message, Outcome=r.outcome,
                               **({} if r.keep is None else r.keep))
                     continue
                 sent.extend(refs)
-                self._put(out, label, item.ref, **self._outputs(item.ref))
+                self._put(out, label, item.ref, **self._outputs(item.ref), Outcome="sent")
             if sent:
                 self.sync.wait_answers(sent, self.limits.ack_timeout)
                 if self.sync.answered(sent):
@@ -179,7 +208,7 @@ class OrderDesk:
                 for label, item in parsed.items():
                     if isinstance(item, OrderIntent) and item.ref in sent:
                         self._put(out, label, item.ref, **self._outputs(item.ref))
-            return _frame(rows, out)
+            return _frame(rows.loc[[label for label in rows.index if label not in skipped]], out)
 
     def _assign_refs(self, parsed: dict[Hashable, OrderIntent | RowError], source: str
                      ) -> tuple[dict[Hashable, str], dict[Hashable, str], dict[Hashable, str]]:
@@ -230,30 +259,51 @@ class OrderDesk:
 
     def _refuse_all(self, rows: pd.DataFrame, parsed: dict, status: str, message: str) -> pd.DataFrame:
         """Every parsed row refused with one message (a journal that cannot be trusted)."""
-        return _frame(rows, {label: {"Ref": item.ref, "Status": status, "Message": message}
+        return _frame(rows, {label: {"Ref": item.ref, "Status": status, "Message": message, "Outcome": "error"}
                              for label, item in parsed.items()})
 
     def cancel(self, refs: str | Iterable[str]) -> pd.DataFrame:
         """Cancel the working orders of these Refs (a bracket's entry cancels its children at IB).
-        Returns the outputs indexed by Ref after IB's answers (or ``ack_timeout``); unknown or done
-        Refs say so in Message."""
+        Returns the outputs indexed by Ref after IB's answers (or ``ack_timeout``), plus Outcome, one
+        of ``CANCEL_OUTCOMES``: cancelled; already filled / already cancelled / already rejected (done
+        before the cancel: nothing was sent, or IB filled it first); unknown (not in the journal);
+        not cancellable (IB refused, e.g. 161, with IB's words in Message); not sent (the order never
+        reached IB); unconfirmed (IB said nothing within ack_timeout)."""
         refs = [refs] if isinstance(refs, str) else [str(r).strip() for r in refs]
-        notes: dict[str, str] = {}
+        notes: dict[str, tuple[str, str]] = {}
         with self._desk:
-            waiting = []
+            waiting: dict[str, tuple[int, int]] = {}
             for ref in refs:
                 rec = self.journal.get(ref)
                 if rec is None:
-                    notes[ref] = f"Ref: {ref!r} is not in the journal"
+                    notes[ref] = ("unknown", f"not cancelled: Ref {ref!r} is not in the journal (no order of "
+                                             f"ibxl's has it)")
+                elif rec["state"] in ("intent_written", "not_received"):
+                    notes[ref] = ("not sent", "not cancelled: the order never reached IB")
                 elif rec["state"] not in ("working", "transmitting") or rec["order_id"] is None:
-                    notes[ref] = f"not cancelled: the order is {rec['status'] or rec['state']}"
+                    said = rec["status"] or rec["state"]
+                    notes[ref] = (f"already {said.lower()}" if rec["state"] in ("filled", "cancelled", "rejected")
+                                  else "not cancellable", f"not cancelled: the order is already {said}")
                 else:
+                    waiting[ref] = self.sync.marker(ref)
                     self._send_cancel(rec)
-                    waiting.append(ref)
             self.sync.wait(lambda: all(self.journal.intent(r)["state"] not in ("working", "transmitting")
-                                       for r in waiting),
+                                       or self.sync.marker(r)[1] > m[1] for r, m in waiting.items()),
                            self.limits.ack_timeout)
-        return self._frame(refs, notes)
+            for ref, marker in waiting.items():
+                rec = self.journal.intent(ref)
+                if rec["state"] == "cancelled":
+                    notes[ref] = ("cancelled", rec["message"] or "cancelled")
+                elif rec["state"] == "filled":
+                    notes[ref] = ("already filled", "not cancelled: IB filled it before the cancel arrived")
+                elif self.sync.marker(ref)[1] > marker[1]:
+                    notes[ref] = ("not cancellable", f"not cancelled: {rec['message']}")
+                else:
+                    notes[ref] = ("unconfirmed", f"cancel sent; IB has not confirmed it within "
+                                                 f"{self.limits.ack_timeout:g} s")
+        frame = self._frame(refs, {ref: message for ref, (_, message) in notes.items()})
+        frame["Outcome"] = [notes[ref][0] for ref in refs]
+        return frame
 
     def cancel_all(self) -> None:
         """reqGlobalCancel: every open order of the account(s), from every client and TWS."""
@@ -261,58 +311,166 @@ class OrderDesk:
         self.session.send(lambda c: c.reqGlobalCancel(OrderCancel()))
 
     def modify(self, row: pd.Series | Mapping[str, Any]) -> dict:
-        """Change the Quantity, LimitPrice, StopPrice, TrailAmount or TrailPercent of a working order
-        from its row (same Ref), or transmit an order placed with Transmit FALSE (same order id, IB's
-        modify). Every risk rule is applied to the new order; other columns must be
-        unchanged. Returns the row's outputs (Message says why when nothing was sent)."""
+        """Modify the working order of one row (same Ref): its changed Quantity, prices, trail, Offset,
+        TIF, GoodTillDate or OutsideRTH are sent as IB's modification (placeOrder again with the same
+        order ids, after every risk rule on the new values), or Transmit FALSE -> TRUE releases an
+        order held at TWS. What IB cannot change (Symbol, Action, OrderType, Account, OCAGroup) is
+        refused with that reason and the order left as it is. Returns the row's outputs plus Outcome
+        (Message says why when nothing was sent)."""
         values = dict(row) if not isinstance(row, pd.Series) else row.to_dict()
         values = {" ".join(str(k).split()).lower(): v for k, v in values.items()}
         intent = parse_row({c: values.get(c.lower()) for c in ORDER_INPUT_COLUMNS}, None)
         if isinstance(intent, RowError):
-            return {"Ref": intent.ref, **self._blank_outputs(), "Status": "Error", "Message": str(intent)}
+            return {"Ref": intent.ref, **self._blank_outputs(), "Status": "Error", "Message": str(intent),
+                    "Outcome": "error"}
         with self._desk:
             if self.fault is not None:
                 return {"Ref": intent.ref, **self._blank_outputs(), "Status": "Error",
-                        "Message": f"not modified: {self.fault}"}
+                        "Message": f"not modified: {self.fault}", "Outcome": "error"}
             rec = self.journal.get(intent.ref) if intent.ref else None
             if rec is None or rec["state"] != "working":
                 why = "not in the journal" if rec is None else f"{rec['status'] or rec['state']}"
-                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
+                return {"Ref": intent.ref, **self.sync.outputs(intent.ref), "Outcome": "not modified",
                         "Message": f"not modified: {intent.ref or 'the row'} is {why}, not a working order"}
-            old = rec["fields"]
-            changed = [k for k, v in intent.fields().items() if k not in _MODIFIABLE and k != "ref"
-                       and not _same(k, v, old.get(k)) and not (k == "account" and not intent.account)]
-            if changed:
-                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
-                        "Message": f"not modified: {changed[0]} differs from the working order; only Quantity, "
-                                   f"prices and Transmit can change (cancel and place a new row)"}
-            if rec["client_id"] != self.session.client_id:
-                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
-                        "Message": f"not modified: placed by client {rec['client_id']}, not this one"}
-            intent = replace(intent, account=rec["account"])
-            try:
-                details = self.contracts.qualify(f"conid:{rec['con_id']}")
-                batch = self.facts.batch()
-                facts = batch.facts(intent, details, exclude_perm=rec["perm_id"], modify=True)
-                result = evaluate(intent, facts, self.limits)
-            except (IBError, InstrumentError) as exc:
-                return {"Ref": intent.ref, **self.sync.outputs(intent.ref), "Message": f"not modified: {exc}"}
+            return {"Ref": intent.ref, **self._amend(intent, rec)}
+
+    # --- rows placed before: modify, release, or show the truth -------------------------------------------
+    def _follow(self, item: OrderIntent | RowError) -> dict:
+        """A row placed before (its Status is filled in): modified or released while its order works,
+        else shown as the journal has it. Never sent as a new order."""
+        rec = self.journal.get(item.ref)
+        assert rec is not None                       # place() leaves out the rows the journal lacks
+        if isinstance(item, RowError):
+            truth = self.sync.outputs(rec["ref"], rec)
+            if rec["state"] != "working":
+                return {**truth, "Outcome": "unchanged"}
+            return {**truth, "Message": f"not modified: {item}", "Outcome": "not modified"}
+        if rec["state"] == "working" and not rec["parent_ref"]:
+            return self._amend(item, rec)
+        return {**self.sync.outputs(rec["ref"], rec), "Outcome": "unchanged"}
+
+    def _amend(self, intent: OrderIntent, rec: dict) -> dict:
+        """Compare the row with the working order ``rec`` (and its bracket children) and send what
+        changed. Returns the outputs plus Outcome: unchanged, modified, released, not modified, or
+        unconfirmed (sent, IB has not shown the new order within ack_timeout)."""
+        entry_ref = rec["ref"]
+        intent = replace(intent, ref=entry_ref, account=intent.account or rec["account"])
+        desired = self._legs(intent)
+        held = {ref: self.journal.get(ref) for ref, _, _ in desired}
+        children = [r["ref"] for r in (self.journal.get(entry_ref + suffix) for suffix in (".TP", ".SL")) if r]
+
+        def refused(message: str) -> dict:
+            return {**self.sync.outputs(entry_ref), "Message": f"not modified: {message}", "Outcome": "not modified"}
+
+        try:
+            plan = amend.plan(entry_ref, desired, held, children)
+        except AmendRefused as exc:
+            return refused(str(exc))
+        if plan.unchanged:
+            return {**self.sync.outputs(entry_ref), "Outcome": "unchanged"}
+        if not self.session.connected:
+            return refused(f"IB 504: not connected ({self.session.status.state}); nothing was sent")
+        foreign = next((leg for leg in plan.legs if leg.record["client_id"] != self.session.client_id), None)
+        if foreign is not None:
+            return refused(f"{foreign.ref} was placed by client {foreign.record['client_id']}; IB lets only that "
+                           f"client modify it (this is client {self.session.client_id}); nothing was sent")
+        try:
+            details = self.contracts.qualify(f"conid:{rec['con_id']}")
+            self._check_amend(intent, plan, details)
+        except _Refusal as r:
+            return refused(r.message)
+        except (IBError, InstrumentError) as exc:
+            return refused(str(exc))
+        return self._send_amend(intent, plan, details.contract)
+
+    def _check_amend(self, intent: OrderIntent, plan: AmendPlan, details) -> None:
+        """Every risk rule on the new values, the working order itself left out of the exposure: the
+        entry while it works, else each changed child on its own. Raises _Refusal."""
+        batch = self.facts.batch()
+        entry = plan.legs[0] if plan.legs[0].ref == intent.ref else None
+        if entry is not None or plan.release:
+            checked = [(intent, self.journal.intent(intent.ref))]
+        else:
+            checked = [(_intent_of(leg.fields, intent), leg.record) for leg in plan.legs]
+        for order, rec in checked:
+            facts = batch.facts(order, details, exclude_perm=rec["perm_id"], modify=True)
+            result = evaluate(order, facts, self.limits)
             if not result.ok:
-                return {"Ref": intent.ref, **self.sync.outputs(intent.ref),
-                        "Message": "not modified: " + result.message}
-            intent = result.intent
-            order = self._ib_order(intent, rec["order_id"], parent_id=0, transmit=intent.transmit)
-            self.journal.mark_transmitting(intent.ref, self.session.client_id, rec["order_id"], kind="modify",
-                                           detail=intent.fields())
-            new_values = {k: v for k, v in intent.fields().items() if k in _MODIFIABLE}
-            self.journal.update_fields(intent.ref, {**old, **new_values})
-            contract = details.contract
-            version = order_version(order.totalQuantity, order.lmtPrice, order.auxPrice)
-            marker = self.sync.marker(intent.ref)
-            self.session.send(lambda c, oid=rec["order_id"], k=contract, o=order: c.placeOrder(oid, k, o))
-            self.sync.wait(lambda: self.sync.modified(intent.ref, marker, version, intent.quantity),
-                           self.limits.ack_timeout)
-            return {"Ref": intent.ref, **self.sync.outputs(intent.ref)}
+                raise _Refusal("Refused", result.message)
+
+    def _send_amend(self, intent: OrderIntent, plan: AmendPlan, contract) -> dict:
+        """placeOrder again for each leg of ``plan`` (one pacer job), then wait for IB's word on each."""
+        entry_ref = intent.ref
+        parent_id = self.journal.intent(entry_ref)["order_id"]
+        kind = "release" if plan.release else "modify"
+        staged = self.journal.intent(entry_ref)["fields"].get("transmit", True) is False
+        orders = []
+        for i, leg in enumerate(plan.legs):
+            is_child = leg.ref != entry_ref
+            # a release transmits as a bracket is placed (the last leg); a modification keeps the order
+            # where it is: live orders stay live, orders held at TWS stay held
+            transmit = i == len(plan.legs) - 1 if plan.release else not staged
+            o = self._ib_order(_intent_of(leg.fields, intent), leg.record["order_id"],
+                               parent_id=parent_id if is_child else 0, transmit=transmit)
+            if is_child:
+                o.ocaGroup, o.ocaType = f"{entry_ref}.OCA", 1
+            orders.append((leg, o))
+        markers = {leg.ref: self.sync.marker(leg.ref) for leg, _ in orders}
+        for leg, _ in orders:
+            self.journal.mark_transmitting(leg.ref, self.session.client_id, leg.record["order_id"], kind=kind,
+                                           detail={k: new for k, (_, new) in leg.changes.items()})
+        self.sync.expect(leg.ref for leg, _ in orders)
+
+        def send(client):
+            for leg, o in orders:
+                client.placeOrder(leg.record["order_id"], contract, o)
+        self.session.send(send, messages=len(orders), urgent=True)
+        confirmed = self.sync.wait(lambda: all(self._confirmed(leg, markers[leg.ref]) for leg, _ in orders),
+                                   self.limits.ack_timeout)
+        refusal = next((self.journal.intent(leg.ref)["message"] for leg, _ in orders
+                        if self.sync.marker(leg.ref)[1] > markers[leg.ref][1]), None)
+        what = amend.describe(plan, entry_ref)
+        if refusal is not None:
+            return {**self.sync.outputs(entry_ref), "Message": f"not modified: {refusal}", "Outcome": "not modified"}
+        if not confirmed:
+            return {**self.sync.outputs(entry_ref), "Outcome": "unconfirmed",
+                    "Message": f"{kind} sent ({what or 'transmit'}); IB has not confirmed it within "
+                               f"{self.limits.ack_timeout:g} s: until it does, IB holds {self._holds(entry_ref)}"}
+        for leg, _ in orders:
+            self.journal.update_fields(leg.ref, {**leg.record["fields"], **leg.fields,
+                                                 "transmit": leg.fields.get("transmit", True)})
+        said = f"released: transmitted to IB{f' with {what}' if what else ''}" if plan.release else f"modified: {what}"
+        self.journal.note(entry_ref, said)
+        return {**self.sync.outputs(entry_ref), "Outcome": "released" if plan.release else "modified"}
+
+    def _confirmed(self, leg, marker: tuple[int, int]) -> bool:
+        """IB answered this leg's placeOrder: an error since ``marker``, or a new openOrder holding the
+        new values (and, for a new quantity, a status that adds up to it)."""
+        count, errors = self.sync.marker(leg.ref)
+        if errors > marker[1]:
+            return True
+        if count <= marker[0]:
+            return False
+        rec = self.journal.intent(leg.ref)
+        held = rec["fields"]
+        for key, (_, new) in leg.changes.items():
+            if key in ("transmit", "good_till", "outside_rth"):       # IB's openOrder does not echo them reliably
+                continue
+            if not amend.same(key, new, held.get(key)):
+                return False
+        if "quantity" in leg.changes:
+            total = (rec["remaining"] or 0) + (rec["filled"] or 0)
+            return abs(total - float(leg.fields["quantity"])) < 1e-9
+        return True
+
+    def _holds(self, ref: str) -> str:
+        """What the journal last saw IB hold for ``ref``: ``BUY 1 LMT 235 DAY``."""
+        f = self.journal.intent(ref)["fields"]
+        prices = " ".join(f"{label} {f[k]:g}" for k, label in (("limit_price", "limit"), ("stop_price", "stop"),
+                                                                ("trail_amount", "trail"), ("trail_percent", "trail %"))
+                          if isinstance(f.get(k), (int, float)))
+        return " ".join(str(p) for p in (f.get("action"), f"{f.get('quantity', 0):g}", f.get("order_type"), prices,
+                                         f.get("tif")) if p)
 
     def kill(self) -> list[str]:
         """Engage the kill switch (persisted in the journal: it survives restarts) and cancel every
@@ -427,7 +585,7 @@ class OrderDesk:
                 raise _Refusal("Refused", _possibly_sent(intent.ref))
             raise _Refusal(self.sync.outputs(intent.ref, rec)["Status"],
                            f"duplicate_ref: {intent.ref} was already sent ({rec['state']}); not sent again",
-                           keep={k: v for k, v in self.sync.outputs(intent.ref, rec).items()
+                           outcome="already sent", keep={k: v for k, v in self.sync.outputs(intent.ref, rec).items()
                                  if k not in ("Status", "Message")})
         ib = known.get(ref_key(intent.ref))
         if ib is None:
@@ -441,6 +599,7 @@ class OrderDesk:
                 raise _Refusal("Refused", _possibly_sent(intent.ref))
             outputs = self.sync.outputs(intent.ref)
             raise _Refusal(outputs["Status"] or "Refused", f"duplicate_ref: {said}; not sent again",
+                           outcome="already sent",
                            keep={k: v for k, v in outputs.items() if k not in ("Status", "Message")})
         if not self.session.connected:
             raise _Refusal("Error", f"IB 504: not connected ({self.session.status.state}); nothing was sent")
@@ -544,15 +703,22 @@ class OrderDesk:
         o.account, o.orderRef, o.outsideRth, o.transmit = intent.account, intent.ref, intent.outside_rth, transmit
         if intent.limit_price is not None:
             o.lmtPrice = intent.limit_price
-        if intent.order_type == "TRAIL":
+        if intent.order_type in ("TRAIL", "TRAIL LIMIT"):
             if intent.trail_amount is not None:
                 o.auxPrice = intent.trail_amount
             else:
-                o.trailingPercent = intent.trail_percent
+                o.trailingPercent = intent.trail_percent       # in percent: 1.5 = 1.5%
             if intent.stop_price is not None:
                 o.trailStopPrice = intent.stop_price
-        elif intent.stop_price is not None:
+            if intent.offset is not None:
+                o.lmtPriceOffset = intent.offset
+        elif intent.order_type == "REL":
+            if intent.offset is not None:
+                o.auxPrice = intent.offset
+        elif intent.stop_price is not None:                    # STP, STP LMT: the stop; MIT, LIT: the trigger
             o.auxPrice = intent.stop_price
+        if intent.good_till:
+            o.goodTillDate = intent.good_till
         if parent_id:
             o.parentId = parent_id
         if intent.oca_group and not parent_id:
@@ -596,21 +762,11 @@ class OrderDesk:
         out.setdefault(label, {}).update(Ref=ref, **values)
 
 
-def _same(key: str, new: Any, old: Any) -> bool:
-    """Whether a modify leaves this field as it is (the Symbol compares as an instrument, not as text)."""
-    if key == "symbol":
-        try:
-            return parse(str(new)) == parse(str(old))
-        except InstrumentError:
-            return False
-    return new == old
-
-
 def _frame(rows: pd.DataFrame, out: dict[Hashable, dict[str, Any]]) -> pd.DataFrame:
     """The outputs frame: one row per row of ``rows`` (same index), blank where ``out`` has nothing."""
-    blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS)
+    blank = dict.fromkeys(OUTPUT_FRAME_COLUMNS + ("Outcome",))
     return pd.DataFrame([{**blank, **out.get(label, {})} for label in rows.index], index=rows.index,
-                        columns=list(OUTPUT_FRAME_COLUMNS), dtype=object)
+                        columns=[*OUTPUT_FRAME_COLUMNS, "Outcome"], dtype=object)
 
 
 def _possibly_sent(ref: str) -> str:
@@ -619,9 +775,10 @@ def _possibly_sent(ref: str) -> str:
 
 
 class _Refusal(Exception):
-    def __init__(self, status: str, message: str, keep: dict | None = None):
+    def __init__(self, status: str, message: str, keep: dict | None = None, outcome: str = ""):
         super().__init__(message)
         self.status, self.message, self.keep = status, message, keep
+        self.outcome = outcome or {"Refused": "refused", "Not sent": "not sent"}.get(status, "error")
 
 
 def _intent_of(fields: dict, entry: OrderIntent) -> OrderIntent:

@@ -28,7 +28,7 @@ from typing import Any
 from ..ib.contracts import format_contract
 from ..ib.session import IBError
 from ..protocol.errors import NOT_CONNECTED
-from ..protocol.unset import UNSET_DOUBLE
+from ..protocol.unset import is_unset
 from .risk import OrderFacts
 from .rows import OrderIntent
 
@@ -40,13 +40,21 @@ WORKING_STATUSES = ("PreSubmitted", "Submitted", "PendingSubmit", "ApiPending", 
 _FIRST_QUOTE_WAIT = 2.0               # seconds a new streaming line may take for its first quote
 
 
+# Above this a number from IB is one of ibapi's unset sentinels (UNSET_DECIMAL is 2**127 - 1, about
+# 1.7e38; UNSET_DOUBLE about 1.8e308), never a real price, size or amount.
+UNSET_FLOOR = 1e30
+
+
 def finite(x: Any) -> float | None:
-    """A finite float from IB's value (Decimal, str, float), None for unset, NaN, infinite or junk."""
+    """A finite float from IB's value (Decimal, str, float), None for unset (any ibapi sentinel: UNSET_DOUBLE,
+    UNSET_DECIMAL, UNSET_INTEGER, UNSET_LONG), NaN, infinite or junk."""
+    if is_unset(x):
+        return None
     try:
         v = float(x)
     except (TypeError, ValueError):
         return None
-    return v if v == v and abs(v) < UNSET_DOUBLE else None
+    return v if v == v and abs(v) < UNSET_FLOOR else None
 
 
 def size_rule(x: Any) -> Decimal | None:

@@ -458,6 +458,23 @@ class Journal:
         self._tx(f"UPDATE intents SET fields=?, updated=? WHERE {_BY_REF}",
                  (json.dumps(fields, default=str), _now(), _key(ref)))
 
+    def note(self, ref: str, message: str) -> None:
+        """Set the Ref's Message (what ibxl last did with it: a modification IB confirmed, ...)."""
+        self._tx(f"UPDATE intents SET message=?, updated=? WHERE {_BY_REF}", (message, _now(), _key(ref)))
+
+    def hold(self, ref: str, fields: dict[str, Any]) -> bool:
+        """What IB's openOrder shows the Ref holds (``amend.held_fields``); written only when it differs
+        from the journal's fields. True when it changed them."""
+        with self._reported():
+            row = self._row(ref)
+            if row is None:
+                return False
+            text = json.dumps(fields, default=str)
+            if json.loads(row["fields"] or "{}") == json.loads(text):
+                return False
+            self._tx("UPDATE intents SET fields=? WHERE rowid=?", (text, row["rid"]))
+            return True
+
     def set_ids(self, ref: str, *, order_id: int | None = None, perm_id: int | None = None,
                 client_id: int | None = None) -> None:
         with self._reported():

@@ -39,7 +39,8 @@ RULES = ("read_only", "kill_switch", "live_account", "duplicate_ref", "sec_type"
          "allow_short", "max_open_orders", "max_orders_per_minute", "daily_loss", "whatif_margin")
 # Journal states of a Ref that block placing it again (working at IB, or done).
 ACTIVE_STATES = frozenset({"transmitting", "acknowledged", "working", "filled", "cancelled"})
-_NEEDS_QUOTE = ("MKT", "MOC")
+# Orders whose fill price the market sets, beyond any limit or stop they carry: valued at the touch.
+_MARKET_PRICED = ("MKT", "MOC", "TRAIL", "TRAIL LIMIT", "MIT", "REL", "MIDPRICE")
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def evaluate(intent: OrderIntent, facts: OrderFacts, limits: RiskLimits) -> Risk
     _size(intent, facts, checks)
     intent = _tick_grid(intent, facts, limits, checks)
     ref_price = _reference(facts, limits)
-    needs_quote = intent.order_type in _NEEDS_QUOTE or (intent.order_type == "TRAIL" and intent.stop_price is None)
+    needs_quote = intent.limit_price is None and intent.stop_price is None      # priced by the market alone
     if needs_quote and ref_price is None:
         fail("stale_quote", f"{intent.order_type} needs a quote of {sym} no older than {_num(limits.quote_max_age)} s; "
                             f"{_quote_age(facts)}")
@@ -297,7 +298,7 @@ def _notional(intent, facts, limits, ref_price, checks) -> None:
     if not _fresh(facts, limits) or not _good(touch):
         touch = ref_price
     price = intent.limit_price or intent.stop_price or touch
-    if intent.order_type in ("MKT", "MOC", "TRAIL") and touch is not None:
+    if intent.order_type in _MARKET_PRICED and touch is not None:
         price = max(price or 0.0, touch)
     if price is None:
         checks.append(RiskCheck("max_notional", False, f"max_notional: no price to value the order (no fresh "

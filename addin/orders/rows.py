@@ -33,10 +33,14 @@ import re
 import uuid
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..cells import CellError, ascii_upper, boolean, error_value, is_blank, number, show, text, token
 from ..ib.contracts import InstrumentError, parse
+from ..protocol.times import IBTimeError, UnknownZoneError, format_utc, parse_time
+from .vocabulary import BLANK, OPG_TYPES, ORDER_TYPE_ALIASES, ORDER_TYPE_CODES, REQUIRED, TIF_CODES, OrderType
+from .vocabulary import order_type as vocabulary_type
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,29 +49,17 @@ __all__ = ["ORDER_INPUT_COLUMNS", "ORDER_OUTPUT_COLUMNS", "ORDER_TYPES", "TIFS",
            "parse_rows", "parse_row", "new_ref", "CHILD_SUFFIXES"]
 
 ORDER_INPUT_COLUMNS = ("Ref", "Account", "Symbol", "Action", "Quantity", "OrderType", "LimitPrice", "StopPrice",
-                       "TrailAmount", "TrailPercent", "TIF", "OutsideRTH", "TakeProfit", "StopLoss", "OCAGroup",
-                       "Transmit")
+                       "TrailAmount", "TrailPercent", "Offset", "TIF", "GoodTillDate", "OutsideRTH", "TakeProfit",
+                       "StopLoss", "OCAGroup", "Transmit")
 ORDER_OUTPUT_COLUMNS = ("Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice", "Commission",
                         "Message", "Updated")
-ORDER_TYPES = ("MKT", "LMT", "STP", "STP LMT", "TRAIL", "MOC", "LOC")
-TIFS = ("DAY", "GTC", "IOC", "FOK")
+ORDER_TYPES = ORDER_TYPE_CODES      # the vocabulary's (addin.orders.vocabulary)
+TIFS = TIF_CODES
 CHILD_SUFFIXES = (".TP", ".SL")
 MAX_REF_LEN = 40
 
 _REF = re.compile(r"[A-Za-z0-9_\-.:/]+")
-# Which price columns each order type needs (True), may have (None) or must leave blank (False).
-_PRICES: dict[str, dict[str, bool | None]] = {
-    "MKT": {"LimitPrice": False, "StopPrice": False},
-    "LMT": {"LimitPrice": True, "StopPrice": False},
-    "STP": {"LimitPrice": False, "StopPrice": True},
-    "STP LMT": {"LimitPrice": True, "StopPrice": True},
-    "TRAIL": {"LimitPrice": False, "StopPrice": None},
-    "MOC": {"LimitPrice": False, "StopPrice": False},
-    "LOC": {"LimitPrice": True, "StopPrice": False},
-}
-_ORDER_TYPE_ALIASES = {"MARKET": "MKT", "LIMIT": "LMT", "STOP": "STP", "STPLMT": "STP LMT", "STOP LIMIT": "STP LMT",
-                       "STP-LMT": "STP LMT", "TRAILING": "TRAIL"}
-_BRACKET_ENTRIES = ("MKT", "LMT", "STP", "STP LMT")
+_BRACKET_ENTRIES = tuple(c for c in ORDER_TYPE_CODES if vocabulary_type(c).bracket_entry)
 
 
 @dataclass(frozen=True)
@@ -94,6 +86,12 @@ class OrderIntent:
     stop_loss: float | None = None
     oca_group: str = ""
     transmit: bool = True
+    offset: float | None = None
+    good_till: str = ""
+
+    # Fields added after the first release: left out of fields() while unset, so a blank-Ref row's
+    # identity (a hash of its fields, kept in the journal) is what it was before they existed.
+    _LATER_FIELDS = ("offset", "good_till")
 
     @property
     def is_bracket(self) -> bool:
@@ -105,8 +103,9 @@ class OrderIntent:
         return 1 if self.action == "BUY" else -1
 
     def fields(self) -> dict[str, Any]:
-        """The order fields as a JSON-ready dict (for the journal)."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "row"}
+        """The order fields as a JSON-ready dict (for the journal); offset and good_till only when set."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__
+                if k != "row" and not (k in self._LATER_FIELDS and getattr(self, k) in (None, ""))}
 
 
 @dataclass(frozen=True)
@@ -241,32 +240,30 @@ def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
     if quantity is None:
         raise CellError("Quantity", "expected a positive number of shares/contracts, got a blank cell")
     order_type = token(get["OrderType"], "OrderType")
-    order_type = _ORDER_TYPE_ALIASES.get(order_type, order_type)
+    order_type = ORDER_TYPE_ALIASES.get(order_type, order_type)
     if order_type not in ORDER_TYPES:
         raise CellError("OrderType", f"expected one of {', '.join(ORDER_TYPES)}, got "
                                      f"{show(order_type) if order_type else 'a blank cell'}")
+    kind = vocabulary_type(order_type)
     prices = {c: _positive(c, get[c], "a positive price") for c in ("LimitPrice", "StopPrice")}
-    for col, need in _PRICES[order_type].items():
-        if need and prices[col] is None:
+    prices["Offset"] = _positive("Offset", get["Offset"], "a positive price distance")
+    for col, value in prices.items():
+        need = kind.need(col)
+        if need == REQUIRED and value is None:
             raise CellError(col, f"{order_type} needs a {col}, got a blank cell")
-        if need is False and prices[col] is not None:
-            raise CellError(col, f"must be blank for {order_type}, got {show(prices[col])}")
+        if need == BLANK and value is not None:
+            raise CellError(col, f"must be blank for {order_type}, got {show(value)}")
     trail_amount = _positive("TrailAmount", get["TrailAmount"], "a positive trailing amount (price units)")
     trail_percent = _positive("TrailPercent", get["TrailPercent"], "a trailing percent between 0 and 100")
-    if order_type == "TRAIL":
-        if (trail_amount is None) == (trail_percent is None):
-            raise CellError("TrailAmount", "TRAIL needs exactly one of TrailAmount or TrailPercent")
-        if trail_percent is not None and trail_percent >= 100:
-            raise CellError("TrailPercent", f"expected a trailing percent between 0 and 100, got {show(trail_percent)}")
-    else:
-        for col, v in (("TrailAmount", trail_amount), ("TrailPercent", trail_percent)):
-            if v is not None:
-                raise CellError(col, f"must be blank for {order_type} (only TRAIL orders trail)")
+    _check_trail(kind, trail_amount, trail_percent)
     tif = token(get["TIF"], "TIF") or "DAY"
     if tif not in TIFS:
         raise CellError("TIF", f"expected one of {', '.join(TIFS)} (blank = DAY), got {show(tif)}")
-    if order_type in ("MOC", "LOC") and tif != "DAY":
-        raise CellError("TIF", f"{order_type} orders are DAY orders, got {tif}")
+    if kind.tifs is not None and tif not in kind.tifs:
+        raise CellError("TIF", f"{order_type} orders are {' or '.join(kind.tifs)} orders, got {tif}")
+    if tif == "OPG" and order_type not in OPG_TYPES:
+        raise CellError("TIF", f"OPG (the opening auction) takes MKT or LMT orders, got {order_type}")
+    good_till = _good_till(get["GoodTillDate"], tif)
     outside_rth = boolean(get["OutsideRTH"], "OutsideRTH", default=False)
     transmit = boolean(get["Transmit"], "Transmit", default=True)
     take_profit = _positive("TakeProfit", get["TakeProfit"], "a positive price")
@@ -277,7 +274,46 @@ def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
     return OrderIntent(row=row, ref=ref, account=account, symbol=symbol, action=action, quantity=quantity,
                        order_type=order_type, limit_price=prices["LimitPrice"], stop_price=prices["StopPrice"],
                        trail_amount=trail_amount, trail_percent=trail_percent, tif=tif, outside_rth=outside_rth,
-                       take_profit=take_profit, stop_loss=stop_loss, oca_group=oca_group, transmit=transmit)
+                       take_profit=take_profit, stop_loss=stop_loss, oca_group=oca_group, transmit=transmit,
+                       offset=prices["Offset"], good_till=good_till)
+
+
+def _check_trail(kind: OrderType, amount: float | None, percent: float | None) -> None:
+    if kind.trail:
+        if (amount is None) == (percent is None):
+            raise CellError("TrailAmount", f"{kind.code} needs exactly one of TrailAmount or TrailPercent")
+        if percent is not None and percent >= 100:
+            raise CellError("TrailPercent", f"expected a trailing percent between 0 and 100, got {show(percent)}")
+        return
+    for col, v in (("TrailAmount", amount), ("TrailPercent", percent)):
+        if v is not None:
+            raise CellError(col, f"must be blank for {kind.code} (only TRAIL and TRAIL LIMIT orders trail)")
+
+
+def _good_till(value: Any, tif: str) -> str:
+    """GoodTillDate -> IB's goodTillDate text ("yyyymmdd-hh:mm:ss", UTC). A date and time cell without a
+    zone is UTC, as every time in the workbook; text may be IB's form with a zone
+    ("20261231 16:00:00 US/Eastern") or ISO ("2026-12-31 21:00")."""
+    if is_blank(value):
+        if tif == "GTD":
+            raise CellError("GoodTillDate", "GTD needs a GoodTillDate (date and time, UTC), got a blank cell")
+        return ""
+    if tif != "GTD":
+        raise CellError("GoodTillDate", f"must be blank unless TIF is GTD (TIF is {tif}), got {show(value)}")
+    if isinstance(value, datetime):
+        return format_utc(value)
+    if isinstance(value, date):
+        return format_utc(datetime.combine(value, datetime.max.time().replace(microsecond=0)))
+    raw = text(value, "GoodTillDate")
+    try:
+        return format_utc(datetime.fromisoformat(raw))
+    except ValueError:
+        pass
+    try:
+        return format_utc(parse_time(raw))
+    except (IBTimeError, UnknownZoneError, ValueError):
+        raise CellError("GoodTillDate", f"expected a date and time (UTC) such as 2026-12-31 21:00 or IB's "
+                                        f"20261231 16:00:00 US/Eastern, got {show(raw)}") from None
 
 
 def _check_bracket(order_type, action, prices, take_profit, stop_loss, oca_group) -> None:

@@ -32,6 +32,7 @@ from ibapi.execution import ExecutionFilter
 from ..ib.events import Event
 from ..ib.session import IBError, Request
 from ..protocol.errors import ORDER_CANCELLED
+from .amend import held_fields
 from .facts import finite
 from .journal import Journal, state_of_status
 from .refs import Owner, parent_key, ref_key
@@ -124,8 +125,16 @@ class OrderSync:
             status = _STATUS_OF_STATE[state]
         else:
             status = rec["status"] or _STATUS_OF_STATE.get(state, state)
+        filled, avg = rec["filled"], rec["avg_fill_price"]
+        if avg is None or not filled:            # an auction fill or one seen only in executions: the journal's fills
+            fills = self.journal.fills(ref)
+            shares = sum(f["shares"] or 0.0 for f in fills)
+            if shares > 0:
+                if avg is None:
+                    avg = sum((f["shares"] or 0.0) * (f["price"] or 0.0) for f in fills) / shares
+                filled = filled or shares
         return {"Status": status, "OrderId": rec["order_id"], "PermId": rec["perm_id"] or None,
-                "Filled": rec["filled"], "Remaining": rec["remaining"], "AvgFillPrice": rec["avg_fill_price"],
+                "Filled": filled, "Remaining": rec["remaining"], "AvgFillPrice": avg,
                 "Commission": self.journal.commission(ref), "Message": rec["message"],
                 "Updated": datetime.fromisoformat(rec["updated"])}
 
@@ -276,6 +285,9 @@ class OrderSync:
         if not self._ours(ref):
             return
         self.journal.set_ids(ref, order_id=order_id, perm_id=order.permId, client_id=order.clientId)
+        rec = self.journal.get(ref)
+        if rec is not None and rec["fields"].get("order_type"):       # what IB holds, for modify and the rows
+            self.journal.hold(ref, held_fields(rec["fields"], order))
         with self.cond:
             key = ref_key(ref)
             count = self._versions.get(key, (0, ()))[0]
@@ -299,10 +311,12 @@ class OrderSync:
         self._note(ref, order.permId, state.status, order.clientId, order.orderId)
         if not self._ours(ref):
             return
-        filled = finite(order.filledQuantity) or 0.0
-        total = finite(order.totalQuantity) or 0.0
+        filled, total = finite(order.filledQuantity), finite(order.totalQuantity)
+        if filled is None and state.status == "Filled":      # IB left filledQuantity unset: all of it
+            filled = total
+        remaining = max(total - filled, 0.0) if filled is not None and total is not None else None
         self.journal.set_ids(ref, perm_id=order.permId)
-        self.journal.record_status(ref, state.status, filled, max(total - filled, 0.0), perm_id=order.permId)
+        self.journal.record_status(ref, state.status, filled, remaining, perm_id=order.permId)
         self._answer(ref)
 
     def _on_exec_row(self, request, name, args) -> bool:
