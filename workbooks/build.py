@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from addin.excel import layout  # noqa: E402
+from addin.orders import vocabulary  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIXED_TIME = dt.datetime(2026, 1, 1, 0, 0, 0)
@@ -73,6 +74,21 @@ ORDER_SAMPLES = [
     {**_O, "Ref": "BAD-TEXT-QUANTITY", "Symbol": "AAPL", "Action": "BUY", "Quantity": "ten", "OrderType": "MKT",
      "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
 ]
+
+# The Orders sheet's drop-downs: the order vocabulary (addin/orders/vocabulary.py), nothing else.
+ORDER_DROPDOWNS = {
+    "Action": ("BUY", "SELL"),
+    "OrderType": vocabulary.ORDER_TYPE_CODES,
+    "TIF": vocabulary.TIF_CODES,
+    "OutsideRTH": ("TRUE", "FALSE"),
+    "Transmit": ("TRUE", "FALSE"),
+}
+ORDER_PROMPTS = {
+    "TrailPercent": "A number of percent: 1.5 means 1.5% (a cell formatted as % is read as it shows).",
+    "Offset": "TRAIL LIMIT: the limit's distance beyond the stop; REL: the peg offset. In price units.",
+    "GoodTillDate": "TIF GTD only: date and time in UTC (or IB's text, e.g. 20261231 16:00:00 US/Eastern).",
+    "StopPrice": "STP, STP LMT: the stop; MIT, LIT: the trigger; TRAIL, TRAIL LIMIT: the initial stop.",
+}
 
 # Config Table rows: [risk] keys a workbook may tighten (addin/config.py); never loosen.
 CONFIG_ROWS = [
@@ -202,16 +218,15 @@ def _orders(wb) -> None:
             f"{status}2:{status}{last}",
             FormulaRule(formula=[f'${status}2="{text}"'], fill=PatternFill("solid", bgColor=colour), stopIfTrue=True),
         )
-    lists = {
-        "Action": "BUY,SELL",
-        "OrderType": "MKT,LMT,STP,STP LMT,TRAIL,TRAIL LIMIT,MOC,LOC",
-        "TIF": "DAY,GTC,IOC,OPG,GTD",
-        "OutsideRTH": "TRUE,FALSE",
-        "Transmit": "TRUE,FALSE",
-    }
-    for column, options in lists.items():
-        dv = DataValidation(type="list", formula1=f'"{options}"', allow_blank=True,
-                            errorTitle=column, error=f"{column}: one of {options}", showErrorMessage=True)
+    for column, options in ORDER_DROPDOWNS.items():
+        text = ",".join(options)
+        dv = DataValidation(type="list", formula1=f'"{text}"', allow_blank=True, errorTitle=column,
+                            error=f"{column}: one of {text}", showErrorMessage=True)
+        letter = _col("Orders", column)
+        dv.add(f"{letter}2:{letter}{last}")
+        ws.add_data_validation(dv)
+    for column, prompt in ORDER_PROMPTS.items():       # the unit of a column, shown when its cell is selected
+        dv = DataValidation(allow_blank=True, promptTitle=column, prompt=prompt, showInputMessage=True)
         letter = _col("Orders", column)
         dv.add(f"{letter}2:{letter}{last}")
         ws.add_data_validation(dv)

@@ -153,6 +153,8 @@ def describe(plan_: AmendPlan, entry_ref: str) -> str:
     parts: dict[str, str] = {}
     for leg in plan_.legs:
         for key, (old, new) in leg.changes.items():
+            if key == "transmit":                  # said by the outcome (released)
+                continue
             parts.setdefault(_column(leg.ref, entry_ref, key), f"{_show(old)} -> {_show(new)}")
     return ", ".join(f"{col} {change}" for col, change in parts.items())
 

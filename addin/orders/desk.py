@@ -384,19 +384,24 @@ class OrderDesk:
         return self._send_amend(intent, plan, details.contract)
 
     def _check_amend(self, intent: OrderIntent, plan: AmendPlan, details) -> None:
-        """Every risk rule on the new values, the working order itself left out of the exposure: the
-        entry while it works, else each changed child on its own. Raises _Refusal."""
+        """Every risk rule on the new values, the working order itself left out of the exposure. While
+        the entry works the whole row is checked as one order (its TakeProfit/StopLoss are its
+        children's prices); once it filled, each changed child is checked on its own, except the
+        position rules: the children close the filled entry, and only one of them (OCA) can fill.
+        Raises _Refusal."""
         batch = self.facts.batch()
-        entry = plan.legs[0] if plan.legs[0].ref == intent.ref else None
-        if entry is not None or plan.release:
-            checked = [(intent, self.journal.intent(intent.ref))]
+        entry = self.journal.intent(intent.ref)
+        if entry["state"] == "working":
+            checked, skip = [(intent, entry)], frozenset()
         else:
             checked = [(_intent_of(leg.fields, intent), leg.record) for leg in plan.legs]
+            skip = frozenset({"max_position", "allow_short", "max_open_orders", "max_orders_per_minute"})
         for order, rec in checked:
             facts = batch.facts(order, details, exclude_perm=rec["perm_id"], modify=True)
             result = evaluate(order, facts, self.limits)
-            if not result.ok:
-                raise _Refusal("Refused", result.message)
+            refusals = [c for c in result.refusals if c.rule not in skip]
+            if refusals:
+                raise _Refusal("Refused", "; ".join(c.message for c in refusals))
 
     def _send_amend(self, intent: OrderIntent, plan: AmendPlan, contract) -> dict:
         """placeOrder again for each leg of ``plan`` (one pacer job), then wait for IB's word on each."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["OrderType", "Tif", "ORDER_TYPES", "ORDER_TYPE_CODES", "ORDER_TYPE_ALIASES", "TIFS", "TIF_CODES",
-           "REQUIRED", "OPTIONAL", "BLANK", "PRICE_COLUMNS", "order_type", "tif", "PERCENT_COLUMNS", "OPG_TYPES"]
+           "REQUIRED", "OPTIONAL", "BLANK", "PRICE_COLUMNS", "order_type", "tif", "PERCENT_COLUMNS", "OPG_TYPES", "markdown"]
 
 REQUIRED, OPTIONAL, BLANK = "required", "optional", "blank"
 PRICE_COLUMNS = ("LimitPrice", "StopPrice", "Offset")
@@ -113,3 +113,17 @@ def tif(code: str) -> Tif:
         if t.code == code:
             return t
     raise KeyError(code)
+
+
+def markdown() -> str:
+    """The README's table of the vocabulary (a test keeps the README equal to it)."""
+    lines = ["| OrderType | what it does | LimitPrice | StopPrice | TrailAmount / TrailPercent | Offset |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for t in ORDER_TYPES:
+        cells = [t.need(c) if t.need(c) != BLANK else "" for c in ("LimitPrice", "StopPrice")]
+        trail = "one of them" if t.trail else ""
+        offset = t.need("Offset") if t.need("Offset") != BLANK else ""
+        lines.append(f"| `{t.code}` | {t.what} | {cells[0]} | {cells[1]} | {trail} | {offset} |")
+    lines += ["", "| TIF | meaning |", "| --- | --- |"]
+    lines += [f"| `{t.code}` | {t.what} |" for t in TIFS]
+    return "\n".join(lines)
