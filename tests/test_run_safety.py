@@ -251,7 +251,8 @@ def test_every_row_errored_exits_non_zero_and_the_log_counts_honestly(gw, tmp_pa
                                                  {"Ref": "E-2", **BUY_AAPL, "Quantity": "ten"}])
     r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "34", "--orders", env_extra=env(tmp_path))
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "[FAILED] orders: OrdersNotAllPlaced: 2 rows read, 0 sent, 2 errors; row 2 (E-1): Error: Quantity" in r.stdout
+    assert "[FAILED] orders: OrdersNotAllPlaced: 2 rows read, 0 sent, 2 errors; row 2 (E-1): Error: Quantity" \
+        in r.stdout
     assert "all steps succeeded" not in r.stdout
     log = [e["Message"] for e in table_rows(openpyxl.load_workbook(path)["Log"], "LogEntries")]
     assert "orders: 2 rows read, 0 sent, 2 errors" in log, log

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["OrderType", "Tif", "ORDER_TYPES", "ORDER_TYPE_CODES", "ORDER_TYPE_ALIASES", "TIFS", "TIF_CODES",
-           "REQUIRED", "OPTIONAL", "BLANK", "PRICE_COLUMNS", "order_type", "tif", "PERCENT_COLUMNS", "OPG_TYPES", "markdown"]
+           "REQUIRED", "OPTIONAL", "BLANK", "PRICE_COLUMNS", "order_type", "tif", "PERCENT_COLUMNS", "OPG_TYPES",
+           "markdown"]
 
 REQUIRED, OPTIONAL, BLANK = "required", "optional", "blank"
 PRICE_COLUMNS = ("LimitPrice", "StopPrice", "Offset")
