@@ -143,8 +143,9 @@ def plan(entry_ref: str, desired: list[tuple[str, dict, str | None]], held: dict
         legs.append(LegChange(ref, rec, fields, changes))
     if release:            # released as placed: every working leg again, the last one transmitting
         changed = {leg.ref for leg in legs}
-        legs = [next((leg for leg in legs if leg.ref == ref), None) or LegChange(ref, held[ref], fields, {})
-                for ref, fields, _ in desired if ref in changed or held[ref]["state"] == "working"]
+        records = {ref: rec for ref, rec in held.items() if rec is not None}     # every desired leg, checked above
+        legs = [next((leg for leg in legs if leg.ref == ref), None) or LegChange(ref, records[ref], fields, {})
+                for ref, fields, _ in desired if ref in changed or records[ref]["state"] == "working"]
     return AmendPlan(tuple(legs), release)
 
 

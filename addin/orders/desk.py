@@ -166,7 +166,9 @@ class OrderDesk:
                 self._put(out, label, "", Status="Refused", Message=_possibly_sent(ref), Outcome="refused")
                 del parsed[label]
             for label, item in list(parsed.items()):     # a working order's row: modify, release or unchanged
-                rec = self.journal.get(item.ref) if isinstance(item, OrderIntent) and item.ref else None
+                if not isinstance(item, OrderIntent) or not item.ref:
+                    continue
+                rec = self.journal.get(item.ref)
                 if rec is not None and rec["state"] == "working" and not rec["parent_ref"] and label not in reused:
                     result = self._amend(item, rec)
                     if result["Outcome"] == "unchanged":     # a new row with a working order's Ref, as it is
@@ -392,7 +394,7 @@ class OrderDesk:
         batch = self.facts.batch()
         entry = self.journal.intent(intent.ref)
         if entry["state"] == "working":
-            checked, skip = [(intent, entry)], frozenset()
+            checked, skip = [(intent, entry)], frozenset[str]()
         else:
             checked = [(_intent_of(leg.fields, intent), leg.record) for leg in plan.legs]
             skip = frozenset({"max_position", "allow_short", "max_open_orders", "max_orders_per_minute"})
