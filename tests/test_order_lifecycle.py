@@ -404,3 +404,28 @@ def _order_cancel():
     from ibapi.order_cancel import OrderCancel
     return OrderCancel()
 
+
+
+def test_refreshing_the_portfolio_or_streaming_brings_every_row_to_the_journals_truth(book, rt, gw, tmp_path):
+    q = quote(rt, "AAPL")
+    set_orders(book, [lmt("RF-1", "AAPL", 1, round(q.bid * 0.97, 2)), lmt("RF-2", "AAPL", 1, round(q.bid * 0.96, 2))])
+    assert list(macros.place_orders(book, rt).Status) == ["Submitted", "Submitted"]
+    desk = rt.orders
+    done = threading.Event()
+    desk.add_listener(lambda ref, outputs: done.set() if ref == "RF-2" and outputs["Status"] == "Cancelled" else None)
+    desk.cancel(["RF-1"])                     # straight through the desk: the rows are not written
+    desk.cancel_all()
+    assert done.wait(10)
+    assert saved_rows(book, tmp_path)["RF-1"]["Status"] == "Submitted"     # stale until a refresh
+    counts = macros.refresh_portfolio(book, rt)
+    assert counts["Orders"] == 2
+    saved = saved_rows(book, tmp_path)
+    assert (saved["RF-1"]["Status"], saved["RF-2"]["Status"]) == ("Cancelled", "Cancelled")
+    # a streaming start paints every row from the journal too
+    edit(book, 2, Status="Submitted")
+    pump = macros.start_streaming(book, rt, run=False)
+    try:
+        pump.flush()
+    finally:
+        rt.stop_pump(macros.book_id(book))
+    assert saved_rows(book, tmp_path)["RF-1"]["Status"] == "Cancelled"

@@ -307,12 +307,7 @@ def _cancel(book, rt: Runtime, pump, what: str, summary: RunSummary, settle_time
 def _write_order_states(book, rt: Runtime, summary: RunSummary) -> None:
     """Every Orders row whose Ref the desk knows gets the desk's current outputs (the pump streams
     them too while it is bound; this makes the saved file right even without streaming)."""
-    by_ref = rt.orders.table().to_dict(orient="index")
-    info = macros.orders_table(book)
-    rows = macros.order_rows(book, info, None, pending_only=False)
-    updates = {int(r): by_ref[str(ref).strip()] for r, ref in rows.get("Ref", pd.Series(dtype=object)).items()
-               if isinstance(ref, str) and ref.strip() in by_ref}
-    macros.write_outputs(book, info, updates)
+    macros.refresh_order_rows(book, rt)
     summary.orders = _orders_frame(book)
 
 

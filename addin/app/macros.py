@@ -299,7 +299,9 @@ def start_streaming(book=None, runtime=None, interval: float | None = None, run:
         pump = rt.start_pump(book, book_id=bid, interval=interval, start=run)
     if rt._orders is not None or has_table(book, "Orders"):
         try:
-            _desk(book, rt)          # order states flow to the rows only once the desk exists
+            desk = _desk(book, rt)   # order states flow to the rows only once the desk exists
+            for ref, outputs in desk.table().to_dict(orient="index").items():
+                pump.on_order(str(ref), outputs)      # every row starts from the journal's truth
         except Exception as exc:     # streaming quotes must not depend on order entry
             _log(book, "WARNING", f"order states will not stream: {exc}")
     _log(book, "INFO", f"streaming started ({pump.interval:g} s flushes)")
@@ -411,6 +413,21 @@ def _place(book, rt, rows: Iterable[int] | None, pending_only: bool) -> pd.DataF
     write_outputs(book, info, {int(r): rec for r, rec in out.to_dict(orient="index").items()})
     _log(book, "INFO" if not order_problems(out) else "WARNING", f"orders: {order_counts(out, read)}")
     return out
+
+
+def refresh_order_rows(book, rt) -> int:
+    """Every Orders row whose Ref the journal holds gets the journal's outputs (IB's last word:
+    status, fills, average price, commission), so no row keeps a stale Status. Returns the rows
+    written; 0 when the workbook has no Orders Table."""
+    if not has_table(book, "Orders"):
+        return 0
+    by_ref = {str(ref).upper(): rec for ref, rec in _desk(book, rt).table().to_dict(orient="index").items()}
+    info = orders_table(book)
+    rows = order_rows(book, info, None, pending_only=False)
+    updates = {int(r): by_ref[str(ref).strip().upper()] for r, ref in rows.get("Ref", pd.Series(dtype=object)).items()
+               if isinstance(ref, str) and ref.strip().upper() in by_ref}
+    write_outputs(book, info, updates)
+    return len(updates)
 
 
 # Statuses of rows that did not become a working or finished order at IB.
@@ -567,7 +584,9 @@ def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
         top, left, _, _ = parse_range(addr)
         book.write(sheet.strip("'"), top, left, [[_cell_value(float(values[name]))]])
     counts["PnL"] = 1
-    _log(book, "INFO", f"portfolio refreshed: {counts['Positions']} positions, {counts['Executions']} executions")
+    counts["Orders"] = refresh_order_rows(book, rt)
+    _log(book, "INFO", f"portfolio refreshed: {counts['Positions']} positions, {counts['Executions']} executions, "
+                       f"{counts['Orders']} order rows")
     if refused:
         raise TableGrowthError("; ".join(map(str, refused)), refused[0].sheet, refused[0].cell)
     return counts
