@@ -61,7 +61,7 @@ def demo(gw, tmp_path_factory):
 def test_demo_succeeds_and_saves(demo):
     summary, wb, lines = demo
     assert summary.ok, summary.steps
-    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "portfolio", "samples"]
+    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "audit", "portfolio", "samples"]
     assert len(summary.verdicts) == 9 and all(v.ok for v in summary.verdicts), summary.verdicts
     assert any(line.startswith("saved ") for line in lines)
     assert {"Watchlist", "History", "Orders", "Portfolio", "Executions"} <= set(wb.sheetnames)

@@ -133,8 +133,9 @@ def demo(out, seconds) -> None:
 def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel, portfolio, out) -> None:
     """Do the workbook's jobs headless against TWS, IB Gateway or the paper gateway, then save it.
 
-    Uses the Tables the workbook has (Watchlist, Orders, Positions, Account, Executions, Bars) and leaves
-    every other sheet, formula and format as it was. Risk limits come from your config file
+    Uses the Tables the workbook has (Watchlist, Orders, Positions, Account, Executions, Bars; Audit: the
+    orders' trail, rewritten after --orders and --cancel) and leaves every other sheet, formula and
+    format as it was. Risk limits come from your config file
     (~/.ibxl/config.toml or $IBXL_CONFIG), tightened by the workbook's Config sheet.
     """
     from ..config import ConfigError, load_settings
