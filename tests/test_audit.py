@@ -31,6 +31,7 @@ from addin.market.quotes import MarketData
 from addin.orders.audit import AUDIT_COLUMNS, audit_frame
 from addin.orders.desk import OrderDesk
 from addin.orders.journal import Journal
+from addin.orders.refs import Owner
 from addin.paper import PaperGateway
 
 from .test_paper_cli import ibxl_command
@@ -193,6 +194,27 @@ def test_since_keeps_the_events_at_or_after_it(story):
     day = frame["Time"].min().date()                # a date: its midnight in the zone asked for
     assert len(audit_frame(journal, ref="AUD-1", since=day, tz="Asia/Tokyo")) == len(frame)
     assert audit_frame(journal, ref="AUD-1", since=day + timedelta(days=2), tz="Asia/Tokyo").empty
+
+
+def test_ibs_execution_time_forms_and_an_unreadable_one(tmp_path):
+    """TWS writes execution times with its zone's name, or none (its machine's zone: this one's); an
+    unreadable text gives no Time, and the fill keeps its place after the order was sent."""
+    with Journal(tmp_path / "journal.sqlite3") as journal:
+        owner = Owner.new(1)
+        fields = {"ref": "T-1", "action": "BUY", "quantity": 3.0, "order_type": "MKT", "tif": "DAY"}
+        journal.record_intents([("T-1", fields, None)], account="DU1", symbol="AAPL", con_id=1, owner=owner)
+        journal.claim([("T-1", 9)], 1, owner)
+        for exec_id, text in (("E-1", "20261203 09:30:00 US/Eastern"), ("E-2", "20261203 09:30:00"),
+                              ("E-3", "not a time")):
+            journal.record_fill(exec_id, "T-1", order_id=9, perm_id=5, time_text=text, side="BOT", shares=1,
+                                price=10.5)
+        frame = audit_frame(journal, tz="Asia/Tokyo")
+    assert chronological(frame) == ["intent", "place", "fill", "fill", "fill"]
+    fills = {row["Detail"].split("execId ")[1][:3]: row for _, row in frame[frame["Event"] == "fill"].iterrows()}
+    assert fills["E-1"]["Time"] == datetime(2026, 12, 3, 23, 30, tzinfo=TOKYO)
+    assert fills["E-2"]["Time"] == datetime(2026, 12, 3, 9, 30).astimezone(TOKYO)     # this machine's wall time
+    assert pd.isna(fills["E-3"]["Time"]) and "'not a time' unreadable" in fills["E-3"]["Detail"]
+    assert fills["E-1"]["Detail"] == "BOT 1 @ 10.5 execId E-1" and fills["E-1"]["Action"] == "BUY"
 
 
 # --- ibxl journal -------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def audit_frame(journal: Journal, ref: str | None = None, since: datetime | date
     zone = resolve_zone(tz)
     intents = {ref_key(r["ref"]): r for r in journal.intents()}
     keys = None if ref is None else _family(ref, intents)
-    rows = _Rows.read(journal, keys)
+    rows = _TrailRows.read(journal, keys)
     wanted = (set(intents) if keys is None else keys & set(intents)) | rows.refs()
     events = [e for key in sorted(wanted) for e in _events_of(key, intents.get(key), rows)]
     if ref is not None:
@@ -104,7 +104,7 @@ def _family(ref: str, intents: dict[str, dict]) -> set[str]:
 
 
 @dataclass
-class _Rows:
+class _TrailRows:
     """The journal rows of some Refs (of every Ref when read with ``keys`` None), by Ref key, each list
     in the order it was recorded."""
 
@@ -113,7 +113,7 @@ class _Rows:
     fills: dict[str, list[dict]]
 
     @classmethod
-    def read(cls, journal: Journal, keys: set[str] | None) -> _Rows:
+    def read(cls, journal: Journal, keys: set[str] | None) -> _TrailRows:
         def grouped(fetch) -> dict[str, list[dict]]:
             found = fetch(None) if keys is None else [r for k in sorted(keys) for r in fetch(k)]
             out: dict[str, list[dict]] = {}
@@ -126,24 +126,24 @@ class _Rows:
         return set(self.transmissions) | set(self.statuses) | set(self.fills)
 
 
-def _global_cancels_during(journal: Journal, events: list[_Event]) -> list[_Event]:
+def _global_cancels_during(journal: Journal, events: list[_TrailEvent]) -> list[_TrailEvent]:
     """The global cancels between the first and the last of ``events`` (one Ref's trail)."""
     first, last = min(e.key for e in events), max(e.key for e in events)
-    return [e for e in _events_of("*", None, _Rows({"*": journal.transmissions("*")}, {}, {}))
+    return [e for e in _events_of("*", None, _TrailRows({"*": journal.transmissions("*")}, {}, {}))
             if first <= e.key <= last]
 
 
 # --- events -------------------------------------------------------------------------------------------
 @dataclass
-class _Event:
+class _TrailEvent:
     key: datetime          # where it sorts (UTC)
     rank: int              # ties: intent before place before ... before commission (EVENTS)
-    seq: int               # ties again: the order the rows were recorded in
+    seq: int               # ties again: the order the rows were recorded in (the table's id)
     time: datetime | None  # what Time shows (UTC); None when unknown
     values: dict[str, Any]
 
 
-class _Order:
+class _TrailOrder:
     """One Ref's intent, as every event of it describes it."""
 
     def __init__(self, key: str, rec: dict | None):
@@ -159,43 +159,46 @@ class _Order:
         return {**base, **{k: v for k, v in values.items() if v is not None or k not in ("OrderId", "PermId")}}
 
 
-def _events_of(key: str, rec: dict | None, rows: _Rows) -> list[_Event]:
-    order = _Order(key, rec)
-    events: list[_Event] = []
+def _events_of(key: str, rec: dict | None, rows: _TrailRows) -> list[_TrailEvent]:
+    order = _TrailOrder(key, rec)
+    events: list[_TrailEvent] = []
     transmissions = rows.transmissions.get(key, [])
     created = _journal_time(order.rec.get("created"))
     if rec is not None and created is not None:
-        asked = _first_sent(transmissions, created) or order.fields     # a modify rewrote the intent's
-        events.append(_event(created, "intent", 0, order.values("intent", **_intent_values(order, asked))))
+        place = _first_place(transmissions, created)
+        asked = _decode(place["detail"]) if place else {}
+        # a modify rewrote the intent's fields; a bracket's legs tie as their places do
+        events.append(_event(created, "intent", place["id"] if place else 0,
+                             order.values("intent", **_intent_values(order, asked or order.fields))))
     previous = None                                 # the fields last sent, for a modify's changes
-    for seq, t in enumerate(transmissions):
+    for t in transmissions:
         when = _journal_time(t["time"]) or datetime.fromtimestamp(t["epoch"], UTC)
         detail = _decode(t.get("detail"))
         values, previous = _transmission_values(order, t, detail, previous)
-        events.append(_event(when, t["kind"], seq, order.values(t["kind"], **values)))
+        events.append(_event(when, t["kind"], t["id"], order.values(t["kind"], **values)))
     statuses = rows.statuses.get(key, [])
-    for seq, s in enumerate(statuses):
+    for s in statuses:
         stamp = _journal_time(s["time"])
         if stamp is not None:
-            events.append(_event(stamp, "status", seq, order.values("status", **_status_values(s))))
+            events.append(_event(stamp, "status", s["id"], order.values("status", **_status_values(s))))
     events += _fill_events(order, rows.fills.get(key, []), statuses, events)
     return events
 
 
-def _event(when: datetime, name: str, seq: int, values: dict[str, Any]) -> _Event:
-    return _Event(when, _RANK.get(name, len(_RANK)), seq, when, values)
+def _event(when: datetime, name: str, seq: int, values: dict[str, Any]) -> _TrailEvent:
+    return _TrailEvent(when, _RANK.get(name, len(_RANK)), seq, when, values)
 
 
-def _first_sent(transmissions: list[dict], created: datetime) -> dict:
-    """The fields the first place of this intent sent ({} when none was recorded with its fields)."""
+def _first_place(transmissions: list[dict], created: datetime) -> dict | None:
+    """The first place transmission of the intent written at ``created`` (None before it was sent)."""
     for t in transmissions:
         when = _journal_time(t["time"])
         if t["kind"] == "place" and when is not None and when >= created:
-            return _decode(t.get("detail"))
-    return {}
+            return t
+    return None
 
 
-def _intent_values(order: _Order, f: dict) -> dict[str, Any]:
+def _intent_values(order: _TrailOrder, f: dict) -> dict[str, Any]:
     if order.fields.get("source") == "IB":                 # written by reconcile from IB's record, not from a row
         return {"Detail": f"known at IB, not placed through this journal: {order.rec.get('message') or ''}".strip()}
     attempts = order.rec.get("attempts") or 1
@@ -203,7 +206,7 @@ def _intent_values(order: _Order, f: dict) -> dict[str, Any]:
             "Detail": describe(f) + (f" (attempt {attempts})" if attempts > 1 else "")}
 
 
-def _transmission_values(order: _Order, t: dict, detail: dict, previous: dict | None
+def _transmission_values(order: _TrailOrder, t: dict, detail: dict, previous: dict | None
                          ) -> tuple[dict[str, Any], dict | None]:
     """The row values of one transmission, and the fields last sent after it."""
     kind, ids = t["kind"], {"OrderId": t.get("order_id") or None}
@@ -231,9 +234,10 @@ def _status_values(s: dict) -> dict[str, Any]:
             "PermId": s.get("perm_id") or None}
 
 
-def _fill_events(order: _Order, fills: list[dict], statuses: list[dict], before: list[_Event]) -> list[_Event]:
+def _fill_events(order: _TrailOrder, fills: list[dict], statuses: list[dict], before: list[_TrailEvent]
+                 ) -> list[_TrailEvent]:
     """A fill and its commission per execution; see the module docstring for where a fill sorts."""
-    events: list[_Event] = []
+    events: list[_TrailEvent] = []
     sent = [e.key for e in before if e.values["Event"] in ("intent", "place", "modify")]
     cumulative, floor = 0.0, _EARLIEST
     for seq, f in enumerate(fills):
@@ -245,11 +249,11 @@ def _fill_events(order: _Order, fills: list[dict], statuses: list[dict], before:
         ids = {"OrderId": f.get("order_id") or None, "PermId": f.get("perm_id") or None}
         side = f.get("side") or ""
         detail = f"{side} {_num(f.get('shares'))} @ {_num(f.get('price'))} execId {f.get('exec_id')}{note}"
-        events.append(_Event(key, _RANK["fill"], seq, shown, order.values(
+        events.append(_TrailEvent(key, _RANK["fill"], seq, shown, order.values(
             "fill", Action=_SIDES.get(side, order.fields.get("action")), Quantity=f.get("shares"),
             Price=f.get("price"), Detail=detail, **ids)))
         if f.get("commission") is not None:
-            events.append(_Event(key, _RANK["commission"], seq, shown,
+            events.append(_TrailEvent(key, _RANK["commission"], seq, shown,
                                  order.values("commission", Detail=_commission_text(f), **ids)))
         floor = key
     return events
@@ -381,7 +385,7 @@ def _instant(since: datetime | date, zone: tzinfo) -> datetime:
     return since.astimezone(UTC)
 
 
-def _frame(events: list[_Event], zone: tzinfo) -> pd.DataFrame:
+def _frame(events: list[_TrailEvent], zone: tzinfo) -> pd.DataFrame:
     rows = [{**e.values, "Time": e.time} for e in events]
     df = pd.DataFrame(rows, columns=list(AUDIT_COLUMNS))
     df["Time"] = pd.to_datetime(df["Time"], utc=True).dt.tz_convert(zone)
