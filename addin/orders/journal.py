@@ -5,10 +5,11 @@ clicks, crashes and reconnects (with IB's own record, which the desk checks too:
 
 Tables: ``intents`` (one row per Ref: the order fields as JSON, account, symbol, conId, the order ids,
 its state and latest status, and the ``owner`` that claimed it), ``transmissions`` (every placeOrder /
-modify / cancel handed to IB, with time), ``statuses`` (every status change), ``fills`` (one per execId,
-unique), ``commissions`` (one per execId), ``row_refs`` (the Ref assigned to a blank-Ref row, by the
-row's identity: :func:`addin.orders.refs.row_identity`), ``meta`` (the kill switch, the processes that
-have the file open).
+modify / cancel handed to IB, with time; a place's and a modify's ``detail`` hold the fields sent),
+``statuses`` (every status change), ``fills`` (one per execId, unique), ``commissions`` (one per
+execId), ``row_refs`` (the Ref assigned to a blank-Ref row, by the row's identity:
+:func:`addin.orders.refs.row_identity`), ``meta`` (the kill switch, the processes that have the file
+open).
 
 Refs compare trimmed and case-insensitively (:func:`addin.orders.refs.ref_key`): every lookup is
 ``ref = ? COLLATE NOCASE`` on an index of that collation (Refs are ASCII, which NOCASE folds).
