@@ -61,10 +61,27 @@ def demo(gw, tmp_path_factory):
 def test_demo_succeeds_and_saves(demo):
     summary, wb, lines = demo
     assert summary.ok, summary.steps
-    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "portfolio", "samples"]
+    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "audit", "portfolio", "samples"]
     assert len(summary.verdicts) == 9 and all(v.ok for v in summary.verdicts), summary.verdicts
     assert any(line.startswith("saved ") for line in lines)
     assert {"Watchlist", "History", "Orders", "Portfolio", "Executions"} <= set(wb.sheetnames)
+
+
+def test_demo_audit_table_tells_each_good_orders_story_newest_first(demo):
+    """The run rewrote the Audit Table after placing: every sent order's intent, placeOrder and IB's
+    statuses; the filled market order's fill and commission; nothing of the refused rows."""
+    summary, wb, _ = demo
+    rows = table_rows(wb["Audit"], "Audit")
+    assert len(rows) == len(summary.audit) and rows
+    times = [r["Time"] for r in rows if r["Time"] is not None]
+    assert times == sorted(times, reverse=True)
+    events = {ref: [r["Event"] for r in reversed(rows) if r["Ref"] == ref] for ref in GOOD}
+    for ref, seen in events.items():
+        assert seen[:2] == ["intent", "place"] and "status" in seen, (ref, seen)
+    assert {"fill", "commission"} <= set(events["DEMO-001"])
+    assert not any(str(r["Ref"]).startswith("BAD-") for r in rows)
+    fill = next(r for r in rows if r["Ref"] == "DEMO-001" and r["Event"] == "fill")
+    assert fill["Detail"].startswith("BOT 10 @ ") and fill["Quantity"] == 10
 
 
 def test_demo_watchlist_quotes_are_on_the_tick_grid_inside_the_real_range(gw, demo):
@@ -242,6 +259,7 @@ def test_ibxl_run_on_a_users_workbook_does_its_jobs_and_leaves_the_rest(gw, tmp_
     assert r.returncode == 1, r.stdout + r.stderr
     assert "[FAILED] orders: OrdersNotAllPlaced: 2 rows read, 1 sent, 1 error; row 3: Error: Quantity" in r.stdout
     assert "[ok] stream" in r.stdout and "[ok] portfolio" in r.stdout
+    assert "audit" not in r.stdout                      # no Audit Table: left alone, no step
     wb = openpyxl.load_workbook(path)
     notes = wb["Notes"]
     assert [(c.coordinate, c.value, c.number_format, c.font.b, c.fill.fgColor.rgb)
@@ -255,6 +273,7 @@ def test_ibxl_run_on_a_users_workbook_does_its_jobs_and_leaves_the_rest(gw, tmp_
     assert rows[0]["Ref"] == "U-1" and rows[0]["Status"] == "Filled" and rows[0]["Filled"] == 2
     assert rows[1]["Status"] == "Error" and rows[1]["Message"].startswith("Quantity")
     assert [o.order.orderRef for o in gw.received_orders() if o.client_id == 77] == ["U-1"]
+    assert "Audit" not in wb.sheetnames
     # Placing the same workbook again sends nothing new.
     r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "77", "--orders",
                 env_extra={"IBXL_CONFIG": str(tmp_path / "config.toml")})

@@ -122,7 +122,7 @@ def test_the_xlsm_is_wired_for_xlwings(built):
     assert conf["UDF Modules"] == "udfs" and conf["Use UDF Server"] is True
     buttons = list(wb["Buttons"].iter_rows(min_row=4, values_only=True))
     bas = (WORKBOOKS / "ibxl_macros.bas").read_bytes().decode("ascii")
-    assert len(buttons) == len(layout.MACROS) == 12
+    assert len(buttons) == len(layout.MACROS) == 13
     for (macro, caption), (b_caption, sub, call) in zip(layout.MACROS, buttons):
         assert b_caption == caption
         assert call == f'RunPython "import addin.app.macros as m; m.{macro}()"'

@@ -265,6 +265,20 @@ def _executions(wb) -> None:
     ws.freeze_panes = "A2"
 
 
+def _audit(wb) -> None:
+    """The orders' audit trail (macro refresh_audit, ``ibxl run --orders``): newest first, Time local."""
+    ws = wb.create_sheet("Audit")
+    _add_table(ws, "Audit", 1, 1, layout.AUDIT_COLUMNS,
+               widths={"Time": 20, "Ref": 22, "Event": 14, "Symbol": 16, "Status": 14, "Detail": 80})
+    status = _col("Audit", "Status")
+    for text, colour in layout.STATUS_COLOURS.items():
+        ws.conditional_formatting.add(
+            f"{status}2:{status}{1 + SPARE_ROWS}",
+            FormulaRule(formula=[f'${status}2="{text}"'], fill=PatternFill("solid", bgColor=colour), stopIfTrue=True),
+        )
+    ws.freeze_panes = "A2"
+
+
 def _log(wb) -> None:
     ws = wb.create_sheet("Log")
     _add_table(ws, "LogEntries", 1, 1, layout.LOG_COLUMNS, widths={"Time": 20, "Source": 20, "Message": 100})
@@ -339,7 +353,7 @@ def build_workbook(macro: bool) -> openpyxl.Workbook:
     else:
         wb = openpyxl.Workbook()
         wb.remove(wb.active)
-    for make in (_config, _watchlist, _history, _orders, _portfolio, _executions, _log):
+    for make in (_config, _watchlist, _history, _orders, _portfolio, _executions, _audit, _log):
         make(wb)
     if macro:
         _buttons(wb)

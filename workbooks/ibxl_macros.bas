@@ -61,3 +61,8 @@ Sub IbxlRefreshPortfolio()
     ' Refresh portfolio
     RunPython "import addin.app.macros as m; m.refresh_portfolio()"
 End Sub
+
+Sub IbxlRefreshAudit()
+    ' Refresh audit
+    RunPython "import addin.app.macros as m; m.refresh_audit()"
+End Sub

@@ -1,4 +1,5 @@
-"""The ``ibxl`` command line: ``demo``, ``run``, ``check``, ``paper`` (the offline TWS API server)."""
+"""The ``ibxl`` command line: ``demo``, ``run``, ``check``, ``journal`` (the orders' audit trail), ``paper``
+(the offline TWS API server)."""
 
 from __future__ import annotations
 
@@ -132,8 +133,9 @@ def demo(out, seconds) -> None:
 def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel, portfolio, out) -> None:
     """Do the workbook's jobs headless against TWS, IB Gateway or the paper gateway, then save it.
 
-    Uses the Tables the workbook has (Watchlist, Orders, Positions, Account, Executions, Bars) and leaves
-    every other sheet, formula and format as it was. Risk limits come from your config file
+    Uses the Tables the workbook has (Watchlist, Orders, Positions, Account, Executions, Bars; Audit: the
+    orders' trail, rewritten after --orders and --cancel) and leaves every other sheet, formula and
+    format as it was. Risk limits come from your config file
     (~/.ibxl/config.toml or $IBXL_CONFIG), tightened by the workbook's Config sheet.
     """
     from ..config import ConfigError, load_settings
@@ -158,6 +160,83 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
         raise click.ClickException(str(exc)) from None
     _print_summary(summary)
     raise SystemExit(0 if summary.ok else 1)
+
+
+class _DateOrTime(click.ParamType):
+    """YYYY-MM-DD (a date) or an ISO date and time (2026-12-03T14:30, with or without an offset)."""
+
+    name = "DATE"
+
+    def convert(self, value, param, ctx):
+        from datetime import date, datetime
+        if isinstance(value, date):
+            return value
+        text = str(value).strip()
+        try:
+            return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"expected YYYY-MM-DD or an ISO date and time such as 2026-12-03T14:30, got {value!r}",
+                      param, ctx)
+
+
+def _zone(ctx, param, value):
+    from ..orders.audit import resolve_zone
+    from ..protocol.times import IBTimeError
+    try:
+        return value, resolve_zone(value)
+    except IBTimeError as exc:
+        raise click.BadParameter(f"{exc}: give an IANA name such as Asia/Tokyo or America/New_York, or UTC",
+                                 ctx, param) from None
+
+
+@main.command()
+@click.option("--ref", default=None, help="Only this Ref and its bracket children (REF.TP, REF.SL); any case.")
+@click.option("--since", type=_DateOrTime(), default=None,
+              help="Only events at or after this date (YYYY-MM-DD: its midnight) or ISO date and time, in --tz.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one line per event) instead of a table.")
+@click.option("--journal", "journal_file", type=click.Path(dir_okay=False), default=None,
+              help="The order journal [$IBXL_JOURNAL, else journal.sqlite3 beside the config file].")
+@click.option("--tz", "zone", default=None, callback=_zone, metavar="ZONE",
+              help="Show times in this zone (Asia/Tokyo, US/Eastern, UTC) [this machine's].")
+def journal(ref, since, as_csv, journal_file, zone) -> None:
+    """Print the audit trail of every order from the order journal, newest first.
+
+    One line per event: the intent, each placeOrder, modify and cancel sent, every status IB reported,
+    each fill and its commission. Exit code 1 when the journal is missing or unreadable or --ref names
+    a Ref it does not hold.
+    """
+    from pathlib import Path
+
+    from ..config import journal_path
+    from ..orders.audit import audit_frame
+    from ..orders.journal import Journal, JournalError
+    name, tz = zone
+    path = Path(journal_file) if journal_file else journal_path()
+    if not path.is_file():        # never create one: a missing journal is a wrong path or no orders yet
+        raise click.ClickException(f"no order journal at {path}: no order was placed with it (pass --journal "
+                                   f"PATH or set $IBXL_JOURNAL to read another)")
+    try:
+        with Journal(path) as opened:
+            df = audit_frame(opened, ref=ref, since=since, tz=tz)
+    except KeyError:
+        raise click.ClickException(f"Ref {ref.strip()!r} is not in the order journal {path}") from None
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_csv:
+        click.echo(df.to_csv(index=False), nl=False)
+        return
+    from datetime import datetime
+    click.echo(_audit_text(df, path, name or f"this machine's zone ({datetime.now(tz).tzname()})"))
+
+
+def _audit_text(df, path, zone: str) -> str:
+    """The audit frame as a readable table: times to the second, blanks for what an event lacks."""
+    head = f"order journal {path}: {len(df)} events, newest first, times in {zone}"
+    if df.empty:
+        return head
+    shown = df.astype(object).where(df.notna(), "")
+    shown["Time"] = [t.strftime("%Y-%m-%d %H:%M:%S") if t != "" else "?" for t in shown["Time"]]
+    return head + "\n" + shown.to_string(index=False, max_colwidth=80)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)

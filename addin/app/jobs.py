@@ -5,8 +5,9 @@ Both do what a trader does with the buttons, in this order, on a workbook file o
 openpyxl adapter (``addin.excel.openpyxl_book``): connect, stream the Watchlist for N seconds (the
 pump, flushed from this thread: the file adapter is not shared across threads), pull history, place
 the pending order rows, wait until IB has answered every order sent (resting, filled with its
-commission, cancelled or rejected), refresh the portfolio, write the last order states, save
-atomically. Each step is a macro of ``addin.app.macros``: the buttons in Excel run the same code.
+commission, cancelled or rejected), cancel, write the orders' audit trail into the Audit Table (when
+the workbook has one), refresh the portfolio, write the last order states, save atomically. Each step
+is a macro of ``addin.app.macros``: the buttons in Excel run the same code.
 
 A step that fails is reported and the next one still runs (a bad History parameter must not cost the
 user their order statuses); the workbook is saved whenever it was opened, and the exit code says
@@ -83,6 +84,7 @@ class RunSummary:
     quotes: pd.DataFrame | None = None
     bars: pd.DataFrame | None = None
     positions: pd.DataFrame | None = None
+    audit: pd.DataFrame | None = None
     verdicts: list = field(default_factory=list)     # demo only: addin.app.demo.Verdict per sample row
     cancels: list[str] = field(default_factory=list)  # "REF: outcome" per Ref of --cancel
 
@@ -134,6 +136,8 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
                                                            strict_orders))
         if cancel:
             _step(summary, echo, "cancel", lambda: _cancel(book, rt, pump, cancel, summary, settle_timeout))
+        if (orders or cancel) and macros.has_table(book, "Audit"):
+            _step(summary, echo, "audit", lambda: _audit(book, rt, summary))
         if portfolio:
             _step(summary, echo, "portfolio", lambda: _portfolio(book, rt, summary))
         if pump is not None:
@@ -196,6 +200,8 @@ def _detail(step: str, summary: RunSummary) -> str:
         return "; ".join(summary.cancels)
     if step == "portfolio" and summary.positions is not None:
         return f"{len(summary.positions)} positions"
+    if step == "audit" and summary.audit is not None:
+        return f"{len(summary.audit)} events"
     return ""
 
 
@@ -309,6 +315,12 @@ def _write_order_states(book, rt: Runtime, summary: RunSummary) -> None:
     them too while it is bound; this makes the saved file right even without streaming)."""
     macros.refresh_order_rows(book, rt)
     summary.orders = _orders_frame(book)
+
+
+def _audit(book, rt: Runtime, summary: RunSummary):
+    """The Audit Table after the orders and cancels: every order's trail from the journal."""
+    summary.audit = macros.refresh_audit(book, rt)
+    return summary.audit
 
 
 def _portfolio(book, rt: Runtime, summary: RunSummary):

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["connect", "disconnect", "start_streaming", "stop_streaming", "pull_history", "place_orders",
            "place_selected_orders", "cancel_selected", "cancel_all", "kill_switch", "reset_kill_switch",
-           "refresh_portfolio", "MACROS"]
+           "refresh_portfolio", "refresh_audit", "MACROS"]
 
 BARS_COLUMNS = {"open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume", "wap": "WAP",
                 "bar_count": "BarCount"}
@@ -592,7 +592,31 @@ def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
     return counts
 
 
+# --- audit --------------------------------------------------------------------------------------------
+@xw.sub
+def refresh_audit(book=None, runtime=None, tz=None) -> pd.DataFrame:
+    """Write the audit trail of every order into the Audit Table: ``addin.orders.audit.audit_frame`` of
+    the OrderDesk's journal (one row per intent, placeOrder, modify, cancel, IB status, fill and
+    commission, newest first; columns ``layout.AUDIT_COLUMNS``, those the Table has).
+
+    Time is written as naive wall time in ``tz`` (an IANA or IB zone name; default this machine's
+    local zone): Excel cells hold no time zone. Text from IB (Status, Detail, Ref) lands as text,
+    never as a formula. Needs no connection. Returns the frame (Time tz-aware). A workbook without an
+    Audit Table is left alone. Raises TableGrowthError when the Table would grow over a user's cell
+    (nothing is written), JournalError when the journal cannot be read."""
+    from ..orders.audit import audit_frame
+    from ..orders.journal import JournalBusyError
+    book, rt = _book(book), _runtime(runtime)
+    desk = _desk(book, rt)
+    if desk.fault is not None and not isinstance(desk.fault, JournalBusyError):
+        raise desk.fault           # its stand-in journal is empty: an empty audit would mislead
+    df = audit_frame(desk.journal, tz=tz)
+    written = _write_table(book, "Audit", df.assign(Time=df["Time"].dt.tz_localize(None)))
+    _log(book, "INFO", f"audit: {written} events")
+    return df
+
+
 # The macros buttons call, by name (the workbook builder and ``ibxl run`` use this table).
 MACROS = {f.__name__: f for f in (connect, disconnect, start_streaming, stop_streaming, pull_history, place_orders,
                                   place_selected_orders, cancel_selected, cancel_all, kill_switch,
-                                  reset_kill_switch, refresh_portfolio)}
+                                  reset_kill_switch, refresh_portfolio, refresh_audit)}

@@ -11,11 +11,11 @@ from __future__ import annotations
 __all__ = [
     "SHEETS", "TABLES", "WATCHLIST_COLUMNS", "ORDER_INPUT_COLUMNS", "ORDER_OUTPUT_COLUMNS", "ORDERS_COLUMNS",
     "BARS_COLUMNS", "HISTORY_PARAMETERS", "POSITIONS_COLUMNS", "ACCOUNT_COLUMNS", "EXECUTIONS_COLUMNS",
-    "LOG_COLUMNS", "CONFIG_COLUMNS", "PNL_NAMES", "MACROS", "NUMBER_FORMATS", "COLUMN_FORMATS",
+    "LOG_COLUMNS", "CONFIG_COLUMNS", "AUDIT_COLUMNS", "PNL_NAMES", "MACROS", "NUMBER_FORMATS", "COLUMN_FORMATS",
     "STATUS_COLOURS", "number_format",
 ]
 
-SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Executions", "Log"]
+SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Executions", "Audit", "Log"]
 
 WATCHLIST_COLUMNS = [
     "Symbol", "Bid", "Ask", "Last", "BidSize", "AskSize", "LastSize", "Volume", "Open", "High", "Low",
@@ -55,6 +55,10 @@ EXECUTIONS_COLUMNS = [
     "ExecId", "Time", "Account", "Symbol", "ConId", "Side", "Shares", "Price", "OrderId", "PermId", "ClientId",
     "OrderRef", "Commission", "CommissionCurrency", "RealizedPnL", "Exchange",
 ]
+# The orders' audit trail from the journal, newest first (addin.orders.audit.audit_frame); Time in the
+# machine's local zone (Excel has no zones).
+AUDIT_COLUMNS = ["Time", "Ref", "Event", "Symbol", "Action", "Quantity", "Price", "Status", "Detail", "OrderId",
+                 "PermId"]
 LOG_COLUMNS = ["Time", "Level", "Source", "Message"]
 CONFIG_COLUMNS = ["Key", "Value", "Notes"]
 
@@ -67,6 +71,7 @@ TABLES = {
     "Positions": ("Portfolio", 1, 1, POSITIONS_COLUMNS),
     "Account": ("Portfolio", 1, 14, ACCOUNT_COLUMNS),
     "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
+    "Audit": ("Audit", 1, 1, AUDIT_COLUMNS),
     "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
 }
 
@@ -84,6 +89,7 @@ MACROS = [
     ("kill_switch", "KILL SWITCH"),
     ("reset_kill_switch", "Reset kill switch"),
     ("refresh_portfolio", "Refresh portfolio"),
+    ("refresh_audit", "Refresh audit"),
 ]
 
 NUMBER_FORMATS = {
@@ -93,7 +99,7 @@ NUMBER_FORMATS = {
     "money": "#,##0.00",
     "percent": "0.00%",              # ChangePct and Weight hold fractions (0.0123 = 1.23%)
     "percent_number": "0.00",        # TrailPercent holds a number of percent (1.5 = 1.5%), as IB's trailingPercent
-    "time": "yyyy-mm-dd hh:mm:ss",   # UTC
+    "time": "yyyy-mm-dd hh:mm:ss",   # UTC (the Audit's Time: local)
     "date": "yyyy-mm-dd",
     "id": "0",
 }

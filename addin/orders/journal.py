@@ -5,10 +5,11 @@ clicks, crashes and reconnects (with IB's own record, which the desk checks too:
 
 Tables: ``intents`` (one row per Ref: the order fields as JSON, account, symbol, conId, the order ids,
 its state and latest status, and the ``owner`` that claimed it), ``transmissions`` (every placeOrder /
-modify / cancel handed to IB, with time), ``statuses`` (every status change), ``fills`` (one per execId,
-unique), ``commissions`` (one per execId), ``row_refs`` (the Ref assigned to a blank-Ref row, by the
-row's identity: :func:`addin.orders.refs.row_identity`), ``meta`` (the kill switch, the processes that
-have the file open).
+modify / cancel handed to IB, with time; a place's and a modify's ``detail`` hold the fields sent),
+``statuses`` (every status change), ``fills`` (one per execId, unique), ``commissions`` (one per
+execId), ``row_refs`` (the Ref assigned to a blank-Ref row, by the row's identity:
+:func:`addin.orders.refs.row_identity`), ``meta`` (the kill switch, the processes that have the file
+open).
 
 Refs compare trimmed and case-insensitively (:func:`addin.orders.refs.ref_key`): every lookup is
 ``ref = ? COLLATE NOCASE`` on an index of that collation (Refs are ASCII, which NOCASE folds).
@@ -408,8 +409,9 @@ class Journal:
                 raise DuplicateRefError(row["ref"], row["state"])
             for _ref, oid, row in rows:
                 assert row is not None                   # checked above
+                # the fields as sent: a later modify rewrites the intent's, the audit shows both
                 db.execute("INSERT INTO transmissions (ref, kind, client_id, order_id, time, epoch, detail) "
-                           "VALUES (?,?,?,?,?,?,?)", (row["ref"], "place", client_id, oid, now, epoch, "{}"))
+                           "VALUES (?,?,?,?,?,?,?)", (row["ref"], "place", client_id, oid, now, epoch, row["fields"]))
                 db.execute("UPDATE intents SET state='transmitting', client_id=?, order_id=?, status='Transmitted', "
                            "updated=? WHERE rowid=?", (client_id, oid, now, row["rid"]))
 
@@ -607,8 +609,22 @@ class Journal:
         """Orders (place transmissions) handed to IB since ``epoch`` (Unix seconds)."""
         return self._tx("SELECT COUNT(*) FROM transmissions WHERE kind='place' AND epoch>=?", (epoch,)).fetchone()[0]
 
-    def statuses(self, ref: str) -> list[dict]:
+    def statuses(self, ref: str | None = None) -> list[dict]:
+        """The status rows of the Ref (of every Ref when None), in the order they were recorded."""
+        if ref is None:
+            return [dict(r) for r in self._tx("SELECT * FROM statuses ORDER BY id").fetchall()]
         return [dict(r) for r in self._tx(f"SELECT * FROM statuses WHERE {_BY_REF} ORDER BY id",
+                                          (_key(ref),)).fetchall()]
+
+    def fills_recorded(self, ref: str | None = None) -> list[dict]:
+        """The executions of the Ref (of every Ref when None) in the order they were recorded, each with
+        its commission report (``commission``, ``commission_currency``, ``realized_pnl``: None until IB's
+        report arrives). ``time`` is IB's execution time text, as received."""
+        sql = ("SELECT f.*, c.amount AS commission, c.currency AS commission_currency, c.realized_pnl "
+               "FROM fills f LEFT JOIN commissions c ON c.exec_id = f.exec_id")
+        if ref is None:
+            return [dict(r) for r in self._tx(sql + " ORDER BY f.rowid").fetchall()]
+        return [dict(r) for r in self._tx(sql + " WHERE f.ref = ? COLLATE NOCASE ORDER BY f.rowid",
                                           (_key(ref),)).fetchall()]
 
     # --- kill switch ----------------------------------------------------------------------------------
