@@ -370,9 +370,12 @@ def test_moc_and_loc_fill_only_in_the_closing_auction(broker, market):
     assert [o.orderId for _, o, _ in broker.open_orders(1)] == [other]
 
 
-def test_auction_orders_refuse_immediate_tifs(broker):
-    _, ev = Client(broker).place(AAPL, make_order("BUY", 1, "MOC", tif="IOC"))
-    assert kinds(ev) == ["error:201"]
+def test_auction_orders_take_day_only_with_ibs_113(broker):
+    c = Client(broker)
+    for tif in ("IOC", "GTC", "OPG"):
+        _, ev = c.place(AAPL, make_order("BUY", 1, "MOC", tif=tif))
+        assert ev == [ErrorEvent(1, ev[0].req_id, 113, "The Tif option should be set to DAY for MOC and LOC "
+                                                       "orders.")], tif
 
 
 # === time in force ================================================================================
@@ -398,11 +401,13 @@ def test_tif_not_offered_by_the_contract_is_rejected(broker, market):
     assert kinds(ev) == ["error:201"] and "GTC" in ev[0].text
     _, ev = c.place(day_only, make_order("BUY", 1, tif="DAY"))
     assert kinds(ev) == FILLED_NOW
-    # IB's lists never name FOK (it is accepted all the same); GTD is not supported by the paper broker
+    # IB's lists never name FOK or DTC (both accepted all the same); a GTD order needs its goodTillDate
     _, ev = c.place(EURUSD, make_order("BUY", 20000, tif="FOK"))
     assert kinds(ev) == FILLED_NOW
-    _, ev = c.place(AAPL, make_order("BUY", 1, tif="GTD"))
-    assert kinds(ev) == ["error:201"]
+    _, ev = c.place(AAPL, make_order("BUY", 1, tif="DTC"))
+    assert kinds(ev) == FILLED_NOW
+    _, ev = c.place(EURUSD, make_order("BUY", 20000, tif="GTD"))
+    assert kinds(ev) == ["error:201"] and "goodTillDate" in ev[0].text
 
 
 # === brackets and OCA =============================================================================
@@ -511,8 +516,8 @@ def test_modify_a_working_order(broker, market):
     assert ev[1].remaining == Decimal(7)
     _, ev = c.place(AAPL, make_order("BUY", 7, "LMT", lmt=101.00, tif="GTC"), order_id=oid)  # now marketable
     assert kinds(ev) == FILLED_NOW
-    _, ev = c.place(AAPL, make_order("BUY", 7, "LMT", lmt=101.00), order_id=oid)    # done now: 103
-    assert kinds(ev) == ["error:103"] and ev[0].text == "Duplicate order id"
+    _, ev = c.place(AAPL, make_order("BUY", 7, "LMT", lmt=101.00), order_id=oid)    # filled now: 104
+    assert ev == [ErrorEvent(1, oid, 104, "Can't modify a filled order.")]
 
 
 def test_modify_cannot_change_side_or_contract_and_bad_modify_keeps_the_order(broker):
@@ -598,12 +603,10 @@ def test_prices_off_the_tick_grid_are_110(broker):
 @pytest.mark.parametrize("inst,order,reason", [
     (AAPL, make_order("BUY", 0), "quantity"),
     (AAPL, make_order("BUY", -5), "quantity"),
-    (AAPL, make_order("BUY", 1, "PEG MID"), "Unsupported order type"),
     (AAPL, make_order("BUY", 1, "LMT"), "limit price is missing"),
     (AAPL, make_order("BUY", 1, "STP"), "stop price"),
     (AAPL, make_order("BUY", 1, "TRAIL"), "trailing amount"),
     (AAPL, make_order("HOLD", 1), "action"),
-    (BTC, make_order("BUY", 1, "MOC"), "not allowed"),
     (SPX, make_order("BUY", 1), "not tradable"),
     (AAPL, make_order("BUY", 1, account="DU0000000"), "DU0000000"),
 ])
@@ -611,6 +614,17 @@ def test_rejections_are_201_with_a_reason(broker, inst, order, reason):
     oid, ev = Client(broker).place(inst, order)
     assert len(ev) == 1 and ev[0].code == 201 and ev[0].req_id == oid
     assert ev[0].text.startswith("Order rejected - reason:") and reason in ev[0].text
+
+
+@pytest.mark.parametrize("inst,order", [(AAPL, make_order("BUY", 1, "PEG MID")),   # not ours
+                                        (BTC, make_order("BUY", 1, "MOC")),        # not in BTC's list
+                                        (ES, make_order("BUY", 1, "REL"))])        # nor REL in ES's
+def test_order_types_the_gateway_or_contract_does_not_take_are_387(inst, order):
+    es = instrument(ES.con_id, "ES", "FUT", "CME", 0.25, "DAY,GTC,LMT,MKT,STP", multiplier=50.0)
+    market = TinyMarket()
+    market.quotes[es.con_id] = market.quotes[ES.con_id]
+    oid, ev = Client(Broker([ACCOUNT], quote=market.quote, now=market.now)).place(es if inst is ES else inst, order)
+    assert ev == [ErrorEvent(1, oid, 387, "Unsupported order type for this exchange and security type.")]
 
 
 def test_more_than_20_active_orders_per_contract_side_account_is_201(broker):
