@@ -1061,7 +1061,7 @@ class Broker:
         if side is None:
             return None
         offset = _price(w.order.auxPrice) or 0.0
-        peg = side + offset if w.buy else side - offset
+        peg = round_to_tick(side + offset if w.buy else side - offset, w.inst.min_tick)
         cap = _price(w.order.lmtPrice)
         if cap is not None:
             peg = min(peg, cap) if w.buy else max(peg, cap)
