@@ -1,14 +1,19 @@
 """The paper gateway's broker: order engine and accounts, as plain Python objects.
 
 No sockets, no clock of its own, no randomness: the server calls ``place``, ``cancel``,
-``global_cancel``, ``on_market`` (re-evaluate working orders against the market's current quotes) and
-``on_close`` (the closing auction); each returns the events to send, in the order a real gateway sends
-them. The broker is per gateway, not per connection: orders, executions and positions survive client
-disconnects, and a client that reconnects with the same clientId sees its working orders again.
+``global_cancel``, ``on_market`` (expire GTD orders, re-evaluate working orders against the market's
+current quotes), ``on_open`` (the opening auction) and ``on_close`` (the closing auction); each
+returns the events to send, in the order a real gateway sends them. The broker is per gateway, not
+per connection: orders, executions and positions survive client disconnects, and a client that
+reconnects with the same clientId sees its working orders again.
 
-Order types: MKT, LMT, STP, STP LMT, TRAIL (auxPrice = trailing amount, or trailingPercent;
-trailStopPrice = initial stop when given), MOC and LOC (filled by ``on_close(con_id)``).
-Time in force: DAY, GTC, IOC, FOK ("" means DAY). Brackets (parentId, transmit), OCA groups
+Order types and TIFs are the sheet's (``addin/orders/vocabulary.py``; a contract's orderTypes list is
+checked with the vocabulary's tokens): MKT, LMT, STP, STP LMT, TRAIL (auxPrice = trailing amount, or
+trailingPercent; trailStopPrice = initial stop when given), TRAIL LIMIT (as TRAIL; lmtPriceOffset = the
+limit's distance beyond the stop), MIT and LIT (auxPrice = trigger), REL (auxPrice = peg offset, lmtPrice =
+optional cap), MIDPRICE (lmtPrice = optional cap), MOC and LOC (filled by ``on_close(con_id)``).
+Time in force: DAY, GTC, IOC, FOK, OPG (MKT/LMT only, filled by ``on_open(con_id)``), GTD (goodTillDate),
+DTC ("" means DAY). Brackets (parentId, transmit), OCA groups
 (ocaType 1 cancel the others on a fill; 2 and 3 reduce the others by the filled quantity, the
 "block" of type 2 has no meaning when fills are sequential), whatIf (margin and commission in the
 OrderState, never executed, never left open), orderRef echoed everywhere, outsideRth accepted.
@@ -21,11 +26,28 @@ How orders fill (documented simplifications):
   the order goes live fills in full, otherwise the order is cancelled (so IOC behaves like FOK).
 - Stops trigger when the last trade touches the stop (buy: last >= stop, sell: last <= stop); FX has
   no last, so a buy stop watches the ask and a sell stop the bid. A triggered STP is a market order,
-  a triggered STP LMT a limit order. TRAIL tracks the best trigger price since it went live (the stop
-  only ratchets in the order's favour, rounded to the tick grid) and triggers like a stop.
+  a triggered STP LMT a limit order. TRAIL and TRAIL LIMIT track the best trigger price since they went
+  live (the stop only ratchets in the order's favour, rounded to the tick grid) and trigger like a stop;
+  an elected TRAIL LIMIT is a limit at stop + lmtPriceOffset (buy) / stop - lmtPriceOffset (sell), and
+  OPEN_ORDER shows that limit in lmtPrice while it trails.
+- MIT and LIT trigger the other way round (buy: price <= trigger, sell: price >= trigger), watching the
+  same price as stops; then MIT is a market order, LIT a limit at lmtPrice.
+- REL pegs a buy to the bid + auxPrice (a sell to the ask - auxPrice), capped by lmtPrice, re-pegged at
+  every evaluation, and fills at the touch when the touch crosses its peg. The paper market's spread
+  never narrows, so an offset smaller than the spread rests (IB's REL fills passively from other
+  traders' orders, which the paper market does not have).
+- MIDPRICE fills at once at the bid/ask midpoint, put on the tick grid towards the far side (a buy
+  rounds up, a sell down: never better than the true midpoint), when that is within the optional
+  lmtPrice cap; otherwise it rests and is re-evaluated. Without both bid and ask it rests.
 - MOC fills at the auction price (the instrument's mark when ``on_close`` runs: last, else mid); LOC
-  fills there if the limit allows, otherwise it is cancelled. DAY orders do not expire at the close,
-  and trading hours are not modelled (outsideRth is accepted and changes nothing).
+  fills there if the limit allows, otherwise it is cancelled. OPG orders wait for ``on_open`` and do the
+  same at the opening auction (MKT fills, LMT fills if its limit allows, else cancelled). The server
+  runs both auctions for stocks and futures only (AUCTION_SEC_TYPES); FX and crypto trade around the
+  clock, and OPG for them is rejected. DAY and DTC orders do not expire at the close (DTC behaves as
+  DAY), and trading hours are not modelled (outsideRth is accepted and changes nothing).
+- GTD: goodTillDate 'yyyyMMdd HH:mm:ss [zone]' (no zone = UTC, the gateway's zone) or 'yyyyMMdd-HH:mm:ss'
+  (UTC); a working GTD order is cancelled (202, "good till date ... reached") by the first ``on_market``
+  at or after that instant of the gateway's clock.
 - Statuses: a live order is "Submitted" (IB shows "PreSubmitted" for some simulated stops; clients treat
   both as working); an order held with transmit=False, and a bracket child whose parent has not filled,
   are "PreSubmitted". Nothing of a bracket goes live before an order of it arrives with transmit=True;
@@ -33,18 +55,29 @@ How orders fill (documented simplifications):
 - Every cancellation (cancelOrder, reqGlobalCancel, IOC/FOK leftovers, OCA and bracket siblings,
   children of a cancelled parent, LOC not filled) sends ORDER_STATUS Cancelled, OPEN_ORDER Cancelled
   and error 202 "Order Canceled - reason:" (with a short reason appended for the automatic ones).
-- Validation (201 unless said): BUY/SELL, quantity > 0, one of our order types and listed in the
-  contract details' orderTypes, DAY/GTC/IOC listed there too (IB's lists never name FOK, so FOK is always
-  accepted), the prices the type needs, on the tick grid (110), a known parent, a known account, at most
-  20 active orders per contract, side and account; indices are not tradable. A modify may not change
-  the contract or the side (105).
+- Validation (201 unless said): BUY/SELL, quantity > 0; one of our order types and listed in the
+  contract details' orderTypes (else 387); DAY/GTC/IOC/OPG/GTD listed there too when the list names any
+  TIF (IB's lists never name FOK or DTC, so those are always accepted); MOC/LOC only DAY (113); OPG only
+  for MKT/LMT (111) and only for stocks/futures; GTD with a readable goodTillDate in the future; the
+  prices the type needs, on the tick grid (110); a known parent, a known account, at most 20 active
+  orders per contract, side and account; indices are not tradable.
+- Modify (placeOrder with a working order's id): prices, quantity, type and TIF of a working, held or
+  PreSubmitted order (bracket children included) are replaced; the contract or the side may not change
+  (105); the quantity may not go below the filled quantity (201). A filled order gets 104 "Can't modify a
+  filled order."; a cancelled one 10148 "OrderId n that needs to be modified cannot be modified, state:
+  Cancelled." (IB documents no code for this case: the code and wording are those of IB's refusal to
+  cancel a finished order). An id that was rejected is used all the same: 103. Placing a held
+  (transmit=False) order again with transmit=True sends that same order (same permId) live.
+- filledQuantity is set on every OPEN_ORDER / COMPLETED_ORDER (0 until a fill): ibapi reads an empty
+  field as UNSET_DECIMAL (1.7e38).
 - Pre-trade check at placement only: an order that raises the initial margin above the equity with
   loan value is rejected with IB's 201 text; a resting order that fills later is not re-checked.
 - Execution times are written "yyyymmdd hh:mm:ss UTC" (ibapi keeps the text; ib_async parses it with the
   zone name, as it does TWS's "... US/Eastern"). reqExecutions returns the executions of every client
   (filter on ExecutionFilter.clientId to narrow it), since the gateway started.
-- Error texts are IB's for 103, 105, 110, 161, 202 and 10147; the margin rejection follows IB's
-  wording; the reasons of the other 201 rejections are ours, written in IB's style.
+- Error texts are IB's for 103, 104, 105, 110, 111, 113, 161, 202, 387 and 10147; the margin rejection
+  follows IB's wording; 10148 for a modify of a cancelled order and the reasons of the other 201
+  rejections (among them OPG on FX/crypto and a bad goodTillDate) are ours, written in IB's style.
 
 Commissions: see ``commissions.py``. Cash, positions, average cost, P&L and margin: see ``accounts.py``.
 """
