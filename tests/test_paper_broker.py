@@ -370,9 +370,12 @@ def test_moc_and_loc_fill_only_in_the_closing_auction(broker, market):
     assert [o.orderId for _, o, _ in broker.open_orders(1)] == [other]
 
 
-def test_auction_orders_refuse_immediate_tifs(broker):
-    _, ev = Client(broker).place(AAPL, make_order("BUY", 1, "MOC", tif="IOC"))
-    assert kinds(ev) == ["error:201"]
+def test_auction_orders_take_day_only_with_ibs_113(broker):
+    c = Client(broker)
+    for tif in ("IOC", "GTC", "OPG"):
+        _, ev = c.place(AAPL, make_order("BUY", 1, "MOC", tif=tif))
+        assert ev == [ErrorEvent(1, ev[0].req_id, 113, "The Tif option should be set to DAY for MOC and LOC "
+                                                       "orders.")], tif
 
 
 # === time in force ================================================================================
@@ -398,11 +401,13 @@ def test_tif_not_offered_by_the_contract_is_rejected(broker, market):
     assert kinds(ev) == ["error:201"] and "GTC" in ev[0].text
     _, ev = c.place(day_only, make_order("BUY", 1, tif="DAY"))
     assert kinds(ev) == FILLED_NOW
-    # IB's lists never name FOK (it is accepted all the same); GTD is not supported by the paper broker
+    # IB's lists never name FOK or DTC (both accepted all the same); a GTD order needs its goodTillDate
     _, ev = c.place(EURUSD, make_order("BUY", 20000, tif="FOK"))
     assert kinds(ev) == FILLED_NOW
-    _, ev = c.place(AAPL, make_order("BUY", 1, tif="GTD"))
-    assert kinds(ev) == ["error:201"]
+    _, ev = c.place(AAPL, make_order("BUY", 1, tif="DTC"))
+    assert kinds(ev) == FILLED_NOW
+    _, ev = c.place(EURUSD, make_order("BUY", 20000, tif="GTD"))
+    assert kinds(ev) == ["error:201"] and "goodTillDate" in ev[0].text
 
 
 # === brackets and OCA =============================================================================
@@ -511,8 +516,8 @@ def test_modify_a_working_order(broker, market):
     assert ev[1].remaining == Decimal(7)
     _, ev = c.place(AAPL, make_order("BUY", 7, "LMT", lmt=101.00, tif="GTC"), order_id=oid)  # now marketable
     assert kinds(ev) == FILLED_NOW
-    _, ev = c.place(AAPL, make_order("BUY", 7, "LMT", lmt=101.00), order_id=oid)    # done now: 103
-    assert kinds(ev) == ["error:103"] and ev[0].text == "Duplicate order id"
+    _, ev = c.place(AAPL, make_order("BUY", 7, "LMT", lmt=101.00), order_id=oid)    # filled now: 104
+    assert ev == [ErrorEvent(1, oid, 104, "Can't modify a filled order.")]
 
 
 def test_modify_cannot_change_side_or_contract_and_bad_modify_keeps_the_order(broker):
@@ -598,12 +603,10 @@ def test_prices_off_the_tick_grid_are_110(broker):
 @pytest.mark.parametrize("inst,order,reason", [
     (AAPL, make_order("BUY", 0), "quantity"),
     (AAPL, make_order("BUY", -5), "quantity"),
-    (AAPL, make_order("BUY", 1, "PEG MID"), "Unsupported order type"),
     (AAPL, make_order("BUY", 1, "LMT"), "limit price is missing"),
     (AAPL, make_order("BUY", 1, "STP"), "stop price"),
     (AAPL, make_order("BUY", 1, "TRAIL"), "trailing amount"),
     (AAPL, make_order("HOLD", 1), "action"),
-    (BTC, make_order("BUY", 1, "MOC"), "not allowed"),
     (SPX, make_order("BUY", 1), "not tradable"),
     (AAPL, make_order("BUY", 1, account="DU0000000"), "DU0000000"),
 ])
@@ -611,6 +614,17 @@ def test_rejections_are_201_with_a_reason(broker, inst, order, reason):
     oid, ev = Client(broker).place(inst, order)
     assert len(ev) == 1 and ev[0].code == 201 and ev[0].req_id == oid
     assert ev[0].text.startswith("Order rejected - reason:") and reason in ev[0].text
+
+
+@pytest.mark.parametrize("inst,order", [(AAPL, make_order("BUY", 1, "PEG MID")),   # not ours
+                                        (BTC, make_order("BUY", 1, "MOC")),        # not in BTC's list
+                                        (ES, make_order("BUY", 1, "REL"))])        # nor REL in ES's
+def test_order_types_the_gateway_or_contract_does_not_take_are_387(inst, order):
+    es = instrument(ES.con_id, "ES", "FUT", "CME", 0.25, "DAY,GTC,LMT,MKT,STP", multiplier=50.0)
+    market = TinyMarket()
+    market.quotes[es.con_id] = market.quotes[ES.con_id]
+    oid, ev = Client(Broker([ACCOUNT], quote=market.quote, now=market.now)).place(es if inst is ES else inst, order)
+    assert ev == [ErrorEvent(1, oid, 387, "Unsupported order type for this exchange and security type.")]
 
 
 def test_more_than_20_active_orders_per_contract_side_account_is_201(broker):
@@ -965,3 +979,228 @@ def test_broker_trades_against_the_real_market_model():
     assert kinds(ev) == FILLED_NOW
     assert ev[2].execution.price == pytest.approx(q.ask)
     assert broker.positions()[0][2] == Decimal(10)
+
+
+# === the rest of the sheet's vocabulary (addin/orders/vocabulary.py) ===================================
+# AAPL's list above is a short one; FULL lists what the paper universe lists for US stocks.
+FULL = instrument(265599, "FULL", "STK", "SMART", 0.01,
+                  STOCK_TYPES + ",TRAILLMT,REL,MIDPX,OPG,GTD", primaryExchange="NASDAQ")
+
+
+@pytest.fixture
+def full(market):
+    market.set(FULL, 99.99, 100.01, 100.00)
+    return FULL
+
+
+def fills(events) -> dict[int, float]:
+    return {e.order_id: e.execution.price for e in events if isinstance(e, ExecutionEvent)}
+
+
+def test_every_order_type_and_tif_of_the_vocabulary_is_answered(broker, full):
+    from addin.orders.vocabulary import OPG_TYPES, ORDER_TYPES, TIF_CODES
+    prices = {"LimitPrice": dict(lmtPrice=100.50), "StopPrice": dict(auxPrice=100.50), "Offset": {}}
+    c = Client(broker)
+    for t in ORDER_TYPES:
+        extra: dict = {}
+        for column, need in t.prices:
+            if need == "required":
+                extra.update(prices[column])
+        if t.trail:
+            extra.update(auxPrice=1.00, lmtPriceOffset=0.10)
+        for tif in t.tifs or TIF_CODES:
+            if tif == "OPG" and t.code not in OPG_TYPES:
+                continue
+            gtd = dict(goodTillDate="20240316 00:00:00 UTC") if tif == "GTD" else {}
+            oid, ev = c.place(full, make_order("BUY", 1, t.code, tif=tif, **extra, **gtd))
+            assert ev and not [e for e in errors(ev) if e.code != 202], (t.code, tif, ev)   # IOC/FOK may go
+            final = last_status(ev, oid)
+            assert final in ("Submitted", "Filled", "Cancelled"), (t.code, tif)
+            if final == "Submitted":
+                c.cancel(oid)                           # stay below 20 working orders per side
+
+
+def test_mit_triggers_when_the_price_falls_to_it_for_a_buy_and_rises_to_it_for_a_sell(broker, market, full):
+    c = Client(broker)
+    buy, ev = c.place(full, make_order("BUY", 1, "MIT", aux=99.50))
+    sell, _ = c.place(full, make_order("SELL", 1, "MIT", aux=100.50))
+    assert last_status(ev, buy) == "Submitted"
+    market.set(full, 100.49, 100.51, 100.50)          # up: the sell's trigger, not the buy's
+    assert fills(broker.on_market()) == {sell: 100.49}
+    market.set(full, 99.49, 99.51, 99.50)
+    assert fills(broker.on_market()) == {buy: 99.51}
+    touched, ev = c.place(full, make_order("BUY", 1, "MIT", aux=101.00))   # already at or below: at once
+    assert fills(ev) == {touched: 99.51}
+
+
+def test_lit_becomes_a_limit_once_touched(broker, market, full):
+    c = Client(broker)
+    oid, ev = c.place(full, make_order("SELL", 1, "LIT", lmt=100.60, aux=100.50))
+    assert last_status(ev, oid) == "Submitted"
+    market.set(full, 100.49, 100.51, 100.50)          # touched, but the bid is below the limit: rests
+    assert broker.on_market() == []
+    market.set(full, 100.40, 100.42, 100.41)          # below the trigger again: a limit now, still rests
+    assert broker.on_market() == []
+    market.set(full, 100.61, 100.63, 100.62)
+    ev = broker.on_market()
+    assert fills(ev) == {oid: 100.61}
+    assert of(ev, oid, ExecutionEvent)[0].execution.lastLiquidity == 1      # it rested: added liquidity
+
+
+def test_trail_limit_trails_then_works_as_a_limit_offset_beyond_the_stop(broker, market, full):
+    c = Client(broker)
+    oid, ev = c.place(full, make_order("SELL", 1, "TRAIL LIMIT", aux=1.00, lmtPriceOffset=0.20))
+    shown = of(ev, oid, OpenOrderEvent)[0].order
+    assert (shown.trailStopPrice, shown.lmtPrice) == (99.00, 98.80)
+    market.set(full, 100.99, 101.01, 101.00)          # up 1.00: stop 100.00, limit 99.80
+    broker.on_market()
+    market.set(full, 99.69, 99.71, 99.70)             # through the stop, bid below the limit: rests
+    assert broker.on_market() == []
+    assert [(o.trailStopPrice, o.lmtPrice) for _, o, _ in broker.open_orders(1)] == [(100.00, 99.80)]
+    market.set(full, 99.85, 99.87, 99.86)
+    assert fills(broker.on_market()) == {oid: 99.85}
+    buy, ev = c.place(full, make_order("BUY", 1, "TRAIL LIMIT", trailingPercent=1.0, trailStopPrice=100.50,
+                                       lmtPriceOffset=0.10))
+    assert of(ev, buy, OpenOrderEvent)[0].order.lmtPrice == 100.60
+    market.set(full, 100.49, 100.51, 100.50)          # elected at 100.50; ask 100.51 within 100.60
+    assert fills(broker.on_market()) == {buy: 100.51}
+
+
+def test_trail_limit_needs_its_offset(broker, full):
+    _, ev = Client(broker).place(full, make_order("SELL", 1, "TRAIL LIMIT", aux=1.00))
+    assert kinds(ev) == ["error:201"] and "lmtPriceOffset" in ev[0].text
+    _, ev = Client(broker, 2).place(full, make_order("SELL", 1, "TRAIL LIMIT", aux=1.00, lmtPriceOffset=0.001))
+    assert kinds(ev) == ["error:110"]
+
+
+def test_rel_pegs_to_its_side_plus_the_offset_capped_by_the_limit(broker, market, full):
+    c = Client(broker)
+    crossing, ev = c.place(full, make_order("BUY", 1, "REL", aux=0.02))              # 99.99 + 0.02 = the ask
+    assert fills(ev) == {crossing: 100.01}
+    capped, ev = c.place(full, make_order("BUY", 1, "REL", lmt=100.00, aux=0.02))     # capped below the ask
+    passive, _ = c.place(full, make_order("SELL", 1, "REL", aux=0.01))                # 100.00, above the bid
+    assert last_status(ev, capped) == "Submitted" and broker.on_market() == []
+    market.set(full, 99.98, 100.00, 99.99)            # the ask comes down to the cap; the sell re-pegs
+    assert fills(broker.on_market()) == {capped: 100.00}
+    assert [o.orderId for _, o, _ in broker.open_orders(1)] == [passive]
+
+
+def test_midprice_fills_at_the_midpoint_on_the_grid_within_its_cap(broker, market, full):
+    c = Client(broker)
+    mid, ev = c.place(full, make_order("BUY", 1, "MIDPRICE"))
+    assert fills(ev) == {mid: 100.00}
+    capped, ev = c.place(full, make_order("BUY", 1, "MIDPRICE", lmt=99.99))
+    assert last_status(ev, capped) == "Submitted"
+    market.set(full, 99.99, 100.02, 100.00)           # mid 100.005: a buy pays 100.01, a sell gets 100.00
+    buy, ev = c.place(full, make_order("BUY", 1, "MIDPRICE"))
+    sell, ev2 = c.place(full, make_order("SELL", 1, "MIDPRICE"))
+    assert fills(ev) == {buy: 100.01} and fills(ev2) == {sell: 100.00}
+    market.set(full, 99.97, 99.99, 99.98)
+    assert fills(broker.on_market()) == {capped: 99.98}
+
+
+def test_opg_orders_trade_only_in_the_opening_auction(broker, market, full):
+    c = Client(broker)
+    moo, ev = c.place(full, make_order("BUY", 1, "MKT", tif="OPG"))
+    loo_ok, _ = c.place(full, make_order("SELL", 1, "LMT", lmt=99.00, tif="OPG"))
+    loo_no, _ = c.place(full, make_order("BUY", 1, "LMT", lmt=90.00, tif="OPG"))
+    moc, _ = c.place(full, make_order("BUY", 1, "MOC"))
+    assert kinds(ev) == ["open:Submitted", "status:Submitted"]
+    assert broker.on_market() == [] and broker.on_close(MSFT.con_id) == []
+    market.set(full, 100.40, 100.60, 100.50)
+    ev = broker.on_open(full.con_id)
+    assert fills(ev) == {moo: 100.50, loo_ok: 100.50}
+    assert last_status(ev, loo_no) == "Cancelled"
+    assert errors(ev, 202)[0].text == "Order Canceled - reason:LMT OPG order not filled in the opening auction"
+    assert [o.orderId for _, o, _ in broker.open_orders(1)] == [moc]
+
+
+def test_opg_takes_market_and_limit_only_and_needs_an_opening_auction(broker, full):
+    c = Client(broker)
+    _, ev = c.place(full, make_order("BUY", 1, "STP", aux=101.00, tif="OPG"))
+    assert ev[0].code == 111 and ev[0].text == "The time in force (tif type) and the order type are incompatible."
+    _, ev = c.place(EURUSD, make_order("BUY", 20000, tif="OPG"))   # FX lists no OPG: no session open
+    assert kinds(ev) == ["error:201"] and "OPG" in ev[0].text
+    around_the_clock = instrument(900003, "ETH", "CRYPTO", "PAXOS", 0.01, "DAY,GTC,LMT,MKT,OPG")
+    _, ev = c.place(around_the_clock, make_order("BUY", 1, tif="OPG"))
+    assert kinds(ev) == ["error:201"] and "no opening auction" in ev[0].text
+
+
+@pytest.mark.parametrize("text", ["20240315 14:31:00", "20240315 14:31:00 UTC", "20240315-14:31:00",
+                                  "20240315 10:31:00 US/Eastern"])
+def test_gtd_is_cancelled_when_the_clock_reaches_its_date(broker, market, full, text):
+    c = Client(broker)
+    oid, ev = c.place(full, make_order("BUY", 1, "LMT", lmt=90.00, tif="GTD", goodTillDate=text))
+    assert last_status(ev, oid) == "Submitted"
+    market.t += timedelta(seconds=59)
+    assert broker.on_market() == []
+    market.t += timedelta(seconds=1)
+    ev = broker.on_market()
+    assert kinds(ev) == ["status:Cancelled", "open:Cancelled", "error:202"]
+    assert ev[2].text == f"Order Canceled - reason:good till date {text} reached"
+
+
+@pytest.mark.parametrize("text,why", [("", "needs a goodTillDate"), ("20240315 14:30:00", "in the past"),
+                                      ("20240314 23:59:59 UTC", "in the past"), ("tomorrow", "not a valid"),
+                                      ("20240316 10:00:00 Mars/Olympus", "not a valid")])
+def test_gtd_without_a_future_date_is_rejected(broker, full, text, why):
+    _, ev = Client(broker).place(full, make_order("BUY", 1, "LMT", lmt=90.00, tif="GTD", goodTillDate=text))
+    assert kinds(ev) == ["error:201"] and why in ev[0].text
+
+
+def test_dtc_behaves_as_day(broker, full):
+    oid, ev = Client(broker).place(full, make_order("BUY", 1, "LMT", lmt=90.00, tif="DTC"))
+    assert last_status(ev, oid) == "Submitted" and ev[0].order.tif == "DTC"
+
+
+def test_modify_of_a_cancelled_order_is_refused_and_changes_nothing(broker, full):
+    c = Client(broker)
+    oid, _ = c.place(full, make_order("BUY", 1, "LMT", lmt=90.00))
+    c.cancel(oid)
+    _, ev = c.place(full, make_order("BUY", 2, "LMT", lmt=91.00), order_id=oid)
+    assert ev == [ErrorEvent(1, oid, 10148, f"OrderId {oid} that needs to be modified cannot be modified, "
+                                            "state: Cancelled.")]
+    [(_, shown, state)] = broker.completed_orders()
+    assert (shown.lmtPrice, shown.totalQuantity, state.status) == (90.00, Decimal(1), "Cancelled")
+
+
+def test_a_bracket_child_may_be_modified_before_and_after_its_parent_fills(broker, market, full):
+    c = Client(broker)
+    pid, _ = c.place(full, make_order("BUY", 4, "LMT", lmt=99.00))
+    tp, ev = c.place(full, make_order("SELL", 4, "LMT", lmt=110.00, parentId=pid))
+    assert last_status(ev, tp) == "PreSubmitted"
+    _, ev = c.place(full, make_order("SELL", 3, "LMT", lmt=109.00, parentId=pid), order_id=tp)
+    assert kinds(ev) == ["open:PreSubmitted", "status:PreSubmitted"]
+    assert (ev[0].order.lmtPrice, ev[0].order.totalQuantity, ev[0].order.parentId) == (109.00, Decimal(3), pid)
+    market.set(full, 98.98, 99.00, 98.99)
+    assert last_status(broker.on_market(), tp) == "Submitted"          # parent filled: the child is live
+    _, ev = c.place(full, make_order("SELL", 4, "LMT", lmt=108.00, parentId=pid), order_id=tp)
+    assert kinds(ev) == ["open:Submitted", "status:Submitted"] and ev[0].order.lmtPrice == 108.00
+
+
+def test_a_held_order_released_with_transmit_is_the_same_order(broker, full):
+    c = Client(broker)
+    oid, ev = c.place(full, make_order("BUY", 1, "LMT", lmt=90.00, transmit=False))
+    perm = ev[1].perm_id
+    _, ev = c.place(full, make_order("BUY", 1, "LMT", lmt=90.00, transmit=True), order_id=oid)
+    assert kinds(ev) == ["open:Submitted", "status:Submitted"] and ev[1].perm_id == perm
+    assert [(o.orderId, o.permId) for _, o, _ in broker.open_orders()] == [(oid, perm)]
+
+
+def test_filled_quantity_is_always_set_on_open_and_completed_orders(broker, full):
+    c = Client(broker)
+    filled, _ = c.place(full, make_order("BUY", 3))
+    cancelled, _ = c.place(full, make_order("BUY", 2, "LMT", lmt=90.00))
+    working, _ = c.place(full, make_order("BUY", 2, "LMT", lmt=90.00))
+    c.cancel(cancelled)
+    assert {o.orderId: o.filledQuantity for _, o, _ in broker.completed_orders()} == \
+        {filled: Decimal(3), cancelled: Decimal(0)}
+    assert [o.filledQuantity for _, o, _ in broker.open_orders()] == [Decimal(0)]
+
+
+def test_moc_fill_reports_its_average_price(broker, market, full):
+    oid, _ = Client(broker).place(full, make_order("BUY", 2, "MOC"))
+    market.set(full, 100.40, 100.60, 100.50)
+    status = of(broker.on_close(full.con_id), oid, OrderStatusEvent)[-1]
+    assert (status.status, status.filled, status.avg_fill_price, status.last_fill_price) == \
+        ("Filled", Decimal(2), 100.50, 100.50)

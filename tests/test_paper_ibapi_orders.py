@@ -191,11 +191,15 @@ def test_close_auction_fills_moc_and_loc():
 
 
 # --- errors --------------------------------------------------------------------------------------
-def test_order_errors_103_110_200_201_161(ib, gateway):
+def test_order_errors_103_104_110_200_201_161(ib, gateway):
     oid = place(ib, stock("AAPL"), make_order("BUY", 1))
     status(ib, oid, "Filled")
-    ib.placeOrder(oid, stock("AAPL"), make_order("BUY", 1))            # id of a done order
-    assert ib.wait_error(oid, 103)
+    ib.placeOrder(oid, stock("AAPL"), make_order("BUY", 1))            # id of a filled order
+    assert ib.wait_error(oid, 104)
+    rejected_first = place(ib, stock("AAPL"), make_order("BUY", 0))     # rejected: its id is used all the same
+    ib.wait_error(rejected_first, 201)
+    ib.placeOrder(rejected_first, stock("AAPL"), make_order("BUY", 1))
+    assert ib.wait_error(rejected_first, 103)
     ib.cancelOrder(oid, OrderCancel())                                            # done: not cancellable
     assert ib.wait_error(oid, 161)
     bad_tick = place(ib, stock("AAPL"), make_order("BUY", 1, "LMT", lmt=100.001))

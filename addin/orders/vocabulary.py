@@ -34,7 +34,8 @@ PERCENT_COLUMNS = ("TrailPercent",)
 class OrderType:
     """One IB order type as the sheet offers it.
 
-    code: IB's ``orderType``; token: how ContractDetails.orderTypes lists it; what: one line for the
+    code: IB's ``orderType``; token: how ContractDetails.orderTypes lists it (IB's own spelling, e.g.
+    TRAILLMT and MIDPX, as in the recorded contract details); what: one line for the
     drop-down's help and the README; prices: {price column: REQUIRED / OPTIONAL / BLANK} (absent =
     BLANK); trail: needs exactly one of TrailAmount / TrailPercent; tifs: the TIFs allowed (None = all);
     bracket_entry: may carry TakeProfit / StopLoss."""
@@ -68,7 +69,7 @@ ORDER_TYPES: tuple[OrderType, ...] = (
               (("LimitPrice", REQUIRED), ("StopPrice", REQUIRED)), bracket_entry=True),
     OrderType("TRAIL", "TRAIL", "trailing stop: TrailAmount or TrailPercent behind the best price; StopPrice = "
               "initial stop (optional)", (("StopPrice", OPTIONAL),), trail=True),
-    OrderType("TRAIL LIMIT", "TRAILLIMIT", "trailing stop limit: as TRAIL, then a limit Offset beyond the stop",
+    OrderType("TRAIL LIMIT", "TRAILLMT", "trailing stop limit: as TRAIL, then a limit Offset beyond the stop",
               (("StopPrice", OPTIONAL), ("Offset", REQUIRED)), trail=True),
     OrderType("MOC", "MOC", "market on close (closing auction)", tifs=("DAY",)),
     OrderType("LOC", "LOC", "limit on close at LimitPrice", (("LimitPrice", REQUIRED),), tifs=("DAY",)),
@@ -78,12 +79,12 @@ ORDER_TYPES: tuple[OrderType, ...] = (
               (("LimitPrice", REQUIRED), ("StopPrice", REQUIRED))),
     OrderType("REL", "REL", "relative (pegged to primary): the bid (buy) or ask (sell) improved by Offset, "
               "capped at LimitPrice", (("LimitPrice", OPTIONAL), ("Offset", OPTIONAL))),
-    OrderType("MIDPRICE", "MIDPRICE", "at the midpoint, capped at LimitPrice", (("LimitPrice", OPTIONAL),)),
+    OrderType("MIDPRICE", "MIDPX", "at the midpoint, capped at LimitPrice", (("LimitPrice", OPTIONAL),)),
 )
 ORDER_TYPE_CODES = tuple(t.code for t in ORDER_TYPES)
 # Spellings a user may type (matched after upper-casing and collapsing spaces).
 ORDER_TYPE_ALIASES = {"MARKET": "MKT", "LIMIT": "LMT", "STOP": "STP", "STPLMT": "STP LMT", "STOP LIMIT": "STP LMT",
-                      "STP-LMT": "STP LMT", "TRAILING": "TRAIL", "TRAILLIMIT": "TRAIL LIMIT",
+                      "STP-LMT": "STP LMT", "TRAILING": "TRAIL", "TRAILLIMIT": "TRAIL LIMIT", "TRAILLMT": "TRAIL LIMIT",
                       "TRAIL LMT": "TRAIL LIMIT", "MID": "MIDPRICE"}
 
 TIFS: tuple[Tif, ...] = (

@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import fields as dc_fields
+from datetime import datetime
 from typing import TypeVar
 
 from .server import CONNECTIVITY_TEXT, GatewayConfig, PaperServer
@@ -167,6 +168,16 @@ class PaperGateway:
     def reject_next_order(self, reason: str = "paper gateway fault injection") -> None:
         """The next order placed by any client is rejected with error 201 and ``reason``."""
         self.call(lambda s: s.broker.reject_next(reason))
+
+    def advance_clock(self, seconds: float) -> datetime:
+        """Move the replay clock ``seconds`` forward, then let working orders trade, run the auctions
+        passed and expire GTD orders at the new time at once (not at the next streaming step).
+        Returns the new replay time (UTC)."""
+        def step(s: PaperServer) -> datetime:
+            now = s.market.advance(seconds)
+            s.orders.on_market()
+            return now
+        return self.call(step)
 
     # --- firehose (benchmarks) ---------------------------------------------------------------------
     def firehose(self, rate: float | None = None, count: int | None = None, record: bool = False,

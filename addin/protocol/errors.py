@@ -66,10 +66,16 @@ MARKET_DATA_RETRYABLE = frozenset({NO_ANSWER, MAX_RATE_EXCEEDED, MAX_TICKERS, NO
 
 # --- orders ---------------------------------------------------------------------------------------
 DUPLICATE_ORDER_ID = 103
+MODIFY_FILLED = 104               # "Can't modify a filled order."
 MODIFY_MISMATCH = 105             # "Order being modified does not match original order."
 PRICE_OFF_TICK = 110              # the price does not conform to the minimum price variation
+TIF_TYPE_MISMATCH = 111           # "The time in force (tif type) and the order type are incompatible."
+AUCTION_TIF_NOT_DAY = 113         # "The Tif option should be set to DAY for MOC and LOC orders."
 NOT_CANCELLABLE = 161             # "Cancel attempted when order is not in a cancellable state"
 ORDER_REJECTED = 201              # "Order rejected - reason:..."
 ORDER_CANCELLED = 202             # "Order Canceled - reason:..." (also after the trader's own cancel)
 AUTO_BIND_NOT_ALLOWED = 327       # reqAutoOpenOrders from a clientId other than 0
+UNSUPPORTED_ORDER_TYPE = 387      # "Unsupported order type for this exchange and security type."
 CANCEL_UNKNOWN_ORDER = 10147      # "OrderId ... that needs to be cancelled is not found."
+ORDER_NOT_MODIFIABLE = 10148      # "OrderId ... can not be cancelled, state: ..."; the paper gateway also
+                                  # answers a modify of a cancelled order with it (its own wording)

@@ -1,14 +1,19 @@
 """The paper gateway's broker: order engine and accounts, as plain Python objects.
 
 No sockets, no clock of its own, no randomness: the server calls ``place``, ``cancel``,
-``global_cancel``, ``on_market`` (re-evaluate working orders against the market's current quotes) and
-``on_close`` (the closing auction); each returns the events to send, in the order a real gateway sends
-them. The broker is per gateway, not per connection: orders, executions and positions survive client
-disconnects, and a client that reconnects with the same clientId sees its working orders again.
+``global_cancel``, ``on_market`` (expire GTD orders, re-evaluate working orders against the market's
+current quotes), ``on_open`` (the opening auction) and ``on_close`` (the closing auction); each
+returns the events to send, in the order a real gateway sends them. The broker is per gateway, not
+per connection: orders, executions and positions survive client disconnects, and a client that
+reconnects with the same clientId sees its working orders again.
 
-Order types: MKT, LMT, STP, STP LMT, TRAIL (auxPrice = trailing amount, or trailingPercent;
-trailStopPrice = initial stop when given), MOC and LOC (filled by ``on_close(con_id)``).
-Time in force: DAY, GTC, IOC, FOK ("" means DAY). Brackets (parentId, transmit), OCA groups
+Order types and TIFs are the sheet's (``addin/orders/vocabulary.py``; a contract's orderTypes list is
+checked with the vocabulary's tokens): MKT, LMT, STP, STP LMT, TRAIL (auxPrice = trailing amount, or
+trailingPercent; trailStopPrice = initial stop when given), TRAIL LIMIT (as TRAIL; lmtPriceOffset = the
+limit's distance beyond the stop), MIT and LIT (auxPrice = trigger), REL (auxPrice = peg offset, lmtPrice =
+optional cap), MIDPRICE (lmtPrice = optional cap), MOC and LOC (filled by ``on_close(con_id)``).
+Time in force: DAY, GTC, IOC, FOK, OPG (MKT/LMT only, filled by ``on_open(con_id)``), GTD (goodTillDate),
+DTC ("" means DAY). Brackets (parentId, transmit), OCA groups
 (ocaType 1 cancel the others on a fill; 2 and 3 reduce the others by the filled quantity, the
 "block" of type 2 has no meaning when fills are sequential), whatIf (margin and commission in the
 OrderState, never executed, never left open), orderRef echoed everywhere, outsideRth accepted.
@@ -21,11 +26,28 @@ How orders fill (documented simplifications):
   the order goes live fills in full, otherwise the order is cancelled (so IOC behaves like FOK).
 - Stops trigger when the last trade touches the stop (buy: last >= stop, sell: last <= stop); FX has
   no last, so a buy stop watches the ask and a sell stop the bid. A triggered STP is a market order,
-  a triggered STP LMT a limit order. TRAIL tracks the best trigger price since it went live (the stop
-  only ratchets in the order's favour, rounded to the tick grid) and triggers like a stop.
+  a triggered STP LMT a limit order. TRAIL and TRAIL LIMIT track the best trigger price since they went
+  live (the stop only ratchets in the order's favour, rounded to the tick grid) and trigger like a stop;
+  an elected TRAIL LIMIT is a limit at stop + lmtPriceOffset (buy) / stop - lmtPriceOffset (sell), and
+  OPEN_ORDER shows that limit in lmtPrice while it trails.
+- MIT and LIT trigger the other way round (buy: price <= trigger, sell: price >= trigger), watching the
+  same price as stops; then MIT is a market order, LIT a limit at lmtPrice.
+- REL pegs a buy to the bid + auxPrice (a sell to the ask - auxPrice), capped by lmtPrice, re-pegged at
+  every evaluation, and fills at the touch when the touch crosses its peg. The paper market's spread
+  never narrows, so an offset smaller than the spread rests (IB's REL fills passively from other
+  traders' orders, which the paper market does not have).
+- MIDPRICE fills at once at the bid/ask midpoint, put on the tick grid towards the far side (a buy
+  rounds up, a sell down: never better than the true midpoint), when that is within the optional
+  lmtPrice cap; otherwise it rests and is re-evaluated. Without both bid and ask it rests.
 - MOC fills at the auction price (the instrument's mark when ``on_close`` runs: last, else mid); LOC
-  fills there if the limit allows, otherwise it is cancelled. DAY orders do not expire at the close,
-  and trading hours are not modelled (outsideRth is accepted and changes nothing).
+  fills there if the limit allows, otherwise it is cancelled. OPG orders wait for ``on_open`` and do the
+  same at the opening auction (MKT fills, LMT fills if its limit allows, else cancelled). The server
+  runs both auctions for stocks and futures only (AUCTION_SEC_TYPES); FX and crypto trade around the
+  clock, and OPG for them is rejected. DAY and DTC orders do not expire at the close (DTC behaves as
+  DAY), and trading hours are not modelled (outsideRth is accepted and changes nothing).
+- GTD: goodTillDate 'yyyyMMdd HH:mm:ss [zone]' (no zone = UTC, the gateway's zone) or 'yyyyMMdd-HH:mm:ss'
+  (UTC); a working GTD order is cancelled (202, "good till date ... reached") by the first ``on_market``
+  at or after that instant of the gateway's clock.
 - Statuses: a live order is "Submitted" (IB shows "PreSubmitted" for some simulated stops; clients treat
   both as working); an order held with transmit=False, and a bracket child whose parent has not filled,
   are "PreSubmitted". Nothing of a bracket goes live before an order of it arrives with transmit=True;
@@ -33,18 +55,29 @@ How orders fill (documented simplifications):
 - Every cancellation (cancelOrder, reqGlobalCancel, IOC/FOK leftovers, OCA and bracket siblings,
   children of a cancelled parent, LOC not filled) sends ORDER_STATUS Cancelled, OPEN_ORDER Cancelled
   and error 202 "Order Canceled - reason:" (with a short reason appended for the automatic ones).
-- Validation (201 unless said): BUY/SELL, quantity > 0, one of our order types and listed in the
-  contract details' orderTypes, DAY/GTC/IOC listed there too (IB's lists never name FOK, so FOK is always
-  accepted), the prices the type needs, on the tick grid (110), a known parent, a known account, at most
-  20 active orders per contract, side and account; indices are not tradable. A modify may not change
-  the contract or the side (105).
+- Validation (201 unless said): BUY/SELL, quantity > 0; one of our order types and listed in the
+  contract details' orderTypes (else 387); DAY/GTC/IOC/OPG/GTD listed there too when the list names any
+  TIF (IB's lists never name FOK or DTC, so those are always accepted); MOC/LOC only DAY (113); OPG only
+  for MKT/LMT (111) and only for stocks/futures; GTD with a readable goodTillDate in the future; the
+  prices the type needs, on the tick grid (110); a known parent, a known account, at most 20 active
+  orders per contract, side and account; indices are not tradable.
+- Modify (placeOrder with a working order's id): prices, quantity, type and TIF of a working, held or
+  PreSubmitted order (bracket children included) are replaced; the contract or the side may not change
+  (105); the quantity may not go below the filled quantity (201). A filled order gets 104 "Can't modify a
+  filled order."; a cancelled one 10148 "OrderId n that needs to be modified cannot be modified, state:
+  Cancelled." (IB documents no code for this case: the code and wording are those of IB's refusal to
+  cancel a finished order). An id that was rejected is used all the same: 103. Placing a held
+  (transmit=False) order again with transmit=True sends that same order (same permId) live.
+- filledQuantity is set on every OPEN_ORDER / COMPLETED_ORDER (0 until a fill): ibapi reads an empty
+  field as UNSET_DECIMAL (1.7e38).
 - Pre-trade check at placement only: an order that raises the initial margin above the equity with
   loan value is rejected with IB's 201 text; a resting order that fills later is not re-checked.
 - Execution times are written "yyyymmdd hh:mm:ss UTC" (ibapi keeps the text; ib_async parses it with the
   zone name, as it does TWS's "... US/Eastern"). reqExecutions returns the executions of every client
   (filter on ExecutionFilter.clientId to narrow it), since the gateway started.
-- Error texts are IB's for 103, 105, 110, 161, 202 and 10147; the margin rejection follows IB's
-  wording; the reasons of the other 201 rejections are ours, written in IB's style.
+- Error texts are IB's for 103, 104, 105, 110, 111, 113, 161, 202, 387 and 10147; the margin rejection
+  follows IB's wording; 10148 for a modify of a cancelled order and the reasons of the other 201
+  rejections (among them OPG on FX/crypto and a bad goodTillDate) are ours, written in IB's style.
 
 Commissions: see ``commissions.py``. Cash, positions, average cost, P&L and margin: see ``accounts.py``.
 """
@@ -65,8 +98,9 @@ from ibapi.execution import Execution, ExecutionFilter
 from ibapi.order import Order
 from ibapi.order_state import OrderState
 
+from ...orders import vocabulary
 from ...protocol import errors
-from ...protocol.times import UTC, IBTimeError, UnknownZoneError, format_zoned, read_time, without_zone
+from ...protocol.times import UTC, IBTimeError, UnknownZoneError, format_zoned, parse_time, read_time, without_zone
 from ...protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_DOUBLE_TEXT
 from . import accounts as acc
 from .commissions import COMMISSION_CURRENCY, commission
@@ -141,17 +175,25 @@ Event = OpenOrderEvent | OrderStatusEvent | ExecutionEvent | CommissionEvent | E
 PRE_SUBMITTED, SUBMITTED, FILLED, CANCELLED = "PreSubmitted", "Submitted", "Filled", "Cancelled"
 DONE = (FILLED, CANCELLED)
 
-# Our order types -> the token the contract details' orderTypes list uses for them.
-ORDER_TYPE_TOKENS = {"MKT": "MKT", "LMT": "LMT", "STP": "STP", "STP LMT": "STPLMT", "TRAIL": "TRAIL",
-                     "MOC": "MOC", "LOC": "LOC"}
-ORDER_TYPE_ALIASES = {"STPLMT": "STP LMT", "STOP": "STP", "STOP LIMIT": "STP LMT", "LIMIT": "LMT",
-                      "MARKET": "MKT"}
-STOP_TYPES = ("STP", "STP LMT", "TRAIL")
-LIMIT_TYPES = ("LMT", "STP LMT", "LOC")      # need lmtPrice
-AUCTION_TYPES = ("MOC", "LOC")
-TIFS = ("DAY", "GTC", "IOC", "FOK")
+# The order types and TIFs come from the sheet's one table (addin/orders/vocabulary.py); the sets below
+# only group them by how the engine treats them.
+ORDER_TYPE_TOKENS = {t.code: t.token for t in vocabulary.ORDER_TYPES}   # our type -> contract details token
+ORDER_TYPE_ALIASES = dict(vocabulary.ORDER_TYPE_ALIASES)
+TIFS = vocabulary.TIF_CODES
+OPG_TYPES = vocabulary.OPG_TYPES
+TRAIL_TYPES = tuple(t.code for t in vocabulary.ORDER_TYPES if t.trail)      # TRAIL, TRAIL LIMIT
+STOP_TYPES = ("STP", "STP LMT") + TRAIL_TYPES   # elected when the price rises to (buy) / falls to (sell) the stop
+TOUCH_TYPES = ("MIT", "LIT")                    # elected the other way round: buy at or below the trigger
+LIMIT_TYPES = tuple(t.code for t in vocabulary.ORDER_TYPES              # need lmtPrice
+                    if t.need("LimitPrice") == vocabulary.REQUIRED)
+AUX_TYPES = tuple(t.code for t in vocabulary.ORDER_TYPES                # need auxPrice (stop or trigger)
+                  if t.need("StopPrice") == vocabulary.REQUIRED and not t.trail)
+AUCTION_TYPES = ("MOC", "LOC")                  # the closing auction
+AUCTION_SEC_TYPES = ("STK", "FUT")              # instruments the replay runs opening/closing auctions for
 IMMEDIATE_TIFS = ("IOC", "FOK")
-LISTED_TIFS = ("DAY", "GTC", "IOC")            # the TIFs we support that contract details list
+# TIFs checked against the contract details' list when it names any of them. IB's lists never name FOK
+# or DTC (both accepted for stocks), so those two are not checked.
+LISTED_TIFS = ("DAY", "GTC", "IOC", "OPG", "GTD")
 MAX_ACTIVE_PER_SIDE = 20
 NOT_TRADABLE = ("IND",)                       # indices have quotes, not orders
 UNSET_REALIZED = UNSET_DOUBLE                 # commission report: "no realized P&L" (opening fill)
@@ -159,10 +201,14 @@ EXEC_ID_PREFIX = "0000e0d5"                   # IB's execIds look like 0000e0d5.
 LIQUIDITY_ADDED, LIQUIDITY_REMOVED = 1, 2
 
 TEXT_103 = "Duplicate order id"
+TEXT_104 = "Can't modify a filled order."
 TEXT_105 = "Order being modified does not match original order."
 TEXT_110 = "The price does not conform to the minimum price variation for this contract."
 TEXT_201 = "Order rejected - reason:"
+TEXT_111 = "The time in force (tif type) and the order type are incompatible."
+TEXT_113 = "The Tif option should be set to DAY for MOC and LOC orders."
 TEXT_202 = "Order Canceled - reason:"
+TEXT_387 = "Unsupported order type for this exchange and security type."
 
 
 class Rejected(Exception):
@@ -198,6 +244,12 @@ def _limit_price(order: Order) -> float:
 def _limit_allows(price: float, limit: float, buy: bool) -> bool:
     """A buy fills at or below its limit, a sell at or above."""
     return price <= limit if buy else price >= limit
+
+
+def _trail_limit(w: "_Order", stop: float) -> float:
+    """A TRAIL LIMIT's limit: lmtPriceOffset beyond its stop (buy: above, sell: below), on the grid."""
+    offset = _price(w.order.lmtPriceOffset) or 0.0
+    return round_to_tick(stop + offset if w.buy else stop - offset, w.inst.min_tick)
 
 
 def _quoted(v) -> float | None:
@@ -321,8 +373,9 @@ class _Order:
     filled: Decimal = Decimal(0)
     avg_fill_price: float = 0.0
     last_fill_price: float = 0.0
-    triggered: bool = False       # stop elected
+    triggered: bool = False       # stop or trigger elected
     trail_stop: float | None = None
+    expires: datetime | None = None   # GTD: cancelled once the clock reaches it (UTC)
     commission: float | None = None
     completed_time: str = ""
     completed_status: str = ""
@@ -342,6 +395,17 @@ class _Order:
     @property
     def buy(self) -> bool:
         return self.order.action.upper() == "BUY"
+
+    @property
+    def tif(self) -> str:
+        return (self.order.tif or "DAY").upper()
+
+    @property
+    def auction(self) -> str | None:
+        """'open' (OPG), 'close' (MOC, LOC) or None: auction orders trade only in their auction."""
+        if self.order_type in AUCTION_TYPES:
+            return "close"
+        return "open" if self.tif == "OPG" else None
 
     @property
     def quantity(self) -> Decimal:
@@ -492,7 +556,9 @@ class Broker:
             if order.whatIf:  # what-if of a modification: answer it, leave the working order alone
                 return self._what_if_events(client_id, order_id, inst, contract, order, existing.account)
             return self._modify(existing, inst, contract, order)
-        if existing is not None or order_id in self._used_ids.get(client_id, ()):
+        if existing is not None:
+            return [self._not_modifiable(existing)]
+        if order_id in self._used_ids.get(client_id, ()):
             return [ErrorEvent(client_id, order_id, errors.DUPLICATE_ORDER_ID, TEXT_103)]
         self._used_ids.setdefault(client_id, set()).add(order_id)
         try:
@@ -508,6 +574,15 @@ class Broker:
         if not order.transmit:
             return self._set_status(w, PRE_SUBMITTED)
         return self._transmit(w)
+
+    @staticmethod
+    def _not_modifiable(w: _Order) -> ErrorEvent:
+        """placeOrder on a finished order: IB's 104 for a filled one; for a cancelled one 10148 in the
+        wording of IB's cancel refusal (IB's exact answer to this case is not documented)."""
+        if w.status == FILLED:
+            return ErrorEvent(w.client_id, w.order_id, errors.MODIFY_FILLED, TEXT_104)
+        return ErrorEvent(w.client_id, w.order_id, errors.ORDER_NOT_MODIFIABLE,
+                          f"OrderId {w.order_id} that needs to be modified cannot be modified, state: {w.status}.")
 
     def cancel(self, client_id: int, order_id: int, manual_time: str = "") -> list[Event]:
         """cancelOrder. ``manual_time`` (manualOrderCancelTime) is accepted and ignored."""
@@ -530,12 +605,13 @@ class Broker:
         return events
 
     def on_market(self, con_ids: Iterable[int] | None = None) -> list[Event]:
-        """Let working orders of ``con_ids`` (None = all) trade against the current quotes."""
+        """Cancel GTD orders whose time has come, then let working orders of ``con_ids`` (None = all)
+        trade against the current quotes."""
         wanted = None if con_ids is None else set(con_ids)
         quotes: dict[int, "Quote"] = {}
-        events: list[Event] = []
+        events = self._expire_gtd()
         for w in list(self._working.values()):
-            if w.done or not w.live or w.order_type in AUCTION_TYPES:
+            if w.done or not w.live or w.auction is not None:
                 continue
             con_id = w.inst.con_id
             if wanted is not None and con_id not in wanted:
@@ -545,20 +621,37 @@ class Broker:
             events += self._evaluate(w, quotes[con_id], resting=True)
         return events
 
+    def on_open(self, con_id: int) -> list[Event]:
+        """The opening auction of ``con_id``: OPG orders trade at the auction price (the mark now); a
+        market on open fills, a limit on open fills when its limit allows, else it is cancelled."""
+        return self._auction(con_id, "open")
+
     def on_close(self, con_id: int) -> list[Event]:
         """The closing auction of ``con_id``: MOC orders fill at the auction price (the mark now), LOC
         orders too when their limit allows, else they are cancelled. Nothing happens without a price."""
+        return self._auction(con_id, "close")
+
+    def _auction(self, con_id: int, which: str) -> list[Event]:
         events: list[Event] = []
         for w in list(self._working.values()):
-            if w.done or not w.live or w.inst.con_id != con_id or w.order_type not in AUCTION_TYPES:
+            if w.done or not w.live or w.inst.con_id != con_id or w.auction != which:
                 continue
             price = mark_price(w.inst, self._quote(w.inst))
             if price is None:
                 continue
-            if w.order_type == "LOC" and not _limit_allows(price, _limit_price(w.order), w.buy):
-                events += self._cancel(w, "LOC order not filled in the closing auction")
+            if w.order_type in LIMIT_TYPES and not _limit_allows(price, _limit_price(w.order), w.buy):
+                opg = " OPG" if which == "open" else ""
+                events += self._cancel(w, f"{w.order_type}{opg} order not filled in the {which}ing auction")
             else:
                 events += self._fill(w, price, LIQUIDITY_ADDED)
+        return events
+
+    def _expire_gtd(self) -> list[Event]:
+        now = _utc(self._now())
+        events: list[Event] = []
+        for w in list(self._working.values()):
+            if not w.done and w.expires is not None and now >= w.expires:
+                events += self._cancel(w, f"good till date {w.order.goodTillDate} reached")
         return events
 
     def reject_next(self, reason: str) -> None:
@@ -570,13 +663,13 @@ class Broker:
     # ================================================================================================
     def open_orders(self, client_id: int | None = None) -> list[tuple[Contract, Order, OrderState]]:
         """Working orders (held, pre-submitted or submitted) of ``client_id``, or of all clients."""
-        return [(copy.copy(w.contract), copy.copy(w.order), self._state(w)) for w in self._working.values()
+        return [(copy.copy(w.contract), _shown_order(w), self._state(w)) for w in self._working.values()
                 if not w.done and (client_id is None or w.client_id == client_id)]
 
     def completed_orders(self) -> list[tuple[Contract, Order, OrderState]]:
         """Filled and cancelled orders of all clients, oldest first; the state carries completedTime
         ('yyyymmdd hh:mm:ss UTC') and completedStatus."""
-        return [(copy.copy(w.contract), copy.copy(w.order), self._state(w)) for w in self._completed]
+        return [(copy.copy(w.contract), _shown_order(w), self._state(w)) for w in self._completed]
 
     def status_of(self, client_id: int, order_id: int) -> OrderStatusEvent | None:
         """The current ORDER_STATUS of an order (the server sends it after OPEN_ORDER on reqOpenOrders)."""
@@ -683,51 +776,80 @@ class Broker:
             raise _reject("The order quantity must be greater than zero.")
         ot = _order_type(order.orderType)
         allowed = _tokens(getattr(inst.details, "orderTypes", ""))
-        if ot not in ORDER_TYPE_TOKENS:
-            raise _reject(f"Unsupported order type '{order.orderType}' "
-                          f"(the paper gateway trades {', '.join(ORDER_TYPE_TOKENS)}).")
-        if allowed and ORDER_TYPE_TOKENS[ot] not in allowed:
-            raise _reject(f"Order type {ot} is not allowed for {inst.contract.symbol} "
-                          f"{inst.contract.secType}.")
+        if ot not in ORDER_TYPE_TOKENS or (allowed and ORDER_TYPE_TOKENS[ot] not in allowed):
+            raise Rejected(errors.UNSUPPORTED_ORDER_TYPE, TEXT_387)
         self._validate_tif(inst, order, ot, allowed)
         self._validate_prices(inst, order, ot)
         self._validate_parent(client_id, order)
         self._validate_active_limit(inst, order, account, replacing)
+        if replacing is not None and _quantity(order.totalQuantity) < replacing.filled:
+            raise _reject(f"The quantity may not go below the filled quantity ({replacing.filled}).")
 
-    @staticmethod
-    def _validate_tif(inst: "Instrument", order: Order, ot: str, allowed: set[str]) -> None:
+    def _validate_tif(self, inst: "Instrument", order: Order, ot: str, allowed: set[str]) -> None:
         tif = (order.tif or "DAY").upper()
         if tif not in TIFS:
-            raise _reject(f"Time in force {tif} is not supported (use DAY, GTC, IOC or FOK).")
-        # When the contract lists its time-in-force values, respect them. IB's lists name DAY, GTC, IOC,
-        # GTD, OPG... but never FOK (which IB accepts for stocks, futures and FX), so FOK is not checked.
+            raise _reject(f"Time in force {tif} is not supported (use {', '.join(TIFS)}).")
+        allowed_tifs = vocabulary.order_type(ot).tifs
+        if allowed_tifs is not None and tif not in allowed_tifs:
+            code, text = ((errors.AUCTION_TIF_NOT_DAY, TEXT_113) if ot in AUCTION_TYPES
+                          else (errors.TIF_TYPE_MISMATCH, TEXT_111))
+            raise Rejected(code, text)
+        if tif == "OPG" and ot not in OPG_TYPES:
+            raise Rejected(errors.TIF_TYPE_MISMATCH, TEXT_111)
+        # When the contract lists its time-in-force values, respect them (FX, crypto and futures list
+        # no OPG: the replay runs no opening auction for them).
         if tif in LISTED_TIFS and any(t in allowed for t in LISTED_TIFS) and tif not in allowed:
             raise _reject(f"Time in force {tif} is not allowed for {inst.contract.symbol} "
                           f"{inst.contract.secType}.")
-        if ot in AUCTION_TYPES and tif in IMMEDIATE_TIFS:
-            raise _reject(f"Time in force {tif} is not allowed for {ot} orders.")
+        if tif == "OPG" and inst.contract.secType not in AUCTION_SEC_TYPES:
+            raise _reject(f"Time in force OPG is not allowed for {inst.contract.symbol} "
+                          f"{inst.contract.secType}: it trades around the clock, with no opening auction.")
+        if tif == "GTD":
+            self._good_till(order)
+
+    def _good_till(self, order: Order) -> datetime:
+        """goodTillDate as an instant (UTC): 'yyyyMMdd HH:mm:ss [zone]' (no zone = UTC, the gateway's
+        zone) or 'yyyyMMdd-HH:mm:ss' (UTC). Rejected when missing, unreadable or not in the future."""
+        text = (order.goodTillDate or "").strip()
+        if not text:
+            raise _reject("A GTD order needs a goodTillDate (yyyyMMdd HH:mm:ss [zone]).")
+        try:
+            until = parse_time(text, UTC)
+        except IBTimeError:
+            raise _reject(f"The goodTillDate '{text}' is not a valid date and time.") from None
+        if until <= _utc(self._now()):
+            raise _reject(f"The goodTillDate '{text}' is in the past.")
+        return until
 
     @staticmethod
     def _validate_prices(inst: "Instrument", order: Order, ot: str) -> None:
+        """The prices ``ot`` needs (vocabulary.py says which), each on the tick grid (110)."""
         lmt, aux = _price(order.lmtPrice), _price(order.auxPrice)
         pct, trail_stop = _price(order.trailingPercent), _price(order.trailStopPrice)
+        offset = _price(order.lmtPriceOffset)
         if ot in LIMIT_TYPES and lmt is None:
             raise _reject(f"The limit price is missing for a {ot} order.")
-        if ot in ("STP", "STP LMT") and aux is None:
-            raise _reject(f"The stop price (auxPrice) is missing for a {ot} order.")
-        if ot == "TRAIL" and not ((pct is not None and pct > 0) or (aux is not None and aux > 0)):
-            raise _reject("A TRAIL order needs a trailing amount (auxPrice) or trailingPercent.")
-        if ot == "TRAIL" and pct is not None and pct >= 100:
+        if ot in AUX_TYPES and aux is None:
+            what = "trigger price" if ot in TOUCH_TYPES else "stop price"
+            raise _reject(f"The {what} (auxPrice) is missing for a {ot} order.")
+        if ot in TRAIL_TYPES and not ((pct is not None and pct > 0) or (aux is not None and aux > 0)):
+            raise _reject(f"A {ot} order needs a trailing amount (auxPrice) or trailingPercent.")
+        if ot in TRAIL_TYPES and pct is not None and pct >= 100:
             raise _reject("The trailing percent must be below 100.")
-        checked: list[float] = []           # the rejects above leave no None among them
-        if ot in LIMIT_TYPES and lmt is not None:
+        if ot == "TRAIL LIMIT" and (offset is None or offset < 0):
+            raise _reject("A TRAIL LIMIT order needs the limit's offset from the stop (lmtPriceOffset).")
+        if ot == "REL" and aux is not None and aux < 0:
+            raise _reject("The offset (auxPrice) of a REL order may not be negative.")
+        # Only the prices the type uses are checked: IB ignores the others.
+        checked: list[float | None] = []
+        if vocabulary.order_type(ot).need("LimitPrice") != vocabulary.BLANK:
             checked.append(lmt)
-        if (ot in ("STP", "STP LMT") or (ot == "TRAIL" and pct is None)) and aux is not None:
+        if ot in AUX_TYPES or ot == "REL":
             checked.append(aux)
-        if ot == "TRAIL" and trail_stop is not None:
-            checked.append(trail_stop)
+        if ot in TRAIL_TYPES:
+            checked += [trail_stop, offset, aux if pct is None else None]
         tick = getattr(inst, "min_tick", 0.0)
-        if any(not on_tick_grid(p, tick) for p in checked):
+        if any(p is not None and not on_tick_grid(p, tick) for p in checked):
             raise Rejected(errors.PRICE_OFF_TICK, TEXT_110)
 
     def _validate_parent(self, client_id: int, order: Order) -> None:
@@ -838,6 +960,7 @@ class Broker:
         parent_perm = self._orders[(client_id, int(order.parentId))].perm_id if order.parentId else 0
         o = _own_copy(order, client_id, order_id, perm_id, account, int(order.parentId or 0), parent_perm)
         w = _Order(client_id, order_id, perm_id, inst, self._event_contract(inst, contract), o, account)
+        w.expires = self._good_till(o) if w.tif == "GTD" else None
         self._orders[w.key] = w
         self._working[perm_id] = w
         return w
@@ -856,9 +979,12 @@ class Broker:
         if (o.orderType, _price(o.auxPrice), _price(o.trailingPercent)) != \
                 (old.orderType, _price(old.auxPrice), _price(old.trailingPercent)):
             w.triggered, w.trail_stop = False, None   # a new stop definition starts untriggered
+        elif w.trail_stop is not None:
+            o.trailStopPrice = w.trail_stop           # the stop has trailed: keep where it got to
         w.order = o
+        w.expires = self._good_till(o) if w.tif == "GTD" else None
         if w.live:
-            if w.order_type == "TRAIL" and w.trail_stop is None:
+            if w.order_type in TRAIL_TYPES and w.trail_stop is None:
                 self._start_trail(w)
             return self._announce(w) + self._evaluate(w, self._quote(w.inst), resting=False)
         if not w.transmitted and o.transmit:
@@ -901,54 +1027,103 @@ class Broker:
     def _activate(self, w: _Order) -> list[Event]:
         """Submitted: announce, then try to trade at once (IOC/FOK leftovers are cancelled)."""
         w.live = True
-        if w.order_type == "TRAIL":
+        if w.order_type in TRAIL_TYPES:
             self._start_trail(w)   # before the announcement, so OPEN_ORDER shows the initial stop
         events = self._set_status(w, SUBMITTED, force=True)
-        if w.order_type in AUCTION_TYPES:
+        if w.auction is not None:
             return events
         return events + self._evaluate(w, self._quote(w.inst), resting=False)
 
     def _evaluate(self, w: _Order, q: "Quote", resting: bool) -> list[Event]:
         """Fill ``w`` if the quote allows; an IOC/FOK order that cannot fill on arrival is cancelled."""
-        was_limit = w.order_type == "LMT" or (w.order_type == "STP LMT" and w.triggered)
+        was_limit = self._rests_as_limit(w)
         price = self._fill_price(w, q)
         if price is not None:
             # A limit that was already resting when the market came to it added liquidity; anything
             # marketable on arrival (or a stop elected just now) removed it.
             added = resting and was_limit
             return self._fill(w, price, LIQUIDITY_ADDED if added else LIQUIDITY_REMOVED)
-        if not resting and (w.order.tif or "DAY").upper() in IMMEDIATE_TIFS:
-            return self._cancel(w, f"{w.order.tif.upper()} order could not be filled immediately")
+        if not resting and w.tif in IMMEDIATE_TIFS:
+            return self._cancel(w, f"{w.tif} order could not be filled immediately")
         return []
 
+    @staticmethod
+    def _rests_as_limit(w: _Order) -> bool:
+        """A priced order sitting in the book (limits, pegs, elected stop/touch limits)."""
+        if w.order_type in ("LMT", "REL", "MIDPRICE"):
+            return True
+        return w.triggered and w.order_type in ("STP LMT", "LIT", "TRAIL LIMIT")
+
     def _fill_price(self, w: _Order, q: "Quote") -> float | None:
-        """The price ``w`` trades at against ``q`` now, or None. Elects stops and moves trailing stops."""
+        """The price ``w`` trades at against ``q`` now, or None. Elects stops and triggers, moves
+        trailing stops."""
         ot = w.order_type
-        if ot in AUCTION_TYPES:
+        if w.auction is not None:
             return None
-        if ot in STOP_TYPES and not w.triggered:
-            if ot == "TRAIL":
+        if ot in STOP_TYPES + TOUCH_TYPES and not w.triggered:
+            if ot in TRAIL_TYPES:
                 self._move_trail(w, q)
-            if not self._stop_elected(w, q):
+            if not self._elected(w, q):
                 return None
             w.triggered = True
+        if ot == "MIDPRICE":
+            return self._midpoint_fill(w, q)
         touch = touch_price(w.inst, q, w.buy)
         if touch is None:
             return None
-        if ot in ("LMT", "STP LMT"):
-            return touch if _limit_allows(touch, _limit_price(w.order), w.buy) else None
-        return touch  # MKT, elected STP and TRAIL
+        if ot in ("MKT", "STP", "TRAIL", "MIT"):
+            return touch
+        limit = self._limit_now(w, q)
+        return touch if limit is not None and _limit_allows(touch, limit, w.buy) else None
 
-    def _stop_elected(self, w: _Order, q: "Quote") -> bool:
-        stop = w.trail_stop if w.order_type == "TRAIL" else _price(w.order.auxPrice)
+    def _limit_now(self, w: _Order, q: "Quote") -> float | None:
+        """The limit a priced order works at now: lmtPrice; the trailing stop -/+ the offset for an
+        elected TRAIL LIMIT; the peg for REL (None while the peg's side is missing)."""
+        ot = w.order_type
+        if ot == "TRAIL LIMIT":
+            return None if w.trail_stop is None else _trail_limit(w, w.trail_stop)
+        if ot == "REL":
+            return self._relative_peg(w, q)
+        return _limit_price(w.order)
+
+    @staticmethod
+    def _relative_peg(w: _Order, q: "Quote") -> float | None:
+        """REL: a buy pegs to the bid plus the offset (auxPrice), a sell to the ask minus it; capped by
+        lmtPrice when one is given."""
+        side = _quoted(q.bid if w.buy else q.ask)
+        if side is None:
+            return None
+        offset = _price(w.order.auxPrice) or 0.0
+        peg = round_to_tick(side + offset if w.buy else side - offset, w.inst.min_tick)
+        cap = _price(w.order.lmtPrice)
+        if cap is not None:
+            peg = min(peg, cap) if w.buy else max(peg, cap)
+        return peg
+
+    @staticmethod
+    def _midpoint_fill(w: _Order, q: "Quote") -> float | None:
+        """MIDPRICE: the bid/ask midpoint on the tick grid (rounded towards the far side: up for a buy,
+        down for a sell, so never better than the true midpoint), within the optional lmtPrice cap."""
+        bid, ask = _quoted(q.bid), _quoted(q.ask)
+        if bid is None or ask is None:
+            return None
+        mid = round_to_tick((bid + ask) / 2.0, w.inst.min_tick, "ROUND_CEILING" if w.buy else "ROUND_FLOOR")
+        cap = _price(w.order.lmtPrice)
+        return mid if cap is None or _limit_allows(mid, cap, w.buy) else None
+
+    def _elected(self, w: _Order, q: "Quote") -> bool:
+        """Stops elect when the price reaches them from below (buy) / above (sell); MIT and LIT the
+        other way round: a buy when the price falls to the trigger, a sell when it rises to it."""
         ref = trigger_price(w.inst, q, w.buy)
-        if stop is None or ref is None:
+        level = w.trail_stop if w.order_type in TRAIL_TYPES else _price(w.order.auxPrice)
+        if level is None or ref is None:
             return False
-        return ref >= stop if w.buy else ref <= stop
+        rising = w.buy == (w.order_type not in TOUCH_TYPES)
+        return ref >= level if rising else ref <= level
 
     # --- trailing stops -----------------------------------------------------------------------------
     def _trail_stop_from(self, w: _Order, ref: float) -> float:
-        """The stop a TRAIL order would have with the market at ``ref``, on the tick grid."""
+        """The stop a trailing order would have with the market at ``ref``, on the tick grid."""
         pct, amount = _price(w.order.trailingPercent), _price(w.order.auxPrice)
         if pct is not None and pct > 0:
             offset = ref * pct / 100.0
@@ -961,12 +1136,11 @@ class Broker:
     def _start_trail(self, w: _Order) -> None:
         initial = _price(w.order.trailStopPrice)
         if initial is not None:
-            w.trail_stop = initial
-        else:
-            ref = trigger_price(w.inst, self._quote(w.inst), w.buy)
-            w.trail_stop = None if ref is None else self._trail_stop_from(w, ref)
-        if w.trail_stop is not None:
-            w.order.trailStopPrice = w.trail_stop
+            self._set_trail(w, initial)
+            return
+        ref = trigger_price(w.inst, self._quote(w.inst), w.buy)
+        if ref is not None:
+            self._set_trail(w, self._trail_stop_from(w, ref))
 
     def _move_trail(self, w: _Order, q: "Quote") -> None:
         """Ratchet the stop in the order's favour only: up for a sell, down for a buy."""
@@ -975,8 +1149,15 @@ class Broker:
             return
         candidate = self._trail_stop_from(w, ref)
         if w.trail_stop is None or (candidate < w.trail_stop if w.buy else candidate > w.trail_stop):
-            w.trail_stop = candidate
-            w.order.trailStopPrice = candidate
+            self._set_trail(w, candidate)
+
+    @staticmethod
+    def _set_trail(w: _Order, stop: float) -> None:
+        """The stop (and, for TRAIL LIMIT, the limit that follows it) as OPEN_ORDER shows them."""
+        w.trail_stop = stop
+        w.order.trailStopPrice = stop
+        if w.order_type == "TRAIL LIMIT":
+            w.order.lmtPrice = _trail_limit(w, stop)
 
     # --- fills ------------------------------------------------------------------------------------
     def _fill(self, w: _Order, price: float, liquidity: int) -> list[Event]:
@@ -995,7 +1176,6 @@ class Broker:
         w.filled += qty
         w.last_fill_price = price
         w.commission = (w.commission or 0.0) + fee
-        w.order.filledQuantity = w.filled
         now = _utc(self._now())
         execution = self._execution(w, qty, price, liquidity, now)
         report = CommissionAndFeesReport()
@@ -1101,7 +1281,7 @@ class Broker:
         return s
 
     def _open_event(self, w: _Order) -> OpenOrderEvent:
-        return OpenOrderEvent(w.client_id, w.order_id, copy.copy(w.contract), copy.copy(w.order), self._state(w))
+        return OpenOrderEvent(w.client_id, w.order_id, copy.copy(w.contract), _shown_order(w), self._state(w))
 
     def _status_event(self, w: _Order) -> OrderStatusEvent:
         return OrderStatusEvent(w.client_id, w.order_id, w.status, w.filled, w.remaining, w.avg_fill_price,
@@ -1130,6 +1310,15 @@ def _own_copy(order: Order, client_id: int, order_id: int, perm_id: int, account
     o.tif = (order.tif or "DAY").upper()
     o.orderType = _order_type(order.orderType)
     o.action = order.action.upper()
+    return o
+
+
+def _shown_order(w: _Order) -> Order:
+    """A copy of ``w``'s order as the client sees it: filledQuantity is always the true filled quantity
+    (0 until a fill), never unset: COMPLETED_ORDER carries it, and ibapi reads an empty field as
+    UNSET_DECIMAL (1.7e38)."""
+    o = copy.copy(w.order)
+    o.filledQuantity = w.filled
     return o
 
 

@@ -144,6 +144,15 @@ class Market:
         """Current replay time, tz-aware UTC."""
         return datetime.fromtimestamp(self.epoch(), UTC)
 
+    def advance(self, seconds: float) -> datetime:
+        """Move the replay clock ``seconds`` forward at once (tests: with speed 0 the replay time moves
+        only this way, so a test decides exactly which quotes the orders see). Returns the new replay
+        time. Raises ValueError for a negative step: the replay never goes back."""
+        if seconds < 0:
+            raise ValueError(f"the replay clock only moves forward, got {seconds} s")
+        self._start_epoch += seconds
+        return self.now()
+
     # --- instruments ---------------------------------------------------------------------------------
     def by_con_id(self, con_id: int) -> Instrument | None:
         return self._by_id.get(int(con_id or 0))

@@ -38,16 +38,17 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 NEW_YORK = ZoneInfo("America/New_York")
+OPEN_AUCTION = time(9, 30)
 CLOSE_AUCTION = time(16, 0)
-AUCTION_SEC_TYPES = ("STK", "FUT")
+AUCTION_SEC_TYPES = brk.AUCTION_SEC_TYPES
 
 
-def _crossed_close(before: datetime, now: datetime) -> bool:
-    """True when the US close (16:00 New York) lies in (before, now]."""
+def _crossed(before: datetime, now: datetime, at: time) -> bool:
+    """True when ``at`` New York time (the US open or close) lies in (before, now]."""
     local = now.astimezone(NEW_YORK)
     for day in (local.date(), local.date() - timedelta(days=1)):
-        close = datetime.combine(day, CLOSE_AUCTION, NEW_YORK)
-        if before < close <= now:
+        moment = datetime.combine(day, at, NEW_YORK)
+        if before < moment <= now:
             return True
     return False
 
@@ -144,14 +145,17 @@ class PaperOrderService:
 
     # --- market and events ------------------------------------------------------------------------
     def on_market(self) -> None:
-        """Let working orders trade against the current quotes; run the closing auction (MOC/LOC)
-        when the replay clock passes 16:00 New York time."""
+        """Expire GTD orders and let working orders trade against the current quotes; run the opening
+        auction (OPG) when the replay clock passes 09:30 New York time, the closing auction (MOC/LOC)
+        when it passes 16:00."""
         now = self.market.now()
         events = list(self.broker.on_market())
-        if self._last_market is not None and _crossed_close(self._last_market, now):
-            for inst in self.market.instruments:
-                if inst.contract.secType in AUCTION_SEC_TYPES:
-                    events += self.broker.on_close(inst.con_id)
+        if self._last_market is not None:
+            for at, auction in ((OPEN_AUCTION, self.broker.on_open), (CLOSE_AUCTION, self.broker.on_close)):
+                if _crossed(self._last_market, now, at):
+                    for inst in self.market.instruments:
+                        if inst.contract.secType in AUCTION_SEC_TYPES:
+                            events += auction(inst.con_id)
         self._last_market = now
         self.route(events)
 
