@@ -434,3 +434,90 @@ def test_refreshing_the_portfolio_or_streaming_brings_every_row_to_the_journals_
     finally:
         rt.stop_pump(macros.book_id(book))
     assert saved_rows(book, tmp_path)["RF-1"]["Status"] == "Cancelled"
+
+
+# --- hostile cells in the new columns ----------------------------------------------------------------
+@pytest.mark.parametrize("column, value, words", [
+    ("GoodTillDate", 46000.0, "got the number 46,000 (format the cell as a date)"),
+    ("GoodTillDate", "1234567890", "expected a date and time (UTC)"),              # IB's reader: epoch seconds
+    ("GoodTillDate", "#VALUE!", "the cell holds the Excel error #VALUE!"),
+    ("GoodTillDate", "\uff12\uff10\uff13\uff10-01-01", "expected a date and time (UTC)"),  # full-width digits
+    ("GoodTillDate", "20300101 16:00:00 Mars/Base", "expected a date and time (UTC)"),
+    ("TIF", "\uff27\uff34\uff24", "expected one of DAY"),                          # full-width GTD
+    ("Offset", "1e999", "expected a positive price distance"),
+    ("Offset", -0.5, "expected a positive price distance"),
+    ("TrailPercent", 1e-298, "at least 0.01"),
+    ("TrailPercent", float("inf"), "between 0 and 100"),
+])
+def test_hostile_cells_in_the_new_columns_name_the_column(column, value, words):
+    row = {**_minimal_row("TRAIL LIMIT", "GTD"), "Offset": 0.1}
+    if column == "TrailPercent":
+        row.pop("TrailAmount")
+    got = parse_row({**row, column: value})
+    assert not isinstance(got, OrderIntent), got
+    assert got.column == column and words in str(got), str(got)
+
+
+def test_a_gtd_date_in_the_past_or_a_distance_as_big_as_the_price_never_reaches_ib(book, rt, gw, tmp_path):
+    q = quote(rt, "SPY")
+    past = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None, microsecond=0)
+    set_orders(book, [lmt("HX-PAST", "SPY", 1, round(q.bid * 0.97, 2), TIF="GTD", GoodTillDate=past),
+                      {"Ref": "HX-TRAIL", "Symbol": "SPY", "Action": "BUY", "Quantity": 1, "OrderType": "TRAIL",
+                       "TrailAmount": round(q.ask * 2, 2), "TIF": "GTC", "Transmit": True},
+                      {"Ref": "HX-OFF", "Symbol": "SPY", "Action": "BUY", "Quantity": 1, "OrderType": "TRAIL LIMIT",
+                       "TrailAmount": 1.0, "Offset": 1e-300, "TIF": "GTC", "Transmit": True}])
+    out = macros.place_orders(book, rt).set_index("Ref")
+    assert list(out.Outcome) == ["refused", "refused", "refused"], out.Message.to_dict()
+    assert out.Message["HX-PAST"].startswith("good_till: GoodTillDate ") and "is not in the future" in \
+        out.Message["HX-PAST"]
+    assert out.Message["HX-TRAIL"].startswith("price_band: TrailAmount ")
+    assert out.Message["HX-OFF"].startswith("tick_grid: Offset 1e-300 is not a multiple of the tick")
+    assert not any(received(gw, ref) for ref in out.index)
+
+
+def test_the_log_counts_each_kind_of_outcome_exactly(book, rt, gw, tmp_path):
+    q = quote(rt, "MSFT")
+    low = round(q.bid * 0.97, 2)
+    rows = set_orders(book, [lmt("LG-MOD", "MSFT", 1, low), lmt("LG-SAME", "MSFT", 1, low),
+                             lmt("LG-SIDE", "MSFT", 1, low)])
+    macros.place_orders(book, rt)
+    edit(book, rows["LG-MOD"], LimitPrice=round(low - 0.25, 2))
+    edit(book, rows["LG-SIDE"], Action="SELL")
+    more = book.read_table("Orders", drop_empty=True)
+    assert len(more) == 3
+    info = book.table("Orders")
+    book.write_table("Orders", pd.concat([more, pd.DataFrame([
+        {c: None for c in info.columns} | {"Ref": "LG-NEW", "Symbol": "MSFT", "Action": "BUY", "Quantity": 1,
+                                           "OrderType": "LMT", "LimitPrice": low, "TIF": "DAY"},
+        {c: None for c in info.columns} | {"Ref": "LG-BAD", "Symbol": "MSFT", "Action": "BUY", "Quantity": "ten",
+                                           "OrderType": "MKT"},
+        {c: None for c in info.columns} | {"Ref": "LG-FAR", "Symbol": "MSFT", "Action": "BUY", "Quantity": 1,
+                                           "OrderType": "LMT", "LimitPrice": round(q.bid * 0.5, 2)}])],
+        ignore_index=True))
+    out = macros.place_orders(book, rt)
+    assert dict(zip(out.Ref, out.Outcome)) == {"LG-MOD": "modified", "LG-SAME": "unchanged", "LG-SIDE": "not modified",
+                                               "LG-NEW": "sent", "LG-BAD": "error", "LG-FAR": "refused"}
+    log = book.read_table("LogEntries", drop_empty=True)
+    assert log.Message.iloc[-1] == ("orders: 6 rows read, 1 sent, 1 modified, 1 unchanged, 1 not modified, "
+                                    "1 refused, 1 error")
+    assert [len(received(gw, r)) for r in ("LG-MOD", "LG-SAME", "LG-SIDE", "LG-NEW", "LG-BAD", "LG-FAR")] == \
+        [2, 1, 1, 1, 0, 0]
+
+
+def test_another_client_may_not_modify_the_order_and_sends_nothing(book, rt, gw, tmp_path):
+    q = quote(rt, "GOOG")
+    low = round(q.bid * 0.97, 2)
+    rows = set_orders(book, [lmt("OC-1", "GOOG", 1, low)])
+    macros.place_orders(book, rt)
+    edit(book, rows["OC-1"], LimitPrice=round(low - 0.5, 2))
+    other = Runtime(port=gw.port, client_id=CLIENT_ID + 5, settings=Settings(risk=ROOMY),
+                    journal_path=rt.journal_path)
+    try:
+        other.connect()
+        out = macros.place_orders(book, other)
+    finally:
+        other.close()
+    assert list(out.Outcome) == ["not modified"]
+    assert out.Message.iloc[0] == (f"not modified: OC-1 was placed by client {CLIENT_ID}; IB lets only that client "
+                                   f"modify it (this is client {CLIENT_ID + 5}); nothing was sent")
+    assert len(received(gw, "OC-1")) == 1

@@ -29,6 +29,7 @@ from fractions import Fraction
 from typing import Any, TypeGuard
 
 from ..config import RiskSettings, Settings
+from ..protocol.times import UTC, parse_time
 from .rows import OrderIntent
 
 __all__ = ["RULES", "RiskLimits", "RiskCheck", "RiskResult", "OrderFacts", "evaluate", "check_whatif",
@@ -36,7 +37,7 @@ __all__ = ["RULES", "RiskLimits", "RiskCheck", "RiskResult", "OrderFacts", "eval
 
 RULES = ("read_only", "kill_switch", "live_account", "duplicate_ref", "sec_type", "symbol_list", "max_quantity",
          "min_size", "size_increment", "tick_grid", "stale_quote", "price_band", "max_notional", "max_position",
-         "allow_short", "max_open_orders", "max_orders_per_minute", "daily_loss", "whatif_margin")
+         "allow_short", "max_open_orders", "max_orders_per_minute", "daily_loss", "whatif_margin", "good_till")
 # Journal states of a Ref that block placing it again (working at IB, or done).
 ACTIVE_STATES = frozenset({"transmitting", "acknowledged", "working", "filled", "cancelled"})
 # Orders whose fill price the market sets, beyond any limit or stop they carry: valued at the touch.
@@ -159,6 +160,8 @@ def round_to_tick(price: float, min_tick: float) -> float:
 
 _PRICE_FIELDS = (("LimitPrice", "limit_price"), ("StopPrice", "stop_price"), ("TakeProfit", "take_profit"),
                  ("StopLoss", "stop_loss"))
+# Price distances (a trail, a limit or peg offset): on the tick grid like prices, never the price band.
+_DISTANCE_FIELDS = (("TrailAmount", "trail_amount"), ("Offset", "offset"))
 
 
 # --- the rules ----------------------------------------------------------------------------------------
@@ -200,6 +203,10 @@ def evaluate(intent: OrderIntent, facts: OrderFacts, limits: RiskLimits) -> Risk
         fail("stale_quote", f"{intent.order_type} needs a quote of {sym} no older than {_num(limits.quote_max_age)} s; "
                             f"{_quote_age(facts)}")
     _price_band(intent, facts, limits, ref_price, checks)
+    _distances(intent, ref_price, checks)
+    if intent.good_till and parse_time(intent.good_till) <= facts.now:
+        fail("good_till", f"GoodTillDate {intent.good_till} UTC is not in the future (now "
+                          f"{facts.now.astimezone(UTC):%Y%m%d-%H:%M:%S} UTC)")
     _notional(intent, facts, limits, ref_price, checks)
     _position(intent, facts, limits, checks)
     new_orders = 1 + (intent.take_profit is not None) + (intent.stop_loss is not None)
@@ -259,7 +266,7 @@ def _size(intent: OrderIntent, facts: OrderFacts, checks: list[RiskCheck]) -> No
 def _tick_grid(intent: OrderIntent, facts: OrderFacts, limits: RiskLimits, checks: list[RiskCheck]) -> OrderIntent:
     changes: dict[str, Any] = {}           # OrderIntent price attribute -> float: replace(**) can't check the names
     notes: list[str] = []
-    for col, attr in _PRICE_FIELDS:
+    for col, attr in _PRICE_FIELDS + _DISTANCE_FIELDS:
         p = getattr(intent, attr)
         if p is None or on_tick_grid(p, facts.min_tick):
             continue
@@ -291,6 +298,18 @@ def _price_band(intent, facts, limits, ref_price, checks) -> None:
             checks.append(RiskCheck("price_band", False,
                                     f"price_band: {col} {_num(p)} is {abs(p / ref_price - 1) * 100:,.2f}% from the "
                                     f"quote {_num(ref_price)} (band {_num(limits.price_band_pct)}%)"))
+
+
+def _distances(intent, ref_price, checks) -> None:
+    """A trail or offset as large as the price itself is a typing mistake (a stop at zero or a limit
+    far through the market), whatever the band."""
+    if ref_price is None:
+        return
+    for col, attr in _DISTANCE_FIELDS:
+        d = getattr(intent, attr)
+        if d is not None and d >= ref_price:
+            checks.append(RiskCheck("price_band", False, f"price_band: {col} {_num(d)} is not below the quote "
+                                                         f"{_num(ref_price)}: a distance must be less than the price"))
 
 
 def _notional(intent, facts, limits, ref_price, checks) -> None:

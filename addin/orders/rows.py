@@ -57,6 +57,7 @@ ORDER_TYPES = ORDER_TYPE_CODES      # the vocabulary's (addin.orders.vocabulary)
 TIFS = TIF_CODES
 CHILD_SUFFIXES = (".TP", ".SL")
 MAX_REF_LEN = 40
+MIN_TRAIL_PERCENT = 0.01       # TWS shows trailing percents to 2 decimals; less is a unit mistake
 
 _REF = re.compile(r"[A-Za-z0-9_\-.:/]+")
 _BRACKET_ENTRIES = tuple(c for c in ORDER_TYPE_CODES if vocabulary_type(c).bracket_entry)
@@ -256,6 +257,9 @@ def _parse(get: dict[str, Any], row: Hashable, ref: str) -> OrderIntent:
     trail_amount = _positive("TrailAmount", get["TrailAmount"], "a positive trailing amount (price units)")
     trail_percent = _positive("TrailPercent", get["TrailPercent"], "a trailing percent between 0 and 100")
     _check_trail(kind, trail_amount, trail_percent)
+    if trail_percent is not None and trail_percent < MIN_TRAIL_PERCENT:
+        raise CellError("TrailPercent", f"expected a trailing percent of at least {MIN_TRAIL_PERCENT:g} (a number of "
+                                        f"percent: 1.5 = 1.5%), got {show(trail_percent)}")
     tif = token(get["TIF"], "TIF") or "DAY"
     if tif not in TIFS:
         raise CellError("TIF", f"expected one of {', '.join(TIFS)} (blank = DAY), got {show(tif)}")
@@ -300,11 +304,19 @@ def _good_till(value: Any, tif: str) -> str:
         return ""
     if tif != "GTD":
         raise CellError("GoodTillDate", f"must be blank unless TIF is GTD (TIF is {tif}), got {show(value)}")
+    end_of_day = datetime.max.time().replace(microsecond=0)
     if isinstance(value, datetime):
         return format_utc(value)
     if isinstance(value, date):
-        return format_utc(datetime.combine(value, datetime.max.time().replace(microsecond=0)))
+        return format_utc(datetime.combine(value, end_of_day))
+    expected = "expected a date and time (UTC) such as 2026-12-31 21:00 or IB's 20261231 16:00:00 US/Eastern"
+    if isinstance(value, (int, float)):     # a date cell without a date format reads as a serial number
+        raise CellError("GoodTillDate", f"{expected}, got the number {show(value)} (format the cell as a date)")
     raw = text(value, "GoodTillDate")
+    if raw.isascii() and raw.isdigit():     # IB's reader takes digits as epoch seconds: only yyyymmdd here
+        if len(raw) != 8:
+            raise CellError("GoodTillDate", f"{expected}, got {show(raw)}")
+        raw = f"{raw} 23:59:59"             # a date alone: good through that day
     try:
         return format_utc(datetime.fromisoformat(raw))
     except ValueError:
@@ -312,8 +324,7 @@ def _good_till(value: Any, tif: str) -> str:
     try:
         return format_utc(parse_time(raw))
     except (IBTimeError, UnknownZoneError, ValueError):
-        raise CellError("GoodTillDate", f"expected a date and time (UTC) such as 2026-12-31 21:00 or IB's "
-                                        f"20261231 16:00:00 US/Eastern, got {show(raw)}") from None
+        raise CellError("GoodTillDate", f"{expected}, got {show(raw)}") from None
 
 
 def _check_bracket(order_type, action, prices, take_profit, stop_loss, oca_group) -> None:
