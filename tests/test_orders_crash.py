@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from addin.config import Settings
-from addin.orders.desk import ORDER_STEPS, OUTPUT_FRAME_COLUMNS
+from addin.orders.desk import MODIFY_STEPS, ORDER_STEPS, OUTPUT_FRAME_COLUMNS
 from addin.orders.rows import ORDER_INPUT_COLUMNS, ORDER_OUTPUT_COLUMNS
 
 from .test_orders import write_refs
@@ -163,6 +163,46 @@ def test_killed_at_each_step_then_restarted_every_order_exists_once_and_rows_sho
         expected = fills[fills.order_ref == ref]
         assert row.Filled == expected.shares.sum()
         assert row.PermId > 0 and row.OrderId > 0
+
+
+@pytest.mark.parametrize("step", MODIFY_STEPS)
+def test_killed_while_modifying_then_restarted_the_order_exists_once_with_the_new_price(gw, watcher, tmp_path, step):
+    """The row's LimitPrice is edited and the process dies as the modification leaves; run again, the
+    same order (same id, same permId) holds the new price, and no second order was ever placed."""
+    session, portfolio = watcher
+    from addin.market.quotes import MarketData
+    md = MarketData(session)
+    try:
+        bid = md.snapshot("SPY").bid
+    finally:
+        md.close()
+    path = tmp_path / f"{step}.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Orders"
+    header = list(ORDER_INPUT_COLUMNS) + list(ORDER_OUTPUT_COLUMNS)
+    ws.append(header)
+    ref = f"{step}-mod"
+    row = {"Ref": ref, "Symbol": "SPY", "Action": "BUY", "Quantity": 2, "OrderType": "LMT",
+           "LimitPrice": round(bid * 0.97, 2)}
+    ws.append([row.get(c) for c in header])
+    wb.save(path)
+    client_id, journal = next(_client_ids), tmp_path / "journal.db"
+    assert _run_child(gw, client_id, path, journal, crash_at=None) == 0
+    new_price = round(bid * 0.96, 2)
+    wb = openpyxl.load_workbook(path)
+    wb["Orders"].cell(row=2, column=header.index("LimitPrice") + 1, value=new_price)
+    wb.save(path)
+
+    assert _run_child(gw, client_id, path, journal, crash_at=step) == CRASH_EXIT
+    assert _run_child(gw, client_id, path, journal, crash_at=None) == 0
+
+    sent = [r for r in gw.received_orders() if r.order.orderRef == ref]
+    assert len({r.order_id for r in sent}) == 1 and 2 <= len(sent) <= 3, [(r.order_id, r.order.lmtPrice) for r in sent]
+    at_ib = [o for o in gw.call(lambda s: s.broker.open_orders()) if o[1].orderRef == ref]
+    assert len(at_ib) == 1 and at_ib[0][1].lmtPrice == new_price
+    sheet = pd.read_excel(path, sheet_name="Orders", engine="openpyxl")
+    assert sheet.Status[0] == "Submitted" and sheet.Remaining[0] == 2
 
 
 if __name__ == "__main__" and len(sys.argv) in (6, 7) and sys.argv[1] == "child":

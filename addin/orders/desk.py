@@ -64,11 +64,13 @@ from .sync import KnownOrder, OrderSync
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrderDesk", "ORDER_STEPS", "OUTPUT_FRAME_COLUMNS", "OUTCOMES", "CANCEL_OUTCOMES"]
+__all__ = ["OrderDesk", "ORDER_STEPS", "MODIFY_STEPS", "OUTPUT_FRAME_COLUMNS", "OUTCOMES", "CANCEL_OUTCOMES"]
 
 # An order's way out, as step observers see it: its intent is in the journal; it is marked transmitting
 # (order ids taken); its placeOrder was handed to the socket; IB answered every order of the batch.
 ORDER_STEPS = ("after_journal", "after_mark", "after_send", "after_ack")
+# A modification's way out: its transmission is in the journal; its placeOrder was handed to the socket.
+MODIFY_STEPS = ("modify_marked", "modify_sent")
 OUTPUT_FRAME_COLUMNS = ("Ref",) + ORDER_OUTPUT_COLUMNS
 # What place() did with each row (the frame's Outcome column; the sheet does not show it, the Log counts it).
 CANCEL_OUTCOMES = ("cancelled", "already filled", "already cancelled", "already rejected", "unknown",
@@ -427,11 +429,16 @@ class OrderDesk:
             self.journal.mark_transmitting(leg.ref, self.session.client_id, leg.record["order_id"], kind=kind,
                                            detail={k: new for k, (_, new) in leg.changes.items()})
         self.sync.expect(leg.ref for leg, _ in orders)
+        self._step("modify_marked")
+        handed = threading.Event()
 
         def send(client):
             for leg, o in orders:
                 client.placeOrder(leg.record["order_id"], contract, o)
+            handed.set()
         self.session.send(send, messages=len(orders), urgent=True)
+        if handed.wait(10.0):
+            self._step("modify_sent")
         confirmed = self.sync.wait(lambda: all(self._confirmed(leg, markers[leg.ref]) for leg, _ in orders),
                                    self.limits.ack_timeout)
         refusal = next((self.journal.intent(leg.ref)["message"] for leg, _ in orders
@@ -532,8 +539,9 @@ class OrderDesk:
 
     def add_step_observer(self, fn: Callable[[str], None]) -> None:
         """``fn(step)`` each time an order passes one of ``ORDER_STEPS`` (after_ack: once per batch
-        that IB answered in full). Runs on the placing thread with the desk's lock held: keep it quick
-        and do not call the desk. An observer that raises is logged; the order goes on."""
+        that IB answered in full) or a modification one of ``MODIFY_STEPS``. Runs on the placing
+        thread with the desk's lock held: keep it quick and do not call the desk. An observer that
+        raises is logged; the order goes on."""
         self._step_observers.append(fn)
 
     def remove_step_observer(self, fn: Callable[[str], None]) -> None:
