@@ -521,3 +521,17 @@ def test_another_client_may_not_modify_the_order_and_sends_nothing(book, rt, gw,
     assert out.Message.iloc[0] == (f"not modified: OC-1 was placed by client {CLIENT_ID}; IB lets only that client "
                                    f"modify it (this is client {CLIENT_ID + 5}); nothing was sent")
     assert len(received(gw, "OC-1")) == 1
+
+
+def test_a_price_band_typed_as_a_percentage_in_config_is_read_as_it_shows(book, rt, gw):
+    config = book.read_table("Config", drop_empty=True)
+    row = int(config.index[config["Key"] == "price_band_pct"][0])
+    info = book.table("Config")
+    book.write(info.sheet, row, info.column("Value"), [[0.02]])          # typed as 2%
+    book.workbook["Config"].cell(row, info.column("Value")).number_format = "0%"
+    assert macros._read_config(book)["price_band_pct"] == 2.0
+    q = quote(rt, "AAPL")
+    set_orders(book, [lmt("PB-3", "AAPL", 1, round(q.bid * 0.97, 2)), lmt("PB-1", "AAPL", 1, round(q.bid * 0.99, 2))])
+    out = macros.place_orders(book, rt).set_index("Ref")
+    assert out.Outcome["PB-3"] == "refused" and "(band 2%)" in out.Message["PB-3"], out.Message["PB-3"]
+    assert out.Outcome["PB-1"] == "sent"

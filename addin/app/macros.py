@@ -175,14 +175,30 @@ def orders_table(book):
                               "Quantity, OrderType, ...)") from None
 
 
+# Config keys that hold a number of percent (5 = 5%); a percent-formatted Value cell holds a fraction.
+PERCENT_KEYS = ("price_band_pct",)
+
+
 def _read_config(book) -> dict:
+    """The Config Table's Key -> Value. A ``PERCENT_KEYS`` value in a cell formatted as a percentage
+    (typing 5% stores 0.05) is read as it shows: 5."""
     try:
         df = book.read_table("Config", drop_empty=True)
+        info = book.table("Config")
     except (TableNotFound, KeyError):
         return {}
     if "Key" not in df.columns or "Value" not in df.columns:
         return {}
-    return {str(k).strip(): v for k, v in zip(df["Key"], df["Value"]) if k not in (None, "")}
+    out = {str(k).strip(): v for k, v in zip(df["Key"], df["Value"]) if k not in (None, "")}
+    percent_rows = [int(r) for r, k in df["Key"].items() if str(k).strip() in PERCENT_KEYS
+                    and isinstance(df.at[r, "Value"], (int, float)) and not isinstance(df.at[r, "Value"], bool)]
+    if percent_rows:
+        formats = book.number_formats(info.sheet, info.column("Value"), percent_rows)
+        for r in percent_rows:
+            if is_percent_format(formats.get(r)):
+                key = str(df.at[r, "Key"]).strip()
+                out[key] = float(f"{out[key] * 100:.12g}")
+    return out
 
 
 def _desk(book, rt):
