@@ -31,6 +31,7 @@ from openpyxl.worksheet.table import Table, TableColumn
 from addin.app.jobs import run_workbook
 from addin.cells import COM_ERROR_CODES, ERROR_VALUES
 from addin.config import Settings
+from addin.excel import layout
 from addin.excel.book import BookError
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.orders.risk import OrderFacts, RiskLimits, evaluate
@@ -177,7 +178,8 @@ def _swapped(a: str, b: str) -> list[str]:
     ("merged", "cells Orders!G2:H2 are merged inside the Table"),
     ("off_header", "header cell Orders!A2 holds 'T1' but the Table names that column 'Ref'"),
     ("no_header", "has no header row"),
-    ("narrow", "the Table defines 25 columns but its range is 24 columns wide"),
+    ("narrow", f"the Table defines {len(layout.ORDERS_COLUMNS)} columns but its range is "
+               f"{len(layout.ORDERS_COLUMNS) - 1} columns wide"),
 ])
 def test_a_table_that_is_not_what_its_cells_show_is_refused_naming_the_cell(tmp_path, kind, words):
     rows = [{"Ref": "T1", "Symbol": "AAPL", "Action": "BUY", "Quantity": 228, "OrderType": "LMT", "LimitPrice": 2}]
