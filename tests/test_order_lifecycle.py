@@ -30,9 +30,9 @@ from addin.app import macros
 from addin.app.runtime import Runtime
 from addin.config import Settings
 from addin.excel.openpyxl_book import OpenpyxlBook
-from addin.orders import vocabulary
 from addin.orders.rows import OrderIntent, parse_row
 from addin.paper import PaperGateway
+from addin.protocol import orders as vocabulary
 
 from .ibclient import IBTestClient
 

@@ -981,7 +981,7 @@ def test_broker_trades_against_the_real_market_model():
     assert broker.positions()[0][2] == Decimal(10)
 
 
-# === the rest of the sheet's vocabulary (addin/orders/vocabulary.py) ===================================
+# === the rest of the sheet's vocabulary (addin/protocol/orders.py) ===================================
 # AAPL's list above is a short one; FULL lists what the paper universe lists for US stocks.
 FULL = instrument(265599, "FULL", "STK", "SMART", 0.01,
                   STOCK_TYPES + ",TRAILLMT,REL,MIDPX,OPG,GTD", primaryExchange="NASDAQ")
@@ -998,7 +998,7 @@ def fills(events) -> dict[int, float]:
 
 
 def test_every_order_type_and_tif_of_the_vocabulary_is_answered(broker, full):
-    from addin.orders.vocabulary import OPG_TYPES, ORDER_TYPES, TIF_CODES
+    from addin.protocol.orders import OPG_TYPES, ORDER_TYPES, TIF_CODES
     prices = {"LimitPrice": dict(lmtPrice=100.50), "StopPrice": dict(auxPrice=100.50), "Offset": {}}
     c = Client(broker)
     for t in ORDER_TYPES:

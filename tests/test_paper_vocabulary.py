@@ -1,4 +1,4 @@
-"""Every order type and time in force the Orders sheet offers (addin/orders/vocabulary.py), placed through
+"""Every order type and time in force the Orders sheet offers (addin/protocol/orders.py), placed through
 the official ibapi client at a paper gateway: real sockets, real ibapi, the gateway's own replay.
 
 The gateway's replay clock is frozen (speed 0) at a fixed instant and moved only by the tests
@@ -17,8 +17,8 @@ import pytest
 from ibapi.order import Order
 from ibapi.order_cancel import OrderCancel
 
-from addin.orders.vocabulary import OPG_TYPES, ORDER_TYPES, TIF_CODES
 from addin.paper import PaperGateway
+from addin.protocol.orders import OPG_TYPES, ORDER_TYPES, TIF_CODES
 
 from .contracts import eurusd, stock
 from .ibclient import IBTestClient

@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from addin.excel import layout  # noqa: E402
-from addin.orders import vocabulary  # noqa: E402
+from addin.protocol import orders as vocabulary  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIXED_TIME = dt.datetime(2026, 1, 1, 0, 0, 0)
@@ -75,7 +75,7 @@ ORDER_SAMPLES = [
      "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
 ]
 
-# The Orders sheet's drop-downs: the order vocabulary (addin/orders/vocabulary.py), nothing else.
+# The Orders sheet's drop-downs: the order vocabulary (addin/protocol/orders.py), nothing else.
 ORDER_DROPDOWNS = {
     "Action": ("BUY", "SELL"),
     "OrderType": vocabulary.ORDER_TYPE_CODES,

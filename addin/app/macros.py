@@ -29,7 +29,7 @@ from ..cells import CellError, boolean
 from ..excel.book import BookError, TableGrowthError, TableNotFound, is_percent_format, parse_range
 from ..excel.errors import ExcelInputError
 from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
-from ..orders.vocabulary import PERCENT_COLUMNS
+from ..protocol.orders import PERCENT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -440,8 +440,9 @@ def refresh_order_rows(book, rt) -> int:
     by_ref = {str(ref).upper(): rec for ref, rec in _desk(book, rt).table().to_dict(orient="index").items()}
     info = orders_table(book)
     rows = order_rows(book, info, None, pending_only=False)
+    hidden = book.hidden_rows(info.sheet, info.first_row + 1, info.last_row)    # unseen rows are left alone
     updates = {int(r): by_ref[str(ref).strip().upper()] for r, ref in rows.get("Ref", pd.Series(dtype=object)).items()
-               if isinstance(ref, str) and ref.strip().upper() in by_ref}
+               if isinstance(ref, str) and ref.strip().upper() in by_ref and r not in hidden}
     write_outputs(book, info, updates)
     return len(updates)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ib.contracts import InstrumentError, parse
+from ..protocol.orders import BLANK, order_type
 from ..protocol.unset import is_unset
-from .vocabulary import BLANK, order_type
 
 __all__ = ["AmendPlan", "LegChange", "AmendRefused", "plan", "held_fields", "describe", "same", "COLUMN_OF"]
 

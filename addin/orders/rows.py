@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..cells import CellError, ascii_upper, boolean, error_value, is_blank, number, show, text, token
 from ..ib.contracts import InstrumentError, parse
+from ..protocol.orders import BLANK, OPG_TYPES, ORDER_TYPE_ALIASES, ORDER_TYPE_CODES, REQUIRED, TIF_CODES, OrderType
+from ..protocol.orders import order_type as vocabulary_type
 from ..protocol.times import IBTimeError, UnknownZoneError, format_utc, parse_time
-from .vocabulary import BLANK, OPG_TYPES, ORDER_TYPE_ALIASES, ORDER_TYPE_CODES, REQUIRED, TIF_CODES, OrderType
-from .vocabulary import order_type as vocabulary_type
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +53,7 @@ ORDER_INPUT_COLUMNS = ("Ref", "Account", "Symbol", "Action", "Quantity", "OrderT
                        "StopLoss", "OCAGroup", "Transmit")
 ORDER_OUTPUT_COLUMNS = ("Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice", "Commission",
                         "Message", "Updated")
-ORDER_TYPES = ORDER_TYPE_CODES      # the vocabulary's (addin.orders.vocabulary)
+ORDER_TYPES = ORDER_TYPE_CODES      # the vocabulary's (addin.protocol.orders)
 TIFS = TIF_CODES
 CHILD_SUFFIXES = (".TP", ".SL")
 MAX_REF_LEN = 40

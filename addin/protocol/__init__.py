@@ -12,4 +12,6 @@ and the standard library. Both sides import from here and never from each other 
 - ``historical``: IB's historical-data rules (bar sizes, durations with one time semantics, the
   step table, whatToShow, pacing limits);
 - ``times``: IB's date/time texts, read and written, and IB's time zone names;
-- ``futures``: the futures month codes."""
+- ``futures``: the futures month codes;
+- ``orders``: the order vocabulary the Orders sheet offers (order types, TIFs, which price columns
+  each needs), read by the row parser, the template's drop-downs, the README and the paper broker."""

@@ -7,7 +7,7 @@ returns the events to send, in the order a real gateway sends them. The broker i
 per connection: orders, executions and positions survive client disconnects, and a client that
 reconnects with the same clientId sees its working orders again.
 
-Order types and TIFs are the sheet's (``addin/orders/vocabulary.py``; a contract's orderTypes list is
+Order types and TIFs are the sheet's (``addin/protocol/orders.py``; a contract's orderTypes list is
 checked with the vocabulary's tokens): MKT, LMT, STP, STP LMT, TRAIL (auxPrice = trailing amount, or
 trailingPercent; trailStopPrice = initial stop when given), TRAIL LIMIT (as TRAIL; lmtPriceOffset = the
 limit's distance beyond the stop), MIT and LIT (auxPrice = trigger), REL (auxPrice = peg offset, lmtPrice =
@@ -98,8 +98,8 @@ from ibapi.execution import Execution, ExecutionFilter
 from ibapi.order import Order
 from ibapi.order_state import OrderState
 
-from ...orders import vocabulary
 from ...protocol import errors
+from ...protocol import orders as vocabulary
 from ...protocol.times import UTC, IBTimeError, UnknownZoneError, format_zoned, parse_time, read_time, without_zone
 from ...protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_DOUBLE_TEXT
 from . import accounts as acc
@@ -175,7 +175,7 @@ Event = OpenOrderEvent | OrderStatusEvent | ExecutionEvent | CommissionEvent | E
 PRE_SUBMITTED, SUBMITTED, FILLED, CANCELLED = "PreSubmitted", "Submitted", "Filled", "Cancelled"
 DONE = (FILLED, CANCELLED)
 
-# The order types and TIFs come from the sheet's one table (addin/orders/vocabulary.py); the sets below
+# The order types and TIFs come from the sheet's one table (addin/protocol/orders.py); the sets below
 # only group them by how the engine treats them.
 ORDER_TYPE_TOKENS = {t.code: t.token for t in vocabulary.ORDER_TYPES}   # our type -> contract details token
 ORDER_TYPE_ALIASES = dict(vocabulary.ORDER_TYPE_ALIASES)
