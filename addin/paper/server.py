@@ -9,6 +9,7 @@ accounts) is touched by one thread only and needs no locks. Services own their c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from .services.firehose import Firehose
 from .services.historical import HistoryService
 from .services.marketdata import MarketDataService
 from .services.order_desk import PaperOrderService
+from .services.reference import ReferenceService, continuous_future_details
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class PaperServer:
         self.history = HistoryService(self.market, self.resolve, pacing_clock_rate=config.pacing_clock_rate)
         self.accounts = PaperAccountService(self.broker, self.market.now, accounts=config.accounts,
                                             account_interval=config.account_interval)
+        self.reference = ReferenceService(self.market, config.accounts)
         self.orders = PaperOrderService(self.broker, self.market, self.resolve, clients=self.clients,
                                         on_account_change=self.accounts.on_change)
         self._events = ConnectionEvents(refusing=self.refusing, opened=self.connections.add,
@@ -165,6 +168,7 @@ class PaperServer:
     def _handler_table(self):
         md, hist, od, acct = self.marketdata, self.history, self.orders, self.accounts
         return {
+            **self.reference.handlers(),    # reference data, refusals, silent cancels (the entries below win)
             OUT.REQ_MKT_DATA: md.req_mkt_data, OUT.CANCEL_MKT_DATA: md.cancel_mkt_data,
             OUT.REQ_MARKET_DATA_TYPE: md.req_market_data_type,
             OUT.REQ_TICK_BY_TICK_DATA: md.req_tick_by_tick, OUT.CANCEL_TICK_BY_TICK_DATA: md.cancel_tick_by_tick,
@@ -188,9 +192,8 @@ class PaperServer:
     def dispatch(self, conn: ClientConnection, msg_id: int, fields: wire.Fields) -> None:
         handler = self._handlers.get(msg_id)
         if handler is None:
-            log.info("client %s: message %d is not supported by the paper gateway; ignored",
-                     conn.client_id, msg_id)
-            return
+            # Nobody serves it: IB's error for it (and a log line), never silence.
+            handler = functools.partial(self.reference.unhandled, msg_id)
         if self.answer_delay > 0:
             # Fault: answer late, in arrival order.
             asyncio.get_running_loop().call_later(self.answer_delay, self._run, handler, conn, msg_id, fields)
@@ -237,13 +240,15 @@ class PaperServer:
     # --- simple requests --------------------------------------------------------------------------
     def req_contract_details(self, conn: ClientConnection, fields: wire.Fields) -> None:
         req = requests.req_contract_details(fields)
-        found = self.market.lookup(req.contract)
+        found = continuous_future_details(self.market, req.contract)     # CONTFUT: the front month
+        if found is None:
+            found = [inst.details for inst in self.market.lookup(req.contract)]
         if not found:
             conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION,
                             "No security definition has been found for the request")
             return
-        for inst in found:
-            conn.send(messages.contract_data(req.req_id, inst.details))
+        for details in found:
+            conn.send(messages.contract_data(req.req_id, details))
         conn.send(messages.contract_data_end(req.req_id))
 
     def req_current_time(self, conn: ClientConnection, fields: wire.Fields) -> None:

@@ -716,3 +716,113 @@ __all__ = [
     "account_update_time", "account_download_end", "account_update_multi", "account_update_multi_end",
     "pnl", "pnl_single", "historical_data", "historical_data_update", "head_timestamp",
 ]
+
+
+# --- reference data: symbols, market rules, scanners, news, account metadata ----------------------
+# Appended for the reference service (addin/paper/services/reference.py); each reads like the ibapi
+# ``Decoder.process*`` method named (or, for wrapped messages, the EWrapper signature after a version).
+
+def symbol_samples(req_id: int, descriptions) -> bytes:
+    """SYMBOL_SAMPLES (79) -> ``symbolSamples``: reqId, count, then per ``ContractDescription``: conId,
+    symbol, secType, primaryExchange, currency, derivative secType count and each, description and
+    issuerId (both from 176, MIN_SERVER_VER_BOND_ISSUERID)."""
+    fields: list = [IN.SYMBOL_SAMPLES, _int(req_id), len(descriptions)]
+    for d in descriptions:
+        c = d.contract
+        derivatives = list(d.derivativeSecTypes or [])
+        fields += [_int(c.conId), c.symbol, c.secType, c.primaryExchange, c.currency, len(derivatives),
+                   *derivatives, _ascii7(c.description), c.issuerId]
+    return frame(*fields)
+
+
+def market_rule(rule_id: int, increments) -> bytes:
+    """MARKET_RULE (93) -> ``marketRule(marketRuleId, [PriceIncrement])``: id, count, then lowEdge and
+    increment per step. ``increments``: (lowEdge, increment) pairs."""
+    fields: list = [IN.MARKET_RULE, _int(rule_id), len(increments)]
+    for low_edge, increment in increments:
+        fields += [_float(low_edge), _float(increment)]
+    return frame(*fields)
+
+
+def scanner_parameters(xml: str) -> bytes:
+    """SCANNER_PARAMETERS (19) -> ``scannerParameters(xml)``: version 1, the XML document."""
+    return frame(IN.SCANNER_PARAMETERS, 1, xml)
+
+
+def scanner_data(req_id: int, rows) -> bytes:
+    """SCANNER_DATA (20) -> one ``scannerData`` per row, then ``scannerDataEnd``: version 3, reqId,
+    count, then per row rank, conId, symbol, secType, lastTradeDateOrContractMonth, strike, right,
+    exchange, currency, localSymbol, marketName, tradingClass, distance, benchmark, projection, legsStr.
+    ``rows``: (rank, ContractDetails) pairs; the contract's exchange is the one the scan reports."""
+    fields: list = [IN.SCANNER_DATA, 3, _int(req_id), len(rows)]
+    for rank, details in rows:
+        c = details.contract
+        fields += [_int(rank), _int(c.conId), c.symbol, c.secType, c.lastTradeDateOrContractMonth,
+                   _strike(c.strike), c.right, c.exchange, c.currency, c.localSymbol, details.marketName,
+                   c.tradingClass, "", "", "", ""]
+    return frame(*fields)
+
+
+def news_providers(providers) -> bytes:
+    """NEWS_PROVIDERS (85) -> ``newsProviders``: count, then code and name per (code, name) pair."""
+    fields: list = [IN.NEWS_PROVIDERS, len(providers)]
+    for code, name in providers:
+        fields += [code, name]
+    return frame(*fields)
+
+
+def family_codes(codes) -> bytes:
+    """FAMILY_CODES (78) -> ``familyCodes``: count, then accountID and familyCodeStr per pair."""
+    fields: list = [IN.FAMILY_CODES, len(codes)]
+    for account, code in codes:
+        fields += [account, code]
+    return frame(*fields)
+
+
+def user_info(req_id: int, white_branding_id: str = "") -> bytes:
+    """USER_INFO (107) -> ``userInfo(reqId, whiteBrandingId)``."""
+    return frame(IN.USER_INFO, _int(req_id), white_branding_id)
+
+
+def security_definition_option_parameter_end(req_id: int) -> bytes:
+    """SECURITY_DEFINITION_OPTION_PARAMETER_END (76) -> ``securityDefinitionOptionParameterEnd``."""
+    return frame(IN.SECURITY_DEFINITION_OPTION_PARAMETER_END, _int(req_id))
+
+
+def soft_dollar_tiers(req_id: int, tiers) -> bytes:
+    """SOFT_DOLLAR_TIERS (77) -> ``softDollarTiers``: reqId, count, then name, value, displayName."""
+    fields: list = [IN.SOFT_DOLLAR_TIERS, _int(req_id), len(tiers)]
+    for name, value, display_name in tiers:
+        fields += [name, value, display_name]
+    return frame(*fields)
+
+
+def smart_components(req_id: int, components) -> bytes:
+    """SMART_COMPONENTS (82) -> ``smartComponents``: reqId, count, then bitNumber, exchange and
+    exchangeLetter per component."""
+    fields: list = [IN.SMART_COMPONENTS, _int(req_id), len(components)]
+    for bit, exchange, letter in components:
+        fields += [_int(bit), exchange, letter]
+    return frame(*fields)
+
+
+def display_group_list(req_id: int, groups: str) -> bytes:
+    """DISPLAY_GROUP_LIST (67) -> ``displayGroupList(reqId, groups)`` ("1|2|3"), version 1."""
+    return frame(IN.DISPLAY_GROUP_LIST, 1, _int(req_id), groups)
+
+
+def display_group_updated(req_id: int, contract_info: str) -> bytes:
+    """DISPLAY_GROUP_UPDATED (68) -> ``displayGroupUpdated(reqId, contractInfo)``, version 1."""
+    return frame(IN.DISPLAY_GROUP_UPDATED, 1, _int(req_id), contract_info)
+
+
+def current_time_in_millis(epoch_ms: int) -> bytes:
+    """CURRENT_TIME_IN_MILLIS (109) -> ``currentTimeInMillis`` (epoch milliseconds)."""
+    return frame(IN.CURRENT_TIME_IN_MILLIS, int(epoch_ms))
+
+
+__all__ += [
+    "symbol_samples", "market_rule", "scanner_parameters", "scanner_data", "news_providers", "family_codes",
+    "user_info", "security_definition_option_parameter_end", "soft_dollar_tiers", "smart_components",
+    "display_group_list", "display_group_updated", "current_time_in_millis",
+]

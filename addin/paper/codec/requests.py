@@ -452,3 +452,132 @@ __all__ = [
     "cancel_positions_multi", "req_pnl", "cancel_pnl", "req_pnl_single", "cancel_pnl_single",
     "start_api",
 ]
+
+
+# --- reference data (appended for addin/paper/services/reference.py) ------------------------------
+
+@dataclass
+class MatchingSymbolsRequest:
+    req_id: int
+    pattern: str
+
+
+@dataclass
+class ScannerSubscriptionRequest:
+    req_id: int
+    number_of_rows: int            # -1 (or the unset int) when not given
+    instrument: str                # "STK", ...
+    location_code: str             # "STK.US.MAJOR", ...
+    scan_code: str                 # "TOP_PERC_GAIN", ...
+    above_price: float             # the unset double when not given
+    below_price: float
+    above_volume: int              # the unset int when not given
+    stock_type_filter: str
+    filter_options: str = ""       # "tag=value;..."
+
+
+@dataclass
+class SmartComponentsRequest:
+    req_id: int
+    bbo_exchange: str
+
+
+@dataclass
+class SecDefOptParamsRequest:
+    req_id: int
+    underlying_symbol: str
+    fut_fop_exchange: str
+    underlying_sec_type: str
+    underlying_con_id: int
+
+
+@dataclass
+class OptionComputationRequest:
+    """calculateImpliedVolatility (value = the option price) or calculateOptionPrice (the volatility)."""
+
+    req_id: int
+    contract: Contract
+    value: float
+    under_price: float
+
+
+def req_matching_symbols(fields: Fields) -> MatchingSymbolsRequest:
+    """REQ_MATCHING_SYMBOLS (81): reqId, pattern; no version field."""
+    return MatchingSymbolsRequest(fields.next_int("reqId"), fields.next_str("pattern"))
+
+
+def req_market_rule(fields: Fields) -> int:
+    """REQ_MARKET_RULE (91): marketRuleId; no version field."""
+    return fields.next_int("marketRuleId")
+
+
+def req_scanner_subscription(fields: Fields) -> ScannerSubscriptionRequest:
+    """REQ_SCANNER_SUBSCRIPTION (22): no version field from 143 (MIN_SERVER_VER_SCANNER_GENERIC_OPTS);
+    reqId, then the ScannerSubscription fields in EClient.reqScannerSubscription's order, then the
+    filter options (143) and the subscription options (70)."""
+    req_id = fields.next_int("reqId")
+    rows = fields.next_int("numberOfRows", default=-1)
+    instrument = fields.next_str("instrument")
+    location = fields.next_str("locationCode")
+    scan_code = fields.next_str("scanCode")
+    above_price = fields.next_float("abovePrice")
+    below_price = fields.next_float("belowPrice")
+    above_volume = fields.next_int("aboveVolume")
+    for name in ("marketCapAbove", "marketCapBelow", "moodyRatingAbove", "moodyRatingBelow", "spRatingAbove",
+                 "spRatingBelow", "maturityDateAbove", "maturityDateBelow", "couponRateAbove", "couponRateBelow",
+                 "excludeConvertible", "averageOptionVolumeAbove", "scannerSettingPairs"):
+        fields.next_str(name)
+    stock_type_filter = fields.next_str("stockTypeFilter")
+    filter_options = fields.next_str("scannerSubscriptionFilterOptions") if fields.remaining() else ""
+    return ScannerSubscriptionRequest(req_id, rows, instrument, location, scan_code, above_price, below_price,
+                                      above_volume, stock_type_filter, filter_options)
+
+
+def cancel_scanner_subscription(fields: Fields) -> CancelRequest:
+    """CANCEL_SCANNER_SUBSCRIPTION (23): version 1, reqId."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_smart_components(fields: Fields) -> SmartComponentsRequest:
+    """REQ_SMART_COMPONENTS (83): reqId, bboExchange; no version field."""
+    return SmartComponentsRequest(fields.next_int("reqId"), fields.next_str("bboExchange"))
+
+
+def req_sec_def_opt_params(fields: Fields) -> SecDefOptParamsRequest:
+    """REQ_SEC_DEF_OPT_PARAMS (78): reqId, underlyingSymbol, futFopExchange, underlyingSecType,
+    underlyingConId; no version field."""
+    return SecDefOptParamsRequest(fields.next_int("reqId"), fields.next_str("underlyingSymbol"),
+                                  fields.next_str("futFopExchange"), fields.next_str("underlyingSecType"),
+                                  fields.next_int("underlyingConId", default=0))
+
+
+def req_option_computation(fields: Fields) -> OptionComputationRequest:
+    """REQ_CALC_IMPLIED_VOLAT (54) and REQ_CALC_OPTION_PRICE (55), version 3: reqId, the contract block
+    (conId .. tradingClass), optionPrice or volatility, underPrice, then the options text (70)."""
+    _version(fields)
+    req_id = fields.next_int("reqId")
+    contract = _contract(fields)
+    value = fields.next_float("optionPrice/volatility", default=0.0)
+    under_price = fields.next_float("underPrice", default=0.0)
+    return OptionComputationRequest(req_id, contract, value, under_price)
+
+
+def req_id_at(fields: Fields, index: int) -> int:
+    """The request id ``index`` fields after the message id, or -1 (IB's "no request") when the message
+    is shorter or the field is not a number: how a refusal names the request it answers."""
+    items = fields.items
+    if index + 1 >= len(items):
+        return -1
+    try:
+        return int(items[index + 1])
+    except ValueError:
+        return -1
+
+
+__all__ += [
+    "MatchingSymbolsRequest", "ScannerSubscriptionRequest", "SmartComponentsRequest", "SecDefOptParamsRequest",
+    "OptionComputationRequest", "req_matching_symbols", "req_market_rule", "req_scanner_subscription",
+    "cancel_scanner_subscription", "req_smart_components", "req_sec_def_opt_params", "req_option_computation",
+    "req_id_at",
+]
