@@ -54,12 +54,14 @@ MAX_TICKERS = 101                 # "Max number of tickers has been reached": th
 HISTORICAL_DATA_ERROR = 162       # "Historical Market Data Service error message:..." (incl. pacing)
 NO_SECURITY_DEFINITION = 200      # no such contract, or an ambiguous one
 NO_SUCH_TICKER = 300              # "Can't find EId with tickerId": cancel of an unknown line
+MAX_DEPTH_REQUESTS = 309          # "Max number (3) of market depth requests has been reached"
 REQUEST_READ_ERROR = 320          # "Error reading request": a malformed message
 VALIDATION_ERROR = 321            # "Error validating request" (e.g. an unknown account)
 PROCESSING_ERROR = 322            # "Error processing request" (e.g. a duplicate ticker id)
 NOT_SUBSCRIBED = 354              # no market data subscription
 PART_NOT_SUBSCRIBED = 10090       # part of the requested market data is not subscribed
 TICK_BY_TICK_FAILED = 10189       # "Failed to request tick-by-tick data"
+DEPTH_NOT_SUPPORTED = 10092       # "Deep market data is not supported for this combination of security type/exchange"
 #: Market data errors after which the same request may succeed later.
 MARKET_DATA_RETRYABLE = frozenset({NO_ANSWER, MAX_RATE_EXCEEDED, MAX_TICKERS, NOT_CONNECTED,
                                    CONNECTIVITY_LOST, PART_NOT_SUBSCRIBED, COMPETING_SESSION})

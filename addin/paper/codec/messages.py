@@ -826,3 +826,72 @@ __all__ += [
     "user_info", "security_definition_option_parameter_end", "soft_dollar_tiers", "smart_components",
     "display_group_list", "display_group_updated", "current_time_in_millis",
 ]
+
+
+# --- real-time bars and market depth -------------------------------------------------------------
+
+def realtime_bar(req_id: int, time, open_, high, low, close, volume, wap, count) -> bytes:
+    """REAL_TIME_BARS (50) -> ``realtimeBar``: version 3, reqId, time (bar start, epoch seconds),
+    open, high, low, close, volume (Decimal), wap (Decimal), count."""
+    return frame(IN.REAL_TIME_BARS, 3, _int(req_id), _epoch(time), _float(open_), _float(high), _float(low),
+                 _float(close), _size(volume), _size(wap), _int(count))
+
+
+def market_depth(req_id: int, position: int, operation: int, side: int, price, size) -> bytes:
+    """MARKET_DEPTH (12) -> ``updateMktDepth``: version 1, reqId, position (row), operation (0 insert,
+    1 update, 2 delete), side (0 ask, 1 bid), price, size."""
+    return frame(IN.MARKET_DEPTH, 1, _int(req_id), _int(position), _int(operation), _int(side), _float(price),
+                 _size(size))
+
+
+def market_depth_l2(req_id: int, position: int, market_maker: str, operation: int, side: int, price, size,
+                    is_smart_depth: bool) -> bytes:
+    """MARKET_DEPTH_L2 (13) -> ``updateMktDepthL2``: as :func:`market_depth` with the market maker (or,
+    for SMART depth, the exchange) after the position, and isSmartDepth last (from server version 146)."""
+    return frame(IN.MARKET_DEPTH_L2, 1, _int(req_id), _int(position), market_maker or "", _int(operation),
+                 _int(side), _float(price), _size(size), bool(is_smart_depth))
+
+
+def mkt_depth_exchanges(descriptions) -> bytes:
+    """MKT_DEPTH_EXCHANGES (80) -> ``mktDepthExchanges``: no version; count, then per row exchange,
+    secType, listingExch, serviceDataType, aggGroup (the last three from server version 143).
+    ``descriptions``: (exchange, secType, listingExch, serviceDataType, aggGroup) tuples or ibapi
+    ``DepthMktDataDescription`` objects."""
+    fields: list = [IN.MKT_DEPTH_EXCHANGES, len(descriptions)]
+    for d in descriptions:
+        if not isinstance(d, tuple):
+            d = (d.exchange, d.secType, d.listingExch, d.serviceDataType, d.aggGroup)
+        exchange, sec_type, listing, service, group = d
+        fields += [exchange, sec_type, listing or "", service, _int(group)]
+    return frame(*fields)
+
+
+# --- historical ticks (tick-by-tick's numberOfTicks) ---------------------------------------------
+
+def historical_ticks(req_id: int, ticks, done: bool) -> bytes:
+    """HISTORICAL_TICKS (96) -> ``historicalTicks``: reqId, count, per tick time, an unused int (0),
+    price, size; done. ``ticks``: (time, price, size) tuples (MIDPOINT ticks have size 0)."""
+    fields: list = [IN.HISTORICAL_TICKS, _int(req_id), len(ticks)]
+    for time, price, size in ticks:
+        fields += [_epoch(time), 0, _float(price), _size(size)]
+    return frame(*fields, bool(done))
+
+
+def historical_ticks_bid_ask(req_id: int, ticks, done: bool) -> bytes:
+    """HISTORICAL_TICKS_BID_ASK (97) -> ``historicalTicksBidAsk``: reqId, count, per tick time, mask
+    (1 askPastHigh, 2 bidPastLow), bid, ask, bid size, ask size; done.
+    ``ticks``: (time, mask, bid, ask, bid_size, ask_size) tuples."""
+    fields: list = [IN.HISTORICAL_TICKS_BID_ASK, _int(req_id), len(ticks)]
+    for time, mask, bid, ask, bid_size, ask_size in ticks:
+        fields += [_epoch(time), _int(mask), _float(bid), _float(ask), _size(bid_size), _size(ask_size)]
+    return frame(*fields, bool(done))
+
+
+def historical_ticks_last(req_id: int, ticks, done: bool) -> bytes:
+    """HISTORICAL_TICKS_LAST (98) -> ``historicalTicksLast``: reqId, count, per tick time, mask
+    (1 pastLimit, 2 unreported), price, size, exchange, specialConditions; done.
+    ``ticks``: (time, mask, price, size, exchange, special_conditions) tuples."""
+    fields: list = [IN.HISTORICAL_TICKS_LAST, _int(req_id), len(ticks)]
+    for time, mask, price, size, exchange, special in ticks:
+        fields += [_epoch(time), _int(mask), _float(price), _size(size), exchange or "", special or ""]
+    return frame(*fields, bool(done))

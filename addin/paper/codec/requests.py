@@ -581,3 +581,61 @@ __all__ += [
     "cancel_scanner_subscription", "req_smart_components", "req_sec_def_opt_params", "req_option_computation",
     "req_id_at",
 ]
+
+
+# --- real-time bars and market depth -------------------------------------------------------------
+
+@dataclass
+class RealTimeBarsRequest:
+    req_id: int
+    contract: Contract
+    bar_size: int          # seconds; IB serves 5 only
+    what_to_show: str      # TRADES, MIDPOINT, BID, ASK
+    use_rth: bool
+    options: str = ""      # "tag=value;..." (internal use; both clients send "")
+
+
+@dataclass
+class MktDepthRequest:
+    req_id: int
+    contract: Contract
+    num_rows: int
+    is_smart_depth: bool
+    options: str = ""
+
+
+def req_real_time_bars(fields: Fields) -> RealTimeBarsRequest:
+    """REQ_REAL_TIME_BARS (50): version 3, reqId, contract (conId .. tradingClass), barSize, whatToShow,
+    useRTH, realTimeBarsOptions (EClient.reqRealTimeBars)."""
+    _version(fields)
+    req_id = fields.next_int("reqId")
+    contract = _contract(fields)
+    bar_size = fields.next_int("barSize", default=0)
+    what = fields.next_str("whatToShow")
+    use_rth = fields.next_bool("useRTH")
+    options = fields.next_str("realTimeBarsOptions") if fields.remaining() else ""
+    return RealTimeBarsRequest(req_id, contract, bar_size, what, use_rth, options)
+
+
+def cancel_real_time_bars(fields: Fields) -> CancelRequest:
+    """CANCEL_REAL_TIME_BARS (51): version 1, reqId."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))
+
+
+def req_mkt_depth(fields: Fields) -> MktDepthRequest:
+    """REQ_MKT_DEPTH (10): version 5, reqId, contract (conId .. tradingClass, primaryExchange from 149),
+    numRows, isSmartDepth (146), mktDepthOptions (EClient.reqMktDepth)."""
+    _version(fields)
+    req_id = fields.next_int("reqId")
+    contract = _contract(fields)
+    num_rows = fields.next_int("numRows", default=0)
+    smart = fields.next_bool("isSmartDepth") if fields.remaining() else False
+    options = fields.next_str("mktDepthOptions") if fields.remaining() else ""
+    return MktDepthRequest(req_id, contract, num_rows, smart, options)
+
+
+def cancel_mkt_depth(fields: Fields) -> CancelRequest:
+    """CANCEL_MKT_DEPTH (11): version 1, reqId, isSmartDepth (146; the gateway knows it from the request)."""
+    _version(fields)
+    return CancelRequest(fields.next_int("reqId"))

@@ -506,3 +506,24 @@ def split_days(o: int, h: int, l: int, c: int, key: int, offsets: np.ndarray) ->
     high[jh] = h
     low[jl] = l
     return Leaf.make(lens, open_, high, low, close, mix(key, 1000 + j))
+
+
+# --- the synthetic order book -----------------------------------------------------------------------
+SALT_DEPTH = 51
+DEPTH_REFRESH = 8    # a deeper level keeps its size this many seconds (each level at its own phase)
+
+
+def depth_draws(key: int, side: int, price_ticks: np.ndarray, second: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded draws for the order book levels at ``price_ticks`` (absolute prices in ticks) on one
+    side (0 ask, 1 bid) at one replay second: (u in [0, 1) deciding whether the level holds orders,
+    a raw size draw in [0, 2**30), a raw venue draw in [0, 256)).
+
+    A level's draws are keyed by its price, not its distance from the touch, so a level keeps its
+    size while the quote moves; they change every DEPTH_REFRESH seconds at a phase of their own, so
+    the book changes a few levels at a time."""
+    level = mix(np.uint64(key) ^ U64(SALT_DEPTH), np.asarray(price_ticks, dtype=np.int64) * 2 + side)
+    bucket = (np.int64(second) + (level % U64(DEPTH_REFRESH)).astype(np.int64)) // DEPTH_REFRESH
+    h = mix(level, bucket)
+    return unit01(h), ((h >> U64(32)) & U64((1 << 30) - 1)).astype(np.int64), \
+        ((h >> U64(20)) & U64(0xFF)).astype(np.int64)

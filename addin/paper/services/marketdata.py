@@ -1,23 +1,28 @@
-"""Market data at the paper gateway: reqMktData (streaming and snapshot), market data types, delayed
-data, tick-by-tick, and the streaming loop that sends quote changes and drives order fills.
+"""Market data at the paper gateway: reqMktData (streaming and snapshot, generic ticks), market data
+types, delayed data, tick-by-tick, and the streaming loop that sends quote changes, real-time bars and
+market depth (``realtime_bars.py``, ``depth.py``) and drives order fills.
 
 A subscription remembers the last value it sent per tick type and sends only changes, the way TWS
-does. Delayed data (types 3 and 4) is the same replay seen 15 minutes late, with IB's delayed tick
-types 66-76 and the 10167 notice before it.
+does. Generic ticks (``generic_ticks.py``) ride on the same line. Delayed data (types 3 and 4) is the
+same replay seen 15 minutes late, with IB's delayed tick types 66-76 and the 10167 notice before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ...protocol import errors
 from ...protocol.ticks import DELAYED_TICKS, DELAYED_TYPES, LIVE, LIVE_TICKS, MARKET_DATA_TYPES, TICK_BY_TICK_TYPES
 from ..codec import messages, requests
+from .depth import DepthService
+from .generic_ticks import SNAPSHOT_REFUSAL, GenericTicks, parse, refusal
+from .realtime_bars import RealTimeBarsService
 
 if TYPE_CHECKING:  # pragma: no cover
     from ibapi.contract import Contract
@@ -34,6 +39,8 @@ DELAY = timedelta(minutes=15)
 
 _SIZE_OF = {"bid": "bid_size", "ask": "ask_size", "last": "last_size"}
 _CAN_AUTO_EXECUTE = 1
+MAX_TBT_CATCH_UP = 300   # tick-by-tick: after a clock jump, the ticks of at most this many seconds
+MAX_TBT_HISTORY = 1000   # IB's cap on numberOfTicks
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Subscription:
     inst: "Instrument"
     delayed: bool
     sent: dict = field(default_factory=dict)   # field name -> last value sent
+    generic: GenericTicks | None = None        # the generic ticks the line asked for
 
 
 @dataclass
@@ -51,7 +59,9 @@ class TickByTick:
     req_id: int
     inst: "Instrument"
     kind: str                                  # Last, AllLast, BidAsk, MidPoint
+    ignore_size: bool = False                  # BidAsk: a change of size alone is not a tick
     sent: tuple = ()
+    second: int | None = None                  # the replay second last looked at
 
 
 class MarketDataService:
@@ -74,6 +84,8 @@ class MarketDataService:
         self.pumps = 0
         self.firehose: Firehose | None = None   # a running one replaces the quote stream (benchmarks)
         self.firehose_lines: dict = {}  # its encoded frames per line, kept between runs
+        self.depth = DepthService(resolve, market.quote, lambda: int(market.epoch()))
+        self.realtime_bars = RealTimeBarsService(market, resolve)
 
     # --- requests ---------------------------------------------------------------------------------
     def req_market_data_type(self, conn, fields) -> None:
@@ -98,6 +110,13 @@ class MarketDataService:
         inst = self.resolve(conn, req.req_id, req.contract)
         if inst is None:
             return
+        generic = parse(req.generic_tick_list, inst.sec_type)
+        if generic is None:
+            conn.send_error(req.req_id, errors.VALIDATION_ERROR, refusal(req.generic_tick_list, inst.sec_type))
+            return
+        if generic and (req.snapshot or req.regulatory_snapshot):
+            conn.send_error(req.req_id, errors.VALIDATION_ERROR, SNAPSHOT_REFUSAL)
+            return
         if not req.snapshot and self.lines_in_use(conn) >= self.max_lines:
             conn.send_error(req.req_id, errors.MAX_TICKERS, "Max number of tickers has been reached")
             return
@@ -107,7 +126,8 @@ class MarketDataService:
             conn.send_error(req.req_id, errors.DELAYED_DATA_NOTICE, "Requested market data is not subscribed. "
                                                                     "Displaying delayed market data.")
         conn.send(messages.market_data_type(req.req_id, conn.market_data_type if delayed else LIVE))
-        sub = Subscription(conn, req.req_id, inst, delayed)
+        sub = Subscription(conn, req.req_id, inst, delayed,
+                           generic=GenericTicks(self.market, inst, generic) if generic else None)
         now = self.market.now()
         self._send_changes(sub, self.market.quote(inst, now - DELAY if delayed else now))
         if req.snapshot or req.regulatory_snapshot:
@@ -131,12 +151,21 @@ class MarketDataService:
             conn.send_error(req.req_id, errors.TICK_BY_TICK_FAILED, f"Failed to request tick-by-tick data:"
                                                                     f"Invalid tick type {kind}")
             return
-        if kind in ("Last", "AllLast") and not inst.has_trades or kind in ("BidAsk",) and not inst.has_quotes:
+        # IB: tick-by-tick for indexes only from CME (the paper SPX is CBOE); FX has no trades.
+        name = inst.contract.localSymbol or inst.symbol
+        if not inst.has_quotes:
             conn.send_error(req.req_id, errors.TICK_BY_TICK_FAILED, f"Failed to request tick-by-tick data:"
-                                                                    f"No {kind} data for {inst.contract.localSymbol}")
+                                                                    f"No tick-by-tick data for {name}")
             return
-        sub = TickByTick(conn, req.req_id, inst, kind)
-        self._send_tbt(sub, self.market.quote(inst))
+        if kind in ("Last", "AllLast") and not inst.has_trades:
+            conn.send_error(req.req_id, errors.TICK_BY_TICK_FAILED, f"Failed to request tick-by-tick data:"
+                                                                    f"No {kind} data for {name}")
+            return
+        sub = TickByTick(conn, req.req_id, inst, kind, ignore_size=req.ignore_size)
+        q = self.market.quote(inst)
+        if req.number_of_ticks > 0:
+            self._send_tbt_history(sub, q, min(req.number_of_ticks, MAX_TBT_HISTORY))
+        self._send_tbt(sub, q)
         self.tbt[(id(conn), req.req_id)] = sub
 
     def cancel_tick_by_tick(self, conn, fields) -> None:
@@ -148,10 +177,14 @@ class MarketDataService:
             del self.subs[key]
         for key in [k for k, s in self.tbt.items() if s.conn is conn]:
             del self.tbt[key]
+        self.depth.drop_connection(conn)
+        self.realtime_bars.drop_connection(conn)
 
     def drop_all_subscriptions(self) -> None:
         self.subs.clear()
         self.tbt.clear()
+        self.depth.drop_all()
+        self.realtime_bars.drop_all()
 
     # --- streaming --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -175,6 +208,8 @@ class MarketDataService:
             (delayed if sub.delayed else live)[sub.inst.con_id] = sub.inst
         for tbt in self.tbt.values():
             live[tbt.inst.con_id] = tbt.inst
+        for inst in self.depth.instruments():
+            live[inst.con_id] = inst
         quotes: dict[int, Quote] = {}
         if live:
             quotes = dict(zip(live, market.quotes(list(live.values()), now)))
@@ -184,6 +219,8 @@ class MarketDataService:
                 self._send_changes(sub, late[sub.inst.con_id] if sub.delayed else quotes[sub.inst.con_id])
         for tbt in list(self.tbt.values()):
             self._send_tbt(tbt, quotes[tbt.inst.con_id])
+        self.depth.pump(quotes, int(now.timestamp()))
+        self.realtime_bars.pump(now.timestamp())
         self.after_pump(now)
 
     def _send_changes(self, sub: Subscription, q: "Quote") -> None:
@@ -213,23 +250,74 @@ class MarketDataService:
         if q.volume is not None and sent.get("volume") != q.volume:
             send(messages.tick_size(req_id, ids["volume"], q.volume))
             sent["volume"] = q.volume
+        if sub.generic is not None:
+            sub.generic.send(send, req_id, q, sent)
 
     def _send_tbt(self, sub: TickByTick, q: "Quote") -> None:
-        t = int(q.time.timestamp())
-        state: tuple
+        """The ticks since the last step: every generated second the clock passed (at most
+        MAX_TBT_CATCH_UP after a jump), so a trade each second for Last/AllLast and every quote change
+        for BidAsk/MidPoint, with the second's own time."""
+        second = int(q.time.timestamp())
+        if sub.second is None or second <= sub.second:
+            if sub.second is None:
+                self._tbt_tick(sub, second, q.bid, q.ask, q.bid_size, q.ask_size, q.last, q.last_size)
+            sub.second = second
+            return
+        first = max(sub.second + 1, second - MAX_TBT_CATCH_UP + 1)
+        for row in self._tick_rows(sub.inst, first, second + 1):
+            self._tbt_tick(sub, *row)
+        sub.second = second
+
+    def _tick_rows(self, inst: "Instrument", first: int, end: int) -> list[tuple]:
+        """(second, bid, ask, bid size, ask size, last, last size) of each generated second in
+        [first, end), None where the instrument has no such value."""
+        path = self.market.tick_path(inst, datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(end, UTC))
+        cols = [path[c].tolist() for c in ("bid", "ask", "bid_size", "ask_size", "last", "last_size")]
+        return [(first + i, *(None if isinstance(v, float) and math.isnan(v) else v for v in values))
+                for i, values in enumerate(zip(*cols))]
+
+    def _tbt_tick(self, sub: TickByTick, t: int, bid, ask, bid_size, ask_size, last, last_size) -> None:
+        send, req_id = sub.conn.send, sub.req_id
         if sub.kind in ("Last", "AllLast"):
-            state = (q.last, q.last_size, q.volume)
-            if state != sub.sent and q.last is not None:
-                sub.conn.send(messages.tick_by_tick_last(sub.req_id, TICK_BY_TICK_TYPES[sub.kind], t,
-                                                         q.last, q.last_size or 0, 0,
-                                                         sub.inst.contract.exchange, ""))
+            if last is None or (sub.sent and not last_size):      # a second without a trade
+                return
+            send(messages.tick_by_tick_last(req_id, TICK_BY_TICK_TYPES[sub.kind], t, last, last_size or 0, 0,
+                                            _venue(sub.inst), ""))
+            sub.sent = (t,)
         elif sub.kind == "BidAsk":
-            state = (q.bid, q.ask, q.bid_size, q.ask_size)
+            state = (bid, ask) if sub.ignore_size else (bid, ask, bid_size, ask_size)
             if state != sub.sent:
-                sub.conn.send(messages.tick_by_tick_bid_ask(sub.req_id, t, q.bid, q.ask, q.bid_size,
-                                                            q.ask_size, 0))
+                send(messages.tick_by_tick_bid_ask(req_id, t, bid, ask, bid_size, ask_size, 0))
+                sub.sent = state
         else:
-            state = (q.mid,)
-            if state != sub.sent:
-                sub.conn.send(messages.tick_by_tick_mid_point(sub.req_id, t, q.mid))
-        sub.sent = state
+            mid = round((bid + ask) / 2, 10) if bid is not None and ask is not None else last
+            if (mid,) != sub.sent:
+                send(messages.tick_by_tick_mid_point(req_id, t, mid))
+                sub.sent = (mid,)
+
+    def _send_tbt_history(self, sub: TickByTick, q: "Quote", count: int) -> None:
+        """numberOfTicks: the last ``count`` ticks before now, as IB sends them first: one
+        HISTORICAL_TICKS_LAST / _BID_ASK / HISTORICAL_TICKS message with done=True."""
+        second = int(q.time.timestamp())
+        rows = self._tick_rows(sub.inst, second - count, second)
+        ticks: list[tuple] = []
+        for t, bid, ask, bid_size, ask_size, last, last_size in rows:
+            if sub.kind in ("Last", "AllLast"):
+                if last is not None and last_size:
+                    ticks.append((t, 0, last, last_size, _venue(sub.inst), ""))
+            elif sub.kind == "BidAsk":
+                ticks.append((t, 0, bid, ask, bid_size, ask_size))
+            else:
+                ticks.append((t, round((bid + ask) / 2, 10), 0))   # time, price, size
+        ticks = ticks[-count:]
+        if sub.kind in ("Last", "AllLast"):
+            sub.conn.send(messages.historical_ticks_last(sub.req_id, ticks, True))
+        elif sub.kind == "BidAsk":
+            sub.conn.send(messages.historical_ticks_bid_ask(sub.req_id, ticks, True))
+        else:
+            sub.conn.send(messages.historical_ticks(sub.req_id, ticks, True))
+
+
+def _venue(inst: "Instrument") -> str:
+    """The exchange a trade prints on: the primary exchange (NASDAQ, ARCA), else the contract's."""
+    return inst.contract.primaryExchange or inst.contract.exchange
