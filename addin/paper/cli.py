@@ -36,9 +36,13 @@ def _parse_start(value: str | None) -> datetime | None:
 @click.option("--max-lines", default=100, show_default=True, type=int, help="Market data lines per client.")
 @click.option("--firehose", is_flag=True, help="Benchmarks: replace the replayed quotes by synthetic ticks to "
               "every line, as fast as the sockets take them.")
+@click.option("--around-the-clock", is_flag=True, help="Trade every replayed day around the clock, the start "
+              "day included (the tests' and the demo's market). Default: the exchange calendar, real weekdays "
+              "kept, no trading on weekends and holidays.")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (there is no "
               "authentication: anyone who can reach the port can trade the paper accounts).")
-def paper(host, port, seed, speed, accounts, start, synthetic, max_lines, firehose, allow_remote) -> None:
+def paper(host, port, seed, speed, accounts, start, synthetic, max_lines, firehose, around_the_clock,
+          allow_remote) -> None:
     """Serve the paper gateway until interrupted (Ctrl-C).
 
     A TWS API server that replays real market data and fills orders against it: point ibapi,
@@ -59,7 +63,7 @@ def paper(host, port, seed, speed, accounts, start, synthetic, max_lines, fireho
         raise click.UsageError(str(exc)) from None
     config = GatewayConfig(host=host, port=port, accounts=account_list, seed=seed, speed=speed,
                            start=start_dt, synthetic=synthetic, max_lines=max_lines, allow_remote=allow_remote,
-                           firehose=firehose)
+                           firehose=firehose, hours="around-the-clock" if around_the_clock else "exchange")
     try:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:
@@ -79,7 +83,7 @@ async def _serve(config) -> None:
             f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
     click.echo(f"ibxl paper gateway listening on {config.host}:{port} (TWS API server version "
                f"{SERVER_VERSION}; accounts {','.join(config.accounts)}; {len(server.market.instruments)} "
-               f"instruments; speed {config.speed:g}x)", )
+               f"instruments; speed {config.speed:g}x; {config.hours} hours)", )
     click.echo("Press Ctrl-C to stop.")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

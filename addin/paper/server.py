@@ -68,6 +68,9 @@ class GatewayConfig:
     # Historical pacing windows run this many times faster than real time (tests only: 100 makes
     # IB's 10-minute window last 6 s). The rules themselves are unchanged.
     pacing_clock_rate: float = 1.0
+    # "around-the-clock" (every replayed day trades all day; the tests' default) or "exchange" (the
+    # weekday calendar: weekends and holidays closed; `ibxl paper`'s default). See docs/paper-market.md.
+    hours: str = "around-the-clock"
 
 
 class PaperServer:
@@ -76,7 +79,7 @@ class PaperServer:
     def __init__(self, config: GatewayConfig):
         self.config = config
         self.market = Market(seed=config.seed, speed=config.speed, start=config.start,
-                             synthetic=config.synthetic)
+                             synthetic=config.synthetic, hours=config.hours)
         self.broker = Broker(list(config.accounts), quote=self.market.quote, now=self.market.now,
                              starting_cash=config.starting_cash)
         self.connections: set[ClientConnection] = set()
@@ -177,6 +180,7 @@ class PaperServer:
             OUT.REQ_MKT_DEPTH: md.depth.req_mkt_depth, OUT.CANCEL_MKT_DEPTH: md.depth.cancel_mkt_depth,
             OUT.REQ_MKT_DEPTH_EXCHANGES: md.depth.req_mkt_depth_exchanges,
             OUT.REQ_HISTORICAL_DATA: hist.req_historical_data, OUT.CANCEL_HISTORICAL_DATA: hist.cancel_historical_data,
+            OUT.REQ_HISTORICAL_TICKS: hist.req_historical_ticks,
             OUT.REQ_HEAD_TIMESTAMP: hist.req_head_timestamp,
             OUT.PLACE_ORDER: od.place_order, OUT.CANCEL_ORDER: od.cancel_order, OUT.REQ_GLOBAL_CANCEL: od.global_cancel,
             OUT.REQ_OPEN_ORDERS: od.req_open_orders, OUT.REQ_ALL_OPEN_ORDERS: od.req_all_open_orders,

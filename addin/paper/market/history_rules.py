@@ -42,8 +42,8 @@ Request checks, in the order IB's gateway makes them ([RE] ibx#430) -- :func:`va
    it since 2015 ([LOG] rust-ibapi#245, InterReact#16, ib-ruby ib-api#32); so are other casings.
 5. ADJUSTED_LAST with bars longer than a day (1 week, 1 month) (321) [RE].
 6. whatToShow (:func:`check_what_to_show`), case-insensitive, error 321 [RE]. This gateway builds the
-   eight series in :data:`BUILT_WHAT_TO_SHOW`; IB's other values (SCHEDULE, YIELD_*, FEE_RATE, ...) are
-   refused like unknown ones.
+   eight series in :data:`BUILT_WHAT_TO_SHOW` and SCHEDULE (answered with HISTORICAL_SCHEDULE, IB's
+   TWS API 10.12 addition); IB's other values (YIELD_*, FEE_RATE, ...) are refused like unknown ones.
 7. formatDate 1, 2 or 3 (321) [LOG vnpy#2937, RE].
 8. keepUpToDate: no endDateTime, no combo (BAG), only TRADES/MIDPOINT/BID/ASK (321) [RE]; bars of
    5 seconds or more [IB docs: "keepUpToDate ... bar sizes of 5 seconds or greater"; text WRITTEN].
@@ -57,6 +57,15 @@ Request checks, in the order IB's gateway makes them ([RE] ibx#430) -- :func:`va
    14400 S           10 secs - 3 hours         1 Y               1 day  - 1 month
    28800 S           30 secs - 8 hours
 
+   IB calls this table an example of one principle: "requests need to be assembled in such a way
+   that only a few thousand bars are returned at a time" [IB-LIM, Step Sizes], and its note 1 says
+   the limitations for bars of 1 min and larger have been lifted. IB's own samples ask "10 D" of
+   "1 min" (historical_bars.html), and "60 D" / "6 M" of "1 hour" or "30 D" of "15 mins" are
+   answered by real gateways. So the gateway enforces the table as a rule only for bars under a
+   minute (the small bars); a bar of 1 min or more is answered whenever the request holds at most
+   :data:`MAX_NOMINAL_BARS` bars (duration / bar size, both nominal) or the table allows it.
+   Beyond that: 162 "...:invalid step: <bar seconds>" [bound WRITTEN: IB publishes no number; 15,000
+   keeps IB's "10 D" of "1 min" sample and "1 Y" of "1 hour" and bounds the gateway's work].
    A duration between two rows uses the next larger row; one longer than 1 Y uses the 1 Y row
    (clients ask "10 Y" of daily bars). Durations are compared by :meth:`Duration.seconds` (a month
    counts 31 days, so any "N D" that fits a calendar month is on the 1 M row). Only the smaller end
@@ -268,16 +277,28 @@ def parse_bar_size(text: str) -> BarSize:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_step(duration: Duration, bar: BarSize, *, enforce_max: bool = False) -> None:
-    """IB's step-size table: HistoryError(162) when ``bar`` is too small for ``duration``.
+#: Bars of this many seconds or more are not held to the step table's smaller end (IB-LIM note 1).
+_LIFTED_BAR_SECONDS = 60
+#: The most bars (duration / bar size, nominal) a request of 1 min bars or larger may ask for.
+MAX_NOMINAL_BARS = 15_000
 
-    The row is the first whose duration is at least ``duration`` (the last row for anything longer).
+
+def check_step(duration: Duration, bar: BarSize, *, enforce_max: bool = False) -> None:
+    """IB's step sizes: HistoryError(162) when ``bar`` is too small for ``duration``.
+
+    Bars under 1 min: the row is the first whose duration is at least ``duration`` (the last row for
+    anything longer). Bars of 1 min or more: also allowed when the request holds at most
+    :data:`MAX_NOMINAL_BARS` bars ("60 D" or "6 M" of "1 hour", "30 D" of "15 mins").
     With ``enforce_max`` a bar larger than the row allows is refused too (IB answers those; see the
     module docstring).
     """
     _, smallest, largest = step_row(duration)
     size = bar.nominal_seconds
-    if size < smallest.nominal_seconds or (enforce_max and size > largest.nominal_seconds):
+    too_fine = size < smallest.nominal_seconds
+    if too_fine and size >= _LIFTED_BAR_SECONDS:
+        # 1 min and larger: IB's table is an example, the rule is "a few thousand bars" (docstring)
+        too_fine = duration.seconds() > MAX_NOMINAL_BARS * size
+    if too_fine or (enforce_max and size > largest.nominal_seconds):
         # [LOG, localised] "...:invalid step: 1" for "1 D" of "1 secs"; the number is taken to be
         # the bar's length in seconds.
         raise HistoryError(162, f"{HMDS_PREFIX}invalid step: {size}")
@@ -344,7 +365,7 @@ def parse_end_datetime(text: str, now: datetime, default_tz: str = "US/Eastern")
 
 #: The series this gateway builds, a part of IB's WHAT_TO_SHOW (the rest is refused like unknown values).
 BUILT_WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST",
-                                "HISTORICAL_VOLATILITY", "OPTION_IMPLIED_VOLATILITY"})
+                                "HISTORICAL_VOLATILITY", "OPTION_IMPLIED_VOLATILITY", "SCHEDULE"})
 
 
 def check_what_to_show(text: str) -> str:

@@ -24,7 +24,7 @@ from ibapi.contract import Contract
 
 from . import ticks as tk
 from .series import DAY, HOUR, MONTH, Feed, unit_of, unit_start, unit_starts
-from .universe import MAX_SYNTHETIC, Instrument, build_universe, matches
+from .universe import AROUND_THE_CLOCK, MAX_SYNTHETIC, Instrument, build_universe, matches
 
 __all__ = ["Bar", "BarSpec", "Instrument", "Market", "Quote", "WHAT_TO_SHOW", "on_tick_grid", "round_to_tick"]
 
@@ -115,11 +115,14 @@ class Market:
 
     seed: random stream of the tick generator; speed: replayed seconds per real second (0 freezes);
     start: replay time at construction (default now, UTC; naive means UTC); synthetic: how many
-    SIM0001.. instruments to add (0..2000); clock: monotonic seconds (inject one for tests).
-    Raises ValueError for synthetic out of range or a negative speed."""
+    SIM0001.. instruments to add (0..2000); clock: monotonic seconds (inject one for tests); hours:
+    ``"around-the-clock"`` (default: every replayed day trades, the start day always does) or
+    ``"exchange"`` (the weekday calendar: real weekdays kept, no bars on weekends and holidays).
+    Raises ValueError for synthetic out of range, a negative speed or unknown hours."""
 
     def __init__(self, seed: int = 1, speed: float = 1.0, start: datetime | None = None,
-                 synthetic: int = 0, clock: Callable[[], float] = time.monotonic):
+                 synthetic: int = 0, clock: Callable[[], float] = time.monotonic,
+                 hours: str = AROUND_THE_CLOCK):
         if speed < 0:
             raise ValueError(f"speed must be >= 0 replayed seconds per real second, got {speed}")
         if not 0 <= synthetic <= MAX_SYNTHETIC:
@@ -132,7 +135,8 @@ class Market:
         self._clock = clock
         self._t0 = clock()
         self._start_epoch = self.start.timestamp()
-        self.instruments: list[Instrument] = build_universe(seed, self._start_epoch, synthetic)
+        self.hours = hours
+        self.instruments: list[Instrument] = build_universe(seed, self._start_epoch, synthetic, hours)
         self._by_id = {inst.con_id: inst for inst in self.instruments}
 
     # --- clock ---------------------------------------------------------------------------------------
@@ -235,6 +239,41 @@ class Market:
         return df[cols]
 
 
+    def traded_seconds(self, inst: Instrument, start: datetime, end: datetime) -> pd.DataFrame:
+        """The generated seconds of [start, end) that lie inside replayed bars (none in gaps: weekends,
+        holidays), not limited to now(): the source of historical ticks. Same columns as
+        :meth:`tick_path`, indexed by second (tz-aware UTC)."""
+        e0, e1 = math.floor(_epoch(start)), math.ceil(_epoch(end))
+        frames = [_tape_frame(inst, tape) for tape in _tapes(inst, e0, e1, session=True)]
+        cols = ["bid", "ask", "last", "last_size", "volume", "bid_size", "ask_size"]
+        if not frames:
+            return pd.DataFrame(columns=cols, dtype=float, index=pd.DatetimeIndex([], tz=UTC))
+        df = pd.concat(frames)
+        return df[~df.index.duplicated()][cols]
+
+    def sessions(self, inst: Instrument, start: datetime, end: datetime, use_rth: bool) -> list[tuple[int, int, int]]:
+        """Trading sessions meeting [start, end): (start epoch, end epoch, local date ordinal) per
+        local day that has a replayed bar. A session is the whole replayed day (the paper market
+        trades around the clock on a bar's day), or with ``use_rth`` its liquid hours (stocks
+        09:30-16:00 New York; ES and SPX 08:30-15:00 Chicago; FX and crypto: the whole day)."""
+        tz, feed = inst.tz, inst.feed
+        first, last = unit_of(DAY, tz, _epoch(start)), unit_of(DAY, tz, _epoch(end) - 1e-6)
+        days = np.arange(first, last + 1, dtype=np.int64)
+        bounds = unit_starts(DAY, tz, np.arange(first, last + 2, dtype=np.int64))
+        out = []
+        for j, day in enumerate(days.tolist()):
+            d0, d1 = int(bounds[j]), int(bounds[j + 1])
+            if feed.kind == DAY:
+                if not feed.open_on(np.array([day]))[0]:
+                    continue
+            elif not len(feed.between(d0, d1)):
+                continue
+            s0, s1 = (d0 + inst.liquid[0], d0 + inst.liquid[1]) if use_rth and inst.liquid else (d0, d1)
+            if s1 > _epoch(start) and s0 < _epoch(end):
+                out.append((s0, s1, day))
+        return out
+
+
 def _epoch(when: datetime) -> float:
     """Epoch seconds of a datetime; a naive one is taken as UTC (never as the machine's zone)."""
     return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
@@ -272,14 +311,14 @@ def _locate_many(feeds: Sequence[Feed], epoch: float):
     shift = np.array([f.shift for f in feeds], dtype=np.int64)
     rotation = np.array([f.rotation for f in feeds], dtype=np.int64)
     cu = unit_of(f0.kind, f0.tz, epoch) - shift
-    k = (cu - s.unit[0]) // s.period
-    off = cu - k * s.period
+    k = (cu - s.unit[0]) // f0.period
+    off = cu - k * f0.period
     i = np.searchsorted(s.unit, off, side="right") - 1
     m = k * s.n + i
     inside = s.unit[i] == off
     before = m < rotation
     m = np.where(before, rotation, m)
-    units = s.unit[m % s.n] + (m // s.n) * s.period + shift
+    units = s.unit[m % s.n] + (m // s.n) * f0.period + shift
     uniq, inv = np.unique(units, return_inverse=True)
     start = unit_starts(f0.kind, f0.tz, uniq)[inv]
     end = unit_starts(f0.kind, f0.tz, uniq + 1)[inv]

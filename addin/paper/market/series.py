@@ -190,7 +190,13 @@ class Feed:
     spread: int
     volume_factor: float
     shift: int = 0
+    latest: int = -1
+    period: int = 0
     _days: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.period = self.period or self.series.period
+        self.latest = self.latest if self.latest >= 0 else self.last
 
     @property
     def kind(self) -> str:
@@ -201,9 +207,37 @@ class Feed:
         """Chained index of the bar that holds the start time."""
         return self.rotation + self.series.n - 1
 
-    def anchor(self, start_epoch: float) -> "Feed":
-        """Shift so that bar :attr:`last` is the unit holding ``start_epoch``."""
-        self.shift = unit_of(self.kind, self.tz, start_epoch) - int(self.chained_units(np.array([self.last]))[0])
+    def anchor(self, start_epoch: float, *, weekdays: bool = False, weekend_open: bool = True) -> "Feed":
+        """Shift so that the latest bar shown holds ``start_epoch``.
+
+        Default (``weekdays=False``, daily series shifted by whole days): bar :attr:`last`, the
+        file's last bar, is the day holding the start; the real weekdays move with the shift.
+
+        ``weekdays=True`` (daily series only): the shift is a whole number of weeks, so a real
+        Monday is replayed on a Monday and real holidays stay gaps; each pass of the chain is a
+        whole number of weeks long (:attr:`period`). The latest bar (:attr:`latest`) is the most
+        recent real bar, at or before :attr:`last`, with the start's weekday, moved onto the
+        start's date. On a Saturday or Sunday: with ``weekend_open`` (the paper market trades
+        around the clock) the start day still gets a bar by the default rule; without it (exchange
+        hours) the latest bar is the Friday before, and the start lies in a gap (no trading)."""
+        start_unit = unit_of(self.kind, self.tz, start_epoch)
+        if not weekdays or self.kind != DAY:
+            self.shift = start_unit - int(self.chained_units(np.array([self.last]))[0])
+            return self
+        weekday = (start_unit - 1) % 7          # ordinal 1 (0001-01-01) is a Monday
+        if weekday >= 5 and weekend_open:
+            self.shift = start_unit - int(self.chained_units(np.array([self.last]))[0])
+            return self
+        self.period = -(-self.series.period // 7) * 7
+        wanted = min(weekday, 4)
+        target = start_unit - (weekday - wanted)
+        m = np.arange(max(self.rotation, self.last - 40), self.last + 1, dtype=np.int64)
+        cu = self.chained_units(m)
+        same = m[(cu - 1) % 7 == wanted]
+        self.latest = int(same[-1]) if len(same) else self.last
+        self.shift = target - int(self.chained_units(np.array([self.latest]))[0])
+        if not len(same):       # no such weekday in the last 40 bars (never for real stock data)
+            self.shift -= self.shift % 7
         return self
 
     # chained bars -> real bars
@@ -213,7 +247,7 @@ class Feed:
 
     def chained_units(self, m) -> np.ndarray:
         i, k = self.split(m)
-        return self.series.unit[i] + k * self.series.period
+        return self.series.unit[i] + k * self.period
 
     def units(self, m) -> np.ndarray:
         """Replay units of chained bars."""
@@ -253,8 +287,8 @@ class Feed:
 
     def _at_unit(self, cu: int) -> tuple[int, bool]:
         s = self.series
-        k = (cu - int(s.unit[0])) // s.period
-        off = cu - k * s.period
+        k = (cu - int(s.unit[0])) // self.period
+        off = cu - k * self.period
         i = int(np.searchsorted(s.unit, off, side="right")) - 1
         return k * s.n + i, bool(s.unit[i] == off)
 

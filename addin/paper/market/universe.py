@@ -167,9 +167,31 @@ class Instrument:
 
 
 # --- the universe -----------------------------------------------------------------------------------
-def build_universe(seed: int, start_epoch: float, synthetic: int = 0) -> list[Instrument]:
+#: Trading hours of the paper market (``Market(hours=...)``, ``ibxl paper --around-the-clock``).
+AROUND_THE_CLOCK = "around-the-clock"
+EXCHANGE_HOURS = "exchange"
+HOURS = (AROUND_THE_CLOCK, EXCHANGE_HOURS)
+
+
+def build_universe(seed: int, start_epoch: float, synthetic: int = 0,
+                   hours: str = AROUND_THE_CLOCK) -> list[Instrument]:
     """All instruments, with feeds anchored so the latest bar holds ``start_epoch``.
-    Raises ValueError for more than 2000 synthetic instruments."""
+
+    hours: AROUND_THE_CLOCK (daily series shifted by whole days: the start day always trades, real
+    weekdays move) or EXCHANGE_HOURS (daily series shifted by whole weeks: real Mondays are replayed
+    on Mondays, weekends and real holidays have no bars; see ``Feed.anchor``).
+    Raises ValueError for more than 2000 synthetic instruments or an unknown ``hours``."""
+    if hours not in HOURS:
+        raise ValueError(f"hours must be one of {', '.join(HOURS)}, got {hours!r}")
+    out = _build(seed, start_epoch, synthetic)
+    if hours == EXCHANGE_HOURS:
+        for inst in out:
+            inst.feed.anchor(start_epoch, weekdays=True, weekend_open=False)
+            _finish(inst, start_epoch)
+    return out
+
+
+def _build(seed: int, start_epoch: float, synthetic: int) -> list[Instrument]:
     if not 0 <= synthetic <= MAX_SYNTHETIC:
         raise ValueError(f"synthetic must be between 0 and {MAX_SYNTHETIC}, got {synthetic}")
     goog = load_series("GOOG_1d")

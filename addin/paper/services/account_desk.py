@@ -2,15 +2,26 @@
 update time, download end), account updates multi, positions multi, P&L and P&L single.
 
 Subscriptions stay live: a fill re-sends what changed, and a timer re-sends marked-to-market values
-(P&L every second, as TWS does; account values and portfolio every ``account_interval`` seconds).
+(P&L every second, as TWS does). reqAccountUpdates behaves as at TWS: one full download (every
+value, every portfolio row, the update time, accountDownloadEnd), then only what changed: account
+values checked every ``account_interval`` seconds, portfolio rows after a fill at once and otherwise
+refreshed (the changed ones) every :data:`PORTFOLIO_REFRESH_SECONDS` of replay time, IB's "every
+three minutes". accountDownloadEnd is never sent again until the client subscribes anew.
+
+updatePortfolio carries the contract's primaryExchange (NASDAQ, ARCA), as IB's does. Positions still
+carry the qualified contract's exchange (SMART for stocks): a real gateway writes the primary
+exchange there (and nothing for FX, see the EUR.USD POSITION_DATA capture), but ibxl's portfolio
+reads a non-SMART exchange as a directed route (``conid:N.NASDAQ``), so :func:`reported_contract`
+is not applied until the client accepts it (issue 14, left open).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -33,6 +44,24 @@ class _Sub:
     tags: frozenset = frozenset()
     con_id: int = 0
     model: str = ""
+    values: dict = field(default_factory=dict)     # updates: (key, currency) -> value last sent
+    rows: dict = field(default_factory=dict)       # updates: conId -> portfolio row last sent
+    refreshed: float = 0.0                         # updates: replay epoch of the last portfolio refresh
+
+
+#: IB refreshes the changed portfolio values of reqAccountUpdates about every three minutes.
+PORTFOLIO_REFRESH_SECONDS = 180.0
+
+
+def reported_contract(contract):
+    """The contract as IB reports it in POSITION_DATA / POSITION_MULTI: a stock's exchange is its
+    primary exchange (not SMART), FX has none (the real EUR.USD capture), others keep theirs."""
+    out = copy.copy(contract)
+    if contract.secType == "STK" and contract.primaryExchange:
+        out.exchange = contract.primaryExchange
+    elif contract.secType == "CASH":
+        out.exchange = ""
+    return out
 
 
 class PaperAccountService:
@@ -126,17 +155,31 @@ class PaperAccountService:
         if not self._known(conn, -1, account):
             return
         sub = _Sub(conn, 0, "updates", account)
-        self._send_updates(sub)
+        self._send_updates(sub, full=True)
         self._add(sub)
 
-    def _send_updates(self, sub: _Sub) -> None:
+    def _send_updates(self, sub: _Sub, *, full: bool = False, portfolio: bool = True) -> None:
+        """The full download (``full``), or only the account values and (with ``portfolio``) the
+        portfolio rows that changed since they were last sent; the update time follows any change."""
         broker, send, acct = self.broker, sub.conn.send, sub.account
+        changed = False
         for key, value, currency in broker.account_values(acct):
-            send(messages.account_value(key, value, currency, acct))
-        for contract, pos, price, market_value, avg_cost, unrealized, realized in broker.portfolio(acct):
-            send(messages.portfolio_value(contract, pos, price, market_value, avg_cost, unrealized, realized, acct))
-        send(messages.account_update_time(self.now().strftime("%H:%M")))
-        send(messages.account_download_end(acct))
+            if full or sub.values.get((key, currency)) != value:
+                sub.values[(key, currency)] = value
+                send(messages.account_value(key, value, currency, acct))
+                changed = True
+        if portfolio:
+            sub.refreshed = self.now().timestamp()
+            for row in broker.portfolio(acct):
+                contract = row[0]
+                if full or sub.rows.get(contract.conId) != row[1:]:
+                    sub.rows[contract.conId] = row[1:]
+                    send(messages.portfolio_value(*row, acct))
+                    changed = True
+        if full or changed:
+            send(messages.account_update_time(self.now().strftime("%H:%M")))
+        if full:
+            send(messages.account_download_end(acct))
 
     def req_account_updates_multi(self, conn, fields) -> None:
         req = requests.req_account_updates_multi(fields)
@@ -204,7 +247,8 @@ class PaperAccountService:
                 self._send_pnl(sub)
 
     async def run(self) -> None:
-        """P&L every second; account values and portfolio every ``account_interval`` seconds."""
+        """P&L every second; changed account values every ``account_interval`` seconds, changed
+        portfolio rows when PORTFOLIO_REFRESH_SECONDS of replay time have passed since the last."""
         ticks = 0
         every = max(1, round(self.account_interval))
         while True:
@@ -215,7 +259,8 @@ class PaperAccountService:
                     if sub.kind in ("pnl", "pnl_single"):
                         self._send_pnl(sub)
                     elif sub.kind == "updates" and ticks % every == 0:
-                        self._send_updates(sub)
+                        due = self.now().timestamp() - sub.refreshed >= PORTFOLIO_REFRESH_SECONDS
+                        self._send_updates(sub, portfolio=due)
             except Exception:
                 log.exception("paper gateway account refresh failed")
 

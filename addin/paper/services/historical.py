@@ -1,5 +1,6 @@
 """Historical data at the paper gateway: reqHistoricalData with IB's validation and pacing rules,
-keepUpToDate streaming (HISTORICAL_DATA_UPDATE) and cancelHistoricalData.
+keepUpToDate streaming (HISTORICAL_DATA_UPDATE), whatToShow=SCHEDULE (HISTORICAL_SCHEDULE),
+reqHistoricalTicks (HISTORICAL_TICKS / _BID_ASK / _LAST) and cancelHistoricalData.
 
 The bars come from the market model (real bars resampled; finer bars from the same tick generator
 as the live quotes). The rules (step sizes, 50 open requests, small-bar pacing) live in
@@ -11,12 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from ...protocol.errors import HISTORICAL_DATA_ERROR
-from ..codec import messages, requests
-from ..market import history_rules
+from ..codec import history_codec, messages, requests
+from ..market import history_rules, history_ticks
 from ..market.history_rules import HistoryError
 from ..market.market import BarSpec
 
@@ -88,6 +90,9 @@ class HistoryService:
             conn.send_error(req.req_id, *history_rules.IMPLIED_TZ_WARNING)
         spec = BarSpec(seconds=bar.seconds, months=bar.months)
         end = min(checked.end, now)
+        if what == "SCHEDULE":
+            self._send_schedule(conn, req.req_id, inst, checked.start, checked.end, bool(req.use_rth))
+            return
         try:
             bars = market.bars(inst, checked.start, end, spec, what, bool(req.use_rth))
         except ValueError as exc:
@@ -102,6 +107,42 @@ class HistoryService:
                                                          _bar_key(bars[-1]) if bars else ())
         else:
             self._pacer(conn).done(req.req_id)
+
+    def _send_schedule(self, conn, req_id: int, inst, start, end, use_rth: bool) -> None:
+        """whatToShow=SCHEDULE: the sessions of every replayed day in [start, end) (the instrument's
+        trading days; its liquid hours with useRTH), in its own zone, as HISTORICAL_SCHEDULE."""
+        zone = inst.details.timeZoneId
+        tz = ZoneInfo(zone)
+        sessions = self.market.sessions(inst, start, end, use_rth)
+        stamp = lambda epoch: datetime.fromtimestamp(epoch, tz).strftime("%Y%m%d-%H:%M:%S")  # noqa: E731
+        rows = [(stamp(s0), stamp(s1), date.fromordinal(day).strftime("%Y%m%d")) for s0, s1, day in sessions]
+        first = rows[0][0] if rows else stamp(start.timestamp())
+        last = rows[-1][1] if rows else stamp(end.timestamp())
+        self._pacer(conn).done(req_id)
+        conn.send(history_codec.historical_schedule(req_id, first, last, zone, rows))
+
+    def req_historical_ticks(self, conn, fields) -> None:
+        """reqHistoricalTicks: TRADES, BID_ASK or MIDPOINT ticks from the generated seconds (the same
+        seconds the quotes and the fine bars come from), at most 1000, ``done`` always True."""
+        req = history_codec.req_historical_ticks(fields)
+        try:
+            checked = history_ticks.validate(req.start, req.end, req.number_of_ticks, req.what_to_show,
+                                             now=self.market.now())
+        except HistoryError as exc:
+            conn.send_error(req.req_id, exc.code, exc.text)
+            return
+        inst = self.resolve(conn, req.req_id, req.contract)
+        if inst is None:
+            return
+        try:
+            ticks = history_ticks.collect(self.market, inst, checked, use_rth=bool(req.use_rth),
+                                          ignore_size=req.ignore_size)
+        except HistoryError as exc:
+            conn.send_error(req.req_id, exc.code, exc.text)
+            return
+        build = {"TRADES": history_codec.historical_ticks_last, "BID_ASK": history_codec.historical_ticks_bid_ask,
+                 "MIDPOINT": history_codec.historical_ticks}[checked.what_to_show]
+        conn.send(build(req.req_id, ticks, True))
 
     def cancel_historical_data(self, conn, fields) -> None:
         fields.next_int("version")
