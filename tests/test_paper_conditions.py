@@ -299,6 +299,21 @@ def test_oca_type_2_and_3_late_joiners_are_reduced_by_the_filled_quantity(gw, ib
     ib.wait_error(same, 202)
 
 
+def test_a_held_oca_member_reduced_by_a_fill_is_not_reduced_again_when_it_goes_live(gw, ib):
+    group = f"held-{next(_groups)}"
+    low = round(quote_at(gw).bid * 0.5, 2)
+    start = ib.mark()
+    held = make_order("BUY", 3, "LMT", lmtPrice=low, ocaGroup=group, ocaType=2, transmit=False)
+    oid = place(ib, held)
+    status(ib, oid, "PreSubmitted", start)
+    status(ib, place(ib, make_order("BUY", 1, ocaGroup=group, ocaType=2)), "Filled", start)
+    assert ib.wait_for("orderStatus", lambda e: e[0] == oid and e[3] == Decimal(2), start=start)
+    mark = ib.mark()
+    held.transmit, held.totalQuantity = True, Decimal(2)
+    ib.placeOrder(oid, AAPL, held)
+    assert status(ib, oid, "Submitted", mark)[3] == Decimal(2)
+
+
 # --- absurd values -------------------------------------------------------------------------------------
 ABSURD_QUANTITIES = ["1E+999999", "1E+5000", "1e308", "NaN", "Infinity", "-1", "0.000000001"]
 ABSURD_PRICES = [("LMT", "lmtPrice", math.nan), ("LMT", "lmtPrice", math.inf), ("LMT", "lmtPrice", -5.0),

@@ -398,6 +398,7 @@ class _Order:
     trail_stop: float | None = None
     expires: datetime | None = None   # GTD: cancelled once the clock reaches it (UTC)
     fills_before: int = 0              # executions the gateway had made before this order arrived
+    oca_prior_fill: Decimal = Decimal(0)   # its OCA group's filled quantity when it arrived (late joiner)
     conditions_hold: bool = False      # transmitted, PreSubmitted until its conditions are met
     commission: float | None = None
     completed_time: str = ""
@@ -1053,6 +1054,7 @@ class Broker:
         w = _Order(client_id, order_id, perm_id, inst, self._event_contract(inst, contract), o, account)
         w.expires = self._good_till(o) if w.tif == "GTD" else None
         w.fills_before = len(self._fills)
+        w.oca_prior_fill = self._oca_filled.get((account, w.oca_group), Decimal(0)) if w.oca_group else Decimal(0)
         self._orders[w.key] = w
         self._working[perm_id] = w
         return w
@@ -1130,13 +1132,13 @@ class Broker:
         return events + self._activate(w)
 
     def _join_oca(self, w: _Order) -> list[Event]:
-        """An order going live in an OCA group another member already filled (partly): type 1 is
-        cancelled at once; types 2 and 3 are reduced by the group's filled quantity (cancelled when
-        nothing is left), as they would have been had they been working at the fill."""
-        group = w.oca_group
-        filled = self._oca_filled.get((w.account, group)) if group else None
-        if not filled:
+        """An order going live in an OCA group another member had already filled (partly) when it
+        arrived: type 1 is cancelled at once; types 2 and 3 are reduced by that filled quantity
+        (cancelled when nothing is left), as they would have been had they been working at the fill."""
+        group, filled = w.oca_group, w.oca_prior_fill
+        if not group or not filled:
             return []
+        w.oca_prior_fill = Decimal(0)   # once: later fills reach it through _after_fill, like any member
         if int(w.order.ocaType or 1) in (2, 3):
             left = w.quantity - filled
             if left > w.filled:
