@@ -95,16 +95,22 @@ def _check_version(server_version: int, error=ValueError) -> int:
 
 
 def _next_decimal(f: wire.Fields, name: str) -> Decimal:
+    """A Decimal field as the client wrote it. Out-of-bounds values (NaN, Infinity, 1E+999999, -1)
+    are kept, not refused: the broker rejects them with 201 naming the order (``order_values``);
+    only a signalling NaN is read as a quiet one, so that comparing it cannot raise."""
     text = f.next_decimal_str(name)
     if text == "" or text in UNSET_DECIMAL_TEXTS or text.lower() == repr(UNSET_DOUBLE):
         return UNSET_DECIMAL
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise ProtocolError(f"{name}: expected a quantity, got {text!r}") from None
-    if not value.is_finite():
-        raise ProtocolError(f"{name}: expected a finite quantity, got {text!r}")
-    return value
+        raise ProtocolError(f"{name}: expected a quantity, got {_clipped(text)!r}") from None
+    return Decimal("NaN") if value.is_snan() else value
+
+
+def _clipped(text: str, limit: int = 40) -> str:
+    """A bad field's text for an error message (a field can be megabytes long)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _next_count(f: wire.Fields, name: str, fields_per_item: int) -> int:

@@ -18,6 +18,18 @@ DTC ("" means DAY). Brackets (parentId, transmit), OCA groups
 "block" of type 2 has no meaning when fills are sequential), whatIf (margin and commission in the
 OrderState, never executed, never left open), orderRef echoed everywhere, outsideRth accepted.
 
+Order conditions (``conditions.py``: price, time, margin, execution, volume, percent change, joined by
+their and/or conjunctions): an order whose conditions are not met when it would go live is held
+"PreSubmitted" and goes live (Submitted, then trades) at the first ``on_market`` that finds them met;
+with conditionsCancelOrder it works at once and is cancelled (202 "order conditions met") once they
+are met. OPEN_ORDER echoes the conditions as received. A condition added by modifying an order that is
+already live is kept and echoed but does not take it back out of the market.
+
+OCA late joiners: an order going live in an OCA group (same account and name) in which another order
+already filled is cancelled at once for ocaType 1 (202 "OCA group G already filled"); for types 2
+and 3 it is reduced by the group's filled quantity (cancelled when nothing is left). IB documents no
+text for this cancel: the reason is ours.
+
 How orders fill (documented simplifications):
 - At the touch: a buy at the ask, a sell at the bid; instruments without bid/ask (has_quotes False) use
   the last trade. A limit fills when the touch crosses it, at the touch (so never worse than the limit).
@@ -49,13 +61,19 @@ How orders fill (documented simplifications):
   (UTC); a working GTD order is cancelled (202, "good till date ... reached") by the first ``on_market``
   at or after that instant of the gateway's clock.
 - Statuses: a live order is "Submitted" (IB shows "PreSubmitted" for some simulated stops; clients treat
-  both as working); an order held with transmit=False, and a bracket child whose parent has not filled,
-  are "PreSubmitted". Nothing of a bracket goes live before an order of it arrives with transmit=True;
-  a child goes live when its parent fills; when one child fills its siblings are cancelled.
-- Every cancellation (cancelOrder, reqGlobalCancel, IOC/FOK leftovers, OCA and bracket siblings,
-  children of a cancelled parent, LOC not filled) sends ORDER_STATUS Cancelled, OPEN_ORDER Cancelled
-  and error 202 "Order Canceled - reason:" (with a short reason appended for the automatic ones).
-- Validation (201 unless said): BUY/SELL, quantity > 0; one of our order types and listed in the
+  both as working); an order held with transmit=False, a bracket child whose parent has not filled,
+  and an order waiting for its conditions are "PreSubmitted". Nothing of a bracket goes live before an
+  order of it arrives with transmit=True; a child goes live when its parent fills; when one child
+  fills its siblings are cancelled.
+- Every cancellation (cancelOrder, reqGlobalCancel, IOC/FOK leftovers, OCA and bracket siblings, OCA
+  late joiners, conditionsCancelOrder, children of a cancelled parent, LOC not filled) sends
+  ORDER_STATUS Cancelled, OPEN_ORDER Cancelled and error 202 "Order Canceled - reason:" (with a short
+  reason appended for the automatic ones).
+- Validation (201 unless said): first the bounds of every number (``order_values.py``: a finite
+  quantity above 0 and below 1e9 with at most 8 decimals; prices and condition values finite, not
+  negative, below 1e9), checked without arithmetic so that 1E+999999, 1E+5000, 1e308, NaN or Infinity
+  cost nothing and are never stored; BUY/SELL; conditions the gateway can evaluate (known conId,
+  readable time); one of our order types and listed in the
   contract details' orderTypes (else 387); DAY/GTC/IOC/OPG/GTD listed there too when the list names any
   TIF (IB's lists never name FOK or DTC, so those are always accepted); MOC/LOC only DAY (113); OPG only
   for MKT/LMT (111) and only for stocks/futures; GTD with a readable goodTillDate in the future; the
@@ -104,7 +122,9 @@ from ...protocol.times import UTC, IBTimeError, UnknownZoneError, format_zoned, 
 from ...protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_DOUBLE_TEXT
 from . import accounts as acc
 from .commissions import COMMISSION_CURRENCY, commission
+from .conditions import conditions_met, conditions_problem
 from .market import on_tick_grid as _market_on_tick_grid
+from .order_values import order_value_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from .market import Instrument, Quote
@@ -261,7 +281,8 @@ def _quoted(v) -> float | None:
 
 
 def _quantity(v) -> Decimal:
-    """totalQuantity as Decimal; unset or unreadable -> 0 (rejected later as a bad quantity)."""
+    """totalQuantity as Decimal; unset or unreadable -> 0. Only for orders whose values passed
+    ``order_value_problem`` (finite, bounded), so the arithmetic on it is cheap."""
     if v is None or v == UNSET_DECIMAL:
         return Decimal(0)
     try:
@@ -376,6 +397,9 @@ class _Order:
     triggered: bool = False       # stop or trigger elected
     trail_stop: float | None = None
     expires: datetime | None = None   # GTD: cancelled once the clock reaches it (UTC)
+    fills_before: int = 0              # executions the gateway had made before this order arrived
+    oca_prior_fill: Decimal = Decimal(0)   # its OCA group's filled quantity when it arrived (late joiner)
+    conditions_hold: bool = False      # transmitted, PreSubmitted until its conditions are met
     commission: float | None = None
     completed_time: str = ""
     completed_status: str = ""
@@ -418,6 +442,15 @@ class _Order:
     @property
     def parent_id(self) -> int:
         return int(self.order.parentId or 0)
+
+    @property
+    def oca_group(self) -> str:
+        return (self.order.ocaGroup or "").strip()
+
+    @property
+    def cancelled_by_conditions(self) -> bool:
+        """Conditions that cancel this working order once met (conditionsCancelOrder)."""
+        return bool(self.order.conditions) and bool(self.order.conditionsCancelOrder)
 
 
 def _order_type(text: str) -> str:
@@ -518,13 +551,48 @@ def _rate(currency: str, marks) -> float:
     return 1.0 / m if inverted else m
 
 
+class _ConditionFacts:
+    """conditions.Facts for one order: the broker's clock, instruments, quotes (cached by conId for
+    one evaluation pass), the order's account and its executions since the order was placed."""
+
+    def __init__(self, broker: "Broker", w: _Order, quotes: dict[int, "Quote"]):
+        self._broker, self._w, self._quotes = broker, w, quotes
+
+    def now(self) -> datetime:
+        return _utc(self._broker._now())
+
+    def instrument(self, con_id: int) -> "Instrument | None":
+        return self._broker._instrument_of(con_id)
+
+    def quote(self, inst: "Instrument") -> "Quote":
+        if inst.con_id not in self._quotes:
+            self._quotes[inst.con_id] = self._broker._quote(inst)
+        return self._quotes[inst.con_id]
+
+    def margin_cushion(self) -> float | None:
+        snap = self._broker._accounts[self._w.account].snapshot(self._broker._marks.frozen())
+        nlv = snap.net_liquidation
+        return snap.excess_liquidity / nlv * 100.0 if nlv > 0 else None
+
+    def executed(self, sec_type: str, symbol: str) -> bool:
+        for f in self._broker._fills[self._w.fills_before:]:
+            c = f.contract
+            if (f.execution.acctNumber == self._w.account and c.symbol.upper() == symbol
+                    and (not sec_type or c.secType.upper() == sec_type)):
+                return True
+        return False
+
+
 class Broker:
     """Orders, executions and accounts of one paper gateway. Every public method returns at once;
     the ones that change orders return the events to send, in order. Times come from ``now()``
     (aware UTC), prices from ``quote(inst)``."""
 
     def __init__(self, accounts: list[str], quote: Callable[["Instrument"], "Quote"],
-                 now: Callable[[], datetime], starting_cash: float = 1_000_000.0):
+                 now: Callable[[], datetime], starting_cash: float = 1_000_000.0,
+                 instrument: Callable[[int], "Instrument | None"] | None = None):
+        """``instrument(conId)`` finds the instrument an order condition names (default: only the
+        instruments orders were placed for)."""
         if not accounts:
             raise ValueError("the broker needs at least one account id (e.g. 'DU1234567')")
         self._quote = quote
@@ -538,6 +606,8 @@ class Broker:
         self._used_ids: dict[int, set[int]] = {}
         self._fills: list[_Fill] = []
         self._reject_reason: str | None = None
+        self._instrument_of = instrument or self._instruments.get
+        self._oca_filled: dict[tuple[str, str], Decimal] = {}   # (account, ocaGroup) -> quantity filled
         # permIds: unique and increasing, from a time-derived base in [1e9, 2e9) so that two gateway
         # runs rarely hand out the same ones; execIds count up from the same instant, in hex like IB's.
         start = int(_utc(now()).timestamp())
@@ -610,6 +680,7 @@ class Broker:
         wanted = None if con_ids is None else set(con_ids)
         quotes: dict[int, "Quote"] = {}
         events = self._expire_gtd()
+        events += self._check_conditions(quotes)
         for w in list(self._working.values()):
             if w.done or not w.live or w.auction is not None:
                 continue
@@ -644,6 +715,22 @@ class Broker:
                 events += self._cancel(w, f"{w.order_type}{opg} order not filled in the {which}ing auction")
             else:
                 events += self._fill(w, price, LIQUIDITY_ADDED)
+        return events
+
+    def _check_conditions(self, quotes: dict[int, "Quote"]) -> list[Event]:
+        """Orders held by their conditions go live once the conditions are met; working orders with
+        conditionsCancelOrder are cancelled once theirs are. ``quotes`` caches quotes by conId."""
+        events: list[Event] = []
+        for w in list(self._working.values()):
+            if w.done or not (w.conditions_hold or (w.live and w.cancelled_by_conditions)):
+                continue
+            if not conditions_met(w.order.conditions, _ConditionFacts(self, w, quotes)):
+                continue
+            if w.conditions_hold:
+                w.conditions_hold = False
+                events += self._activate(w)
+            else:
+                events += self._cancel(w, "order conditions met")
         return events
 
     def _expire_gtd(self) -> list[Event]:
@@ -769,11 +856,16 @@ class Broker:
         """Raise Rejected (201 or 110) when ``order`` cannot be accepted for ``inst``."""
         if inst.contract.secType in NOT_TRADABLE:
             raise _reject(f"{inst.contract.symbol} is an index ({inst.contract.secType}): it is not tradable.")
+        # Bounds first: nothing below may compute with a quantity of 1E+999999 or a NaN price.
+        problem = order_value_problem(order)
+        if problem:
+            raise _reject(problem)
         action = (order.action or "").upper()
         if action not in ("BUY", "SELL"):
             raise _reject(f"Invalid action '{order.action}': use BUY or SELL.")
-        if _quantity(order.totalQuantity) <= 0:
-            raise _reject("The order quantity must be greater than zero.")
+        problem = conditions_problem(order.conditions, self._instrument_of)
+        if problem:
+            raise _reject(problem)
         ot = _order_type(order.orderType)
         allowed = _tokens(getattr(inst.details, "orderTypes", ""))
         if ot not in ORDER_TYPE_TOKENS or (allowed and ORDER_TYPE_TOKENS[ot] not in allowed):
@@ -961,6 +1053,8 @@ class Broker:
         o = _own_copy(order, client_id, order_id, perm_id, account, int(order.parentId or 0), parent_perm)
         w = _Order(client_id, order_id, perm_id, inst, self._event_contract(inst, contract), o, account)
         w.expires = self._good_till(o) if w.tif == "GTD" else None
+        w.fills_before = len(self._fills)
+        w.oca_prior_fill = self._oca_filled.get((account, w.oca_group), Decimal(0)) if w.oca_group else Decimal(0)
         self._orders[w.key] = w
         self._working[perm_id] = w
         return w
@@ -989,6 +1083,9 @@ class Broker:
             return self._announce(w) + self._evaluate(w, self._quote(w.inst), resting=False)
         if not w.transmitted and o.transmit:
             return self._transmit(w)
+        if w.conditions_hold:   # new conditions (or none): decided again now
+            w.conditions_hold = False
+            return self._announce(w) + self._go(w)
         return self._announce(w)
 
     def _transmit(self, w: _Order) -> list[Event]:
@@ -1022,7 +1119,32 @@ class Broker:
         parent = self._orders.get((w.client_id, w.parent_id)) if w.parent_id else None
         if parent is not None and parent.status != FILLED:
             return self._set_status(w, PRE_SUBMITTED)
-        return self._activate(w)
+        events = self._join_oca(w)
+        if w.done:
+            return events
+        if w.order.conditions:
+            met = conditions_met(w.order.conditions, _ConditionFacts(self, w, {}))
+            if w.cancelled_by_conditions and met:
+                return events + self._cancel(w, "order conditions met")
+            if not w.cancelled_by_conditions and not met:
+                w.conditions_hold = True   # as TWS: PreSubmitted until the conditions are met
+                return events + self._set_status(w, PRE_SUBMITTED)
+        return events + self._activate(w)
+
+    def _join_oca(self, w: _Order) -> list[Event]:
+        """An order going live in an OCA group another member had already filled (partly) when it
+        arrived: type 1 is cancelled at once; types 2 and 3 are reduced by that filled quantity
+        (cancelled when nothing is left), as they would have been had they been working at the fill."""
+        group, filled = w.oca_group, w.oca_prior_fill
+        if not group or not filled:
+            return []
+        w.oca_prior_fill = Decimal(0)   # once: later fills reach it through _after_fill, like any member
+        if int(w.order.ocaType or 1) in (2, 3):
+            left = w.quantity - filled
+            if left > w.filled:
+                w.order.totalQuantity = left
+                return []
+        return self._cancel(w, f"OCA group {group} already filled")
 
     def _activate(self, w: _Order) -> list[Event]:
         """Submitted: announce, then try to trade at once (IOC/FOK leftovers are cancelled)."""
@@ -1215,11 +1337,13 @@ class Broker:
 
     def _after_fill(self, w: _Order, qty: Decimal) -> list[Event]:
         events: list[Event] = []
-        group = (w.order.ocaGroup or "").strip()
+        group = w.oca_group
         if group:
+            key = (w.account, group)
+            self._oca_filled[key] = self._oca_filled.get(key, Decimal(0)) + qty
             reduce = int(w.order.ocaType or 1) in (2, 3)
             for other in list(self._working.values()):
-                if other is w or other.done or other.account != w.account or other.order.ocaGroup != group:
+                if other is w or other.done or other.account != w.account or other.oca_group != group:
                     continue
                 events += self._reduce(other, qty) if reduce else self._cancel(other, f"OCA group {group} filled")
         if w.parent_id:  # bracket: the children of one parent are one-cancels-all

@@ -89,13 +89,32 @@ class PaperOrderService:
 
     # --- requests ---------------------------------------------------------------------------------
     def place_order(self, conn, fields) -> None:
-        order_id, contract, order = decode_place_order(fields, conn.client_version)
+        start = fields.pos
+        try:
+            order_id, contract, order = decode_place_order(fields, conn.client_version)
+        except Exception as exc:   # noqa: BLE001 - any field the codec cannot read (ProtocolError, overflow)
+            self._unreadable_order(conn, fields, start, exc)
+            return
         self.received.append(ReceivedOrder(conn.client_id, order_id, contract, order))
         self._next_ids[conn.client_id] = max(self._next_ids.get(conn.client_id, 1), order_id + 1)
         inst = self.resolve(conn, order_id, contract)
         if inst is None:
             return
         self.route(self.broker.place(conn.client_id, order_id, inst, contract, order))
+
+    def _unreadable_order(self, conn, fields, start: int, exc: Exception) -> None:
+        """A placeOrder the gateway cannot decode: 201 naming the order's id (its first field) so the
+        client's order ends, as IB rejects an order it cannot accept; the connection stays up. Without
+        a readable id, IB's 320 "Error reading request" with id -1."""
+        reason = _clipped(str(exc) or type(exc).__name__)
+        log.warning("client %s: unreadable placeOrder: %s", conn.client_id, reason)
+        order_id = _leading_int(fields.items[start] if start < len(fields.items) else "")
+        if order_id is None:
+            conn.send_error(-1, errors.REQUEST_READ_ERROR, f"Error reading request: {reason}")
+            return
+        self._next_ids[conn.client_id] = max(self._next_ids.get(conn.client_id, 1), order_id + 1)
+        conn.send_error(order_id, errors.ORDER_REJECTED,
+                        f"{brk.TEXT_201}The order message could not be read: {reason}")
 
     def cancel_order(self, conn, fields) -> None:
         req = requests.cancel_order(fields)
@@ -179,6 +198,17 @@ class PaperOrderService:
                 conn.send(messages.commission_report(ev.report))
             elif isinstance(ev, brk.ErrorEvent):
                 conn.send_error(ev.req_id, ev.code, ev.text)
+
+
+def _clipped(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _leading_int(text: str) -> int | None:
+    """An order id field: a plain integer of at most 10 digits, else None."""
+    text = text.strip()
+    digits = text[1:] if text.startswith("-") else text
+    return int(text) if digits.isdigit() and len(digits) <= 10 else None
 
 
 def _status_message(ev) -> bytes:
