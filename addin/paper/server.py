@@ -22,7 +22,7 @@ from .codec import messages, requests, wire
 from .market.broker import Broker
 from .market.market import Instrument, Market
 from .services.account_desk import PaperAccountService
-from .services.connection import ClientConnection, ConnectionEvents
+from .services.connection import ClientConnection, ConnectionEvents, ConnectionLimits, request_id
 from .services.firehose import Firehose
 from .services.historical import HistoryService
 from .services.marketdata import MarketDataService
@@ -31,7 +31,7 @@ from .services.reference import ReferenceService, continuous_future_details
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENTS = 32
+MAX_CLIENTS = 32          # TWS's "maximum API connection threshold": every open socket counts
 
 # TWS's farm notices after START_API: informational, reqId -1.
 FARM_NOTICES = (
@@ -60,6 +60,8 @@ class GatewayConfig:
     synthetic: int = 0                 # SIM0001.. instruments (up to 2000)
     max_lines: int = 100               # market data lines per client (error 101 beyond)
     max_rate: int = 50                 # client messages per second (error 100 beyond)
+    handshake_timeout: float = 10.0    # a socket that has not sent START_API by then is closed
+    max_send_buffer: int = 8 * 1024 * 1024   # bytes of unread answers beyond which a client is dropped
     stream_interval: float = 0.1       # how often quotes are re-read and changes sent
     account_interval: float = 3.0      # how often subscribed account values and P&L are re-sent
     starting_cash: float = 1_000_000.0
@@ -107,7 +109,9 @@ class PaperServer:
     # --- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ClientConnection(self._events), self.config.host,
+        limits = ConnectionLimits(max_rate=self.config.max_rate, handshake_timeout=self.config.handshake_timeout,
+                                  max_send_buffer=self.config.max_send_buffer)
+        self._server = await loop.create_server(lambda: ClientConnection(self._events, limits), self.config.host,
                                                 self.config.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self.marketdata.run(), name="paper-stream"),
@@ -133,8 +137,15 @@ class PaperServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def refusing(self) -> bool:
-        return asyncio.get_running_loop().time() < self._refuse_until
+    def refusing(self) -> str | None:
+        """Why a new socket is closed on accept, or None. Beyond MAX_CLIENTS open sockets (started or
+        not) TWS completes no handshake: ibapi reports 502, whose text names "the maximum API
+        connection threshold (default 32)"."""
+        if asyncio.get_running_loop().time() < self._refuse_until:
+            return "fault: refuse connections"
+        if len(self.connections) >= MAX_CLIENTS:
+            return f"{MAX_CLIENTS} connections already open"
+        return None
 
     # --- connection events ------------------------------------------------------------------------
     def on_start_api(self, conn: ClientConnection, client_id: int, capabilities: str) -> None:
@@ -149,7 +160,6 @@ class PaperServer:
             conn.close()
             return
         conn.client_id = client_id
-        conn.max_rate = self.config.max_rate
         conn.state = "started"
         self.clients[client_id] = conn
         conn.send(messages.managed_accounts(list(self.config.accounts)))
@@ -214,11 +224,13 @@ class PaperServer:
         try:
             handler(conn, fields)
         except wire.ProtocolError as exc:
+            # IB answers 320 "Error reading request" and keeps the connection; the error names the
+            # request when its id could be read, so that the client's pending request fails at once.
             log.warning("client %s: malformed message %d: %s", conn.client_id, msg_id, exc)
-            conn.send_error(-1, errors.REQUEST_READ_ERROR, f"Error reading request: {exc}")
+            conn.send_error(request_id(msg_id, fields), errors.REQUEST_READ_ERROR, f"Error reading request: {exc}")
         except Exception:  # a gateway bug must not take the connection down silently
             log.exception("client %s: error handling message %d", conn.client_id, msg_id)
-            conn.send_error(-1, errors.REQUEST_READ_ERROR,
+            conn.send_error(request_id(msg_id, fields), errors.REQUEST_READ_ERROR,
                             f"Error reading request: message {msg_id} could not be handled")
 
     # --- shared helpers ---------------------------------------------------------------------------

@@ -29,12 +29,14 @@ class ProtocolError(Exception):
 
 
 class FrameTooLong(ProtocolError):
-    """A length prefix above ``MAX_MSG_LEN`` (16 MiB - 1): no TWS message is that long. ``size``:
-    the length it announced."""
+    """A length prefix above the reader's limit (by default ``MAX_MSG_LEN``, 16 MiB - 1: no TWS
+    message is that long). ``size``: the length it announced; ``limit``: the largest accepted."""
 
-    def __init__(self, size: int):
-        super().__init__(f"frame of {size} bytes is larger than any TWS message")
+    def __init__(self, size: int, limit: int = MAX_MSG_LEN):
+        super().__init__(f"frame of {size} bytes is larger than any TWS message" if limit >= MAX_MSG_LEN
+                         else f"frame of {size} bytes is larger than the {limit} accepted here")
         self.size = size
+        self.limit = limit
 
 
 # --- the handshake --------------------------------------------------------------------------------
@@ -78,13 +80,16 @@ def frame_size(data: bytes) -> int | None:
 
 class Framer:
     """Linear framing of a byte stream: ``feed(data)`` appends bytes, ``messages()`` yields each
-    complete payload (without its length) once. Cost per message: its own bytes; the consumed
-    prefix is dropped once per feed, not once per message. ``messages`` raises FrameTooLong at a
-    length above ``MAX_MSG_LEN`` (the payloads before it were yielded)."""
+    complete payload (without its length) once; ``peek()`` / ``advance()`` take them one at a time.
+    Cost per message: its own bytes; the consumed prefix is dropped once per feed, not once per
+    message. A length above ``limit`` (default ``MAX_MSG_LEN``; a server lowers it before the API
+    has started) raises FrameTooLong as soon as the length is read, before the frame's bytes are
+    waited for (the payloads before it were yielded)."""
 
-    def __init__(self, data: bytes = b""):
+    def __init__(self, data: bytes = b"", limit: int = MAX_MSG_LEN):
         self.buf = bytearray(data)
         self.pos = 0
+        self.limit = limit
 
     def feed(self, data: bytes) -> None:
         if self.pos:
@@ -99,8 +104,8 @@ class Framer:
             while n - pos >= 4:
                 size = int.from_bytes(buf[pos:pos + 4], "big")
                 end = pos + 4 + size
-                if size > MAX_MSG_LEN:
-                    raise FrameTooLong(size)
+                if size > self.limit:
+                    raise FrameTooLong(size, self.limit)
                 if end > n:
                     break
                 msg = bytes(buf[pos + 4:end])
@@ -109,6 +114,22 @@ class Framer:
                 yield msg
         finally:
             self.pos = pos
+
+    def peek(self) -> bytes | None:
+        """The next complete payload without consuming it (None while incomplete); FrameTooLong
+        as ``messages``."""
+        buf, pos = self.buf, self.pos
+        if len(buf) - pos < 4:
+            return None
+        size = int.from_bytes(buf[pos:pos + 4], "big")
+        if size > self.limit:
+            raise FrameTooLong(size, self.limit)
+        end = pos + 4 + size
+        return bytes(buf[pos + 4:end]) if end <= len(buf) else None
+
+    def advance(self) -> None:
+        """Consume the payload ``peek`` returned."""
+        self.pos += 4 + int.from_bytes(self.buf[self.pos:self.pos + 4], "big")
 
     @property
     def pending(self) -> int:
