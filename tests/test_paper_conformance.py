@@ -93,7 +93,7 @@ WALK = {
     OUT.REQ_IDS: (lambda c, r: c.reqIds(1), ("nextValidId",)),
     OUT.REQ_CONTRACT_DATA: (lambda c, r: c.reqContractDetails(r, stock()), RID),
     OUT.REQ_MKT_DEPTH: (lambda c, r: c.reqMktDepth(r, stock(), 5, False, []), RID),
-    OUT.CANCEL_MKT_DEPTH: (lambda c, r: c.cancelMktDepth(r, False), RID),
+    OUT.CANCEL_MKT_DEPTH: (lambda c, r: c.cancelMktDepth(r, False), SILENT),
     OUT.REQ_NEWS_BULLETINS: (lambda c, r: c.reqNewsBulletins(True), SILENT),
     OUT.CANCEL_NEWS_BULLETINS: (lambda c, r: c.cancelNewsBulletins(), SILENT),
     OUT.SET_SERVER_LOGLEVEL: (lambda c, r: c.setServerLogLevel(3), SILENT),
@@ -110,7 +110,8 @@ WALK = {
     OUT.REQ_SCANNER_PARAMETERS: (lambda c, r: c.reqScannerParameters(), ("scannerParameters",)),
     OUT.CANCEL_HISTORICAL_DATA: (lambda c, r: c.cancelHistoricalData(r), RID),         # unknown: 366
     OUT.REQ_CURRENT_TIME: (lambda c, r: c.reqCurrentTime(), ("currentTime",)),
-    OUT.REQ_REAL_TIME_BARS: (lambda c, r: c.reqRealTimeBars(r, stock(), 5, "TRADES", False, []), RID),
+    # the first bar comes when the replay clock passes its 5-second end: none yet, and no error
+    OUT.REQ_REAL_TIME_BARS: (lambda c, r: c.reqRealTimeBars(r, stock(), 5, "TRADES", False, []), SILENT),
     OUT.CANCEL_REAL_TIME_BARS: (lambda c, r: c.cancelRealTimeBars(r), SILENT),
     OUT.REQ_FUNDAMENTAL_DATA: (lambda c, r: c.reqFundamentalData(r, stock(), "ReportSnapshot", []), RID),
     OUT.CANCEL_FUNDAMENTAL_DATA: (lambda c, r: c.cancelFundamentalData(r), SILENT),

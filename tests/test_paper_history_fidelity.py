@@ -201,6 +201,7 @@ def test_account_updates_download_once_then_only_changes(gw):
         ib.reqPositions()
         pos = [e for e in ib.collect("position", "positionEnd", start=start) if e[1].symbol == "AAPL"]
         assert pos[0][1].primaryExchange == "" and pos[0][1].symbol == "AAPL"   # POSITION_DATA has no primary
+        assert pos[0][1].exchange == "NASDAQ"           # a real gateway writes the listing exchange, not SMART
         start = ib.mark()
         ib.reqAccountUpdates(True, "")
         ib.wait_for("accountDownloadEnd", start=start)

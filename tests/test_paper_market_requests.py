@@ -295,15 +295,22 @@ def test_ib_async_reads_every_request(gw):
         def until(cond, what):
             deadline = time.monotonic() + 10
             while not cond():
-                assert time.monotonic() < deadline, what
+                assert time.monotonic() < deadline, what() if callable(what) else what
                 ib.waitOnUpdate(timeout=deadline - time.monotonic())
 
+        # ib_async empties a Ticker's tickByTicks at each new batch of messages (and the depth, the
+        # tick-by-tick and the quote lines share one Ticker): collect them as they come
+        seen: list = []
+        ib.pendingTickersEvent += lambda tickers: seen.extend(t for tk in tickers for t in tk.tickByTicks)
         bars = ib.reqRealTimeBars(aapl, 5, "TRADES", False)
         depth = ib.reqMktDepth(aapl, 5)
-        tbt = ib.reqTickByTickData(aapl, "BidAsk")
+        ib.reqTickByTickData(aapl, "BidAsk")
         ticker = ib.reqMktData(aapl, "233,236,456,104")
-        until(lambda: depth.domBids and depth.domAsks and tbt.tickByTicks and ticker.dividends
-              and ticker.shortableShares == 120_000_000 and ticker.rtTime, "the first answers")
+        until(lambda: depth.domBids and depth.domAsks and seen and ticker.dividends
+              and ticker.shortableShares == 120_000_000 and ticker.rtTime,
+              lambda: f"the first answers: depth {bool(depth.domBids)}/{bool(depth.domAsks)}, tick-by-tick "
+                      f"{len(seen)}, dividends {ticker.dividends}, shortable {ticker.shortableShares}, "
+                      f"rtTime {ticker.rtTime}")
         q = quote(gw)
         assert (depth.domBids[0].price, depth.domBids[0].size) == (q.bid, q.bid_size)
         assert (depth.domAsks[0].price, depth.domAsks[0].size) == (q.ask, q.ask_size)

@@ -515,6 +515,13 @@ def _instrument(contract: Contract) -> Contract:
     return contract
 
 
+def _holding(contract: Contract) -> Contract:
+    """The instrument of a position's contract. IB writes a stock's listing exchange in a position's
+    exchange field (NASDAQ): a holding, not a directed route, so it reads as SMART, as an execution's
+    does (``AAPL``, not ``conid:265598.NASDAQ``)."""
+    return _instrument(contract)
+
+
 def _fill_of(contract: Contract, execution) -> _ExecutionRow:
     instrument = _instrument(contract)
     return _ExecutionRow(execution.execId, parse_ib_time(execution.time), execution.acctNumber, instrument,
@@ -1211,6 +1218,7 @@ class Portfolio:
         with self._lock:
             feed = self._feed(("positions",), _PositionsFeed)
         if feed is not None:
+            contract = _holding(contract)
             symbol = format_symbol(contract)      # before taking the lock: the formatter parses
             self._apply("positions", lambda: feed.on_position(account, contract, symbol, pos, avg_cost))
 

@@ -8,11 +8,9 @@ values checked every ``account_interval`` seconds, portfolio rows after a fill a
 refreshed (the changed ones) every :data:`PORTFOLIO_REFRESH_SECONDS` of replay time, IB's "every
 three minutes". accountDownloadEnd is never sent again until the client subscribes anew.
 
-updatePortfolio carries the contract's primaryExchange (NASDAQ, ARCA), as IB's does. Positions still
-carry the qualified contract's exchange (SMART for stocks): a real gateway writes the primary
-exchange there (and nothing for FX, see the EUR.USD POSITION_DATA capture), but ibxl's portfolio
-reads a non-SMART exchange as a directed route (``conid:N.NASDAQ``), so :func:`reported_contract`
-is not applied until the client accepts it (issue 14, left open).
+updatePortfolio carries the contract's primaryExchange (NASDAQ, ARCA), as IB's does. Positions carry
+what a real gateway writes (:func:`reported_contract`): a stock's primary exchange as its exchange
+(NASDAQ, not SMART), nothing for FX (the EUR.USD POSITION_DATA capture).
 """
 
 from __future__ import annotations
@@ -106,7 +104,7 @@ class PaperAccountService:
     def _send_positions(self, conn, account: str | None = None) -> None:
         for acct, contract, pos, avg_cost in self.broker.positions():
             if account is None or acct == account:
-                conn.send(messages.position(acct, contract, pos, avg_cost))
+                conn.send(messages.position(acct, reported_contract(contract), pos, avg_cost))
         if account is None:
             conn.send(messages.position_end())
 
@@ -119,7 +117,8 @@ class PaperAccountService:
             return
         for acct, contract, pos, avg_cost in self.broker.positions():
             if acct in self._accounts(req.account):
-                conn.send(messages.position_multi(req.req_id, acct, req.model_code, contract, pos, avg_cost))
+                conn.send(messages.position_multi(req.req_id, acct, req.model_code, reported_contract(contract), pos,
+                                                    avg_cost))
         conn.send(messages.position_multi_end(req.req_id))
         self._add(_Sub(conn, req.req_id, "positions_multi", req.account, model=req.model_code))
 
