@@ -271,15 +271,19 @@ class Market:
 
     def traded_seconds(self, inst: Instrument, start: datetime, end: datetime) -> pd.DataFrame:
         """The generated seconds of [start, end) that lie inside replayed bars (none in gaps: weekends,
-        holidays), not limited to now(): the source of historical ticks. Same columns as
-        :meth:`tick_path`, indexed by second (tz-aware UTC)."""
+        holidays; with exchange hours none outside the instrument's sessions either, as its quotes),
+        not limited to now(): the source of historical ticks. Same columns as :meth:`tick_path`,
+        indexed by second (tz-aware UTC)."""
         e0, e1 = math.floor(_epoch(start)), math.ceil(_epoch(end))
         frames = [_tape_frame(inst, tape) for tape in _tapes(inst, e0, e1, session=True)]
         cols = ["bid", "ask", "last", "last_size", "volume", "bid_size", "ask_size"]
         if not frames:
             return pd.DataFrame(columns=cols, dtype=float, index=pd.DatetimeIndex([], tz=UTC))
         df = pd.concat(frames)
-        return df[~df.index.duplicated()][cols]
+        df = df[~df.index.duplicated()][cols]
+        if self.calendar is not None and self.calendar.gated(inst):
+            df = df[self.calendar.open_mask(inst, pd.DatetimeIndex(df.index).as_unit("s").asi8)]
+        return df
 
     def sessions(self, inst: Instrument, start: datetime, end: datetime, use_rth: bool) -> list[tuple[int, int, int]]:
         """Trading sessions meeting [start, end): (start epoch, end epoch, local date ordinal) per
