@@ -182,3 +182,16 @@ def test_a_day_order_after_the_close_is_for_the_next_day(gw, ib):
     advance_to(gw, datetime(2026, 11, 19, 16, 0, tzinfo=NY))
     status(ib, oid, "Cancelled", start=start)
     assert ib.wait_error(oid, 202)
+
+
+# --- the contract details say so ----------------------------------------------------------------------
+def test_contract_details_list_the_sessions(gw, ib):
+    rid, start = ib.next_req(), ib.mark()
+    ib.reqContractDetails(rid, AAPL)
+    ib.wait_for("contractDetailsEnd", lambda e: e[0] == rid, start=start)
+    [details] = [e[1] for e in ib.events[start:] if e.name == "contractDetails" and e[0] == rid]
+    assert details.tradingHours.startswith("20261118:0930-20261118:1600;20261119:0930-20261119:1600")
+    assert details.tradingHours == details.liquidHours and "20261121:CLOSED" in details.tradingHours
+    es = gw.call(lambda s: next(i for i in s.market.instruments if i.sec_type == "FUT"))
+    # CME: the evening session runs into the next day's, with the 16:00-17:00 Chicago break; none on Friday
+    assert "20261118:1700-20261119:1600;20261119:1700-20261120:1600;20261121:CLOSED" in es.details.tradingHours

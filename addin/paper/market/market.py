@@ -288,8 +288,9 @@ class Market:
     def sessions(self, inst: Instrument, start: datetime, end: datetime, use_rth: bool) -> list[tuple[int, int, int]]:
         """Trading sessions meeting [start, end): (start epoch, end epoch, local date ordinal) per
         local day that has a replayed bar. A session is the whole replayed day (the paper market
-        trades around the clock on a bar's day), or with ``use_rth`` its liquid hours (stocks
-        09:30-16:00 New York; ES and SPX 08:30-15:00 Chicago; FX and crypto: the whole day)."""
+        trades around the clock on a bar's day; with exchange hours the day's sessions, see
+        ``sessions.py``), or with ``use_rth`` its liquid hours (stocks 09:30-16:00 New York; ES and
+        SPX 08:30-15:00 Chicago; FX and crypto: the whole day)."""
         tz, feed = inst.tz, inst.feed
         first, last = unit_of(DAY, tz, _epoch(start)), unit_of(DAY, tz, _epoch(end) - 1e-6)
         days = np.arange(first, last + 1, dtype=np.int64)
@@ -302,9 +303,13 @@ class Market:
                     continue
             elif not len(feed.between(d0, d1)):
                 continue
-            s0, s1 = (d0 + inst.liquid[0], d0 + inst.liquid[1]) if use_rth and inst.liquid else (d0, d1)
-            if s1 > _epoch(start) and s0 < _epoch(end):
-                out.append((s0, s1, day))
+            if use_rth and inst.liquid:
+                spans = [(d0 + inst.liquid[0], d0 + inst.liquid[1])]
+            elif self.calendar is not None and self.calendar.gated(inst):
+                spans = self.calendar.day_sessions(inst, day)     # exchange hours: the sessions it trades in
+            else:
+                spans = [(d0, d1)]
+            out += [(s0, s1, day) for s0, s1 in spans if s1 > _epoch(start) and s0 < _epoch(end)]
         return out
 
 
