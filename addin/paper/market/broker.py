@@ -55,16 +55,25 @@ How orders fill (documented simplifications):
   fills there if the limit allows, otherwise it is cancelled. OPG orders wait for ``on_open`` and do the
   same at the opening auction (MKT fills, LMT fills if its limit allows, else cancelled). The server
   runs both auctions for stocks and futures only (AUCTION_SEC_TYPES); FX and crypto trade around the
-  clock, and OPG for them is rejected. DAY and DTC orders do not expire at the close (DTC behaves as
-  DAY), and trading hours are not modelled (outsideRth is accepted and changes nothing).
+  clock, and OPG for them is rejected. DTC behaves as DAY.
+- Trading hours (only with a ``calendar``, the exchange-hours market; without one the market trades
+  around the clock, DAY orders never expire and outsideRth changes nothing): nothing fills while the
+  instrument is outside its session (``sessions.py``: stocks 09:30-16:00 New York, no pre/post-market;
+  ES around the clock but 16:00-17:00 Chicago; FX and crypto always). An order without outsideRth
+  that would go live outside the session (DAY, DTC, GTC, GTD; auction and IOC/FOK orders excepted) is
+  held "PreSubmitted" and goes live (Submitted, then trades) at the first ``on_market`` inside it, as
+  TWS holds it; with outsideRth it is Submitted at once and trades once the model does. DAY/DTC orders
+  not filled by their trading day's close (the first close after placement: an order placed after
+  the close is for the next day) are cancelled by ``on_market`` (202 "DAY order expired at the close of
+  the trading day": IB documents no text for the API, the reason is ours); GTC stays.
 - GTD: goodTillDate 'yyyyMMdd HH:mm:ss [zone]' (no zone = UTC, the gateway's zone) or 'yyyyMMdd-HH:mm:ss'
   (UTC); a working GTD order is cancelled (202, "good till date ... reached") by the first ``on_market``
   at or after that instant of the gateway's clock.
 - Statuses: a live order is "Submitted" (IB shows "PreSubmitted" for some simulated stops; clients treat
   both as working); an order held with transmit=False, a bracket child whose parent has not filled,
-  and an order waiting for its conditions are "PreSubmitted". Nothing of a bracket goes live before an
-  order of it arrives with transmit=True; a child goes live when its parent fills; when one child
-  fills its siblings are cancelled.
+  an order waiting for its conditions and one waiting for its session are "PreSubmitted". Nothing of
+  a bracket goes live before an order of it arrives with transmit=True; a child goes live when its
+  parent fills; when one child fills its siblings are cancelled.
 - Every cancellation (cancelOrder, reqGlobalCancel, IOC/FOK leftovers, OCA and bracket siblings, OCA
   late joiners, conditionsCancelOrder, children of a cancelled parent, LOC not filled) sends
   ORDER_STATUS Cancelled, OPEN_ORDER Cancelled and error 202 "Order Canceled - reason:" (with a short
