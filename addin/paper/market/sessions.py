@@ -43,6 +43,9 @@ class SessionCalendar:
 
     def __init__(self) -> None:
         self._days: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        # per conId, the last stretch asked about: (from, to, frozen at or None while trading), so a
+        # stream asking every step for thousands of instruments costs a comparison each
+        self._stretch: dict[int, tuple[float, float, float | None]] = {}
 
     @staticmethod
     def gated(inst: "Instrument") -> bool:
@@ -90,14 +93,25 @@ class SessionCalendar:
         (the close the quote stays at). ``epoch`` when no session lies within LOOK_BACK_DAYS."""
         if not self.gated(inst):
             return epoch
+        got = self._stretch.get(inst.con_id)
+        if got is None or not got[0] <= epoch < got[1]:
+            got = self._stretch[inst.con_id] = self._stretch_at(inst, epoch)
+        return epoch if got[2] is None else got[2]
+
+    def _stretch_at(self, inst: "Instrument", epoch: float) -> tuple[float, float, float | None]:
+        """The session holding ``epoch`` (from, to, None), or the closed stretch around it: from the
+        last session's end to the next one's start, frozen at the last session's last second."""
         day = unit_of(DAY, inst.tz, epoch)
-        for d in range(day, day - LOOK_BACK_DAYS, -1):
-            for a, b in reversed(self.day_sessions(inst, d)):
-                if a <= epoch < b:
-                    return epoch
-                if b <= epoch:
-                    return float(b - 1)
-        return epoch
+        last = next(((a, b) for d in range(day, day - LOOK_BACK_DAYS, -1)
+                     for a, b in reversed(self.day_sessions(inst, d)) if a <= epoch), None)
+        if last is None:
+            return epoch, epoch + 1, None
+        a, b = last
+        if epoch < b:
+            return float(a), float(b), None
+        nxt = next((s0 for d in range(day, day + LOOK_BACK_DAYS)
+                    for s0, _ in self.day_sessions(inst, d) if s0 > epoch), None)
+        return float(b), float(nxt) if nxt is not None else epoch + 1, float(b - 1)
 
     def open_mask(self, inst: "Instrument", seconds: np.ndarray) -> np.ndarray:
         """Per epoch second of ``seconds`` (sorted): whether the instrument trades in it."""
