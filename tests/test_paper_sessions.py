@@ -11,6 +11,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from ibapi.contract import Contract
 from ibapi.order_cancel import OrderCancel
 
 from addin.paper import PaperGateway
@@ -195,3 +196,31 @@ def test_contract_details_list_the_sessions(gw, ib):
     es = gw.call(lambda s: next(i for i in s.market.instruments if i.sec_type == "FUT"))
     # CME: the evening session runs into the next day's, with the 16:00-17:00 Chicago break; none on Friday
     assert "20261118:1700-20261119:1600;20261119:1700-20261120:1600;20261121:CLOSED" in es.details.tradingHours
+
+
+# --- futures: CME's daily break -----------------------------------------------------------------------
+def test_es_day_order_in_the_break_waits_for_17_00_and_ends_at_the_next_16_00():
+    chicago = ZoneInfo("US/Central")
+    with gateway(datetime(2026, 11, 18, 16, 30, tzinfo=chicago)) as gw_:
+        ib_ = IBTestClient().start(gw_.port, 63)
+        try:
+            con_id = gw_.call(lambda s: next(i.con_id for i in s.market.instruments if i.sec_type == "FUT"))
+            es = contract_of(con_id)
+            start = ib_.mark()
+            oid = place(ib_, es, make_order("BUY", 1, "LMT", lmt=1000.0))
+            status(ib_, oid, "PreSubmitted", start=start)
+            advance_to(gw_, datetime(2026, 11, 18, 17, 0, tzinfo=chicago))
+            status(ib_, oid, "Submitted", start=start)
+            advance_to(gw_, datetime(2026, 11, 19, 15, 59, 59, tzinfo=chicago))
+            assert not ib_.errors(oid)
+            advance_to(gw_, datetime(2026, 11, 19, 16, 0, tzinfo=chicago))
+            status(ib_, oid, "Cancelled", start=start)
+            assert ib_.wait_error(oid, 202)
+        finally:
+            ib_.stop()
+
+
+def contract_of(con_id: int) -> Contract:
+    c = Contract()
+    c.conId, c.exchange = con_id, "CME"
+    return c
