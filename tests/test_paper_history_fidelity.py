@@ -162,7 +162,7 @@ def ticks_of(ib, contract, start_text, end_text, count, what, event):
 
 
 def test_historical_ticks_follow_the_generated_seconds(ib, gw):
-    t0 = WEDNESDAY - timedelta(hours=1)
+    t0 = WEDNESDAY - timedelta(minutes=20)       # 09:40 New York: in the session (exchange hours: none before 09:30)
     trades = ticks_of(ib, stock("AAPL"), t0.strftime("%Y%m%d-%H:%M:%S"), "", 100, "TRADES", "historicalTicksLast")
     first = int(t0.timestamp())
     assert len(trades) == 100 and [t.time for t in trades] == list(range(first, first + 100))

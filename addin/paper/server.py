@@ -83,7 +83,8 @@ class PaperServer:
         self.market = Market(seed=config.seed, speed=config.speed, start=config.start,
                              synthetic=config.synthetic, hours=config.hours)
         self.broker = Broker(list(config.accounts), quote=self.market.quote, now=self.market.now,
-                             starting_cash=config.starting_cash, instrument=self.market.by_con_id)
+                             starting_cash=config.starting_cash, instrument=self.market.by_con_id,
+                             calendar=self.market.calendar)
         self.connections: set[ClientConnection] = set()
         self.clients: dict[int, ClientConnection] = {}
         # Each service gets only what it uses; the few calls between services are callbacks wired here.

@@ -55,16 +55,25 @@ How orders fill (documented simplifications):
   fills there if the limit allows, otherwise it is cancelled. OPG orders wait for ``on_open`` and do the
   same at the opening auction (MKT fills, LMT fills if its limit allows, else cancelled). The server
   runs both auctions for stocks and futures only (AUCTION_SEC_TYPES); FX and crypto trade around the
-  clock, and OPG for them is rejected. DAY and DTC orders do not expire at the close (DTC behaves as
-  DAY), and trading hours are not modelled (outsideRth is accepted and changes nothing).
+  clock, and OPG for them is rejected. DTC behaves as DAY.
+- Trading hours (only with a ``calendar``, the exchange-hours market; without one the market trades
+  around the clock, DAY orders never expire and outsideRth changes nothing): nothing fills while the
+  instrument is outside its session (``sessions.py``: stocks 09:30-16:00 New York, no pre/post-market;
+  ES around the clock but 16:00-17:00 Chicago; FX and crypto always). An order without outsideRth
+  that would go live outside the session (DAY, DTC, GTC, GTD; auction and IOC/FOK orders excepted) is
+  held "PreSubmitted" and goes live (Submitted, then trades) at the first ``on_market`` inside it, as
+  TWS holds it; with outsideRth it is Submitted at once and trades once the model does. DAY/DTC orders
+  not filled by their trading day's close (the first close after placement: an order placed after
+  the close is for the next day) are cancelled by ``on_market`` (202 "DAY order expired at the close of
+  the trading day": IB documents no text for the API, the reason is ours); GTC stays.
 - GTD: goodTillDate 'yyyyMMdd HH:mm:ss [zone]' (no zone = UTC, the gateway's zone) or 'yyyyMMdd-HH:mm:ss'
   (UTC); a working GTD order is cancelled (202, "good till date ... reached") by the first ``on_market``
   at or after that instant of the gateway's clock.
 - Statuses: a live order is "Submitted" (IB shows "PreSubmitted" for some simulated stops; clients treat
   both as working); an order held with transmit=False, a bracket child whose parent has not filled,
-  and an order waiting for its conditions are "PreSubmitted". Nothing of a bracket goes live before an
-  order of it arrives with transmit=True; a child goes live when its parent fills; when one child
-  fills its siblings are cancelled.
+  an order waiting for its conditions and one waiting for its session are "PreSubmitted". Nothing of
+  a bracket goes live before an order of it arrives with transmit=True; a child goes live when its
+  parent fills; when one child fills its siblings are cancelled.
 - Every cancellation (cancelOrder, reqGlobalCancel, IOC/FOK leftovers, OCA and bracket siblings, OCA
   late joiners, conditionsCancelOrder, children of a cancelled parent, LOC not filled) sends
   ORDER_STATUS Cancelled, OPEN_ORDER Cancelled and error 202 "Order Canceled - reason:" (with a short
@@ -128,6 +137,7 @@ from .order_values import order_value_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from .market import Instrument, Quote
+    from .sessions import SessionCalendar
 
 # --- events ------------------------------------------------------------------------------------------
 
@@ -211,6 +221,7 @@ AUX_TYPES = tuple(t.code for t in vocabulary.ORDER_TYPES                # need a
 AUCTION_TYPES = ("MOC", "LOC")                  # the closing auction
 AUCTION_SEC_TYPES = ("STK", "FUT")              # instruments the replay runs opening/closing auctions for
 IMMEDIATE_TIFS = ("IOC", "FOK")
+DAY_TIFS = ("DAY", "DTC")                       # end at the close (with exchange hours)
 # TIFs checked against the contract details' list when it names any of them. IB's lists never name FOK
 # or DTC (both accepted for stocks), so those two are not checked.
 LISTED_TIFS = ("DAY", "GTC", "IOC", "OPG", "GTD")
@@ -400,6 +411,8 @@ class _Order:
     fills_before: int = 0              # executions the gateway had made before this order arrived
     oca_prior_fill: Decimal = Decimal(0)   # its OCA group's filled quantity when it arrived (late joiner)
     conditions_hold: bool = False      # transmitted, PreSubmitted until its conditions are met
+    session_hold: bool = False         # transmitted outside regular hours: PreSubmitted until the open
+    day_end: datetime | None = None    # DAY/DTC with exchange hours: cancelled at this close (UTC)
     commission: float | None = None
     completed_time: str = ""
     completed_status: str = ""
@@ -590,13 +603,16 @@ class Broker:
 
     def __init__(self, accounts: list[str], quote: Callable[["Instrument"], "Quote"],
                  now: Callable[[], datetime], starting_cash: float = 1_000_000.0,
-                 instrument: Callable[[int], "Instrument | None"] | None = None):
+                 instrument: Callable[[int], "Instrument | None"] | None = None,
+                 calendar: "SessionCalendar | None" = None):
         """``instrument(conId)`` finds the instrument an order condition names (default: only the
-        instruments orders were placed for)."""
+        instruments orders were placed for). ``calendar``: the exchange-hours sessions (None: the
+        market trades around the clock and no order waits for a session)."""
         if not accounts:
             raise ValueError("the broker needs at least one account id (e.g. 'DU1234567')")
         self._quote = quote
         self._now = now
+        self._calendar = calendar
         self._accounts = {a: acc.Account(a, starting_cash) for a in accounts}
         self._instruments: dict[int, "Instrument"] = {}
         self._marks = _Marks(quote, self._instruments)
@@ -680,7 +696,9 @@ class Broker:
         wanted = None if con_ids is None else set(con_ids)
         quotes: dict[int, "Quote"] = {}
         events = self._expire_gtd()
+        events += self._expire_day()
         events += self._check_conditions(quotes)
+        events += self._release_at_open()
         for w in list(self._working.values()):
             if w.done or not w.live or w.auction is not None:
                 continue
@@ -728,7 +746,7 @@ class Broker:
                 continue
             if w.conditions_hold:
                 w.conditions_hold = False
-                events += self._activate(w)
+                events += self._enter(w)
             else:
                 events += self._cancel(w, "order conditions met")
         return events
@@ -740,6 +758,38 @@ class Broker:
             if not w.done and w.expires is not None and now >= w.expires:
                 events += self._cancel(w, f"good till date {w.order.goodTillDate} reached")
         return events
+
+    def _expire_day(self) -> list[Event]:
+        """Exchange hours: DAY/DTC orders still working at their trading day's close are cancelled, as
+        IB does (the reason text is ours: IB documents none for the API)."""
+        now = _utc(self._now())
+        events: list[Event] = []
+        for w in list(self._working.values()):
+            if not w.done and w.day_end is not None and now >= w.day_end:
+                events += self._cancel(w, f"{w.tif} order expired at the close of the trading day")
+        return events
+
+    def _release_at_open(self) -> list[Event]:
+        """Orders held for their instrument's session go live (Submitted, then trade) once it trades."""
+        events: list[Event] = []
+        for w in list(self._working.values()):
+            if not w.done and w.session_hold and self._trading(w.inst):
+                w.session_hold = False
+                events += self._activate(w)
+        return events
+
+    def _trading(self, inst: "Instrument") -> bool:
+        """Whether the market model trades ``inst`` now (always, without exchange hours)."""
+        cal = self._calendar
+        return cal is None or cal.is_open(inst, _utc(self._now()).timestamp())
+
+    def _day_end(self, w: _Order) -> datetime | None:
+        """Exchange hours: the close at which a DAY/DTC order placed now ends (the next close of a
+        trading day: an order placed after the close is for the next day); None otherwise."""
+        if self._calendar is None or w.tif not in DAY_TIFS or w.auction is not None:
+            return None
+        close = self._calendar.close_after(w.inst, _utc(self._now()).timestamp())
+        return datetime.fromtimestamp(close, timezone.utc) if close is not None else None
 
     def reject_next(self, reason: str) -> None:
         """Fault injection: the next placeOrder (new or modify) is rejected with 201 and ``reason``."""
@@ -1053,6 +1103,7 @@ class Broker:
         o = _own_copy(order, client_id, order_id, perm_id, account, int(order.parentId or 0), parent_perm)
         w = _Order(client_id, order_id, perm_id, inst, self._event_contract(inst, contract), o, account)
         w.expires = self._good_till(o) if w.tif == "GTD" else None
+        w.day_end = self._day_end(w)
         w.fills_before = len(self._fills)
         w.oca_prior_fill = self._oca_filled.get((account, w.oca_group), Decimal(0)) if w.oca_group else Decimal(0)
         self._orders[w.key] = w
@@ -1077,6 +1128,8 @@ class Broker:
             o.trailStopPrice = w.trail_stop           # the stop has trailed: keep where it got to
         w.order = o
         w.expires = self._good_till(o) if w.tif == "GTD" else None
+        end = self._day_end(w)      # a DAY order modified keeps its day; another TIF has none
+        w.day_end = None if end is None else (w.day_end or end)
         if w.live:
             if w.order_type in TRAIL_TYPES and w.trail_stop is None:
                 self._start_trail(w)
@@ -1129,7 +1182,7 @@ class Broker:
             if not w.cancelled_by_conditions and not met:
                 w.conditions_hold = True   # as TWS: PreSubmitted until the conditions are met
                 return events + self._set_status(w, PRE_SUBMITTED)
-        return events + self._activate(w)
+        return events + self._enter(w)
 
     def _join_oca(self, w: _Order) -> list[Event]:
         """An order going live in an OCA group another member had already filled (partly) when it
@@ -1146,6 +1199,16 @@ class Broker:
                 return []
         return self._cancel(w, f"OCA group {group} already filled")
 
+    def _enter(self, w: _Order) -> list[Event]:
+        """Go live, or, with exchange hours, wait PreSubmitted for the session: an order without
+        outsideRth arriving while its instrument does not trade (auction and IOC/FOK orders excepted:
+        they have their own moment), as TWS holds such an order until the open."""
+        if (self._calendar is not None and not w.order.outsideRth and w.auction is None
+                and w.tif not in IMMEDIATE_TIFS and not self._trading(w.inst)):
+            w.session_hold = True
+            return self._set_status(w, PRE_SUBMITTED)
+        return self._activate(w)
+
     def _activate(self, w: _Order) -> list[Event]:
         """Submitted: announce, then try to trade at once (IOC/FOK leftovers are cancelled)."""
         w.live = True
@@ -1159,7 +1222,7 @@ class Broker:
     def _evaluate(self, w: _Order, q: "Quote", resting: bool) -> list[Event]:
         """Fill ``w`` if the quote allows; an IOC/FOK order that cannot fill on arrival is cancelled."""
         was_limit = self._rests_as_limit(w)
-        price = self._fill_price(w, q)
+        price = self._fill_price(w, q) if self._trading(w.inst) else None   # no trades outside the session
         if price is not None:
             # A limit that was already resting when the market came to it added liquidity; anything
             # marketable on arrival (or a stop elected just now) removed it.

@@ -24,7 +24,8 @@ from ibapi.contract import Contract
 
 from . import ticks as tk
 from .series import DAY, HOUR, MONTH, Feed, unit_of, unit_start, unit_starts
-from .universe import AROUND_THE_CLOCK, MAX_SYNTHETIC, Instrument, build_universe, matches
+from .sessions import SessionCalendar
+from .universe import AROUND_THE_CLOCK, EXCHANGE_HOURS, MAX_SYNTHETIC, Instrument, build_universe, matches
 
 __all__ = ["Bar", "BarSpec", "Instrument", "Market", "Quote", "WHAT_TO_SHOW", "on_tick_grid", "round_to_tick"]
 
@@ -117,7 +118,8 @@ class Market:
     start: replay time at construction (default now, UTC; naive means UTC); synthetic: how many
     SIM0001.. instruments to add (0..2000); clock: monotonic seconds (inject one for tests); hours:
     ``"around-the-clock"`` (default: every replayed day trades, the start day always does) or
-    ``"exchange"`` (the weekday calendar: real weekdays kept, no bars on weekends and holidays).
+    ``"exchange"`` (the weekday calendar: real weekdays kept, no bars on weekends and holidays, and
+    intraday sessions: see ``sessions.py``; ``calendar`` is then the SessionCalendar, else None).
     Raises ValueError for synthetic out of range, a negative speed or unknown hours."""
 
     def __init__(self, seed: int = 1, speed: float = 1.0, start: datetime | None = None,
@@ -138,6 +140,8 @@ class Market:
         self.hours = hours
         self.instruments: list[Instrument] = build_universe(seed, self._start_epoch, synthetic, hours)
         self._by_id = {inst.con_id: inst for inst in self.instruments}
+        # Exchange hours: quotes stand still outside each instrument's sessions (sessions.py).
+        self.calendar: SessionCalendar | None = SessionCalendar() if hours == EXCHANGE_HOURS else None
 
     # --- clock ---------------------------------------------------------------------------------------
     def epoch(self) -> float:
@@ -176,20 +180,25 @@ class Market:
 
     def quotes(self, insts: Sequence[Instrument], at: datetime | None = None) -> list[Quote]:
         """Quotes of many instruments at one instant, in the order given. Instruments replaying daily
-        or hourly bars are computed together with numpy; monthly ones (BTC) one by one."""
+        or hourly bars are computed together with numpy; monthly ones (BTC) one by one. With exchange
+        hours, an instrument outside its sessions shows the quote of its latest session's last second
+        (``Quote.time`` stays ``at``)."""
         epoch = _epoch(at) if at is not None else self.epoch()
         when = datetime.fromtimestamp(epoch, UTC)
         at_pos: dict[int, Quote] = {}
         groups: dict[tuple, list[int]] = {}
+        cal = self.calendar
         for pos, inst in enumerate(insts):
             f = inst.feed
-            groups.setdefault((f.series.name, str(f.tz)) if f.kind != MONTH else ("M", pos), []).append(pos)
-        for positions in groups.values():
-            members = [insts[p] for p in positions]
+            traded = cal.traded_epoch(inst, epoch) if cal is not None else epoch
+            key = (f.series.name, str(f.tz), traded) if f.kind != MONTH else ("M", pos, traded)
+            groups.setdefault(key, []).append(pos)
+        for key, positions in groups.items():
+            members, traded = [insts[p] for p in positions], key[-1]
             if members[0].feed.kind == MONTH:
-                got = [_quote_monthly(members[0], epoch, when)]
+                got = [_quote_monthly(members[0], traded, when)]
             else:
-                got = _quotes_leaves(members, epoch, when)
+                got = _quotes_leaves(members, traded, when)
             for p, q in zip(positions, got):
                 at_pos[p] = q
         return [at_pos[p] for p in range(len(insts))]
@@ -221,10 +230,14 @@ class Market:
         to now(); row t equals ``quote(inst, t)``. DataFrame indexed by second (tz-aware UTC), columns
         bid, ask, last, last_size, volume (cumulative for the day), bid_size, ask_size; NaN where the
         instrument has no such value. Seconds in a gap between replayed bars repeat the final state of
-        the bar before (as quotes do)."""
+        the bar before (as quotes do). With exchange hours, seconds outside the instrument's sessions
+        repeat the session's last second, with last_size 0 (no trade)."""
         e0, e1 = math.floor(_epoch(start)), math.ceil(_epoch(end))
         index = pd.date_range(pd.Timestamp(e0, unit="s", tz=UTC), periods=max(e1 - e0, 0), freq="s")
         cols = ["bid", "ask", "last", "last_size", "volume", "bid_size", "ask_size"]
+        cal = self.calendar
+        if cal is not None and cal.gated(inst):
+            return self._gated_path(cal, inst, e0, e1, index, cols)
         first = e0
         m, inside = inst.feed.locate(e0)
         if not inside:  # start in a gap: begin with the last second of the bar before it
@@ -238,24 +251,46 @@ class Market:
         df = df.reindex(df.index.union(index)).ffill().reindex(index)
         return df[cols]
 
+    def _gated_path(self, cal: SessionCalendar, inst: Instrument, e0: int, e1: int, index: pd.DatetimeIndex,
+                    cols: list[str]) -> pd.DataFrame:
+        """tick_path with exchange hours: the generated seconds inside sessions; every other second
+        repeats the session's last second before it, without a trade."""
+        seconds = np.arange(e0, e1, dtype=np.int64)
+        is_open = cal.open_mask(inst, seconds)
+        frames = [_tape_frame(inst, tape) for tape in _tapes(inst, e0, e1, session=True)]
+        df = pd.concat(frames) if frames else pd.DataFrame(columns=cols, dtype=float)
+        df = df[~df.index.duplicated()].reindex(index)[cols]
+        df.loc[~is_open, :] = np.nan
+        if len(index) and not is_open[0]:      # begin at the close the quote stands at
+            q = self.quote(inst, index[0].to_pydatetime())
+            df.iloc[0] = [q.bid, q.ask, q.last, q.last_size, q.volume, q.bid_size, q.ask_size]
+        df = df.astype(float).ffill()
+        df.loc[~is_open, "last_size"] = np.where(df.loc[~is_open, "last"].isna(), np.nan, 0.0)
+        return df
+
 
     def traded_seconds(self, inst: Instrument, start: datetime, end: datetime) -> pd.DataFrame:
         """The generated seconds of [start, end) that lie inside replayed bars (none in gaps: weekends,
-        holidays), not limited to now(): the source of historical ticks. Same columns as
-        :meth:`tick_path`, indexed by second (tz-aware UTC)."""
+        holidays; with exchange hours none outside the instrument's sessions either, as its quotes),
+        not limited to now(): the source of historical ticks. Same columns as :meth:`tick_path`,
+        indexed by second (tz-aware UTC)."""
         e0, e1 = math.floor(_epoch(start)), math.ceil(_epoch(end))
         frames = [_tape_frame(inst, tape) for tape in _tapes(inst, e0, e1, session=True)]
         cols = ["bid", "ask", "last", "last_size", "volume", "bid_size", "ask_size"]
         if not frames:
             return pd.DataFrame(columns=cols, dtype=float, index=pd.DatetimeIndex([], tz=UTC))
         df = pd.concat(frames)
-        return df[~df.index.duplicated()][cols]
+        df = df[~df.index.duplicated()][cols]
+        if self.calendar is not None and self.calendar.gated(inst):
+            df = df[self.calendar.open_mask(inst, pd.DatetimeIndex(df.index).as_unit("s").asi8)]
+        return df
 
     def sessions(self, inst: Instrument, start: datetime, end: datetime, use_rth: bool) -> list[tuple[int, int, int]]:
         """Trading sessions meeting [start, end): (start epoch, end epoch, local date ordinal) per
         local day that has a replayed bar. A session is the whole replayed day (the paper market
-        trades around the clock on a bar's day), or with ``use_rth`` its liquid hours (stocks
-        09:30-16:00 New York; ES and SPX 08:30-15:00 Chicago; FX and crypto: the whole day)."""
+        trades around the clock on a bar's day; with exchange hours the day's sessions, see
+        ``sessions.py``), or with ``use_rth`` its liquid hours (stocks 09:30-16:00 New York; ES and
+        SPX 08:30-15:00 Chicago; FX and crypto: the whole day)."""
         tz, feed = inst.tz, inst.feed
         first, last = unit_of(DAY, tz, _epoch(start)), unit_of(DAY, tz, _epoch(end) - 1e-6)
         days = np.arange(first, last + 1, dtype=np.int64)
@@ -268,9 +303,13 @@ class Market:
                     continue
             elif not len(feed.between(d0, d1)):
                 continue
-            s0, s1 = (d0 + inst.liquid[0], d0 + inst.liquid[1]) if use_rth and inst.liquid else (d0, d1)
-            if s1 > _epoch(start) and s0 < _epoch(end):
-                out.append((s0, s1, day))
+            if use_rth and inst.liquid:
+                spans = [(d0 + inst.liquid[0], d0 + inst.liquid[1])]
+            elif self.calendar is not None and self.calendar.gated(inst):
+                spans = self.calendar.day_sessions(inst, day)     # exchange hours: the sessions it trades in
+            else:
+                spans = [(d0, d1)]
+            out += [(s0, s1, day) for s0, s1 in spans if s1 > _epoch(start) and s0 < _epoch(end)]
         return out
 
 

@@ -43,6 +43,7 @@ from ...protocol.times import format_date, format_hours_stamp
 from ...protocol.unset import UNSET_DOUBLE, UNSET_INTEGER
 from . import ticks as tk
 from .series import DAY, HOUR, NATIVE_SECONDS, Feed, TickGrid, load_series, unit_of, unit_starts
+from .sessions import SessionCalendar
 
 SYNTHETIC_BASE = 900_000_000
 # IB gives every futures month its own conId; the paper gateway derives its own from the expiry, in a
@@ -185,9 +186,10 @@ def build_universe(seed: int, start_epoch: float, synthetic: int = 0,
         raise ValueError(f"hours must be one of {', '.join(HOURS)}, got {hours!r}")
     out = _build(seed, start_epoch, synthetic)
     if hours == EXCHANGE_HOURS:
+        calendar = SessionCalendar()
         for inst in out:
             inst.feed.anchor(start_epoch, weekdays=True, weekend_open=False)
-            _finish(inst, start_epoch)
+            _finish(inst, start_epoch, calendar)
     return out
 
 
@@ -375,13 +377,14 @@ def _synthetic(seed, start_epoch, k, n):
     return _finish(Instrument(details, feed, STOCK_BOOK, _RTH_EASTERN), start_epoch)
 
 
-def _finish(inst: Instrument, start_epoch: float) -> Instrument:
-    inst.details.tradingHours, inst.details.liquidHours = hours_strings(inst, start_epoch)
+def _finish(inst: Instrument, start_epoch: float, calendar: SessionCalendar | None = None) -> Instrument:
+    inst.details.tradingHours, inst.details.liquidHours = hours_strings(inst, start_epoch, calendar=calendar)
     return inst
 
 
 # --- trading hours ----------------------------------------------------------------------------------
-def hours_strings(inst: Instrument, start_epoch: float, days: int = TRADING_DAYS_SHOWN) -> tuple[str, str]:
+def hours_strings(inst: Instrument, start_epoch: float, days: int = TRADING_DAYS_SHOWN,
+                  calendar: SessionCalendar | None = None) -> tuple[str, str]:
     """(tradingHours, liquidHours) in IB's format for ``days`` calendar days from the start's date:
     ``20261123:0000-20261124:0000;20261124:CLOSED;...``, in the instrument's time zone.
 
@@ -389,7 +392,9 @@ def hours_strings(inst: Instrument, start_epoch: float, days: int = TRADING_DAYS
     its whole calendar day), so tradingHours are whole days and real gaps (weekends and holidays
     of the real data, on shifted dates) are CLOSED. liquidHours are the regular session of those
     days (09:30-16:00 New York for stocks, 08:30-15:00 Chicago for ES and SPX); for FX and crypto
-    they equal tradingHours."""
+    they equal tradingHours. With exchange hours (``calendar``), tradingHours are the sessions the
+    market trades in (``sessions.py``: stocks = their liquid hours; ES 17:00-16:00 Chicago across
+    midnight, with the daily break)."""
     feed, tz = inst.feed, inst.tz
     first = unit_of(DAY, tz, start_epoch)
     day_units = np.arange(first, first + days, dtype=np.int64)
@@ -401,12 +406,29 @@ def hours_strings(inst: Instrument, start_epoch: float, days: int = TRADING_DAYS
         sessions = [(int(day_starts[i]), int(day_starts[i + 1])) for i in range(days) if is_open[i]]
     else:
         sessions = [(int(day_starts[i]), int(day_starts[i + 1])) for i in range(days)]
-    trading = _format_sessions(sessions, day_units, day_starts, tz)
+    if calendar is not None and calendar.gated(inst):
+        days_open = [(s, e) for s, e in sessions]
+        sessions = _merged([x for d in day_units.tolist() for x in calendar.day_sessions(inst, d)])
+        trading = _format_sessions(sessions, day_units, day_starts, tz)
+        sessions = days_open
+    else:
+        trading = _format_sessions(sessions, day_units, day_starts, tz)
     if inst.liquid is None:
         return trading, trading
     lo, hi = inst.liquid
     liquid = [(s + lo, s + hi) for s, _ in sessions]
     return trading, _format_sessions(liquid, day_units, day_starts, tz)
+
+
+def _merged(sessions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sessions with those that touch joined (an evening session running into the next day's)."""
+    out: list[tuple[int, int]] = []
+    for s, e in sessions:
+        if out and out[-1][1] == s:
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
 
 
 def _hour_runs(feed: Feed, e0: int, e1: int) -> list[tuple[int, int]]:
