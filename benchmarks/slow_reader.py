@@ -95,7 +95,7 @@ def _pct(values: list[float], q: float) -> float:
 def run(quick: bool = False, seconds: float | None = None) -> list[Row]:
     from addin.ib.session import Session
 
-    duration = seconds if seconds is not None else (8.0 if quick else 30.0)
+    duration = seconds if seconds is not None else (3.0 if quick else 30.0)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "addin.paper", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
