@@ -535,3 +535,25 @@ def test_a_price_band_typed_as_a_percentage_in_config_is_read_as_it_shows(book, 
     out = macros.place_orders(book, rt).set_index("Ref")
     assert out.Outcome["PB-3"] == "refused" and "(band 2%)" in out.Message["PB-3"], out.Message["PB-3"]
     assert out.Outcome["PB-1"] == "sent"
+
+
+def test_after_the_entry_fills_its_take_profit_and_stop_loss_can_still_be_modified(book, rt, gw, tmp_path):
+    q = quote(rt, "SPY")
+    entry = round(q.ask * 1.002, 2)                      # marketable: the entry fills at once
+    tp, sl = round(q.ask * 1.02, 2), round(q.bid * 0.98, 2)
+    rows = set_orders(book, [lmt("AF-BR", "SPY", 2, entry, TakeProfit=tp, StopLoss=sl)])
+    done = threading.Event()
+    desk = macros._desk(book, rt)                        # the desk with the workbook's Config, as placing uses
+    desk.add_listener(lambda ref, out: done.set() if ref == "AF-BR" and out["Status"] == "Filled" else None)
+    macros.place_orders(book, rt)
+    assert done.wait(10), {k: v for k, v in rt.orders.order("AF-BR").items() if k in ("Status", "Message", "State")}
+    edit(book, rows["AF-BR"], StopLoss=round(sl - 0.5, 2))
+    out = macros.place_orders(book, rt)
+    assert list(out.Outcome) == ["modified"], list(out.Message)
+    (_, child, _), = working(gw, "AF-BR.SL")
+    assert child.auxPrice == round(sl - 0.5, 2)
+    assert [len(received(gw, r)) for r in ("AF-BR", "AF-BR.TP", "AF-BR.SL")] == [1, 1, 2]
+    edit(book, rows["AF-BR"], LimitPrice=round(entry - 0.5, 2))    # the filled entry cannot change
+    out = macros.place_orders(book, rt)
+    assert list(out.Outcome) == ["not modified"] and "AF-BR is Filled: it can no longer change" in out.Message.iloc[0]
+    rt.orders.cancel(["AF-BR.TP"])                         # leave the module's gateway without working orders

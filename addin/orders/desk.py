@@ -171,7 +171,7 @@ class OrderDesk:
                 if not isinstance(item, OrderIntent) or not item.ref:
                     continue
                 rec = self.journal.get(item.ref)
-                if rec is not None and rec["state"] == "working" and not rec["parent_ref"] and label not in reused:
+                if rec is not None and self._works(rec) and label not in reused:
                     result = self._amend(item, rec)
                     if result["Outcome"] == "unchanged":     # a new row with a working order's Ref, as it is
                         result.update(Outcome="already sent", Message=f"duplicate_ref: {rec['ref']} is working at IB "
@@ -349,9 +349,19 @@ class OrderDesk:
             if rec["state"] != "working":
                 return {**truth, "Outcome": "unchanged"}
             return {**truth, "Message": f"not modified: {item}", "Outcome": "not modified"}
-        if rec["state"] == "working" and not rec["parent_ref"]:
+        if self._works(rec):
             return self._amend(item, rec)
         return {**self.sync.outputs(rec["ref"], rec), "Outcome": "unchanged"}
+
+    def _works(self, rec: dict) -> bool:
+        """Whether an entry's order, or a bracket child of it, is still working (a filled entry's
+        TakeProfit / StopLoss children can still be modified)."""
+        if rec["parent_ref"]:
+            return False
+        if rec["state"] == "working":
+            return True
+        children = (self.journal.get(rec["ref"] + suffix) for suffix in (".TP", ".SL"))
+        return any(child is not None and child["state"] == "working" for child in children)
 
     def _amend(self, intent: OrderIntent, rec: dict) -> dict:
         """Compare the row with the working order ``rec`` (and its bracket children) and send what
