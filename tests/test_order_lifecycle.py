@@ -557,3 +557,19 @@ def test_after_the_entry_fills_its_take_profit_and_stop_loss_can_still_be_modifi
     out = macros.place_orders(book, rt)
     assert list(out.Outcome) == ["not modified"] and "AF-BR is Filled: it can no longer change" in out.Message.iloc[0]
     rt.orders.cancel(["AF-BR.TP"])                         # leave the module's gateway without working orders
+
+
+def test_the_audit_names_every_field_a_modification_changed(book, rt, gw, tmp_path):
+    from addin.orders.audit import audit_frame
+    q = quote(rt, "MSFT")
+    low = round(q.bid * 0.97, 2)
+    rows = set_orders(book, [lmt("AU-TIF", "MSFT", 1, low)])
+    macros.place_orders(book, rt)
+    edit(book, rows["AU-TIF"], TIF="GTC", OutsideRTH=True)
+    assert list(macros.place_orders(book, rt).Outcome) == ["modified"]
+    (_, order, _), = working(gw, "AU-TIF")
+    assert (order.tif, order.outsideRth) == ("GTC", True)
+    trail = audit_frame(rt.orders.journal, ref="AU-TIF", tz="UTC")
+    modify = trail[trail.Event == "modify"].Detail.iloc[0]
+    assert "TIF DAY -> GTC" in modify and "OutsideRTH" in modify, modify
+    rt.orders.cancel(["AU-TIF"])

@@ -33,6 +33,7 @@ import pandas as pd
 from dateutil import tz as dateutil_tz
 
 from ..protocol.times import IBTimeError, UnknownZoneError, ib_zone, read_time, without_zone
+from .amend import COLUMN_OF
 from .journal import Journal
 from .refs import ref_key
 
@@ -47,8 +48,6 @@ _CHILDREN = (".TP", ".SL")
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 # Order fields a modify may change (OrderDesk.modify), with the Orders column that shows them.
-_MODIFIABLE = {"quantity": "Quantity", "limit_price": "LimitPrice", "stop_price": "StopPrice",
-               "trail_amount": "TrailAmount", "trail_percent": "TrailPercent", "transmit": "Transmit"}
 _SIDES = {"BOT": "BUY", "SLD": "SELL"}
 
 
@@ -284,7 +283,7 @@ def describe(fields: dict) -> str:
     f = fields
     parts = [str(f.get("action") or "?"), _num(f.get("quantity")), str(f.get("order_type") or "?")]
     limit, stop = f.get("limit_price"), f.get("stop_price")
-    if f.get("order_type") == "TRAIL":
+    if f.get("order_type") in ("TRAIL", "TRAIL LIMIT"):
         trail = f.get("trail_amount")
         parts.append(f"trail {_num(trail)}" if trail is not None else f"trail {_num(f.get('trail_percent'))}%")
         if stop is not None:
@@ -293,7 +292,11 @@ def describe(fields: dict) -> str:
         parts += [f"stop {_num(stop)}", f"limit {_num(limit)}"]
     elif limit is not None or stop is not None:
         parts.append(_num(limit if limit is not None else stop))
+    if f.get("offset") is not None:
+        parts.append(f"offset {_num(f['offset'])}")
     parts.append(str(f.get("tif") or "DAY"))
+    if f.get("good_till"):
+        parts.append(f"till {f['good_till']} UTC")
     if f.get("take_profit") is not None:
         parts.append(f"take profit {_num(f['take_profit'])}")
     if f.get("stop_loss") is not None:
@@ -311,7 +314,7 @@ def _changes(previous: dict | None, new: dict) -> str:
     """A modify's new values: ``LimitPrice 230 -> 236`` for each changed field (every modifiable value
     it set when what was sent before is unknown)."""
     out = []
-    for name, column in _MODIFIABLE.items():
+    for name, column in COLUMN_OF.items():          # every field a modification may carry
         if name not in new:
             continue
         if previous is None:

@@ -55,6 +55,7 @@ from ..ib.contracts import InstrumentError, format_contract
 from ..ib.session import IBError
 from . import amend
 from .amend import AmendPlan, AmendRefused
+from .audit import describe
 from .facts import DeskFacts, FactGatherer, finite
 from .journal import BLOCKING_STATES, DuplicateRefError, Journal, JournalBusyError, JournalError
 from .refs import Owner, ref_key, row_identity
@@ -459,7 +460,8 @@ class OrderDesk:
         if not confirmed:
             return {**self.sync.outputs(entry_ref), "Outcome": "unconfirmed",
                     "Message": f"{kind} sent ({what or 'transmit'}); IB has not confirmed it within "
-                               f"{self.limits.ack_timeout:g} s: until it does, IB holds {self._holds(entry_ref)}"}
+                               f"{self.limits.ack_timeout:g} s: until it does, IB holds "
+                               f"{describe(self.journal.intent(entry_ref)['fields'])}"}
         for leg, _ in orders:
             self.journal.update_fields(leg.ref, {**leg.record["fields"], **leg.fields,
                                                  "transmit": leg.fields.get("transmit", True)})
@@ -486,15 +488,6 @@ class OrderDesk:
             total = (rec["remaining"] or 0) + (rec["filled"] or 0)
             return abs(total - float(leg.fields["quantity"])) < 1e-9
         return True
-
-    def _holds(self, ref: str) -> str:
-        """What the journal last saw IB hold for ``ref``: ``BUY 1 LMT 235 DAY``."""
-        f = self.journal.intent(ref)["fields"]
-        prices = " ".join(f"{label} {f[k]:g}" for k, label in (("limit_price", "limit"), ("stop_price", "stop"),
-                                                                ("trail_amount", "trail"), ("trail_percent", "trail %"))
-                          if isinstance(f.get(k), (int, float)))
-        return " ".join(str(p) for p in (f.get("action"), f"{f.get('quantity', 0):g}", f.get("order_type"), prices,
-                                         f.get("tif")) if p)
 
     def kill(self) -> list[str]:
         """Engage the kill switch (persisted in the journal: it survives restarts) and cancel every

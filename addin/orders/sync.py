@@ -40,15 +40,10 @@ from .rows import ORDER_OUTPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrderSync", "KnownOrder", "order_version"]
+__all__ = ["OrderSync", "KnownOrder"]
 
 _STATUS_OF_STATE = {"intent_written": "Not sent", "not_received": "Not sent", "rejected": "Rejected",
                     "transmitting": "Transmitted"}
-
-
-def order_version(quantity, lmt_price, aux_price) -> tuple:
-    """What tells versions of one order apart in IB's openOrder: quantity and prices."""
-    return (finite(quantity), finite(lmt_price), finite(aux_price))
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,7 @@ class OrderSync:
         self._answered: set[str] = set()              # refs IB has said something about since expect()
         self._ends = {"openOrderEnd": 0, "completedOrdersEnd": 0}
         self._whatif: dict[int, Any] = {}             # order id -> OrderState or IBError (None: waiting)
-        self._versions: dict[str, tuple[int, tuple]] = {}   # ref -> (openOrders seen, latest version)
+        self._open_orders_seen: dict[str, int] = {}   # ref -> openOrder messages seen (a modify's marker)
         self._errors: dict[str, int] = {}             # ref -> order errors IB sent
         self._known: dict[str, KnownOrder] = {}       # ref_key (and a child's parent key) -> what IB showed
         self._listeners: list[Callable[[str, dict], None]] = []
@@ -175,19 +170,10 @@ class OrderSync:
         return self.wait(lambda: all(ref_key(r) in self._answered for r in refs), timeout)
 
     def marker(self, ref: str) -> tuple[int, int]:
-        """(openOrders seen, errors seen) for ``ref``: compare after a modify with :meth:`modified`."""
+        """(openOrders seen, errors seen) for ``ref``: taken before a modify or cancel, compared after it
+        (a new openOrder: IB showed the order again; a new error: IB refused)."""
         with self.cond:
-            return self._versions.get(ref_key(ref), (0, ()))[0], self._errors.get(ref_key(ref), 0)
-
-    def modified(self, ref: str, marker: tuple[int, int], version: tuple, quantity: float) -> bool:
-        """IB refused the modify (an error since ``marker``), or showed the new ``version`` and a status
-        for the new ``quantity`` since then."""
-        count, errors = self.marker(ref)
-        if errors > marker[1]:
-            return True
-        rec = self.journal.intent(ref)
-        return count > marker[0] and self._versions[ref_key(ref)][1] == version and \
-            abs((rec["remaining"] or 0) + (rec["filled"] or 0) - quantity) < 1e-9
+            return self._open_orders_seen.get(ref_key(ref), 0), self._errors.get(ref_key(ref), 0)
 
     def expect_whatif(self, order_id: int) -> None:
         with self.cond:
@@ -290,8 +276,7 @@ class OrderSync:
             self.journal.hold(ref, held_fields(rec["fields"], order))
         with self.cond:
             key = ref_key(ref)
-            count = self._versions.get(key, (0, ()))[0]
-            self._versions[key] = (count + 1, order_version(order.totalQuantity, order.lmtPrice, order.auxPrice))
+            self._open_orders_seen[key] = self._open_orders_seen.get(key, 0) + 1
         if state.status:
             self.journal.record_status(ref, state.status, perm_id=order.permId)
         self._answer(ref)

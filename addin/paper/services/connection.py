@@ -322,6 +322,11 @@ class ClientConnection(asyncio.Protocol):
         """Send IB's error ``code`` with ``text`` for ``req_id`` (-1: not about a request)."""
         self.send(messages.error(req_id, code, text))
 
+    def send_duplicate_id(self, req_id: int) -> None:
+        """IB's 322 for a request id this connection already streams on (market data, depth, bars)."""
+        self.send_error(req_id, errors.PROCESSING_ERROR, f"Error processing request.-'bB' : cause - "
+                                                         f"Duplicate ticker id:{req_id}")
+
     # asyncio flow control: called when the transport's send buffer passes its high-water mark and
     # when it drains below the low one. Only the firehose waits on it (``drained``).
     def pause_writing(self):

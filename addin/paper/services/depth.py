@@ -115,8 +115,7 @@ class DepthService:
         req = requests.req_mkt_depth(fields)
         key = (id(conn), req.req_id)
         if key in self.subs:
-            conn.send_error(req.req_id, errors.PROCESSING_ERROR, f"Error processing request.-'bB' : cause - "
-                                                                 f"Duplicate ticker id:{req.req_id}")
+            conn.send_duplicate_id(req.req_id)
             return
         if sum(1 for s in self.subs.values() if s.conn is conn) >= MAX_DEPTH_REQUESTS:
             conn.send_error(req.req_id, errors.MAX_DEPTH_REQUESTS,

@@ -104,8 +104,7 @@ class MarketDataService:
         req = requests.req_mkt_data(fields)
         key = (id(conn), req.req_id)
         if key in self.subs:
-            conn.send_error(req.req_id, errors.PROCESSING_ERROR, f"Error processing request.-'bB' : cause - "
-                                                                 f"Duplicate ticker id:{req.req_id}")
+            conn.send_duplicate_id(req.req_id)
             return
         inst = self.resolve(conn, req.req_id, req.contract)
         if inst is None:
