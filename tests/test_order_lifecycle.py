@@ -35,6 +35,7 @@ from addin.paper import PaperGateway
 from addin.protocol import orders as vocabulary
 
 from .ibclient import IBTestClient
+from .test_macros import set_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "workbooks" / "ibxl.xlsx"
@@ -127,13 +128,6 @@ def book(tmp_path):
     b = OpenpyxlBook.open(TEMPLATE, out=tmp_path / "book.xlsx")
     yield b
     b.close()
-
-
-def set_orders(book, rows: list[dict]) -> dict[str, int]:
-    """Replace the Orders Table's rows; returns {Ref: worksheet row}."""
-    columns = book.table("Orders").columns
-    book.write_table("Orders", pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns))
-    return {r["Ref"]: 2 + i for i, r in enumerate(rows)}
 
 
 def edit(book, row: int, **cells) -> None:

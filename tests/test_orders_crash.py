@@ -97,6 +97,15 @@ def watcher(gw):
     s.disconnect()
 
 
+def _spy_bid(session) -> float:
+    from addin.market.quotes import MarketData
+    md = MarketData(session)
+    try:
+        return md.snapshot("SPY").bid
+    finally:
+        md.close()
+
+
 def _run_child(gw, client_id: int, workbook: Path, journal: Path, crash_at: str | None) -> int:
     proc = subprocess.run([sys.executable, "-m", "tests.test_orders_crash", "child", str(gw.port), str(client_id),
                            str(workbook), str(journal), *([crash_at] if crash_at else [])], cwd=REPO,
@@ -128,12 +137,7 @@ def _sheet(tmp_path: Path, step: str) -> Path:
 def test_killed_at_each_step_then_restarted_every_order_exists_once_and_rows_show_the_truth(gw, watcher, tmp_path,
                                                                                            step):
     session, portfolio = watcher
-    from addin.market.quotes import MarketData
-    md = MarketData(session)
-    try:
-        bid = md.snapshot("SPY").bid
-    finally:
-        md.close()
+    bid = _spy_bid(session)
     path = _sheet(tmp_path, step)
     wb = openpyxl.load_workbook(path)                       # a resting limit: 3% under the bid, on the grid
     ws = wb["Orders"]
@@ -170,12 +174,7 @@ def test_killed_while_modifying_then_restarted_the_order_exists_once_with_the_ne
     """The row's LimitPrice is edited and the process dies as the modification leaves; run again, the
     same order (same id, same permId) holds the new price, and no second order was ever placed."""
     session, portfolio = watcher
-    from addin.market.quotes import MarketData
-    md = MarketData(session)
-    try:
-        bid = md.snapshot("SPY").bid
-    finally:
-        md.close()
+    bid = _spy_bid(session)
     path = tmp_path / f"{step}.xlsx"
     wb = openpyxl.Workbook()
     ws = wb.active
