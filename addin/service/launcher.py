@@ -1,0 +1,49 @@
+"""Finding and starting the user's service: :func:`running` and :func:`start_detached`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from . import paths
+
+__all__ = ["running", "start_detached"]
+
+
+def running() -> bool:
+    """True when a service answers on the user's socket (its key accepted)."""
+    from .client import ServiceClient
+    try:
+        ServiceClient(name="probe", timeout=5).close()
+        return True
+    except (OSError, EOFError, Exception):
+        return False
+
+
+def start_detached(args: list[str] = (), wait: float = 30.0) -> int:
+    """Start ``python -m addin.service *args`` in its own session (it outlives the caller and its
+    terminal), output appended to ``paths.log_path()``, and wait until it answers. Returns its pid.
+    Raises RuntimeError when it exits or does not answer within ``wait`` s (the log tail says why)."""
+    paths.load_or_create_key()                      # the key exists before the first client looks for it
+    log = paths.log_path()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "addin.service", *args], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                env=os.environ.copy())
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the ibxl service exited with code {proc.returncode}; see {log}:\n" + _tail(log))
+        if running():
+            return proc.pid
+        time.sleep(0.1)
+    raise RuntimeError(f"the ibxl service did not answer within {wait:g} s; see {log}:\n" + _tail(log))
+
+
+def _tail(path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
