@@ -62,13 +62,14 @@ def _env(home: Path) -> dict:
 @pytest.fixture(scope="module")
 def service(gw, home):
     """The service process, connected to the gateway with one client id."""
+    log = open(home / "service.log", "wb")          # a file, not a pipe: nobody reads a pipe, it would fill
     proc = subprocess.Popen([sys.executable, "-m", "addin.service", "--port", str(gw.port),
                              "--client-id", str(SERVICE_CLIENT_ID)], env=_env(home), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT)
     sock = home / "service.sock"
     try:
         wait_until(lambda: sock.exists() or proc.poll() is not None, 30, "the service's socket")
-        assert proc.poll() is None, proc.stdout.read().decode()
+        assert proc.poll() is None, (home / "service.log").read_text()
         proc.address, proc.key = sock, load_or_create_key(home / "service.key", create=False)
         wait_until(lambda: SERVICE_CLIENT_ID in gw.call(lambda s: set(s.clients)), 15, "the service's IB session")
         yield proc
@@ -78,6 +79,7 @@ def service(gw, home):
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def client(service, cls=ServiceClient, **kw):

@@ -97,6 +97,7 @@ class ServiceClient:
         except (EOFError, OSError, ServiceError):
             pass
         finally:
+            self._channel.release()
             with self._lock:
                 self._closed = True
                 waiting, self._pending = list(self._pending.values()), {}

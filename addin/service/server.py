@@ -183,6 +183,7 @@ class ServiceServer:
             log.exception("client %s", client.number)
         finally:
             self._drop(client)
+            client.channel.release()
 
     def _handshake(self, client: _Client) -> None:
         id, method, params = protocol.parse_request(client.channel.recv())

@@ -8,6 +8,7 @@ Windows (a named pipe, ``AF_PIPE``) is not done yet: :func:`listen` and :func:`d
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -74,6 +75,15 @@ class Channel:
         return protocol.decode(self.conn.recv_bytes())
 
     def close(self) -> None:
+        """Shut the socket down (a thread blocked in recv wakes with EOFError), then close it."""
+        try:
+            with socket.socket(fileno=os.dup(self.conn.fileno())) as s:
+                s.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError, TypeError):
+            pass                                         # already closed
+
+    def release(self) -> None:
+        """Close the handle (the reader thread calls this once it saw EOF)."""
         try:
             self.conn.close()
         except OSError:
