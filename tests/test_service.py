@@ -242,3 +242,27 @@ def test_disconnect_sticks_until_connect(service):
             st = c.connect()
         assert st["state"] == "connected"
         assert c.quote("AAPL", timeout=5).bid is not None
+
+
+def test_cli_starts_a_detached_service_reports_it_and_stops_it(gw):
+    folder = Path(tempfile.mkdtemp(prefix="ibxl-cli-", dir="/tmp"))
+    env = _env(folder)
+
+    def ibxl(*args):
+        return subprocess.run([sys.executable, "-m", "addin.app.cli", "service", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    try:
+        started = ibxl("start", "--port", str(gw.port), "--client-id", "42")
+        assert started.returncode == 0 and "ibxl service started" in started.stdout, started.stderr
+        assert stat.S_IMODE((folder / "service.key").stat().st_mode) == 0o600
+        status = ibxl("status")
+        assert status.returncode == 0 and "connected" in status.stdout and "client id 42" in status.stdout
+        assert "lines in use: 0" in status.stdout
+        assert "already running" in ibxl("start").stdout
+        assert "stopped" in ibxl("stop").stdout
+        wait_until(lambda: 42 not in gw.call(lambda s: set(s.clients)), 10, "the service's IB session closed")
+        assert ibxl("status").returncode == 1
+        assert not (folder / "service.sock").exists()
+    finally:
+        ibxl("stop")
+        shutil.rmtree(folder, ignore_errors=True)

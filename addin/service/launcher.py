@@ -28,7 +28,8 @@ def start_detached(args: list[str] = (), wait: float = 30.0) -> int:
     Raises RuntimeError when it exits or does not answer within ``wait`` s (the log tail says why)."""
     paths.load_or_create_key()                      # the key exists before the first client looks for it
     log = paths.log_path()
-    with open(log, "ab") as out:
+    # owner-only: the log names accounts and orders
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "addin.service", *args], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                                 env=os.environ.copy())

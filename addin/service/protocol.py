@@ -28,7 +28,7 @@ import json
 from datetime import UTC, date, datetime
 from typing import Any
 
-__all__ = ["VERSION", "ProtocolError", "ServiceError", "VersionMismatch", "encode", "decode", "request",
+__all__ = ["VERSION", "MalformedMessage", "ServiceError", "VersionMismatch", "encode", "decode", "request",
            "reply_ok", "reply_error", "push", "check_version", "parse_request", "error_of",
            "BAD_REQUEST", "UNKNOWN_METHOD", "NOT_PERMITTED", "VERSION_MISMATCH", "IB_ERROR", "FAILED",
            "DISCONNECTED", "NOT_FOUND"]
@@ -57,7 +57,7 @@ class ServiceError(Exception):
         return f"IB {self.ib_code}: {self.message}" if self.ib_code is not None else self.message
 
 
-class ProtocolError(ServiceError):
+class MalformedMessage(ServiceError):
     """A message that does not follow this schema."""
 
     def __init__(self, message: str):
@@ -117,13 +117,13 @@ def encode(message: dict) -> bytes:
 
 
 def decode(data: bytes) -> dict:
-    """The message in ``data``. Raises ProtocolError when it is not a JSON object."""
+    """The message in ``data``. Raises MalformedMessage when it is not a JSON object."""
     try:
         message = json.loads(data, object_hook=_untag)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"not a JSON message: {exc}") from None
+        raise MalformedMessage(f"not a JSON message: {exc}") from None
     if not isinstance(message, dict):
-        raise ProtocolError("a message must be a JSON object")
+        raise MalformedMessage("a message must be a JSON object")
     return message
 
 
@@ -154,11 +154,11 @@ def push(topic: str, version: int, data: Any) -> dict:
 
 
 def parse_request(message: dict) -> tuple[int, str, dict]:
-    """``(id, method, params)`` of a request. Raises VersionMismatch, ProtocolError."""
+    """``(id, method, params)`` of a request. Raises VersionMismatch, MalformedMessage."""
     check_version(message)
     id, method, params = message.get("id"), message.get("method"), message.get("params", {})
     if not isinstance(id, int) or not isinstance(method, str) or not isinstance(params, dict):
-        raise ProtocolError("a request needs an integer id, a method name and a params object")
+        raise MalformedMessage("a request needs an integer id, a method name and a params object")
     return id, method, params
 
 

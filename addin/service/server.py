@@ -188,11 +188,11 @@ class ServiceServer:
     def _handshake(self, client: _Client) -> None:
         id, method, params = protocol.parse_request(client.channel.recv())
         if method != "hello":
-            raise protocol.ProtocolError("the first request must be hello")
+            raise protocol.MalformedMessage("the first request must be hello")
         wanted = params.get("capabilities") or ["read"]
         unknown = set(wanted) - set(CAPABILITIES)
         if unknown:
-            raise protocol.ProtocolError(f"unknown capabilities {sorted(unknown)}")
+            raise protocol.MalformedMessage(f"unknown capabilities {sorted(unknown)}")
         client.name, client.pid = str(params.get("name", "?")), int(params.get("pid", 0))
         client.capabilities = frozenset(wanted) | {"read"}
         client.channel.send(protocol.reply_ok(id, {"version": protocol.VERSION, "pid": os.getpid(),

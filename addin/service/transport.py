@@ -71,7 +71,7 @@ class Channel:
             self.conn.send_bytes(data)
 
     def recv(self) -> dict:
-        """The next message. Raises EOFError / OSError when the other side is gone, ProtocolError for junk."""
+        """The next message. Raises EOFError / OSError when the other side is gone, MalformedMessage for junk."""
         return protocol.decode(self.conn.recv_bytes())
 
     def close(self) -> None:
