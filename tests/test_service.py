@@ -61,7 +61,10 @@ def _env(home: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def service(gw, home):
-    """The service process, connected to the gateway with one client id."""
+    """The service process, connected to the gateway with one client id; risk limits wide enough for
+    the order test's 50 orders."""
+    (home / "config.toml").write_text("[risk]\nmax_orders_per_minute = 1000\nmax_open_orders = 1000\n"
+                                      "max_position = 100000.0\n")
     log = open(home / "service.log", "wb")          # a file, not a pipe: nobody reads a pipe, it would fill
     proc = subprocess.Popen([sys.executable, "-m", "addin.service", "--port", str(gw.port),
                              "--client-id", str(SERVICE_CLIENT_ID)], env=_env(home), cwd=ROOT,
@@ -144,12 +147,13 @@ def test_key_file_is_owner_only_and_a_world_readable_one_is_refused(tmp_path):
 
 # --- the service -------------------------------------------------------------------------------------------
 def test_two_client_processes_share_one_ib_connection_and_one_line(gw, service, home):
-    kids = [spawn_client(service, home, {"quote": "AAPL"}) for _ in range(2)]
+    base = gateway_lines(gw)                       # lines held by other tests (an order desk keeps some)
+    kids = [spawn_client(service, home, {"quote": "SIM0077"}) for _ in range(2)]
     try:
         quotes = [first_line(k) for k in kids]
         assert all(q["bid"] is not None and q["ask"] is not None for q in quotes)
         assert gw.call(lambda s: sorted(s.clients)) == [SERVICE_CLIENT_ID]       # ONE API connection
-        assert gateway_lines(gw) == 1                                            # AAPL once for both
+        assert gateway_lines(gw) == base + 1                                     # one line for both
         with client(service) as c:
             st = c.status()
         assert st["state"] == "connected" and st["client_id"] == SERVICE_CLIENT_ID
@@ -157,7 +161,7 @@ def test_two_client_processes_share_one_ib_connection_and_one_line(gw, service, 
     finally:
         for k in kids:
             k.communicate("", timeout=10)
-    wait_until(lambda: gateway_lines(gw) == 0, 10, "the line released when both clients left")
+    wait_until(lambda: gateway_lines(gw) == base, 10, "the line released when both clients left")
 
 
 def test_a_service_client_has_no_order_methods_and_the_service_refuses_them(service):
@@ -169,6 +173,47 @@ def test_a_service_client_has_no_order_methods_and_the_service_refuses_them(serv
         assert info.value.code == protocol.NOT_PERMITTED
     with client(service, TradingClient) as t:
         assert callable(t.place_orders)
+
+
+ORDER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from addin.service.client import TradingClient
+    address, key, prefix, count, account, symbol = sys.argv[1:7]
+    with TradingClient(address, key.encode(), name=prefix) as t:
+        price = round(t.quote(symbol, timeout=5).bid * 0.97, 2)       # below the market: stays working
+        statuses = {}
+        for i in range(int(count)):
+            ref = f"{prefix}-{i}"
+            out = t.place_orders([{"Ref": ref, "Account": account, "Symbol": symbol, "Action": "BUY",
+                                   "Quantity": 1, "OrderType": "LMT", "LimitPrice": price}], source=prefix)
+            statuses[ref] = [out.loc[0, "Status"], out.loc[0, "Message"]]
+    print(json.dumps(statuses), flush=True)
+""")
+
+
+def test_orders_from_four_client_processes_reach_the_gateway_once_each(gw, service, home):
+    with client(service) as c:
+        account = c.status()["accounts"].split(",")[0]
+    # 50 tries; one instrument per process: IB (and the paper gateway) reject a 21st working order on
+    # one side of one contract
+    counts = {"P0": 13, "P1": 13, "P2": 12, "P3": 12}
+    symbols = dict(zip(counts, ("AAPL", "MSFT", "GOOG", "SPY")))
+    kids = [subprocess.Popen([sys.executable, "-c", ORDER_SCRIPT, str(service.address), service.key.decode(),
+                              prefix, str(n), account, symbols[prefix]], env=_env(home), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for prefix, n in counts.items()]
+    results = {}
+    for k in kids:
+        out, err = k.communicate(timeout=120)
+        assert k.returncode == 0, err
+        results.update(json.loads(out))
+    assert len(results) == 50
+    assert {r for r, (status, _) in results.items() if status != "Submitted"} == set(), [v for v in results.values() if v[0] != "Submitted"]
+    received = [r.order.orderRef for r in gw.received_orders() if r.client_id == SERVICE_CLIENT_ID
+                and r.order.orderRef[:2] in counts]
+    assert sorted(received) == sorted(results)                          # each exactly once
+    assert gw.call(lambda s: sorted(s.clients)) == [SERVICE_CLIENT_ID]
+    with client(service, TradingClient) as t:
+        t.cancel(list(results))
 
 
 def test_a_wrong_key_is_refused(service):
@@ -217,12 +262,13 @@ def test_a_killed_client_releases_its_lines_while_another_keeps_ticking(gw, serv
     victim = spawn_client(service, home, {"subscribe": sims})
     with client(service) as survivor:
         survivor.quote("MSFT", timeout=5)
+        base = gateway_lines(gw)                   # MSFT, and lines other tests' order desk keeps for risk
         assert len(first_line(victim)["keys"]) == 50
-        wait_until(lambda: gateway_lines(gw) == 51, 10, "51 lines at the gateway")
+        wait_until(lambda: gateway_lines(gw) == base + 50, 10, "50 more lines at the gateway")
         victim.send_signal(signal.SIGKILL)
         victim.wait(5)
         t0 = time.monotonic()
-        wait_until(lambda: gateway_lines(gw) == 1, 10, "the killed client's 50 lines released")
+        wait_until(lambda: gateway_lines(gw) == base, 10, "the killed client's 50 lines released")
         assert time.monotonic() - t0 < 10
         version = survivor.push_version
         wait_until(lambda: survivor.push_version > version, 5, "MSFT still pushed to the survivor")
@@ -234,7 +280,7 @@ def test_disconnect_sticks_until_connect(service):
     with client(service) as c:
         c.disconnect()
         try:
-            for _ in range(20):
+            for _ in range(100):
                 with pytest.raises(protocol.ServiceError, match=r"disconnected \(press Connect\)"):
                     c.quote("AAPL")
             assert c.status()["user_disconnected"] is True

@@ -405,7 +405,7 @@ class ServiceServer:
         self._need_ib()
         import pandas as pd
         log.info("place %d rows from %s (client %s)", len(rows), source or client.name, client.number)
-        return self.runtime.orders.place(pd.DataFrame.from_records(rows))
+        return self.runtime.orders.place(pd.DataFrame.from_records(rows), source=source)
 
     def m_modify(self, client, row: dict) -> dict:
         self._need_ib()
