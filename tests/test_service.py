@@ -224,6 +224,37 @@ def test_a_wrong_key_is_refused(service):
         assert c.status()["state"] == "connected"
 
 
+OTHER_USER_SCRIPT = textwrap.dedent("""
+    import sys
+    from multiprocessing.connection import Client
+    address, key_file, key = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+    for what, attempt in (("key", lambda: open(key_file).read()),
+                          ("connect", lambda: Client(address, family="AF_UNIX", authkey=key))):
+        try:
+            attempt()
+            print(what, "allowed")
+        except PermissionError:
+            print(what, "refused")
+""")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="needs root to act as another OS user")
+def test_another_os_user_can_neither_read_the_key_nor_connect_even_knowing_the_key(service, home):
+    # the folder opened to everyone (as ~/.ibxl may be) and the key given on the command line: the
+    # files' own permissions must stop the other user
+    python = "/usr/bin/python3"                  # the test's own interpreter may sit in a folder only we can read
+    if not os.access(python, os.X_OK):
+        pytest.skip("no system python3 for the other user")
+    os.chmod(home, 0o755)
+    try:
+        done = subprocess.run([python, "-I", "-c", OTHER_USER_SCRIPT, str(service.address),
+                               str(home / "service.key"), service.key.decode()], user=65534, group=65534,
+                              capture_output=True, text=True, timeout=30, cwd="/")
+    finally:
+        os.chmod(home, 0o700)
+    assert done.stdout.split("\n")[:2] == ["key refused", "connect refused"], done.stdout + done.stderr
+
+
 def test_another_schema_version_gets_a_clear_error(service):
     from addin.service import transport
     ch = transport.Channel(transport.dial(service.address, service.key))

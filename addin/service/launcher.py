@@ -9,7 +9,7 @@ import time
 
 from . import paths
 
-__all__ = ["running", "start_detached"]
+__all__ = ["running", "start_detached", "connect"]
 
 
 def running() -> bool:
@@ -48,3 +48,18 @@ def _tail(path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def connect(cls=None, *, name: str = "", start: bool = True, args: list[str] = ()):
+    """A client (``cls``, default ServiceClient; TradingClient for order entry) of the user's service,
+    starting one detached first when none answers and ``start`` (the first workbook or script to
+    look starts it, with the user's config). Raises as ``cls`` and :func:`start_detached`."""
+    from .client import ServiceClient
+    cls = cls or ServiceClient
+    try:
+        return cls(name=name)
+    except (FileNotFoundError, ConnectionRefusedError):
+        if not start:
+            raise
+    start_detached(list(args))
+    return cls(name=name)
