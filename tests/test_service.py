@@ -307,9 +307,12 @@ def test_a_killed_client_releases_its_lines_while_another_keeps_ticking(gw, serv
     victim.stdout.close(), victim.stderr.close(), victim.stdin.close()
 
 
-def test_disconnect_sticks_until_connect(service):
+def test_disconnect_sticks_until_connect_which_restores_the_lines(gw, service):
     with client(service) as c:
+        c.subscribe(["SIM0090", "SIM0091"])
+        held = gateway_lines(gw)
         c.disconnect()
+        assert SERVICE_CLIENT_ID not in gw.call(lambda s: set(s.clients))
         try:
             for _ in range(100):
                 with pytest.raises(protocol.ServiceError, match=r"disconnected \(press Connect\)"):
@@ -319,6 +322,10 @@ def test_disconnect_sticks_until_connect(service):
             st = c.connect()
         assert st["state"] == "connected"
         assert c.quote("AAPL", timeout=5).bid is not None
+        wait_until(lambda: gateway_lines(gw) >= held, 10, "the held lines restored at the gateway")
+        version = c.push_version
+        wait_until(lambda: c.push_version > version and not c.board.get("SIM0090.NASDAQ").stale, 10,
+                   "SIM0090 ticking again after Connect")
 
 
 def test_cli_starts_a_detached_service_reports_it_and_stops_it(gw):
@@ -334,7 +341,8 @@ def test_cli_starts_a_detached_service_reports_it_and_stops_it(gw):
         assert stat.S_IMODE((folder / "service.key").stat().st_mode) == 0o600
         status = ibxl("status")
         assert status.returncode == 0 and "connected" in status.stdout and "client id 42" in status.stdout
-        assert "lines in use: 0" in status.stdout
+        assert "lines in use: 0" in status.stdout and "open orders: -" in status.stdout
+        assert "history pacing: 0 open" in status.stdout
         assert "already running" in ibxl("start").stdout
         assert "stopped" in ibxl("stop").stdout
         wait_until(lambda: 42 not in gw.call(lambda s: set(s.clients)), 10, "the service's IB session closed")

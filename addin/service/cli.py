@@ -46,6 +46,35 @@ def stop() -> None:
 
 
 @service.command()
+def connect() -> None:
+    """Connect the service to IB (ends a Disconnect)."""
+    from .client import ServiceClient
+    with ServiceClient(name="ibxl service connect") as client:
+        st = client.connect()
+    click.echo(f"IB: {st['state']} {st['host']}:{st['port']} client id {st['client_id']}")
+
+
+@service.command()
+def disconnect() -> None:
+    """Disconnect the service from IB for every workbook and script, until `ibxl service connect`."""
+    from .client import ServiceClient
+    with ServiceClient(name="ibxl service disconnect") as client:
+        client.disconnect()
+    click.echo("disconnected; nothing reconnects until `ibxl service connect` (or Connect in a workbook)")
+
+
+@service.command()
+@click.option("-n", "--lines", default=40, show_default=True, help="How many of the last lines.")
+def logs(lines) -> None:
+    """The end of the service's log file."""
+    path = paths.log_path()
+    if not path.exists():
+        click.echo(f"no log yet ({path})")
+        return
+    click.echo("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+
+
+@service.command()
 def status() -> None:
     """The connection, the clients and the lines in use. Exit code 1 when no service runs."""
     from .client import ServiceClient
@@ -60,6 +89,10 @@ def status() -> None:
     click.echo(f"IB: {state} {st['host']}:{st['port']} client id {st['client_id']} accounts {st['accounts'] or '-'}"
                + (f" (last error: {st['last_error']})" if st["last_error"] else ""))
     click.echo(f"lines in use: {st['lines']}")
+    h = st["history"]
+    click.echo(f"history pacing: {h['open']} open, {h['pending']} waiting, {h['sent']} sent, "
+               f"longest wait {h['max_delay']:.1f} s")
+    click.echo(f"open orders: {'-' if st['open_orders'] is None else st['open_orders']}")
     others = [c for c in st["clients"] if c["name"] != "ibxl service status"]
     click.echo(f"clients: {len(others)}")
     for c in others:

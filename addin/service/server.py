@@ -292,13 +292,23 @@ class ServiceServer:
             raise ServiceError(protocol.DISCONNECTED, "disconnected (press Connect)")
 
     def m_status(self, client) -> dict:
-        """The session (Runtime.status), whether the user disconnected, the clients and their lines."""
+        """The session (Runtime.status), whether the user disconnected, the clients and their lines,
+        the history pacer's counters (``history``: History.stats) and ``open_orders`` (the desk's
+        working orders; None before the desk exists)."""
         with self._lock:
             clients = [c.describe() for c in self._clients.values()]
         out = dict(self.runtime.status())
         out.update({"user_disconnected": self.user_disconnected, "clients": clients, "service_pid": os.getpid(),
-                    "uptime": round(time.time() - self.started, 1)})
+                    "uptime": round(time.time() - self.started, 1), "history": self.runtime.history.stats,
+                    "open_orders": self._open_orders()})
         return out
+
+    def _open_orders(self) -> int | None:
+        desk = self.runtime._orders             # not the property: status must not create the desk
+        if desk is None:
+            return None
+        from ..orders.facts import WORKING_STATUSES
+        return int(desk.table()["Status"].isin(WORKING_STATUSES).sum())
 
     def m_connect(self, client, timeout: float = 10.0) -> dict:
         self.user_disconnected = False
