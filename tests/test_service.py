@@ -164,6 +164,18 @@ def test_two_client_processes_share_one_ib_connection_and_one_line(gw, service, 
     wait_until(lambda: gateway_lines(gw) == base, 10, "the line released when both clients left")
 
 
+def test_one_client_calls_from_many_threads_at_once(gw, service):
+    import concurrent.futures
+    texts = [f"SIM{k:04d}" for k in range(60, 68)]
+    with client(service) as c, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        base = gateway_lines(gw)
+        quotes = list(pool.map(lambda t: c.quote(t, timeout=5), texts + texts))   # each text asked twice
+        assert all(q.bid is not None for q in quotes)
+        assert gateway_lines(gw) == base + 8                                      # held once per text
+        assert sorted(x["lines"] for x in c.status()["clients"] if x["name"] == "test") == [8]
+    wait_until(lambda: gateway_lines(gw) == base, 10, "the lines released on close")
+
+
 def test_a_service_client_has_no_order_methods_and_the_service_refuses_them(service):
     with client(service) as c:
         for name in ("place_orders", "modify", "cancel", "kill", "shutdown"):

@@ -1,9 +1,10 @@
 """ServiceServer: the one Runtime of this OS user, served to many local clients.
 
 A thread accepts connections (each authenticated by ``multiprocessing.connection``'s HMAC challenge
-with the user's key); each connection gets a handler thread that answers its requests in order and
-a pusher thread that sends the quote changes of the lines it holds. A connection's requests are
-answered one at a time (a client wanting concurrency opens more connections).
+with the user's key); each connection gets a reader thread, a small pool that answers its requests
+(up to CALLS_PER_CLIENT at once, so a UDF waiting for history does not hold up the quotes of the
+same workbook; one calling thread's requests stay in order because the client waits for each reply)
+and a pusher thread that sends the quote changes of the lines it holds.
 
 Lines are reference-counted per client on top of MarketData's own count: each client's ``held``
 counts its subscribes per key; when the connection ends (``unsubscribe`` not called, the process
@@ -18,6 +19,7 @@ after a dropped gateway is unaffected, it is not a user's disconnect).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -38,6 +40,7 @@ READ_METHODS = ("status", "connect", "disconnect", "subscribe", "unsubscribe", "
                 "contract", "positions", "account", "pnl", "order")
 TRADING_METHODS = ("place_orders", "modify", "cancel", "kill", "reset_kill", "shutdown")
 CAPABILITIES = ("read", "trading")
+CALLS_PER_CLIENT = 8             # requests of one connection answered at once
 PUSH_WAIT = 0.5                  # seconds a pusher sleeps on the board before checking it should stop
 
 
@@ -57,7 +60,9 @@ class _Client:
         self.quote_texts: dict[str, str] = {}                          # text held by quote/quotes -> key
         self.fresh: set[str] = set()                                   # keys to push even if unchanged
         self.lock = threading.Lock()
+        self.first_hold = threading.Lock()                             # one quote text held once, not twice
         self.gone = threading.Event()
+        self.calls = concurrent.futures.ThreadPoolExecutor(CALLS_PER_CLIENT, f"ibxl-service-call-{number}")
 
     def describe(self) -> dict:
         with self.lock:
@@ -174,7 +179,10 @@ class ServiceServer:
             self._spawn(self._push_loop, f"ibxl-service-push-{client.number}", client)
             while not self._stopped.is_set():
                 message = client.channel.recv()
-                self._answer(client, message)
+                if message.get("v") != protocol.VERSION:      # a clear error, then the connection closes
+                    self._answer(client, message)
+                    break
+                client.calls.submit(self._answer, client, message)
         except (EOFError, OSError):
             pass                                        # the client went away (closed, crashed, killed)
         except ServiceError as exc:                     # a bad handshake or another schema version
@@ -214,9 +222,10 @@ class ServiceServer:
                 reply = protocol.reply_error(id, protocol.IB_ERROR, getattr(exc, "text", None) or str(exc), code)
             else:
                 reply = protocol.reply_error(id, protocol.FAILED, str(exc) or type(exc).__name__)
-        self._send_reply(client, reply)
-        if message.get("v") != protocol.VERSION:
-            raise EOFError                              # another schema version: close after the clear error
+        try:
+            self._send_reply(client, reply)
+        except (OSError, EOFError):
+            pass                                        # the client went away meanwhile
 
     def _send_reply(self, client: _Client, reply: dict) -> None:
         try:
@@ -234,6 +243,7 @@ class ServiceServer:
         """The connection ended: release every line it held (once per subscribe)."""
         client.gone.set()
         client.channel.close()
+        client.calls.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._clients.pop(client.number, None)
         with client.lock:
@@ -350,12 +360,13 @@ class ServiceServer:
             self.runtime.market.unsubscribe(key)
 
     def _quote_of(self, client, text: str, timeout: float | None) -> dict:
-        with client.lock:
-            key = client.quote_texts.get(text)
-        if key is None:
-            key = self._hold(client, text)
+        with client.first_hold:
             with client.lock:
-                client.quote_texts[text] = key
+                key = client.quote_texts.get(text)
+            if key is None:
+                key = self._hold(client, text)
+                with client.lock:
+                    client.quote_texts[text] = key
         return quote_record(self.runtime.wait_quote(key, timeout)) or {"symbol": key}
 
     def m_quote(self, client, text: str, timeout: float | None = None) -> dict:
