@@ -176,6 +176,25 @@ def test_one_client_calls_from_many_threads_at_once(gw, service):
     wait_until(lambda: gateway_lines(gw) == base, 10, "the lines released on close")
 
 
+def test_the_udf_reader_over_the_service_holds_quotes_per_cell(gw, service):
+    from addin.app.runtime import READ_ONLY_METHODS
+    from addin.service.facade import ServiceReader
+    with client(service) as c:
+        reader = ServiceReader(c)
+        assert all(callable(getattr(reader, name)) for name in READ_ONLY_METHODS)
+        cell = ("book.xlsx", "Sheet1", "A1")
+        base = gateway_lines(gw)
+        [key] = reader.hold_quotes(["SIM0081"], cell)
+        assert reader.wait_quote(key, 5).bid is not None
+        assert reader.hold_quotes(["SIM0081"], cell) == [key] and gateway_lines(gw) == base + 1
+        [other] = reader.hold_quotes(["SIM0082"], cell)          # the cell now shows another instrument
+        wait_until(lambda: gateway_lines(gw) == base + 1, 5, "SIM0081 released, SIM0082 held")
+        assert reader.wait_quote(other, 5).bid is not None
+        assert reader.describe("AAPL") == "AAPL.NASDAQ"
+        assert reader.qualify("AAPL").contract.conId == 265598
+        assert reader.account().startswith("D")
+
+
 def test_a_service_client_has_no_order_methods_and_the_service_refuses_them(service):
     with client(service) as c:
         for name in ("place_orders", "modify", "cancel", "kill", "shutdown"):
