@@ -14,7 +14,8 @@ class _LazyGroup(click.Group):
     ``ibxl --help`` and ``ibxl check`` never load the paper gateway. Their one-line help is given
     here, so listing them imports nothing either."""
 
-    lazy = {"paper": ("addin.paper.cli", "paper", "Serve the paper gateway until interrupted (Ctrl-C).")}
+    lazy = {"paper": ("addin.paper.cli", "paper", "Serve the paper gateway until interrupted (Ctrl-C)."),
+            "service": ("addin.service.cli", "service", "The background service owning the IB connection.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})

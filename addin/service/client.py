@@ -1,0 +1,235 @@
+"""Clients of the ibxl service.
+
+:class:`ServiceClient` reads: status, quotes (pushed into a local QuoteBoard mirror), history,
+contracts, positions, account, P&L, order state; plus connect / disconnect. It has no order
+methods, and its connection is opened read-only, so the service refuses order methods on it too:
+the UDF facade gets one of these. :class:`TradingClient` adds placing, modifying and cancelling
+orders, the kill switch and shutdown (macros, ``ibxl run``, the CLI).
+
+A method call sends one request and waits for its reply (``timeout`` s, default 60); an error reply
+raises :class:`~addin.service.protocol.ServiceError` (``code``, ``message``, ``ib_code``). Calls are
+thread-safe; one background thread reads replies and pushes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..market.quotes import _RAW_FIELDS, BoardQuote, QuoteBoard
+from . import paths, protocol, transport
+from .protocol import ServiceError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ServiceClient", "TradingClient", "ServiceGone"]
+
+DEFAULT_TIMEOUT = 60.0
+
+
+class ServiceGone(ServiceError, ConnectionError):
+    """The connection to the service ended (service stopped or crashed)."""
+
+    def __init__(self, why: str = "the ibxl service closed the connection"):
+        super().__init__("gone", why)
+
+
+class _Pending:
+    __slots__ = ("event", "reply")
+
+    def __init__(self):
+        self.event, self.reply = threading.Event(), None
+
+
+class ServiceClient:
+    """A read-only connection to the service at ``address`` (default: the user's socket,
+    ``paths.socket_path()``) with ``authkey`` (default: the user's key file, never created here).
+
+    Raises FileNotFoundError / ConnectionRefusedError when no service listens,
+    ``multiprocessing.AuthenticationError`` for a wrong key, ServiceError ``version_mismatch`` for a
+    service of another protocol version. ``board``: a QuoteBoard mirroring the pushed quotes of the
+    lines this client holds (for a pump in this process).
+    """
+
+    capabilities = ("read",)
+
+    def __init__(self, address: str | os.PathLike | None = None, authkey: bytes | None = None, *,
+                 name: str = "", timeout: float = DEFAULT_TIMEOUT):
+        address = address if address is not None else paths.socket_path()
+        authkey = authkey if authkey is not None else paths.load_or_create_key(create=False)
+        self.timeout = timeout
+        self.board = QuoteBoard()
+        self.push_version = 0                       # the service's board version of the latest push
+        self._channel = transport.Channel(transport.dial(address, authkey))
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._gone_reason = ""
+        self._reader = threading.Thread(target=self._read_loop, name="ibxl-service-reader", daemon=True)
+        self._reader.start()
+        hello = self._call("hello", capabilities=list(self.capabilities), name=name or f"pid {os.getpid()}",
+                           pid=os.getpid())
+        self.service_pid = hello["pid"]
+
+    # --- plumbing --------------------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                message = self._channel.recv()
+                if "topic" in message:
+                    self._on_push(message)
+                    continue
+                id = message.get("id")
+                if id is None and not message.get("ok", True):      # an error about the connection itself
+                    self._gone_reason = protocol.error_of(message).message
+                    continue
+                with self._lock:
+                    pending = self._pending.pop(id, None)
+                if pending is not None:
+                    pending.reply = message
+                    pending.event.set()
+        except (EOFError, OSError, ServiceError):
+            pass
+        finally:
+            self._channel.release()
+            with self._lock:
+                self._closed = True
+                waiting, self._pending = list(self._pending.values()), {}
+            for p in waiting:
+                p.event.set()                            # reply None: gone
+
+    def _on_push(self, message: dict) -> None:
+        if message.get("v") != protocol.VERSION or message.get("topic") != "quotes":
+            return
+        self.push_version = message.get("version", self.push_version)
+        for key, record in (message.get("data") or {}).items():
+            if record:
+                self.board.mark(key, **{k: v for k, v in record.items() if k in _RAW_FIELDS})
+
+    def _call(self, method: str, _timeout: float | None = None, **params) -> Any:
+        pending = _Pending()
+        with self._lock:
+            if self._closed:
+                raise ServiceGone(self._gone_reason or "the connection to the ibxl service is closed")
+            id = next(self._ids)
+            self._pending[id] = pending
+        try:
+            self._channel.send(protocol.request(id, method, params))
+        except (OSError, EOFError) as exc:
+            with self._lock:
+                self._pending.pop(id, None)
+            raise ServiceGone(f"the ibxl service is gone: {exc}") from None
+        if not pending.event.wait(_timeout or self.timeout):
+            with self._lock:
+                self._pending.pop(id, None)
+            raise ServiceError(protocol.FAILED, f"no answer from the ibxl service to {method} within "
+                                                f"{_timeout or self.timeout:g} s")
+        reply = pending.reply
+        if reply is None:
+            raise ServiceGone(self._gone_reason or "the ibxl service closed the connection")
+        if not reply.get("ok"):
+            raise protocol.error_of(reply)
+        return reply.get("result")
+
+    def close(self) -> None:
+        """Close the connection (the service releases this client's lines)."""
+        self._channel.close()
+        self._reader.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- reading API -----------------------------------------------------------------------------------
+    def status(self) -> dict:
+        """The service's Runtime.status() plus ``user_disconnected``, ``clients`` (list of ``{client,
+        name, pid, capabilities, lines}``), ``service_pid``, ``uptime`` (s)."""
+        return self._call("status")
+
+    def connect(self, timeout: float = 10.0) -> dict:
+        """Connect the service to IB (ends a user's disconnect). Returns status. Raises ServiceError
+        ib_error (502, 326, ...)."""
+        return self._call("connect", _timeout=timeout + 5, timeout=timeout)
+
+    def disconnect(self) -> dict:
+        """Disconnect the service from IB for every client, until someone calls :meth:`connect`."""
+        return self._call("disconnect")
+
+    def subscribe(self, texts: Iterable[str]) -> list[str]:
+        """Hold a line per instrument text (one more user each); returns the board keys. Their quotes
+        are pushed into :attr:`board`."""
+        return self._call("subscribe", texts=list(texts))
+
+    def unsubscribe(self, keys: Iterable[str]) -> None:
+        """Drop one of this client's users per key."""
+        self._call("unsubscribe", keys=list(keys))
+
+    def quote(self, text: str, timeout: float | None = None) -> BoardQuote:
+        """The BoardQuote of ``text``, waiting up to ``timeout`` s for its first price (the line stays
+        held by this client). Raises ServiceError (``disconnected``, ``ib_error`` 200 ...)."""
+        return BoardQuote(**self._call("quote", text=text, timeout=timeout))
+
+    def quotes(self, texts: Iterable[str], timeout: float | None = None) -> list[BoardQuote]:
+        """:meth:`quote` for several texts; a failed one has ``error`` set."""
+        return [BoardQuote(**r) for r in self._call("quotes", texts=list(texts), timeout=timeout)]
+
+    def history(self, text: str, duration: str = "1 D", bar_size: str = "1 min", what_to_show: str = "TRADES",
+                use_rth: bool = True, end=None, timeout: float | None = None):
+        """Bars as a pandas DataFrame (History.bars' columns)."""
+        return self._call("history", _timeout=(timeout or self.timeout) + 5, text=text, duration=duration,
+                          bar_size=bar_size, what_to_show=what_to_show, use_rth=use_rth, end=end, timeout=timeout)
+
+    def contract(self, text: str) -> dict:
+        """``{"text", "contract": {...}, "details": {...}}`` (ibapi field names)."""
+        return self._call("contract", text=text)
+
+    def positions(self):
+        return self._call("positions")
+
+    def account(self):
+        """The account summary DataFrame."""
+        return self._call("account")
+
+    def pnl(self, account: str | None = None):
+        return self._call("pnl", account=account)
+
+    def order(self, ref: str) -> dict:
+        """One order's outputs by Ref. Raises ServiceError ``not_found``."""
+        return self._call("order", ref=ref)
+
+
+class TradingClient(ServiceClient):
+    """A ServiceClient whose connection may place, modify and cancel orders and use the kill switch
+    (for macros, ``ibxl run`` and the CLI; never handed to a UDF)."""
+
+    capabilities = ("read", "trading")
+
+    def place_orders(self, rows, source: str = "", timeout: float | None = None):
+        """Place Orders Table rows (a DataFrame or a list of records) through the service's one order
+        desk; ``source`` names the caller. Returns the desk's result DataFrame."""
+        records = rows.to_dict(orient="records") if hasattr(rows, "to_dict") else list(rows)
+        return self._call("place_orders", _timeout=timeout, rows=records, source=source)
+
+    def modify(self, row) -> dict:
+        return self._call("modify", row=dict(row))
+
+    def cancel(self, refs):
+        return self._call("cancel", refs=refs if isinstance(refs, str) else list(refs))
+
+    def kill(self) -> list[str]:
+        return self._call("kill")
+
+    def reset_kill(self) -> None:
+        self._call("reset_kill")
+
+    def shutdown(self) -> None:
+        """Stop the service (its lines cancelled, journal closed)."""
+        self._call("shutdown")
