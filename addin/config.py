@@ -15,6 +15,9 @@ Keys (TOML; the defaults are safe for a new user: paper accounts only, small ord
     port = 4002                   IB Gateway paper (TWS paper 7497, live 7496, Gateway live 4001)
     client_id = 1                 IB API client id
     market_data_type = "live"     live | frozen | delayed | delayed-frozen
+    service = true                true: workbooks (their formulas and buttons) share one IB connection
+                                  through the user's ibxl service, started on first use; false: each
+                                  process connects on its own ($IBXL_SERVICE=0/1 overrides)
 
     [risk]
     read_only = false             true: every order is refused ("read_only")
@@ -84,6 +87,7 @@ class ConnectionSettings:
     port: int = 4002
     client_id: int = 1
     market_data_type: str = "live"
+    service: bool = True
 
     @field_validator("host", "market_data_type")
     @classmethod

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -125,8 +124,9 @@ def gateway_lines(gw) -> int:
 
 # --- protocol ----------------------------------------------------------------------------------------------
 def test_protocol_round_trip_carries_datetimes_and_tables():
-    import pandas as pd
     from datetime import UTC, datetime
+
+    import pandas as pd
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     msg = protocol.decode(protocol.encode(protocol.reply_ok(3, {"t": when, "f": frame})))
@@ -238,7 +238,8 @@ def test_orders_from_four_client_processes_reach_the_gateway_once_each(gw, servi
         assert k.returncode == 0, err
         results.update(json.loads(out))
     assert len(results) == 50
-    assert {r for r, (status, _) in results.items() if status != "Submitted"} == set(), [v for v in results.values() if v[0] != "Submitted"]
+    not_submitted = {r: v for r, v in results.items() if v[0] != "Submitted"}
+    assert not_submitted == {}
     received = [r.order.orderRef for r in gw.received_orders() if r.client_id == SERVICE_CLIENT_ID
                 and r.order.orderRef[:2] in counts]
     assert sorted(received) == sorted(results)                          # each exactly once

@@ -211,7 +211,8 @@ def test_the_process_wide_runtime_is_created_once_from_the_users_config(gw, tmp_
 
     from addin.app.runtime import get_runtime, shutdown_runtime
     config = tmp_path / "config.toml"
-    config.write_text(f"[connection]\nhost = \"127.0.0.1\"\nport = {gw.port}\nclient_id = 52\n", encoding="utf-8")
+    config.write_text(f"[connection]\nhost = \"127.0.0.1\"\nport = {gw.port}\nclient_id = 52\nservice = false\n",
+                      encoding="utf-8")
     monkeypatch.setenv("IBXL_CONFIG", str(config))
     previous = set_runtime(None)
     try:

@@ -100,7 +100,8 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
                  settle_timeout: float = 20.0, echo: Callable[[str], None] = print,
                  progress: Callable[[int, int], None] | None = None,
                  prepare_orders: Callable[[object, Runtime], object] | None = None,
-                 strict_orders: bool = True, answer_timeout: float = ANSWER_TIMEOUT) -> RunSummary:
+                 strict_orders: bool = True, answer_timeout: float = ANSWER_TIMEOUT,
+                 runtime=None) -> RunSummary:
     """Run the chosen jobs on the workbook at ``path`` against TWS / IB Gateway / a paper gateway at
     ``host:port`` and save it (to ``out`` when given, else in place).
 
@@ -113,7 +114,9 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
     strict_orders: the orders step fails when any row errored, was refused, was not sent or was not
     confirmed within ``settle_timeout`` (the demo, whose BAD-* rows are refused on purpose and judged
     by its own verdicts, passes False). answer_timeout: seconds the gateway has to answer one
-    reqCurrentTime after connecting.
+    reqCurrentTime after connecting. runtime: the runtime to run on instead of a Runtime of this process
+    (a ``RemoteRuntime`` of the ibxl service: host, port, client_id, settings and journal_path are then
+    the service's); it is closed at the end (its connections; the service goes on).
     Returns a RunSummary. Raises WorkbookLockedError / WouldLosePartsError (before anything is sent)
     when the workbook cannot be written safely, IBError when the gateway cannot be reached,
     GatewayNotAnswering (an IBError) when it connects but does not answer.
@@ -121,13 +124,15 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
     settings = settings or load_settings()
     book = OpenpyxlBook.open(path, out=out)   # refuses a locked file or one it would damage, up front
     summary = RunSummary(workbook=Path(out or path))
-    rt = Runtime(host, port, client_id, settings=settings, journal_path=journal_path,
-                 market_data_type=settings.connection.market_data_type)
+    rt = runtime or Runtime(host, port, client_id, settings=settings, journal_path=journal_path,
+                            market_data_type=settings.connection.market_data_type)
     try:
         status = macros.connect(book, rt)
-        echo(f"connected to {host}:{port} as client {client_id}: accounts {status['accounts']}"
-             f"{' (paper)' if status['paper'] else ' (LIVE)' if status['paper'] is False else ''}")
-        check_answers(rt, host, port, answer_timeout)
+        via = f" through the ibxl service (pid {status['service_pid']})" if "service_pid" in status else ""
+        echo(f"connected to {status['host']}:{status['port']} as client {status['client_id']}{via}: accounts "
+             f"{status['accounts']}{' (paper)' if status['paper'] else ' (LIVE)' if status['paper'] is False else ''}")
+        if runtime is None:                      # the service checked its own session when it connected
+            check_answers(rt, host, port, answer_timeout)
         pump = _step(summary, echo, "stream", lambda: _stream(book, rt, stream)) if stream > 0 else None
         if history:
             _step(summary, echo, "history", lambda: _history(book, rt, summary, progress))
@@ -339,15 +344,18 @@ def _orders_frame(book) -> pd.DataFrame | None:
 
 def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], None] = print,
              gateway=None) -> RunSummary:
-    """``ibxl demo``: start the paper gateway on a free loopback port, copy the template workbook to
-    ``out``, stream the Watchlist for ``seconds``, pull history, price the sample orders from the live
-    quote and place them (the BAD-* rows are refused by the risk rules on purpose), refresh the
-    portfolio and save. Uses the built-in risk defaults (not the user's config file) and a fresh
+    """``ibxl demo``: start the paper gateway on a free loopback port and an ibxl service in this process
+    (its own socket and key in a temporary folder: the user's service, if any, is not touched), copy
+    the template workbook to ``out``, stream the Watchlist for ``seconds``, pull history, price the
+    sample orders from the live quote and place them (the BAD-* rows are refused by the risk rules on
+    purpose), refresh the portfolio and save. Uses the built-in risk defaults (not the user's config file) and a fresh
     journal beside ``out``, so every run shows the same story at any date and hour. A last step,
     "samples", checks every sample row ended as intended (``addin.app.demo.verdicts``): a good row refused
     or in error, or a BAD-* row refused for another reason, fails it. ``gateway``: a running
     PaperGateway to use instead of a new one (tests). Returns the RunSummary."""
     from ..paper import PaperGateway
+    from ..service.remote import RemoteRuntime
+    from ..service.server import embedded_service
     from .demo import price_samples, verdicts
 
     out = Path(out).resolve()
@@ -359,9 +367,12 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
     with contextlib.ExitStack() as stack:
         gw = gateway or stack.enter_context(PaperGateway(port=0))
         echo(f"paper gateway on 127.0.0.1:{gw.port} (replaying real prices; see docs/paper-market.md)")
-        summary = run_workbook(out, host="127.0.0.1", port=gw.port, client_id=1, stream=seconds, history=True,
-                               orders=True, portfolio=True, settings=Settings(), journal_path=journal, echo=echo,
-                               prepare_orders=price_samples, strict_orders=False)
+        service = stack.enter_context(embedded_service(
+            lambda: Runtime("127.0.0.1", gw.port, 1, settings=Settings(), journal_path=journal)))
+        echo(f"ibxl service in this process on {service.address} (the workbook is its client)")
+        rt = RemoteRuntime(service.address, service.authkey, name="ibxl demo")
+        summary = run_workbook(out, stream=seconds, history=True, orders=True, portfolio=True, settings=Settings(),
+                               echo=echo, prepare_orders=price_samples, strict_orders=False, runtime=rt)
     summary.verdicts = verdicts(summary.orders)
     failed = [v.line for v in summary.verdicts if not v.ok]
     summary.steps.append(StepResult("samples", not failed, "; ".join(failed) if failed else

@@ -51,10 +51,19 @@ def _book(book):
 
 
 def _runtime(runtime):
+    """``runtime``, or the process-wide one (in-process, or the user's ibxl service), not connected here."""
     if runtime is not None:
         return runtime
     from .runtime import get_runtime
-    return get_runtime()
+    return get_runtime(connect=False)
+
+
+def _connected(rt) -> None:
+    """Connect unless the user pressed Disconnect: then raise UserDisconnected (only Connect ends it)."""
+    if rt.user_disconnected:
+        from .runtime import UserDisconnected
+        raise UserDisconnected()
+    rt.connect()
 
 
 def book_id(book) -> str:
@@ -275,8 +284,9 @@ def order_rows(book, info, rows: Iterable[int] | None, pending_only: bool) -> pd
 # --- connection ---------------------------------------------------------------------------------------
 @xw.sub
 def connect(book=None, runtime=None) -> dict:
-    """Connect to TWS / IB Gateway / the paper gateway (settings: the user's config file). Returns the
-    status dict (``Runtime.status``). Raises IBError (502 could not connect, 326 client id in use)."""
+    """Connect to TWS / IB Gateway / the paper gateway (settings: the user's config file), or connect the
+    user's ibxl service; ends a Disconnect. Returns the status dict (``Runtime.status``). Raises IBError
+    (502 could not connect, 326 client id in use), ServiceError."""
     book, rt = _book(book), _runtime(runtime)
     rt.connect()
     status = rt.status()
@@ -287,7 +297,9 @@ def connect(book=None, runtime=None) -> dict:
 
 @xw.sub
 def disconnect(book=None, runtime=None) -> None:
-    """Stop streaming into this workbook and disconnect the session."""
+    """Stop streaming into this workbook and disconnect the session (with the ibxl service: the service,
+    for every workbook). Nothing reconnects until Connect; formulas show ``#IBXL: disconnected (press
+    Connect)``."""
     book, rt = _book(book), _runtime(runtime)
     rt.stop_pump(book_id(book))
     rt.disconnect()
@@ -306,14 +318,14 @@ def start_streaming(book=None, runtime=None, interval: float | None = None, run:
     name (xlwings objects never cross threads)."""
     caller = book is None
     book, rt = _book(book), _runtime(runtime)
-    rt.connect()
+    _connected(rt)
     bid = book_id(book)
     if caller and sys.platform == "win32":
         from ..excel.pump import com_book_factory
         pump = rt.start_pump(None, book_id=bid, interval=interval, book_factory=com_book_factory(bid))
     else:
         pump = rt.start_pump(book, book_id=bid, interval=interval, start=run)
-    if rt._orders is not None or has_table(book, "Orders"):
+    if has_table(book, "Orders"):
         try:
             desk = _desk(book, rt)   # order states flow to the rows only once the desk exists
             for ref, outputs in desk.table().to_dict(orient="index").items():
@@ -352,7 +364,7 @@ def pull_history(book=None, runtime=None, progress=None) -> pd.DataFrame:
     several requests). Returns the DataFrame (``History.bars``'s shape). Raises
     ExcelInputError naming the parameter cell for bad input, IBError for IB's refusals."""
     book, rt = _book(book), _runtime(runtime)
-    rt.connect()
+    _connected(rt)
     names = book.names()
     params: dict[str, Any] = {}              # label -> cell value (or the template's)
     defaults: dict[str, Any] = {}
@@ -489,7 +501,7 @@ def place_orders(book=None, runtime=None) -> pd.DataFrame:
     AvgFillPrice, Commission, Message, Updated) are written into the rows and returned, indexed by
     worksheet row."""
     book, rt = _book(book), _runtime(runtime)
-    rt.connect()
+    _connected(rt)
     return _place(book, rt, None, pending_only=True)
 
 
@@ -500,7 +512,7 @@ def place_selected_orders(book=None, runtime=None, rows: Iterable[int] | None = 
     book, rt = _book(book), _runtime(runtime)
     info = orders_table(book)
     rows = list(rows) if rows is not None else _selected_rows(book, info.sheet)
-    rt.connect()
+    _connected(rt)
     return _place(book, rt, rows, pending_only=False)
 
 
@@ -516,7 +528,7 @@ def cancel_selected(book=None, runtime=None, rows: Iterable[int] | None = None) 
             if v not in (None, "") and not (isinstance(v, float) and v != v)}
     if not refs:
         raise ExcelInputError(f"the selected Orders rows {sorted(rows)} have no Ref: nothing to cancel")
-    rt.connect()
+    _connected(rt)
     return cancel_refs(book, rt, list(refs.values()), rows=refs)
 
 
@@ -547,7 +559,7 @@ def cancel_all(book=None, runtime=None) -> None:
     """reqGlobalCancel: cancel every open order of the account(s), from every client and TWS. The
     rows update as IB's answers arrive (while streaming) or with the next refresh."""
     book, rt = _book(book), _runtime(runtime)
-    rt.connect()
+    _connected(rt)
     _desk(book, rt).cancel_all()
     _log(book, "WARNING", "cancel all: global cancel sent")
 
@@ -557,7 +569,7 @@ def kill_switch(book=None, runtime=None) -> list[str]:
     """Engage the kill switch: cancel every working order this client placed and refuse new orders
     until reset (it survives restarts). Returns the Refs a cancel was sent for."""
     book, rt = _book(book), _runtime(runtime)
-    rt.connect()
+    _connected(rt)
     refs = _desk(book, rt).kill()
     _log(book, "WARNING", f"KILL SWITCH engaged; cancels sent for {', '.join(refs) or 'no working orders'}")
     return refs
@@ -579,7 +591,7 @@ def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
     (``Portfolio``). Returns ``{table: rows written}``. A Table that would grow over a user's cell is
     left as it was, the others are written, then TableGrowthError names every refusal."""
     book, rt = _book(book), _runtime(runtime)
-    rt.connect()
+    _connected(rt)
     counts = {}
     refused: list[TableGrowthError] = []   # a Table that cannot grow is skipped; the others are still written
     for table, fetch in (("Positions", rt.positions), ("Account", rt.account_summary),
@@ -621,13 +633,8 @@ def refresh_audit(book=None, runtime=None, tz=None) -> pd.DataFrame:
     never as a formula. Needs no connection. Returns the frame (Time tz-aware). A workbook without an
     Audit Table is left alone. Raises TableGrowthError when the Table would grow over a user's cell
     (nothing is written), JournalError when the journal cannot be read."""
-    from ..orders.audit import audit_frame
-    from ..orders.journal import JournalBusyError
     book, rt = _book(book), _runtime(runtime)
-    desk = _desk(book, rt)
-    if desk.fault is not None and not isinstance(desk.fault, JournalBusyError):
-        raise desk.fault           # its stand-in journal is empty: an empty audit would mislead
-    df = audit_frame(desk.journal, tz=tz)
+    df = _desk(book, rt).audit(tz)
     written = _write_table(book, "Audit", df.assign(Time=df["Time"].dt.tz_localize(None)))
     _log(book, "INFO", f"audit: {written} events")
     return df

@@ -19,25 +19,37 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from ..account.portfolio import Portfolio
-from ..excel.recalc import RecalcRegistry
 from ..ib.contracts import ContractBook
 from ..ib.session import IBError, Session
 from ..market.history import History
-from ..market.quotes import BoardQuote, MarketData
+from ..market.quotes import MarketData
 from ..protocol.errors import NOT_CONNECTED
+from .workbook_side import WorkbookSide
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runtime", "ReadOnlyRuntime", "get_runtime", "shutdown_runtime", "set_runtime", "READ_ONLY_METHODS"]
+__all__ = ["UserDisconnected", "Runtime", "ReadOnlyRuntime", "get_runtime", "shutdown_runtime", "set_runtime",
+           "use_service", "READ_ONLY_METHODS"]
 
-ANONYMOUS = ("<no cell>",)           # holder of subscriptions made without a caller cell
+
+DISCONNECTED_TEXT = "disconnected (press Connect)"
 
 
-class Runtime:
+class UserDisconnected(ConnectionError):
+    """The user pressed Disconnect: nothing reconnects until Connect."""
+
+    def __init__(self, message: str = DISCONNECTED_TEXT):
+        super().__init__(message)
+
+    def cell_text(self) -> str:
+        return f"#IBXL: {self}"
+
+
+class Runtime(WorkbookSide):
     """Session, contracts, market data, history, portfolio, orders, formula registry and pumps.
 
     host, port, client_id: where TWS / IB Gateway / the paper gateway listens. market_data_type:
@@ -52,30 +64,30 @@ class Runtime:
     def __init__(self, host: str = "127.0.0.1", port: int = 4002, client_id: int = 1, *,
                  market_data_type: str | None = None, max_lines: int = 100, settings=None,
                  journal_path=None, first_quote_wait: float = 2.0, **session_options):
+        super().__init__(first_quote_wait)
         self.session = Session(host, port, client_id, **session_options)
         self.contracts = ContractBook(self.session)
         self.market = MarketData(self.session, self.contracts, max_lines=max_lines)
+        self.board = self.market.board
         self.history = History(self.session, self.contracts)
         self.portfolio = Portfolio(self.session)
-        self.registry = RecalcRegistry(on_release=self._release_cell)
         self.market_data_type = market_data_type
         self.settings = settings
         self.journal_path = journal_path
-        self.first_quote_wait = first_quote_wait
         self._lock = threading.RLock()
         self._orders = None
         self._order_settings = None                    # settings tightened by the workbook
-        self._order_listeners: list[Callable[[str, dict], None]] = []
-        self._pumps: dict[Any, Any] = {}                  # book id -> Pump
-        self._held: dict[tuple, dict[str, str]] = {}     # holder (cell) -> {instrument text: key}
+        self._order_listeners: list[Callable[[str, dict], None]] = [self._orders_changed]
+        self.user_disconnected = False                 # Disconnect pressed: nothing reconnects until Connect
         self._watches: dict[str, Any] = {}
         self._readonly: ReadOnlyRuntime | None = None
         self.closed = False
 
     # --- connection -------------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0):
-        """Connect (no-op when connected). Returns the SessionStatus. Raises IBError (502 could not
-        connect, 326 client id in use, ...)."""
+        """Connect (no-op when connected); ends a user's :meth:`disconnect`. Returns the SessionStatus.
+        Raises IBError (502 could not connect, 326 client id in use, ...)."""
+        self.user_disconnected = False
         if self.session.connected:
             return self.session.status
         status = self.session.connect(timeout)
@@ -84,7 +96,9 @@ class Runtime:
         return status
 
     def disconnect(self) -> None:
-        """Disconnect the session (lines, watches and pumps stay set up; ``connect`` restores)."""
+        """Disconnect the session (lines, watches and pumps stay set up; ``connect`` restores). Until
+        :meth:`connect`, ``get_runtime()`` does not reconnect on its own."""
+        self.user_disconnected = True
         self.session.disconnect()
 
     def status(self) -> dict:
@@ -103,81 +117,14 @@ class Runtime:
             raise IBError(NOT_CONNECTED, "Not connected: no managed accounts yet")
         return accounts[0]
 
-    # --- quotes for formulas ------------------------------------------------------------------------
-    def hold_quotes(self, texts: Iterable[str], cell: tuple | None = None) -> list[str]:
-        """Subscribe the instruments ``texts`` for a holder (a formula cell ``(book, sheet, address)``,
-        or None for callers without a cell) and register the cell for recalculation. A cell
-        re-evaluated with the same instruments subscribes nothing new; instruments it no longer
-        shows are unsubscribed. Returns the board keys, in order. Raises as MarketData.subscribe."""
-        texts = list(texts)
-        holder = tuple(cell) if cell else ANONYMOUS
-        with self._lock:
-            held = dict(self._held.get(holder, {}))
-        keys = []
-        for text in texts:
-            key = held.get(text)
-            if key is None:
-                key = self.market.subscribe(text)
-                with self._lock:
-                    self._held.setdefault(holder, {})[text] = key
-                    held[text] = key
-            keys.append(key)
-        if cell:
-            with self._lock:
-                stale = {t: k for t, k in self._held.get(holder, {}).items() if t not in texts}
-                for t in stale:
-                    del self._held[holder][t]
-            for key in stale.values():
-                self._unsubscribe(key)
-            book, sheet, address = cell
-            self.registry.register(sheet, address, keys, book=book)
-            self._ensure_formula_pump(book)
-        return keys
-
-    def _release_cell(self, cell: tuple, keys: set[str]) -> None:
-        """Registry callback: a cell was pruned or unregistered: drop its subscriptions."""
-        if keys and not self.registry.keys_of(cell[1], cell[2], cell[0]):
-            with self._lock:
-                held = self._held.pop(tuple(cell), {})
-            for key in held.values():
-                self._unsubscribe(key)
+    def _subscribe(self, text: str) -> str:
+        return self.market.subscribe(text)
 
     def _unsubscribe(self, key: str) -> None:
         try:
             self.market.unsubscribe(key)
         except KeyError:
             pass
-
-    def wait_quote(self, key: str, timeout: float | None = None) -> BoardQuote | None:
-        """The BoardQuote for ``key``, waiting up to ``timeout`` seconds (default
-        ``first_quote_wait``) until it is priced (both sides, or a last: ``BoardQuote.priced``) or failed;
-        after the timeout, whatever the board holds (None when nothing arrived)."""
-        board = self.market.board
-        timeout = self.first_quote_wait if timeout is None else timeout
-        deadline = _now() + timeout
-        while True:
-            version = board.version
-            q = board.get(key)
-            if q is not None and (q.priced or q.error):
-                return q
-            left = deadline - _now()
-            if left <= 0:
-                return q
-            board.wait(version, left)
-
-    def _ensure_formula_pump(self, book: str | None) -> None:
-        """On Windows, the first formula of a workbook starts a recalc-only pump for it (its own COM
-        Book opened by full name on the pump thread), so formulas tick without streaming."""
-        if book is None or sys.platform != "win32":
-            return
-        with self._lock:
-            if book in self._pumps:
-                return
-            from ..excel.pump import Pump, com_book_factory
-            pump = Pump(self.market.board, book_factory=com_book_factory(book), registry=self.registry,
-                        book_name=book, watchlist=None, orders=None)
-            self._pumps[book] = pump
-        pump.start()
 
     # --- portfolio reads (kept live once asked for) ---------------------------------------------------
     def _watch(self, name: str, start: Callable[[], Any]) -> None:
@@ -241,8 +188,6 @@ class Runtime:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.parent.mkdir(parents=True, exist_ok=True)
         desk = OrderDesk(self.session, self.contracts, self.market, self.portfolio, settings, path)
-        for pump in self._pumps.values():
-            desk.add_listener(pump.on_order)
         for fn in self._order_listeners:
             desk.add_listener(fn)
         return desk
@@ -287,46 +232,6 @@ class Runtime:
                 "Filled": float(row["filled"]), "Remaining": float(row["remaining"]),
                 "AvgFillPrice": float(row["avg_fill_price"])}
 
-    # --- pumps ---------------------------------------------------------------------------------------
-    def start_pump(self, book, *, book_id=None, interval: float | None = None, start: bool = True, **options):
-        """Stream into ``book``'s Watchlist and Orders rows (see ``addin.excel.pump.Pump``); a pump
-        already running for ``book_id`` (default ``id(book)``) is stopped first. ``book`` may be
-        None with ``book_factory=`` (the COM path: the pump thread opens its own Book). The
-        Watchlist symbols are subscribed by the pump and released by :meth:`stop_pump`. ``start``:
-        run the thread (False: bound and painted once; the caller flushes). Returns the Pump."""
-        from ..excel.pump import DEFAULT_INTERVAL, Pump
-        bid = book_id if book_id is not None else id(book)
-        self.stop_pump(bid)
-        pump = Pump(self.market.board, book, interval=interval or DEFAULT_INTERVAL, registry=self.registry,
-                    book_name=book_id if isinstance(book_id, str) else None, resolve=self.market.subscribe,
-                    release=self._unsubscribe, **options)
-        with self._lock:
-            self._pumps[bid] = pump
-            desk = self._orders
-        if desk is not None:
-            desk.add_listener(pump.on_order)
-        if start:
-            pump.start()
-        else:
-            pump.bind()
-        return pump
-
-    def stop_pump(self, book_id=None) -> bool:
-        """Stop the pump of ``book_id`` (None: every pump). Returns True if one was running."""
-        with self._lock:
-            if book_id is None:
-                pumps, self._pumps = list(self._pumps.values()), {}
-            else:
-                pump = self._pumps.pop(book_id, None)
-                pumps = [pump] if pump is not None else []
-        for pump in pumps:
-            pump.stop()
-        return bool(pumps)
-
-    def pump(self, book_id):
-        with self._lock:
-            return self._pumps.get(book_id)
-
     # --- facade and lifecycle -----------------------------------------------------------------------
     def readonly(self) -> "ReadOnlyRuntime":
         """The facade UDFs get: reading methods only."""
@@ -366,11 +271,6 @@ class Runtime:
         self.close()
 
 
-def _now() -> float:
-    import time
-    return time.monotonic()
-
-
 # What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk.
 READ_ONLY_METHODS = ("hold_quotes", "wait_quote", "qualify", "describe", "bars", "positions", "account_summary",
                      "pnl", "order", "status", "account")
@@ -402,6 +302,34 @@ _instance: Runtime | None = None
 _instance_lock = threading.Lock()
 
 
+def use_service(settings=None) -> bool:
+    """Whether this process's runtime is a client of the user's ibxl service: ``$IBXL_SERVICE`` (0/1)
+    when set, else the config file's ``[connection] service`` (default true)."""
+    env = os.environ.get("IBXL_SERVICE", "").strip().lower()
+    if env:
+        return env not in ("0", "false", "no", "off")
+    if settings is None:
+        from ..config import load_settings
+        settings = load_settings()
+    return bool(settings.connection.service)
+
+
+def _new_runtime():
+    """The process-wide runtime: a RemoteRuntime of the user's ibxl service (started when none runs),
+    or an in-process Runtime when the service is turned off."""
+    options = _default_connection()
+    if use_service(options.get("settings")):
+        from ..service.launcher import remote_runtime
+        return remote_runtime(name=_process_name())
+    return Runtime(**options)
+
+
+def _process_name() -> str:
+    """Who this process is, for ``ibxl service status``: the workbook xlwings started it for, if any."""
+    args = " ".join(sys.argv[1:])
+    return f"pid {os.getpid()}" + (f" {args[:80]}" if args else "")
+
+
 def _default_connection() -> dict:
     try:
         from ..config import load_settings
@@ -414,15 +342,21 @@ def _default_connection() -> dict:
             "market_data_type": getattr(c, "market_data_type", None), "settings": s}
 
 
-def get_runtime(connect: bool = True) -> Runtime:
-    """The process-wide Runtime, created on first use (thread-safe) and connected when ``connect``.
-    Raises IBError when it cannot connect (the Runtime stays, a later call tries again)."""
+def get_runtime(connect: bool = True):
+    """The process-wide runtime, created on first use (thread-safe): a ``RemoteRuntime`` over the user's
+    ibxl service (:func:`use_service`), else a Runtime of this process, connected when ``connect``.
+    Raises IBError when it cannot connect (the Runtime stays, a later call tries again),
+    UserDisconnected after the user's Disconnect (until Connect)."""
     global _instance
     with _instance_lock:
         if _instance is None or _instance.closed:
-            _instance = Runtime(**_default_connection())
+            _instance = _new_runtime()
         rt = _instance
+    if not isinstance(rt, Runtime):
+        return rt                    # the service connects itself; a user's disconnect is its answer
     if connect and not rt.session.connected:
+        if rt.user_disconnected:
+            raise UserDisconnected()
         with _instance_lock:
             if not rt.session.connected and rt.session.status.state != "reconnecting":
                 rt.connect()

@@ -23,7 +23,11 @@ class ExcelInputError(ValueError):
 
 def error_text(exc: BaseException) -> str:
     """The cell text for ``exc``: ``#IB <code>: <text>`` for IB's errors (IBError, an
-    InstrumentError IB refused with a code), ``#IBXL: <message>`` for everything else."""
+    InstrumentError IB refused with a code), ``#IBXL: <message>`` for everything else. An exception
+    with a ``cell_text()`` method (the service's errors, a user's disconnect) says its own text."""
+    cell_text = getattr(exc, "cell_text", None)
+    if callable(cell_text):
+        return cell_text()
     if isinstance(exc, InstrumentError):
         if exc.code:
             return f"#IB {exc.code}: {exc.ib_text or 'refused'}: {exc.text} (understood {exc.understood})"

@@ -279,6 +279,20 @@ class QuoteBoard:
             finally:
                 self._waiters -= 1
 
+    def wait_priced(self, key: str, timeout: float) -> BoardQuote | None:
+        """The BoardQuote of ``key`` once priced (``BoardQuote.priced``) or failed, waiting up to
+        ``timeout`` seconds; after that, whatever the board holds (None when nothing arrived)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self.version
+            q = self.get(key)
+            if q is not None and (q.priced or q.error):
+                return q
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return q
+            self.wait(version, left)
+
     def mark_many(self, keys: Iterable[str], **fields) -> None:
         """:meth:`mark` for several keys (those not on the board are skipped)."""
         with self._lock:

@@ -524,6 +524,15 @@ class OrderDesk:
                 "Quantity": f.get("quantity"), "OrderType": f.get("order_type"), "State": rec["state"],
                 **self.sync.outputs(rec["ref"])}
 
+    def audit(self, tz=None) -> pd.DataFrame:
+        """The journal's audit trail, Time in ``tz`` (``addin.orders.audit.audit_frame``). Raises the
+        desk's journal fault when the journal cannot be read (its stand-in is empty: an empty audit
+        would mislead), JournalError."""
+        from .audit import audit_frame
+        if self.fault is not None and not isinstance(self.fault, JournalBusyError):
+            raise self.fault
+        return audit_frame(self.journal, tz=tz)
+
     def table(self) -> pd.DataFrame:
         """Every order in the journal (children included), indexed by Ref, columns
         ORDER_OUTPUT_COLUMNS, oldest first."""

@@ -16,9 +16,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from ..market.quotes import _RAW_FIELDS, BoardQuote, QuoteBoard
@@ -40,10 +40,13 @@ class ServiceGone(ServiceError, ConnectionError):
 
 
 class _Pending:
-    __slots__ = ("event", "reply")
+    """One request in flight: its reply, and the callbacks the service sends while it runs (answered on
+    the calling thread: a workbook's COM objects belong to the thread that called)."""
+
+    __slots__ = ("inbox",)
 
     def __init__(self):
-        self.event, self.reply = threading.Event(), None
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()     # callback messages, then the reply (None: gone)
 
 
 class ServiceClient:
@@ -71,6 +74,7 @@ class ServiceClient:
         self._lock = threading.Lock()
         self._closed = False
         self._gone_reason = ""
+        self._order_listeners: list = []
         self._reader = threading.Thread(target=self._read_loop, name="ibxl-service-reader", daemon=True)
         self._reader.start()
         hello = self._call("hello", capabilities=list(self.capabilities), name=name or f"pid {os.getpid()}",
@@ -85,6 +89,15 @@ class ServiceClient:
                 if "topic" in message:
                     self._on_push(message)
                     continue
+                if "callback" in message:
+                    with self._lock:
+                        pending = self._pending.get(message.get("id"))
+                    if pending is None:
+                        self._channel.send(protocol.callback_reply(message["callback"], "no request of this "
+                                                                                        "client is waiting"))
+                    else:
+                        pending.inbox.put(message)
+                    continue
                 id = message.get("id")
                 if id is None and not message.get("ok", True):      # an error about the connection itself
                     self._gone_reason = protocol.error_of(message).message
@@ -92,8 +105,7 @@ class ServiceClient:
                 with self._lock:
                     pending = self._pending.pop(id, None)
                 if pending is not None:
-                    pending.reply = message
-                    pending.event.set()
+                    pending.inbox.put(message)
         except (EOFError, OSError, ServiceError):
             pass
         finally:
@@ -102,17 +114,29 @@ class ServiceClient:
                 self._closed = True
                 waiting, self._pending = list(self._pending.values()), {}
             for p in waiting:
-                p.event.set()                            # reply None: gone
+                p.inbox.put(None)                        # gone
 
     def _on_push(self, message: dict) -> None:
-        if message.get("v") != protocol.VERSION or message.get("topic") != "quotes":
+        if message.get("v") != protocol.VERSION:
+            return
+        if message.get("topic") == "orders":
+            for ref, outputs in (message.get("data") or {}).items():
+                for fn in list(self._order_listeners):
+                    try:
+                        fn(ref, outputs)
+                    except Exception:
+                        log.exception("order listener %r", fn)
+            return
+        if message.get("topic") != "quotes":
             return
         self.push_version = message.get("version", self.push_version)
         for key, record in (message.get("data") or {}).items():
             if record:
                 self.board.mark(key, **{k: v for k, v in record.items() if k in _RAW_FIELDS})
 
-    def _call(self, method: str, _timeout: float | None = None, **params) -> Any:
+    def _call(self, method: str, _timeout: float | None = None, _callbacks: dict | None = None, **params) -> Any:
+        """Send a request, answer the service's callbacks for it (``_callbacks``: method -> fn(**params)),
+        return its result. The timeout counts from the request or the latest callback."""
         pending = _Pending()
         with self._lock:
             if self._closed:
@@ -125,17 +149,41 @@ class ServiceClient:
             with self._lock:
                 self._pending.pop(id, None)
             raise ServiceGone(f"the ibxl service is gone: {exc}") from None
-        if not pending.event.wait(_timeout or self.timeout):
+        timeout = _timeout or self.timeout
+        try:
+            while True:
+                try:
+                    reply = pending.inbox.get(timeout=timeout)
+                except queue.Empty:
+                    raise ServiceError(protocol.FAILED, f"no answer from the ibxl service to {method} within "
+                                                        f"{timeout:g} s") from None
+                if reply is not None and "callback" in reply:
+                    self._answer_callback(reply, _callbacks or {})
+                    continue
+                break
+        finally:
             with self._lock:
                 self._pending.pop(id, None)
-            raise ServiceError(protocol.FAILED, f"no answer from the ibxl service to {method} within "
-                                                f"{_timeout or self.timeout:g} s")
-        reply = pending.reply
         if reply is None:
             raise ServiceGone(self._gone_reason or "the ibxl service closed the connection")
         if not reply.get("ok"):
             raise protocol.error_of(reply)
         return reply.get("result")
+
+    def _answer_callback(self, message: dict, handlers: dict) -> None:
+        handler = handlers.get(message.get("method"))
+        error = None
+        if handler is None:
+            error = f"this call has no {message.get('method')!r} callback"
+        else:
+            try:
+                handler(**(message.get("params") or {}))
+            except Exception as exc:              # the service refuses the rows: nothing of them is sent
+                error = f"{type(exc).__name__}: {exc}"
+        try:
+            self._channel.send(protocol.callback_reply(message["callback"], error))
+        except (OSError, EOFError):
+            pass                                  # gone: the pending call learns it from the reader
 
     def close(self) -> None:
         """Close the connection (the service releases this client's lines)."""
@@ -205,6 +253,10 @@ class ServiceClient:
         """One order's outputs by Ref. Raises ServiceError ``not_found``."""
         return self._call("order", ref=ref)
 
+    def executions(self):
+        """Today's executions table (``Portfolio.executions``)."""
+        return self._call("executions")
+
 
 class TradingClient(ServiceClient):
     """A ServiceClient whose connection may place, modify and cancel orders and use the kill switch
@@ -212,17 +264,49 @@ class TradingClient(ServiceClient):
 
     capabilities = ("read", "trading")
 
-    def place_orders(self, rows, source: str = "", timeout: float | None = None):
-        """Place Orders Table rows (a DataFrame or a list of records) through the service's one order
-        desk; ``source`` names the caller. Returns the desk's result DataFrame."""
-        records = rows.to_dict(orient="records") if hasattr(rows, "to_dict") else list(rows)
-        return self._call("place_orders", _timeout=timeout, rows=records, source=source)
+    def add_order_listener(self, fn) -> None:
+        """``fn(ref, outputs)`` for every ``orders`` push (the desk's status, fill and commission changes;
+        called on this client's reader thread: keep it quick)."""
+        self._order_listeners.append(fn)
 
-    def modify(self, row) -> dict:
-        return self._call("modify", row=dict(row))
+    def remove_order_listener(self, fn) -> None:
+        if fn in self._order_listeners:
+            self._order_listeners.remove(fn)
+
+    def configure_orders(self, config: dict | None) -> list[str]:
+        """The warnings for the workbook Config keys the user's settings ignore (the limits are applied
+        again with each place/modify that passes the config)."""
+        return self._call("configure_orders", config=config)
+
+    def place_orders(self, rows, *, source: str = "", followed=(), config: dict | None = None,
+                     write_refs=None, timeout: float | None = None):
+        """Place Orders Table rows (a DataFrame, its index the row labels, or a list of records) through
+        the service's one order desk. ``source`` names the caller (workbook and Table); ``followed``:
+        labels of rows placed before; ``config``: the workbook's Config (limits tightened for this call);
+        ``write_refs({label: Ref})`` runs on this thread before any of those rows is sent (if it raises,
+        they are not sent). Returns the desk's result DataFrame (indexed by label, with Outcome)."""
+        if hasattr(rows, "to_dict"):
+            labels = [_plain(label) for label in rows.index]
+            records = rows.to_dict(orient="records")
+        else:
+            records, labels = list(rows), None
+        callbacks = {}
+        if write_refs is not None:
+            callbacks["write_refs"] = lambda assigned: write_refs({_plain(label): ref for label, ref in assigned})
+        return self._call("place_orders", _timeout=timeout, _callbacks=callbacks, rows=records, labels=labels,
+                         followed=[_plain(label) for label in followed], source=source, config=config,
+                         write_refs=write_refs is not None)
+
+    def modify(self, row, config: dict | None = None) -> dict:
+        return self._call("modify", row=dict(row), config=config)
 
     def cancel(self, refs):
+        """``OrderDesk.cancel``: a table indexed by Ref with Outcome."""
         return self._call("cancel", refs=refs if isinstance(refs, str) else list(refs))
+
+    def cancel_all(self) -> None:
+        """reqGlobalCancel through the desk."""
+        self._call("cancel_all")
 
     def kill(self) -> list[str]:
         return self._call("kill")
@@ -230,6 +314,22 @@ class TradingClient(ServiceClient):
     def reset_kill(self) -> None:
         self._call("reset_kill")
 
+    def killed(self) -> bool:
+        return self._call("killed")
+
+    def order_table(self):
+        """Every order the service's journal holds, indexed by Ref (``OrderDesk.table``)."""
+        return self._call("order_table")
+
+    def audit(self):
+        """The journal's audit trail (``addin.orders.audit.audit_frame``), Time in UTC."""
+        return self._call("audit")
+
     def shutdown(self) -> None:
         """Stop the service (its lines cancelled, journal closed)."""
         self._call("shutdown")
+
+
+def _plain(label):
+    """A row label as JSON carries it (numpy integers -> int)."""
+    return label.item() if hasattr(label, "item") else label

@@ -9,7 +9,7 @@ import time
 
 from . import paths
 
-__all__ = ["running", "start_detached", "connect"]
+__all__ = ["running", "start_detached", "connect", "remote_runtime"]
 
 
 def running() -> bool:
@@ -36,6 +36,8 @@ def start_detached(args: list[str] = (), wait: float = 30.0) -> int:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if running():                   # another client started one first: this one stood down
+                return proc.pid
             raise RuntimeError(f"the ibxl service exited with code {proc.returncode}; see {log}:\n" + _tail(log))
         if running():
             return proc.pid
@@ -63,3 +65,16 @@ def connect(cls=None, *, name: str = "", start: bool = True, args: list[str] = (
             raise
     start_detached(list(args))
     return cls(name=name)
+
+
+def remote_runtime(name: str = "", start: bool = True):
+    """A RemoteRuntime of the user's service, starting the service first when none answers and
+    ``start``. Raises as :func:`start_detached` and RemoteRuntime."""
+    from .remote import RemoteRuntime
+    try:
+        return RemoteRuntime(name=name)
+    except (FileNotFoundError, ConnectionRefusedError):
+        if not start:
+            raise
+    start_detached()
+    return RemoteRuntime(name=name)

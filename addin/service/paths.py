@@ -1,6 +1,7 @@
 """Where the service lives: the user's ibxl folder (the config file's folder, ``addin.config``).
 
-``service.sock`` (the Unix domain socket), ``service.key`` (the authentication key, owner-only),
+``service.sock`` (the Unix domain socket; a named pipe on Windows, :func:`socket_path`),
+``service.key`` (the authentication key, owner-only),
 ``service.pid`` and ``service.log``. ``$IBXL_SERVICE_DIR`` overrides the folder (tests; a short
 path when the config folder's is too long for a socket, whose path is limited to about 100 bytes).
 """
@@ -31,7 +32,14 @@ def service_dir() -> Path:
     return folder
 
 
-def socket_path() -> Path:
+def socket_path() -> Path | str:
+    """The service's address: ``service.sock`` in :func:`service_dir` (Linux, macOS), or on Windows the
+    named pipe ``ibxl-<user>-<folder hash>`` (one per user and folder)."""
+    if os.name == "nt":
+        import getpass
+        import hashlib
+        folder = hashlib.sha256(str(service_dir()).encode()).hexdigest()[:12]
+        return f"\\\\.\\pipe\\ibxl-{getpass.getuser()}-{folder}"
     return service_dir() / "service.sock"
 
 

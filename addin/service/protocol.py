@@ -6,13 +6,21 @@ Three kinds of message::
     reply    {"v": 1, "id": 7, "ok": true,  "result": ...}                   service -> client
              {"v": 1, "id": 7, "ok": false, "error": {"code": "...", "message": "...", "ib_code": 326}}
     push     {"v": 1, "topic": "quotes", "version": 1234, "data": {...}}     service -> client
+    callback {"v": 1, "callback": 3, "id": 7, "method": "write_refs", "params": {...}}   service -> client
+             {"v": 1, "callback": 3, "ok": true, "result": null}         client -> service (or "error")
 
 ``id`` is the client's integer, echoed in the reply. ``ib_code`` is present only for IB's errors.
+A callback asks the client something while request ``id`` runs (``place_orders`` asks it to write
+the Refs it assigned into the workbook, and save, before any order is sent); the client answers it
+on the thread that made the request, and the request goes on once the answer arrives.
+Pushes: topic ``quotes`` (data: board key -> quote object, the lines this client holds) and, for
+trading connections, topic ``orders`` (data: Ref -> the desk's outputs, the Orders columns).
 A push carries ``version``: the service's board version it is current to; pushes of one topic
 replace (merge over) earlier ones, so a slow client never needs the ones it missed.
 
 Values beyond JSON are tagged objects: a datetime is ``{"$dt": "<ISO 8601, UTC>"}``; a table
-(pandas DataFrame) is ``{"$frame": {"columns": [...], "data": [[...], ...]}}``. Floats NaN and
+(pandas DataFrame) is ``{"$frame": {"columns": [...], "data": [[...], ...], "index": [...], "index_name": str
+or null}}`` (the index is kept: History's bars are indexed by time, the order table by Ref). Floats NaN and
 infinity are written as JSON's common extensions (NaN, Infinity), as Python's json reads them.
 
 The first request on a connection must be ``hello`` (params ``{"capabilities": ["read"] or
@@ -29,7 +37,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 __all__ = ["VERSION", "MalformedMessage", "ServiceError", "VersionMismatch", "encode", "decode", "request",
-           "reply_ok", "reply_error", "push", "check_version", "parse_request", "error_of",
+           "reply_ok", "reply_error", "push", "callback", "callback_reply", "check_version", "parse_request",
+           "error_of",
            "BAD_REQUEST", "UNKNOWN_METHOD", "NOT_PERMITTED", "VERSION_MISMATCH", "IB_ERROR", "FAILED",
            "DISCONNECTED", "NOT_FOUND"]
 
@@ -55,6 +64,10 @@ class ServiceError(Exception):
 
     def __str__(self) -> str:
         return f"IB {self.ib_code}: {self.message}" if self.ib_code is not None else self.message
+
+    def cell_text(self) -> str:
+        """What a worksheet cell shows: ``#IB <code>: <text>`` for IB's errors, else ``#IBXL: <message>``."""
+        return f"#IB {self.ib_code}: {self.message}" if self.ib_code is not None else f"#IBXL: {self.message}"
 
 
 class MalformedMessage(ServiceError):
@@ -83,7 +96,9 @@ def _tagged(value: Any) -> Any:
         return {"$dt": datetime(value.year, value.month, value.day, tzinfo=UTC).isoformat()}
     if hasattr(value, "to_dict") and hasattr(value, "columns"):          # a pandas DataFrame
         split = value.to_dict(orient="split")
-        return {"$frame": {"columns": [str(c) for c in split["columns"]], "data": split["data"]}}
+        name = value.index.name
+        return {"$frame": {"columns": [str(c) for c in split["columns"]], "data": split["data"],
+                           "index": split["index"], "index_name": None if name is None else str(name)}}
     if hasattr(value, "item"):                                           # numpy / pandas scalars
         return value.item()
     if hasattr(value, "isoformat"):                                      # pandas Timestamp is a datetime
@@ -99,7 +114,10 @@ def _untag(obj: dict) -> Any:
             return datetime.fromisoformat(obj["$dt"])
         if "$frame" in obj:
             import pandas as pd
-            return pd.DataFrame(obj["$frame"]["data"], columns=obj["$frame"]["columns"])
+            frame = obj["$frame"]
+            index = frame.get("index")
+            index = None if index is None else pd.Index(index, name=frame.get("index_name"))
+            return pd.DataFrame(frame["data"], columns=frame["columns"], index=index)
     return obj
 
 
@@ -151,6 +169,16 @@ def reply_error(id: int | None, code: str, message: str, ib_code: int | None = N
 
 def push(topic: str, version: int, data: Any) -> dict:
     return {"v": VERSION, "topic": topic, "version": version, "data": data}
+
+
+def callback(cid: int, id: int, method: str, params: dict | None = None) -> dict:
+    return {"v": VERSION, "callback": cid, "id": id, "method": method, "params": params or {}}
+
+
+def callback_reply(cid: int, error: str | None = None) -> dict:
+    if error is None:
+        return {"v": VERSION, "callback": cid, "ok": True, "result": None}
+    return {"v": VERSION, "callback": cid, "ok": False, "error": {"code": FAILED, "message": error}}
 
 
 def parse_request(message: dict) -> tuple[int, str, dict]:

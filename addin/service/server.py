@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
@@ -34,14 +35,16 @@ from .protocol import ServiceError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServiceServer", "READ_METHODS", "TRADING_METHODS"]
+__all__ = ["ServiceServer", "embedded_service", "READ_METHODS", "TRADING_METHODS"]
 
 READ_METHODS = ("status", "connect", "disconnect", "subscribe", "unsubscribe", "quote", "quotes", "history",
-                "contract", "positions", "account", "pnl", "order")
-TRADING_METHODS = ("place_orders", "modify", "cancel", "kill", "reset_kill", "shutdown")
+                "contract", "positions", "account", "pnl", "order", "executions")
+TRADING_METHODS = ("configure_orders", "place_orders", "modify", "cancel", "cancel_all", "kill", "reset_kill",
+                   "killed", "order_table", "audit", "shutdown")
 CAPABILITIES = ("read", "trading")
 CALLS_PER_CLIENT = 8             # requests of one connection answered at once
 PUSH_WAIT = 0.5                  # seconds a pusher sleeps on the board before checking it should stop
+CALLBACK_TIMEOUT = 120.0         # seconds the client has to write and save the Refs place_orders assigned
 
 
 def quote_record(q) -> dict | None:
@@ -62,6 +65,9 @@ class _Client:
         self.lock = threading.Lock()
         self.first_hold = threading.Lock()                             # one quote text held once, not twice
         self.gone = threading.Event()
+        self.orders: dict[str, dict] = {}                              # Ref -> outputs not yet pushed
+        self.orders_changed = threading.Event()
+        self.callbacks: dict[int, Any] = {}                            # callback id -> [event, reply]
         self.calls = concurrent.futures.ThreadPoolExecutor(CALLS_PER_CLIENT, f"ibxl-service-call-{number}")
 
     def describe(self) -> dict:
@@ -94,6 +100,9 @@ class ServiceServer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._orders_lock = threading.Lock()        # a workbook's Config applies to its own place/modify only
+        self._request = threading.local()           # the request a pool thread answers (for callbacks)
+        self._callback_ids = iter(range(1, 1 << 62))
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> "ServiceServer":
@@ -101,6 +110,7 @@ class ServiceServer:
         listens on the address."""
         self._listener = transport.listen(self.address, self.authkey)
         self.runtime = self.runtime_factory()
+        self.runtime.add_order_listener(self._on_order)
         if self.autoconnect:
             try:
                 self.runtime.connect()
@@ -137,12 +147,15 @@ class ServiceServer:
             pass
         for c in clients:
             c.channel.close()
+            c.gone.set()
+            c.orders_changed.set()
         if self.runtime is not None:
             self.runtime.close()
-        try:
-            os.unlink(self.address)
-        except FileNotFoundError:
-            pass
+        if not transport.is_pipe(self.address):
+            try:
+                os.unlink(self.address)
+            except FileNotFoundError:
+                pass
 
     def __enter__(self) -> "ServiceServer":
         return self.start()
@@ -177,11 +190,16 @@ class ServiceServer:
         try:
             self._handshake(client)
             self._spawn(self._push_loop, f"ibxl-service-push-{client.number}", client)
+            if "trading" in client.capabilities:
+                self._spawn(self._order_push_loop, f"ibxl-service-orders-{client.number}", client)
             while not self._stopped.is_set():
                 message = client.channel.recv()
                 if message.get("v") != protocol.VERSION:      # a clear error, then the connection closes
                     self._answer(client, message)
                     break
+                if "callback" in message:
+                    self._callback_answered(client, message)
+                    continue
                 client.calls.submit(self._answer, client, message)
         except (EOFError, OSError):
             pass                                        # the client went away (closed, crashed, killed)
@@ -210,6 +228,7 @@ class ServiceServer:
         id = message.get("id") if isinstance(message.get("id"), int) else None
         try:
             id, method, params = protocol.parse_request(message)
+            self._request.id = id
             result = self._call(client, method, params)
             reply = protocol.reply_ok(id, result)
         except ServiceError as exc:
@@ -242,6 +261,11 @@ class ServiceServer:
     def _drop(self, client: _Client) -> None:
         """The connection ended: release every line it held (once per subscribe)."""
         client.gone.set()
+        client.orders_changed.set()
+        with client.lock:
+            waiting, client.callbacks = list(client.callbacks.values()), {}
+        for pending in waiting:                         # a callback waiting on a dead client fails now
+            pending[0].set()
         client.channel.close()
         client.calls.shutdown(wait=False, cancel_futures=True)
         with self._lock:
@@ -281,6 +305,63 @@ class ServiceServer:
                     client.channel.send(protocol.push("quotes", version, data))
                 except (OSError, EOFError, ValueError):
                     return
+
+    def _on_order(self, ref: str, outputs: dict) -> None:
+        """The desk's listener (IB's message thread: only queue, never send here)."""
+        with self._lock:
+            clients = [c for c in self._clients.values() if "trading" in c.capabilities]
+        for c in clients:
+            with c.lock:
+                c.orders[ref] = dict(outputs)
+            c.orders_changed.set()
+
+    def _order_push_loop(self, client: _Client) -> None:
+        """Send ``orders`` pushes to a trading client: the outputs changed since the last one, merged by Ref."""
+        sequence = 0
+        while True:
+            client.orders_changed.wait()
+            if client.gone.is_set() or self._stopped.is_set():
+                return
+            client.orders_changed.clear()
+            with client.lock:
+                data, client.orders = client.orders, {}
+            if data:
+                sequence += 1
+                try:
+                    client.channel.send(protocol.push("orders", sequence, data))
+                except (OSError, EOFError, ValueError):
+                    return
+
+    def _ask(self, client: _Client, method: str, params: dict, timeout: float = CALLBACK_TIMEOUT) -> None:
+        """Send a callback for the request this thread answers and wait for the client's answer.
+        Raises ServiceError when the client refuses, does not answer in time, or is gone."""
+        cid = next(self._callback_ids)
+        pending = [threading.Event(), None]
+        with client.lock:
+            if client.gone.is_set():
+                raise ServiceError(protocol.FAILED, "the client is gone")
+            client.callbacks[cid] = pending
+        try:
+            client.channel.send(protocol.callback(cid, self._request.id, method, params))
+            if not pending[0].wait(timeout):
+                raise ServiceError(protocol.FAILED, f"the client did not answer {method} within {timeout:g} s")
+        except (OSError, EOFError) as exc:
+            raise ServiceError(protocol.FAILED, f"the client is gone: {exc}") from None
+        finally:
+            with client.lock:
+                client.callbacks.pop(cid, None)
+        reply = pending[1]
+        if reply is None:
+            raise ServiceError(protocol.FAILED, "the client went away before answering")
+        if not reply.get("ok"):
+            raise protocol.error_of(reply)
+
+    def _callback_answered(self, client: _Client, message: dict) -> None:
+        with client.lock:
+            pending = client.callbacks.get(message.get("callback"))
+        if pending is not None:
+            pending[1] = message
+            pending[0].set()
 
     # --- methods ---------------------------------------------------------------------------------------
     def _call(self, client: _Client, method: str, params: dict) -> Any:
@@ -419,22 +500,67 @@ class ServiceServer:
     def m_order(self, client, ref: str) -> dict:
         return self.runtime.order(ref)
 
+    def m_executions(self, client):
+        self._need_ib()
+        return self.runtime.executions()
+
     # --- trading (TradingClient only) ------------------------------------------------------------------
-    def m_place_orders(self, client, rows: list[dict], source: str = "") -> Any:
-        """Place order rows (Orders Table records, OrderDesk.place) through the one desk. Returns the
-        desk's result table. ``source`` names the caller in the log (workbook, ``ibxl run``, script)."""
+    def m_configure_orders(self, client, config: dict | None) -> list[str]:
+        """Apply a workbook's Config (tightening the user's limits) to the desk; returns the warnings for
+        the keys ignored (``Runtime.configure_orders``)."""
+        with self._orders_lock:
+            return self.runtime.configure_orders(config)
+
+    def m_place_orders(self, client, rows: list[dict], labels: list | None = None, followed: list | None = None,
+                       source: str = "", config: dict | None = None, write_refs: bool = False) -> Any:
+        """Place Orders Table rows (records; ``labels``: their index labels, the worksheet row numbers)
+        through the one desk (``OrderDesk.place``) under the caller's workbook ``config`` (None: the
+        user's settings as they stand). ``write_refs``: the client writes the Refs assigned to blank-Ref
+        rows into its workbook (a ``write_refs`` callback, ``{"assigned": [[label, Ref], ...]}``) before
+        any of those rows is sent; a client that refuses or fails sends none of them. ``followed``:
+        labels of rows placed before. Returns the desk's result table (indexed by label, with Outcome).
+        ``source`` names the caller (workbook and Table) and is part of each row's identity."""
         self._need_ib()
         import pandas as pd
+        frame = pd.DataFrame.from_records(rows, index=labels if labels is not None else None)
+        callback = None
+        if write_refs:
+            def callback(assigned: dict) -> None:
+                self._ask(client, "write_refs", {"assigned": [[label, ref] for label, ref in assigned.items()]})
         log.info("place %d rows from %s (client %s)", len(rows), source or client.name, client.number)
-        return self.runtime.orders.place(pd.DataFrame.from_records(rows), source=source)
+        with self._orders_lock:
+            if config is not None:
+                self.runtime.configure_orders(config)
+            return self.runtime.orders.place(frame, write_refs=callback, source=source, followed=followed or ())
 
-    def m_modify(self, client, row: dict) -> dict:
+    def m_modify(self, client, row: dict, config: dict | None = None) -> dict:
         self._need_ib()
-        return self.runtime.orders.modify(row)
+        with self._orders_lock:
+            if config is not None:
+                self.runtime.configure_orders(config)
+            return self.runtime.orders.modify(row)
 
     def m_cancel(self, client, refs: list[str] | str):
+        """``OrderDesk.cancel``: the outputs by Ref with Outcome."""
         self._need_ib()
         return self.runtime.orders.cancel(refs)
+
+    def m_cancel_all(self, client) -> None:
+        """reqGlobalCancel through the desk."""
+        self._need_ib()
+        self.runtime.orders.cancel_all()
+
+    def m_killed(self, client) -> bool:
+        return bool(self.runtime.orders.killed)
+
+    def m_order_table(self, client):
+        """Every order the journal holds, indexed by Ref (``OrderDesk.table``)."""
+        return self.runtime.orders.table()
+
+    def m_audit(self, client):
+        """The journal's audit trail (``addin.orders.audit.audit_frame``), Time in UTC. Raises the desk's
+        journal fault when the journal cannot be read (an empty audit would mislead)."""
+        return self.runtime.orders.audit("UTC")
 
     def m_kill(self, client) -> list[str]:
         """The kill switch: cancel this desk's working orders and refuse new ones until reset_kill."""
@@ -448,6 +574,27 @@ class ServiceServer:
         threading.Timer(0.1, self.stop).start()
 
 
-def default_address() -> Path:
+def default_address() -> Path | str:
     from .paths import socket_path
     return socket_path()
+
+
+@contextlib.contextmanager
+def embedded_service(runtime_factory: Callable[[], Any]):
+    """A ServiceServer in this process on its own address and one-off key (a temporary folder, or a
+    one-off pipe name on Windows), started and stopped around the block: ``ibxl demo`` and tests run
+    the client path without touching the user's service. Yields the started server (``address``,
+    ``authkey``)."""
+    import secrets
+    import shutil
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="ibxl-"))          # short: socket paths are limited to ~100 bytes
+    try:
+        os.chmod(folder, 0o700)
+        address: Path | str = folder / "service.sock"
+        if os.name == "nt":
+            address = f"{transport.PIPE_PREFIX}ibxl-embedded-{secrets.token_hex(8)}"
+        with ServiceServer(runtime_factory, address, secrets.token_hex(32).encode()) as server:
+            yield server
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,8 +1,11 @@
-"""The wire: ``multiprocessing.connection`` over a Unix domain socket (never a TCP port), its HMAC
-challenge with the user's key, and :mod:`protocol`'s JSON bytes as the message (``send_bytes`` /
-``recv_bytes``; nothing is ever pickled).
+"""The wire: ``multiprocessing.connection`` over a Unix domain socket on Linux and macOS, a named
+pipe (``AF_PIPE``) on Windows, never a TCP port; its HMAC challenge with the
+user's key, and :mod:`protocol`'s JSON bytes as the message (``send_bytes`` / ``recv_bytes``; nothing
+is ever pickled).
 
-Windows (a named pipe, ``AF_PIPE``) is not done yet: :func:`listen` and :func:`dial` raise there.
+On Windows a named pipe is reachable by name from any local session and its default access list lets
+others open it, so there the key (in the user's profile, readable by the user alone) is what keeps
+other users out: without it the HMAC challenge fails before any message is read.
 """
 
 from __future__ import annotations
@@ -15,22 +18,29 @@ from pathlib import Path
 
 from . import protocol
 
-__all__ = ["listen", "dial", "Channel", "AuthenticationError"]
+__all__ = ["listen", "dial", "is_pipe", "Channel", "AuthenticationError"]
 
 from multiprocessing import AuthenticationError  # noqa: E402  (re-exported: a wrong key)
 
+PIPE_PREFIX = "\\\\.\\pipe\\"
 
-def _require_unix() -> None:
-    if os.name != "posix":
-        raise NotImplementedError("the ibxl service needs a Unix domain socket; named pipes (Windows) come later")
+
+def is_pipe(address: str | os.PathLike) -> bool:
+    """Whether ``address`` names a Windows named pipe (else it is a Unix socket file)."""
+    return str(address).startswith(PIPE_PREFIX)
+
+
+def _family(address: str) -> str:
+    return "AF_PIPE" if is_pipe(address) else "AF_UNIX"
 
 
 def listen(address: str | os.PathLike, authkey: bytes) -> Listener:
-    """A Listener on the socket file ``address``, created owner-only (mode 0600, umask 077 while the
-    socket is made so there is no moment it is open to others). A stale socket file from a dead
-    service is removed first; raises OSError when a live service holds it."""
-    _require_unix()
+    """A Listener on ``address``: a named pipe (Windows), or a socket file created owner-only (mode
+    0600, umask 077 while the socket is made so there is no moment it is open to others). A stale
+    socket file from a dead service is removed first; raises OSError when a live service holds it."""
     address = str(address)
+    if is_pipe(address):
+        return Listener(address, family="AF_PIPE", authkey=authkey)
     if Path(address).exists():
         try:
             Client(address, family="AF_UNIX", authkey=authkey).close()
@@ -52,8 +62,8 @@ def listen(address: str | os.PathLike, authkey: bytes) -> Listener:
 def dial(address: str | os.PathLike, authkey: bytes) -> Connection:
     """A connection to the service at ``address``. Raises FileNotFoundError / ConnectionRefusedError when no
     service listens, AuthenticationError for a wrong key."""
-    _require_unix()
-    return Client(str(address), family="AF_UNIX", authkey=authkey)
+    address = str(address)
+    return Client(address, family=_family(address), authkey=authkey)
 
 
 class Channel:
@@ -80,7 +90,10 @@ class Channel:
             with socket.socket(fileno=os.dup(self.conn.fileno())) as s:
                 s.shutdown(socket.SHUT_RDWR)
         except (OSError, ValueError, TypeError):
-            pass                                         # already closed
+            try:
+                self.conn.close()                        # a named pipe (no shutdown), or already closed
+            except OSError:
+                pass
 
     def release(self) -> None:
         """Close the handle (the reader thread calls this once it saw EOF)."""
