@@ -39,14 +39,14 @@ def modules_of(*packages: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("path", modules_of(*CLIENT), ids=lambda p: str(p.relative_to(ADDIN)))
-def test_client_packages_never_import_the_paper_gateway_or_the_app(path):
-    bad = {m for m in imported_modules(path) if m.startswith(("addin.paper", "addin.app"))}
+def test_client_packages_never_import_the_paper_gateway_the_app_or_the_service(path):
+    bad = {m for m in imported_modules(path) if m.startswith(("addin.paper", "addin.app", "addin.service"))}
     assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
 
 
 @pytest.mark.parametrize("path", modules_of("paper"), ids=lambda p: str(p.relative_to(ADDIN)))
 def test_the_paper_gateway_never_imports_the_client_packages(path):
-    bad = {m for m in imported_modules(path) if m.startswith(tuple(f"addin.{c}" for c in (*CLIENT, "app")))}
+    bad = {m for m in imported_modules(path) if m.startswith(tuple(f"addin.{c}" for c in (*CLIENT, "app", "service")))}
     assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
 
 

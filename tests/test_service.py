@@ -178,10 +178,13 @@ def test_one_client_calls_from_many_threads_at_once(gw, service):
 
 def test_the_udf_reader_over_the_service_holds_quotes_per_cell(gw, service):
     from addin.app.runtime import READ_ONLY_METHODS
-    from addin.service.facade import ServiceReader
-    with client(service) as c:
-        reader = ServiceReader(c)
+    from addin.service.remote import RemoteRuntime
+    with RemoteRuntime(service.address, service.key, name="test") as rt:
+        reader = rt.readonly()
         assert all(callable(getattr(reader, name)) for name in READ_ONLY_METHODS)
+        [mine] = [x for x in rt.status()["clients"] if x["name"] == "test (formulas)"]
+        assert mine["capabilities"] == ["read"]
+        assert rt._trading is None                          # formulas never open the trading connection
         cell = ("book.xlsx", "Sheet1", "A1")
         base = gateway_lines(gw)
         [key] = reader.hold_quotes(["SIM0081"], cell)

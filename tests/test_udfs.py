@@ -225,3 +225,20 @@ def test_the_process_wide_runtime_is_created_once_from_the_users_config(gw, tmp_
     finally:
         shutdown_runtime()
         set_runtime(previous)
+
+
+def test_after_disconnect_formulas_say_so_until_connect_in_process_too(rt):
+    from addin.app.macros import _connected
+    from addin.app.runtime import UserDisconnected
+    assert isinstance(udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9")), float)
+    rt.disconnect()
+    try:
+        answers = [udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9")) for _ in range(20)]
+        answers.append(udfs.IB_HISTORY("AAPL", "1 D", "1 hour"))
+        assert answers == ["#IBXL: disconnected (press Connect)"] * 21
+        assert not rt.session.connected                     # no formula reconnected
+        with pytest.raises(UserDisconnected):
+            _connected(rt)                                  # nor a button other than Connect
+    finally:
+        rt.connect()
+    assert isinstance(udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9")), float)

@@ -138,6 +138,9 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
     orders' trail, rewritten after --orders and --cancel) and leaves every other sheet, formula and
     format as it was. Risk limits come from your config file
     (~/.ibxl/config.toml or $IBXL_CONFIG), tightened by the workbook's Config sheet.
+
+    When your ibxl service runs (and --host, --port and --client-id are not given) the jobs go through
+    it: its one IB connection, line budget, pacing and order desk; else ibxl run connects on its own.
     """
     from ..config import ConfigError, load_settings
     from ..excel.book import BookError
@@ -151,16 +154,30 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     conn = settings.connection
+    runtime = None
+    if host is None and port is None and client_id is None:
+        runtime = _service_runtime(settings)
     try:
         summary = run_workbook(workbook, out=out, host=host or conn.host, port=port or conn.port,
                                client_id=client_id if client_id is not None else conn.client_id,
                                stream=stream_seconds, history=history, orders=orders, cancel=cancel,
                                portfolio=portfolio, settings=settings, echo=click.echo,
-                               progress=_HistoryProgress())
+                               progress=_HistoryProgress(), runtime=runtime)
     except (BookError, IBError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary)
     raise SystemExit(0 if summary.ok else 1)
+
+
+def _service_runtime(settings):
+    """A RemoteRuntime of the user's ibxl service when one runs (and the config allows it), else None:
+    ``ibxl run`` then connects on its own (it never starts a service)."""
+    from ..service.launcher import running
+    from .runtime import use_service
+    if not use_service(settings) or not running():
+        return None
+    from ..service.remote import RemoteRuntime
+    return RemoteRuntime(name="ibxl run")
 
 
 class _DateOrTime(click.ParamType):

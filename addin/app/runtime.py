@@ -120,6 +120,10 @@ class Runtime(WorkbookSide):
     def _subscribe(self, text: str) -> str:
         return self.market.subscribe(text)
 
+    def _check_not_disconnected(self) -> None:
+        if self.user_disconnected:
+            raise UserDisconnected()
+
     def _unsubscribe(self, key: str) -> None:
         try:
             self.market.unsubscribe(key)

@@ -47,13 +47,17 @@ class WorkbookSide:
     def _unsubscribe(self, key: str) -> None:
         raise NotImplementedError
 
+    def _check_not_disconnected(self) -> None:
+        """Raise when the user pressed Disconnect (a formula must not show its last price as live)."""
+
     # --- quotes for formulas ------------------------------------------------------------------------
     def hold_quotes(self, texts: Iterable[str], cell: tuple | None = None) -> list[str]:
         """Subscribe the instruments ``texts`` for a holder (a formula cell ``(book, sheet, address)``,
         or None for callers without a cell) and register the cell for recalculation. A cell
         re-evaluated with the same instruments subscribes nothing new; instruments it no longer
         shows are unsubscribed. Returns the board keys, in order. Raises as the subscription does
-        (IBError, ServiceError, ValueError for bad text)."""
+        (IBError, ServiceError, ValueError for bad text), and after the user's Disconnect."""
+        self._check_not_disconnected()
         texts = list(texts)
         holder = tuple(cell) if cell else ANONYMOUS
         with self._side_lock:

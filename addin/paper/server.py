@@ -9,6 +9,7 @@ accounts) is touched by one thread only and needs no locks. Services own their c
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ class PaperServer:
                                         on_account_change=self.accounts.on_change)
         self._events = ConnectionEvents(refusing=self.refusing, opened=self.connections.add,
                                         started=self.on_start_api, request=self.dispatch,
-                                        closed=self.on_disconnect)
+                                        closed=self.on_disconnect, error_sent=self._count_error)
+        self.errors_sent: collections.Counter[int] = collections.Counter()   # IB error code -> times sent
         self.answer_delay = 0.0
         self.last_firehose: Firehose | None = None      # the running or latest firehose (its stats)
         self._refuse_until = 0.0
@@ -168,6 +170,9 @@ class PaperServer:
         for code, text in FARM_NOTICES:
             conn.send_error(-1, code, text)
         log.info("client %d connected from %s (version %d)", client_id, conn.peer, conn.client_version)
+
+    def _count_error(self, code: int) -> None:
+        self.errors_sent[code] += 1
 
     def on_disconnect(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)

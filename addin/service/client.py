@@ -80,6 +80,7 @@ class ServiceClient:
         hello = self._call("hello", capabilities=list(self.capabilities), name=name or f"pid {os.getpid()}",
                            pid=os.getpid())
         self.service_pid = hello["pid"]
+        self.user_disconnected = bool(hello.get("user_disconnected"))   # kept current by ``session`` pushes
 
     # --- plumbing --------------------------------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -118,6 +119,9 @@ class ServiceClient:
 
     def _on_push(self, message: dict) -> None:
         if message.get("v") != protocol.VERSION:
+            return
+        if message.get("topic") == "session":
+            self.user_disconnected = bool((message.get("data") or {}).get("user_disconnected"))
             return
         if message.get("topic") == "orders":
             for ref, outputs in (message.get("data") or {}).items():
@@ -205,11 +209,15 @@ class ServiceClient:
     def connect(self, timeout: float = 10.0) -> dict:
         """Connect the service to IB (ends a user's disconnect). Returns status. Raises ServiceError
         ib_error (502, 326, ...)."""
-        return self._call("connect", _timeout=timeout + 5, timeout=timeout)
+        status = self._call("connect", _timeout=timeout + 5, timeout=timeout)
+        self.user_disconnected = False
+        return status
 
     def disconnect(self) -> dict:
         """Disconnect the service from IB for every client, until someone calls :meth:`connect`."""
-        return self._call("disconnect")
+        status = self._call("disconnect")
+        self.user_disconnected = True
+        return status
 
     def subscribe(self, texts: Iterable[str]) -> list[str]:
         """Hold a line per instrument text (one more user each); returns the board keys. Their quotes

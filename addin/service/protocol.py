@@ -14,7 +14,8 @@ A callback asks the client something while request ``id`` runs (``place_orders``
 the Refs it assigned into the workbook, and save, before any order is sent); the client answers it
 on the thread that made the request, and the request goes on once the answer arrives.
 Pushes: topic ``quotes`` (data: board key -> quote object, the lines this client holds) and, for
-trading connections, topic ``orders`` (data: Ref -> the desk's outputs, the Orders columns).
+trading connections, topic ``orders`` (data: Ref -> the desk's outputs, the Orders columns); to every
+connection, topic ``session`` (data: ``{"user_disconnected": bool}``) when a user disconnects or connects.
 A push carries ``version``: the service's board version it is current to; pushes of one topic
 replace (merge over) earlier ones, so a slow client never needs the ones it missed.
 

@@ -169,6 +169,10 @@ class RemoteRuntime(WorkbookSide):
     def _subscribe(self, text: str) -> str:
         return self.reader.subscribe([text])[0]
 
+    def _check_not_disconnected(self) -> None:
+        if self.reader.user_disconnected:
+            raise ServiceError(DISCONNECTED, "disconnected (press Connect)")
+
     def _unsubscribe(self, key: str) -> None:
         try:
             self.reader.unsubscribe([key])
@@ -195,7 +199,8 @@ class RemoteRuntime(WorkbookSide):
 
     @property
     def user_disconnected(self) -> bool:
-        return bool(self.reader.status()["user_disconnected"])
+        """Whether a user disconnected the service (kept current by its pushes: no round trip)."""
+        return self.reader.user_disconnected
 
     def status(self) -> dict:
         """The service's status; ``pumps`` and ``formula_cells`` are this process's."""

@@ -222,7 +222,8 @@ class ServiceServer:
         client.name, client.pid = str(params.get("name", "?")), int(params.get("pid", 0))
         client.capabilities = frozenset(wanted) | {"read"}
         client.channel.send(protocol.reply_ok(id, {"version": protocol.VERSION, "pid": os.getpid(),
-                                                   "capabilities": sorted(client.capabilities)}))
+                                                   "capabilities": sorted(client.capabilities),
+                                                   "user_disconnected": self.user_disconnected}))
 
     def _answer(self, client: _Client, message: dict) -> None:
         id = message.get("id") if isinstance(message.get("id"), int) else None
@@ -402,14 +403,23 @@ class ServiceServer:
         return int(desk.table()["Status"].isin(WORKING_STATUSES).sum())
 
     def m_connect(self, client, timeout: float = 10.0) -> dict:
-        self.user_disconnected = False
+        self._set_user_disconnected(False)
         self.runtime.connect(timeout)
         return self.m_status(client)
 
     def m_disconnect(self, client) -> dict:
-        self.user_disconnected = True
+        self._set_user_disconnected(True)
         self.runtime.disconnect()
         return self.m_status(client)
+
+    def _set_user_disconnected(self, value: bool) -> None:
+        """Every client learns it at once (topic ``session``): a formula cell then says "disconnected"
+        instead of showing its last price as if it were live."""
+        self.user_disconnected = value
+        with self._lock:
+            clients = list(self._clients.values())
+        for c in clients:
+            self._try_send(c, protocol.push("session", 0, {"user_disconnected": value}))
 
     def _hold(self, client: _Client, text: str) -> str:
         key = self.runtime.market.subscribe(text)

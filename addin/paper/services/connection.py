@@ -77,13 +77,15 @@ class ConnectionEvents:
     (a fault, or the gateway's connection limit), else None; ``opened(conn)`` once the socket is
     accepted; ``started(conn, client_id, capabilities)`` at START_API; ``request(conn, msg_id,
     fields)`` for every admitted request after it (fields positioned after the message id);
-    ``closed(conn)`` once the socket is gone."""
+    ``closed(conn)`` once the socket is gone; ``error_sent(code)`` for every error message sent (the
+    gateway counts them: tests check no client earned a 326 or a 162)."""
 
     refusing: Callable[[], str | None]
     opened: Callable[["ClientConnection"], None]
     started: Callable[["ClientConnection", int, str], None]
     request: Callable[["ClientConnection", int, wire.Fields], None]
     closed: Callable[["ClientConnection"], None]
+    error_sent: Callable[[int], None] = lambda code: None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -320,6 +322,7 @@ class ClientConnection(asyncio.Protocol):
 
     def send_error(self, req_id: int, code: int, text: str) -> None:
         """Send IB's error ``code`` with ``text`` for ``req_id`` (-1: not about a request)."""
+        self.events.error_sent(code)
         self.send(messages.error(req_id, code, text))
 
     def send_duplicate_id(self, req_id: int) -> None:
