@@ -209,9 +209,35 @@ def _rectangles_ok(book, records, changes: dict[int, dict], row_of: dict[str, in
     return len(writes), cells, problems
 
 
+def pump_window(gw, source_board, keys: list[str], con_of_row: dict[int, int], interval: float,
+                window: float) -> _PumpRun:
+    """One measured window of a Pump painting ``keys`` (Watchlist rows 2..) from ``source_board`` (the
+    QuoteBoard of an in-process MarketData, or a service client's pushed board) while the gateway's
+    recorded firehose offers ``len(keys) * PER_LINE`` ticks per second."""
+    from addin.excel.pump import Pump, WriteRecord
+    from benchmarks.sinks import COM_CALL_COST, CountingBook
+    rows_of = {k: r + 2 for r, k in enumerate(keys)}
+    book = CountingBook({"Watchlist": [["Symbol", *COLUMNS]] + [[k] for k in keys]},
+                        cost=COM_CALL_COST, clock=time.perf_counter)
+    gw.call("firehose", rate=len(keys) * PER_LINE, record=True)
+    board = RecordingBoard(source_board)
+    records: list[WriteRecord] = []
+    w = board.pump = Pump(board, book, interval=interval, resolve=lambda t: t, orders=None, on_write=records.append)
+    w.start()
+    since = time.perf_counter() + 0.5        # skip the first paint
+    time.sleep(window + 0.5)                  # the measured window (wall time)
+    w.stop()
+    sends = gw.call("sent_ticks")
+    gw.call("firehose_stop")
+    lat = _latencies(book, sends, con_of_row, since)
+    writes, cells, problems = _rectangles_ok(book, records, board.changes, rows_of)
+    return _PumpRun(p50=_pct(lat, 50), p99=_pct(lat, 99), max=max(lat) if lat else None, writes=writes, cells=cells,
+                    ok=not problems, problems=problems[:5], flushes=max(1, w.stats.busy_flushes), samples=len(lat))
+
+
 def run(quick: bool = False) -> list[Row]:
     try:
-        from addin.excel.pump import DEFAULT_INTERVAL, MIN_INTERVAL, Pump, WriteRecord
+        from addin.excel.pump import DEFAULT_INTERVAL, MIN_INTERVAL
         from benchmarks.sinks import COM_CALL_COST, CountingBook
     except ImportError as exc:
         return [not_measured("tick_to_cell", "tick-to-cell p99", "ms", "naive writer", f"module missing: {exc}")]
@@ -234,33 +260,19 @@ def run(quick: bool = False) -> list[Row]:
                 con_of_row = {r + 2: contracts[r].conId for r in range(n)}
                 rows_of = {keys[r]: r + 2 for r in range(n)}
                 for interval in (DEFAULT_INTERVAL, MIN_INTERVAL):
-                    for writer in ("pump", "naive"):
-                        book = CountingBook({"Watchlist": [["Symbol", *COLUMNS]] + [[k] for k in keys[:n]]},
-                                            cost=COM_CALL_COST, clock=time.perf_counter)
-                        gw.call("firehose", rate=n * PER_LINE, record=True)
-                        if writer == "pump":
-                            board = RecordingBoard(md.board)
-                            records: list[WriteRecord] = []
-                            w = board.pump = Pump(board, book, interval=interval, resolve=lambda t: t,
-                                                  orders=None, on_write=records.append)
-                            w.start()
-                        else:
-                            w = NaiveWriter(md.board, book, rows_of, interval).start()
-                        since = time.perf_counter() + 0.5        # skip the first paint
-                        time.sleep(window + 0.5)                  # the measured window (wall time)
-                        w.stop()
-                        sends = gw.call("sent_ticks")
-                        gw.call("firehose_stop")
-                        lat = _latencies(book, sends, con_of_row, since)
-                        p50, p99, mx = _pct(lat, 50), _pct(lat, 99), max(lat) if lat else None
-                        if writer == "pump":
-                            writes, cells, problems = _rectangles_ok(book, records, board.changes, rows_of)
-                            flushes = max(1, w.stats.busy_flushes)
-                            pump = _PumpRun(p50=p50, p99=p99, max=mx, writes=writes, cells=cells, ok=not problems,
-                                            problems=problems[:5], flushes=flushes, samples=len(lat))
-                        else:
-                            naive = _NaiveRun(p50=p50, p99=p99, max=mx, writes=book.counts["write"],
-                                              samples=len(lat))
+                    pump = pump_window(gw, md.board, keys[:n], con_of_row, interval, window)
+                    book = CountingBook({"Watchlist": [["Symbol", *COLUMNS]] + [[k] for k in keys[:n]]},
+                                        cost=COM_CALL_COST, clock=time.perf_counter)
+                    gw.call("firehose", rate=n * PER_LINE, record=True)
+                    w = NaiveWriter(md.board, book, rows_of, interval).start()
+                    since = time.perf_counter() + 0.5        # skip the first paint
+                    time.sleep(window + 0.5)                  # the measured window (wall time)
+                    w.stop()
+                    sends = gw.call("sent_ticks")
+                    gw.call("firehose_stop")
+                    lat = _latencies(book, sends, con_of_row, since)
+                    naive = _NaiveRun(p50=_pct(lat, 50), p99=_pct(lat, 99), max=max(lat) if lat else None,
+                                      writes=book.counts["write"], samples=len(lat))
                     tag = f"{n} subs, {interval * 1000:.0f} ms flush"
                     limit = interval + 0.020
                     extra = {"subscriptions": n, "interval_s": interval, "com_cost_s": COM_CALL_COST,

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = {"ingest", "tick_to_cell", "history_to_sheet", "history_burst", "order_path", "slow_reader", "memory"}
+BENCHES = {"ingest", "tick_to_cell", "history_to_sheet", "history_burst", "order_path", "slow_reader", "service",
+           "memory"}
 
 
 def test_quick_run_writes_every_row_with_figure_peer_and_ratio(tmp_path):

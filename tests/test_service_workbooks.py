@@ -209,3 +209,72 @@ def test_disconnect_sticks_across_100_udf_calls_and_connect_restores_every_line(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def working_refs(gw) -> set[str]:
+    return set(gw.call(lambda s: [order.orderRef for _, order, _ in s.broker.open_orders()]))
+
+
+# A workbook that placed an order and shows 50 quotes, then waits to be killed.
+VICTIM = textwrap.dedent("""
+    import sys
+    from udfs import functions as f
+    from addin.app.runtime import get_runtime
+    ref, price = sys.argv[1], float(sys.argv[2])
+    cells = [f.IB_QUOTE(f"SIM{k:04d}", "bid", caller=("victim.xlsx", "Sheet1", f"A{k}")) for k in range(1, 51)]
+    out = get_runtime().orders.place([{"Ref": ref, "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
+                                       "OrderType": "LMT", "LimitPrice": price}], source="victim")
+    print(out.loc[0, "Status"], sum(isinstance(c, float) for c in cells), flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_a_workbook_killed_mid_session_leaves_its_order_working_and_frees_its_lines(gw, home):
+    price = round(gw.call(lambda s: s.market.quote(s.market.lookup(stock("AAPL"))[0]).bid) * 0.97, 2)
+    with ServiceClient(home / "service.sock", key(home)) as survivor:     # another workbook, ticking
+        survivor.quote("MSFT", timeout=5)
+        base = survivor.status()["lines"]
+        victim = subprocess.Popen([sys.executable, "-c", VICTIM, "VICTIM-1", str(price)], env=env(home), cwd=ROOT,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = victim.stdout.readline()
+        assert line.split() == ["Submitted", "50"], victim.stderr.read()
+        assert survivor.status()["lines"] == base + 50
+        service_pid = survivor.service_pid
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(5)
+        wait_until(lambda: survivor.status()["lines"] == base, 10, "the killed workbook's 50 lines released")
+        assert survivor.service_pid == service_pid and survivor.status()["state"] == "connected"
+        version = survivor.push_version
+        wait_until(lambda: survivor.push_version > version, 5, "MSFT still pushed to the other workbook")
+        assert "VICTIM-1" in working_refs(gw)                              # its order works on at IB
+    victim.stdout.close(), victim.stderr.close(), victim.stdin.close()
+    with TradingClient(home / "service.sock", key(home)) as t:
+        t.cancel(["VICTIM-1"])
+
+
+def test_two_workbooks_share_one_risk_view(gw, home):
+    """Each workbook's Config allows a position of 3; each order alone passes; together they would
+    exceed it, so the second is refused, whichever workbook sends it."""
+    price = round(gw.call(lambda s: s.market.quote(s.market.lookup(stock("MSFT"))[0]).bid) * 0.97, 2)
+    config = {"max_position": 3}
+    row = {"Symbol": "MSFT", "Action": "BUY", "Quantity": 2, "OrderType": "LMT", "LimitPrice": price}
+    with TradingClient(home / "service.sock", key(home), name="book A") as a, \
+            TradingClient(home / "service.sock", key(home), name="book B") as b:
+        first = a.place_orders([{**row, "Ref": "RISK-A"}], source="A.xlsx!Orders", config=config)
+        second = b.place_orders([{**row, "Ref": "RISK-B"}], source="B.xlsx!Orders", config=config)
+        assert first.loc[0, "Status"] == "Submitted"
+        assert second.loc[0, "Status"] == "Refused" and second.loc[0, "Message"].startswith("max_position")
+        a.cancel(["RISK-A"])
+    assert "RISK-B" not in {r.order.orderRef for r in gw.received_orders()}
+
+
+def test_a_dropped_gateway_connection_is_restored_without_connect(gw, home):
+    with ServiceClient(home / "service.sock", key(home)) as c:
+        c.quote("SIM0040", timeout=5)
+        gw.drop_connections()
+        wait_until(lambda: c.status()["state"] != "connected", 10, "the service to see the drop")
+        wait_until(lambda: c.status()["state"] == "connected", 30, "the automatic reconnect")
+        assert c.status()["user_disconnected"] is False and CLIENT_ID in gw.call(lambda s: set(s.clients))
+        version = c.push_version
+        wait_until(lambda: c.push_version > version and not c.board.get(c.quote("SIM0040").symbol).stale, 15,
+                   "SIM0040 ticking again")

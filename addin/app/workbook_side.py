@@ -47,6 +47,10 @@ class WorkbookSide:
     def _unsubscribe(self, key: str) -> None:
         raise NotImplementedError
 
+    def _subscribe_many(self, texts: list[str]) -> list[str]:
+        """:meth:`_subscribe` for each text (a runtime may do it in one request)."""
+        return [self._subscribe(t) for t in texts]
+
     def _check_not_disconnected(self) -> None:
         """Raise when the user pressed Disconnect (a formula must not show its last price as live)."""
 
@@ -62,15 +66,12 @@ class WorkbookSide:
         holder = tuple(cell) if cell else ANONYMOUS
         with self._side_lock:
             held = dict(self._held.get(holder, {}))
-        keys = []
-        for text in texts:
-            key = held.get(text)
-            if key is None:
-                key = self._subscribe(text)
-                with self._side_lock:
-                    self._held.setdefault(holder, {})[text] = key
-                    held[text] = key
-            keys.append(key)
+        new = [t for t in dict.fromkeys(texts) if t not in held]
+        for text, key in zip(new, self._subscribe_many(new)):
+            with self._side_lock:
+                self._held.setdefault(holder, {})[text] = key
+            held[text] = key
+        keys = [held[t] for t in texts]
         if cell:
             with self._side_lock:
                 stale = {t: k for t, k in self._held.get(holder, {}).items() if t not in texts}

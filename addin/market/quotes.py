@@ -38,7 +38,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -333,6 +333,25 @@ class QuoteBoard:
                 out[key] = self._quote(key)
             self.last_scan = steps
             return self._version, out
+
+    def raw_changes_since(self, version: int, keys: Container[str] | None = None) -> tuple[int, dict[str, dict]]:
+        """:meth:`changes_since` without building BoardQuotes: ``{key: a copy of its raw fields}`` (the
+        fields :meth:`mark` takes; times as epoch seconds), only for ``keys`` when given. For relaying
+        a board to another process's board (the ibxl service's pushes)."""
+        out: dict[str, dict] = {}
+        with self._lock:
+            for key, ver in reversed(self._order.items()):
+                if ver <= version:
+                    break
+                if keys is None or key in keys:
+                    out[key] = dict(self._raw[key])
+            return self._version, out
+
+    def raw(self, key: str) -> dict | None:
+        """A copy of ``key``'s raw fields (see :meth:`raw_changes_since`), None when never seen."""
+        with self._lock:
+            raw = self._raw.get(key)
+            return None if raw is None else dict(raw)
 
     def keys(self) -> list[str]:
         """Every key on the board, oldest change first."""

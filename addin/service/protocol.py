@@ -13,7 +13,9 @@ Three kinds of message::
 A callback asks the client something while request ``id`` runs (``place_orders`` asks it to write
 the Refs it assigned into the workbook, and save, before any order is sent); the client answers it
 on the thread that made the request, and the request goes on once the answer arrives.
-Pushes: topic ``quotes`` (data: board key -> quote object, the lines this client holds) and, for
+Pushes: topic ``quotes`` (data: board key -> the quote's raw fields: bid, ask, last, sizes, volume,
+open/high/low/close, ``updated`` and ``last_time`` as epoch seconds, data_type, error, notice, stale;
+the lines this client holds; the client derives mid, spread and change) and, for
 trading connections, topic ``orders`` (data: Ref -> the desk's outputs, the Orders columns); to every
 connection, topic ``session`` (data: ``{"user_disconnected": bool}``) when a user disconnects or connects.
 A push carries ``version``: the service's board version it is current to; pushes of one topic
@@ -138,7 +140,8 @@ def encode(message: dict) -> bytes:
 def decode(data: bytes) -> dict:
     """The message in ``data``. Raises MalformedMessage when it is not a JSON object."""
     try:
-        message = json.loads(data, object_hook=_untag)
+        # only a message carrying a tagged value needs the (per-object) hook; quote pushes never do
+        message = json.loads(data, object_hook=_untag) if b'"$' in data else json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"not a JSON message: {exc}") from None
     if not isinstance(message, dict):

@@ -169,6 +169,9 @@ class RemoteRuntime(WorkbookSide):
     def _subscribe(self, text: str) -> str:
         return self.reader.subscribe([text])[0]
 
+    def _subscribe_many(self, texts: list[str]) -> list[str]:
+        return self.reader.subscribe(texts) if texts else []
+
     def _check_not_disconnected(self) -> None:
         if self.reader.user_disconnected:
             raise ServiceError(DISCONNECTED, "disconnected (press Connect)")

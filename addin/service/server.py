@@ -44,6 +44,7 @@ TRADING_METHODS = ("configure_orders", "place_orders", "modify", "cancel", "canc
 CAPABILITIES = ("read", "trading")
 CALLS_PER_CLIENT = 8             # requests of one connection answered at once
 PUSH_WAIT = 0.5                  # seconds a pusher sleeps on the board before checking it should stop
+PUSH_GAP = 0.005                 # seconds between two quote pushes to one client: changes in between merge
 CALLBACK_TIMEOUT = 120.0         # seconds the client has to write and save the Refs place_orders assigned
 
 
@@ -288,24 +289,25 @@ class ServiceServer:
     # --- pushes ----------------------------------------------------------------------------------------
     def _push_loop(self, client: _Client) -> None:
         """Send ``quotes`` pushes: the held keys changed since the last push (merged: a slow client gets
-        the latest values, never a backlog)."""
+        the latest values, never a backlog), at most one per PUSH_GAP (a busy stream costs one message
+        per client per gap, not one per tick)."""
         board = self.runtime.market.board
         version = board.version
         while not client.gone.is_set() and not self._stopped.is_set():
             board.wait(version, PUSH_WAIT)
-            version, changed = board.changes_since(version)
             with client.lock:
                 fresh, client.fresh = client.fresh, set()
                 held = set(client.held)
-            data = {k: quote_record(q) for k, q in changed.items() if k in held}
+            version, data = board.raw_changes_since(version, held)
             for k in fresh - data.keys():
                 if k in held:
-                    data[k] = quote_record(board.get(k))
+                    data[k] = board.raw(k)
             if data:
                 try:
                     client.channel.send(protocol.push("quotes", version, data))
                 except (OSError, EOFError, ValueError):
                     return
+                client.gone.wait(PUSH_GAP)
 
     def _on_order(self, ref: str, outputs: dict) -> None:
         """The desk's listener (IB's message thread: only queue, never send here)."""
