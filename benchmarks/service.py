@@ -25,6 +25,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from .gateway import GatewayProcess, rss_bytes, wait_until
 from .report import Row, judged
@@ -103,11 +104,12 @@ def _holders(mode: str, count: int, texts: list[str], service: _Service | None, 
         kid = subprocess.Popen([sys.executable, "-c", HOLDER, mode, str(service.address if service else ""),
                                 service.key if service else "", str(port), str(next(_ids))], env=env, cwd=ROOT,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert kid.stdin is not None and kid.stdout is not None
         kid.stdin.write(json.dumps(texts) + "\n")
         kid.stdin.flush()
         kids.append(kid)
     for kid in kids:
-        if kid.stdout.readline().strip() != "ready":
+        if kid.stdout is None or kid.stdout.readline().strip() != "ready":
             raise RuntimeError(f"a {mode} client did not get its lines")
     return kids
 
@@ -151,8 +153,8 @@ def run(quick: bool = False) -> list[Row]:
         try:
             # --- tick to cell: through the service, then in-process (each path alone on the stream) ----
             intervals = (DEFAULT_INTERVAL, MIN_INTERVAL)
-            via: dict[float, dict] = {}
-            local: dict[float, dict] = {}
+            via: dict[float, Any] = {}
+            local: dict[float, Any] = {}
             with RemoteRuntime(service.address, service.key.encode(), name="bench") as remote:
                 remote_keys = remote.hold_quotes(texts)
                 wait_until(lambda: gw.lines() >= n, 120, f"{n} lines", 0.05)
@@ -193,20 +195,20 @@ def run(quick: bool = False) -> list[Row]:
             [alone] = _holders("local", 1, texts, None, gw.port, service.env)
             try:
                 wait_until(lambda: gw.lines() >= n, 120, f"{n} lines", 0.05)
-                local = _load(gw, alone.pid, n, load_window)
+                peer = _load(gw, alone.pid, n, load_window)
             finally:
                 _release([alone])
         finally:
             service.close()
     extra = {"subscriptions": n, "clients": 4, "offered_ticks_per_s": n * PER_LINE, "window_s": load_window,
-             "service": through, "in_process": local}
+             "service": through, "in_process": peer}
     rows.append(Row("service", f"service CPU, 4 clients x {n} subs", "cores", through["cpu"],
-                    "one in-process runtime", local["cpu"], extra=extra,
+                    "one in-process runtime", peer["cpu"], extra=extra,
                     note="the service pushes every change to each of the 4 clients"))
     rows.append(Row("service", f"service memory (RSS), 4 clients x {n} subs", "MB", through["rss"] / 2**20,
-                    "one in-process runtime", local["rss"] / 2**20, extra=extra))
+                    "one in-process runtime", peer["rss"] / 2**20, extra=extra))
     rows.append(Row("service", f"service peak memory (VmHWM), 4 clients x {n} subs", "MB", through["peak"] / 2**20,
-                    "one in-process runtime", local["peak"] / 2**20, extra=extra))
+                    "one in-process runtime", peer["peak"] / 2**20, extra=extra))
     return rows
 
 

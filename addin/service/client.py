@@ -59,7 +59,7 @@ class ServiceClient:
     lines this client holds (for a pump in this process).
     """
 
-    capabilities = ("read",)
+    capabilities: tuple[str, ...] = ("read",)
 
     def __init__(self, address: str | os.PathLike | None = None, authkey: bytes | None = None, *,
                  name: str = "", timeout: float = DEFAULT_TIMEOUT):
@@ -90,21 +90,21 @@ class ServiceClient:
                 if "topic" in message:
                     self._on_push(message)
                     continue
+                id = message.get("id")
                 if "callback" in message:
                     with self._lock:
-                        pending = self._pending.get(message.get("id"))
+                        pending = self._pending.get(id) if isinstance(id, int) else None
                     if pending is None:
                         self._channel.send(protocol.callback_reply(message["callback"], "no request of this "
                                                                                         "client is waiting"))
                     else:
                         pending.inbox.put(message)
                     continue
-                id = message.get("id")
                 if id is None and not message.get("ok", True):      # an error about the connection itself
                     self._gone_reason = protocol.error_of(message).message
                     continue
                 with self._lock:
-                    pending = self._pending.pop(id, None)
+                    pending = self._pending.pop(id, None) if isinstance(id, int) else None
                 if pending is not None:
                     pending.inbox.put(message)
         except (EOFError, OSError, ServiceError):
@@ -270,7 +270,7 @@ class TradingClient(ServiceClient):
     """A ServiceClient whose connection may place, modify and cancel orders and use the kill switch
     (for macros, ``ibxl run`` and the CLI; never handed to a UDF)."""
 
-    capabilities = ("read", "trading")
+    capabilities: tuple[str, ...] = ("read", "trading")
 
     def add_order_listener(self, fn) -> None:
         """``fn(ref, outputs)`` for every ``orders`` push (the desk's status, fill and commission changes;

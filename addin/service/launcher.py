@@ -22,7 +22,7 @@ def running() -> bool:
         return False
 
 
-def start_detached(args: list[str] = (), wait: float = 30.0) -> int:
+def start_detached(args: tuple[str, ...] | list[str] = (), wait: float = 30.0) -> int:
     """Start ``python -m addin.service *args`` in its own session (it outlives the caller and its
     terminal), output appended to ``paths.log_path()``, and wait until it answers. Returns its pid.
     Raises RuntimeError when it exits or does not answer within ``wait`` s (the log tail says why)."""
@@ -52,7 +52,7 @@ def _tail(path, lines: int = 15) -> str:
         return ""
 
 
-def connect(cls=None, *, name: str = "", start: bool = True, args: list[str] = ()):
+def connect(cls=None, *, name: str = "", start: bool = True, args: tuple[str, ...] | list[str] = ()):
     """A client (``cls``, default ServiceClient; TradingClient for order entry) of the user's service,
     starting one detached first when none answers and ``start`` (the first workbook or script to
     look starts it, with the user's config). Raises as ``cls`` and :func:`start_detached`."""

@@ -53,13 +53,22 @@ def quote_record(q) -> dict | None:
     return None if q is None else {f.name: getattr(q, f.name) for f in dataclasses.fields(q)}
 
 
+class _Answer:
+    """A callback's answer: set by the connection's reader, awaited by the request's thread."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reply: dict | None = None
+
+
 class _Client:
     """One connection: who it is, what it may do, and the lines it holds."""
 
     def __init__(self, number: int, channel: transport.Channel):
         self.number = number
         self.channel = channel
-        self.name, self.pid, self.capabilities = "?", 0, frozenset()
+        self.name, self.pid = "?", 0
+        self.capabilities: frozenset[str] = frozenset()
         self.held: collections.Counter[str] = collections.Counter()    # key -> subscribes by this client
         self.quote_texts: dict[str, str] = {}                          # text held by quote/quotes -> key
         self.fresh: set[str] = set()                                   # keys to push even if unchanged
@@ -68,7 +77,7 @@ class _Client:
         self.gone = threading.Event()
         self.orders: dict[str, dict] = {}                              # Ref -> outputs not yet pushed
         self.orders_changed = threading.Event()
-        self.callbacks: dict[int, Any] = {}                            # callback id -> [event, reply]
+        self.callbacks: dict[int, _Answer] = {}                        # callback id -> its answer, once it came
         self.calls = concurrent.futures.ThreadPoolExecutor(CALLS_PER_CLIENT, f"ibxl-service-call-{number}")
 
     def describe(self) -> dict:
@@ -92,10 +101,10 @@ class ServiceServer:
         self.address = str(address)
         self.authkey = authkey
         self.autoconnect = autoconnect
-        self.runtime = None
+        self.runtime: Any = None
         self.user_disconnected = False
         self.started = time.time()
-        self._listener = None
+        self._listener: Any = None
         self._clients: dict[int, _Client] = {}
         self._numbers = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
@@ -267,7 +276,7 @@ class ServiceServer:
         with client.lock:
             waiting, client.callbacks = list(client.callbacks.values()), {}
         for pending in waiting:                         # a callback waiting on a dead client fails now
-            pending[0].set()
+            pending.event.set()
         client.channel.close()
         client.calls.shutdown(wait=False, cancel_futures=True)
         with self._lock:
@@ -275,7 +284,9 @@ class ServiceServer:
         with client.lock:
             held, client.held = client.held, collections.Counter()
             client.quote_texts.clear()
-        market = self.runtime.market if self.runtime is not None else None
+        if self.runtime is None:
+            return
+        market = self.runtime.market
         for key, count in held.items():
             for _ in range(count):
                 try:
@@ -339,32 +350,33 @@ class ServiceServer:
         """Send a callback for the request this thread answers and wait for the client's answer.
         Raises ServiceError when the client refuses, does not answer in time, or is gone."""
         cid = next(self._callback_ids)
-        pending = [threading.Event(), None]
+        pending = _Answer()
         with client.lock:
             if client.gone.is_set():
                 raise ServiceError(protocol.FAILED, "the client is gone")
             client.callbacks[cid] = pending
         try:
             client.channel.send(protocol.callback(cid, self._request.id, method, params))
-            if not pending[0].wait(timeout):
+            if not pending.event.wait(timeout):
                 raise ServiceError(protocol.FAILED, f"the client did not answer {method} within {timeout:g} s")
         except (OSError, EOFError) as exc:
             raise ServiceError(protocol.FAILED, f"the client is gone: {exc}") from None
         finally:
             with client.lock:
                 client.callbacks.pop(cid, None)
-        reply = pending[1]
+        reply = pending.reply
         if reply is None:
             raise ServiceError(protocol.FAILED, "the client went away before answering")
         if not reply.get("ok"):
             raise protocol.error_of(reply)
 
     def _callback_answered(self, client: _Client, message: dict) -> None:
+        cid = message.get("callback")
         with client.lock:
-            pending = client.callbacks.get(message.get("callback"))
+            pending = client.callbacks.get(cid) if isinstance(cid, int) else None
         if pending is not None:
-            pending[1] = message
-            pending[0].set()
+            pending.reply = message
+            pending.event.set()
 
     # --- methods ---------------------------------------------------------------------------------------
     def _call(self, client: _Client, method: str, params: dict) -> Any:
