@@ -183,20 +183,26 @@ class ServiceServer:
         while not self._stopped.is_set():
             try:
                 conn = self._listener.accept()
-            except transport.AuthenticationError:
-                log.warning("refused a connection: wrong key")
-                continue
             except (OSError, EOFError):
                 if self._stopped.is_set():
                     return
                 log.exception("accepting a connection")
                 continue
             client = _Client(next(self._numbers), transport.Channel(conn))
-            with self._lock:
-                self._clients[client.number] = client
             self._spawn(self._serve_client, f"ibxl-service-client-{client.number}", client)
 
     def _serve_client(self, client: _Client) -> None:
+        try:
+            transport.authenticate(client.channel.conn, self.authkey, server=True)
+        except transport.AuthenticationError as exc:
+            log.warning("refused a connection: %s", exc)
+            client.calls.shutdown(wait=False)
+            return
+        with self._lock:
+            if self._finished:
+                client.channel.close()
+                return
+            self._clients[client.number] = client
         try:
             self._handshake(client)
             self._spawn(self._push_loop, f"ibxl-service-push-{client.number}", client)
