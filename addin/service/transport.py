@@ -101,6 +101,15 @@ def authenticate(conn: Connection, authkey: bytes, *, server: bool, timeout: flo
         watchdog.cancel()
 
 
+def wake(address: str | os.PathLike) -> None:
+    """Connect to ``address`` and hang up at once: a thread blocked in the Listener's accept() returns
+    (closing a listening socket does not wake it)."""
+    try:
+        Client(str(address), family=_family(str(address))).close()
+    except OSError:
+        pass                                             # nobody listens any more: nothing to wake
+
+
 def _shutdown(conn: Connection) -> None:
     """Shut the socket down (a thread blocked in recv wakes with EOFError), or close a named pipe."""
     try:
