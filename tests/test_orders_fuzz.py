@@ -149,7 +149,8 @@ def oracle(i: OrderIntent, f: OrderFacts, lim: RiskLimits) -> list[str]:
     elif step and not _grid(i.quantity, float(step)):
         bad.append("size_increment")
     prices = [p for p in (i.limit_price, i.stop_price, i.take_profit, i.stop_loss) if p is not None]
-    if any(not _grid(p, f.min_tick) for p in prices):
+    distances = [d for d in (i.trail_amount, i.offset) if d is not None]
+    if any(not _grid(p, f.min_tick) for p in prices + distances):
         bad.append("tick_grid")
     fresh = f.quote_time is not None and (f.now - f.quote_time) <= timedelta(seconds=lim.quote_max_age)
     ref = None
@@ -161,6 +162,8 @@ def oracle(i: OrderIntent, f: OrderFacts, lim: RiskLimits) -> list[str]:
     if ref is None and (i.order_type in ("MKT", "MOC") or (i.order_type == "TRAIL" and i.stop_price is None)):
         bad.append("stale_quote")
     if prices and (ref is None or any(abs(p - ref) > ref * lim.price_band_pct / 100 + 1e-9 for p in prices)):
+        bad.append("price_band")
+    if ref is not None and any(d >= ref for d in distances):      # a trail or offset as large as the price
         bad.append("price_band")
     touch = (f.ask if i.action == "BUY" else f.bid) if fresh else None
     touch = touch if touch and touch > 0 else ref

@@ -53,7 +53,7 @@ def quote_record(q) -> dict | None:
     return None if q is None else {f.name: getattr(q, f.name) for f in dataclasses.fields(q)}
 
 
-class _Answer:
+class _CallbackAnswer:
     """A callback's answer: set by the connection's reader, awaited by the request's thread."""
 
     def __init__(self):
@@ -77,7 +77,7 @@ class _Client:
         self.gone = threading.Event()
         self.orders: dict[str, dict] = {}                              # Ref -> outputs not yet pushed
         self.orders_changed = threading.Event()
-        self.callbacks: dict[int, _Answer] = {}                        # callback id -> its answer, once it came
+        self.callbacks: dict[int, _CallbackAnswer] = {}                        # callback id -> its answer, once it came
         self.calls = concurrent.futures.ThreadPoolExecutor(CALLS_PER_CLIENT, f"ibxl-service-call-{number}")
 
     def describe(self) -> dict:
@@ -369,7 +369,7 @@ class ServiceServer:
         """Send a callback for the request this thread answers and wait for the client's answer.
         Raises ServiceError when the client refuses, does not answer in time, or is gone."""
         cid = next(self._callback_ids)
-        pending = _Answer()
+        pending = _CallbackAnswer()
         with client.lock:
             if client.gone.is_set():
                 raise ServiceError(protocol.FAILED, "the client is gone")
