@@ -176,6 +176,8 @@ class RtdServer:
             if len(parts) > 2:
                 error = f"#IBXL: RTD topic: expected an instrument and a field, got {len(parts)} strings"
         topic = _Topic(topic_id, text, attr, error)
+        if topic_id in self._topics:                    # an id Excel reuses: the old topic goes first
+            self.DisconnectData(topic_id)
         with self._lock:
             self._topics[topic_id] = topic
             if error is None:
@@ -330,7 +332,8 @@ class RtdServer:
             client = self._connect()
         except Exception as exc:
             with self._lock:
-                self._failure = f"#IBXL: no ibxl service ({error_text(exc).removeprefix('#IBXL: ')})"
+                why = exc.cell_text() if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+                self._failure = f"#IBXL: no ibxl service ({why.removeprefix('#IBXL: ')}); see ibxl service status"
                 self._mark_locked(list(self._topics))
             self._connected.set()
             log.error("RTD: cannot reach the ibxl service: %s", exc)
@@ -348,8 +351,8 @@ class RtdServer:
             kind, arg = self._jobs.get()
             if kind == "stop" or self._stop.is_set():
                 return
-            if kind == "subscribe" and self._pool is not None:
-                self._pool.submit(self._subscribe, client, arg)     # resolving an instrument waits for IB
+            if kind == "subscribe":
+                self._submit(client, arg)                # resolving an instrument waits for IB
             elif kind == "unsubscribe":
                 try:
                     client.unsubscribe([arg])
@@ -359,8 +362,14 @@ class RtdServer:
                 with self._lock:
                     texts = [t for t, i in self._instruments.items() if i.key is None and i.error is None]
                 for text in texts:
-                    if self._pool is not None:
-                        self._pool.submit(self._subscribe, client, text)
+                    self._submit(client, text)
+
+    def _submit(self, client: ServiceClient, text: str) -> None:
+        try:
+            if self._pool is not None:
+                self._pool.submit(self._subscribe, client, text)
+        except RuntimeError:                             # the pool shut down: ServerTerminate runs
+            pass
 
     def _subscribe(self, client: ServiceClient, text: str) -> None:
         with self._lock:
@@ -380,8 +389,8 @@ class RtdServer:
             error = error_text(exc)
         with self._lock:
             inst = self._instruments.get(text)
-            if inst is None:                             # gone meanwhile: do not keep the line
-                release = key
+            if inst is None or (key is not None and inst.key is not None):
+                release = key                            # gone meanwhile, or held already: one user each
             else:
                 release = None
                 inst.key, inst.error, inst.attempts = key, error, 0
