@@ -386,3 +386,32 @@ def test_cli_starts_a_detached_service_reports_it_and_stops_it(gw):
     finally:
         ibxl("stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_silent_peer_holds_up_no_one_and_a_silent_service_does_not_hang_a_client(service, tmp_path):
+    import socket as sockets
+
+    from addin.service import transport
+    silent = sockets.socket(sockets.AF_UNIX)
+    silent.connect(str(service.address))                 # connects, never answers the key challenge
+    try:
+        t0 = time.monotonic()
+        with client(service) as c:                          # another client is served meanwhile
+            assert c.status()["state"] == "connected"
+        assert time.monotonic() - t0 < 2
+        silent.settimeout(transport.AUTH_TIMEOUT + 5)
+        while silent.recv(4096):                            # the challenge, then EOF: the service hung up
+            pass
+        assert time.monotonic() - t0 < transport.AUTH_TIMEOUT + 3
+    finally:
+        silent.close()
+    mute = sockets.socket(sockets.AF_UNIX)                  # a "service" that accepts and never speaks
+    mute.bind(str(tmp_path / "mute.sock"))
+    mute.listen(1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(transport.AuthenticationError, match="within 0.5 s"):
+            transport.dial(tmp_path / "mute.sock", service.key, timeout=0.5)
+        assert time.monotonic() - t0 < 2
+    finally:
+        mute.close()

@@ -151,6 +151,7 @@ class ServiceServer:
                 return
             self._finished = True
             clients = list(self._clients.values())
+        transport.wake(self.address)                   # accept() does not return on close: give it a peer
         try:
             self._listener.close()
         except OSError:
@@ -159,6 +160,7 @@ class ServiceServer:
             c.channel.close()
             c.gone.set()
             c.orders_changed.set()
+            c.calls.shutdown(wait=False, cancel_futures=True)
         if self.runtime is not None:
             self.runtime.close()
         if not transport.is_pipe(self.address):
@@ -166,6 +168,12 @@ class ServiceServer:
                 os.unlink(self.address)
             except FileNotFoundError:
                 pass
+        with self._lock:
+            threads = list(self._threads)
+        deadline = time.monotonic() + 2 * PUSH_WAIT
+        for t in threads:                               # every thread ends: a stopped service leaves none
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> "ServiceServer":
         return self.start()
@@ -175,6 +183,8 @@ class ServiceServer:
 
     def _spawn(self, fn, name, *args) -> threading.Thread:
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
+        with self._lock:
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
         t.start()
         return t
 
@@ -183,20 +193,29 @@ class ServiceServer:
         while not self._stopped.is_set():
             try:
                 conn = self._listener.accept()
-            except transport.AuthenticationError:
-                log.warning("refused a connection: wrong key")
-                continue
             except (OSError, EOFError):
                 if self._stopped.is_set():
                     return
                 log.exception("accepting a connection")
                 continue
+            if self._stopped.is_set():
+                conn.close()
+                return
             client = _Client(next(self._numbers), transport.Channel(conn))
-            with self._lock:
-                self._clients[client.number] = client
             self._spawn(self._serve_client, f"ibxl-service-client-{client.number}", client)
 
     def _serve_client(self, client: _Client) -> None:
+        try:
+            transport.authenticate(client.channel.conn, self.authkey, server=True)
+        except transport.AuthenticationError as exc:
+            log.warning("refused a connection: %s", exc)
+            client.calls.shutdown(wait=False)
+            return
+        with self._lock:
+            if self._finished:
+                client.channel.close()
+                return
+            self._clients[client.number] = client
         try:
             self._handshake(client)
             self._spawn(self._push_loop, f"ibxl-service-push-{client.number}", client)
