@@ -50,6 +50,10 @@ def gateway_lines(gw) -> int:
     return gw.call(lambda s: s.marketdata.lines_in_use(s.clients[CLIENT_ID]) if CLIENT_ID in s.clients else -1)
 
 
+def rtd_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("ibxl-rtd")]
+
+
 class Recorder:
     """Excel's IRTDUpdateEvent: counts UpdateNotify calls with their times."""
 
@@ -187,6 +191,7 @@ def test_100_topics_notify_once_per_interval_and_refresh_returns_exactly_the_cha
         rtd.ServerTerminate()
     wait_until(lambda: gateway_lines(gw) == base, 5, "every line released by ServerTerminate")
     assert rtd.Heartbeat() == 0
+    wait_until(lambda: not rtd_threads(), 5, "the RTD server's threads gone")
 
 
 def test_an_unknown_instrument_and_a_bad_field_show_their_error_text(gw, service):
@@ -249,6 +254,23 @@ def test_the_users_disconnect_shows_in_every_topic_and_connect_brings_prices_bac
         if user.user_disconnected:
             user.connect()
         user.close()
+        rtd.ServerTerminate()
+
+
+def test_a_service_that_stops_shows_in_the_topics_and_heartbeat_fails(gw, tmp_path):
+    recorder = Recorder()
+    with embedded_service(lambda: Runtime("127.0.0.1", gw.port, CLIENT_ID + 1, settings=Settings(),
+                                          journal_path=tmp_path / "j.sqlite3")) as short_lived:
+        rtd = RtdServer(short_lived.address, short_lived.authkey, refresh_interval=INTERVAL)
+        excel = Excel(rtd, recorder)
+        rtd.ServerStart(recorder)
+        excel.connect(1, "SIM0095", "bid")
+        excel.settle(lambda c: isinstance(c[1], float), 10, "SIM0095's bid")
+        assert rtd.Heartbeat() == 1
+    try:
+        excel.settle(lambda c: c[1] == "#IBXL: the ibxl service closed the connection", 5, "the service gone")
+        assert rtd.Heartbeat() == 0
+    finally:
         rtd.ServerTerminate()
 
 
