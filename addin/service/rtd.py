@@ -305,11 +305,12 @@ class RtdServer:
             return
         self._version, changed = client.board.changes_since(self._version)
         flag = client.user_disconnected
-        if flag != self._user_disconnected or client.closed:
+        flipped = flag != self._user_disconnected
+        if flipped or client.closed:
             self._user_disconnected = flag
             self._mark_locked(list(self._topics))
-            if not flag:
-                self._jobs.put(("retry", None))      # texts the service refused while disconnected
+        if flipped and not flag and not client.closed:
+            self._jobs.put(("retry", None))          # texts the service refused while disconnected
         for key in changed:
             for text in self._by_key.get(key, ()):
                 self._mark_locked(self._instruments[text].topics)
