@@ -25,6 +25,10 @@ import xlwings as xw
 
 from addin.cells import boolean, error_value, is_blank
 from addin.excel.errors import error_text
+from addin.market.quote_fields import QUOTE_FIELDS
+from addin.market.quote_fields import QuoteFailed as _IBText
+from addin.market.quote_fields import QuoteWaiting as _WaitingError
+from addin.market.quote_fields import quote_value as _quote_value
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +37,6 @@ __all__ = ["IB_QUOTE", "IB_QUOTES", "IB_HISTORY", "IB_CONTRACT", "IB_POSITIONS",
 
 CATEGORY = "ibxl"
 SYMBOL_DOC = "Instrument text: AAPL, AAPL.NASDAQ, EUR/USD, ESZ6.CME, ^SPX.CBOE, BTC/USD.PAXOS, conid:265598"
-# Field names a quote function accepts (lower case, spaces and underscores ignored) -> BoardQuote attribute.
-QUOTE_FIELDS = {
-    "price": "price", "bid": "bid", "ask": "ask", "last": "last", "mid": "mid", "spread": "spread",
-    "bidsize": "bid_size", "asksize": "ask_size", "lastsize": "last_size", "volume": "volume",
-    "open": "open", "high": "high", "low": "low", "close": "close", "change": "change",
-    "changepct": "change_pct", "change%": "change_pct", "updated": "updated", "lasttime": "last_time",
-    "datatype": "data_type", "stale": "stale", "symbol": "symbol",
-}
 CONTRACT_FIELDS = {
     "conid": "conId", "symbol": "symbol", "sectype": "secType", "exchange": "exchange",
     "primaryexchange": "primaryExchange", "currency": "currency", "localsymbol": "localSymbol",
@@ -49,10 +45,6 @@ CONTRACT_FIELDS = {
 }
 DETAIL_FIELDS = {"longname": "longName", "mintick": "minTick", "industry": "industry", "category": "category",
                  "timezone": "timeZoneId", "validexchanges": "validExchanges", "marketname": "marketName"}
-
-
-class _WaitingError(Exception):
-    """No quote yet: shown as #IBXL: waiting ... (the pump recalculates the cell when it arrives)."""
 
 
 def _reader():
@@ -143,22 +135,6 @@ def _frame_rows(df, index_name: str | None = None) -> list[list]:
     for idx, rec in zip(df.index, df.itertuples(index=False, name=None)):
         rows.append(([_cellify(idx)] if index_name else []) + [_cellify(v) for v in rec])
     return rows
-
-
-def _quote_value(q, attr: str):
-    if q.error:
-        raise _IBText(q.error)
-    if attr == "price":
-        value = q.last if q.last is not None else q.mid
-    else:
-        value = getattr(q, attr)
-    if attr not in ("symbol", "stale", "data_type") and q.updated is None:
-        raise _WaitingError(f"waiting for the first quote of {q.symbol}")
-    return _cellify(value)
-
-
-class _IBText(Exception):
-    """A quote's own error text ("IB 354: ..."), shown as #IB 354: ..."""
 
 
 def _quote_safely(fn):

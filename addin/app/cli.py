@@ -15,7 +15,8 @@ class _LazyGroup(click.Group):
     here, so listing them imports nothing either."""
 
     lazy = {"paper": ("addin.paper.cli", "paper", "Serve the paper gateway until interrupted (Ctrl-C)."),
-            "service": ("addin.service.cli", "service", "The background service owning the IB connection.")}
+            "service": ("addin.service.cli", "service", "The background service owning the IB connection."),
+            "excel": ("addin.app.excel_cli", "excel", "Excel on Windows: install or remove the RTD server.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})

@@ -189,6 +189,11 @@ class ServiceClient:
         except (OSError, EOFError):
             pass                                  # gone: the pending call learns it from the reader
 
+    @property
+    def closed(self) -> bool:
+        """True once the connection ended (closed here, or the service went)."""
+        return self._closed
+
     def close(self) -> None:
         """Close the connection (the service releases this client's lines)."""
         self._channel.close()
