@@ -429,10 +429,11 @@ def build_workbook(macro: bool) -> openpyxl.Workbook:
 
 
 def _normalize(data: bytes) -> bytes:
-    """Fixed zip timestamps and document dates, so the same input builds the same bytes."""
+    """Fixed zip timestamps, document dates and member order, so the same input builds the same bytes."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
+        # sorted: openpyxl adds the parts it keeps from the VBA template in set order, which varies by process
+        for info in sorted(src.infolist(), key=lambda i: (i.filename != "[Content_Types].xml", i.filename)):
             body = src.read(info.filename)
             if info.filename == "docProps/core.xml":
                 stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()

@@ -55,6 +55,11 @@ def python_call(macro: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _xml_text(text: str) -> str:
+    """``text`` escaped as Excel writes it in VML: &, <, > and double quotes; single quotes as they are."""
+    return escape(text, quote=False).replace('"', "&quot;")
+
+
 def _shape(i: int, b: Button, col_px: list[int], row_px: list[int]) -> str:
     left = sum(col_px[:b.col]) + b.left_px
     top = sum(row_px[:b.row]) + b.top_px
@@ -68,12 +73,12 @@ def _shape(i: int, b: Button, col_px: list[int], row_px: list[int]) -> str:
         '<v:fill color2="buttonFace [67]" o:detectmouseclick="t"/>'
         '<o:lock v:ext="edit" rotation="t"/>'
         '<v:textbox style="mso-direction-alt:auto" o:singleclick="f">'
-        f'<div style="text-align:center"><font face="Calibri" size="220" color="#000000">{escape(b.caption)}</font>'
+        f'<div style="text-align:center"><font face="Calibri" size="220" color="#000000">{_xml_text(b.caption)}</font>'
         '</div></v:textbox>'
         '<x:ClientData ObjectType="Button">'
         f"<x:Anchor>{anchor}</x:Anchor>"
         "<x:AutoFill>False</x:AutoFill>"
-        f"<x:FmlaMacro>{escape(b.macro)}</x:FmlaMacro>"
+        f"<x:FmlaMacro>{_xml_text(b.macro)}</x:FmlaMacro>"
         "<x:TextHAlign>Center</x:TextHAlign><x:TextVAlign>Center</x:TextVAlign>"
         "</x:ClientData></v:shape>"
     )

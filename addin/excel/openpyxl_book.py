@@ -165,7 +165,7 @@ def axis_bounds(low: float, high: float) -> tuple[float, float]:
     """Round axis limits around [low, high] with a little room: (571.3, 662.9) -> (560.0, 680.0)."""
     span = high - low or abs(high) * 0.02 or 1.0
     low, high = low - span * 0.05, high + span * 0.05
-    step = 10.0 ** math.floor(math.log10(high - low)) / 2
+    step = 10.0 ** math.floor(math.log10(high - low)) / 5
     return math.floor(low / step) * step, math.ceil(high / step) * step
 
 
