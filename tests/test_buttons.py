@@ -15,6 +15,7 @@ import pytest
 from addin.app.jobs import run_workbook
 from addin.app.macros import MACROS
 from addin.config import Settings
+from addin.excel import layout
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.vba import vba_modules
 from addin.paper import PaperGateway
@@ -56,7 +57,8 @@ def test_the_buttons_sheet_lists_what_each_button_runs():
     wb = openpyxl.load_workbook(XLSM)
     rows = list(wb["Buttons"].iter_rows(min_row=4, values_only=True))
     found = buttons.read_buttons(XLSM.read_bytes())["Buttons"]
-    assert [(r[0], r[2]) for r in rows] == found
+    assert [r[2] for r in rows] == [macro for _caption, macro in found]
+    assert [caption for caption, _ in found] == [caption for _, caption in layout.MACROS]
 
 
 def test_macro_text_refuses_quotes():

@@ -19,6 +19,7 @@ from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.remote_json import book_json
 from addin.excel.xlwings_book import XlwingsBook
 from workbooks import build
+from workbooks.buttons import read_buttons
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKBOOKS = ROOT / "workbooks"
@@ -125,8 +126,9 @@ def test_the_xlsm_is_wired_for_xlwings(built):
     buttons = list(wb["Buttons"].iter_rows(min_row=4, values_only=True))
     bas = (WORKBOOKS / "ibxl_macros.bas").read_bytes().decode("ascii")
     assert len(buttons) == len(layout.MACROS) == 13
-    for (macro, caption), (b_caption, sub, button_macro) in zip(layout.MACROS, buttons):
-        assert b_caption == caption
+    on_sheet = read_buttons(path.read_bytes())["Buttons"]
+    for (macro, caption), (_button, sub, button_macro), drawn in zip(layout.MACROS, buttons, on_sheet):
+        assert drawn == (caption, button_macro)       # the form button in that row, and its macro
         call = f'RunPython "import addin.app.macros as m; m.{macro}()"'
         assert button_macro == f"'{call}'"           # the form button's macro: RunPython with its argument
         assert f"Sub {sub}()\r\n    ' {caption}\r\n    {call}\r\nEnd Sub" in bas

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import openpyxl
 from openpyxl.chart import LineChart, PieChart, Reference
+from openpyxl.chart.text import RichText
+from openpyxl.drawing.text import CharacterProperties, Paragraph, ParagraphProperties, RichTextProperties
 from openpyxl.formatting.rule import FormulaRule, Rule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.styles.differential import DifferentialStyle
@@ -229,6 +231,9 @@ def _history(wb) -> None:
     chart.title = "Close"
     chart.y_axis.title = "Price"
     chart.x_axis.number_format = layout.NUMBER_FORMATS["date"]
+    chart.x_axis.txPr = RichText(     # dates at 45 degrees, 8 pt: a year of daily labels does not overlap
+        bodyPr=RichTextProperties(rot=-2700000, vert="horz"),
+        p=[Paragraph(pPr=ParagraphProperties(defRPr=CharacterProperties(sz=800)), endParaRPr=CharacterProperties())])
     chart.height, chart.width = 10, 26
     close_col = 4 + layout.BARS_COLUMNS.index("Close")
     chart.add_data(Reference(ws, min_col=close_col, min_row=1, max_row=2), titles_from_data=True)
@@ -349,7 +354,7 @@ def macros_bas() -> str:
 
 
 BUTTON_ROW_HEIGHT = 24      # points: a form button 26 px high with a margin
-BUTTON_COLUMN_WIDTH = 28    # characters: 201 px, the button 180 px wide
+BUTTON_COLUMN_WIDTH = 28    # characters: 201 px, the button 194 px wide
 
 
 def _buttons(wb) -> None:
@@ -364,11 +369,10 @@ def _buttons(wb) -> None:
         c.font, c.fill = HEADER_FONT, HEADER_FILL
     placed = []
     for i, (macro, caption) in enumerate(layout.MACROS, start=4):
-        ws.cell(row=i, column=1, value=caption)          # under the button; shows where buttons do not
         ws.cell(row=i, column=2, value=vba_sub(macro))
         ws.cell(row=i, column=3, value=buttons.macro_text(python_call(macro)))
         ws.row_dimensions[i].height = BUTTON_ROW_HEIGHT
-        for j in (1, 2, 3):
+        for j in (2, 3):
             ws.cell(row=i, column=j).alignment = Alignment(vertical="center")
         placed.append(buttons.Button(caption, buttons.macro_text(python_call(macro)), row=i - 1, col=0))
     ws.column_dimensions["A"].width = BUTTON_COLUMN_WIDTH

@@ -34,9 +34,9 @@ class Button:
     macro: str
     row: int
     col: int
-    left_px: int = 4
+    left_px: int = 3
     top_px: int = 3
-    width_px: int = 176
+    width_px: int = 194
     height_px: int = 26
 
 
@@ -73,7 +73,7 @@ def _shape(i: int, b: Button, col_px: list[int], row_px: list[int]) -> str:
         '<v:fill color2="buttonFace [67]" o:detectmouseclick="t"/>'
         '<o:lock v:ext="edit" rotation="t"/>'
         '<v:textbox style="mso-direction-alt:auto" o:singleclick="f">'
-        f'<div style="text-align:center"><font face="Calibri" size="220" color="#000000">{_xml_text(b.caption)}</font>'
+        f'<div style="text-align:center"><font face="Calibri" size="200" color="#000000">{_xml_text(b.caption)}</font>'
         '</div></v:textbox>'
         '<x:ClientData ObjectType="Button">'
         f"<x:Anchor>{anchor}</x:Anchor>"
