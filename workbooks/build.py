@@ -197,6 +197,9 @@ def _config(wb) -> None:
     ws = wb.create_sheet("Config")
     _add_table(ws, "Config", 1, 1, layout.CONFIG_COLUMNS, [list(r) for r in CONFIG_ROWS],
                widths={"Key": 24, "Value": 12, "Notes": 70})
+    for i, (_key, value, _notes) in enumerate(CONFIG_ROWS, start=2):
+        if isinstance(value, bool):            # LibreOffice shows a logical value as TRUE/FALSE only so
+            ws.cell(row=i, column=2).number_format = layout.NUMBER_FORMATS["bool"]
     ws.cell(row=len(CONFIG_ROWS) + 3, column=1, value=CONFIG_NOTE).font = Font(italic=True)
     ws.freeze_panes = "A2"
 
