@@ -8,6 +8,7 @@ and button fails with "Could not load xlwings64-....dll".
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def vba_modules(path: str | Path) -> list[VbaModule]:
     Empty for a workbook without macros. Raises FileNotFoundError; ImportError when oletools is missing."""
     from oletools.olevba import VBA_Parser
 
+    # olevba warns on every file that it cannot detect "VBA stomping" (malware analysis, not our concern)
+    logging.getLogger("olevba").setLevel(logging.ERROR)
     parser = VBA_Parser(str(path))
     try:
         if not parser.detect_vba_macros():
