@@ -27,8 +27,6 @@ from pathlib import Path
 
 import openpyxl
 from openpyxl.chart import LineChart, PieChart, Reference
-from openpyxl.chart.text import RichText
-from openpyxl.drawing.text import CharacterProperties, Paragraph, ParagraphProperties, RichTextProperties
 from openpyxl.formatting.rule import FormulaRule, Rule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.styles.differential import DifferentialStyle
@@ -233,10 +231,9 @@ def _history(wb) -> None:
     chart = LineChart()
     chart.title = "Close"
     chart.y_axis.title = "Price"
-    chart.x_axis.number_format = layout.NUMBER_FORMATS["date"]
-    chart.x_axis.txPr = RichText(     # dates at 45 degrees, 8 pt: a year of daily labels does not overlap
-        bodyPr=RichTextProperties(rot=-2700000, vert="horz"),
-        p=[Paragraph(pPr=ParagraphProperties(defRPr=CharacterProperties(sz=800)), endParaRPr=CharacterProperties())])
+    # short date labels: a year of "yyyy-mm-dd" labels overlapped in the render (rotated labels do not
+    # survive openpyxl's re-read: an empty text run comes back as "None")
+    chart.x_axis.number_format = "mmm yy"
     chart.height, chart.width = 10, 26
     close_col = 4 + layout.BARS_COLUMNS.index("Close")
     chart.add_data(Reference(ws, min_col=close_col, min_row=1, max_row=2), titles_from_data=True)
@@ -435,6 +432,12 @@ def build_workbook(macro: bool) -> openpyxl.Workbook:
     return wb
 
 
+def _sorted_defaults(content_types: bytes) -> bytes:
+    """``[Content_Types].xml`` with its ``<Default>`` entries in sorted order, each in the place of one."""
+    defaults = iter(sorted(re.findall(rb"<Default [^>]*/>", content_types)))
+    return re.sub(rb"<Default [^>]*/>", lambda _m: next(defaults), content_types)
+
+
 def _normalize(data: bytes) -> bytes:
     """Fixed zip timestamps, document dates and member order, so the same input builds the same bytes."""
     out = io.BytesIO()
@@ -442,6 +445,8 @@ def _normalize(data: bytes) -> bytes:
         # sorted: openpyxl adds the parts it keeps from the VBA template in set order, which varies by process
         for info in sorted(src.infolist(), key=lambda i: (i.filename != "[Content_Types].xml", i.filename)):
             body = src.read(info.filename)
+            if info.filename == "[Content_Types].xml":     # its Default entries come in set order too
+                body = _sorted_defaults(body)
             if info.filename == "docProps/core.xml":
                 stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
                 body = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)",
