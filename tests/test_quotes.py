@@ -118,7 +118,7 @@ def test_quote_fields_are_derived_when_read():
     board.update("AAPL", bid=229.5, ask=229.7, last=229.6, close=225.0, bid_size=300.0, data_type="live")
     q = board.get("AAPL")
     assert q.symbol == "AAPL" and q.mid == 229.6 and q.spread == pytest.approx(0.2)
-    assert q.change == pytest.approx(4.6) and q.change_pct == pytest.approx(100 * 4.6 / 225.0)
+    assert q.change == pytest.approx(4.6) and q.change_pct == pytest.approx(4.6 / 225.0)   # a fraction
     assert q.updated.tzinfo is timezone.utc and abs((datetime.now(timezone.utc) - q.updated).total_seconds()) < 5
     assert not q.stale and q.error is None
     board.update("EUR/USD", bid=1.1, ask=1.1002, close=1.09)          # no trades: change from mid

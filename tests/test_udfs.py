@@ -118,7 +118,7 @@ def test_quote_formula_cells_are_recalculated_by_the_pump(rt):
 
 def test_ib_history_has_a_header_row(rt):
     out = udfs.IB_HISTORY("AAPL", "2 D", "1 hour", "TRADES", True)
-    assert out[0] == ["time", "open", "high", "low", "close", "volume", "wap", "bar_count"]
+    assert out[0] == ["Date", "Open", "High", "Low", "Close", "Volume", "WAP", "BarCount"]   # as the README shows
     assert len(out) > 5 and isinstance(out[1][0], datetime) and out[1][0].tzinfo is None
     assert all(out[i][0] < out[i + 1][0] for i in range(1, len(out) - 1))
     assert udfs.IB_HISTORY("AAPL", "1 D", "7 min").startswith("#IBXL: bar_size")

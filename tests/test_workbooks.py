@@ -19,6 +19,7 @@ from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.excel.remote_json import book_json
 from addin.excel.xlwings_book import XlwingsBook
 from workbooks import build
+from workbooks.buttons import read_buttons
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKBOOKS = ROOT / "workbooks"
@@ -100,12 +101,13 @@ def test_formats_frozen_headers_status_colours_and_charts(template):
         assert wb[sheet].freeze_panes in ("A2", "B2")
     col = {h: i + 1 for i, h in enumerate(layout.ORDERS_COLUMNS)}
     assert orders.cell(row=2, column=col["LimitPrice"]).number_format == layout.NUMBER_FORMATS["price"]
-    assert orders.cell(row=50, column=col["Updated"]).number_format == layout.NUMBER_FORMATS["time"]
+    letter = openpyxl.utils.get_column_letter(col["Updated"])      # every row: the column's style
+    assert orders.column_dimensions[letter].number_format == layout.NUMBER_FORMATS["time"]
     watch = wb["Watchlist"]
     wcol = {h: i + 1 for i, h in enumerate(layout.WATCHLIST_COLUMNS)}
     assert watch.cell(row=3, column=wcol["ChangePct"]).number_format == "0.00%"
-    assert watch.cell(row=3, column=wcol["Volume"]).number_format == "#,##0"
-    rules = [r for cf in orders.conditional_formatting for r in cf.rules]
+    assert watch.cell(row=3, column=wcol["Volume"]).number_format == "#,##0.########"
+    rules = [r for cf in orders.conditional_formatting for r in cf.rules if r.dxf.fill is not None]
     coloured = {r.formula[0].split('"')[1]: r.dxf.fill.bgColor.rgb[-6:] for r in rules}
     assert coloured == layout.STATUS_COLOURS
     assert [type(c).__name__ for c in wb["History"]._charts] == ["LineChart"]
@@ -124,9 +126,11 @@ def test_the_xlsm_is_wired_for_xlwings(built):
     buttons = list(wb["Buttons"].iter_rows(min_row=4, values_only=True))
     bas = (WORKBOOKS / "ibxl_macros.bas").read_bytes().decode("ascii")
     assert len(buttons) == len(layout.MACROS) == 13
-    for (macro, caption), (b_caption, sub, call) in zip(layout.MACROS, buttons):
-        assert b_caption == caption
-        assert call == f'RunPython "import addin.app.macros as m; m.{macro}()"'
+    on_sheet = read_buttons(path.read_bytes())["Buttons"]
+    for (macro, caption), (_button, sub, button_macro), drawn in zip(layout.MACROS, buttons, on_sheet):
+        assert drawn == (caption, button_macro)       # the form button in that row, and its macro
+        call = f'RunPython "import addin.app.macros as m; m.{macro}()"'
+        assert button_macro == f"'{call}'"           # the form button's macro: RunPython with its argument
         assert f"Sub {sub}()\r\n    ' {caption}\r\n    {call}\r\nEnd Sub" in bas
 
 

@@ -25,6 +25,7 @@ import xlwings as xw
 
 from addin.cells import boolean, error_value, is_blank
 from addin.excel.errors import error_text
+from addin.excel.layout import BAR_HEADERS
 from addin.market.quote_fields import QUOTE_FIELDS
 from addin.market.quote_fields import QuoteFailed as _IBText
 from addin.market.quote_fields import QuoteWaiting as _WaitingError
@@ -211,16 +212,16 @@ def IB_QUOTES(symbols, fields=None, caller=None):
 @xw.arg("what_to_show", doc="IB whatToShow: TRADES (default), MIDPOINT, BID, ASK, BID_ASK, ...")
 @xw.arg("use_rth", doc="TRUE (default): regular trading hours only; FALSE: all hours")
 def IB_HISTORY(symbol, duration=None, bar_size=None, what_to_show=None, use_rth=None):
-    """Historical bars from IB (reqHistoricalData) as a dynamic array with a header row: time (UTC), open,
-    high, low, close, volume, wap, bar_count. Recalculates only when its arguments change."""
+    """Historical bars from IB (reqHistoricalData) as a dynamic array with a header row: Date (UTC), Open,
+    High, Low, Close, Volume, WAP, BarCount. Recalculates only when its arguments change."""
     def run():
         text = _text(symbol, "symbol")
         rth = True if use_rth is None else boolean(use_rth, "use_rth")
         df = _reader().bars(text, duration=str(duration or "1 D"), bar_size=str(bar_size or "1 min"),
                             what_to_show=str(what_to_show or "TRADES"), use_rth=rth)
         if df.empty:
-            return [["time"] + [str(c) for c in df.columns]]
-        return _frame_rows(df, "time")
+            return [[BAR_HEADERS["time"]] + [BAR_HEADERS.get(str(c), str(c)) for c in df.columns]]
+        return _frame_rows(df.rename(columns=BAR_HEADERS), BAR_HEADERS["time"])
     return _safely(run)
 
 

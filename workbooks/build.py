@@ -6,8 +6,10 @@
 - ``ibxl.xlsx``: the plain workbook for headless use (``ibxl run``, the openpyxl adapter).
 - ``ibxl.xlsm``: the same sheets plus a ``Buttons`` sheet and an active ``xlwings.conf`` sheet, built on
   the macro-enabled ``quickstart_standalone.xlsm`` that ships inside the xlwings package (its VBA
-  project holds xlwings' ``RunPython``; openpyxl cannot author VBA). The macros that buttons call are
-  in ``workbooks/ibxl_macros.bas``; ``workbooks/README.md`` says how to import it and bind buttons.
+  project holds xlwings' ``RunPython``; openpyxl cannot author VBA). The Buttons sheet holds a form
+  button per macro whose macro is ``'RunPython "import addin.app.macros as m; m.<macro>()"'``
+  (``workbooks/buttons.py``), so nothing needs importing; ``workbooks/ibxl_macros.bas`` has the same
+  calls as VBA Subs for users who bind their own buttons or shortcuts.
 
 The output is deterministic (fixed document dates and zip timestamps), so the committed files can be
 checked against what this script makes.
@@ -25,8 +27,10 @@ from pathlib import Path
 
 import openpyxl
 from openpyxl.chart import LineChart, PieChart, Reference
-from openpyxl.formatting.rule import FormulaRule
+from openpyxl.formatting.rule import FormulaRule, Rule
 from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles.differential import DifferentialStyle
+from openpyxl.styles.numbers import NumberFormat
 from openpyxl.utils import get_column_letter
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.datavalidation import DataValidation
@@ -38,10 +42,14 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 
 from addin.excel import layout  # noqa: E402
 from addin.protocol import orders as vocabulary  # noqa: E402
+from workbooks import buttons  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIXED_TIME = dt.datetime(2026, 1, 1, 0, 0, 0)
-SPARE_ROWS = 200            # formatted rows below each Table's samples, for rows the pump adds
+MAX_ROW = 1048576           # Excel's last row: conditional formats cover every row a Table may reach
+ID_WIDTH = 14               # PermId has up to 10 digits; never ###
+QUANTITY_WIDTH = 13         # a size with 8 decimals (0.01829094) or a volume of 8 digits
+_CF_NUMFMT_IDS: dict[str, int] = {}   # number formats of conditional formats -> their ids in the styles part
 HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
 OUTPUT_FILL = PatternFill("solid", fgColor="548235")   # Orders: columns ibxl writes
 HEADER_FONT = Font(bold=True, color="FFFFFF")
@@ -113,7 +121,12 @@ CONFIG_NOTE = ("This sheet may only tighten the limits in your own config file (
 
 def _add_table(ws, name: str, top: int, left: int, columns: list[str], rows: list[list] | None = None,
                *, style: str = "TableStyleMedium2", widths: dict[str, float] | None = None) -> str:
-    """Write a header, rows (at least one, maybe empty) and a Table over them; format the columns."""
+    """Write a header, rows (at least one, maybe empty) and a Table over them; format the columns.
+
+    A column's number format is its column style (``<col style>``), so every row the Table will ever
+    have shows it: Excel gives a new cell its column's style, and so does ibxl's openpyxl adapter. The
+    sample rows' cells get it too. Quantity columns show whole numbers without Excel's trailing dot
+    through a conditional format over the whole column."""
     rows = rows or [[None] * len(columns)]
     for j, header in enumerate(columns):
         c = ws.cell(row=top, column=left + j, value=header)
@@ -133,10 +146,32 @@ def _add_table(ws, name: str, top: int, left: int, columns: list[str], rows: lis
         letter = get_column_letter(left + j)
         fmt = layout.number_format(header)
         if fmt:
-            for r in range(top + 1, bottom + SPARE_ROWS + 1):
+            ws.column_dimensions[letter].number_format = fmt
+            for r in range(top + 1, bottom + 1):
                 ws.cell(row=r, column=left + j).number_format = fmt
-        ws.column_dimensions[letter].width = (widths or {}).get(header, max(10, len(header) + 3))
+        if header in layout.QUANTITY_COLUMNS:
+            _whole_numbers_plain(ws, f"{letter}{top + 1}:{letter}{MAX_ROW}")
+        width = (widths or {}).get(header, max(10, len(header) + 3))
+        if header in layout.ID_COLUMNS:
+            width = max(width, ID_WIDTH)
+        elif header in layout.QUANTITY_COLUMNS:      # 0.01829094 BTC, 1,234,567.5 shares
+            width = max(width, QUANTITY_WIDTH)
+        ws.column_dimensions[letter].width = width
     return ref
+
+
+def _whole_numbers_plain(ws, cells: str) -> None:
+    """Whole numbers in ``cells`` show as ``#,##0`` (not "10." as ``#,##0.########`` would show them)."""
+    first = cells.split(":")[0]
+    _format_rule(ws, cells, f"AND(ISNUMBER({first}),{first}=INT({first}))", layout.WHOLE_FORMAT)
+
+
+def _format_rule(ws, cells: str, formula: str, fmt: str) -> None:
+    """A conditional format on ``cells`` that shows number format ``fmt`` where ``formula`` (relative to
+    the first cell) is TRUE: Excel and LibreOffice apply it to every row of the range, present or not."""
+    fmt_id = _CF_NUMFMT_IDS.setdefault(fmt, 300 + len(_CF_NUMFMT_IDS))
+    ws.conditional_formatting.add(cells, Rule(type="expression", formula=[formula], dxf=DifferentialStyle(
+        numFmt=NumberFormat(numFmtId=fmt_id, formatCode=fmt))))
 
 
 def _name(wb, name: str, sheet: str, address: str) -> None:
@@ -160,6 +195,9 @@ def _config(wb) -> None:
     ws = wb.create_sheet("Config")
     _add_table(ws, "Config", 1, 1, layout.CONFIG_COLUMNS, [list(r) for r in CONFIG_ROWS],
                widths={"Key": 24, "Value": 12, "Notes": 70})
+    for i, (_key, value, _notes) in enumerate(CONFIG_ROWS, start=2):
+        if isinstance(value, bool):            # LibreOffice shows a logical value as TRUE/FALSE only so
+            ws.cell(row=i, column=2).number_format = layout.NUMBER_FORMATS["bool"]
     ws.cell(row=len(CONFIG_ROWS) + 3, column=1, value=CONFIG_NOTE).font = Font(italic=True)
     ws.freeze_panes = "A2"
 
@@ -168,7 +206,7 @@ def _watchlist(wb) -> None:
     ws = wb.create_sheet("Watchlist")
     rows = [[s] + [None] * (len(layout.WATCHLIST_COLUMNS) - 1) for s in WATCHLIST_SAMPLES]
     _add_table(ws, "Watchlist", 1, 1, layout.WATCHLIST_COLUMNS, rows,
-               widths={"Symbol": 16, "Updated": 20, "DataType": 12})
+               widths={"Symbol": 16, "Updated": 20, "DataType": 12, "Volume": 16})
     ws.freeze_panes = "B2"
 
 
@@ -184,18 +222,19 @@ def _history(wb) -> None:
     for i, (label, _, _value, meaning) in enumerate(layout.HISTORY_PARAMETERS, start=note_row + 1):
         ws.cell(row=i, column=1, value=f"{label}: {meaning}").font = Font(italic=True, color="595959")
     ws.column_dimensions["A"].width = 14
-    ws.column_dimensions["B"].width = 14
+    ws.column_dimensions["B"].width = 34    # wide enough for the parameter notes below to show whole
     ws.column_dimensions["C"].width = 3
-    _add_table(ws, "Bars", 1, 4, layout.BARS_COLUMNS, widths={"Date": 20})
-    for r in range(2, 2 + SPARE_ROWS):
-        ws.cell(row=r, column=4).number_format = layout.NUMBER_FORMATS["time"]
+    _add_table(ws, "Bars", 1, 4, layout.BARS_COLUMNS, widths={"Date": 20, "Volume": 16})
+    _format_rule(ws, f"D2:D{MAX_ROW}", "AND(ISNUMBER(D2),D2=INT(D2))", layout.NUMBER_FORMATS["date"])  # daily bars
     ws.freeze_panes = "A2"
 
     chart = LineChart()
     chart.title = "Close"
     chart.y_axis.title = "Price"
-    chart.x_axis.number_format = layout.NUMBER_FORMATS["date"]
-    chart.height, chart.width = 9, 18
+    # short date labels: a year of "yyyy-mm-dd" labels overlapped in the render (rotated labels do not
+    # survive openpyxl's re-read: an empty text run comes back as "None")
+    chart.x_axis.number_format = "mmm yy"
+    chart.height, chart.width = 10, 26
     close_col = 4 + layout.BARS_COLUMNS.index("Close")
     chart.add_data(Reference(ws, min_col=close_col, min_row=1, max_row=2), titles_from_data=True)
     chart.set_categories(Reference(ws, min_col=4, min_row=2, max_row=2))
@@ -207,11 +246,11 @@ def _orders(wb) -> None:
     ws = wb.create_sheet("Orders")
     rows = [[o.get(c) for c in layout.ORDERS_COLUMNS] for o in ORDER_SAMPLES]
     _add_table(ws, "Orders", 1, 1, layout.ORDERS_COLUMNS, rows,
-               widths={"Ref": 24, "Symbol": 16, "Message": 60, "Updated": 20, "Account": 12})
+               widths={"Ref": 24, "Symbol": 16, "Message": 60, "Updated": 20, "Account": 13})
     first_out = len(layout.ORDER_INPUT_COLUMNS) + 1
     for j in range(len(layout.ORDER_OUTPUT_COLUMNS)):
         ws.cell(row=1, column=first_out + j).fill = OUTPUT_FILL
-    last = 1 + len(rows) + SPARE_ROWS
+    last = MAX_ROW
     status = _col("Orders", "Status")
     for text, colour in layout.STATUS_COLOURS.items():
         ws.conditional_formatting.add(
@@ -235,8 +274,13 @@ def _orders(wb) -> None:
 
 def _portfolio(wb) -> None:
     ws = wb.create_sheet("Portfolio")
-    _add_table(ws, "Positions", 1, 1, layout.POSITIONS_COLUMNS, widths={"Symbol": 16})
-    _add_table(ws, "Account", 1, 14, layout.ACCOUNT_COLUMNS, widths={"Tag": 26, "Value": 16})
+    _add_table(ws, "Positions", 1, 1, layout.POSITIONS_COLUMNS, widths={"Symbol": 16, "Account": 13})
+    _add_table(ws, "Account", 1, 14, layout.ACCOUNT_COLUMNS, widths={"Tag": 34, "Value": 18, "Account": 13})
+    tag, value = _col("Account", "Tag"), _col("Account", "Value")
+    ws.column_dimensions[value].number_format = layout.ACCOUNT_VALUE_FORMAT
+    for kind, tags in layout.ACCOUNT_TAG_KINDS.items():     # Value formatted by the kind of its Tag
+        test = ",".join(f'${tag}2="{t}"' for t in tags)
+        _format_rule(ws, f"{value}2:{value}{MAX_ROW}", f"OR({test})", layout.NUMBER_FORMATS[kind])
     ws.column_dimensions["M"].width = 3
     ws.column_dimensions["R"].width = 3
     ws.cell(row=1, column=19, value="P&L (base currency)").font = TITLE_FONT
@@ -261,7 +305,7 @@ def _portfolio(wb) -> None:
 def _executions(wb) -> None:
     ws = wb.create_sheet("Executions")
     _add_table(ws, "Executions", 1, 1, layout.EXECUTIONS_COLUMNS,
-               widths={"ExecId": 26, "Time": 20, "Symbol": 16, "OrderRef": 22})
+               widths={"ExecId": 26, "Time": 20, "Symbol": 16, "OrderRef": 22, "Account": 13})
     ws.freeze_panes = "A2"
 
 
@@ -273,7 +317,7 @@ def _audit(wb) -> None:
     status = _col("Audit", "Status")
     for text, colour in layout.STATUS_COLOURS.items():
         ws.conditional_formatting.add(
-            f"{status}2:{status}{1 + SPARE_ROWS}",
+            f"{status}2:{status}{MAX_ROW}",
             FormulaRule(formula=[f'${status}2="{text}"'], fill=PatternFill("solid", bgColor=colour), stopIfTrue=True),
         )
     ws.freeze_panes = "A2"
@@ -290,8 +334,14 @@ def vba_sub(macro: str) -> str:
     return "Ibxl" + "".join(part.capitalize() for part in macro.split("_"))
 
 
+def python_call(macro: str) -> str:
+    """The Python a button or VBA Sub runs for ``macro`` (a function of addin.app.macros)."""
+    return f"import addin.app.macros as m; m.{macro}()"
+
+
 def run_python(macro: str) -> str:
-    return f'RunPython "import addin.app.macros as m; m.{macro}()"'
+    """The VBA statement that runs ``macro``: ``RunPython "import addin.app.macros as m; m.macro()"``."""
+    return f'RunPython "{python_call(macro)}"'
 
 
 def macros_bas() -> str:
@@ -303,21 +353,34 @@ def macros_bas() -> str:
     return "\r\n".join(lines)
 
 
+BUTTON_ROW_HEIGHT = 24      # points: a form button 26 px high with a margin
+BUTTON_COLUMN_WIDTH = 28    # characters: 201 px, the button 194 px wide
+
+
 def _buttons(wb) -> None:
+    """The Buttons sheet: one form button per macro (column A), bound to xlwings' RunPython with the
+    macro's Python call (workbooks/buttons.py), next to what it does and the optional VBA Sub."""
     ws = wb.create_sheet("Buttons")
-    ws.cell(row=1, column=1, value="Buttons: each calls a VBA Sub of the ibxl module (workbooks/ibxl_macros.bas), "
-            "which runs Python through xlwings. Set-up: workbooks/README.md.").font = TITLE_FONT
-    header = ["Caption", "VBA Sub (button macro)", "What it runs"]
+    ws.cell(row=1, column=1, value="Buttons: each runs one ibxl macro through xlwings (RunPython). "
+            "Set-up: workbooks/README.md.").font = TITLE_FONT
+    header = ["Button", "VBA Sub (optional: ibxl_macros.bas)", "Button macro (Assign Macro text)"]
     for j, h in enumerate(header, start=1):
         c = ws.cell(row=3, column=j, value=h)
         c.font, c.fill = HEADER_FONT, HEADER_FILL
+    placed = []
     for i, (macro, caption) in enumerate(layout.MACROS, start=4):
-        ws.cell(row=i, column=1, value=caption)
         ws.cell(row=i, column=2, value=vba_sub(macro))
-        ws.cell(row=i, column=3, value=run_python(macro))
-    ws.column_dimensions["A"].width = 24
-    ws.column_dimensions["B"].width = 28
-    ws.column_dimensions["C"].width = 70
+        ws.cell(row=i, column=3, value=buttons.macro_text(python_call(macro)))
+        ws.row_dimensions[i].height = BUTTON_ROW_HEIGHT
+        for j in (2, 3):
+            ws.cell(row=i, column=j).alignment = Alignment(vertical="center")
+        placed.append(buttons.Button(caption, buttons.macro_text(python_call(macro)), row=i - 1, col=0))
+    ws.column_dimensions["A"].width = BUTTON_COLUMN_WIDTH
+    ws.column_dimensions["B"].width = 34
+    ws.column_dimensions["C"].width = 72
+    col_px = [BUTTON_COLUMN_WIDTH * 7 + 5]
+    row_px = [20] * 3 + [round(BUTTON_ROW_HEIGHT / 0.75)] * len(placed)
+    buttons.attach(wb, ws, buttons.button_vml(placed, col_px, row_px))
 
 
 def _xlwings_conf(wb) -> None:
@@ -369,12 +432,21 @@ def build_workbook(macro: bool) -> openpyxl.Workbook:
     return wb
 
 
+def _sorted_defaults(content_types: bytes) -> bytes:
+    """``[Content_Types].xml`` with its ``<Default>`` entries in sorted order, each in the place of one."""
+    defaults = iter(sorted(re.findall(rb"<Default [^>]*/>", content_types)))
+    return re.sub(rb"<Default [^>]*/>", lambda _m: next(defaults), content_types)
+
+
 def _normalize(data: bytes) -> bytes:
-    """Fixed zip timestamps and document dates, so the same input builds the same bytes."""
+    """Fixed zip timestamps, document dates and member order, so the same input builds the same bytes."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
+        # sorted: openpyxl adds the parts it keeps from the VBA template in set order, which varies by process
+        for info in sorted(src.infolist(), key=lambda i: (i.filename != "[Content_Types].xml", i.filename)):
             body = src.read(info.filename)
+            if info.filename == "[Content_Types].xml":     # its Default entries come in set order too
+                body = _sorted_defaults(body)
             if info.filename == "docProps/core.xml":
                 stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
                 body = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)",

@@ -60,16 +60,20 @@ def main(verbose: int) -> None:
 @click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds per step.")
 @click.option("--instrument", default="AAPL", show_default=True,
               help="Instrument whose quote is checked (e.g. EUR/USD if you only have forex data).")
-def check(host, port, client_id, timeout, instrument) -> None:
+@click.option("--workbook", default=None, type=click.Path(dir_okay=False),
+              help="Macro workbook whose xlwings DLL version is checked (default: the packaged ibxl.xlsm).")
+def check(host, port, client_id, timeout, instrument, workbook) -> None:
     """Diagnose the connection to TWS or IB Gateway: run this first.
 
-    Checks, in order: is anything listening, does it speak the TWS API, is the client id free,
-    which accounts (paper or live), and which market data type quotes actually arrive in; for each
+    Checks, in order: is the installed xlwings the version the workbook's VBA loads, is anything
+    listening, does it speak the TWS API, is the client id free, which accounts (paper or live), and
+    which market data type quotes actually arrive in; for each
     problem it says what to change. Exit code 0 when all is well, 1 when something needs fixing.
     """
     from .doctor import run_check
     try:
-        code = run_check(host, port, client_id, timeout, instrument=instrument, echo=click.echo)
+        code = run_check(host, port, client_id, timeout, instrument=instrument, workbook=workbook,
+                         echo=click.echo)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     raise SystemExit(code)

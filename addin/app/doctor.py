@@ -15,7 +15,8 @@ step at a time and says, for each, what it found and, when something is wrong, w
 A step whose prerequisite failed is ``skipped``. Only stdlib sockets (steps 1-2) and the product's
 own :class:`addin.ib.session.Session` (steps 3-5) are used; nothing is sent that changes an account.
 :func:`render` writes the diagnosis as text; :func:`run_check` is what the ``ibxl check`` command
-calls (exit code 0 when every step is ok, 1 otherwise).
+calls (exit code 0 when every step is ok, 1 otherwise). It also runs :func:`check_xlwings` first: the
+installed xlwings must be the version whose DLL the ibxl ``.xlsm``'s VBA declares.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ibapi.server_versions import MAX_CLIENT_VER, MIN_CLIENT_VER
 
@@ -33,8 +35,8 @@ from ..protocol import errors
 from ..protocol.framing import frame_size, handshake, split_fields
 from ..protocol.ticks import DATA_TYPE_OF_PRICE_TICK, DELAYED, DELAYED_TYPES, FROZEN, LIVE, MARKET_DATA_TYPES
 
-__all__ = ["Step", "Diagnosis", "diagnose", "render", "run_check", "OK", "FAILED", "SKIPPED",
-           "TWS_API_SETTINGS", "KNOWN_PORTS"]
+__all__ = ["Step", "Diagnosis", "diagnose", "render", "run_check", "check_xlwings", "template_xlsm", "OK",
+           "FAILED", "SKIPPED", "TWS_API_SETTINGS", "KNOWN_PORTS"]
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -439,6 +441,49 @@ _SUBSCRIBE_FIX = ("Subscribe in IBKR Client Portal: Settings > Market Data Subsc
                   "Without a subscription ibxl can show delayed data (15-20 minutes late).")
 
 
+# --- xlwings against the workbook's VBA -----------------------------------------------------------------
+def template_xlsm() -> Path:
+    """The ibxl.xlsm that ships with the package (``workbooks/ibxl.xlsm``)."""
+    import workbooks
+
+    return Path(workbooks.__file__).resolve().parent / "ibxl.xlsm"
+
+
+def check_xlwings(workbook: str | Path | None = None, installed: str | None = None) -> Step:
+    """Step ``xlwings``: is the installed xlwings (``installed``, default ``xlwings.__version__``) the
+    version whose DLL ``workbook``'s VBA loads (default: the packaged ibxl.xlsm)? The VBA is read with
+    oletools. Failed, with the ``pip install xlwings==X`` that fixes it, when they differ or xlwings is
+    missing; skipped when the workbook or oletools is not there."""
+    path = Path(workbook) if workbook is not None else template_xlsm()
+    if installed is None:
+        try:
+            import xlwings
+        except ImportError:
+            installed = None
+        else:
+            installed = xlwings.__version__
+    try:
+        from ..excel.vba import XlwingsDllNotDeclared, declared_xlwings_version
+        declared = declared_xlwings_version(path)
+    except ImportError:
+        return Step("xlwings", SKIPPED, "cannot read VBA: oletools is not installed (pip install oletools)")
+    except FileNotFoundError:
+        return Step("xlwings", SKIPPED, f"no workbook at {path}")
+    except XlwingsDllNotDeclared as exc:
+        return Step("xlwings", SKIPPED, str(exc))
+    dll = f"xlwings64-{declared}.dll"
+    if installed is None:
+        return Step("xlwings", FAILED, f"xlwings is not installed; {path.name} needs {dll}",
+                    f"pip install xlwings=={declared}")
+    if installed != declared:
+        return Step("xlwings", FAILED,
+                    f"xlwings {installed} is installed but {path.name}'s VBA loads {dll}: every button and "
+                    f"worksheet function would fail with 'Could not load {dll}'",
+                    f"pip install xlwings=={declared} (in the Python environment the workbook's "
+                    f"Interpreter_Win / Interpreter_Mac points to)")
+    return Step("xlwings", OK, f"xlwings {installed} matches {path.name}'s VBA ({dll})")
+
+
 # --- output -------------------------------------------------------------------------------------------
 _MARK = {OK: " ok ", FAILED: "FAIL", SKIPPED: "skip"}
 
@@ -463,9 +508,12 @@ def render(dx: Diagnosis) -> str:
 
 
 def run_check(host: str = "127.0.0.1", port: int = 4002, client_id: int = 1, timeout: float = 10.0, *,
-              instrument: str = "AAPL", echo: Callable[[str], None] = print) -> int:
-    """What ``ibxl check`` does: diagnose, ``echo`` the rendered text, return the exit code
-    (0 all ok, 1 a problem)."""
+              instrument: str = "AAPL", workbook: str | Path | None = None,
+              echo: Callable[[str], None] = print) -> int:
+    """What ``ibxl check`` does: :func:`check_xlwings` against ``workbook`` (default: the packaged
+    ibxl.xlsm), diagnose, ``echo`` the rendered text, return the exit code (0 all ok, 1 a problem)."""
+    xlwings_step = check_xlwings(workbook)
     dx = diagnose(host, port, client_id, timeout, instrument=instrument)
+    dx.steps.insert(0, xlwings_step)
     echo(render(dx))
     return dx.exit_code

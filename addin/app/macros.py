@@ -28,7 +28,7 @@ import xlwings as xw
 from ..cells import CellError, boolean
 from ..excel.book import BookError, TableGrowthError, TableNotFound, is_percent_format, parse_range
 from ..excel.errors import ExcelInputError
-from ..excel.layout import HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
+from ..excel.layout import BAR_HEADERS, HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
 from ..protocol.orders import PERCENT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ __all__ = ["connect", "disconnect", "start_streaming", "stop_streaming", "pull_h
            "place_selected_orders", "cancel_selected", "cancel_all", "kill_switch", "reset_kill_switch",
            "refresh_portfolio", "refresh_audit", "MACROS"]
 
-BARS_COLUMNS = {"open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume", "wap": "WAP",
-                "bar_count": "BarCount"}
+BARS_COLUMNS = {k: v for k, v in BAR_HEADERS.items() if k != "time"}
 
 
 # --- plumbing -----------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 __all__ = [
     "SHEETS", "TABLES", "WATCHLIST_COLUMNS", "ORDER_INPUT_COLUMNS", "ORDER_OUTPUT_COLUMNS", "ORDERS_COLUMNS",
-    "BARS_COLUMNS", "HISTORY_PARAMETERS", "POSITIONS_COLUMNS", "ACCOUNT_COLUMNS", "EXECUTIONS_COLUMNS",
+    "BARS_COLUMNS", "BAR_HEADERS", "HISTORY_PARAMETERS", "POSITIONS_COLUMNS", "ACCOUNT_COLUMNS", "EXECUTIONS_COLUMNS",
     "LOG_COLUMNS", "CONFIG_COLUMNS", "AUDIT_COLUMNS", "PNL_NAMES", "MACROS", "NUMBER_FORMATS", "COLUMN_FORMATS",
-    "STATUS_COLOURS", "number_format",
+    "STATUS_COLOURS", "number_format", "WHOLE_FORMAT", "QUANTITY_COLUMNS", "ID_COLUMNS", "ACCOUNT_TAG_KINDS",
+    "ACCOUNT_VALUE_FORMAT", "account_value_format",
 ]
 
 SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Executions", "Audit", "Log"]
@@ -42,6 +43,9 @@ HISTORY_PARAMETERS = [
     ("EndDateTime", "HistoryEnd", None, "empty: up to now; else the last bar's end (UTC)"),
 ]
 BARS_COLUMNS = ["Date", "Open", "High", "Low", "Close", "Volume", "WAP", "BarCount"]
+# addin.market.history's bar columns (index: the bar's time) -> the headers the Bars Table and IB_HISTORY show.
+BAR_HEADERS = {"time": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume",
+               "wap": "WAP", "bar_count": "BarCount"}
 
 POSITIONS_COLUMNS = [
     "Account", "Symbol", "ConId", "SecType", "Currency", "Position", "AvgCost", "MarketPrice", "MarketValue",
@@ -94,28 +98,60 @@ MACROS = [
 
 NUMBER_FORMATS = {
     "price": "#,##0.00###",          # 2 to 5 decimals: stocks and FX on one format
-    "size": "#,##0",
-    "quantity": "#,##0.####",        # fractional crypto and FX quantities
+    # Quantities and sizes: up to 8 decimals (BTC trades 0.0001). Excel shows a whole number in this format
+    # with a trailing dot ("10."), so the template adds a conditional format that shows whole numbers as
+    # WHOLE_FORMAT (QUANTITY_COLUMNS, every row of the column).
+    "quantity": "#,##0.########",
+    "count": "#,##0",                # whole numbers only: BarCount, day trades left
     "money": "#,##0.00",
-    "percent": "0.00%",              # ChangePct and Weight hold fractions (0.0123 = 1.23%)
+    "percent": "0.00%",              # ChangePct, Weight and Cushion hold fractions (0.0123 = 1.23%)
     "percent_number": "0.00",        # TrailPercent holds a number of percent (1.5 = 1.5%), as IB's trailingPercent
+    "ratio": "0.00",                 # Leverage
     "time": "yyyy-mm-dd hh:mm:ss",   # UTC (the Audit's Time: local)
     "date": "yyyy-mm-dd",
-    "id": "0",
+    # TRUE/FALSE cells: Excel shows a logical value as TRUE/FALSE whatever its format; LibreOffice shows it
+    # as 1/0 unless its format says TRUE/FALSE.
+    "bool": '"TRUE";"TRUE";"FALSE"',
+    "id": "0",                       # conId, orderId, permId: whole, no separators (they are names, not amounts)
 }
+#: What a whole quantity shows as (the conditional format over QUANTITY_COLUMNS).
+WHOLE_FORMAT = "#,##0"
 _FORMAT_OF_COLUMN = {
     "price": ["Bid", "Ask", "Last", "Open", "High", "Low", "Close", "Change", "LimitPrice", "StopPrice",
               "TrailAmount", "Offset", "TakeProfit", "StopLoss", "AvgFillPrice", "AvgCost", "MarketPrice", "Price",
               "WAP"],
-    "size": ["BidSize", "AskSize", "LastSize", "Volume", "BarCount"],
-    "quantity": ["Quantity", "Filled", "Remaining", "Position", "Shares"],
+    "quantity": ["Quantity", "Filled", "Remaining", "Position", "Shares", "BidSize", "AskSize", "LastSize",
+                 "Volume"],
+    "count": ["BarCount"],
     "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL"],
     "percent": ["ChangePct", "Weight"],
     "percent_number": ["TrailPercent"],
-    "time": ["Updated", "Time", "GoodTillDate"],
+    "time": ["Updated", "Time", "GoodTillDate", "Date"],
     "id": ["OrderId", "PermId", "ConId", "ClientId"],
+    "bool": ["OutsideRTH", "Transmit"],
 }
 COLUMN_FORMATS = {col: NUMBER_FORMATS[kind] for kind, cols in _FORMAT_OF_COLUMN.items() for col in cols}
+QUANTITY_COLUMNS = frozenset(_FORMAT_OF_COLUMN["quantity"])
+ID_COLUMNS = frozenset(_FORMAT_OF_COLUMN["id"])
+
+# The Account Table's Value by the kind of its Tag (reqAccountUpdates' keys): amounts in the row's Currency
+# (the default), fractions shown as percentages, whole counts, ratios. Text values (AccountType) show as text.
+ACCOUNT_TAG_KINDS = {
+    "percent": ("Cushion", "LookAheadCushion"),
+    "count": ("DayTradesRemaining", "DayTradesRemainingT+1", "DayTradesRemainingT+2", "DayTradesRemainingT+3",
+              "DayTradesRemainingT+4", "HighestSeverity", "LookAheadNextChange", "SegmentTitle-S"),
+    "ratio": ("Leverage", "Leverage-S"),
+}
+ACCOUNT_VALUE_FORMAT = NUMBER_FORMATS["money"]
+
+
+def account_value_format(tag: str) -> str:
+    """The number format of an Account Value by its ``tag`` (``"Cushion"`` -> ``"0.00%"``)."""
+    for kind, tags in ACCOUNT_TAG_KINDS.items():
+        if tag in tags:
+            return NUMBER_FORMATS[kind]
+    return ACCOUNT_VALUE_FORMAT
+
 
 # Order Status text -> fill colour (hex RGB). IB's statuses plus ibxl's own refusals.
 STATUS_COLOURS = {

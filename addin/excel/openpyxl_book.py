@@ -41,8 +41,10 @@ Excel next opens it, in one call.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -130,6 +132,43 @@ def _repoint_charts(ws, top: int, left: int, bottom: int, right: int) -> None:
                     ref.f = f"{sheet}!{_absolute(r0, c0, bottom, c1)}"
 
 
+def scale_value_axes(ws) -> None:
+    """Line and bar charts on ``ws`` get a value axis from just below their data's lowest value to just
+    above its highest (round numbers), instead of from 0, so a price series fills the plot. Charts
+    whose data is not on ``ws`` or holds no number are left alone. (Excel scales an axis itself when
+    it recalculates; a file written here is drawn as it is by other viewers too.)"""
+    for chart in getattr(ws, "_charts", []):
+        if getattr(chart, "tagname", "") not in ("lineChart", "barChart", "areaChart") or chart.y_axis is None:
+            continue
+        values: list[float] = []
+        for series in chart.series:
+            ref = series.val.numRef if series.val else None
+            if ref is None or not ref.f or "!" not in ref.f:
+                continue
+            sheet, _, address = ref.f.rpartition("!")
+            if sheet.strip("'").replace("''", "'") != ws.title:
+                continue
+            try:
+                r0, c0, r1, c1 = parse_range(address.replace("$", ""))
+            except ValueError:
+                continue
+            for r in range(r0, r1 + 1):
+                for c in range(c0, c1 + 1):
+                    v = ws._cells[(r, c)].value if (r, c) in ws._cells else None
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                        values.append(float(v))
+        if values:
+            chart.y_axis.scaling.min, chart.y_axis.scaling.max = axis_bounds(min(values), max(values))
+
+
+def axis_bounds(low: float, high: float) -> tuple[float, float]:
+    """Round axis limits around [low, high] with a little room: (571.3, 662.9) -> (560.0, 680.0)."""
+    span = high - low or abs(high) * 0.02 or 1.0
+    low, high = low - span * 0.05, high + span * 0.05
+    step = 10.0 ** math.floor(math.log10(high - low)) / 5
+    return math.floor(low / step) * step, math.ceil(high / step) * step
+
+
 def _absolute(top: int, left: int, bottom: int, right: int) -> str:
     """(2, 8, 251, 8) -> "$H$2:$H$251", as Excel writes chart references."""
     return f"${get_column_letter(left)}${top}:${get_column_letter(right)}${bottom}"
@@ -170,6 +209,16 @@ def _set_ref(ws, t, top: int, left: int, bottom: int, right: int) -> None:
             columns.append(tc)
         t.tableColumns = columns
     _repoint_charts(ws, top, left, max(bottom, top + 1), right)
+
+
+def _column_styles(ws) -> dict[int, Any]:
+    """Column number -> the style of its ``<col>`` entry, for the columns that have one."""
+    out: dict[int, Any] = {}
+    for dim in ws.column_dimensions.values():
+        if dim.has_style and dim.min:
+            for c in range(dim.min, (dim.max or dim.min) + 1):
+                out[c] = dim._style
+    return out
 
 
 def _table_shapes(wb: openpyxl.Workbook) -> dict[str, tuple[str, str, tuple[str, ...]]]:
@@ -381,15 +430,21 @@ class OpenpyxlBook(Book):
 
     def _put(self, sheet: str, top: int, left: int, values: list[list], *, formulas: bool) -> None:
         """Store the rectangle; text as text unless ``formulas`` and it starts with ``=``. Every cell
-        is remembered (with whether it is a formula) for the merge at save."""
+        is remembered (with whether it is a formula) for the merge at save. A cell that did not exist
+        takes its column's style (number format), as Excel gives a new cell: the templates format
+        Table columns that way, so rows a Table grows into show like the others."""
         ws = self._sheet(sheet)
         title, written_formulas, cell, writes = ws.title, self._written_formulas, ws.cell, self._writes
+        existing, column_styles = ws._cells, _column_styles(ws)
         # the cached-values copy of the sheet, when loaded: constants written go there too
         values_ws = (self._values_wb[title] if self._values_wb is not None and title in self._values_wb.sheetnames
                      else None)
         for r, row in enumerate(values, start=top):
             for c, v in enumerate(row, start=left):
+                new = column_styles and (r, c) not in existing
                 target = cell(row=r, column=c)
+                if new and c in column_styles:
+                    target._style = copy.copy(column_styles[c])
                 is_formula = formulas and isinstance(v, str) and v.startswith("=")
                 if isinstance(v, str) and not is_formula:
                     v = _text(v)
@@ -402,6 +457,12 @@ class OpenpyxlBook(Book):
                         written_formulas.discard((title, r, c))
                     if values_ws is not None:
                         _store(values_ws.cell(row=r, column=c), v, False)
+
+    def write_table(self, name: str, df: Any, columns: Any = None) -> None:
+        """:meth:`Book.write_table`, then the value axes of the sheet's line charts are fitted to their
+        data (:func:`scale_value_axes`): a file has no Excel to rescale them."""
+        super().write_table(name, df, columns)
+        scale_value_axes(self._sheet(self.table(name).sheet))
 
     def _set_table_ref(self, info: TableInfo, top: int, left: int, bottom: int, right: int) -> None:
         ws = self._sheet(info.sheet)

@@ -72,8 +72,8 @@ WATCH_FIELDS = {
     "bid": "bid", "ask": "ask", "last": "last", "bidsize": "bid_size", "asksize": "ask_size",
     "lastsize": "last_size", "volume": "volume", "open": "open", "high": "high", "low": "low",
     "close": "close", "change": "change",
-    # the template formats ChangePct as a percentage, so the cell holds a fraction (0.0123 = 1.23 %)
-    "changepct": "change_fraction", "chgpct": "change_fraction", "pctchange": "change_fraction",
+    # a fraction (0.0123 = 1.23 %), as BoardQuote.change_pct; the template formats ChangePct as a percentage
+    "changepct": "change_pct", "chgpct": "change_pct", "pctchange": "change_pct",
     "mid": "mid", "spread": "spread", "updated": "updated", "lasttime": "last_time",
     # DataType / Status show what IB sends ("live", "delayed", ...) or why nothing streams (the
     # line's error, "stale", "waiting"): see quote_status.
@@ -112,13 +112,11 @@ def quote_status(q) -> str:
 
 
 def quote_cell_values(q, fields: list[str]) -> list[Any]:
-    """The cell values of ``q`` for BoardQuote field names (plus "status" and "change_fraction")."""
+    """The cell values of ``q`` for BoardQuote field names (plus "status")."""
     out: list[Any] = []
     for f in fields:
         if f == "status":
             out.append(quote_status(q))
-        elif f == "change_fraction":
-            out.append(None if q.change_pct is None else q.change_pct / 100.0)
         else:
             v = getattr(q, f)
             out.append(v if v is None or type(v) is float else excel_value(v))   # prices: as they are

@@ -83,8 +83,10 @@ class BoardQuote:
     session's close; ``open``, ``high``, ``low`` and ``volume`` are today's. Sizes (bid_size,
     ask_size, last_size, volume) are in shares / contracts / base-currency units / coins as IB sends
     them. ``change`` = last - close (mid - close for instruments without trades, e.g. FX);
-    ``change_pct`` = 100 * change / close, in percent; ``mid`` = (bid + ask) / 2; ``spread`` =
-    ask - bid. ``updated``: UTC time this process received the latest tick (None before any);
+    ``change_pct`` = change / close as a fraction (0.0123 = 1.23 %: Excel's convention, shown as a
+    percentage by a cell formatted ``0.00%``; the same unit in the Watchlist, IB_QUOTE and IB_QUOTES);
+    ``mid`` = (bid + ask) / 2; ``spread`` = ask - bid. ``updated``: UTC time this process received the
+    latest tick (None before any);
     ``last_time``: UTC time of the last trade as IB reports it (tick 45/88), None if not sent.
     ``data_type``: "live", "frozen", "delayed" or "delayed-frozen": what IB actually sent (its
     marketDataType callback, or the 10167 notice), which may differ from what was asked.
@@ -143,7 +145,7 @@ def _build_quote(symbol: str, raw: dict[str, Any]) -> BoardQuote:
     if ref is not None and close is not None:
         change = round(ref - close, 10)
         if close:
-            change_pct = 100.0 * change / close
+            change_pct = change / close
     values = {k: v for k, v in raw.items() if k in _RAW_FIELDS}
     for name in _TIME_FIELDS:
         t = values.get(name)
