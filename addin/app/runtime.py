@@ -249,6 +249,7 @@ class Runtime(WorkbookSide):
         if self.closed:
             return
         self.closed = True
+        self.requests.close()
         self.stop_pump()
         with self._lock:
             desk, self._orders = self._orders, None
@@ -275,9 +276,10 @@ class Runtime(WorkbookSide):
         self.close()
 
 
-# What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk.
-READ_ONLY_METHODS = ("hold_quotes", "wait_quote", "qualify", "describe", "bars", "positions", "account_summary",
-                     "pnl", "order", "status", "account")
+# What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk. (``request``
+# runs the caller's work in the background: a UDF's work only ever holds this facade.)
+READ_ONLY_METHODS = ("hold_quotes", "hold_quotes_soon", "quote", "request", "wait_quote", "qualify", "describe",
+                     "bars", "positions", "account_summary", "pnl", "order", "status", "account")
 
 
 class ReadOnlyRuntime:

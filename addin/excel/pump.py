@@ -18,8 +18,9 @@ flush
    it touches, so a block of changed rows is one rectangle whatever moved in it) and writes each
    rectangle with ONE ``book.write`` call (with ``bridge_rows``, rectangles a few unchanged rows
    apart are joined: one call that rewrites those rows' current values beats two calls);
-5. asks the recalc registry for the formula cells whose quotes changed and makes ONE
-   ``book.calculate(sheet, addresses)`` call for them (one per sheet that has any).
+5. asks the recalc registry for the formula cells whose quotes changed, or whose background request
+   ended (``RecalcRegistry.touched_since``), and makes ONE ``book.calculate(sheet, addresses)`` call
+   for them (one per sheet that has any).
 
 Slow writes never build a queue: the pump holds a version number, not a list of updates, so a
 flush that overran its slot is followed at once by one that takes every change since (and the
@@ -388,6 +389,7 @@ class Pump:
         self._order_cols: dict[int, str] = {}          # Orders column -> normalised output name
         self._ref_rows: dict[str, list[int]] = {}
         self._version = 0
+        self._touch_version = 0                               # RecalcRegistry.touched_since cursor
         self._written: dict[tuple[str, int, int], Any] = {}   # last value written per cell
         self._pending: dict[tuple[str, int, int], Any] = {}   # cells whose write failed
         self._pending_keys: dict[tuple[str, int, int], Any] = {}
@@ -518,6 +520,9 @@ class Pump:
         cells.update(self._staged)            # failed writes first, newer values over them
         keys_at.update(self._staged_keys)
         changed = list(self._staged_changed)
+        if self.registry is not None:        # background requests that ended (addin/app/background.py)
+            self._touch_version, touched = self.registry.touched_since(self._touch_version)
+            changed.extend(touched)
         self._pending, self._pending_keys = {}, {}
         self._staged, self._staged_keys, self._staged_changed = {}, {}, {}
         self._collect_orders(cells, keys_at)

@@ -271,6 +271,7 @@ class RemoteRuntime(WorkbookSide):
         if self.closed:
             return
         self.closed = True
+        self.requests.close()
         self.stop_pump()
         self._release_all_cells()
         for client in (self._trading, self.reader):
