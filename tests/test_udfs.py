@@ -190,7 +190,6 @@ def test_udfs_carry_excel_help_text():
     # xlwings server); on Linux the server flavour is the real one, so read the metadata there.
     script = ("import json, udfs\n"
               "print(json.dumps({n: {'doc': getattr(udfs, n).__xlfunc__['ret']['doc'],\n"
-              "                      'wizard': getattr(udfs, n).__xlfunc__['call_in_wizard'],\n"
               "                      'args': {a['name']: a['doc'] for a in getattr(udfs, n).__xlfunc__['args']}}\n"
               "                  for n in udfs.__all__}))")
     env = dict(os.environ, XLWINGS_ON_SERVER="true", XLWINGS_LICENSE_KEY="noncommercial")
@@ -201,7 +200,6 @@ def test_udfs_carry_excel_help_text():
     assert set(info) == set(udfs.__all__)
     for name, meta in info.items():
         assert 20 < len(meta["doc"].split("\n")[0]) <= 255, name          # Excel's description limit
-        assert meta["wizard"] is False, name            # no IB work while the Insert Function dialog is open
         for arg, doc in meta["args"].items():
             if arg != "caller":
                 assert not doc.startswith("Positional argument") and len(doc) <= 255, (name, arg)

@@ -17,7 +17,10 @@ Two kinds:
   meanwhile the last answer for those arguments is shown, and its cells are recalculated only when
   the new answer differs from it (no recalculation loop when nothing changes).
 
-Work runs on a pool of ``workers`` daemon threads. Thread-safe.
+Work runs on a pool of ``workers`` daemon threads (a qualification or a paced history request
+mostly waits on IB, so many may wait at once). ``inline_wait`` is short on purpose: Excel calls
+the functions of a sheet one after another, so a 2 ms wait per cold cell already costs 2 s for
+1000 cells. Thread-safe.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ class BackgroundRequests:
     and its cells must be recalculated (``RecalcRegistry.touch``). ``started``: requests run so
     far (a test counts that one argument set asked IB once)."""
 
-    def __init__(self, touch: Callable[[list[str]], None], *, workers: int = 16, inline_wait: float = 0.01,
+    def __init__(self, touch: Callable[[list[str]], None], *, workers: int = 32, inline_wait: float = 0.002,
                  error_ttl: float = 30.0, keep: int = 256):
         self._touch = touch
         self.inline_wait = inline_wait

@@ -1,0 +1,230 @@
+"""No worksheet function holds Excel's calculation thread: against a paper gateway that answers every
+request late (``PaperGateway.delay_answers``), 100 cold IB_QUOTE cells each answer in under 50 ms
+before IB has answered anything, then fill in through the pump's recalculations; an IB_HISTORY of
+50 paced requests answers at once with its progress, then with the whole table, from one request
+shared by every cell with its arguments. In process and through the ibxl service (what Excel uses).
+
+"Excel" is ``benchmarks.sinks.FormulaBook``: a workbook whose ``calculate`` calls the cells'
+functions, as Excel does when the pump asks it to recalculate them.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
+
+import collections
+import contextlib
+import itertools
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+import udfs
+from addin.app.runtime import Runtime, set_runtime
+from addin.excel.pump import Pump
+from addin.paper import PaperGateway
+from addin.protocol.messages import OUT
+from benchmarks.sinks import FormulaBook
+
+RATE = 100.0                 # pacing clocks on both sides (tests/test_history.py): a 10-minute window is 6 s
+DELAY = 1.0                  # seconds the gateway waits before answering any request
+LIMIT = 0.050                # what one function call may hold the calculation thread
+SYMBOLS = [f"SIM{i:04d}" for i in range(1, 21)]
+FIELDS = ["bid", "ask", "last", "bid size", "price"]
+HISTORY = ("AAPL", "176400 S", "5 secs", "MIDPOINT", False)     # 49 hours of 5-second bars: 50 requests
+_client_ids = itertools.count(71)
+
+
+@pytest.fixture(scope="module")
+def gw():
+    with PaperGateway(port=0, synthetic=100, max_lines=300, stream_interval=0.05, account_interval=5.0,
+                      pacing_clock_rate=RATE) as gateway:
+        counts: collections.Counter = collections.Counter()
+
+        def install(server):     # count the history requests the gateway receives (instrumentation)
+            inner = server._handlers[OUT.REQ_HISTORICAL_DATA]
+
+            def counted(conn, fields):
+                counts["history"] += 1
+                return inner(conn, fields)
+            server._handlers[OUT.REQ_HISTORICAL_DATA] = counted
+
+        gateway.call(install)
+        gateway.received = counts
+        yield gateway
+
+
+@contextlib.contextmanager
+def runtime(gw):
+    """A fresh in-process Runtime (nothing qualified yet) installed as the process-wide one."""
+    rt = Runtime(port=gw.port, client_id=next(_client_ids), max_lines=200, pacing_clock_rate=RATE)
+    rt.connect()
+    previous = set_runtime(rt)
+    try:
+        yield rt
+    finally:
+        set_runtime(previous)
+        rt.close()
+
+
+@contextlib.contextmanager
+def delayed(gw, seconds: float = DELAY):
+    gw.delay_answers(seconds)
+    try:
+        yield
+    finally:
+        gw.delay_answers(0)
+
+
+@contextlib.contextmanager
+def excel(rt, book: FormulaBook):
+    """The recalc-only pump a workbook's formulas get, recalculating ``book``'s cells."""
+    pump = Pump(rt.board, book, registry=rt.registry, watchlist=None, orders=None, interval=0.05)
+    pump.start()
+    try:
+        yield pump
+    finally:
+        pump.stop()
+
+
+def quote_sheet() -> tuple[FormulaBook, list[tuple[str, str]]]:
+    """100 IB_QUOTE cells: a column per field, a row per instrument (20 instruments x 5 fields)."""
+    book = FormulaBook({"Quotes": []})
+    cells = []
+    for c, field in enumerate(FIELDS):
+        for r, symbol in enumerate(SYMBOLS):
+            address = f"{'BCDEF'[c]}{r + 2}"
+            book.put("Quotes", address, f'=IB_QUOTE("{symbol}","{field}")',
+                     lambda s=symbol, f=field, a=address: udfs.IB_QUOTE(s, f, caller=("Quotes", "$" + a)))
+            cells.append(("Quotes", address))
+    return book, cells
+
+
+def cold_quotes_answer_at_once_then_fill_in(rt, gw) -> None:
+    book, cells = quote_sheet()
+    with delayed(gw):
+        t0 = time.monotonic()
+        took = []
+        for sheet, address in cells:                       # Excel's first calculation, one cell after another
+            s = time.perf_counter()
+            book.evaluate(sheet, address)
+            took.append(time.perf_counter() - s)
+        elapsed = time.monotonic() - t0
+        # every call was quick, and all of them were over before IB could have answered anything
+        assert max(took) < LIMIT, f"longest call {max(took) * 1000:.1f} ms"
+        assert elapsed < DELAY
+        first = [book.shown[c] for c in cells]
+        assert all(isinstance(v, str) and v.startswith("#IBXL: waiting for the first quote of SIM") for v in first)
+        assert len(rt.registry.cells()) == 100           # every cell waits for its recalculation
+        with excel(rt, book) as pump:
+            filled = pump.wait_for(lambda: all(isinstance(book.shown[c], float) for c in cells), 30)
+    assert filled, [book.shown[c] for c in cells if not isinstance(book.shown[c], float)][:5]
+    # each cell was recalculated by the pump (first "waiting", then its number), never waited in a call
+    assert all(book.evaluations[c] >= 2 for c in cells)
+    assert book.longest < LIMIT
+    assert book.calls_of("calculate") and all(sheet == "Quotes" for sheet, _ in book.calls_of("calculate"))
+
+
+def test_100_cold_quotes_answer_in_under_50ms_then_fill_in(gw):
+    with runtime(gw) as rt:
+        cold_quotes_answer_at_once_then_fill_in(rt, gw)
+
+
+def test_100_cold_quotes_through_the_ibxl_service(gw):
+    from addin.service.remote import RemoteRuntime
+    from addin.service.server import embedded_service
+    with embedded_service(lambda: Runtime("127.0.0.1", gw.port, next(_client_ids), max_lines=200)) as service:
+        rt = RemoteRuntime(service.address, service.authkey, name="test")
+        previous = set_runtime(rt)
+        try:
+            cold_quotes_answer_at_once_then_fill_in(rt, gw)
+        finally:
+            set_runtime(previous)
+            rt.close()
+
+
+def test_a_first_quote_that_lands_before_the_cell_is_registered_is_not_lost(gw):
+    """Both races, with the pump running: the subscription ends (and the pump flushes past its end)
+    before the cell is registered under it, and the first quote lands (and is flushed) before the
+    cell is registered under its line. Registration is held back (our side, not IB's) until each
+    has happened; the cell must still end with its number."""
+    with runtime(gw) as rt:
+        book = FormulaBook({"Quotes": []})
+        book.put("Quotes", "B2", '=IB_QUOTE("SIM0050","bid")',
+                 lambda: udfs.IB_QUOTE("SIM0050", "bid", caller=("Quotes", "$B$2")))
+        register = rt.registry.register
+        with delayed(gw, 0.2), excel(rt, book) as pump:
+            def late_register(sheet, address, keys, book=None):
+                keys = list(keys)
+                if any(k.startswith("@ibxl ") for k in keys):
+                    assert rt.requests.wait_idle(10)           # the subscription ended and touched its key
+                elif keys:
+                    assert rt.board.wait_priced(keys[0], 10)   # the first quote is on the board
+                assert pump.wait_flushes(pump.stats.flushes + 2, 10)   # ... and the pump has moved past it
+                return register(sheet, address, keys, book=book)
+            rt.registry.register = late_register          # type: ignore[method-assign]
+            first = book.evaluate("Quotes", "B2")
+            assert pump.wait_for(lambda: isinstance(book.shown[("Quotes", "B2")], float), 15), (first, book.shown)
+
+
+def test_a_50_request_history_answers_at_once_with_progress_then_the_table(gw):
+    with runtime(gw) as rt:
+        book = FormulaBook({"History": []})
+        for address in ("A1", "K1"):                           # two cells, the same arguments
+            book.put("History", address, '=IB_HISTORY("AAPL","176400 S","5 secs","MIDPOINT",FALSE)',
+                     lambda a=address: udfs.IB_HISTORY(*HISTORY, caller=("History", a)))
+        before, started = gw.received["history"], rt.requests.started
+        with delayed(gw, 0.2):
+            t = time.perf_counter()
+            first = book.evaluate("History", "A1")
+            took = time.perf_counter() - t
+            assert took < LIMIT and first == "#IBXL: loading AAPL history ..."
+            assert book.evaluate("History", "K1") == first        # shares the request
+            handle = next(h for h in rt.requests._running.values() if h.args[0] == "history")
+            seen = set()
+            while not handle.wait(0.05):                            # what a recalculation would show meanwhile
+                seen.add(udfs.IB_HISTORY(*HISTORY))
+            with excel(rt, book) as pump:
+                assert pump.wait_for(lambda: all(isinstance(book.shown[("History", a)], list) for a in ("A1", "K1")),
+                                     15)
+        assert any(re.fullmatch(r"#IBXL: loading AAPL history \(\d+/50 requests\)", s) for s in seen), seen
+        assert handle.progress == (50, 50)
+        table = book.shown[("History", "A1")]
+        assert table[0] == ["time", "open", "high", "low", "close", "volume", "wap", "bar_count"]
+        assert len(table) > 20_000 and all(table[i][0] < table[i + 1][0] for i in range(1, len(table) - 1))
+        assert book.shown[("History", "K1")] == table
+        assert book.longest < LIMIT
+        assert rt.requests.started == started + 1 and gw.received["history"] - before == 50
+        # later recalculations answer from the kept table; other arguments are a new request
+        assert udfs.IB_HISTORY(*HISTORY) == table and gw.received["history"] - before == 50
+        assert udfs.IB_HISTORY("AAPL", "2 D", "1 hour").startswith("#IBXL: loading AAPL history")
+        assert rt.requests.started == started + 2
+
+
+def test_ib_errors_come_back_as_text_once_the_request_ends(gw):
+    with runtime(gw) as rt:
+        assert udfs.IB_CONTRACT("ZZZZ", caller=("Sheet1", "A1")).startswith("#IBXL: loading ZZZZ contract")
+        assert rt.requests.wait_idle(10)
+        assert udfs.IB_CONTRACT("ZZZZ").startswith("#IB 200: ")
+        assert udfs.IB_HISTORY("ZZZZ", "1 D", "1 hour").startswith("#IBXL: loading")
+        assert rt.requests.wait_idle(10)
+        assert udfs.IB_HISTORY("ZZZZ", "1 D", "1 hour").startswith("#IB 200: ")
+
+
+def test_every_worksheet_function_skips_the_insert_function_dialog():
+    # xlwings' classic decorator records call_in_wizard only on Windows; read the decorators themselves
+    tree = ast.parse((Path(udfs.__file__).parent / "functions.py").read_text(encoding="utf-8"))
+    decorated = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            for d in node.decorator_list:
+                if isinstance(d, ast.Call) and ast.unparse(d.func) == "xw.func":
+                    decorated[node.name] = {k.arg: ast.literal_eval(k.value) for k in d.keywords
+                                            if k.arg == "call_in_wizard"}
+    assert set(decorated) == set(udfs.__all__) - {"QUOTE_FIELDS"}
+    assert all(kw == {"call_in_wizard": False} for kw in decorated.values()), decorated
