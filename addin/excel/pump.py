@@ -33,7 +33,8 @@ Windows / COM (DESIGN.md): the pump runs in the xlwings UDF server; its thread c
 ``pythoncom.CoInitialize``, opens its own Book by full name (``book_factory``, see
 :func:`com_book_factory`: xlwings objects never cross threads) and wraps it in :class:`ComRetry`,
 which retries "call was rejected by callee" (RPC_E_CALL_REJECTED, the user is editing a cell) with
-bounded backoff instead of dropping the update.
+bounded backoff instead of dropping the update; xlwings' own retry loop, which would spin on the
+rejection without sleeping, is bounded to one attempt first (:func:`bound_xlwings_com_retries`).
 
 Cell values: prices and sizes as floats (the contract's currency; shares / contracts), times as
 naive UTC datetimes (Excel has no time zones), missing values as empty cells.
@@ -57,7 +58,8 @@ from .layout import WATCHLIST_COLUMNS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pump", "PumpStats", "WriteRecord", "Region", "ComRetry", "com_book_factory", "find_region",
+__all__ = ["Pump", "PumpStats", "WriteRecord", "Region", "ComRetry", "com_book_factory", "bound_xlwings_com_retries",
+           "find_region",
            "merge_rectangles", "is_call_rejected", "quote_cell_values", "STANDARD_COLUMNS", "WATCH_FIELDS",
            "ORDER_OUTPUT_COLUMNS", "DEFAULT_INTERVAL", "MIN_INTERVAL", "RPC_E_CALL_REJECTED"]
 
@@ -298,13 +300,40 @@ class ComRetry:
         return call
 
 
+def bound_xlwings_com_retries(module: Any = None) -> bool:
+    """Make xlwings hand a rejected COM call to :class:`ComRetry` instead of spinning on it.
+
+    xlwings (0.37.8, ``xlwings/_xlwindows.py``) wraps every COM object in ``COMRetryObjectWrapper`` /
+    ``COMRetryMethodWrapper``, which retry a call Excel rejects (RPC_E_CALL_REJECTED: the user is
+    editing a cell) in a ``while True`` loop with no sleep, for ever while the module's
+    ``N_COM_ATTEMPTS`` is 0 (its default): the pump thread would burn a core for as long as the
+    user types, and ComRetry's backoff would never see the rejection. With ``N_COM_ATTEMPTS = 1``
+    each xlwings call is made once and the rejection reaches ComRetry, which sleeps between
+    bounded attempts. The setting is the module's, so it holds for every xlwings call of this
+    process: the UDF server's other calls to Excel (xlwings reading the caller cell while Excel
+    waits on the function) are nested calls Excel takes while it waits, not ones it rejects.
+
+    ``module``: the module to set (default ``xlwings._xlwindows``, Windows only). Returns whether
+    it changed anything (a value set by the user is left alone)."""
+    if module is None:
+        if sys.platform != "win32":
+            return False
+        import xlwings._xlwindows as module
+    if getattr(module, "N_COM_ATTEMPTS", None) == 0:
+        module.N_COM_ATTEMPTS = 1
+        return True
+    return False
+
+
 def com_book_factory(fullname: str) -> Callable[[], Any]:
     """A factory, run on the pump thread, that opens the workbook ``fullname`` through xlwings (its
-    own COM objects for this thread) and wraps it in the xlwings Book adapter and ComRetry."""
+    own COM objects for this thread) and wraps it in the xlwings Book adapter and ComRetry (after
+    :func:`bound_xlwings_com_retries`: rejected calls back off instead of spinning in xlwings)."""
     def open_book():
         import xlwings as xw
 
         from .xlwings_book import XlwingsBook  # the Book adapter (addin/excel/xlwings_book.py)
+        bound_xlwings_com_retries()
         return ComRetry(XlwingsBook(xw.Book(fullname)))
     return open_book
 
