@@ -18,6 +18,7 @@ Target: < 50 ms.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -37,9 +38,11 @@ def _sheet(symbols: list[str], history: tuple) -> tuple[FormulaBook, list[tuple[
         for r, symbol in enumerate(symbols):
             address = f"{'BCDEF'[c]}{r + 2}"
             book.put("Quotes", address, f'=IB_QUOTE("{symbol}","{field}")',
-                     lambda s=symbol, f=field, a=address: udfs.IB_QUOTE(s, f, caller=("Quotes", a)))
+                     functools.partial(udfs.IB_QUOTE, symbol, field, caller=("Quotes", address)))
             cells.append(("Quotes", address))
-    book.put("Quotes", "H2", "=IB_HISTORY(...)", lambda: udfs.IB_HISTORY(*history, caller=("Quotes", "H2")))
+    text, duration, bar_size, what, use_rth = history
+    book.put("Quotes", "H2", f'=IB_HISTORY("{text}","{duration}","{bar_size}","{what}",{use_rth})',
+             functools.partial(udfs.IB_HISTORY, text, duration, bar_size, what, use_rth, caller=("Quotes", "H2")))
     cells.append(("Quotes", "H2"))
     return book, cells
 

@@ -5,17 +5,17 @@ Runtime's read-only facade (``addin.app.runtime.ReadOnlyRuntime``). Every failur
 text, ``#IB <code>: <IB's text>`` for IB's errors and ``#IBXL: <what was wrong>`` for ours, never a
 Python traceback.
 
-No function holds Excel's calculation thread: each answers at once (within a few milliseconds).
-A quote function shows the board's last value, or ``#IBXL: waiting for the first quote of ...``
-while the line is being qualified and subscribed in the background; the other functions start
-their request in the background (``addin.app.background``: one request per argument set, shared
-by every cell, its answer kept) and show ``#IBXL: loading ...`` (with IB's progress for long
-history: ``(12/50 requests)``) until it is in. Each call registers its caller cell (xlwings passes
-the reserved ``caller`` argument) and the pump recalculates just the registered cells whose quotes
+No function holds Excel's calculation thread: each answers at once (within a few milliseconds). A
+quote function shows the board's last value, or ``#IBXL: waiting for the first quote of ...`` while
+the line is being qualified and subscribed in the background; the other functions start their
+request in the background (``addin.app.background``: one request per argument set, shared by
+every cell, its answer kept) and show ``#IBXL: loading ...`` (with IB's progress for long history:
+``(12/50 requests)``) until it is in. Each call registers its caller cell (xlwings passes the
+reserved ``caller`` argument) and the pump recalculates just the registered cells whose quotes
 changed or whose request ended: they fill in on their own. No function runs while Excel's Insert
-Function dialog is open (``call_in_wizard=False``). Tables (IB_QUOTES, IB_HISTORY, IB_POSITIONS, ...) return 2-D lists, which Excel 365
-spills as native dynamic arrays (no legacy ``expand``: xlwings' docs reserve it for Excel
-versions without dynamic arrays).
+Function dialog is open (``call_in_wizard=False``). Tables (IB_QUOTES, IB_HISTORY, IB_POSITIONS,
+...) return 2-D lists, which Excel 365 spills as native dynamic arrays (no legacy ``expand``:
+xlwings' docs reserve it for Excel versions without dynamic arrays).
 
 Units: prices in the contract's currency, sizes in shares / contracts / units, times as naive UTC
 datetimes (Excel has no time zones).

@@ -104,7 +104,7 @@ class BackgroundRequests:
     and its cells must be recalculated (``RecalcRegistry.touch``). ``started``: requests run so
     far (a test counts that one argument set asked IB once)."""
 
-    def __init__(self, touch: Callable[[list[str]], None], *, workers: int = 32, inline_wait: float = 0.002,
+    def __init__(self, touch: Callable[[list[str]], Any], *, workers: int = 32, inline_wait: float = 0.002,
                  error_ttl: float = 30.0, keep: int = 256):
         self._touch = touch
         self.inline_wait = inline_wait
@@ -126,8 +126,9 @@ class BackgroundRequests:
         """The handle for ``args``: a kept answer, the request in flight, or a new one running
         ``work(handle)`` (its return value is the answer; it may call ``handle.report``). Waits up
         to ``inline_wait`` seconds for a new request, so that a quick answer needs no second
-        evaluation (``wait=False``: not even that). Never blocks longer. ``keep_result=False``: only an error is kept (the caller
-        keeps the answer itself, e.g. a subscription's key). Raises RuntimeError after :meth:`close`."""
+        evaluation (``wait=False``: not even that). Never blocks longer. ``keep_result=False``:
+        only an error is kept (the caller keeps the answer itself, e.g. a subscription's key).
+        Raises RuntimeError after :meth:`close`."""
         with self._lock:
             if self.closed:
                 raise RuntimeError("the runtime is closed")

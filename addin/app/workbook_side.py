@@ -3,15 +3,17 @@ market data lines they hold, and the pumps that paint quotes and order states in
 
 Two runtimes share it: ``addin.app.runtime.Runtime`` (the IB session in this process) and
 ``addin.service.remote.RemoteRuntime`` (the IB session in the user's ibxl service, quotes pushed
-into a local board). Worksheet functions never wait on IB here: :meth:`hold_quotes_soon` subscribes
-in the background and :meth:`request` runs any other request in the background (see
-``addin.app.background``); the waiting cells are recalculated when the answer is in. Each provides ``board`` (a QuoteBoard), ``_subscribe(text) -> key`` and
+into a local board). Worksheet functions never wait on IB here: :meth:`WorkbookSide.hold_quotes_soon`
+subscribes in the background and :meth:`WorkbookSide.request` runs any other request in the
+background (see ``addin.app.background``); the waiting cells are recalculated when the answer is
+in. Each runtime provides ``board`` (a QuoteBoard), ``_subscribe(text) -> key`` and
 ``_unsubscribe(key)`` (one line user each; an unknown key is ignored), and calls
 :meth:`_orders_changed` with every order output change so the pumps paint it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -113,7 +115,7 @@ class WorkbookSide:
             answers: dict[str, Any] = {}
             pending: list[Handle] = []
             started = {text: self.requests.get(("subscribe", holder, text),
-                                               lambda h, text=text: self._subscribe_for(holder, text),
+                                               functools.partial(self._subscribe_for, holder, text),
                                                f"{text} quote", keep_result=False, wait=False)
                        for text in texts if text not in held}
             # one short wait for them all, on the first pass only
@@ -142,7 +144,7 @@ class WorkbookSide:
                 break
         return [answers[t] for t in texts]
 
-    def _subscribe_for(self, holder: tuple, text: str) -> str:
+    def _subscribe_for(self, holder: tuple, text: str, handle: Handle | None = None) -> str:
         """Background work of :meth:`hold_quotes_soon`: subscribe ``text`` for ``holder``, unless the
         cell no longer shows it by then (the line user is given back)."""
         key = self._subscribe(text)
