@@ -5,8 +5,8 @@ every order message it receives while every UDF runs with every argument combina
 
 No function waits for IB (tests/test_udfs_nonblocking.py times that): a first call may answer
 "#IBXL: waiting ..." / "#IBXL: loading ..." while its request runs in the background. ``settled``
-evaluates as the pump would have Excel do: again after the background requests ended and the board
-changed, until the answer is no longer a waiting text."""
+(tests/settle.py) evaluates as the pump would have Excel do: again after the background requests
+ended and the board changed, until the answer is no longer a waiting text."""
 
 from __future__ import annotations
 
@@ -34,31 +34,9 @@ from benchmarks.sinks import CountingBook
 from udfs import functions
 
 from .contracts import listed_es
+from .settle import pending, settled
 
 ORDER_MESSAGES = {3: "placeOrder", 4: "cancelOrder", 58: "reqGlobalCancel"}
-PENDING = ("#IBXL: waiting", "#IBXL: loading")
-
-
-def pending(value) -> bool:
-    """Whether a cell (or any cell of an array) still shows a waiting / loading text."""
-    if isinstance(value, list):
-        return any(pending(v) for v in value)
-    return isinstance(value, str) and value.startswith(PENDING)
-
-
-def settled(call, rt=None, timeout: float = 10.0):
-    """``call()`` re-evaluated after each background request ended and each board change, until no
-    cell of its answer is waiting (what the pump's recalculations do in Excel)."""
-    from addin.app.runtime import get_runtime
-    rt = rt or get_runtime(connect=False)
-    deadline = time.monotonic() + timeout
-    while True:
-        version = rt.board.version
-        value = call()
-        if not pending(value) or time.monotonic() > deadline:
-            return value
-        rt.requests.wait_idle(max(0.0, deadline - time.monotonic()))
-        rt.board.wait(version, min(0.5, max(0.0, deadline - time.monotonic())))   # at once when it changed
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +75,6 @@ def test_ib_quote_returns_the_boards_values_and_registers_its_cell(rt):
     assert q.bid is not None and q.ask > q.bid
     size = settled(lambda: udfs.IB_QUOTE("AAPL", "Bid Size", caller=("Quotes", "$C$2")))
     assert isinstance(size, float) and size > 0
-    rt.market.board.wait_priced("EUR/USD", 10)
     assert isinstance(settled(lambda: udfs.IB_QUOTE("EUR/USD")), float)   # price: mid when nothing trades
     assert isinstance(udfs.IB_QUOTE("AAPL", "updated"), datetime)
     assert udfs.IB_QUOTE("AAPL", "updated").tzinfo is None         # naive UTC for Excel
@@ -115,7 +92,6 @@ def test_quote_errors_are_text_with_ibs_code(rt):
 
 
 def test_ib_quotes_is_two_dimensional_with_errors_in_their_rows(rt):
-    rt.market.board.wait_priced("EUR/USD", 10)
     out = settled(lambda: udfs.IB_QUOTES([["AAPL"], ["ZZZZ"], ["EUR/USD"]], "bid, ask,last", caller=("Quotes", "$E$2")))
     assert len(out) == 3 and all(len(r) == 3 for r in out)
     assert all(isinstance(v, float) for v in out[0])

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import itertools
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -228,3 +229,43 @@ def test_every_worksheet_function_skips_the_insert_function_dialog():
                                             if k.arg == "call_in_wizard"}
     assert set(decorated) == set(udfs.__all__) - {"QUOTE_FIELDS"}
     assert all(kw == {"call_in_wizard": False} for kw in decorated.values()), decorated
+
+
+def test_background_requests_share_keep_and_recalculate_only_on_a_new_answer():
+    from addin.app.background import BackgroundRequests
+    touched: list[str] = []
+    reqs = BackgroundRequests(touched.extend, inline_wait=0.0)
+    gate, reported, calls = threading.Event(), threading.Event(), []
+
+    def slow(handle):
+        calls.append(handle.key)
+        handle.report(1, 2)
+        reported.set()
+        assert gate.wait(5)
+        return [["table"]]
+    first = reqs.get(("history", "AAPL"), slow, "AAPL history")
+    assert reqs.get(("history", "AAPL"), slow, "AAPL history") is first         # shared while it runs
+    assert reported.wait(5) and first.text() == "#IBXL: loading AAPL history (1/2 requests)"
+    gate.set()
+    assert first.wait(5) and reqs.wait_idle(5) and touched == [first.key]
+    assert reqs.get(("history", "AAPL"), slow, "AAPL history") is first and len(calls) == 1   # kept
+    # fresh: asked again each time; cells recalculated only when the answer differs
+    value = {"v": 1}
+    a = reqs.get(("pnl",), lambda h: value["v"], "P&L", fresh=True)
+    assert a.wait(5) and reqs.wait_idle(5) and touched[-1] == a.key
+    b = reqs.get(("pnl",), lambda h: value["v"], "P&L", fresh=True)
+    assert b is not a and b.previous is a and b.wait(5) and reqs.wait_idle(5) and b.key not in touched
+    value["v"] = 2
+    c = reqs.get(("pnl",), lambda h: value["v"], "P&L", fresh=True)
+    assert c.wait(5) and reqs.wait_idle(5) and touched[-1] == c.key and c.result == 2
+    # an error is kept error_ttl seconds, then asked again
+    def fail(h):
+        raise ValueError("no")
+    e = reqs.get(("contract", "X"), fail, "X contract")
+    assert e.wait(5) and reqs.wait_idle(5) and isinstance(e.error, ValueError)
+    assert reqs.get(("contract", "X"), fail, "X contract") is e
+    reqs.error_ttl = 0.0
+    assert reqs.get(("contract", "X"), fail, "X contract") is not e
+    reqs.close()
+    with pytest.raises(RuntimeError):
+        reqs.get(("contract", "Y"), fail, "Y contract")

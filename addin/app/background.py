@@ -10,7 +10,9 @@ touched (``RecalcRegistry.touch``), so the pump recalculates those cells (see ad
 Two kinds:
 
 - kept (``fresh=False``: history, contract details): the finished answer is kept per argument set
-  (the last ``keep`` argument sets) and every later evaluation returns it without asking IB again;
+  (the ``keep`` argument sets used last, holding at most ``keep_cells`` table cells in all: a
+  month of 5-second bars around the clock is ~4 million) and every later evaluation returns it
+  without asking IB again;
   an error is kept ``error_ttl`` seconds, then the next evaluation asks again;
 - fresh (``fresh=True``: positions, account values, P&L, order state): every evaluation asks again
   (unless a request with the same arguments is in flight) and waits ``inline_wait`` seconds for it;
@@ -99,17 +101,25 @@ def _same(a: Handle, b: Handle) -> bool:
         return False
 
 
+def _cells(handle: Handle) -> int:
+    """How many cells a kept answer fills (a table's rows x columns; anything else 1)."""
+    r = handle.result
+    if isinstance(r, list) and r and isinstance(r[0], list):
+        return len(r) * len(r[0])
+    return 1
+
+
 class BackgroundRequests:
     """The requests of one runtime. ``touch(keys)``: called with ``[handle.key]`` when a request ended
     and its cells must be recalculated (``RecalcRegistry.touch``). ``started``: requests run so
     far (a test counts that one argument set asked IB once)."""
 
     def __init__(self, touch: Callable[[list[str]], Any], *, workers: int = 32, inline_wait: float = 0.002,
-                 error_ttl: float = 30.0, keep: int = 256):
+                 error_ttl: float = 30.0, keep: int = 256, keep_cells: int = 10_000_000):
         self._touch = touch
         self.inline_wait = inline_wait
         self.error_ttl = error_ttl
-        self._keep = keep
+        self._keep, self._keep_cells = keep, keep_cells
         self._workers = workers
         self._threads: list[threading.Thread] = []
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -178,8 +188,9 @@ class BackgroundRequests:
                 self._finished.move_to_end(handle.args)
             else:
                 self._finished.pop(handle.args, None)
-            while len(self._finished) > self._keep:
-                self._finished.popitem(last=False)
+            while len(self._finished) > 1 and (len(self._finished) > self._keep or
+                                               sum(map(_cells, self._finished.values())) > self._keep_cells):
+                self._finished.popitem(last=False)      # the least recently used first
             handle.done.set()             # under the lock: wait_idle sees done and not running together
             self._idle.notify_all()
         if handle.previous is None or not _same(handle, handle.previous):
