@@ -74,6 +74,26 @@ def runtime(gw):
 
 
 @contextlib.contextmanager
+def remote_runtime(gw):
+    """A RemoteRuntime over a fresh embedded ibxl service (what Excel's UDF server uses), installed as
+    the process-wide runtime; the service's own Runtime is fresh too (nothing qualified yet)."""
+    from addin.service.remote import RemoteRuntime
+    from addin.service.server import embedded_service
+    with embedded_service(lambda: Runtime("127.0.0.1", gw.port, next(_client_ids), max_lines=200,
+                                          pacing_clock_rate=RATE)) as service:
+        rt = RemoteRuntime(service.address, service.authkey, name="test")
+        previous = set_runtime(rt)
+        try:
+            yield rt
+        finally:
+            set_runtime(previous)
+            rt.close()
+
+
+RUNTIMES = {"in process": runtime, "service": remote_runtime}
+
+
+@contextlib.contextmanager
 def delayed(gw, seconds: float = DELAY):
     gw.delay_answers(seconds)
     try:
@@ -137,16 +157,8 @@ def test_100_cold_quotes_answer_in_under_50ms_then_fill_in(gw):
 
 
 def test_100_cold_quotes_through_the_ibxl_service(gw):
-    from addin.service.remote import RemoteRuntime
-    from addin.service.server import embedded_service
-    with embedded_service(lambda: Runtime("127.0.0.1", gw.port, next(_client_ids), max_lines=200)) as service:
-        rt = RemoteRuntime(service.address, service.authkey, name="test")
-        previous = set_runtime(rt)
-        try:
-            cold_quotes_answer_at_once_then_fill_in(rt, gw)
-        finally:
-            set_runtime(previous)
-            rt.close()
+    with remote_runtime(gw) as rt:
+        cold_quotes_answer_at_once_then_fill_in(rt, gw)
 
 
 def test_a_first_quote_that_lands_before_the_cell_is_registered_is_not_lost(gw):
@@ -173,8 +185,9 @@ def test_a_first_quote_that_lands_before_the_cell_is_registered_is_not_lost(gw):
             assert pump.wait_for(lambda: isinstance(book.shown[("Quotes", "B2")], float), 15), (first, book.shown)
 
 
-def test_a_50_request_history_answers_at_once_with_progress_then_the_table(gw):
-    with runtime(gw) as rt:
+@pytest.mark.parametrize("where", list(RUNTIMES))
+def test_a_50_request_history_answers_at_once_with_progress_then_the_table(gw, where):
+    with RUNTIMES[where](gw) as rt:
         book = FormulaBook({"History": []})
         for address in ("A1", "K1"):                           # two cells, the same arguments
             book.put("History", address, '=IB_HISTORY("AAPL","176400 S","5 secs","MIDPOINT",FALSE)',
