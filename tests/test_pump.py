@@ -383,6 +383,27 @@ def test_xlwings_spins_on_a_rejected_call_and_the_bound_hands_it_to_com_retry():
     assert bound_xlwings_com_retries() is False             # not Windows: nothing to bound
 
 
+def test_a_touched_cell_is_recalculated_and_a_refused_recalculation_is_made_next_flush():
+    board = board_with(["AAPL"])
+    book = CountingBook({"Sheet1": []})
+    registry = RecalcRegistry()
+    registry.register("Sheet1", "B2", ["@ibxl 7"])            # a cell waiting for a background request
+    book.set_formula("Sheet1", "B2", '=IB_HISTORY("AAPL")')
+    pump = Pump(board, ComRetry(book, attempts=2, sleep=lambda s: None), registry=registry, watchlist=None,
+                orders=None)
+    pump.bind()
+    pump.flush()
+    book.reset_counts()
+    registry.touch(["@ibxl 7"])                                # the request ended
+    book.fail(2, lambda: ComError(RPC_E_CALL_REJECTED), call="calculate")   # Excel busy past the retries
+    pump.flush()
+    assert book.counts["calculate"] == 2 and pump.stats.calculates == 0
+    pump.flush()                                               # nothing new: the refused call is made again
+    assert book.calls_of("calculate")[-1] == ("Sheet1", ["B2"]) and pump.stats.calculates == 1
+    pump.flush()
+    assert book.counts["calculate"] == 3                       # and only once
+
+
 def test_pump_keeps_cells_of_a_rejected_write_and_writes_them_next_flush():
     board = board_with(["AAPL"])
     book = watchlist_book(["AAPL"], header=["Symbol", "Bid"])

@@ -20,7 +20,8 @@ flush
    apart are joined: one call that rewrites those rows' current values beats two calls);
 5. asks the recalc registry for the formula cells whose quotes changed, or whose background request
    ended (``RecalcRegistry.touched_since``), and makes ONE ``book.calculate(sheet, addresses)`` call
-   for them (one per sheet that has any).
+   for them (one per sheet that has any; a call Excel refuses is made again by the next flush, so a
+   cell waiting for its first quote or a finished request is never forgotten).
 
 Slow writes never build a queue: the pump holds a version number, not a list of updates, so a
 flush that overran its slot is followed at once by one that takes every change since (and the
@@ -53,6 +54,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..backoff import Backoff
+from .book import parse_range
 from .errors import error_text
 from .layout import WATCHLIST_COLUMNS
 
@@ -419,6 +421,7 @@ class Pump:
         self._ref_rows: dict[str, list[int]] = {}
         self._version = 0
         self._touch_version = 0                               # RecalcRegistry.touched_since cursor
+        self._calc_retry: dict[str, set[str]] = {}            # sheet -> cells whose recalculation failed
         self._written: dict[tuple[str, int, int], Any] = {}   # last value written per cell
         self._pending: dict[tuple[str, int, int], Any] = {}   # cells whose write failed
         self._pending_keys: dict[tuple[str, int, int], Any] = {}
@@ -556,7 +559,7 @@ class Pump:
         self._staged, self._staged_keys, self._staged_changed = {}, {}, {}
         self._collect_orders(cells, keys_at)
         writes = self._write_cells(cells, keys_at)
-        calcs = self._recalc(changed) if changed else 0
+        calcs = self._recalc(changed) if changed or self._calc_retry else 0
         if writes or calcs:
             self.stats.busy_flushes += 1
             self.stats.last_flush = time.perf_counter() - t0
@@ -666,11 +669,18 @@ class Pump:
                 self.registry.prune(self.book, self.book_name)
             except Exception as exc:
                 log.warning("pruning the formula registry failed: %s", exc)
-        for sheet, addresses in self.registry.changed(keys, self.book_name).items():
+        targets = self.registry.changed(keys, self.book_name)
+        retry, self._calc_retry = self._calc_retry, {}
+        for sheet, cells in retry.items():        # a recalculation Excel refused last time is not dropped
+            merged = set(targets.get(sheet, ())) | cells
+            targets[sheet] = sorted(merged, key=lambda a: parse_range(a)[:2])
+        for sheet, addresses in targets.items():
             try:
                 self.book.calculate(sheet, addresses)
             except Exception as exc:
-                log.warning("recalculating %d formula cells on %s failed: %s", len(addresses), sheet, exc)
+                log.warning("recalculating %d formula cells on %s failed: %s; retrying next flush",
+                            len(addresses), sheet, exc)
+                self._calc_retry[sheet] = set(addresses)
                 continue
             calls += 1
             self.stats.calculates += 1
