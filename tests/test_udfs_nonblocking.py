@@ -32,6 +32,8 @@ from addin.paper import PaperGateway
 from addin.protocol.messages import OUT
 from benchmarks.sinks import FormulaBook
 
+from .settle import pending, settled
+
 RATE = 100.0                 # pacing clocks on both sides (tests/test_history.py): a 10-minute window is 6 s
 DELAY = 1.0                  # seconds the gateway waits before answering any request
 LIMIT = 0.050                # what one function call may hold the calculation thread
@@ -202,7 +204,9 @@ def test_a_50_request_history_answers_at_once_with_progress_then_the_table(gw, w
             handle = next(h for h in rt.requests._running.values() if h.args[0] == "history")
             seen = set()
             while not handle.wait(0.05):                            # what a recalculation would show meanwhile
-                seen.add(udfs.IB_HISTORY(*HISTORY))
+                shown = udfs.IB_HISTORY(*HISTORY)
+                if isinstance(shown, str):                          # (not the table, if it ended just now)
+                    seen.add(shown)
             with excel(rt, book) as pump:
                 assert pump.wait_for(lambda: all(isinstance(book.shown[("History", a)], list) for a in ("A1", "K1")),
                                      15)
@@ -218,6 +222,39 @@ def test_a_50_request_history_answers_at_once_with_progress_then_the_table(gw, w
         assert udfs.IB_HISTORY(*HISTORY) == table and gw.received["history"] - before == 50
         assert udfs.IB_HISTORY("AAPL", "2 D", "1 hour").startswith("#IBXL: loading AAPL history")
         assert rt.requests.started == started + 2
+
+
+def test_every_function_answers_at_once_while_ib_answers_late_then_fills_in(gw):
+    calls = {
+        "IB_CONTRACT": lambda: udfs.IB_CONTRACT("SIM0090", "conId", caller=("Sheet1", "A1")),
+        "IB_CONTRACT all": lambda: udfs.IB_CONTRACT("SIM0091", "all", caller=("Sheet1", "A2")),
+        "IB_QUOTES": lambda: udfs.IB_QUOTES([["SIM0092"], ["SIM0093"]], "bid,ask", caller=("Sheet1", "A3")),
+        "IB_POSITIONS": lambda: udfs.IB_POSITIONS(caller=("Sheet1", "A4")),
+        "IB_ACCOUNT": lambda: udfs.IB_ACCOUNT("NetLiquidation", caller=("Sheet1", "A5")),
+        "IB_PNL": lambda: udfs.IB_PNL(caller=("Sheet1", "A6")),
+        "IB_ORDER": lambda: udfs.IB_ORDER("no-such-ref", caller=("Sheet1", "A7")),
+        "IB_STATUS": lambda: udfs.IB_STATUS(caller=("Sheet1", "A8")),
+    }
+    with runtime(gw) as rt, delayed(gw):
+        first, took = {}, {}
+        for name, call in calls.items():
+            t = time.perf_counter()
+            first[name] = call()
+            took[name] = time.perf_counter() - t
+        assert max(took.values()) < LIMIT, took
+        # those that need IB are still waiting for it (its first answer is a second away)
+        for name in ("IB_CONTRACT", "IB_CONTRACT all", "IB_QUOTES", "IB_POSITIONS", "IB_ACCOUNT", "IB_PNL",
+                     "IB_ORDER"):
+            assert pending(first[name]), (name, first[name])
+        settled_ = {name: settled(call, rt, timeout=20) for name, call in calls.items()}
+    assert isinstance(settled_["IB_CONTRACT"], int) and settled_["IB_CONTRACT"] > 0
+    assert settled_["IB_CONTRACT all"][0] == ["field", "value"] and ["symbol", "SIM0091"] in settled_["IB_CONTRACT all"]
+    assert all(isinstance(v, float) or v is None for row in settled_["IB_QUOTES"] for v in row)
+    assert settled_["IB_POSITIONS"][0][:3] == ["account", "symbol", "con_id"]
+    assert settled_["IB_ACCOUNT"] == pytest.approx(1_000_000.0, rel=0.01)
+    assert settled_["IB_PNL"][0] == ["account", "daily", "unrealized", "realized"]
+    assert settled_["IB_ORDER"].startswith("#IBXL: no order with Ref 'no-such-ref'")
+    assert settled_["IB_STATUS"].startswith("connected 127.0.0.1:")
 
 
 def test_ib_errors_come_back_as_text_once_the_request_ends(gw):
