@@ -70,7 +70,7 @@ def _safely(fn):
     """Run ``fn()``; any exception becomes the cell text of :func:`error_text`."""
     try:
         return fn()
-    except _Loading as exc:
+    except _CellText as exc:
         return str(exc)
     except _WaitingError as exc:
         return f"#IBXL: {exc}"
@@ -197,8 +197,8 @@ def IB_QUOTE(symbol, field=None, caller=None):
         text = _text(symbol, "symbol")
         rt = _reader()
         [key] = rt.hold_quotes_soon([text], _cell(caller))
-        if isinstance(key, BaseException):
-            raise key
+        if isinstance(key, BaseException):    # kept a while: shown, never raised again (its traceback would grow)
+            return error_text(key)
         if key is None:
             raise _WaitingError(f"waiting for the first quote of {text}")
         q = rt.quote(key)
@@ -239,20 +239,21 @@ def IB_QUOTES(symbols, fields=None, caller=None):
 
 # --- background requests ---------------------------------------------------------------------------------
 def _answer(rt, handle):
-    """A finished handle's answer (raising its error), or the progress text while it runs (for a
-    ``fresh`` request: the previous answer, when there is one)."""
+    """A finished handle's answer, or the progress text while it runs (for a ``fresh`` request: the
+    previous answer, when there is one). Its error comes back as the cell's text (a fresh exception
+    each time: the kept one is never raised again, its traceback would grow with every evaluation)."""
     if not handle.done.is_set():
         last = handle.previous
         if last is None:
-            raise _Loading(handle.text())
+            raise _CellText(handle.text())
         handle = last
     if handle.error is not None:
-        raise handle.error
+        raise _CellText(error_text(handle.error))
     return handle.result
 
 
-class _Loading(Exception):
-    """The request runs in the background: the cell shows its progress text as it is."""
+class _CellText(Exception):
+    """Text the cell shows as it is: a request's progress, or the error text of its answer."""
 
 
 # --- history -------------------------------------------------------------------------------------------
