@@ -93,13 +93,13 @@ class WorkbookSide:
         return keys
 
     def hold_quotes_soon(self, texts: Iterable[str], cell: tuple | None = None) -> list[Any]:
-        """:meth:`hold_quotes` without waiting on IB (a worksheet function's way). For each text, in
-        order: its board key once subscribed; the exception its subscription raised (kept
+        """:meth:`hold_quotes` without waiting on IB (a worksheet function's way). For each distinct
+        text, in order: its board key once subscribed; the exception its subscription raised (kept
         ``requests.error_ttl`` seconds, then asked again); or None while it is being subscribed in
         the background (qualification may be a round trip to IB). The cell is registered under the
         keys and the pending subscriptions' keys, so the pump recalculates it when a subscription
-        ends or a quote changes. Waits at most ``requests.inline_wait`` per new text. Raises after
-        the user's Disconnect."""
+        ends or a quote changes. Waits at most ``requests.inline_wait`` in all. Raises after the
+        user's Disconnect."""
         self._check_not_disconnected()
         texts = list(dict.fromkeys(texts))
         holder = tuple(cell) if cell else ANONYMOUS
@@ -108,8 +108,8 @@ class WorkbookSide:
                 self._wanted[holder] = set(texts)
         # Register, then look: a subscription that ends after it was seen pending touches a key
         # the cell is already registered under (no lost wake-up); one that ended in between is
-        # seen by the second pass.
-        for attempt in range(3):
+        # seen by the next pass (a pass repeats only when one ended in that short window).
+        for attempt in range(10):
             with self._side_lock:
                 held = dict(self._held.get(holder, {}))
             answers: dict[str, Any] = {}
