@@ -17,7 +17,7 @@ import click
 from .report import not_measured, table, write_json
 
 BENCHES = ("ingest", "tick_to_cell", "history_to_sheet", "history_burst", "order_path", "slow_reader", "service",
-           "memory")
+           "udf_latency", "memory")
 
 
 @click.command()

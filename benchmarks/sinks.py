@@ -11,6 +11,10 @@ Every primitive (read, formulas, the block write, the Table resize, calculate, .
 ``counts[name]`` and is appended to ``log`` as ``(name, args, ended)`` (``ended``: ``clock()`` when
 the call returned, ``time.time()`` by default, comparable with ``BoardQuote.updated``). ``calls`` keeps
 the Book meaning: write, resize and recalculation calls.
+
+``FormulaBook`` adds what Excel does with a recalculation: it evaluates the worksheet functions of the
+cells asked for (Python callables given with :meth:`FormulaBook.put`, called as xlwings calls them),
+on the calling thread, and keeps each answer as the cell's value, timing every evaluation.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from addin.excel.book import Book, SheetNotFound, TableInfo, TableNotFound, parse_range
 
-__all__ = ["CountingBook", "COM_CALL_COST"]
+__all__ = ["CountingBook", "FormulaBook", "COM_CALL_COST"]
 
 COM_CALL_COST = 0.001      # seconds: about what one Excel call over COM costs
 
@@ -192,3 +196,46 @@ class CountingBook(Book):
 
     def close(self) -> None:
         self._call("close")
+
+
+class FormulaBook(CountingBook):
+    """A CountingBook whose ``calculate(sheet, addresses)`` evaluates the cells' functions, as Excel does.
+
+    ``put(sheet, address, formula, fn)``: the cell's formula text (what ``formulas`` returns, so the
+    recalc registry's prune keeps it) and ``fn()``, the call Excel would make (e.g.
+    ``lambda: udfs.IB_QUOTE("AAPL", "bid", caller=("Quotes", "B2"))``). :meth:`evaluate` runs one
+    cell (the first evaluation, Excel's own); ``evaluations[(sheet, address)]`` counts them and
+    ``longest`` is the longest single evaluation, in seconds (``time.perf_counter``). Thread-safe.
+    """
+
+    def __init__(self, sheets: dict[str, list[list]] | None = None, **options):
+        super().__init__(sheets, **options)
+        self._fns: dict[tuple[str, str], Callable[[], Any]] = {}
+        self.evaluations: collections.Counter = collections.Counter()
+        self.shown: dict[tuple[str, str], Any] = {}      # (sheet, address) -> last answer (whole arrays)
+        self.longest = 0.0
+
+    def put(self, sheet: str, address: str, formula: str, fn: Callable[[], Any]) -> None:
+        if sheet not in self._cells:
+            self.add_sheet(sheet)
+        self.set_formula(sheet, address, formula)
+        self._fns[(sheet, address)] = fn
+
+    def evaluate(self, sheet: str, address: str) -> Any:
+        """Call the cell's function, keep its answer as the cell's value and return it."""
+        t0 = time.perf_counter()
+        value = self._fns[(sheet, address)]()
+        took = time.perf_counter() - t0
+        row, col, _, _ = parse_range(address)
+        with self._lock:
+            self.longest = max(self.longest, took)
+            self.evaluations[(sheet, address)] += 1
+            self._cells.setdefault(sheet, {})[(row, col)] = value[0][0] if isinstance(value, list) else value
+            self.shown[(sheet, address)] = value
+        return value
+
+    def _calculate(self, sheet: str, addresses: list[str]) -> None:
+        super()._calculate(sheet, addresses)
+        for address in addresses:
+            if (sheet, address) in self._fns:
+                self.evaluate(sheet, address)

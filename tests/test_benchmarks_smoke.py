@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {"ingest", "tick_to_cell", "history_to_sheet", "history_burst", "order_path", "slow_reader", "service",
-           "memory"}
+           "udf_latency", "memory"}
 
 
 def test_quick_run_writes_every_row_with_figure_peer_and_ratio(tmp_path):
@@ -29,6 +29,6 @@ def test_quick_run_writes_every_row_with_figure_peer_and_ratio(tmp_path):
         if r["peer_value"]:
             assert abs(r["ratio"] - r["value"] / r["peer_value"]) < 1e-9, r
     targets = {r["target"] for r in rows if r["target"]}
-    assert {">= ib_async", "one write per changed rectangle", "< 5 ms", "<= 45"} <= targets
+    assert {">= ib_async", "one write per changed rectangle", "< 5 ms", "<= 45", "< 50 ms"} <= targets
     assert doc["machine"]["cores"] and doc["machine"]["python"]
     assert "| benchmark |" in proc.stdout                                  # the printed table

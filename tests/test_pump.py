@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from addin.app.runtime import Runtime
 from addin.excel.openpyxl_book import OpenpyxlBook
-from addin.excel.pump import RPC_E_CALL_REJECTED, STANDARD_COLUMNS, ComRetry, Pump, is_call_rejected, merge_rectangles
+from addin.excel.pump import (
+    RPC_E_CALL_REJECTED,
+    STANDARD_COLUMNS,
+    ComRetry,
+    Pump,
+    bound_xlwings_com_retries,
+    is_call_rejected,
+    merge_rectangles,
+)
 from addin.excel.recalc import RecalcRegistry
 from addin.market.quotes import QuoteBoard
 from addin.paper import PaperGateway
@@ -108,6 +116,24 @@ def test_exact_mode_writes_one_call_per_maximal_rectangle():
     writes = sorted(book.calls_of("write"), key=lambda w: w[1])
     assert writes[0] == ("Watchlist", 2, 2, [[1.0, 2.0]] * 3)
     assert writes[1] == ("Watchlist", 7, 4, [[9.0]])
+
+
+def test_only_cells_whose_value_changed_are_written():
+    symbols = ["AAPL", "MSFT", "SPY"]
+    board = board_with(symbols)
+    book = watchlist_book(symbols, header=["Symbol", "Bid", "Ask", "Last", "Volume"])   # no Updated column
+    pump = Pump(board, book, fill_gaps=False)
+    pump.bind()
+    book.reset_counts()
+    version = board.version
+    for i, s in enumerate(symbols):          # every quote "changes" to the values it already has
+        board.update(s, bid=100.0 + i, ask=100.5 + i, last=100.25 + i, volume=1000.0)
+    assert board.version > version and pump.flush() == 0 and book.counts["write"] == 0
+    board.update("MSFT", bid=42.0, ask=101.5)             # one value moved, one did not
+    assert pump.flush() == 1
+    [(sheet, top, left, values)] = book.calls_of("write")
+    assert (sheet, top, left, values) == ("Watchlist", 3, 2, [[42.0]])
+
 
 
 @pytest.mark.parametrize("bridge_rows, writes", [(0, 2), (8, 1)])
@@ -304,6 +330,78 @@ def test_com_retry_gives_up_after_the_attempts_and_passes_other_errors_at_once()
         ComRetry(other, sleep=lambda s: None).write("Sheet1", 1, 1, [[1.0]])
     assert other.counts["write"] == 1
     assert is_call_rejected(ComError(RPC_E_CALL_REJECTED)) and not is_call_rejected(ValueError("x"))
+
+
+def _xlwings_com_wrapper():
+    """xlwings' own COMRetryMethodWrapper and N_COM_ATTEMPTS, taken from the installed
+    ``xlwings/_xlwindows.py`` (it imports pywin32, so the module cannot load here) and run with
+    stand-ins for the pywin32 names it uses: a rejected call raises ``com_error`` with hresult
+    RPC_E_CALL_REJECTED, as pywin32 does."""
+    import ast
+    import types
+    from pathlib import Path
+
+    import xlwings
+    source = (Path(xlwings.__file__).parent / "_xlwindows.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    keep = [n for n in tree.body if (isinstance(n, ast.ClassDef) and n.name == "COMRetryMethodWrapper") or
+            (isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "N_COM_ATTEMPTS" for t in n.targets))]
+    assert len(keep) == 2, "xlwings' COM retry wrapper moved: re-check bound_xlwings_com_retries"
+    module = types.ModuleType("xlwings_com_retry")
+    stub = type("Stub", (), {})
+    module.__dict__.update(pywintypes=types.SimpleNamespace(com_error=ComError), CDispatch=stub,
+                           CoClassBaseClass=stub, DispatchBaseClass=stub, types=types)
+    exec(compile(ast.Module(body=keep, type_ignores=[]), "xlwings/_xlwindows.py", "exec"), module.__dict__)
+    return module
+
+
+def test_xlwings_spins_on_a_rejected_call_and_the_bound_hands_it_to_com_retry():
+    xl = _xlwings_com_wrapper()
+    assert xl.N_COM_ATTEMPTS == 0                           # xlwings' default: retry for ever
+    calls = []
+
+    def busy(n):                     # Excel rejects the first n calls
+        def call():
+            calls.append(1)
+            if len(calls) <= n:
+                raise ComError(RPC_E_CALL_REJECTED)
+            return "done"
+        return call
+    # As installed: 2000 rejections are retried back to back inside xlwings, no sleep in between.
+    assert xl.COMRetryMethodWrapper(busy(2000))() == "done" and len(calls) == 2001
+    # Bounded: xlwings makes each call once; ComRetry sleeps between its bounded attempts.
+    assert bound_xlwings_com_retries(xl) and xl.N_COM_ATTEMPTS == 1
+    assert not bound_xlwings_com_retries(xl)                # a value already set is left alone
+    calls.clear()
+    book = CountingBook({"Sheet1": []})
+    wrapped = xl.COMRetryMethodWrapper(busy(3))
+    book.write = lambda *a: wrapped()                       # type: ignore[method-assign]
+    delays: list[float] = []
+    com = ComRetry(book, attempts=10, first_delay=0.01, max_delay=0.5, sleep=delays.append)
+    assert com.write("Sheet1", 1, 1, [[1.0]]) == "done"
+    assert len(calls) == 4 and delays == [0.01, 0.02, 0.04]
+    assert bound_xlwings_com_retries() is False             # not Windows: nothing to bound
+
+
+def test_a_touched_cell_is_recalculated_and_a_refused_recalculation_is_made_next_flush():
+    board = board_with(["AAPL"])
+    book = CountingBook({"Sheet1": []})
+    registry = RecalcRegistry()
+    registry.register("Sheet1", "B2", ["@ibxl 7"])            # a cell waiting for a background request
+    book.set_formula("Sheet1", "B2", '=IB_HISTORY("AAPL")')
+    pump = Pump(board, ComRetry(book, attempts=2, sleep=lambda s: None), registry=registry, watchlist=None,
+                orders=None)
+    pump.bind()
+    pump.flush()
+    book.reset_counts()
+    registry.touch(["@ibxl 7"])                                # the request ended
+    book.fail(2, lambda: ComError(RPC_E_CALL_REJECTED), call="calculate")   # Excel busy past the retries
+    pump.flush()
+    assert book.counts["calculate"] == 2 and pump.stats.calculates == 0
+    pump.flush()                                               # nothing new: the refused call is made again
+    assert book.calls_of("calculate")[-1] == ("Sheet1", ["B2"]) and pump.stats.calculates == 1
+    pump.flush()
+    assert book.counts["calculate"] == 3                       # and only once
 
 
 def test_pump_keeps_cells_of_a_rejected_write_and_writes_them_next_flush():

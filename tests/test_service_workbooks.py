@@ -27,6 +27,7 @@ from addin.service.client import ServiceClient, TradingClient
 from addin.service.paths import load_or_create_key
 
 from .contracts import stock
+from .settle import settled
 from .test_service import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,8 +103,11 @@ WORKBOOK = textwrap.dedent("""
     from addin.app.runtime import get_runtime
     from addin.excel.openpyxl_book import OpenpyxlBook
     path, symbol = sys.argv[1], sys.argv[2]
-    cells = [f.IB_QUOTE(s, "bid", caller=(path, "Sheet1", f"A{i + 1}")) for i, s in enumerate(("SIM0001", symbol))]
-    bars = [f.IB_HISTORY("AAPL", f"{300 * k} S", "5 secs", "TRADES", False) for k in range(1, 5)]
+    from tests.settle import settled      # functions answer at once; evaluate until they filled in
+    cells = settled(lambda: [f.IB_QUOTE(s, "bid", caller=(path, "Sheet1", f"A{i + 1}"))
+                             for i, s in enumerate(("SIM0001", symbol))], timeout=30)
+    bars = settled(lambda: [f.IB_HISTORY("AAPL", f"{300 * k} S", "5 secs", "TRADES", False) for k in range(1, 5)],
+                   timeout=60)
     print(json.dumps({"cells": cells, "bars": [len(b) - 1 if isinstance(b, list) else b for b in bars],
                       "runtime": type(get_runtime()).__name__}), flush=True)
     sys.stdin.readline()
@@ -180,7 +184,8 @@ def test_disconnect_sticks_across_100_udf_calls_and_connect_restores_every_line(
     try:
         texts = [f"SIM{k:04d}" for k in range(20, 30)]
         cells = [("d.xlsx", "Sheet1", f"B{i + 1}") for i in range(len(texts))]
-        assert all(isinstance(f.IB_QUOTE(t, "bid", caller=c), float) for t, c in zip(texts, cells))
+        quotes = settled(lambda: [f.IB_QUOTE(t, "bid", caller=c) for t, c in zip(texts, cells)])
+        assert all(isinstance(q, float) for q in quotes), quotes
         rt = get_runtime()
         assert type(rt).__name__ == "RemoteRuntime"
         lines = rt.status()["lines"]
@@ -221,7 +226,9 @@ VICTIM = textwrap.dedent("""
     from udfs import functions as f
     from addin.app.runtime import get_runtime
     ref, price = sys.argv[1], float(sys.argv[2])
-    cells = [f.IB_QUOTE(f"SIM{k:04d}", "bid", caller=("victim.xlsx", "Sheet1", f"A{k}")) for k in range(1, 51)]
+    from tests.settle import settled      # functions answer at once; evaluate until they filled in
+    cells = settled(lambda: [f.IB_QUOTE(f"SIM{k:04d}", "bid", caller=("victim.xlsx", "Sheet1", f"A{k}"))
+                             for k in range(1, 51)], timeout=30)
     out = get_runtime().orders.place([{"Ref": ref, "Symbol": "AAPL", "Action": "BUY", "Quantity": 1,
                                        "OrderType": "LMT", "LimitPrice": price}], source="victim")
     print(out.loc[0, "Status"], sum(isinstance(c, float) for c in cells), flush=True)
@@ -271,10 +278,13 @@ def test_two_workbooks_share_one_risk_view(gw, home):
 def test_a_dropped_gateway_connection_is_restored_without_connect(gw, home):
     with ServiceClient(home / "service.sock", key(home)) as c:
         c.quote("SIM0040", timeout=5)
+        before = gw.call(lambda s: id(s.clients[CLIENT_ID]))
         gw.drop_connections()
-        wait_until(lambda: c.status()["state"] != "connected", 10, "the service to see the drop")
-        wait_until(lambda: c.status()["state"] == "connected", 30, "the automatic reconnect")
-        assert c.status()["user_disconnected"] is False and CLIENT_ID in gw.call(lambda s: set(s.clients))
+        # the reconnect may be quicker than any poll of the service's state: the gateway sees a new socket
+        wait_until(lambda: gw.call(lambda s: CLIENT_ID in s.clients and id(s.clients[CLIENT_ID]) != before), 30,
+                   "the service's automatic reconnect (a new connection at the gateway)")
+        wait_until(lambda: c.status()["state"] == "connected", 15, "the service connected again")
+        assert c.status()["user_disconnected"] is False
         version = c.push_version
         wait_until(lambda: c.push_version > version and not c.board.get(c.quote("SIM0040").symbol).stale, 15,
                    "SIM0040 ticking again")

@@ -1,7 +1,12 @@
 """udfs: the worksheet functions, called as xlwings calls them (plain Python calls with Excel's kinds of
 arguments) against a Runtime connected to the paper gateway through the real ibapi client. Errors come
 back as text with IB's code; no function can place, modify or cancel an order (the gateway counts
-every order message it receives while every UDF runs with every argument combination)."""
+every order message it receives while every UDF runs with every argument combination).
+
+No function waits for IB (tests/test_udfs_nonblocking.py times that): a first call may answer
+"#IBXL: waiting ..." / "#IBXL: loading ..." while its request runs in the background. ``settled``
+(tests/settle.py) evaluates as the pump would have Excel do: again after the background requests
+ended and the board changed, until the answer is no longer a waiting text."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from benchmarks.sinks import CountingBook
 from udfs import functions
 
 from .contracts import listed_es
+from .settle import pending, settled
 
 ORDER_MESSAGES = {3: "placeOrder", 4: "cancelOrder", 58: "reqGlobalCancel"}
 
@@ -63,37 +69,38 @@ def rt(gw):
 
 
 def test_ib_quote_returns_the_boards_values_and_registers_its_cell(rt):
-    bid = udfs.IB_QUOTE("AAPL", "bid", caller=("Quotes", "$B$2"))
+    bid = settled(lambda: udfs.IB_QUOTE("AAPL", "bid", caller=("Quotes", "$B$2")))
     assert isinstance(bid, float) and bid > 0
-    q = rt.market.board.get("AAPL.NASDAQ")
+    q = rt.market.board.wait_priced("AAPL.NASDAQ", 10)
     assert q.bid is not None and q.ask > q.bid
-    size = udfs.IB_QUOTE("AAPL", "Bid Size", caller=("Quotes", "$C$2"))
+    size = settled(lambda: udfs.IB_QUOTE("AAPL", "Bid Size", caller=("Quotes", "$C$2")))
     assert isinstance(size, float) and size > 0
-    assert isinstance(udfs.IB_QUOTE("EUR/USD"), float)            # price: mid when nothing trades
+    assert isinstance(settled(lambda: udfs.IB_QUOTE("EUR/USD")), float)   # price: mid when nothing trades
     assert isinstance(udfs.IB_QUOTE("AAPL", "updated"), datetime)
     assert udfs.IB_QUOTE("AAPL", "updated").tzinfo is None         # naive UTC for Excel
     assert rt.registry.changed(["AAPL.NASDAQ"]) == {"Quotes": ["B2", "C2"]}
 
 
 def test_quote_errors_are_text_with_ibs_code(rt):
-    assert udfs.IB_QUOTE("ZZZZ").startswith("#IB 200: No security definition")
+    assert settled(lambda: udfs.IB_QUOTE("ZZZZ")).startswith("#IB 200: No security definition")
     assert "ZZZZ" in udfs.IB_QUOTE("ZZZZ")
     assert udfs.IB_QUOTE("AAPL", "colour").startswith("#IBXL: field: 'colour' is not one of")
     assert udfs.IB_QUOTE("#N/A") == "#IBXL: symbol: the cell holds the error #N/A"
     assert udfs.IB_QUOTE(None).startswith("#IBXL: symbol: empty")
-    assert udfs.IB_QUOTE("AAPL 2026 C").startswith("#IBXL: ")        # the grammar's own error, no IB code
+    grammar = settled(lambda: udfs.IB_QUOTE("AAPL 2026 C"))
+    assert grammar.startswith("#IBXL: ") and not pending(grammar)    # the grammar's own error, no IB code
 
 
 def test_ib_quotes_is_two_dimensional_with_errors_in_their_rows(rt):
-    out = udfs.IB_QUOTES([["AAPL"], ["ZZZZ"], ["EUR/USD"]], "bid, ask,last", caller=("Quotes", "$E$2"))
+    out = settled(lambda: udfs.IB_QUOTES([["AAPL"], ["ZZZZ"], ["EUR/USD"]], "bid, ask,last", caller=("Quotes", "$E$2")))
     assert len(out) == 3 and all(len(r) == 3 for r in out)
     assert all(isinstance(v, float) for v in out[0])
     assert all(v.startswith("#IB 200:") for v in out[1])
     assert isinstance(out[2][0], float) and out[2][2] is None      # FX has no last trade
-    assert udfs.IB_QUOTES("MSFT") and len(udfs.IB_QUOTES("MSFT")[0]) == 3
+    assert settled(lambda: udfs.IB_QUOTES("MSFT")) and len(udfs.IB_QUOTES("MSFT")[0]) == 3
     # A field's first tick may come after the line is priced (volume follows bid and ask): the UDF shows
     # what the board holds, blank until then. Wait on the board for it, then the UDF returns it.
-    udfs.IB_QUOTES(["AAPL", "MSFT"], [["bid", "volume"]])
+    settled(lambda: udfs.IB_QUOTES(["AAPL", "MSFT"], [["bid", "volume"]]))
     board, deadline = rt.market.board, time.monotonic() + 10
     while (board.get("MSFT.NASDAQ") is None or board.get("MSFT.NASDAQ").volume is None) and time.monotonic() < deadline:
         board.wait(board.version, deadline - time.monotonic())
@@ -117,40 +124,40 @@ def test_quote_formula_cells_are_recalculated_by_the_pump(rt):
 
 
 def test_ib_history_has_a_header_row(rt):
-    out = udfs.IB_HISTORY("AAPL", "2 D", "1 hour", "TRADES", True)
+    out = settled(lambda: udfs.IB_HISTORY("AAPL", "2 D", "1 hour", "TRADES", True))
     assert out[0] == ["Date", "Open", "High", "Low", "Close", "Volume", "WAP", "BarCount"]   # as the README shows
     assert len(out) > 5 and isinstance(out[1][0], datetime) and out[1][0].tzinfo is None
     assert all(out[i][0] < out[i + 1][0] for i in range(1, len(out) - 1))
     assert udfs.IB_HISTORY("AAPL", "1 D", "7 min").startswith("#IBXL: bar_size")
     assert udfs.IB_HISTORY("AAPL", use_rth="maybe").startswith("#IBXL: use_rth")
-    assert udfs.IB_HISTORY("ZZZZ").startswith("#IB 200:")
+    assert settled(lambda: udfs.IB_HISTORY("ZZZZ")).startswith("#IB 200:")
 
 
 def test_ib_contract(rt, gw):
-    assert udfs.IB_CONTRACT("AAPL") == "AAPL.NASDAQ"
-    assert udfs.IB_CONTRACT("AAPL", "conId") == 265598
+    assert settled(lambda: udfs.IB_CONTRACT("AAPL")) == "AAPL.NASDAQ"
+    assert settled(lambda: udfs.IB_CONTRACT("AAPL", "conId")) == 265598
     front = listed_es(gw)[0]
-    assert udfs.IB_CONTRACT(f"es {front.last_trade_date[:6]} cme") == front.text
-    assert udfs.IB_CONTRACT("ES.CME") == front.text                   # no month: the front month
-    assert udfs.IB_CONTRACT(front.text, "multiplier") == "50"
-    table = udfs.IB_CONTRACT("EUR/USD", "all")
+    assert settled(lambda: udfs.IB_CONTRACT(f"es {front.last_trade_date[:6]} cme")) == front.text
+    assert settled(lambda: udfs.IB_CONTRACT("ES.CME")) == front.text          # no month: the front month
+    assert settled(lambda: udfs.IB_CONTRACT(front.text, "multiplier")) == "50"
+    table = settled(lambda: udfs.IB_CONTRACT("EUR/USD", "all"))
     assert table[0] == ["field", "value"] and ["sectype", "CASH"] in table
     assert udfs.IB_CONTRACT("AAPL", "nonsense").startswith("#IBXL: field:")
-    assert udfs.IB_CONTRACT("ZZZZ").startswith("#IB 200:")
+    assert settled(lambda: udfs.IB_CONTRACT("ZZZZ")).startswith("#IB 200:")
 
 
 def test_portfolio_functions(rt):
-    pos = udfs.IB_POSITIONS()
+    pos = settled(udfs.IB_POSITIONS)
     assert pos[0][:3] == ["account", "symbol", "con_id"]
-    assert udfs.IB_ACCOUNT("NetLiquidation") == pytest.approx(1_000_000.0, rel=0.01)
+    assert settled(lambda: udfs.IB_ACCOUNT("NetLiquidation")) == pytest.approx(1_000_000.0, rel=0.01)
     assert udfs.IB_ACCOUNT("netliquidation") == udfs.IB_ACCOUNT("NetLiquidation")
     assert udfs.IB_ACCOUNT("NoSuchTag").startswith("#IBXL: tag: 'NoSuchTag' is not in the account summary")
     table = udfs.IB_ACCOUNT()
     assert table[0] == ["account", "tag", "value", "currency"] and len(table) > 5
-    pnl = udfs.IB_PNL()
+    pnl = settled(udfs.IB_PNL)
     assert pnl[0] == ["account", "daily", "unrealized", "realized"] and pnl[1][0] == rt.account()
-    assert udfs.IB_ORDER("no-such-ref").startswith("#IBXL: no order with Ref 'no-such-ref'")
-    status = udfs.IB_STATUS()
+    assert settled(lambda: udfs.IB_ORDER("no-such-ref")).startswith("#IBXL: no order with Ref 'no-such-ref'")
+    status = settled(udfs.IB_STATUS)
     assert status.startswith(f"connected 127.0.0.1:{rt.session.port} client 51; paper DU")
 
 
@@ -172,7 +179,9 @@ def test_udfs_carry_excel_help_text():
         for arg, doc in meta["args"].items():
             if arg != "caller":
                 assert not doc.startswith("Positional argument") and len(doc) <= 255, (name, arg)
-    assert list(info["IB_HISTORY"]["args"]) == ["symbol", "duration", "bar_size", "what_to_show", "use_rth"]
+    # Excel sees the five arguments; xlwings fills the reserved last one, caller, with the calling cell
+    assert list(info["IB_HISTORY"]["args"]) == ["symbol", "duration", "bar_size", "what_to_show", "use_rth",
+                                                "caller"]
 
 
 def test_no_udf_can_place_modify_or_cancel_an_order(gw, rt):
@@ -219,7 +228,7 @@ def test_the_process_wide_runtime_is_created_once_from_the_users_config(gw, tmp_
         with ThreadPoolExecutor(8) as pool:          # Excel calls UDFs from several threads at once
             made = list(pool.map(lambda _: get_runtime(), range(8)))
         assert len({id(r) for r in made}) == 1
-        assert udfs.IB_STATUS().startswith(f"connected 127.0.0.1:{gw.port} client 52;")
+        assert settled(udfs.IB_STATUS).startswith(f"connected 127.0.0.1:{gw.port} client 52;")
         shutdown_runtime()
         assert made[0].closed and made[0].session.status.state == "disconnected"
     finally:
@@ -230,7 +239,7 @@ def test_the_process_wide_runtime_is_created_once_from_the_users_config(gw, tmp_
 def test_after_disconnect_formulas_say_so_until_connect_in_process_too(rt):
     from addin.app.macros import _connected
     from addin.app.runtime import UserDisconnected
-    assert isinstance(udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9")), float)
+    assert isinstance(settled(lambda: udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9"))), float)
     rt.disconnect()
     try:
         answers = [udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9")) for _ in range(20)]
@@ -241,4 +250,4 @@ def test_after_disconnect_formulas_say_so_until_connect_in_process_too(rt):
             _connected(rt)                                  # nor a button other than Connect
     finally:
         rt.connect()
-    assert isinstance(udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9")), float)
+    assert isinstance(settled(lambda: udfs.IB_QUOTE("MSFT", "bid", caller=("Quotes", "$C$9"))), float)

@@ -5,11 +5,17 @@ Runtime's read-only facade (``addin.app.runtime.ReadOnlyRuntime``). Every failur
 text, ``#IB <code>: <IB's text>`` for IB's errors and ``#IBXL: <what was wrong>`` for ours, never a
 Python traceback.
 
-Quote functions keep ticking without RTD: each call registers its caller cell (xlwings passes the
+No function holds Excel's calculation thread: each answers at once (within a few milliseconds). A
+quote function shows the board's last value, or ``#IBXL: waiting for the first quote of ...`` while
+the line is being qualified and subscribed in the background; the other functions start their
+request in the background (``addin.app.background``: one request per argument set, shared by
+every cell, its answer kept) and show ``#IBXL: loading ...`` (with IB's progress for long history:
+``(12/50 requests)``) until it is in. Each call registers its caller cell (xlwings passes the
 reserved ``caller`` argument) and the pump recalculates just the registered cells whose quotes
-changed. Tables (IB_QUOTES, IB_HISTORY, IB_POSITIONS, ...) return 2-D lists, which Excel 365
-spills as native dynamic arrays (no legacy ``expand``: xlwings' docs reserve it for Excel
-versions without dynamic arrays).
+changed or whose request ended: they fill in on their own. No function runs while Excel's Insert
+Function dialog is open (``call_in_wizard=False``). Tables (IB_QUOTES, IB_HISTORY, IB_POSITIONS,
+...) return 2-D lists, which Excel 365 spills as native dynamic arrays (no legacy ``expand``:
+xlwings' docs reserve it for Excel versions without dynamic arrays).
 
 Units: prices in the contract's currency, sizes in shares / contracts / units, times as naive UTC
 datetimes (Excel has no time zones).
@@ -57,6 +63,8 @@ def _safely(fn):
     """Run ``fn()``; any exception becomes the cell text of :func:`error_text`."""
     try:
         return fn()
+    except _CellText as exc:
+        return str(exc)
     except _WaitingError as exc:
         return f"#IBXL: {exc}"
     except Exception as exc:          # a UDF must answer with text, never a traceback
@@ -150,7 +158,11 @@ def _quote_safely(fn):
 
 
 # --- quotes --------------------------------------------------------------------------------------------
-@xw.func(category=CATEGORY)
+def _pending_text(text: str) -> str:
+    return f"#IBXL: waiting for the first quote of {text}"
+
+
+@xw.func(category=CATEGORY, call_in_wizard=False)
 @xw.arg("symbol", doc=SYMBOL_DOC)
 @xw.arg("field", doc="price (default: last, or mid when nothing trades), bid, ask, last, mid, spread, bid size, "
                      "ask size, last size, volume, open, high, low, close, change, change %, updated, data type")
@@ -161,15 +173,19 @@ def IB_QUOTE(symbol, field=None, caller=None):
         attr = _field(field, QUOTE_FIELDS, "price")
         text = _text(symbol, "symbol")
         rt = _reader()
-        key = rt.hold_quotes([text], _cell(caller))[0]
-        q = rt.wait_quote(key)
+        [key] = rt.hold_quotes_soon([text], _cell(caller))
+        if isinstance(key, BaseException):    # kept a while: shown, never raised again (its traceback would grow)
+            return error_text(key)
+        if key is None:
+            raise _WaitingError(f"waiting for the first quote of {text}")
+        q = rt.quote(key)
         if q is None:
             raise _WaitingError(f"waiting for the first quote of {key}")
         return _quote_value(q, attr)
     return _quote_safely(run)
 
 
-@xw.func(category=CATEGORY)
+@xw.func(category=CATEGORY, call_in_wizard=False)
 @xw.arg("symbols", doc="A range (row, column or block) of instrument texts, or one text. " + SYMBOL_DOC)
 @xw.arg("fields", doc="Field names as a range or comma-separated text (default: bid, ask, last); see IB_QUOTE")
 def IB_QUOTES(symbols, fields=None, caller=None):
@@ -183,62 +199,82 @@ def IB_QUOTES(symbols, fields=None, caller=None):
         if not texts:
             raise ValueError("symbols: no instrument given")
         rt = _reader()
+        # one bad symbol shows in its row, the others still stream; none waits for IB
+        held = dict(zip(dict.fromkeys(texts), rt.hold_quotes_soon(texts, _cell(caller))))
         out = []
-        errors: dict[int, str] = {}
-        for i, t in enumerate(texts):        # one bad symbol shows in its row, the others still stream
-            try:
-                rt.qualify(t)                # cached by the ContractBook: asks IB once per instrument
-            except Exception as exc:
-                errors[i] = error_text(exc)
-        good = [t for i, t in enumerate(texts) if i not in errors]
-        held = iter(rt.hold_quotes(good, _cell(caller)) if good else [])
-        keys = [None if i in errors else next(held) for i in range(len(texts))]
-        for i, key in enumerate(keys):
-            if key is None:
-                out.append([errors[i]] * len(attrs))
+        for text in texts:
+            key = held[text]
+            if isinstance(key, BaseException):
+                out.append([error_text(key)] * len(attrs))
                 continue
-            q = rt.wait_quote(key)
+            q = rt.quote(key) if key is not None else None
             out.append([_quote_safely(lambda a=a, q=q: _quote_value(q, a)) if q is not None else
-                        f"#IBXL: waiting for the first quote of {key}" for a in attrs])
+                        _pending_text(key or text) for a in attrs])
         return out
     return _quote_safely(run)
 
 
+# --- background requests ---------------------------------------------------------------------------------
+def _answer(rt, handle):
+    """A finished handle's answer, or the progress text while it runs (for a ``fresh`` request: the
+    previous answer, when there is one). Its error comes back as the cell's text (a fresh exception
+    each time: the kept one is never raised again, its traceback would grow with every evaluation)."""
+    if not handle.done.is_set():
+        last = handle.previous
+        if last is None:
+            raise _CellText(handle.text())
+        handle = last
+    if handle.error is not None:
+        raise _CellText(error_text(handle.error))
+    return handle.result
+
+
+class _CellText(Exception):
+    """Text the cell shows as it is: a request's progress, or the error text of its answer."""
+
+
 # --- history -------------------------------------------------------------------------------------------
-@xw.func(category=CATEGORY)
+@xw.func(category=CATEGORY, call_in_wizard=False)
 @xw.arg("symbol", doc=SYMBOL_DOC)
 @xw.arg("duration", doc='How far back: "<n> S|D|W|M|Y", e.g. "1 D" (default), "6 M"')
 @xw.arg("bar_size", doc='IB barSize: "1 secs" .. "1 month", e.g. "1 min" (default), "1 hour", "1 day"')
 @xw.arg("what_to_show", doc="IB whatToShow: TRADES (default), MIDPOINT, BID, ASK, BID_ASK, ...")
 @xw.arg("use_rth", doc="TRUE (default): regular trading hours only; FALSE: all hours")
-def IB_HISTORY(symbol, duration=None, bar_size=None, what_to_show=None, use_rth=None):
+def IB_HISTORY(symbol, duration=None, bar_size=None, what_to_show=None, use_rth=None, caller=None):
     """Historical bars from IB (reqHistoricalData) as a dynamic array with a header row: Date (UTC), Open,
-    High, Low, Close, Volume, WAP, BarCount. Recalculates only when its arguments change."""
+    High, Low, Close, Volume, WAP, BarCount. Loads in the background, then fills in."""
     def run():
         text = _text(symbol, "symbol")
         rth = True if use_rth is None else boolean(use_rth, "use_rth")
-        df = _reader().bars(text, duration=str(duration or "1 D"), bar_size=str(bar_size or "1 min"),
-                            what_to_show=str(what_to_show or "TRADES"), use_rth=rth)
-        if df.empty:
-            return [[BAR_HEADERS["time"]] + [BAR_HEADERS.get(str(c), str(c)) for c in df.columns]]
-        return _frame_rows(df.rename(columns=BAR_HEADERS), BAR_HEADERS["time"])
+        args = ("history", text, str(duration or "1 D"), str(bar_size or "1 min"), str(what_to_show or "TRADES"),
+                rth)
+        rt = _reader()
+
+        def fetch(handle):         # the rows are built here too: 35,000 bars take ~0.3 s to convert
+            df = rt.bars(text, duration=args[2], bar_size=args[3], what_to_show=args[4], use_rth=rth,
+                         progress=handle.report)
+            if df.empty:
+                return [[BAR_HEADERS["time"]] + [BAR_HEADERS.get(str(c), str(c)) for c in df.columns]]
+            return _frame_rows(df.rename(columns=BAR_HEADERS), BAR_HEADERS["time"])
+        return _answer(rt, rt.request(args, fetch, f"{text} history", _cell(caller)))
     return _safely(run)
 
 
 # --- contracts -----------------------------------------------------------------------------------------
-@xw.func(category=CATEGORY)
+@xw.func(category=CATEGORY, call_in_wizard=False)
 @xw.arg("symbol", doc=SYMBOL_DOC)
 @xw.arg("field", doc='Omitted: the canonical text (e.g. AAPL.NASDAQ). Else conId, symbol, secType, exchange, '
                      'primaryExchange, currency, localSymbol, tradingClass, multiplier, lastTradeDate, longName, '
                      'minTick, industry, timeZone, validExchanges; "all": a two-column table')
-def IB_CONTRACT(symbol, field=None):
+def IB_CONTRACT(symbol, field=None, caller=None):
     """The instrument IB knows for this text (reqContractDetails): its canonical text, one field, or all fields."""
     def run():
         text = _text(symbol, "symbol")
         rt = _reader()
+        cell = _cell(caller)
         if field is None or (isinstance(field, str) and not field.strip()):
-            return rt.describe(text)
-        details = rt.qualify(text)
+            return _answer(rt, rt.request(("describe", text), lambda h: rt.describe(text), f"{text} contract", cell))
+        details = _answer(rt, rt.request(("qualify", text), lambda h: rt.qualify(text), f"{text} contract", cell))
         key = str(field).strip().lower().replace(" ", "").replace("_", "")
         if key == "all":
             rows = [["field", "value"]]
@@ -255,22 +291,27 @@ def IB_CONTRACT(symbol, field=None):
 
 
 # --- portfolio -----------------------------------------------------------------------------------------
-@xw.func(category=CATEGORY, volatile=True)
-def IB_POSITIONS():
+@xw.func(category=CATEGORY, volatile=True, call_in_wizard=False)
+def IB_POSITIONS(caller=None):
     """Positions of every managed account (reqPositions + reqAccountUpdates) as a dynamic array with a header:
     account, symbol, con_id, sec_type, currency, position, avg_cost, market_price, market_value, P&L, weight."""
-    return _safely(lambda: _frame_rows(_reader().positions()))
+    def run():
+        rt = _reader()
+        return _frame_rows(_answer(rt, rt.request(("positions",), lambda h: rt.positions(), "positions",
+                                                  _cell(caller), fresh=True)))
+    return _safely(run)
 
 
-@xw.func(category=CATEGORY, volatile=True)
+@xw.func(category=CATEGORY, volatile=True, call_in_wizard=False)
 @xw.arg("tag", doc="An account summary tag (NetLiquidation, BuyingPower, TotalCashValue, ...); "
                    "omitted: every tag as a table")
-def IB_ACCOUNT(tag=None):
+def IB_ACCOUNT(tag=None, caller=None):
     """Account values from IB's account summary (reqAccountSummary): one tag's value for the first managed
     account, or the whole table (account, tag, value, currency)."""
     def run():
         rt = _reader()
-        df = rt.account_summary()
+        df, account = _answer(rt, rt.request(("account summary",), lambda h: (rt.account_summary(), rt.account()),
+                                             "the account summary", _cell(caller), fresh=True))
         if tag is None or (isinstance(tag, str) and not tag.strip()):
             return _frame_rows(df)
         want = str(tag).strip()
@@ -278,18 +319,19 @@ def IB_ACCOUNT(tag=None):
         if hit.empty:
             raise ValueError(f"tag: {want!r} is not in the account summary; known tags: "
                              f"{', '.join(sorted(set(df['tag'])))}")
-        first = hit[hit["account"] == rt.account()]
+        first = hit[hit["account"] == account]
         return _cellify((first if not first.empty else hit).iloc[0]["value"])
     return _safely(run)
 
 
-@xw.func(category=CATEGORY, volatile=True)
-def IB_PNL():
+@xw.func(category=CATEGORY, volatile=True, call_in_wizard=False)
+def IB_PNL(caller=None):
     """Today's P&L of the first managed account (reqPnL), in its base currency: header daily, unrealized,
     realized, and one row of values."""
     def run():
         rt = _reader()
-        return _frame_rows(rt.pnl(rt.account()), "account")
+        df = _answer(rt, rt.request(("pnl",), lambda h: rt.pnl(rt.account()), "P&L", _cell(caller), fresh=True))
+        return _frame_rows(df, "account")
     return _safely(run)
 
 
@@ -298,15 +340,17 @@ ORDER_FIELDS = ("Ref", "Status", "OrderId", "PermId", "Filled", "Remaining", "Av
                 "Message", "Updated")
 
 
-@xw.func(category=CATEGORY, volatile=True)
+@xw.func(category=CATEGORY, volatile=True, call_in_wizard=False)
 @xw.arg("ref", doc="The Ref of an order row (sent to IB as orderRef)")
 @xw.arg("field", doc="Status, OrderId, PermId, Filled, Remaining, AvgFillPrice, Commission, Message, Updated; "
                      "omitted: a header row and a value row")
-def IB_ORDER(ref, field=None):
+def IB_ORDER(ref, field=None, caller=None):
     """State of the order placed from the row with this Ref (read only: no function can place, modify or
     cancel an order)."""
     def run():
-        info = _reader().order(_text(ref, "ref"))
+        rt, text = _reader(), _text(ref, "ref")
+        info = _answer(rt, rt.request(("order", text), lambda h: rt.order(text), f"order {text}", _cell(caller),
+                                      fresh=True))
         norm = {k.lower(): k for k in info}
         if field is None or (isinstance(field, str) and not field.strip()):
             names = [f for f in ORDER_FIELDS if f in info] + [k for k in info if k not in ORDER_FIELDS]
@@ -318,11 +362,12 @@ def IB_ORDER(ref, field=None):
     return _safely(run)
 
 
-@xw.func(category=CATEGORY, volatile=True)
-def IB_STATUS():
+@xw.func(category=CATEGORY, volatile=True, call_in_wizard=False)
+def IB_STATUS(caller=None):
     """The connection to TWS / IB Gateway in words: state, host:port, client id, accounts, market data lines."""
     def run():
-        s = _reader().status()
+        rt = _reader()
+        s = _answer(rt, rt.request(("status",), lambda h: rt.status(), "the status", _cell(caller), fresh=True))
         kind = {True: "paper", False: "LIVE", None: "accounts unknown"}[s["paper"]]
         text = (f"{s['state']} {s['host']}:{s['port']} client {s['client_id']}; {kind} {s['accounts']}; "
                 f"{s['lines']} market data lines; {s['formula_cells']} streaming formulas")

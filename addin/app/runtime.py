@@ -56,20 +56,24 @@ class Runtime(WorkbookSide):
     "live", "frozen", "delayed" or "delayed-frozen" (None: leave IB's default, live). max_lines:
     market data line budget. settings: an ``addin.config.Settings`` for the OrderDesk (None: loaded
     with ``addin.config.load_settings()`` when the desk is first needed). journal_path: the order
-    journal's SQLite file (None: the OrderDesk's default). first_quote_wait: seconds a quote UDF
-    waits for the first tick of a new line. session_options: more ``Session`` keyword arguments.
+    journal's SQLite file (None: the OrderDesk's default). first_quote_wait: seconds
+    :meth:`wait_quote` waits for the first tick of a new line (worksheet functions never wait).
+    pacing_clock_rate: the history pacing clock's speed (1.0 for IB; tests run the paper gateway's
+    faster, see ``addin.market.history.PacingScheduler``). session_options: more ``Session`` keyword
+    arguments.
     Nothing connects until :meth:`connect`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 4002, client_id: int = 1, *,
                  market_data_type: str | None = None, max_lines: int = 100, settings=None,
-                 journal_path=None, first_quote_wait: float = 2.0, **session_options):
+                 journal_path=None, first_quote_wait: float = 2.0, pacing_clock_rate: float = 1.0,
+                 **session_options):
         super().__init__(first_quote_wait)
         self.session = Session(host, port, client_id, **session_options)
         self.contracts = ContractBook(self.session)
         self.market = MarketData(self.session, self.contracts, max_lines=max_lines)
         self.board = self.market.board
-        self.history = History(self.session, self.contracts)
+        self.history = History(self.session, self.contracts, pacing_clock_rate=pacing_clock_rate)
         self.portfolio = Portfolio(self.session)
         self.market_data_type = market_data_type
         self.settings = settings
@@ -249,6 +253,7 @@ class Runtime(WorkbookSide):
         if self.closed:
             return
         self.closed = True
+        self.requests.close()
         self.stop_pump()
         with self._lock:
             desk, self._orders = self._orders, None
@@ -275,9 +280,10 @@ class Runtime(WorkbookSide):
         self.close()
 
 
-# What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk.
-READ_ONLY_METHODS = ("hold_quotes", "wait_quote", "qualify", "describe", "bars", "positions", "account_summary",
-                     "pnl", "order", "status", "account")
+# What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk. (``request``
+# runs the caller's work in the background: a UDF's work only ever holds this facade.)
+READ_ONLY_METHODS = ("hold_quotes", "hold_quotes_soon", "quote", "request", "wait_quote", "qualify", "describe",
+                     "bars", "positions", "account_summary", "pnl", "order", "status", "account")
 
 
 class ReadOnlyRuntime:

@@ -3,21 +3,27 @@ market data lines they hold, and the pumps that paint quotes and order states in
 
 Two runtimes share it: ``addin.app.runtime.Runtime`` (the IB session in this process) and
 ``addin.service.remote.RemoteRuntime`` (the IB session in the user's ibxl service, quotes pushed
-into a local board). Each provides ``board`` (a QuoteBoard), ``_subscribe(text) -> key`` and
+into a local board). Worksheet functions never wait on IB here: :meth:`WorkbookSide.hold_quotes_soon`
+subscribes in the background and :meth:`WorkbookSide.request` runs any other request in the
+background (see ``addin.app.background``); the waiting cells are recalculated when the answer is
+in. Each runtime provides ``board`` (a QuoteBoard), ``_subscribe(text) -> key`` and
 ``_unsubscribe(key)`` (one line user each; an unknown key is ignored), and calls
 :meth:`_orders_changed` with every order output change so the pumps paint it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from ..excel.recalc import RecalcRegistry
 from ..market.quotes import BoardQuote
+from .background import BackgroundRequests, Handle
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ class WorkbookSide:
         self._side_lock = threading.RLock()
         self._pumps: dict[Any, Any] = {}                  # book id -> Pump
         self._held: dict[tuple, dict[str, str]] = {}     # holder (cell) -> {instrument text: key}
+        self._wanted: dict[tuple, set[str]] = {}          # holder (cell) -> texts it shows now
+        self.requests = BackgroundRequests(self.registry.touch)
 
     def _subscribe(self, text: str) -> str:
         raise NotImplementedError
@@ -84,11 +92,105 @@ class WorkbookSide:
             self._ensure_formula_pump(book)
         return keys
 
+    def hold_quotes_soon(self, texts: Iterable[str], cell: tuple | None = None) -> list[Any]:
+        """:meth:`hold_quotes` without waiting on IB (a worksheet function's way). For each distinct
+        text, in order: its board key once subscribed; the exception its subscription raised (kept
+        ``requests.error_ttl`` seconds, then asked again); or None while it is being subscribed in
+        the background (qualification may be a round trip to IB). The cell is registered under the
+        keys and the pending subscriptions' keys, so the pump recalculates it when a subscription
+        ends or a quote changes. Waits at most ``requests.inline_wait`` in all. Raises after the
+        user's Disconnect."""
+        self._check_not_disconnected()
+        texts = list(dict.fromkeys(texts))
+        holder = tuple(cell) if cell else ANONYMOUS
+        with self._side_lock:
+            if cell:
+                self._wanted[holder] = set(texts)
+        # Register, then look: a subscription that ends after it was seen pending touches a key
+        # the cell is already registered under (no lost wake-up); one that ended in between is
+        # seen by the next pass (a pass repeats only when one ended in that short window).
+        for attempt in range(10):
+            with self._side_lock:
+                held = dict(self._held.get(holder, {}))
+            answers: dict[str, Any] = {}
+            pending: list[Handle] = []
+            started = {text: self.requests.get(("subscribe", holder, text),
+                                               functools.partial(self._subscribe_for, holder, text),
+                                               f"{text} quote", keep_result=False, wait=False)
+                       for text in texts if text not in held}
+            # one short wait for them all, on the first pass only
+            deadline = time.monotonic() + (self.requests.inline_wait if attempt == 0 else 0.0)
+            for handle in started.values():
+                handle.wait(max(0.0, deadline - time.monotonic()))
+            for text in texts:
+                if text in held:
+                    answers[text] = held[text]
+                    continue
+                handle = started[text]
+                if handle.done.is_set() and handle.error is not None:
+                    answers[text] = handle.error
+                elif handle.done.is_set():
+                    answers[text] = handle.result
+                else:
+                    answers[text] = None
+                    pending.append(handle)
+            if cell:
+                self._drop_stale(holder, texts)
+                keys = [a for a in answers.values() if isinstance(a, str)] + [h.key for h in pending]
+                book, sheet, address = cell
+                self.registry.register(sheet, address, keys, book=book)
+                self._ensure_formula_pump(book)
+            if not any(h.done.is_set() for h in pending):
+                break
+        return [answers[t] for t in texts]
+
+    def _subscribe_for(self, holder: tuple, text: str, handle: Handle | None = None) -> str:
+        """Background work of :meth:`hold_quotes_soon`: subscribe ``text`` for ``holder``, unless the
+        cell no longer shows it by then (the line user is given back)."""
+        key = self._subscribe(text)
+        with self._side_lock:
+            wanted = holder == ANONYMOUS or text in self._wanted.get(holder, ())
+            mine = self._held.setdefault(holder, {})
+            keep = wanted and text not in mine
+            if keep:
+                mine[text] = key
+        if not keep:
+            self._unsubscribe(key)
+        return key
+
+    def _drop_stale(self, holder: tuple, texts: list[str]) -> None:
+        with self._side_lock:
+            stale = {t: k for t, k in self._held.get(holder, {}).items() if t not in texts}
+            for t in stale:
+                del self._held[holder][t]
+        for key in stale.values():
+            self._unsubscribe(key)
+
+    def quote(self, key: str) -> BoardQuote | None:
+        """What the board holds for ``key`` now (None before anything arrived). Never waits."""
+        return self.board.get(key)
+
+    def request(self, args, work, what: str, cell: tuple | None = None, *, fresh: bool = False) -> Handle:
+        """Run ``work(handle)`` in the background for the argument tuple ``args`` (shared by every
+        cell asking the same; see ``addin.app.background`` for kept vs ``fresh`` answers) and
+        return its Handle at once (after at most ``requests.inline_wait`` seconds). While it runs,
+        ``cell`` is registered under the handle's key: the pump recalculates it when the request
+        ends. Read the handle's state after this returns (it was registered first: no lost
+        wake-up). Raises after the user's Disconnect."""
+        self._check_not_disconnected()
+        handle = self.requests.get(args, work, what, fresh=fresh)
+        if cell and not handle.done.is_set():
+            book, sheet, address = cell
+            self.registry.register(sheet, address, [handle.key], book=book)
+            self._ensure_formula_pump(book)
+        return handle
+
     def _release_cell(self, cell: tuple, keys: set[str]) -> None:
         """Registry callback: a cell was pruned or unregistered: drop its subscriptions."""
         if keys and not self.registry.keys_of(cell[1], cell[2], cell[0]):
             with self._side_lock:
                 held = self._held.pop(tuple(cell), {})
+                self._wanted.pop(tuple(cell), None)
             for key in held.values():
                 self._unsubscribe(key)
 

@@ -18,8 +18,10 @@ flush
    it touches, so a block of changed rows is one rectangle whatever moved in it) and writes each
    rectangle with ONE ``book.write`` call (with ``bridge_rows``, rectangles a few unchanged rows
    apart are joined: one call that rewrites those rows' current values beats two calls);
-5. asks the recalc registry for the formula cells whose quotes changed and makes ONE
-   ``book.calculate(sheet, addresses)`` call for them (one per sheet that has any).
+5. asks the recalc registry for the formula cells whose quotes changed, or whose background request
+   ended (``RecalcRegistry.touched_since``), and makes ONE ``book.calculate(sheet, addresses)`` call
+   for them (one per sheet that has any; a call Excel refuses is made again by the next flush, so a
+   cell waiting for its first quote or a finished request is never forgotten).
 
 Slow writes never build a queue: the pump holds a version number, not a list of updates, so a
 flush that overran its slot is followed at once by one that takes every change since (and the
@@ -32,7 +34,8 @@ Windows / COM (DESIGN.md): the pump runs in the xlwings UDF server; its thread c
 ``pythoncom.CoInitialize``, opens its own Book by full name (``book_factory``, see
 :func:`com_book_factory`: xlwings objects never cross threads) and wraps it in :class:`ComRetry`,
 which retries "call was rejected by callee" (RPC_E_CALL_REJECTED, the user is editing a cell) with
-bounded backoff instead of dropping the update.
+bounded backoff instead of dropping the update; xlwings' own retry loop, which would spin on the
+rejection without sleeping, is bounded to one attempt first (:func:`bound_xlwings_com_retries`).
 
 Cell values: prices and sizes as floats (the contract's currency; shares / contracts), times as
 naive UTC datetimes (Excel has no time zones), missing values as empty cells.
@@ -51,12 +54,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..backoff import Backoff
+from .book import parse_range
 from .errors import error_text
 from .layout import WATCHLIST_COLUMNS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pump", "PumpStats", "WriteRecord", "Region", "ComRetry", "com_book_factory", "find_region",
+__all__ = ["Pump", "PumpStats", "WriteRecord", "Region", "ComRetry", "com_book_factory", "bound_xlwings_com_retries",
+           "find_region",
            "merge_rectangles", "is_call_rejected", "quote_cell_values", "STANDARD_COLUMNS", "WATCH_FIELDS",
            "ORDER_OUTPUT_COLUMNS", "DEFAULT_INTERVAL", "MIN_INTERVAL", "RPC_E_CALL_REJECTED"]
 
@@ -295,13 +300,40 @@ class ComRetry:
         return call
 
 
+def bound_xlwings_com_retries(module: Any = None) -> bool:
+    """Make xlwings hand a rejected COM call to :class:`ComRetry` instead of spinning on it.
+
+    xlwings (0.37.8, ``xlwings/_xlwindows.py``) wraps every COM object in ``COMRetryObjectWrapper`` /
+    ``COMRetryMethodWrapper``, which retry a call Excel rejects (RPC_E_CALL_REJECTED: the user is
+    editing a cell) in a ``while True`` loop with no sleep, for ever while the module's
+    ``N_COM_ATTEMPTS`` is 0 (its default): the pump thread would burn a core for as long as the
+    user types, and ComRetry's backoff would never see the rejection. With ``N_COM_ATTEMPTS = 1``
+    each xlwings call is made once and the rejection reaches ComRetry, which sleeps between
+    bounded attempts. The setting is the module's, so it holds for every xlwings call of this
+    process: the UDF server's other calls to Excel (xlwings reading the caller cell while Excel
+    waits on the function) are nested calls Excel takes while it waits, not ones it rejects.
+
+    ``module``: the module to set (default ``xlwings._xlwindows``, Windows only). Returns whether
+    it changed anything (a value set by the user is left alone)."""
+    if module is None:
+        if sys.platform != "win32":
+            return False
+        import xlwings._xlwindows as module
+    if getattr(module, "N_COM_ATTEMPTS", None) == 0:
+        module.N_COM_ATTEMPTS = 1
+        return True
+    return False
+
+
 def com_book_factory(fullname: str) -> Callable[[], Any]:
     """A factory, run on the pump thread, that opens the workbook ``fullname`` through xlwings (its
-    own COM objects for this thread) and wraps it in the xlwings Book adapter and ComRetry."""
+    own COM objects for this thread) and wraps it in the xlwings Book adapter and ComRetry (after
+    :func:`bound_xlwings_com_retries`: rejected calls back off instead of spinning in xlwings)."""
     def open_book():
         import xlwings as xw
 
         from .xlwings_book import XlwingsBook  # the Book adapter (addin/excel/xlwings_book.py)
+        bound_xlwings_com_retries()
         return ComRetry(XlwingsBook(xw.Book(fullname)))
     return open_book
 
@@ -386,6 +418,8 @@ class Pump:
         self._order_cols: dict[int, str] = {}          # Orders column -> normalised output name
         self._ref_rows: dict[str, list[int]] = {}
         self._version = 0
+        self._touch_version = 0                               # RecalcRegistry.touched_since cursor
+        self._calc_retry: dict[str, set[str]] = {}            # sheet -> cells whose recalculation failed
         self._written: dict[tuple[str, int, int], Any] = {}   # last value written per cell
         self._pending: dict[tuple[str, int, int], Any] = {}   # cells whose write failed
         self._pending_keys: dict[tuple[str, int, int], Any] = {}
@@ -516,11 +550,14 @@ class Pump:
         cells.update(self._staged)            # failed writes first, newer values over them
         keys_at.update(self._staged_keys)
         changed = list(self._staged_changed)
+        if self.registry is not None:        # background requests that ended (addin/app/background.py)
+            self._touch_version, touched = self.registry.touched_since(self._touch_version)
+            changed.extend(touched)
         self._pending, self._pending_keys = {}, {}
         self._staged, self._staged_keys, self._staged_changed = {}, {}, {}
         self._collect_orders(cells, keys_at)
         writes = self._write_cells(cells, keys_at)
-        calcs = self._recalc(changed) if changed else 0
+        calcs = self._recalc(changed) if changed or self._calc_retry else 0
         if writes or calcs:
             self.stats.busy_flushes += 1
             self.stats.last_flush = time.perf_counter() - t0
@@ -630,11 +667,18 @@ class Pump:
                 self.registry.prune(self.book, self.book_name)
             except Exception as exc:
                 log.warning("pruning the formula registry failed: %s", exc)
-        for sheet, addresses in self.registry.changed(keys, self.book_name).items():
+        targets = self.registry.changed(keys, self.book_name)
+        retry, self._calc_retry = self._calc_retry, {}
+        for sheet, cells in retry.items():        # a recalculation Excel refused last time is not dropped
+            merged = set(targets.get(sheet, ())) | cells
+            targets[sheet] = sorted(merged, key=lambda a: parse_range(a)[:2])
+        for sheet, addresses in targets.items():
             try:
                 self.book.calculate(sheet, addresses)
             except Exception as exc:
-                log.warning("recalculating %d formula cells on %s failed: %s", len(addresses), sheet, exc)
+                log.warning("recalculating %d formula cells on %s failed: %s; retrying next flush",
+                            len(addresses), sheet, exc)
+                self._calc_retry[sheet] = set(addresses)
                 continue
             calls += 1
             self.stats.calculates += 1

@@ -7,7 +7,13 @@ shows (:meth:`RecalcRegistry.register`; a re-evaluation replaces the cell's keys
 :meth:`RecalcRegistry.changed` for the cells of the keys that changed in a flush, grouped by sheet,
 and makes one ``book.calculate(sheet, addresses)`` call per sheet. :meth:`RecalcRegistry.prune`
 reads the registered cells' formulas (``book.formulas``, one call per sheet) and drops the cells
-whose formula no longer calls IB_QUOTE / IB_QUOTES (the user typed over it or deleted it).
+whose formula no longer calls one of our functions (the user typed over it or deleted it).
+
+Cells also wait for answers that are not quotes: a function whose request runs in the background
+(IB_HISTORY, IB_CONTRACT, ..., see ``addin.app.background``) registers its cell under the
+request's key (``"@ibxl <n>"``), and the request :meth:`RecalcRegistry.touch` es that key when it
+ends. Each pump reads the touched keys with :meth:`RecalcRegistry.touched_since` (its own cursor,
+like ``QuoteBoard.changes_since``) and recalculates their cells with the quotes' cells.
 
 A cell is ``(book, sheet, address)``: ``book`` is the workbook's full name (None when there is only
 one book, e.g. tests and ``ibxl run``); ``address`` is A1 text, normalised (``$B$3`` -> ``B3``).
@@ -16,6 +22,7 @@ Thread-safe: UDF threads register while the pump thread reads.
 
 from __future__ import annotations
 
+import collections
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -26,9 +33,11 @@ __all__ = ["RecalcRegistry", "Cell", "QUOTE_FORMULA", "normalize_address"]
 
 Cell = tuple  # (book: str | None, sheet: str, address: str)
 
-# A formula still streams while it calls one of our quote functions (any case, optional prefixes
+# A formula still waits for us while it calls one of our functions (any case, optional prefixes
 # such as _xldudf_ or a workbook qualifier in front).
-QUOTE_FORMULA = re.compile(r"IB_QUOTES?\s*\(", re.IGNORECASE)
+QUOTE_FORMULA = re.compile(r"IB_(?:QUOTES?|HISTORY|CONTRACT|POSITIONS|ACCOUNT|PNL|ORDER|STATUS)\s*\(",
+                           re.IGNORECASE)
+TOUCH_LOG = 4096            # touched keys remembered for pumps that lag (older ones: every cell is recalculated)
 
 
 def normalize_address(address: str) -> str:
@@ -52,6 +61,8 @@ class RecalcRegistry:
         self._cells_of: dict[str, set[Cell]] = {}
         self._on_release = on_release
         self.pruned = 0                 # cells dropped by prune() so far
+        self._touches: collections.deque[tuple[int, str]] = collections.deque(maxlen=TOUCH_LOG)
+        self._touch_version = 0
 
     @staticmethod
     def cell(sheet: str, address: str, book: str | None = None) -> Cell:
@@ -102,8 +113,28 @@ class RecalcRegistry:
                         out.setdefault(cell[1], set()).add(cell[2])
         return {sheet: sorted(addrs, key=lambda a: parse_range(a)[:2]) for sheet, addrs in out.items()}
 
+    def touch(self, keys: Iterable[str]) -> int:
+        """Mark ``keys`` changed for the pumps (a background request ended): the cells registered under
+        them are recalculated by each pump's next flush. Returns the new touch version."""
+        with self._lock:
+            for k in keys:
+                self._touch_version += 1
+                self._touches.append((self._touch_version, k))
+            return self._touch_version
+
+    def touched_since(self, version: int) -> tuple[int, set[str]]:
+        """``(version now, keys touched after version)``. A cursor older than the log's memory gets
+        every key still registered (recalculating too much, never too little)."""
+        with self._lock:
+            now = self._touch_version
+            if version >= now:
+                return now, set()
+            if self._touches and self._touches[0][0] > version + 1:
+                return now, set(self._cells_of)
+            return now, {k for v, k in self._touches if v > version}
+
     def prune(self, book, book_name: str | None = None) -> list[Cell]:
-        """Drop the cells whose formula no longer calls IB_QUOTE / IB_QUOTES, reading them with
+        """Drop the cells whose formula no longer calls one of our functions (QUOTE_FORMULA), reading them with
         ``book.formulas(sheet, addresses)`` (one call per sheet). Cells of sheets that no longer
         exist are dropped too. Returns the dropped cells. A Book without ``formulas`` prunes
         nothing (registrations then end only when a cell is re-registered or unregistered)."""

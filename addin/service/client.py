@@ -243,10 +243,16 @@ class ServiceClient:
         return [BoardQuote(**r) for r in self._call("quotes", texts=list(texts), timeout=timeout)]
 
     def history(self, text: str, duration: str = "1 D", bar_size: str = "1 min", what_to_show: str = "TRADES",
-                use_rth: bool = True, end=None, timeout: float | None = None):
-        """Bars as a pandas DataFrame (History.bars' columns)."""
-        return self._call("history", _timeout=(timeout or self.timeout) + 5, text=text, duration=duration,
-                          bar_size=bar_size, what_to_show=what_to_show, use_rth=use_rth, end=end, timeout=timeout)
+                use_rth: bool = True, end=None, timeout: float | None = None, progress=None):
+        """Bars as a pandas DataFrame (History.bars' columns). ``progress(done, total)``: called on this
+        thread as the service's requests to IB are answered (History.bars' progress); each call also
+        restarts the reply timeout, so a long paced history is not cut off while it advances."""
+        params = dict(text=text, duration=duration, bar_size=bar_size, what_to_show=what_to_show, use_rth=use_rth,
+                      end=end, timeout=timeout)
+        if progress is None:
+            return self._call("history", _timeout=(timeout or self.timeout) + 5, **params)
+        return self._call("history", _timeout=(timeout or self.timeout) + 5,
+                          _callbacks={"progress": lambda done, total: progress(done, total)}, progress=True, **params)
 
     def contract(self, text: str) -> dict:
         """``{"text", "contract": {...}, "details": {...}}`` (ibapi field names)."""

@@ -73,8 +73,10 @@ class _History:
         self._client = client
 
     def bars(self, instrument, duration: str = "1 D", bar_size: str = "1 min", what_to_show: str = "TRADES",
-             use_rth: bool = True, end=None, timeout: float | None = None, **_):
-        return self._client.history(str(instrument), duration, bar_size, what_to_show, use_rth, end, timeout)
+             use_rth: bool = True, end=None, timeout: float | None = None, progress=None, **_):
+        """History.bars through the service; ``progress(done, total)`` as the service reports it."""
+        return self._client.history(str(instrument), duration, bar_size, what_to_show, use_rth, end, timeout,
+                                    progress=progress)
 
     @property
     def stats(self) -> dict:
@@ -271,6 +273,7 @@ class RemoteRuntime(WorkbookSide):
         if self.closed:
             return
         self.closed = True
+        self.requests.close()
         self.stop_pump()
         self._release_all_cells()
         for client in (self._trading, self.reader):

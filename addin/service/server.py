@@ -512,10 +512,20 @@ class ServiceServer:
         return out
 
     def m_history(self, client, text: str, duration: str = "1 D", bar_size: str = "1 min",
-                  what_to_show: str = "TRADES", use_rth: bool = True, end=None, timeout: float | None = None):
-        """Bars (History.bars) as a table. ``end``: a datetime (UTC) or None for now."""
+                  what_to_show: str = "TRADES", use_rth: bool = True, end=None, timeout: float | None = None,
+                  progress: bool = False):
+        """Bars (History.bars) as a table. ``end``: a datetime (UTC) or None for now. ``progress``: send
+        the client a ``progress`` callback (``{"done", "total"}`` requests) as IB's answers arrive
+        (a client that does not answer it does not stop the bars)."""
         self._need_ib()
-        kwargs = {"timeout": timeout} if timeout is not None else {}
+        kwargs: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        if progress:
+            def report(done: int, total: int) -> None:
+                try:
+                    self._ask(client, "progress", {"done": done, "total": total})
+                except ServiceError as exc:
+                    log.debug("history progress to client %s: %s", client.number, exc)
+            kwargs["progress"] = report
         return self.runtime.history.bars(text, duration, bar_size, what_to_show, use_rth, end, **kwargs)
 
     def m_contract(self, client, text: str) -> dict:

@@ -79,7 +79,13 @@ def authenticate(conn: Connection, authkey: bytes, *, server: bool, timeout: flo
     watchdog that shuts the connection down when the peer has not finished within ``timeout`` s.
     Raises AuthenticationError (wrong key, or no answer in time); the connection is then closed."""
     from multiprocessing.connection import answer_challenge, deliver_challenge
-    watchdog = threading.Timer(timeout, _shutdown, (conn,))
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _shutdown(conn)
+
+    watchdog = threading.Timer(timeout, expire)
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -91,7 +97,7 @@ def authenticate(conn: Connection, authkey: bytes, *, server: bool, timeout: flo
             deliver_challenge(conn, authkey)
     except (EOFError, OSError) as exc:
         _close(conn)
-        if not watchdog.is_alive():
+        if expired.is_set():
             raise AuthenticationError(f"the key challenge was not completed within {timeout:g} s") from None
         raise AuthenticationError(f"the connection ended during the key challenge: {exc}") from None
     except AuthenticationError:
