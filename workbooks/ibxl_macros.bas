@@ -33,7 +33,7 @@ Sub IbxlPlaceOrders()
 End Sub
 
 Sub IbxlPlaceSelectedOrders()
-    ' Place selected orders
+    ' Place selected
     RunPython "import addin.app.macros as m; m.place_selected_orders()"
 End Sub
 

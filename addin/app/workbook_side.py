@@ -47,6 +47,7 @@ class WorkbookSide:
         self._pumps: dict[Any, Any] = {}                  # book id -> Pump
         self._held: dict[tuple, dict[str, str]] = {}     # holder (cell) -> {instrument text: key}
         self._wanted: dict[tuple, set[str]] = {}          # holder (cell) -> texts it shows now
+        self._key_of: dict[str, str] = {}                   # instrument text -> board key, once subscribed
         self.requests = BackgroundRequests(self.registry.touch)
 
     def _subscribe(self, text: str) -> str:
@@ -78,6 +79,7 @@ class WorkbookSide:
         for text, key in zip(new, self._subscribe_many(new)):
             with self._side_lock:
                 self._held.setdefault(holder, {})[text] = key
+                self._key_of[text] = key
             held[text] = key
         keys = [held[t] for t in texts]
         if cell:
@@ -132,7 +134,8 @@ class WorkbookSide:
                 elif handle.done.is_set():
                     answers[text] = handle.result
                 else:
-                    answers[text] = None
+                    # another cell already streams this text: its board key is known, show its quote now
+                    answers[text] = self._key_of.get(text)
                     pending.append(handle)
             if cell:
                 self._drop_stale(holder, texts)
@@ -149,6 +152,7 @@ class WorkbookSide:
         cell no longer shows it by then (the line user is given back)."""
         key = self._subscribe(text)
         with self._side_lock:
+            self._key_of[text] = key
             wanted = holder == ANONYMOUS or text in self._wanted.get(holder, ())
             mine = self._held.setdefault(holder, {})
             keep = wanted and text not in mine

@@ -87,7 +87,7 @@ MACROS = [
     ("stop_streaming", "Stop streaming"),
     ("pull_history", "Pull history"),
     ("place_orders", "Place orders"),
-    ("place_selected_orders", "Place selected orders"),
+    ("place_selected_orders", "Place selected"),    # fits the button in LibreOffice too
     ("cancel_selected", "Cancel selected"),
     ("cancel_all", "Cancel all"),
     ("kill_switch", "KILL SWITCH"),
