@@ -378,7 +378,7 @@ def test_account_metadata_and_news(client):
     client.reqNewsProviders()
     client.reqSoftDollarTiers(32)
     client.reqSmartComponents(33, "9c0001")
-    client.reqSecDefOptParams(34, "AAPL", "", "STK", 265598)
+    client.reqSecDefOptParams(34, "GOOG", "", "STK", 208813720)     # no option class (AAPL's: test_paper_options)
     assert client.wait_for("managedAccounts", start=2).args[0] == "DU1234567"
     assert client.wait_for("familyCodes").args[0] == []
     assert client.wait_for("userInfo").args == (31, "")

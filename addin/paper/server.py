@@ -22,6 +22,7 @@ from ..protocol.messages import OUT
 from .codec import messages, requests, wire
 from .market.broker import Broker
 from .market.market import Instrument, Market
+from .market.options import is_option_query
 from .services.account_desk import PaperAccountService
 from .services.connection import ClientConnection, ConnectionEvents, ConnectionLimits, request_id
 from .services.firehose import Firehose
@@ -267,6 +268,8 @@ class PaperServer:
     def req_contract_details(self, conn: ClientConnection, fields: wire.Fields) -> None:
         req = requests.req_contract_details(fields)
         found = continuous_future_details(self.market, req.contract)     # CONTFUT: the front month
+        if found is None and is_option_query(req.contract):
+            found = self.market.options.lookup(req.contract)                # OPT: every listed match
         if found is None:
             found = [inst.details for inst in self.market.lookup(req.contract)]
         if not found:

@@ -784,6 +784,17 @@ def user_info(req_id: int, white_branding_id: str = "") -> bytes:
     return frame(IN.USER_INFO, _int(req_id), white_branding_id)
 
 
+def security_definition_option_parameter(req_id: int, exchange: str, underlying_con_id: int, trading_class: str,
+                                         multiplier: str, expirations, strikes) -> bytes:
+    """SECURITY_DEFINITION_OPTION_PARAMETER (75) -> ``securityDefinitionOptionParameter``: no version;
+    reqId, exchange, underlyingConId, tradingClass, multiplier, then the count and each expiration
+    (YYYYMMDD text), then the count and each strike (double)."""
+    fields: list = [IN.SECURITY_DEFINITION_OPTION_PARAMETER, _int(req_id), exchange, _int(underlying_con_id),
+                    trading_class, multiplier, len(expirations), *expirations, len(strikes)]
+    fields += [_float(s) for s in strikes]
+    return frame(*fields)
+
+
 def security_definition_option_parameter_end(req_id: int) -> bytes:
     """SECURITY_DEFINITION_OPTION_PARAMETER_END (76) -> ``securityDefinitionOptionParameterEnd``."""
     return frame(IN.SECURITY_DEFINITION_OPTION_PARAMETER_END, _int(req_id))
@@ -823,7 +834,8 @@ def current_time_in_millis(epoch_ms: int) -> bytes:
 
 __all__ += [
     "symbol_samples", "market_rule", "scanner_parameters", "scanner_data", "news_providers", "family_codes",
-    "user_info", "security_definition_option_parameter_end", "soft_dollar_tiers", "smart_components",
+    "user_info", "security_definition_option_parameter",
+    "security_definition_option_parameter_end", "soft_dollar_tiers", "smart_components",
     "display_group_list", "display_group_updated", "current_time_in_millis",
 ]
 

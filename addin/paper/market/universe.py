@@ -474,8 +474,8 @@ def matches(inst: Instrument, q: Contract) -> bool:
     match when given; every other non-empty field must agree: exchange (SMART for any stock, or the
     instrument's exchange, primary exchange or one of its validExchanges), primaryExchange, currency,
     localSymbol, tradingClass, lastTradeDateOrContractMonth (YYYYMM or YYYYMMDD), multiplier (as a
-    number), secIdType/secId (the ISINs we know). A strike or right never matches: there are no
-    options. Needs a symbol or a localSymbol."""
+    number), secIdType/secId (the ISINs we know). A strike or right never matches: options are not
+    Instruments (``options.OptionBook.lookup`` matches them). Needs a symbol or a localSymbol."""
     c, d = inst.contract, inst.details
     sym, local = (q.symbol or "").strip().upper(), (q.localSymbol or "").strip().upper()
     if not sym and not local:

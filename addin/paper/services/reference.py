@@ -5,7 +5,7 @@ and the answer to any request the gateway does not serve.
 What each request gets (the table is docs/paper-gateway.md, "Every request and its answer"):
 
 * served from the paper universe: reqMatchingSymbols, reqMarketRule, reqScannerParameters,
-  reqScannerSubscription, reqSecDefOptParams (no options: the end marker alone), reqSmartComponents;
+  reqScannerSubscription, reqSecDefOptParams (the option classes of ``options.py``), reqSmartComponents;
 * served as an account without subscriptions is answered: reqNewsProviders (none), reqManagedAccts,
   reqFamilyCodes (none), reqSoftDollarTiers (none), reqUserInfo (whiteBrandingId ""), display groups;
 * refused with IB's error: news articles and historical news, WSH (10276), fundamentals (10358),
@@ -31,9 +31,11 @@ from ibapi.contract import Contract, ContractDescription, ContractDetails
 
 from ...protocol import errors
 from ...protocol.messages import OUT
+from ...protocol.times import format_date
 from ...protocol.unset import UNSET_DOUBLE, UNSET_INTEGER
 from ..codec import messages, requests, wire
 from ..market.market import Instrument, Market
+from ..market.options import MULTIPLIER, OPTION_EXCHANGES, OPTION_RULE, OPTION_RULE_ID
 from .connection import ClientConnection
 
 log = logging.getLogger(__name__)
@@ -288,8 +290,32 @@ class ReferenceService:
 
     # --- options ----------------------------------------------------------------------------------
     def req_sec_def_opt_params(self, conn: ClientConnection, fields: wire.Fields) -> None:
-        # No options in the paper universe: TWS answers an underlying without options with the end alone.
+        """One securityDefinitionOptionParameter per exchange of the underlying's option class (the
+        same expirations and strikes on each), then the end. futFopExchange "" means every exchange,
+        a named one only that exchange. The underlying is found by conId (by symbol and secType when
+        the conId is 0); an unknown one gets error 200, a known one without options the end alone."""
         req = requests.req_sec_def_opt_params(fields)
+        if req.underlying_con_id:
+            inst = self.market.by_con_id(req.underlying_con_id)
+            found = [inst] if inst is not None else []
+        else:
+            query = Contract()
+            query.symbol, query.secType = req.underlying_symbol, req.underlying_sec_type
+            found = self.market.lookup(query) if query.symbol.strip() else []
+        if len(found) != 1 or (req.underlying_symbol.strip()
+                                and req.underlying_symbol.strip().upper() != found[0].symbol.upper()):
+            conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION,
+                            "No security definition has been found for the request")
+            return
+        oc = self.market.options.for_underlying(found[0].con_id)
+        if oc is not None:
+            wanted = req.fut_fop_exchange.strip().upper()
+            expirations = [format_date(e) for e in oc.expiries]
+            for exchange in OPTION_EXCHANGES:
+                if wanted and wanted != exchange:
+                    continue
+                conn.send(messages.security_definition_option_parameter(
+                    req.req_id, exchange, oc.underlying.con_id, oc.symbol, MULTIPLIER, expirations, list(oc.strikes)))
         conn.send(messages.security_definition_option_parameter_end(req.req_id))
 
     def req_option_computation(self, conn: ClientConnection, fields: wire.Fields) -> None:
@@ -357,8 +383,8 @@ def _description(inst: Instrument) -> ContractDescription:
 def market_rules(instruments: list[Instrument]) -> dict[int, tuple[tuple[float, float], ...]]:
     """Every market rule id the universe's contract details name (``marketRuleIds``), each a single
     price band from 0 with the instrument's minTick as increment (the paper market has one tick per
-    instrument at every price)."""
-    rules: dict[int, tuple[tuple[float, float], ...]] = {}
+    instrument at every price), and the option classes' rule (0.01 under 3.00, 0.05 from 3.00)."""
+    rules: dict[int, tuple[tuple[float, float], ...]] = {OPTION_RULE_ID: OPTION_RULE}
     for inst in instruments:
         for rule in {r for r in (inst.details.marketRuleIds or "").split(",") if r.strip()}:
             rules.setdefault(int(rule), ((0.0, float(inst.min_tick)),))
