@@ -6,6 +6,7 @@ symbols, Fridays and third Fridays, the strike grid."""
 from __future__ import annotations
 
 import itertools
+import math
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -187,3 +188,117 @@ def test_ib_async_chain_and_qualify(aib, gateway):
     (opt,) = aib.qualifyContracts(Option("AAPL", expiry, strike, "C", "SMART"))
     assert opt.conId > 0 and opt.localSymbol == occ("AAPL", expiry, "C", strike) and opt.multiplier == "100"
     assert aib.qualifyContracts(Option("AAPL", expiry, strike + 0.3, "C", "SMART")) in ([], [None])
+    ticker = aib.reqMktData(opt)
+    deadline = datetime.now().timestamp() + 10
+    while ticker.modelGreeks is None and datetime.now().timestamp() < deadline:
+        aib.waitOnUpdate(timeout=1)
+    g = ticker.modelGreeks
+    assert g is not None and 0 < g.delta < 1 and g.gamma > 0 and g.vega > 0 and g.impliedVol > 0
+    assert g.undPrice > 0 and g.optPrice > 0 and ticker.bid < ticker.ask
+    aib.cancelMktData(opt)
+
+
+# --- option quotes (a frozen clock, so the test knows the model's time exactly) -------------------------
+QUOTE_START = datetime(2026, 3, 10, 15, 0, tzinfo=ZoneInfo("UTC"))     # a Tuesday, 11:00 New York
+RATE = 0.04                                                            # the stated rate (docs/paper-market.md)
+
+
+@pytest.fixture(scope="module")
+def frozen():
+    from addin.paper import PaperGateway
+
+    with PaperGateway(port=0, speed=0, start=QUOTE_START, stream_interval=0.05) as gw:
+        yield gw
+
+
+@pytest.fixture
+def fib(frozen):
+    from .ibclient import IBTestClient
+
+    client = IBTestClient().start(frozen.port, next(_ids))
+    yield client
+    client.stop()
+
+
+def _ncdf(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def my_black_scholes(right: str, s: float, k: float, t: float, vol: float) -> float:
+    """An independent European Black-Scholes (no dividends)."""
+    d1 = (math.log(s / k) + (RATE + vol * vol / 2) * t) / (vol * math.sqrt(t))
+    d2 = d1 - vol * math.sqrt(t)
+    if right == "C":
+        return s * _ncdf(d1) - k * math.exp(-RATE * t) * _ncdf(d2)
+    return k * math.exp(-RATE * t) * _ncdf(-d2) - s * _ncdf(-d1)
+
+
+def my_implied_vol(right, price, s, k, t) -> float:
+    lo, hi = 1e-4, 5.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if my_black_scholes(right, s, k, t, mid) < price else (lo, mid)
+    return (lo + hi) / 2
+
+
+def snapshot(ib, con_id: int) -> dict:
+    c = Contract()
+    c.conId, c.exchange = con_id, "SMART"
+    rid, start = ib.next_req(), ib.mark()
+    ib.reqMktData(rid, c, "", True, False, [])
+    ib.wait_for("tickSnapshotEnd", lambda e: e.args[0] == rid, start=start)
+    with ib.cond:
+        events = [e for e in ib.events[start:] if e.args and e.args[0] == rid]
+    prices = {e.args[1]: e.args[2] for e in events if e.name == "tickPrice"}
+    comps = {e.args[1]: e.args for e in events if e.name == "tickOptionComputation"}
+    return {"bid": prices[1], "ask": prices[2], "comp": comps}
+
+
+def on_option_grid(price: float) -> bool:
+    tick = 0.01 if price < 3 else 0.05
+    return abs(price / tick - round(price / tick)) < 1e-6
+
+
+def test_option_quotes_and_greeks_follow_black_scholes(fib, frozen):
+    _, rows = sec_def(fib)
+    expiry = sorted(rows[0][5])[4]
+    strikes = sorted(rows[0][6])
+    t_end = datetime.combine(datetime.strptime(expiry, "%Y%m%d").date(), datetime.min.time().replace(hour=16),
+                             NY)
+    t = (t_end - QUOTE_START).total_seconds() / (365 * 86400)
+    calls = {d.contract.strike: d.contract.conId for d in details(fib, option(expiry=expiry, right="C"))[1]}
+    puts = {d.contract.strike: d.contract.conId for d in details(fib, option(expiry=expiry, right="P"))[1]}
+    middle = strikes[len(strikes) // 2 - 4: len(strikes) // 2 + 5]
+    deltas = []
+    for k in middle:
+        c, p = snapshot(fib, calls[k]), snapshot(fib, puts[k])
+        for q in (c, p):
+            assert 0 <= q["bid"] < q["ask"] and on_option_grid(q["bid"]) and on_option_grid(q["ask"])
+            assert set(q["comp"]) >= {10, 11, 13}
+        # args: reqId, tickType, tickAttrib, impliedVol, delta, optPrice, pvDividend, gamma, vega, theta, undPrice
+        _, _, _, c_vol, c_delta, c_price, c_div, c_gamma, c_vega, c_theta, s = c["comp"][13]
+        _, _, _, p_vol, p_delta, p_price, _, _, _, _, s_p = p["comp"][13]
+        assert s == s_p and c_div == 0.0
+        assert c["bid"] <= c_price + 0.05 and c_price - 0.05 <= c["ask"]
+        assert abs((c_price - p_price) - (s - k * math.exp(-RATE * t))) < 0.01     # put-call parity
+        assert abs(my_implied_vol("C", c_price, s, k, t) - c_vol) < 1e-4
+        assert abs(my_implied_vol("P", p_price, s, k, t) - p_vol) < 1e-4
+        assert 0 < c_delta < 1 and -1 < p_delta < 0 and c_gamma > 0 and c_vega > 0 and c_theta < 0
+        deltas.append(c_delta)
+    assert deltas == sorted(deltas, reverse=True) and len(set(deltas)) == len(deltas)   # decreasing in strike
+
+
+def test_option_line_streams_and_unknown_option_gets_200(fib, frozen):
+    _, rows = sec_def(fib)
+    expiry, strike = sorted(rows[0][5])[0], sorted(rows[0][6])[10]
+    (d,) = details(fib, option(expiry=expiry, strike=strike, right="C"))[1]
+    rid, start = fib.next_req(), fib.mark()
+    fib.reqMktData(rid, d.contract, "", False, False, [])
+    fib.wait_for("tickOptionComputation", lambda e: e.args[0] == rid and e.args[1] == 13, start=start)
+    assert frozen.call(lambda s: len(s.marketdata.option_lines)) == 1
+    fib.cancelMktData(rid)
+    bad = Contract()
+    bad.conId = d.contract.conId + 2 * 8192            # the same strike a day later: a Saturday, not listed
+    rid = fib.next_req()
+    fib.reqMktData(rid, bad, "", True, False, [])
+    assert fib.wait_error(rid, 200)

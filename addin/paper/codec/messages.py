@@ -189,6 +189,19 @@ def tick_price(req_id: int, tick_type: int, price, size=None, attr_mask=0) -> by
     )
 
 
+def tick_option_computation(req_id: int, tick_type: int, implied_vol, delta, opt_price, pv_dividend, gamma,
+                            vega, theta, und_price, tick_attrib: int = 0) -> bytes:
+    """TICK_OPTION_COMPUTATION (21) -> ``tickOptionComputation``: no version from server version 156
+    (MIN_SERVER_VER_PRICE_BASED_VOLATILITY); reqId, tickType, tickAttrib (0 return-based, 1 price-based),
+    impliedVol, delta, optPrice, pvDividend, gamma, vega, theta, undPrice. None is IB's "not computed"
+    (-1 for impliedVol, optPrice, pvDividend, undPrice; -2 for delta, gamma, vega, theta)."""
+    def value(x, missing):
+        return missing if x is None else float(x)
+    return frame(IN.TICK_OPTION_COMPUTATION, _int(req_id), _int(tick_type), _int(tick_attrib),
+                 value(implied_vol, -1), value(delta, -2), value(opt_price, -1), value(pv_dividend, -1),
+                 value(gamma, -2), value(vega, -2), value(theta, -2), value(und_price, -1))
+
+
 def tick_size(req_id: int, tick_type: int, size) -> bytes:
     """TICK_SIZE (2) -> ``tickSize``."""
     return frame(IN.TICK_SIZE, 6, _int(req_id), _int(tick_type), _size(size))
@@ -707,7 +720,8 @@ def head_timestamp(req_id: int, timestamp, format_date: int = 1, *, tz=DEFAULT_T
 
 __all__ = [
     "DEFAULT_TZ", "MIN_ENCODER_SERVER_VERSION", "format_time", "format_bar_time",
-    "tick_price", "tick_size", "tick_generic", "tick_string", "tick_req_params", "market_data_type",
+    "tick_price", "tick_size", "tick_option_computation",
+    "tick_generic", "tick_string", "tick_req_params", "market_data_type",
     "tick_snapshot_end", "tick_by_tick", "tick_by_tick_last", "tick_by_tick_bid_ask",
     "tick_by_tick_mid_point", "error", "next_valid_id", "managed_accounts", "current_time",
     "contract_data", "contract_data_end", "order_status", "execution_data", "commission_report",

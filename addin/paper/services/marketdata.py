@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING
 from ...protocol import errors
 from ...protocol.ticks import DELAYED_TICKS, DELAYED_TYPES, LIVE, LIVE_TICKS, MARKET_DATA_TYPES, TICK_BY_TICK_TYPES
 from ..codec import messages, requests
+from ..market.option_quotes import OptionQuote, option_quote
+from ..market.options import is_option_query
 from .depth import DepthService
 from .generic_ticks import SNAPSHOT_REFUSAL, GenericTicks, parse, refusal
 from .realtime_bars import RealTimeBarsService
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ibapi.contract import Contract
+    from ibapi.contract import Contract, ContractDetails
 
     from ..market.market import Instrument, Market, Quote
     from .connection import ClientConnection
@@ -51,6 +53,17 @@ class Subscription:
     delayed: bool
     sent: dict = field(default_factory=dict)   # field name -> last value sent
     generic: GenericTicks | None = None        # the generic ticks the line asked for
+
+
+@dataclass
+class OptionLine:
+    """A reqMktData line on a listed option: its details and underlying; quotes from option_quotes.py."""
+
+    conn: "ClientConnection"
+    req_id: int
+    details: "ContractDetails"
+    underlying: "Instrument"
+    sent: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +94,7 @@ class MarketDataService:
         self.after_pump = after_pump
         self.subs: dict[tuple[int, int], Subscription] = {}       # (id(conn), req_id) -> subscription
         self.tbt: dict[tuple[int, int], TickByTick] = {}
+        self.option_lines: dict[tuple[int, int], OptionLine] = {}
         self.pumps = 0
         self.firehose: Firehose | None = None   # a running one replaces the quote stream (benchmarks)
         self.firehose_lines: dict = {}  # its encoded frames per line, kept between runs
@@ -98,13 +112,17 @@ class MarketDataService:
         conn.market_data_type = data_type
 
     def lines_in_use(self, conn) -> int:
-        return sum(1 for s in self.subs.values() if s.conn is conn)
+        return (sum(1 for s in self.subs.values() if s.conn is conn)
+                + sum(1 for s in self.option_lines.values() if s.conn is conn))
 
     def req_mkt_data(self, conn, fields) -> None:
         req = requests.req_mkt_data(fields)
         key = (id(conn), req.req_id)
-        if key in self.subs:
+        if key in self.subs or key in self.option_lines:
             conn.send_duplicate_id(req.req_id)
+            return
+        if is_option_query(req.contract):
+            self._req_option_data(conn, req, key)
             return
         inst = self.resolve(conn, req.req_id, req.contract)
         if inst is None:
@@ -134,9 +152,52 @@ class MarketDataService:
         else:
             self.subs[key] = sub
 
+    def _req_option_data(self, conn, req, key) -> None:
+        """reqMktData on a listed option: bid/ask (sizes), and tickOptionComputation for the bid (10),
+        the ask (11) and the model (13), priced from the underlying's live mid. Generic ticks and
+        delayed data types are not modelled for options: the live quote is sent."""
+        found = self.market.options.lookup(req.contract)
+        if len(found) != 1:
+            text = ("No security definition has been found for the request" if not found else
+                    f"The contract description specified for {req.contract.symbol} is ambiguous.")
+            conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION, text)
+            return
+        if not req.snapshot and self.lines_in_use(conn) >= self.max_lines:
+            conn.send_error(req.req_id, errors.MAX_TICKERS, "Max number of tickers has been reached")
+            return
+        details = found[0]
+        underlying = self.market.by_con_id(details.underConId)
+        assert underlying is not None           # every option class is built on a universe instrument
+        line = OptionLine(conn, req.req_id, details, underlying)
+        conn.send(messages.tick_req_params(req.req_id, details.minTick, "9c0001", 3))
+        conn.send(messages.market_data_type(req.req_id, LIVE))
+        now = self.market.now()
+        self._send_option(line, option_quote(details, self.market.quote(underlying, now).mid, now))
+        if req.snapshot or req.regulatory_snapshot:
+            conn.send(messages.tick_snapshot_end(req.req_id))
+        else:
+            self.option_lines[key] = line
+
+    def _send_option(self, line: OptionLine, q: OptionQuote) -> None:
+        sent, send, req_id = line.sent, line.conn.send, line.req_id
+        ids = LIVE_TICKS
+        for name, price, size in (("bid", q.bid, q.bid_size), ("ask", q.ask, q.ask_size)):
+            if sent.get(name) != (price, size):
+                send(messages.tick_price(req_id, ids[name][0], price, size, _CAN_AUTO_EXECUTE))
+                sent[name] = (price, size)
+        greeks = (q.delta, q.gamma, q.vega, q.theta)
+        for tick_type, vol, price in ((10, q.bid_vol, q.bid), (11, q.ask_vol, q.ask), (13, q.vol, q.model)):
+            values = (vol, greeks[0], price, 0.0, *greeks[1:], q.und_price)
+            if sent.get(tick_type) != values:
+                send(messages.tick_option_computation(req_id, tick_type, None if vol < 0 else vol, values[1],
+                                                      price, 0.0, *greeks[1:], q.und_price))
+                sent[tick_type] = values
+
     def cancel_mkt_data(self, conn, fields) -> None:
         fields.next_int("version")
         req_id = fields.next_int("reqId")
+        if self.option_lines.pop((id(conn), req_id), None) is not None:
+            return
         if self.subs.pop((id(conn), req_id), None) is None:
             conn.send_error(req_id, errors.NO_SUCH_TICKER, f"Can't find EId with tickerId:{req_id}")
 
@@ -176,11 +237,14 @@ class MarketDataService:
             del self.subs[key]
         for key in [k for k, s in self.tbt.items() if s.conn is conn]:
             del self.tbt[key]
+        for key in [k for k, s in self.option_lines.items() if s.conn is conn]:
+            del self.option_lines[key]
         self.depth.drop_connection(conn)
         self.realtime_bars.drop_connection(conn)
 
     def drop_all_subscriptions(self) -> None:
         self.subs.clear()
+        self.option_lines.clear()
         self.tbt.clear()
         self.depth.drop_all()
         self.realtime_bars.drop_all()
@@ -209,6 +273,8 @@ class MarketDataService:
             live[tbt.inst.con_id] = tbt.inst
         for inst in self.depth.instruments():
             live[inst.con_id] = inst
+        for line in self.option_lines.values():
+            live[line.underlying.con_id] = line.underlying
         quotes: dict[int, Quote] = {}
         if live:
             quotes = dict(zip(live, market.quotes(list(live.values()), now)))
@@ -216,6 +282,8 @@ class MarketDataService:
         if self.firehose is None:
             for sub in list(self.subs.values()):
                 self._send_changes(sub, late[sub.inst.con_id] if sub.delayed else quotes[sub.inst.con_id])
+            for line in list(self.option_lines.values()):
+                self._send_option(line, option_quote(line.details, quotes[line.underlying.con_id].mid, now))
         for tbt in list(self.tbt.values()):
             self._send_tbt(tbt, quotes[tbt.inst.con_id])
         self.depth.pump(quotes, int(now.timestamp()))
