@@ -302,3 +302,22 @@ def test_option_line_streams_and_unknown_option_gets_200(fib, frozen):
     rid = fib.next_req()
     fib.reqMktData(rid, bad, "", True, False, [])
     assert fib.wait_error(rid, 200)
+
+
+def test_calculate_implied_volatility_and_option_price(fib, frozen):
+    _, rows = sec_def(fib)
+    expiry, strike = sorted(rows[0][5])[3], sorted(rows[0][6])[len(rows[0][6]) // 2]
+    (d,) = details(fib, option(expiry=expiry, strike=strike, right="P"))[1]
+    t_end = datetime.combine(datetime.strptime(expiry, "%Y%m%d").date(), datetime.min.time().replace(hour=16),
+                             NY)
+    t = (t_end - QUOTE_START).total_seconds() / (365 * 86400)
+    und = 230.0
+    rid, start = fib.next_req(), fib.mark()
+    fib.calculateOptionPrice(rid, d.contract, 0.3, und, [])
+    ev = fib.wait_for("tickOptionComputation", lambda e: e.args[0] == rid, start=start)
+    assert ev.args[1] == 53 and ev.args[3] == 0.3 and ev.args[10] == und
+    assert abs(ev.args[5] - my_black_scholes("P", und, strike, t, 0.3)) < 1e-9
+    rid, start = fib.next_req(), fib.mark()
+    fib.calculateImpliedVolatility(rid, d.contract, ev.args[5], und, [])
+    iv = fib.wait_for("tickOptionComputation", lambda e: e.args[0] == rid, start=start)
+    assert iv.args[1] == 53 and abs(iv.args[3] - 0.3) < 1e-4 and iv.args[4] < 0

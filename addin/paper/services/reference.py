@@ -9,7 +9,8 @@ What each request gets (the table is docs/paper-gateway.md, "Every request and i
 * served as an account without subscriptions is answered: reqNewsProviders (none), reqManagedAccts,
   reqFamilyCodes (none), reqSoftDollarTiers (none), reqUserInfo (whiteBrandingId ""), display groups;
 * refused with IB's error: news articles and historical news, WSH (10276), fundamentals (10358),
-  FA configuration (321), option computations on a non-option (321) or an unknown contract (200);
+  FA configuration (321), option computations on a non-option (321) or an unknown contract (200)
+  (on a listed option they are answered: tick type 53);
 * accepted silently, as TWS does: cancels, news bulletins, the server log level.
 
 ``unhandled`` is the server's fallback: a valid TWS API message id nobody serves is answered with
@@ -35,7 +36,8 @@ from ...protocol.times import format_date
 from ...protocol.unset import UNSET_DOUBLE, UNSET_INTEGER
 from ..codec import messages, requests, wire
 from ..market.market import Instrument, Market
-from ..market.options import MULTIPLIER, OPTION_EXCHANGES, OPTION_RULE, OPTION_RULE_ID
+from ..market.option_quotes import black_scholes, implied_vol, years_to_expiry
+from ..market.options import MULTIPLIER, OPTION_EXCHANGES, OPTION_RULE, OPTION_RULE_ID, is_option_query
 from .connection import ClientConnection
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ FUNDAMENTALS_NOT_ALLOWED = 10358
 INVALID_LOG_LEVEL = 319
 NO_SCANNER_SUBSCRIPTION = 365
 DUPLICATE_SCANNER_ID = 385
+CUSTOM_COMPUTATION = 53     # IB's tick type of calculateImpliedVolatility / calculateOptionPrice answers
 
 
 @dataclass(frozen=True)
@@ -319,7 +322,21 @@ class ReferenceService:
         conn.send(messages.security_definition_option_parameter_end(req.req_id))
 
     def req_option_computation(self, conn: ClientConnection, fields: wire.Fields) -> None:
+        """calculateImpliedVolatility (the vol whose model price is optionPrice) and calculateOptionPrice
+        (the model price at the given vol) on a listed option, answered as IB does with one
+        tickOptionComputation of tick type 53 (custom), by the quote model of ``option_quotes.py``
+        (an underPrice of 0 or less means the underlying's current mid). An optionPrice no vol
+        reaches: impliedVol not computed. Not an option: 321; unknown: 200."""
+        is_iv = fields.items[0] == str(OUT.REQ_CALC_IMPLIED_VOLAT)
         req = requests.req_option_computation(fields)
+        if is_option_query(req.contract):
+            options = self.market.options.lookup(req.contract)
+            if len(options) != 1:
+                conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION,
+                                "No security definition has been found for the request")
+                return
+            conn.send(self._computation(req, options[0], is_iv))
+            return
         found = self.market.lookup(req.contract)
         if len(found) != 1:
             conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION,
@@ -328,6 +345,23 @@ class ReferenceService:
         conn.send_error(req.req_id, errors.VALIDATION_ERROR,
                         f"Error validating request.-'bO' : cause - Option computations need an option "
                         f"contract; {found[0].symbol} is {found[0].sec_type}.")
+
+
+    def _computation(self, req: requests.OptionComputationRequest, details: ContractDetails, is_iv: bool) -> bytes:
+        c, now = details.contract, self.market.now()
+        und = req.under_price
+        if not und or und <= 0 or und >= UNSET_DOUBLE / 2:
+            underlying = self.market.by_con_id(details.underConId)
+            assert underlying is not None
+            und = self.market.quote(underlying, now).mid
+        t = years_to_expiry(details, now)
+        vol = implied_vol(c.right, req.value, und, c.strike, t) if is_iv else req.value
+        if vol is None or vol <= 0:
+            return messages.tick_option_computation(req.req_id, CUSTOM_COMPUTATION, None, None, req.value, 0.0,
+                                                    None, None, None, und)
+        price, delta, gamma, vega, theta = black_scholes(c.right, und, c.strike, t, vol)
+        return messages.tick_option_computation(req.req_id, CUSTOM_COMPUTATION, vol, delta,
+                                                req.value if is_iv else price, 0.0, gamma, vega, theta, und)
 
 
 def _accept_silently(conn: ClientConnection, fields: wire.Fields) -> None:
