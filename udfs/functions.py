@@ -32,6 +32,7 @@ import xlwings as xw
 from addin.cells import boolean, error_value, is_blank
 from addin.excel.errors import error_text
 from addin.excel.layout import BAR_HEADERS
+from addin.market.history import check_what_to_show, parse_bar_size, parse_duration
 from addin.market.quote_fields import QUOTE_FIELDS
 from addin.market.quote_fields import QuoteFailed as _IBText
 from addin.market.quote_fields import QuoteWaiting as _WaitingError
@@ -248,6 +249,9 @@ def IB_HISTORY(symbol, duration=None, bar_size=None, what_to_show=None, use_rth=
         rth = True if use_rth is None else boolean(use_rth, "use_rth")
         args = ("history", text, str(duration or "1 D"), str(bar_size or "1 min"), str(what_to_show or "TRADES"),
                 rth)
+        parse_duration(args[2])             # a bad argument is named at once, not after a background start
+        parse_bar_size(args[3])
+        check_what_to_show(args[4])
         rt = _reader()
 
         def fetch(handle):         # the rows are built here too: 35,000 bars take ~0.3 s to convert
