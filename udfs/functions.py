@@ -278,8 +278,10 @@ def IB_CONTRACT(symbol, field=None, caller=None):
         cell = _cell(caller)
         if field is None or (isinstance(field, str) and not field.strip()):
             return _answer(rt, rt.request(("describe", text), lambda h: rt.describe(text), f"{text} contract", cell))
-        details = _answer(rt, rt.request(("qualify", text), lambda h: rt.qualify(text), f"{text} contract", cell))
         key = str(field).strip().lower().replace(" ", "").replace("_", "")
+        if key != "all" and key not in CONTRACT_FIELDS and key not in DETAIL_FIELDS:   # named at once, before IB
+            raise ValueError(f"field: {field!r} is not one of all, {', '.join([*CONTRACT_FIELDS, *DETAIL_FIELDS])}")
+        details = _answer(rt, rt.request(("qualify", text), lambda h: rt.qualify(text), f"{text} contract", cell))
         if key == "all":
             rows = [["field", "value"]]
             rows += [[name, _cellify(getattr(details.contract, attr))] for name, attr in CONTRACT_FIELDS.items()]
@@ -287,10 +289,7 @@ def IB_CONTRACT(symbol, field=None, caller=None):
             return rows
         if key in CONTRACT_FIELDS:
             return _cellify(getattr(details.contract, CONTRACT_FIELDS[key]))
-        if key in DETAIL_FIELDS:
-            return _cellify(getattr(details, DETAIL_FIELDS[key]))
-        known = ", ".join(list(CONTRACT_FIELDS) + list(DETAIL_FIELDS))
-        raise ValueError(f"field: {field!r} is not one of all, {known}")
+        return _cellify(getattr(details, DETAIL_FIELDS[key]))
     return _safely(run)
 
 
