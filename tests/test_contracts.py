@@ -352,11 +352,11 @@ def test_unknown_is_ibs_200_with_what_was_understood(book):
     assert isinstance(e.__cause__, IBError)
 
 
-def test_options_parse_but_the_gateway_has_none(book):
+def test_an_option_the_gateway_does_not_list_is_ibs_200_with_what_was_understood(book):
     with pytest.raises(InstrumentError) as err:
-        book.qualify("AAPL 20261218 200 C")
+        book.qualify("GOOG 20261218 200 C")                 # the paper gateway lists no GOOG options
     assert err.value.code == 200
-    assert err.value.understood == "option AAPL call, strike 200, expiry 2026-12-18, on SMART, multiplier 100, in USD"
+    assert err.value.understood == "option GOOG call, strike 200, expiry 2026-12-18, on SMART, multiplier 100, in USD"
 
 
 def test_a_month_code_without_year_suggests_the_digit(book):
