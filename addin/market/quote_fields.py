@@ -51,11 +51,13 @@ def quote_value(q: BoardQuote, attr: str) -> Any:
     """The value of ``q``'s attribute ``attr`` (a QUOTE_FIELDS value) as a cell holds it: a float, a bool,
     text, a naive UTC datetime (Excel has no time zones) or None (nothing sent yet, or NaN). ``price`` is
     the last trade, else the mid. Raises QuoteFailed when the line failed, QuoteWaiting before its first
-    tick (except for symbol, stale and data type)."""
+    tick, or while the field is still empty and the line not yet priced (one side in, the other not:
+    except for symbol, stale and data type)."""
     if q.error:
         raise QuoteFailed(q.error)
     value = (q.last if q.last is not None else q.mid) if attr == "price" else getattr(q, attr)
-    if attr not in _WITHOUT_TICK and q.updated is None:
+    if attr not in _WITHOUT_TICK and (q.updated is None or (value is None and not q.priced)):
+        # before the first tick, or one side in and the other not yet: a blank would read as "no price"
         raise QuoteWaiting(f"waiting for the first quote of {q.symbol}")
     if isinstance(value, datetime):
         return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
