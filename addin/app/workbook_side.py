@@ -83,12 +83,7 @@ class WorkbookSide:
             held[text] = key
         keys = [held[t] for t in texts]
         if cell:
-            with self._side_lock:
-                stale = {t: k for t, k in self._held.get(holder, {}).items() if t not in texts}
-                for t in stale:
-                    del self._held[holder][t]
-            for key in stale.values():
-                self._unsubscribe(key)
+            self._drop_stale(holder, texts)
             book, sheet, address = cell
             self.registry.register(sheet, address, keys, book=book)
             self._ensure_formula_pump(book)
