@@ -14,6 +14,7 @@ __all__ = [
     "LOG_COLUMNS", "CONFIG_COLUMNS", "AUDIT_COLUMNS", "PNL_NAMES", "MACROS", "NUMBER_FORMATS", "COLUMN_FORMATS",
     "STATUS_COLOURS", "number_format", "WHOLE_FORMAT", "QUANTITY_COLUMNS", "ID_COLUMNS", "ACCOUNT_TAG_KINDS",
     "ACCOUNT_VALUE_FORMAT", "account_value_format",
+    "ANALYSIS_COLUMNS", "ANALYSIS_CORRELATION_NAME",
 ]
 
 SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Executions", "Audit", "Log"]
@@ -65,6 +66,27 @@ AUDIT_COLUMNS = ["Time", "Ref", "Event", "Symbol", "Action", "Quantity", "Price"
                  "PermId"]
 LOG_COLUMNS = ["Time", "Level", "Source", "Message"]
 CONFIG_COLUMNS = ["Key", "Value", "Notes"]
+
+# The Analysis sheet's Tables (issue 18): the report's frames (addin.analysis) carry exactly these columns,
+# and the sheet writer fills the Tables of these names. Account "All" is every account together.
+# ANALYSIS_CORRELATION_NAME's Table is the correlation matrix: "Symbol" then one column per holding.
+ANALYSIS_COLUMNS = {
+    # By: SecType, Currency, Exchange, Industry; amounts in the base currency (IB's exchange rates).
+    "Exposure": ["Account", "By", "Group", "Long", "Short", "Gross", "Net", "PctNetLiq"],
+    # Measures: NetLiquidation, Long, Short, Gross, Net, Leverage, LargestWeight, Herfindahl, DailyPnL,
+    # UnrealizedPnL, RealizedPnL, BetaDeltaDollars, VaR95, VaR99, ES95, ES99 (Note: method, window, as of).
+    "Summary": ["Account", "Measure", "Value", "Note"],
+    "Concentration": ["Account", "Rank", "Symbol", "MarketValue", "Weight"],
+    "PositionPnL": ["Account", "Symbol", "ConId", "Position", "MarketValue", "DailyPnL", "UnrealizedPnL",
+                    "RealizedPnL"],
+    "PositionRisk": ["Account", "Symbol", "ConId", "MarketValue", "DailyVol", "Beta", "BetaDeltaShares",
+                     "BetaDeltaDollars"],
+    "PnLByDay": ["Date", "Account", "NetLiquidation", "DailyPnL", "RealizedPnL", "Commission", "Fills"],
+    "VaRHistory": ["Date", "Account", "VaR95", "VaR99", "ES95", "ES99"],
+    "WhatIf": ["Account", "Measure", "Now", "AfterBasket", "Change"],
+    "Correlation": ["Symbol"],
+}
+ANALYSIS_CORRELATION_NAME = "Correlation"
 
 # Table name -> (sheet, header row, first column, columns)
 TABLES = {
