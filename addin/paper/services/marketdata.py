@@ -187,10 +187,10 @@ class MarketDataService:
                 sent[name] = (price, size)
         greeks = (q.delta, q.gamma, q.vega, q.theta)
         for tick_type, vol, price in ((10, q.bid_vol, q.bid), (11, q.ask_vol, q.ask), (13, q.vol, q.model)):
-            values = (vol, greeks[0], price, 0.0, *greeks[1:], q.und_price)
+            values = (vol, greeks[0], price, q.pv_dividend, *greeks[1:], q.und_price)
             if sent.get(tick_type) != values:
                 send(messages.tick_option_computation(req_id, tick_type, None if vol < 0 else vol, values[1],
-                                                      price, 0.0, *greeks[1:], q.und_price))
+                                                      price, q.pv_dividend, *greeks[1:], q.und_price))
                 sent[tick_type] = values
 
     def cancel_mkt_data(self, conn, fields) -> None:
