@@ -411,14 +411,19 @@ class OptionBook:
 
     def by_con_id(self, con_id: int) -> ContractDetails | None:
         """The listed option with this conId, or None."""
+        oc = self.class_of(con_id)
+        if oc is None:
+            return None
+        _, expiry, strike, right = _decode_con_id(int(con_id))  # type: ignore[misc]
+        return oc.details(expiry, strike, right)
+
+    def class_of(self, con_id: int) -> OptionClass | None:
+        """The class listing the option with this conId, or None."""
         decoded = _decode_con_id(int(con_id or 0))
-        if decoded is None:
+        if decoded is None or option_con_id(*decoded) != con_id:
             return None
         class_no, expiry, strike, right = decoded
-        if option_con_id(class_no, expiry, strike, right) != con_id:
-            return None
-        oc = next((c for c in self._by_no.get(class_no, ()) if c.lists(expiry, strike, right)), None)
-        return oc.details(expiry, strike, right) if oc is not None else None
+        return next((c for c in self._by_no.get(class_no, ()) if c.lists(expiry, strike, right)), None)
 
     def lookup(self, q: Contract) -> list[ContractDetails]:
         """Every listed option a (partial) OPT or FOP contract names, by expiry, strike, C before P,
