@@ -227,7 +227,8 @@ def fop_expiries(start_epoch: float, futures: list[tuple[date, int]]) -> dict[tu
     for friday in _alive(weekly, start_epoch, {f for f in fridays if f not in quarter_days}, WEEKLIES):
         on = next((con_id for expiry, con_id in futures if expiry >= friday), None)
         if on is not None:
-            out.setdefault((f"EW{(friday.day - 1) // 7 + 1}", on), []).append(friday)
+            week_friday = friday + timedelta(days=(4 - friday.weekday()) % 7)   # a holiday-moved one: its Friday
+            out.setdefault((f"EW{(week_friday.day - 1) // 7 + 1}", on), []).append(friday)
     return out
 
 
