@@ -314,3 +314,36 @@ def test_generic_ticks_on_an_option_line(fib, frozen):
     assert fib.wait_error(rid, 321)
     rid, _ = subscribe(fib, d.contract.conId, "999")
     assert fib.wait_error(rid, 321)
+
+
+def test_with_exchange_hours_only_trades_inside_the_sessions_count():
+    """hours="exchange": the day's volume counts only the trades from 09:30 New York on; the last trade
+    of a line read at 09:00 is the previous session's (09:30-16:00 on a weekday)."""
+    from addin.paper import PaperGateway
+
+    from .ibclient import IBTestClient
+
+    early = START.replace(hour=13)                               # 09:00 New York: before the open
+    for start, expect_today in ((START, True), (early, False)):
+        with PaperGateway(port=0, speed=0, start=start, stream_interval=0.05, hours="exchange") as gw:
+            ib = IBTestClient().start(gw.port, next(_ids))
+            try:
+                expiries, strikes = chain(ib)
+                ref = aapl_mid(gw, start)
+                strike = min(strikes, key=lambda k: abs(k - ref))
+                d = option_details(ib, expiries[2], strike, "C")
+                now = int(start.timestamp())
+                opened = int(start.astimezone(NY).replace(hour=9, minute=30, second=0).timestamp())
+                today = [t for t in my_trades(d.contract.conId, strike, ref, day_start(start), now + 1)
+                         if t[0] >= opened]
+                assert bool(today) == expect_today
+                rid, begin = subscribe(ib, d.contract.conId, snapshot=True)
+                ib.wait_for("tickSnapshotEnd", lambda e, r=rid: e.args[0] == r, start=begin)
+                sizes, strings = line_events(ib, rid, begin, "tickSize"), line_events(ib, rid, begin, "tickString")
+                assert sizes[8][2] == sum(t[1] for t in today)
+                last = datetime.fromtimestamp(int(strings[45][2]), NY)
+                assert last.weekday() < 5 and (9, 30) <= (last.hour, last.minute) < (16, 0)
+                if not expect_today:
+                    assert last.date() < start.astimezone(NY).date()
+            finally:
+                ib.stop()
