@@ -349,3 +349,47 @@ def test_es_options_are_black_76_on_the_future(fib, trading_class, expiry, momen
             assert q["bid"] < q["ask"] and grid_ok(q["bid"], rule) and grid_ok(q["ask"], rule)
         deltas.append(c_delta)
     assert all(a > b for a, b in zip(deltas, deltas[1:]))
+
+
+def test_spx_am_stops_listing_after_thursdays_close_while_spxw_and_es_still_list_friday():
+    thursday_close = datetime(2026, 3, 19, 20, 30, tzinfo=UTC)     # 15:30 Chicago, the day before 0320
+    with _gateway(thursday_close) as gw:
+        ib = _client(gw)
+        try:
+            rows = {r[2]: set(r[4]) for r in sec_def(ib, "SPX", SPX_CON_ID, "IND") if r[0] == "SMART"}
+            assert "20260320" not in rows["SPX"] and "20260320" in rows["SPXW"]
+            assert "20260319" not in rows["SPXW"]                       # PM dailies end at 15:00 Chicago
+            front = es_futures(ib)[0]
+            assert front.contract.lastTradeDateOrContractMonth == "20260320"
+            es = {r[2]: sorted(r[4]) for r in sec_def(ib, "ES", front.contract.conId, "FUT")}
+            assert es["ES"] == ["20260320"]                             # AM with the future: Friday 08:30
+        finally:
+            ib.stop()
+
+
+def test_option_computations_use_the_class_model(fib):
+    """calculateOptionPrice / calculateImpliedVolatility (tick 53): SPX with its dividend yield, ES
+    options by Black-76."""
+    cases = [(contract("SPX", expiry="20260417", strike=5900.0, right="C", trading_class="SPX"),
+              datetime(2026, 4, 17, 8, 30, tzinfo=CHI), 6000.0,
+              lambda s, k, t, v: bsm("C", s, k, t, v, q=SPX_YIELD), SPX_YIELD),
+             (contract("ES", "FOP", "CME", "20260320", 5900.0, "P"), datetime(2026, 3, 20, 8, 30, tzinfo=CHI),
+              5950.0, lambda f, k, t, v: black76("P", f, k, t, v), None)]
+    for c, moment, und, model, q in cases:
+        (d,) = details(fib, c)
+        t = years_to(moment)
+        rid, start = fib.next_req(), fib.mark()
+        fib.calculateOptionPrice(rid, d.contract, 0.2, und, [])
+        ev = fib.wait_for("tickOptionComputation", lambda e, r=rid: e.args[0] == r, start=start)
+        assert ev.args[1] == 53 and abs(ev.args[5] - model(und, 5900.0, t, 0.2)) < 1e-9
+        assert abs(ev.args[6] - (und * (1 - math.exp(-q * t)) if q else 0.0)) < 1e-9     # pvDividend
+        rid, start = fib.next_req(), fib.mark()
+        fib.calculateImpliedVolatility(rid, d.contract, ev.args[5], und, [])
+        iv = fib.wait_for("tickOptionComputation", lambda e, r=rid: e.args[0] == r, start=start)
+        assert abs(iv.args[3] - 0.2) < 1e-4
+
+
+def test_spx_market_data_without_trading_class_on_a_shared_friday_is_ambiguous(fib):
+    rid = fib.next_req()
+    fib.reqMktData(rid, contract("SPX", expiry="20260320", strike=5900.0, right="C"), "", True, False, [])
+    assert "ambiguous" in fib.wait_error(rid, 200).args[3]
