@@ -66,7 +66,8 @@ def on_business_day(d: date) -> date:
 
 def business_days(first: date, count: int) -> list[date]:
     """The first ``count`` business days from ``first`` (included when it is one)."""
-    out, d = [], first
+    out: list[date] = []
+    d = first
     while len(out) < count:
         if is_business_day(d):
             out.append(d)
@@ -86,7 +87,8 @@ def third_friday(year: int, month: int) -> date:
 
 def months_from(first: date, count: int, only: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
     """(year, month) of ``count`` months from ``first``'s month on (``only``: just those months)."""
-    out, year, month = [], first.year, first.month
+    out: list[tuple[int, int]] = []
+    year, month = first.year, first.month
     while len(out) < count:
         if only is None or month in only:
             out.append((year, month))
