@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,6 +112,7 @@ class OptionTape:
         self.day = 0
         self.volume = 0
         self.last: Trade | None = None
+        self._minute: tuple[int, list[Trade]] | None = None   # (minute, its trades)
 
     def advance(self, epoch: float) -> bool:
         """Take the trades up to ``epoch`` (included); True when the volume or the last trade changed."""
@@ -130,8 +130,9 @@ class OptionTape:
         changed = start != self.day
         if changed:
             self.day, self.volume = start, 0
-        found = trades_between(self.seed, self.con_id, self.strike, self.reference,
-                               max(self.until, end - LOOK_BACK_DAYS * 86400), end, self.open_mask)
+        first = max(self.until, end - LOOK_BACK_DAYS * 86400)
+        found = self._in_minute(first, end) if first // 60 == (end - 1) // 60 else \
+            trades_between(self.seed, self.con_id, self.strike, self.reference, first, end, self.open_mask)
         self.until = end
         if found:
             self.volume += sum(t.size for t in found if t.time >= start)
@@ -139,9 +140,14 @@ class OptionTape:
             changed = True
         return changed
 
-
-def at(epoch: int) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
+    def _in_minute(self, first: int, end: int) -> list[Trade]:
+        """The trades in [first, end) inside one minute: the minute is drawn once and kept, so a
+        stream stepping many times a minute costs a comparison a step."""
+        minute = first // 60
+        if self._minute is None or self._minute[0] != minute:
+            self._minute = (minute, trades_between(self.seed, self.con_id, self.strike, self.reference,
+                                                   minute * 60, minute * 60 + 60, self.open_mask))
+        return [t for t in self._minute[1] if first <= t.time < end]
 
 
 __all__ = ["OptionTape", "Trade", "trades_between", "open_interest", "trade_probability", "draws",

@@ -216,8 +216,16 @@ class MarketDataService:
         return OptionTape(self.market.seed, details, reference, day_start, mask)
 
     def _send_option(self, line: OptionLine, und: "Quote", when: datetime) -> None:
-        """Send what changed on an option line, its market at ``when`` (now, or 15 minutes ago)."""
+        """Send what changed on an option line, its market at ``when`` (now, or 15 minutes ago). The
+        model is re-run when the underlying's price, the replay second or the tape changed: within one
+        second T moves too little to matter, and a fast stream interval would repeat the work."""
         details = line.details
+        tape = line.tape
+        traded = tape.advance(when.timestamp())
+        key = (und.mid, int(when.timestamp()))
+        if not traded and line.sent.get("model_key") == key:
+            return
+        line.sent["model_key"] = key
         q = option_quote(details, und.mid, when)
         sent, send, req_id = line.sent, line.conn.send, line.req_id
         ids = DELAYED_TICKS if line.delayed else LIVE_TICKS
@@ -225,8 +233,7 @@ class MarketDataService:
             if sent.get(name) != (price, size):
                 send(messages.tick_price(req_id, ids[name][0], price, size, _CAN_AUTO_EXECUTE))
                 sent[name] = (price, size)
-        tape = line.tape
-        if tape.advance(when.timestamp()) and tape.last is not None:
+        if tape.last is not None:
             last = tape.last
             if sent.get("last") != last:
                 send(messages.tick_price(req_id, ids["last"][0], self._trade_price(line, last.time, last.at_ask),
