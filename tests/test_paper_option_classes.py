@@ -176,7 +176,8 @@ def test_spy_lists_quarter_ends_and_stocks_their_quarterly_third_fridays(fib):
     assert ymd(date(2026, 3, 31)) not in aapl                # no quarter-end class on a stock
     assert ymd(date(2026, 4, 2)) in aapl and ymd(date(2026, 4, 3)) not in aapl   # Good Friday's weekly
     months = {e[:6] for e in aapl}
-    assert all(e > "20260310" for e in aapl) and "202701" not in months          # beyond 12 months: none
+    assert all(e > "20260310" for e in aapl) and "202701" not in months
+    assert max(aapl) == "20270319"                                               # beyond 12 months: none
     # merged: one sorted list without duplicates, on every exchange row alike
     for symbol, con_id in (("SPY", SPY_CON_ID), ("AAPL", AAPL_CON_ID)):
         rows = sec_def(fib, symbol, con_id)
@@ -393,3 +394,17 @@ def test_spx_market_data_without_trading_class_on_a_shared_friday_is_ambiguous(f
     rid = fib.next_req()
     fib.reqMktData(rid, contract("SPX", expiry="20260320", strike=5900.0, right="C"), "", True, False, [])
     assert "ambiguous" in fib.wait_error(rid, 200).args[3]
+
+
+def test_an_observed_holiday_moves_the_weekly_to_thursday():
+    """Independence Day 2026 is a Saturday, observed Friday 07-03: that week's options expire 07-02."""
+    with _gateway(datetime(2026, 6, 29, 15, 0, tzinfo=UTC)) as gw:
+        ib = _client(gw)
+        try:
+            (aapl,) = {tuple(r[4]) for r in sec_def(ib, "AAPL", AAPL_CON_ID)}
+            assert "20260702" in aapl and "20260703" not in aapl
+            front = es_futures(ib)[0]
+            weekly = {r[2]: sorted(r[4]) for r in sec_def(ib, "ES", front.contract.conId, "FUT")}
+            assert weekly["EW1"] == ["20260702"] and weekly["EW2"] == ["20260710"]   # the Friday's week kept
+        finally:
+            ib.stop()

@@ -230,7 +230,8 @@ def test_a_trade_arrives_when_the_clock_passes_it():
 # --- delayed data -------------------------------------------------------------------------------------
 def test_delayed_line_sends_delayed_ids_and_the_market_15_minutes_late(fib, frozen):
     expiries, strikes = chain(fib)
-    expiry, strike = expiries[3], strikes[len(strikes) // 2]
+    expiry = expiries[3]
+    strike = min(strikes, key=lambda k: abs(k - aapl_mid(frozen, START)))     # at the money: it has traded
     d = option_details(fib, expiry, strike, "C")
     fib.reqMarketDataType(3)
     rid, start = subscribe(fib, d.contract.conId)
@@ -250,8 +251,13 @@ def test_delayed_line_sends_delayed_ids_and_the_market_15_minutes_late(fib, froz
     assert abs(model - bs("C", und, strike, t, smile(strike, und))) < 1e-9
     assert abs(brent_iv("C", model, und, strike, t) - vol) < 1e-4
     assert (prices[66][2], prices[67][2]) == pytest.approx(my_quote("C", und, strike, t), abs=1e-9)
-    if 68 in prices:                                      # traded in the 5 days before then: 82 too
-        assert 82 in comp and comp[82][5] == prices[68][2]
+    strings = line_events(fib, rid, start, "tickString")
+    trades = my_trades(d.contract.conId, strike, aapl_mid(frozen, START), int(then.timestamp()) + 1 - LOOK_BACK,
+                       int(then.timestamp()) + 1)
+    second, size, _ = trades[-1]                          # the last trade up to 15 minutes ago
+    assert strings[88][2] == str(second) and sizes[71][2] == size and not {45} & set(strings)
+    assert sizes[74][2] == sum(t[1] for t in trades if t[0] >= day_start(then))
+    assert 82 in comp and comp[82][5] == prices[68][2]
     fib.cancelMktData(rid)
     fib.reqMarketDataType(1)
 
@@ -310,6 +316,11 @@ def test_generic_ticks_on_an_option_line(fib, frozen):
     fib.cancelMktData(rid)
     assert got["C"] == got["P"] == hv > 0                                   # the underlying's 30-day vol
     d = option_details(fib, expiries[2], strike, "C")
+    rid, start = subscribe(fib, d.contract.conId, "233,236,456")               # accepted, nothing sent
+    fib.wait_for("tickOptionComputation", lambda e: e.args[0] == rid and e.args[1] == 13, start=start)
+    assert not line_events(fib, rid, start, "tickString").keys() - {45}
+    assert not line_events(fib, rid, start, "tickGeneric") and not fib.errors(rid)
+    fib.cancelMktData(rid)
     rid, _ = subscribe(fib, d.contract.conId, "100", snapshot=True)
     assert fib.wait_error(rid, 321)
     rid, _ = subscribe(fib, d.contract.conId, "999")
