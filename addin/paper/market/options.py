@@ -125,7 +125,7 @@ def _equity(symbol: str, class_no: int) -> ClassSpec:
 
 
 _SPX_EXCHANGES = ("SMART", "CBOE")
-_AM, _PM, _CME_PM = time(8, 30), time(15, 0), time(15, 0)
+_AM, _PM = time(8, 30), time(15, 0)   # Chicago: AM settlement at the open, PM at the close
 #: tradingClass -> its spec. EW1..EW5 share everything but the name.
 SPECS: dict[str, ClassSpec] = {
     "AAPL": _equity("AAPL", 1), "MSFT": _equity("MSFT", 2), "SPY": _equity("SPY", 3),
@@ -137,7 +137,7 @@ SPECS: dict[str, ClassSpec] = {
     "ES": ClassSpec("ES", "ES", "FOP", 6, ("CME",), "50", "American", "future", ES_FOP_RULE_ID, ES_FOP_RULE,
                     5.0, CENTRAL, _AM, _AM, 0, 0.0, True),
     **{f"EW{n}": ClassSpec(f"EW{n}", "ES", "FOP", 6, ("CME",), "50", "European", "future", ES_FOP_RULE_ID,
-                           ES_FOP_RULE, 5.0, CENTRAL, _CME_PM, _CME_PM, 0, 0.0, True) for n in range(1, 6)},
+                           ES_FOP_RULE, 5.0, CENTRAL, _PM, _PM, 0, 0.0, True) for n in range(1, 6)},
 }
 #: symbol -> (class number, ETF?): the optionable stocks (kept for callers of the first version).
 OPTION_CLASSES = {"AAPL": (1, False), "MSFT": (2, False), "SPY": (3, True)}
