@@ -201,6 +201,9 @@ def test_expiry_exercises_in_the_money_options_into_shares_and_removes_the_other
         ib.wait_for("orderStatus", lambda e, oid=oid: e[0] == oid and e[1] == "Filled", start=start)
     fills = len([e for e in ib.events[start:] if e.name == "execDetails"])
     assert fills == 3
+    bid, _ = option_touch(ib, otm_put.contract.conId)
+    resting = place(ib, otm_put.contract.conId, order("BUY", 1, "LMT", round(max(bid / 2, 0.01), 2)))
+    ib.wait_for("orderStatus", lambda e: e[0] == resting and e[1] == "Submitted", start=start)
     ib.reqPositions()
     ib.wait_for("positionEnd", start=start)
 
@@ -221,6 +224,8 @@ def test_expiry_exercises_in_the_money_options_into_shares_and_removes_the_other
     assert expected_shares == 100                              # +200 from the calls, -100 from the put
     ib.wait_for("position", lambda e: e[1].conId == aapl and e[2] == shares_before + expected_shares, start=mark)
     assert not [e for e in ib.events[mark:] if e.name == "execDetails"]   # no execution for an expiry
+    ib.wait_for("orderStatus", lambda e: e[0] == resting and e[1] == "Cancelled", start=mark)
+    assert "the option expired" in ib.wait_error(resting, 202)[3]
     settled = gw.call(lambda s: list(s.broker.expirations))
     assert [(x.con_id, x.exercised) for x in settled[-3:]] == [
         (itm_call.contract.conId, True), (otm_put.contract.conId, False), (itm_put.contract.conId, True)]
@@ -232,3 +237,22 @@ def test_expiry_exercises_in_the_money_options_into_shares_and_removes_the_other
     oid = place(ib, otm_put.contract.conId, order("BUY", 1))
     err = ib.wait_error(oid, 201)
     assert "expired" in err[3]
+
+
+def test_with_exchange_hours_an_option_order_waits_for_its_underlyings_session():
+    early = datetime(2026, 11, 19, 8, 0, tzinfo=timezone.utc)       # Thursday 03:00 New York: closed
+    with PaperGateway(port=0, speed=0, start=early, hours="exchange", stream_interval=0.05) as g:
+        client = IBTestClient().start(g.port, 7)
+        try:
+            d = nearest_option(client, g, "C", 1.0)
+            start = client.mark()
+            oid = place(client, d.contract.conId, order("BUY", 1))
+            client.wait_for("orderStatus", lambda e: e[0] == oid and e[1] == "PreSubmitted", start=start)
+            assert not [e for e in client.events[start:] if e.name == "execDetails"]
+            g.advance_clock(6.5 * 3600 + 1)                             # 09:30:01 New York: the open
+            client.wait_for("orderStatus", lambda e: e[0] == oid and e[1] == "Filled", start=start)
+            ex = client.wait_for("execDetails", lambda e: e[2].orderId == oid, start=start)[2]
+            _, ask = option_touch(client, d.contract.conId)
+            assert ex.price == ask                                      # the frozen market's ask at the open
+        finally:
+            client.stop()

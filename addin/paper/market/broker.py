@@ -106,6 +106,13 @@ How orders fill (documented simplifications):
   follows IB's wording; 10148 for a modify of a cancelled order and the reasons of the other 201
   rejections (among them OPG on FX/crypto and a bad goodTillDate) are ours, written in IB's style.
 
+Listed options (``option_instruments.py``, docs/paper-market.md "Option orders, positions and expiry"):
+an OptionInstrument quotes itself from its underlying (bid/ask from the model, no trades), trades in its
+underlying's sessions until its last trade time and is refused after it; at the first ``on_market`` past
+that time its working orders are cancelled and its positions settled (in the money: exercised or
+assigned into multiplier x contracts shares at the strike; otherwise worthless), with no execution,
+recorded in ``Broker.expirations``.
+
 Commissions: see ``commissions.py``. Cash, positions, average cost, P&L and margin: see ``accounts.py``.
 """
 
