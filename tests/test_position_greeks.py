@@ -25,6 +25,8 @@ from addin.app.runtime import Runtime
 from addin.config import Settings
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.paper import PaperGateway
+from addin.service.remote import RemoteRuntime
+from addin.service.server import embedded_service
 
 from .test_macros import TEMPLATE, set_orders
 from .test_orders import ROOMY
@@ -170,6 +172,18 @@ def test_an_option_row_fills_and_the_position_shows_its_greeks_and_delta_dollars
     everything = totals.loc[("DU1234567", ALL)]
     held = frame.loc[frame["account"] == "DU1234567"]
     assert everything["delta_dollars"] == pytest.approx(held["delta_dollars"].sum(), rel=1e-9)
+
+    # Through the ibxl service (what workbooks and IB_POSITIONS use): the same columns and figures.
+    with embedded_service(lambda: Runtime("127.0.0.1", gw.port, 72, settings=Settings())) as service:
+        remote = RemoteRuntime(service.address, service.authkey, name="greeks test")
+        try:
+            far = remote.positions()
+        finally:
+            remote.close()
+    far_opt = far.loc[far["con_id"] == con_id].iloc[0]
+    assert list(far.columns) == list(frame.columns)
+    for col, name in (("delta", "Delta"), ("gamma", "Gamma"), ("theta", "Theta"), ("delta_dollars", "DeltaDollars")):
+        assert far_opt[col] == pytest.approx(want_opt[name], rel=1e-6), col
 
 
 def test_totals_never_hide_an_unknown_and_a_put_short_delta_is_negative():
