@@ -19,11 +19,12 @@ from collections.abc import Callable
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from ibapi.contract import Contract, ContractDetails
+from ibapi.contract import ContractDetails
 
-from .market import Instrument, Quote
+from .market import Quote
 from .option_quotes import option_quote
 from .options import LAST_TRADE
+from .universe import Instrument
 
 __all__ = ["OptionInstrument", "last_trade_time", "in_the_money", "ITM_MIN"]
 
@@ -45,43 +46,25 @@ def in_the_money(right: str, strike: float, underlying: float) -> bool:
     return diff >= ITM_MIN - 1e-9
 
 
-class OptionInstrument:
-    """One listed option the broker trades. ``quote_source(inst, at)`` is the market's quote function
-    (the underlying's replayed quote at an instant)."""
+class OptionInstrument(Instrument):
+    """One listed option the broker trades: an Instrument whose details are the option's and whose feed,
+    book and liquid hours are its underlying's (the broker asks the underlying's session; the option's
+    prices come from :meth:`quote`, never from the feed). ``quote_source(inst, at)`` is the market's
+    quote function (the underlying's replayed quote at an instant)."""
 
-    has_quotes = True           # bid/ask from the model
-    has_trades = False          # no option trades are printed: stops watch the bid/ask, marks the mid
+    __slots__ = ("underlying", "_quote_source", "expires")
 
     def __init__(self, details: ContractDetails, underlying: Instrument,
                  quote_source: Callable[[Instrument, datetime], Quote]):
-        self.details = details
+        super().__init__(details, underlying.feed, underlying.book, underlying.liquid)
         self.underlying = underlying
         self._quote_source = quote_source
         self.expires = last_trade_time(details)
 
     @property
-    def contract(self) -> Contract:
-        return self.details.contract
-
-    @property
-    def con_id(self) -> int:
-        return self.details.contract.conId
-
-    @property
-    def symbol(self) -> str:
-        return self.details.contract.symbol
-
-    @property
-    def sec_type(self) -> str:
-        return "OPT"
-
-    @property
-    def min_tick(self) -> float:
-        return self.details.minTick
-
-    @property
-    def multiplier(self) -> float:
-        return float(self.details.contract.multiplier or 100.0)
+    def has_trades(self) -> bool:
+        """No option trades are printed: stops watch the bid/ask, marks are the midpoint."""
+        return False
 
     @property
     def right(self) -> str:
