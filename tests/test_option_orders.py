@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from ibapi.contract import Contract
@@ -24,6 +25,7 @@ from .ibclient import IBTestClient
 
 START = datetime(2026, 11, 19, 15, 0, tzinfo=timezone.utc)     # Thursday 10:00 New York
 ACCOUNT = "DU1234567"
+NY = ZoneInfo("America/New_York")
 _ids = itertools.count(41)
 
 
@@ -190,17 +192,17 @@ def test_expiry_exercises_in_the_money_options_into_shares_and_removes_the_other
     itm_call = nearest_option(ib, gw, "C", 0.9)
     otm_put = nearest_option(ib, gw, "P", 0.9)
     itm_put = nearest_option(ib, gw, "P", 1.1)
-    legs = [(itm_call, 2), (otm_put, 1), (itm_put, 1)]
+    short_call = nearest_option(ib, gw, "C", 0.95)        # sold: assigned at expiry
+    legs = [(itm_call, 2), (otm_put, 1), (itm_put, 1), (short_call, -1)]
     aapl = gw.call(lambda s: next(i.con_id for i in s.market.instruments if i.symbol == "AAPL"
                                    and i.sec_type == "STK"))
-    shares_before = gw.call(lambda s: s.broker.account(ACCOUNT).positions.get(aapl))
-    shares_before = shares_before.qty if shares_before else Decimal(0)
+    assert gw.call(lambda s: s.broker.account(ACCOUNT).positions.get(aapl)) is None    # no AAPL shares yet
     start = ib.mark()
     for d, n in legs:
-        oid = place(ib, d.contract.conId, order("BUY", n))
+        oid = place(ib, d.contract.conId, order("BUY" if n > 0 else "SELL", abs(n)))
         ib.wait_for("orderStatus", lambda e, oid=oid: e[0] == oid and e[1] == "Filled", start=start)
     fills = len([e for e in ib.events[start:] if e.name == "execDetails"])
-    assert fills == 3
+    assert fills == 4
     bid, _ = option_touch(ib, otm_put.contract.conId)
     resting = place(ib, otm_put.contract.conId, order("BUY", 1, "LMT", round(max(bid / 2, 0.01), 2)))
     ib.wait_for("orderStatus", lambda e: e[0] == resting and e[1] == "Submitted", start=start)
@@ -208,31 +210,35 @@ def test_expiry_exercises_in_the_money_options_into_shares_and_removes_the_other
     ib.wait_for("positionEnd", start=start)
 
     # Past the last trade time (16:00 New York on the expiry, a Friday): the broker settles.
-    expiry = itm_call.contract.lastTradeDateOrContractMonth
-    last_trade = datetime.strptime(expiry + " 21:00", "%Y%m%d %H:%M").replace(tzinfo=timezone.utc)  # 16:00 EST
+    expiry = datetime.strptime(itm_call.contract.lastTradeDateOrContractMonth, "%Y%m%d").date()
+    last_trade = datetime.combine(expiry, time(16, 0), NY)
     mark = ib.mark()
     gw.advance_clock((last_trade - START).total_seconds() + 60)
     und = stock_last(gw, "AAPL", last_trade)                 # the underlying's mark at the last trade
-    expected_shares = Decimal(0)
+    want = {}                                                # conId -> (exercised, shares)
     for d, n in legs:
-        k = d.contract.strike
-        itm = (und - k >= 0.01) if d.contract.right == "C" else (k - und >= 0.01)
-        if itm:
-            expected_shares += Decimal(100 * n) * (1 if d.contract.right == "C" else -1)
+        k, call = d.contract.strike, d.contract.right == "C"
+        itm = (und - k >= 0.01) if call else (k - und >= 0.01)
+        want[d.contract.conId] = (itm, Decimal(100 * n * (1 if call else -1)) if itm else Decimal(0))
         ib.wait_for("position", lambda e, c=d.contract.conId: e[1].conId == c and e[2] == 0, start=mark)
-    assert und > itm_call.contract.strike and und > otm_put.contract.strike and und < itm_put.contract.strike
-    assert expected_shares == 100                              # +200 from the calls, -100 from the put
-    ib.wait_for("position", lambda e: e[1].conId == aapl and e[2] == shares_before + expected_shares, start=mark)
+    assert und > max(short_call.contract.strike, itm_call.contract.strike, otm_put.contract.strike)
+    assert und < itm_put.contract.strike and short_call.contract.strike != itm_call.contract.strike
+    settled = {x.con_id: (x.exercised, x.shares) for x in gw.call(lambda s: list(s.broker.expirations))}
+    assert settled == want
+    assert [v[1] for v in want.values()] == [200, 0, -100, -100]      # long calls, OTM put, put, short call
+    ib.wait_for("position", lambda e: e[1].conId == aapl and e[2] == 0, start=mark)   # +200 - 100 - 100
     assert not [e for e in ib.events[mark:] if e.name == "execDetails"]   # no execution for an expiry
     ib.wait_for("orderStatus", lambda e: e[0] == resting and e[1] == "Cancelled", start=mark)
     assert "the option expired" in ib.wait_error(resting, 202)[3]
-    settled = gw.call(lambda s: list(s.broker.expirations))
-    assert [(x.con_id, x.exercised) for x in settled[-3:]] == [
-        (itm_call.contract.conId, True), (otm_put.contract.conId, False), (itm_put.contract.conId, True)]
-    # The shares' cost: 200 bought at the call's strike, 100 sold at the put's, no commission.
+    # The shares went in and out at the strikes, without commission: bought 200 at the long call's
+    # strike, sold 100 at the put's and 100 at the short call's.
+    k1, k2, k3 = itm_call.contract.strike, short_call.contract.strike, itm_put.contract.strike
     stock = gw.call(lambda s: s.broker.account(ACCOUNT).positions[aapl])
-    if shares_before == 0:
-        assert stock.cost == pytest.approx(200 * itm_call.contract.strike - 100 * itm_call.contract.strike)
+    assert stock.qty == 0 and stock.realized == pytest.approx(100 * (k3 - k1) + 100 * (k2 - k1))
+    # Each option left at 0: its realized P&L is minus its cost (premium and commission).
+    for d, n in legs:
+        pos = gw.call(lambda s, c=d.contract.conId: s.broker.account(ACCOUNT).positions[c])
+        assert pos.qty == 0 and (pos.realized < 0) == (n > 0)
     # An order on the expired option is refused (201), nothing more trades.
     oid = place(ib, otm_put.contract.conId, order("BUY", 1))
     err = ib.wait_error(oid, 201)
