@@ -11,6 +11,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from openpyxl.utils import get_column_letter
 
 from addin.app.jobs import run_workbook
 from addin.app.macros import MACROS
@@ -79,6 +80,7 @@ def test_buttons_survive_an_ibxl_run_that_saves_the_xlsm(tmp_path):
     data = path.read_bytes()
     assert data != XLSM.read_bytes()                                  # it was saved
     assert buttons.read_buttons(data) == before
-    assert openpyxl.load_workbook(path)["Portfolio"]["O2"].value      # with the account values in it
+    tag = get_column_letter(layout.TABLES["Account"][2] + layout.ACCOUNT_COLUMNS.index("Tag"))
+    assert openpyxl.load_workbook(path)["Portfolio"][f"{tag}2"].value     # with the account values in it
     with zipfile.ZipFile(path) as z:
         assert b'Extension="vml"' in z.read("[Content_Types].xml")

@@ -86,17 +86,21 @@ def test_ids_never_show_hashes_and_tags_are_not_cut(filled):
             width = ws.column_dimensions[get_column_letter(left + j)].width
             if column in layout.ID_COLUMNS:
                 assert width >= 14 and layout.number_format(column) == "0", (table, column)
-    tag = filled["Portfolio"].column_dimensions[get_column_letter(15)]
+    tag = filled["Portfolio"].column_dimensions[get_column_letter(layout.TABLES["Account"][2]
+                                                                  + layout.ACCOUNT_COLUMNS.index("Tag"))]
     assert tag.width >= max(len(t) for tags in layout.ACCOUNT_TAG_KINDS.values() for t in tags) + 8
 
 
 def test_account_values_are_formatted_by_the_kind_of_their_tag(filled):
     ws = filled["Portfolio"]
-    assert ws.column_dimensions["P"].number_format == layout.NUMBER_FORMATS["money"]
+    left = layout.TABLES["Account"][2]
+    tag = get_column_letter(left + layout.ACCOUNT_COLUMNS.index("Tag"))
+    value = get_column_letter(left + layout.ACCOUNT_COLUMNS.index("Value"))
+    assert ws.column_dimensions[value].number_format == layout.NUMBER_FORMATS["money"]
     rules = {r.dxf.numFmt.formatCode: r.formula[0] for cf in ws.conditional_formatting for r in cf.rules
-             if str(cf.sqref) == "P2:P1048576"}
-    assert rules["0.00%"].startswith("OR(") and '$O2="Cushion"' in rules["0.00%"]
-    assert '$O2="DayTradesRemaining"' in rules["#,##0"] and '$O2="Leverage"' in rules["0.00"]
+             if str(cf.sqref) == f"{value}2:{value}1048576"}
+    assert rules["0.00%"].startswith("OR(") and f'${tag}2="Cushion"' in rules["0.00%"]
+    assert f'${tag}2="DayTradesRemaining"' in rules["#,##0"] and f'${tag}2="Leverage"' in rules["0.00"]
     assert layout.account_value_format("NetLiquidation") == "#,##0.00"
     assert layout.account_value_format("Cushion") == "0.00%"
 

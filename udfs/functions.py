@@ -166,10 +166,15 @@ def _pending_text(text: str) -> str:
 @xw.func(category=CATEGORY, call_in_wizard=False)
 @xw.arg("symbol", doc=SYMBOL_DOC)
 @xw.arg("field", doc="price (default: last, or mid when nothing trades), bid, ask, last, mid, spread, bid size, "
-                     "ask size, last size, volume, open, high, low, close, change, change %, updated, data type")
+                     "ask size, last size, volume, open, high, low, close, change, change %, updated, data type; "
+                     "options: iv, delta, gamma, vega, theta, und price, model price, open interest, and "
+                     "bid iv .. bid theta, ask iv .. ask theta")
 def IB_QUOTE(symbol, field=None, caller=None):
     """Live quote of one instrument from IB's market data (reqMktData); ticks while the workbook streams.
-    Prices in the contract's currency, sizes in shares/contracts, updated in UTC."""
+    Prices in the contract's currency, sizes in shares/contracts, updated in UTC. An option's iv, delta,
+    gamma, vega (per volatility point), theta (per day), und price and model price come from IB's model
+    computation (tickOptionComputation 13, delayed 83), "bid ..." / "ask ..." from the bid's (10) and
+    ask's (11); empty while IB has not computed them (and for instruments that are not options)."""
     def run():
         attr = _field(field, QUOTE_FIELDS, "price")
         text = _text(symbol, "symbol")

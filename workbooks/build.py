@@ -275,14 +275,14 @@ def _orders(wb) -> None:
 def _portfolio(wb) -> None:
     ws = wb.create_sheet("Portfolio")
     _add_table(ws, "Positions", 1, 1, layout.POSITIONS_COLUMNS, widths={"Symbol": 16, "Account": 13})
-    _add_table(ws, "Account", 1, 14, layout.ACCOUNT_COLUMNS, widths={"Tag": 34, "Value": 18, "Account": 13})
+    _add_table(ws, "Account", 1, layout.TABLES["Account"][2], layout.ACCOUNT_COLUMNS,
+               widths={"Tag": 34, "Value": 18, "Account": 13})
     tag, value = _col("Account", "Tag"), _col("Account", "Value")
     ws.column_dimensions[value].number_format = layout.ACCOUNT_VALUE_FORMAT
     for kind, tags in layout.ACCOUNT_TAG_KINDS.items():     # Value formatted by the kind of its Tag
         test = ",".join(f'${tag}2="{t}"' for t in tags)
         _format_rule(ws, f"{value}2:{value}{MAX_ROW}", f"OR({test})", layout.NUMBER_FORMATS[kind])
-    ws.column_dimensions["M"].width = 3
-    ws.column_dimensions["R"].width = 3
+    ws.column_dimensions[get_column_letter(layout.TABLES["Account"][2] - 1)].width = 3   # spacer before Account
     ws.cell(row=1, column=19, value="P&L (base currency)").font = TITLE_FONT
     for i, (label, name) in enumerate(layout.PNL_NAMES, start=2):
         ws.cell(row=i, column=19, value=label).font = Font(bold=True)
@@ -299,7 +299,7 @@ def _portfolio(wb) -> None:
     pie.add_data(Reference(ws, min_col=weight, min_row=1, max_row=2), titles_from_data=True)
     pie.set_categories(Reference(ws, min_col=symbol, min_row=2, max_row=2))
     pie.height, pie.width = 9, 12
-    ws.add_chart(pie, "S7")
+    ws.add_chart(pie, f"{get_column_letter(layout.TABLES['Account'][2] + len(layout.ACCOUNT_COLUMNS) + 1)}2")
 
 
 def _executions(wb) -> None:

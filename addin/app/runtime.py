@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..account.greeks import PositionGreeks
 from ..account.portfolio import Portfolio
 from ..ib.contracts import ContractBook
 from ..ib.session import IBError, Session
@@ -75,6 +76,7 @@ class Runtime(WorkbookSide):
         self.board = self.market.board
         self.history = History(self.session, self.contracts, pacing_clock_rate=pacing_clock_rate)
         self.portfolio = Portfolio(self.session)
+        self.greeks = PositionGreeks(self.market, self.contracts)
         self.market_data_type = market_data_type
         self.settings = settings
         self.journal_path = journal_path
@@ -142,9 +144,12 @@ class Runtime(WorkbookSide):
             self._watches[name] = start()
 
     def positions(self):
-        """Positions DataFrame (``Portfolio.positions``), kept live after the first call."""
+        """Positions DataFrame: ``Portfolio.positions``' columns (kept live after the first call) and the
+        greeks of ``addin.account.greeks`` (underlying, delta, gamma, vega, theta, delta_dollars: per
+        position, from IB's model greeks on a line per option held, which stays open while it is held).
+        Raises what ``Portfolio.positions`` raises."""
         self._watch("positions", self.portfolio.watch_positions)
-        return self.portfolio.positions()
+        return self.greeks.add(self.portfolio.positions())
 
     def account_summary(self):
         """Account summary DataFrame (``Portfolio.account_summary``), kept live after the first call."""
@@ -262,6 +267,10 @@ class Runtime(WorkbookSide):
                 desk.close()
             except Exception:
                 log.exception("closing the order desk")
+        try:
+            self.greeks.close()
+        except Exception:
+            log.exception("closing the greeks' quote lines")
         for part in (self.history, self.portfolio):
             try:
                 part.close()

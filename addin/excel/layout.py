@@ -51,6 +51,9 @@ BAR_HEADERS = {"time": "Date", "open": "Open", "high": "High", "low": "Low", "cl
 POSITIONS_COLUMNS = [
     "Account", "Symbol", "ConId", "SecType", "Currency", "Position", "AvgCost", "MarketPrice", "MarketValue",
     "UnrealizedPnL", "RealizedPnL", "Weight",
+    # Greeks per position (addin.account.greeks): share-equivalents, currency per vol point / per day, and
+    # the delta-adjusted exposure in the contract's currency.
+    "Underlying", "Delta", "Gamma", "Vega", "Theta", "DeltaDollars",
 ]
 ACCOUNT_COLUMNS = ["Account", "Tag", "Value", "Currency"]
 # Portfolio P&L cells (label, named range) from reqPnL, in the account's base currency.
@@ -95,7 +98,8 @@ TABLES = {
     "Bars": ("History", 1, 4, BARS_COLUMNS),
     "Orders": ("Orders", 1, 1, ORDERS_COLUMNS),
     "Positions": ("Portfolio", 1, 1, POSITIONS_COLUMNS),
-    "Account": ("Portfolio", 1, 14, ACCOUNT_COLUMNS),
+    # right of the Positions Table (A..R) and the P&L cells (S..T), a spacer column between
+    "Account": ("Portfolio", 1, 22, ACCOUNT_COLUMNS),
     "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
     "Audit": ("Audit", 1, 1, AUDIT_COLUMNS),
     "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
@@ -135,6 +139,7 @@ NUMBER_FORMATS = {
     # as 1/0 unless its format says TRUE/FALSE.
     "bool": '"TRUE";"TRUE";"FALSE"',
     "id": "0",                       # conId, orderId, permId: whole, no separators (they are names, not amounts)
+    "greek": "#,##0.00##",           # a position's Delta, Gamma (share-equivalents), Vega, Theta (currency)
 }
 #: What a whole quantity shows as (the conditional format over QUANTITY_COLUMNS).
 WHOLE_FORMAT = "#,##0"
@@ -145,12 +150,13 @@ _FORMAT_OF_COLUMN = {
     "quantity": ["Quantity", "Filled", "Remaining", "Position", "Shares", "BidSize", "AskSize", "LastSize",
                  "Volume"],
     "count": ["BarCount"],
-    "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL"],
+    "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL", "DeltaDollars"],
     "percent": ["ChangePct", "Weight"],
     "percent_number": ["TrailPercent"],
     "time": ["Updated", "Time", "GoodTillDate", "Date"],
     "id": ["OrderId", "PermId", "ConId", "ClientId"],
     "bool": ["OutsideRTH", "Transmit"],
+    "greek": ["Delta", "Gamma", "Vega", "Theta"],
 }
 COLUMN_FORMATS = {col: NUMBER_FORMATS[kind] for kind, cols in _FORMAT_OF_COLUMN.items() for col in cols}
 QUANTITY_COLUMNS = frozenset(_FORMAT_OF_COLUMN["quantity"])

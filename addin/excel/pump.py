@@ -83,6 +83,10 @@ WATCH_FIELDS = {
     # DataType / Status show what IB sends ("live", "delayed", ...) or why nothing streams (the
     # line's error, "stale", "waiting"): see quote_status.
     "datatype": "status", "status": "status",
+    # options (IB's tickOptionComputation): the model's values and the bid's / ask's greeks
+    "iv": "iv", "delta": "delta", "gamma": "gamma", "vega": "vega", "theta": "theta", "undprice": "und_price",
+    "modelprice": "model_price", "openinterest": "open_interest",
+    **{f"{side}{g}": f"{side}_{g}" for side in ("bid", "ask") for g in ("iv", "delta", "gamma", "vega", "theta")},
 }
 STANDARD_COLUMNS = tuple(WATCHLIST_COLUMNS[1:])     # the template's Watchlist columns after Symbol
 ORDER_OUTPUT_COLUMNS = ("Status", "OrderId", "PermId", "Filled", "Remaining", "AvgFillPrice", "Commission",

@@ -504,8 +504,17 @@ class _Wrapper(EWrapper):
     def tickOptionComputation(self, reqId: int, tickType: int, tickAttrib: int, impliedVol: float, delta: float,
                               optPrice: float, pvDividend: float, gamma: float, vega: float, theta: float,
                               undPrice: float) -> None:
+        # an option line streams these several times a second: straight to its subscription, as tickPrice
         args = (reqId, tickType, tickAttrib, impliedVol, delta, optPrice, pvDividend, gamma, vega, theta, undPrice)
-        self._dispatch("tickOptionComputation", args, self._generation)
+        session = self._session
+        request = session._requests.get(reqId)
+        if request is None or not request.subscription or self._generation != session._generation:
+            session._dispatch("tickOptionComputation", args, self._generation)
+            return
+        try:
+            request._handle("tickOptionComputation", args)
+        except Exception:
+            log.exception("handling %s for %s failed", "tickOptionComputation", request)
 
     def tickReqParams(self, tickerId: int, minTick: float, bboExchange: str, snapshotPermissions: int) -> None:
         self._dispatch("tickReqParams", (tickerId, minTick, bboExchange, snapshotPermissions), self._generation)

@@ -3,7 +3,9 @@
 Shared by the quote UDFs (``udfs.functions.IB_QUOTE`` / ``IB_QUOTES``) and the RTD server
 (``addin.service.rtd``), so ``=IB_QUOTE("AAPL","bid")`` and ``=RTD("ibxl.rtd",,"AAPL","bid")`` accept the
 same field names and show the same value. Units are BoardQuote's (``addin.market.quotes``): prices in the
-contract's currency, sizes as IB sends them, ``change %`` in percent, times in UTC.
+contract's currency, sizes as IB sends them, ``change %`` a fraction (0.0123 = 1.23 %), times in UTC; an
+option's iv a fraction per year, its greeks per share (vega per volatility point, theta per day), as IB
+computes them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ QUOTE_FIELDS = {
     "open": "open", "high": "high", "low": "low", "close": "close", "change": "change",
     "changepct": "change_pct", "change%": "change_pct", "updated": "updated", "lasttime": "last_time",
     "datatype": "data_type", "stale": "stale", "symbol": "symbol",
+    # options (IB's tickOptionComputation; empty while IB has not computed them): the model's values ...
+    "iv": "iv", "impliedvol": "iv", "delta": "delta", "gamma": "gamma", "vega": "vega", "theta": "theta",
+    "undprice": "und_price", "underprice": "und_price", "modelprice": "model_price", "model": "model_price",
+    "openinterest": "open_interest",
+    # ... and the bid's and the ask's ("bid iv", "ask delta")
+    **{f"{side}{g}": f"{side}_{g}" for side in ("bid", "ask") for g in ("iv", "delta", "gamma", "vega", "theta")},
 }
 # Attributes shown before the first tick (they do not come from a tick).
 _WITHOUT_TICK = ("symbol", "stale", "data_type")

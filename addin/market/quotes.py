@@ -52,9 +52,11 @@ from ..protocol.ticks import (
     DELAYED_TYPES,
     MARKET_DATA_TYPE_CODES,
     MARKET_DATA_TYPES,
+    OPTION_FIELDS,
     PRICE_TICKS,
     SIZE_TICKS,
     TIME_TICKS,
+    option_fields,
 )
 from ..protocol.unset import UNSET_DECIMAL, UNSET_DOUBLE
 
@@ -95,6 +97,14 @@ class BoardQuote:
     ``stale``: True while the line is not streaming (connection lost, 1100/1101 before the first
     tick after the restore, failed, or no longer subscribed): the values are the last ones received.
     ``symbol``: the canonical instrument text (the board key).
+
+    Options (IB's tickOptionComputation; None for other instruments and while IB has not computed
+    them: its -1 / -2 / UNSET_DOUBLE): ``iv`` (implied volatility, a fraction per year: 0.25 = 25 %),
+    ``delta``, ``gamma``, ``vega`` (per 1 volatility point), ``theta`` (per calendar day),
+    ``model_price`` (IB's model price of one option, not times the multiplier) from the model
+    computation (tick 13, delayed 83); ``bid_iv`` ... ``bid_theta`` and ``ask_iv`` ... ``ask_theta``
+    the same from the bid (10 / 80) and the ask (11 / 81); ``und_price`` the underlying's price the
+    latest computation used. ``open_interest``: contracts (ticks 27 / 28, generic tick 101).
     """
 
     symbol: str
@@ -119,6 +129,24 @@ class BoardQuote:
     error: str | None = None
     notice: str | None = None
     stale: bool = False
+    iv: float | None = None
+    delta: float | None = None
+    gamma: float | None = None
+    vega: float | None = None
+    theta: float | None = None
+    und_price: float | None = None
+    model_price: float | None = None
+    bid_iv: float | None = None
+    bid_delta: float | None = None
+    bid_gamma: float | None = None
+    bid_vega: float | None = None
+    bid_theta: float | None = None
+    ask_iv: float | None = None
+    ask_delta: float | None = None
+    ask_gamma: float | None = None
+    ask_vega: float | None = None
+    ask_theta: float | None = None
+    open_interest: float | None = None
 
     @property
     def priced(self) -> bool:
@@ -129,7 +157,7 @@ class BoardQuote:
 
 _RAW_FIELDS = frozenset({"bid", "ask", "last", "bid_size", "ask_size", "last_size", "volume", "open",
                          "high", "low", "close", "updated", "last_time", "data_type", "error", "notice",
-                         "stale"})
+                         "stale", "open_interest", *OPTION_FIELDS})
 _TIME_FIELDS = ("updated", "last_time")
 
 
@@ -156,8 +184,8 @@ def _build_quote(symbol: str, raw: dict[str, Any]) -> BoardQuote:
 
 def decode_tick(name: str, args: tuple) -> dict[str, Any] | None:
     """BoardQuote fields carried by one ibapi market data callback ``name(*args)``, or None when it
-    carries none (tickReqParams, tickGeneric, option computations, ...). Delayed tick types
-    (66-76, 88) give the same fields as the live ones."""
+    carries none (tickReqParams, tickGeneric, ...). Delayed tick types (66-76, 88) give the same
+    fields as the live ones; tickOptionComputation gives the option fields (``option_fields``)."""
     if name == "tickPrice":
         field = PRICE_TICKS.get(args[1])
         if field is None:
@@ -182,6 +210,8 @@ def decode_tick(name: str, args: tuple) -> dict[str, Any] | None:
             return None
     if name == "marketDataType":
         return {"data_type": MARKET_DATA_TYPES.get(args[1], str(args[1]))}
+    if name == "tickOptionComputation":
+        return option_fields(args[1], args[3:11])
     return None
 
 
