@@ -262,3 +262,61 @@ def test_with_exchange_hours_an_option_order_waits_for_its_underlyings_session()
             assert ex.price == ask                                      # the frozen market's ask at the open
         finally:
             client.stop()
+
+
+def _class_options(ib, symbol, sec_type, exchange, trading_class, right):
+    c = Contract()
+    c.symbol, c.secType, c.exchange, c.currency, c.right = symbol, sec_type, exchange, "USD", right
+    c.tradingClass = trading_class
+    rid, start = ib.next_req(), ib.mark()
+    ib.reqContractDetails(rid, c)
+    return [e[1] for e in ib.collect("contractDetails", "contractDetailsEnd", rid, start=start)]
+
+
+def _mid_of(gw, con_id, at=None) -> float:
+    return gw.call(lambda s: s.market.quote(next(i for i in s.market.instruments if i.con_id == con_id), at).mid)
+
+
+@pytest.mark.parametrize(("symbol", "sec_type", "exchange", "trading_class"), [
+    ("SPX", "OPT", "SMART", "SPXW"),      # European, cash-settled: closes at its intrinsic value
+    ("ES", "FOP", "CME", "ES"),           # on the ES future: exercised into one future a contract
+])
+def test_index_options_settle_in_cash_and_futures_options_into_the_future(symbol, sec_type, exchange,
+                                                                          trading_class):
+    with PaperGateway(port=0, speed=0, start=START, stream_interval=0.05, account_interval=1.0) as g:
+        ib = IBTestClient().start(g.port, next(_ids))
+        try:
+            rows = _class_options(ib, symbol, sec_type, exchange, trading_class, "C")
+            first = min(d.contract.lastTradeDateOrContractMonth for d in rows)
+            und_id = rows[0].underConId
+            target = 0.9 * _mid_of(g, und_id)          # deep in the money: still in at expiry
+            call = min((d for d in rows if d.contract.lastTradeDateOrContractMonth == first),
+                       key=lambda d: abs(d.contract.strike - target))
+            c = call.contract
+            start = ib.mark()
+            oid = ib.next_order_id()
+            ib.placeOrder(oid, c, order("BUY", 2))
+            ib.wait_for("orderStatus", lambda e: e[0] == oid and e[1] == "Filled", start=start)
+            cash0 = g.call(lambda s: s.broker.account(ACCOUNT).cash["USD"])
+            ib.reqPositions()
+            ib.wait_for("positionEnd", start=start)
+            # Past the class's settlement moment (its lastTradeTime, Chicago, on the expiry date).
+            tz = ZoneInfo(call.timeZoneId)
+            settle = datetime.combine(datetime.strptime(first, "%Y%m%d").date(),
+                                      time.fromisoformat(call.lastTradeTime), tz)
+            mark = ib.mark()
+            g.advance_clock((settle - START).total_seconds() + 120)
+            ib.wait_for("position", lambda e: e[1].conId == c.conId and e[2] == 0, start=mark, timeout=20)
+            expiration = g.call(lambda s: next(x for x in s.broker.expirations if x.con_id == c.conId))
+            acct = g.call(lambda s: s.broker.account(ACCOUNT))
+            assert expiration.exercised and c.strike < expiration.underlying_price
+            if sec_type == "OPT":                               # cash: 2 x 100 x (S - K), no SPX position
+                intrinsic = expiration.underlying_price - c.strike
+                cash1 = g.call(lambda s: s.broker.account(ACCOUNT).cash["USD"])
+                assert cash1 - cash0 == pytest.approx(2 * 100 * intrinsic, abs=1e-6)
+                assert und_id not in acct.positions or not acct.positions[und_id].qty
+            else:                                               # one ES future a contract, at the strike
+                fut = acct.positions[und_id]
+                assert fut.qty == 2 and fut.avg_cost == pytest.approx(c.strike * 50)    # at the strike, no commission
+        finally:
+            ib.stop()

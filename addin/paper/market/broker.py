@@ -796,10 +796,12 @@ class Broker:
         return events
 
     def _expire_options(self) -> list[Event]:
-        """Options past their last trade time: working orders on them are cancelled; every position in
-        them is settled (option_instruments.py states the rule): in the money, exercised or assigned into
-        multiplier x contracts shares of the underlying at the strike; otherwise removed worthless. The
-        option leaves at price 0 (its premium is the realized P&L), the shares carry no commission."""
+        """Options past their last trade time: working orders on them are cancelled; from their class's
+        settlement moment every position in them is settled (option_instruments.py states the rule): in
+        the money, an equity option is exercised or assigned into multiplier x contracts shares of the
+        underlying at the strike, an option on a future into one future a contract at the strike, a
+        cash-settled one (SPX) closes at its intrinsic value; otherwise it is removed worthless. The
+        delivered shares or futures carry no commission."""
         now = _utc(self._now())
         events: list[Event] = []
         for w in list(self._working.values()):
@@ -808,22 +810,27 @@ class Broker:
         for account in self._accounts.values():
             for pos in list(account.positions.values()):
                 inst = pos.inst
-                if isinstance(inst, OptionInstrument) and pos.qty and now >= inst.expires:
+                if isinstance(inst, OptionInstrument) and pos.qty and now >= inst.settles:
                     events += self._settle_expiry(account, pos, inst)
         return events
 
     def _settle_expiry(self, account: acc.Account, pos: acc.Position, inst: OptionInstrument) -> list[Event]:
         und = inst.underlying
-        price = mark_price(und, inst.underlying_quote(inst.expires))
+        price = mark_price(und, inst.underlying_quote(inst.settles))
         exercised = price is not None and in_the_money(inst.right, inst.strike, price)
         contracts = pos.qty
         marks = self._marks.frozen()
-        account.apply_fill(inst, pos.contract, -contracts, 0.0, 0.0, marks)
+        sign = 1 if inst.right == "C" else -1
+        cash_settled = inst.settlement == "cash"
+        intrinsic = max(0.0, sign * ((price or 0.0) - inst.strike)) if exercised and cash_settled else 0.0
+        account.apply_fill(inst, pos.contract, -contracts, intrinsic, 0.0, marks)
         shares = Decimal(0)
         events: list[Event] = [AccountChanged(account.account_id, inst.con_id)]
-        if exercised:
+        if exercised and not cash_settled:
             per = Decimal(str(int(inst.multiplier)))
-            shares = contracts * per * (1 if inst.right == "C" else -1)
+            if inst.settlement == "future":
+                per = per / Decimal(str(und.multiplier))     # ES options: one future a contract
+            shares = contracts * per * sign
             self._instruments.setdefault(und.con_id, und)
             account.apply_fill(und, copy.copy(und.contract), shares, inst.strike, 0.0, marks)
             events.append(AccountChanged(account.account_id, und.con_id))

@@ -7,10 +7,13 @@ underlying stock: it quacks like a universe ``Instrument`` where the broker and 
 ``option_quotes.option_quote`` (bid/ask on the option grid; no trades, so no last). Made on demand
 when an order names an option and kept by the broker while it has orders or a position in it.
 
-The expiry rule is stated here: the option stops trading at its last trade time (16:00 New York on
-the expiry date); then an in-the-money option (call: underlying above the strike, put: below, by at
-least 0.01, the underlying's mark at that instant) is exercised (long) or assigned (short) into
-multiplier x contracts shares at the strike, and any other option is removed worthless.
+The expiry rule is stated here: the option stops trading at its class's last trade time (16:00 New
+York on the expiry date for equity options; options.py's ClassSpec for SPX, SPXW and ES); from its
+settlement moment an in-the-money option (call: underlying above the strike, put: below, by at least
+0.01, the underlying's mark at that instant) is exercised (long) or assigned (short): an equity option
+into multiplier x contracts shares at the strike, an ES option into one future a contract at the
+strike, a cash-settled SPX/SPXW option closes at its intrinsic value; any other option is removed
+worthless.
 """
 
 from __future__ import annotations
@@ -23,20 +26,30 @@ from ibapi.contract import ContractDetails
 
 from .market import Quote
 from .option_quotes import option_quote
-from .options import LAST_TRADE
+from .options import spec_of
 from .universe import Instrument
 
-__all__ = ["OptionInstrument", "last_trade_time", "in_the_money", "ITM_MIN"]
+__all__ = ["OptionInstrument", "last_trade_time", "settle_time", "in_the_money", "ITM_MIN"]
 
 _NY = ZoneInfo("America/New_York")
 ITM_MIN = 0.01      # IB exercises automatically an option in the money by at least 0.01 at expiry
 
 
 def last_trade_time(details: ContractDetails) -> datetime:
-    """The option's last trade instant: 16:00 New York on lastTradeDateOrContractMonth (YYYYMMDD)."""
+    """When the option stops trading: its class's rule (16:00 New York on the expiry date for equity
+    options; SPX AM monthlies at 15:00 Chicago the business day before; docs/paper-market.md)."""
+    return spec_of(details).trading_ends(_expiry(details))
+
+
+def settle_time(details: ContractDetails) -> datetime:
+    """When the option is settled: its class's settlement moment on the expiry date (equity options:
+    16:00 New York; SPX AM: 08:30 Chicago; SPXW and EWn: 15:00 Chicago; ES quarterlies: 08:30 Chicago)."""
+    return spec_of(details).settle_at(_expiry(details))
+
+
+def _expiry(details: ContractDetails) -> date:
     text = details.contract.lastTradeDateOrContractMonth
-    day = date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    return datetime.combine(day, LAST_TRADE, _NY)
+    return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
 
 
 def in_the_money(right: str, strike: float, underlying: float) -> bool:
@@ -52,7 +65,7 @@ class OptionInstrument(Instrument):
     prices come from :meth:`quote`, never from the feed). ``quote_source(inst, at)`` is the market's
     quote function (the underlying's replayed quote at an instant)."""
 
-    __slots__ = ("underlying", "_quote_source", "expires")
+    __slots__ = ("underlying", "_quote_source", "expires", "settles")
 
     def __init__(self, details: ContractDetails, underlying: Instrument,
                  quote_source: Callable[[Instrument, datetime], Quote]):
@@ -60,11 +73,18 @@ class OptionInstrument(Instrument):
         self.underlying = underlying
         self._quote_source = quote_source
         self.expires = last_trade_time(details)
+        self.settles = max(settle_time(details), self.expires)
 
     @property
     def has_trades(self) -> bool:
         """No option trades are printed: stops watch the bid/ask, marks are the midpoint."""
         return False
+
+    @property
+    def settlement(self) -> str:
+        """What an exercised contract delivers: "shares" (equity options), "cash" (SPX, SPXW) or "future"
+        (options on ES)."""
+        return spec_of(self.details).settlement
 
     @property
     def right(self) -> str:
