@@ -320,12 +320,12 @@ ANALYSIS_WIDTHS = {"Account": 13, "Symbol": 16, "Measure": 17, "Value": 16, "Not
                    "Date": 12, "SecType": 10, "Currency": 10, "NetLiquidation": 17, "MarketValue": 15,
                    "BetaDeltaDollars": 18, "BetaDeltaShares": 17, "AfterBasket": 14}
 CORRELATION_REACH = 255          # holdings the matrix's colour scale and ratio format cover
-CHART_ROWS = (4, 21)             # the charts' band, right of the Summary; the other Tables start below it
-# (chart data Table, kind, title, value axis title), left to right
+CHART_ROWS = (4, 21, 23, 40)     # the charts: 2 x 2 right of the Summary (rows of each band); the Tables below
+# (chart data Table, kind, title, value axis title): 2 x 2, left to right, then the row below
 ANALYSIS_CHARTS = [
     ("ChartSecType", "bar", "Exposure by asset class (All)", "Base currency"),
     ("ChartCurrency", "bar", "Exposure by currency (All)", "Base currency"),
-    ("ChartEquity", "line", "Equity curve: net liquidation (All)", "Base currency"),
+    ("ChartEquity", "line", "Equity curve (All)", "Net liquidation, base currency"),
     ("ChartVaR", "line", "One-day VaR history (All)", "Base currency"),
 ]
 
@@ -374,13 +374,13 @@ def _analysis(wb) -> None:
     first, last = get_column_letter(cleft + 1), get_column_letter(cleft + CORRELATION_REACH)
     for col in range(cleft + 1, cleft + CORRELATION_REACH + 1):
         dim = ws.column_dimensions[get_column_letter(col)]
-        dim.width, dim.number_format = 9, _RATIO
+        dim.width, dim.number_format = 14, _RATIO
     ws.conditional_formatting.add(f"{first}{ctop + 1}:{last}{MAX_ROW}", ColorScaleRule(
         start_type="num", start_value=-1, start_color="5B9BD5", mid_type="num", mid_value=0, mid_color="FFFFFF",
         end_type="num", end_value=1, end_color="F8696B"))
-    # the charts, side by side in the band above the Tables
-    col = layout.TABLES["Exposure"][2]
-    for name, kind, title, axis_title in ANALYSIS_CHARTS:
+    # the charts, 2 x 2 right of the Summary, above the Tables
+    first_col = layout.TABLES["Exposure"][2]
+    for i, (name, kind, title, axis_title) in enumerate(ANALYSIS_CHARTS):
         _, top, left, columns = layout.TABLES[name]
         chart = BarChart() if kind == "bar" else LineChart()
         if kind == "bar":
@@ -394,16 +394,20 @@ def _analysis(wb) -> None:
         chart.add_data(Reference(ws, min_col=left + 1, max_col=left + len(columns) - 1, min_row=top, max_row=top + 1),
                        titles_from_data=True)
         chart.set_categories(Reference(ws, min_col=left, min_row=top + 1, max_row=top + 1))
+        for series in chart.series:
+            series.smooth = False                             # a curve between days would invent values
         chart.legend.position = "b"
         if len(columns) == 2:
             chart.legend = None
-        chart.height = (CHART_ROWS[1] - CHART_ROWS[0] + 1) * 0.53
-        chart.width = 13.5
-        ws.add_chart(chart, f"{get_column_letter(col)}{CHART_ROWS[0]}")
-        px, want = 0, chart.width / 2.54 * 96 + 10
-        while px < want:
-            px += _column_px(ws, col)
-            col += 1
+        band_top, band_bottom = CHART_ROWS[2 * (i // 2)], CHART_ROWS[2 * (i // 2) + 1]
+        chart.height, chart.width = (band_bottom - band_top + 1) * 0.53, 14.0
+        col = first_col
+        if i % 2:                       # the right-hand chart: past the left one's width
+            px, want = 0, chart.width / 2.54 * 96 + 10
+            while px < want:
+                px += _column_px(ws, col)
+                col += 1
+        ws.add_chart(chart, f"{get_column_letter(col)}{band_top}")
 
 
 _ANALYSIS_CAPTIONS = {

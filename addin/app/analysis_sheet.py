@@ -26,12 +26,15 @@ a formula (``Book.write``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import pandas as pd
+from openpyxl.styles import Alignment, Font, PatternFill
 
 from ..excel.book import Book, BookError, TableGrowthError, TableInfo, cell_address, frame_columns, parse_range
 from ..excel.layout import ANALYSIS_COLUMNS, ANALYSIS_CORRELATION_NAME
+from ..excel.openpyxl_book import OpenpyxlBook
 
 __all__ = ["write_analysis", "chart_frames", "CHART_SOURCES", "ALL_ACCOUNTS", "NOTE_NAME", "METHOD_NOTE"]
 
@@ -134,7 +137,9 @@ def write_analysis(book: Book, report: Mapping[str, pd.DataFrame]) -> None:
     for name, df in charts.items():
         book.write_table(name, df, columns=list(df.columns))
     _write_note(book, frames.get("Summary"))
-    _bars_from_zero(book, {info.sheet for info in infos.values()})
+    if isinstance(book, OpenpyxlBook):
+        _file_finish(book, {info.sheet for info in infos.values()}, infos.get(ANALYSIS_CORRELATION_NAME),
+                     frames.get(ANALYSIS_CORRELATION_NAME))
 
 
 def _matrix_shape(info: TableInfo, df: pd.DataFrame) -> tuple[int, int]:
@@ -201,14 +206,14 @@ def _write_note(book: Book, summary: pd.DataFrame | None) -> None:
     book.write(sheet.strip("'").replace("''", "'"), top, left, [[text]])
 
 
-def _bars_from_zero(book: Book, sheets: set[str]) -> None:
-    """In a file, the openpyxl adapter fits every line and bar chart's value axis to its data (right for
-    prices); an exposure bar must start at 0, so the bar charts' axes are widened to hold 0. (Excel
-    scales live charts itself.)"""
-    from ..excel.openpyxl_book import OpenpyxlBook
+def _file_finish(book: OpenpyxlBook, sheets: set[str], matrix: TableInfo | None, df: pd.DataFrame | None) -> None:
+    """What a file needs that live Excel does itself.
 
-    if not isinstance(book, OpenpyxlBook):
-        return
+    - Bar charts' value axes hold 0: the openpyxl adapter fits every line and bar chart's value axis to
+      its data (right for prices), but an exposure bar must start at 0.
+    - The correlation matrix's header cells look like the Table's header (Excel draws a Table's header
+      from its style; LibreOffice and other viewers show cell formats only); cells it no longer spans
+      lose that look."""
     wb = book.workbook
     for sheet in sheets:
         for chart in getattr(wb[sheet], "_charts", []):
@@ -219,3 +224,14 @@ def _bars_from_zero(book: Book, sheets: set[str]) -> None:
                 scaling.min = 0.0
             if scaling.max is not None and scaling.max < 0:
                 scaling.max = 0.0
+    if matrix is None or df is None:
+        return
+    ws = wb[matrix.sheet]
+    _, right = _matrix_shape(matrix, df)
+    first = ws.cell(row=matrix.first_row, column=matrix.first_col)
+    for col in range(matrix.first_col + 1, max(right, matrix.last_col) + 1):
+        cell = ws.cell(row=matrix.first_row, column=col)
+        if col <= right:
+            cell._style = copy.copy(first._style)
+        else:
+            cell.font, cell.fill, cell.alignment = Font(), PatternFill(), Alignment()

@@ -99,22 +99,22 @@ TABLES = {
     "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
     "Audit": ("Audit", 1, 1, AUDIT_COLUMNS),
     "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
-    # Analysis (workbooks/build.py _analysis): Summary top-left under the note, charts to its right (rows 4-21),
-    # the other Tables side by side from row 23 (each grows down into empty columns), then the charts' data
+    # Analysis (workbooks/build.py _analysis): Summary top-left under the note, four charts to its right (2 x 2,
+    # rows 4-40), the other Tables side by side from row 43 (each grows down into empty columns), then the charts' data
     # Tables (Account All, filled by addin.app.analysis_sheet), Correlation last: it grows to the right too.
     "Summary": ("Analysis", 4, 1, ANALYSIS_COLUMNS["Summary"]),
-    "Exposure": ("Analysis", 23, 6, ANALYSIS_COLUMNS["Exposure"]),
-    "Concentration": ("Analysis", 23, 15, ANALYSIS_COLUMNS["Concentration"]),
-    "PositionPnL": ("Analysis", 23, 21, ANALYSIS_COLUMNS["PositionPnL"]),
-    "PositionRisk": ("Analysis", 23, 30, ANALYSIS_COLUMNS["PositionRisk"]),
-    "WhatIf": ("Analysis", 23, 39, ANALYSIS_COLUMNS["WhatIf"]),
-    "PnLByDay": ("Analysis", 23, 45, ANALYSIS_COLUMNS["PnLByDay"]),
-    "VaRHistory": ("Analysis", 23, 53, ANALYSIS_COLUMNS["VaRHistory"]),
-    "ChartSecType": ("Analysis", 23, 60, ["SecType", "Gross", "Net"]),
-    "ChartCurrency": ("Analysis", 23, 64, ["Currency", "Gross", "Net"]),
-    "ChartEquity": ("Analysis", 23, 68, ["Date", "NetLiquidation"]),
-    "ChartVaR": ("Analysis", 23, 71, ["Date", "VaR95", "VaR99"]),
-    "Correlation": ("Analysis", 23, 75, ANALYSIS_COLUMNS["Correlation"]),
+    "Exposure": ("Analysis", 43, 6, ANALYSIS_COLUMNS["Exposure"]),
+    "Concentration": ("Analysis", 43, 15, ANALYSIS_COLUMNS["Concentration"]),
+    "PositionPnL": ("Analysis", 43, 21, ANALYSIS_COLUMNS["PositionPnL"]),
+    "PositionRisk": ("Analysis", 43, 30, ANALYSIS_COLUMNS["PositionRisk"]),
+    "WhatIf": ("Analysis", 43, 39, ANALYSIS_COLUMNS["WhatIf"]),
+    "PnLByDay": ("Analysis", 43, 45, ANALYSIS_COLUMNS["PnLByDay"]),
+    "VaRHistory": ("Analysis", 43, 53, ANALYSIS_COLUMNS["VaRHistory"]),
+    "ChartSecType": ("Analysis", 43, 60, ["SecType", "Gross", "Net"]),
+    "ChartCurrency": ("Analysis", 43, 64, ["Currency", "Gross", "Net"]),
+    "ChartEquity": ("Analysis", 43, 68, ["Date", "NetLiquidation"]),
+    "ChartVaR": ("Analysis", 43, 71, ["Date", "VaR95", "VaR99"]),
+    "Correlation": ("Analysis", 43, 75, ANALYSIS_COLUMNS["Correlation"]),
 }
 
 # The macros buttons call (addin.app.macros), with their captions.
