@@ -8,6 +8,7 @@ York day sends no history request. The P&L and VaR of the day are recorded in th
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,8 @@ from ..analysis.report import build_report
 from ..analysis.store import AnalysisStore
 from ..analysis.what_if import BASKET_COLUMNS
 from ..cells import is_blank, number
+
+log = logging.getLogger(__name__)
 
 ANALYSIS_FILE = "analysis.sqlite3"
 SIDE = {"BUY": 1.0, "SELL": -1.0}
@@ -66,34 +69,45 @@ def _pull(rt, con_id: int, sec_type: str, window_days: int):
 def pending_basket(rt, rows: list[dict] | None, accounts: list[str]) -> tuple[pd.DataFrame, list[dict]]:
     """The pending Orders rows (no Status yet) as what_if.BASKET_COLUMNS, and the contract rows of their
     instruments. Fill price: LimitPrice, or the quote's mid for a MKT order; mark: the quote's last,
-    else its mid. Account blank: the first managed account. Raises AnalysisError naming the Ref."""
+    else its mid. Account blank: the first managed account. A row that cannot be read or priced (bad
+    Action or Quantity, unknown instrument, no quote) is left out of the what-if and logged with its
+    Ref and reason: the placing step refuses such rows too."""
     out, contracts = [], []
     for row in rows or []:
         if _text(row.get("Status")) or not _text(row.get("Symbol")):
             continue
-        ref = _text(row.get("Ref")) or _text(row.get("Symbol"))
-        action = _text(row.get("Action")).upper()
-        if action not in SIDE:
-            raise AnalysisError(f"Orders row {ref}: Action {row.get('Action')!r} is not BUY or SELL")
-        qty = number(row.get("Quantity"), "Quantity")
-        if qty is None or qty <= 0:
-            raise AnalysisError(f"Orders row {ref}: Quantity must be a positive number")
-        details = rt.contracts.qualify(_text(row["Symbol"]))
-        cid = int(details.contract.conId)
-        contracts.append(_contract_row(rt, cid))
-        quote = rt.market.snapshot(_text(row["Symbol"]))
-        mid = quote.mid if quote.mid is not None else quote.last
-        mark = quote.last if quote.last is not None else mid
-        kind = _text(row.get("OrderType")).upper() or "LMT"
-        limit = number(row.get("LimitPrice"), "LimitPrice")
-        price = mid if kind == "MKT" or limit is None else limit
-        if price is None or mark is None:
-            raise AnalysisError(f"Orders row {ref}: no quote for {row['Symbol']} to price the what-if")
-        account = _text(row.get("Account")) or accounts[0]
-        out.append((account, cid, details.contract.symbol if details.contract.secType != "CASH" else
-                    _text(row["Symbol"]), details.contract.secType, details.contract.currency,
-                    SIDE[action] * qty, float(price), float(mark)))
+        try:
+            basket_row, contract = _basket_row(rt, row, accounts)
+        except Exception as exc:          # one bad row must not cost the whole report
+            log.warning("what-if: Orders row %s left out: %s", _text(row.get("Ref")) or _text(row.get("Symbol")), exc)
+            continue
+        out.append(basket_row)
+        contracts.append(contract)
     return pd.DataFrame(out, columns=BASKET_COLUMNS), contracts
+
+
+def _basket_row(rt, row: dict, accounts: list[str]) -> tuple[tuple, dict]:
+    """One pending Orders row as a basket row and its contract row. Raises AnalysisError naming the Ref."""
+    ref = _text(row.get("Ref")) or _text(row.get("Symbol"))
+    action = _text(row.get("Action")).upper()
+    if action not in SIDE:
+        raise AnalysisError(f"Orders row {ref}: Action {row.get('Action')!r} is not BUY or SELL")
+    qty = number(row.get("Quantity"), "Quantity")
+    if qty is None or qty <= 0:
+        raise AnalysisError(f"Orders row {ref}: Quantity must be a positive number")
+    details = rt.contracts.qualify(_text(row["Symbol"]))
+    cid = int(details.contract.conId)
+    quote = rt.market.snapshot(_text(row["Symbol"]))
+    mid = quote.mid if quote.mid is not None else quote.last
+    mark = quote.last if quote.last is not None else mid
+    kind = _text(row.get("OrderType")).upper() or "LMT"
+    limit = number(row.get("LimitPrice"), "LimitPrice")
+    price = mid if kind == "MKT" or limit is None else limit
+    if price is None or mark is None:
+        raise AnalysisError(f"Orders row {ref}: no quote for {row['Symbol']} to price the what-if")
+    account = _text(row.get("Account")) or accounts[0]
+    return ((account, cid, rt.contracts.describe(details), details.contract.secType, details.contract.currency,
+             SIDE[action] * qty, float(price), float(mark)), _contract_row(rt, cid))
 
 
 def gather(rt, *, benchmark: str, window_days: int, day, cache: HistoryCache,
