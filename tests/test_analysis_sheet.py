@@ -36,6 +36,7 @@ HOSTILE = '=HYPERLINK("http://x","click")'
 SYMBOLS = ["AAPL", "SAP.IBIS", "ESZ6.CME", "BTC/USD.PAXOS", HOSTILE]
 MEASURES = ["NetLiquidation", "Long", "Short", "Gross", "Net", "Leverage", "LargestWeight", "Herfindahl", "DailyPnL",
             "UnrealizedPnL", "RealizedPnL", "BetaDeltaDollars", "VaR95", "VaR99", "ES95", "ES99"]
+VAR_NOTE = "historical, 1 day, 252 bars, as of 2026-11-30"
 ANALYSIS_TABLES = [n for n, spec in layout.TABLES.items() if spec[0] == "Analysis"]
 
 
@@ -52,7 +53,7 @@ def make_report(holdings: int, days: int) -> dict[str, pd.DataFrame]:
                 long_ = 10000.0 * (a + 1) + 1000 * g + holdings
                 short = -500.0 * g
                 exposure.append([account, by, group, long_, short, long_ - short, long_ + short, 0.1 * (g + 1)])
-    summary = [[account, m, 1000.0 + 10 * i + a, "historical, 1 day, 252 bars, as of 2026-11-30" if m == "VaR95" else None]
+    summary = [[account, m, 1000.0 + 10 * i + a, VAR_NOTE if m == "VaR95" else None]
                for a, account in enumerate(ACCOUNTS) for i, m in enumerate(MEASURES)]
     conc = [[account, r + 1, s, 5000.0 - 100 * r, 0.3 - 0.05 * r] for account in ACCOUNTS for r, s in enumerate(syms)]
     pos_pnl = [[account, s, 1000 + i, 10 + i, 2000.0 + i, 5.0 * i, -3.0 * i, 1.5 * i]
@@ -122,11 +123,13 @@ def expected_tables(report) -> dict[str, pd.DataFrame]:
     for table, by, label in (("ChartSecType", "SecType", "SecType"), ("ChartCurrency", "Currency", "Currency")):
         rows = exp[(exp.Account == "All") & (exp.By == by)]
         rows = rows.iloc[np.argsort(-rows.Gross.abs().to_numpy(), kind="stable")]
-        out[table] = pd.DataFrame({label: rows.Group.to_list(), "Gross": rows.Gross.to_list(), "Net": rows.Net.to_list()})
+        out[table] = pd.DataFrame({label: rows.Group.to_list(), "Gross": rows.Gross.to_list(),
+                                   "Net": rows.Net.to_list()})
     day = report["PnLByDay"][report["PnLByDay"].Account == "All"].sort_values("Date")
     out["ChartEquity"] = pd.DataFrame({"Date": day.Date.to_list(), "NetLiquidation": day.NetLiquidation.to_list()})
     var = report["VaRHistory"][report["VaRHistory"].Account == "All"].sort_values("Date")
-    out["ChartVaR"] = pd.DataFrame({"Date": var.Date.to_list(), "VaR95": var.VaR95.to_list(), "VaR99": var.VaR99.to_list()})
+    out["ChartVaR"] = pd.DataFrame({"Date": var.Date.to_list(), "VaR95": var.VaR95.to_list(),
+                                    "VaR99": var.VaR99.to_list()})
     return out
 
 
@@ -163,8 +166,9 @@ def check_sheet(path: Path, report, charts_follow: bool = True) -> None:
         # nothing left of a longer or wider earlier write: the row below and the column right are empty
         assert all(ws.cell(row=r, column=c).value is None
                    for r in range(bottom + 1, bottom + 40) for c in range(left, right + 1)), name
+        beyond = right + (4 if name == "Correlation" else 2)
         assert all(ws.cell(row=r, column=c).value is None
-                   for r in range(top, bottom + 40) for c in range(right + 1, right + 4 if name == "Correlation" else right + 2)), name
+                   for r in range(top, bottom + 40) for c in range(right + 1, beyond)), name
     # no formula anywhere on the sheet; the hostile symbol is text wherever it was written
     formulas = [c.coordinate for row in ws.iter_rows() for c in row if c.data_type == "f"]
     assert formulas == []
@@ -200,7 +204,19 @@ def test_written_tables_charts_and_matrix_follow_the_report(harness, holdings, d
     wb = openpyxl.load_workbook(harness.path)
     note = wb.defined_names[NOTE_NAME]
     sheet, address = next(iter(note.destinations))
-    assert wb[sheet][address.replace("$", "")].value == METHOD_NOTE + " This report: historical, 1 day, 252 bars, as of 2026-11-30"
+    assert wb[sheet][address.replace("$", "")].value == f"{METHOD_NOTE} This report: {VAR_NOTE}"
+
+
+def test_an_empty_report_leaves_each_table_one_empty_row(harness):
+    harness.write(make_report(5, 30))
+    empty = {name: df.iloc[0:0] for name, df in make_report(0, 0).items()}
+    assert list(empty["Correlation"].columns) == ["Symbol"]
+    harness.write(empty)
+    check_sheet(harness.path, empty, charts_follow=harness.name == "openpyxl")
+    ws = openpyxl.load_workbook(harness.path)["Analysis"]
+    for name in ANALYSIS_TABLES:
+        _, top, left, columns = layout.TABLES[name]
+        assert [ws.cell(row=top + 1, column=left + j).value for j in range(len(columns))] == [None] * len(columns)
 
 
 def test_hostile_symbols_stay_text_and_the_workbook_reads_back(tmp_path):
