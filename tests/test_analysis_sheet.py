@@ -298,3 +298,78 @@ def test_a_table_never_grows_over_a_users_cell(tmp_path, where):
     book.save()
     assert _tables_of(path) == before
     assert openpyxl.load_workbook(path)["Analysis"].cell(*cell).value == "mine"
+
+
+# -- the Refresh analysis button on a portfolio built on the paper gateway ------------------------------------
+
+@pytest.fixture(scope="module")
+def paper_rt(tmp_path_factory):
+    from addin.app.runtime import Runtime
+    from addin.config import Settings
+    from addin.paper import PaperGateway
+
+    from .test_analysis_report import ACCOUNTS as PAPER_ACCOUNTS
+    from .test_analysis_report import START, build_portfolio
+    from .test_portfolio import Trader
+
+    with PaperGateway(port=0, start=START, speed=0, accounts=PAPER_ACCOUNTS, stream_interval=0.05,
+                      account_interval=0.5) as gw:
+        runtime = Runtime(port=gw.port, client_id=97, settings=Settings(),
+                          journal_path=tmp_path_factory.mktemp("sheet") / "journal.sqlite3")
+        runtime.connect()
+        build_portfolio(Trader(runtime.session), gw)
+        yield runtime
+        runtime.close()
+
+
+def _table_frame(ws, name: str) -> pd.DataFrame:
+    top, left, bottom, right = parse_range(ws.tables[name].ref)
+    rows = [[ws.cell(row=r, column=c).value for c in range(left, right + 1)] for r in range(top, bottom + 1)]
+    return pd.DataFrame(rows[1:], columns=rows[0])
+
+
+@pytest.mark.parametrize("adapter", ["openpyxl", "xlwings-remote"])
+def test_refresh_analysis_fills_the_sheet_from_the_paper_gateway(paper_rt, tmp_path, adapter):
+    from addin.app import macros
+
+    path = tmp_path / "analysis.xlsx"
+    shutil.copy(ROOT / "workbooks" / "ibxl.xlsx", path)
+    if adapter == "openpyxl":
+        book = OpenpyxlBook.open(path)
+        counts = macros.refresh_analysis(book, paper_rt)
+        book.save()
+    else:
+        book = XlwingsBook(xw.Book(json=book_json(path)))
+        counts = macros.refresh_analysis(book, paper_rt)
+        wb = openpyxl.load_workbook(path)
+        apply_actions(wb, book.book.json()["actions"])
+        wb.save(path)
+    wb = openpyxl.load_workbook(path)
+    ws = wb["Analysis"]
+    assert [c.coordinate for row in ws.iter_rows() for c in row if c.data_type == "f"] == []
+    for name, n in counts.items():                      # every Table holds what the macro says it wrote
+        top, _, bottom, _ = parse_range(ws.tables[name].ref)
+        assert bottom - top == max(n, 1), name
+    # 6 holdings (AAPL, MSFT, EUR.USD in DU1; BTC, ES, SPY in DU2): one row each per account and for All
+    pnl = _table_frame(ws, "PositionPnL")
+    assert len(pnl) == 12 and set(pnl.Account) == {"DU1", "DU2", "All"}
+    summary = _table_frame(ws, "Summary").set_index(["Account", "Measure"]).Value
+    exposure = _table_frame(ws, "Exposure")
+    for chart, by in (("ChartSecType", "SecType"), ("ChartCurrency", "Currency")):
+        data = _table_frame(ws, chart)
+        rows = exposure[(exposure.Account == "All") & (exposure.By == by)]
+        assert sorted(data.iloc[:, 0]) == sorted(rows.Group) and len(data) >= 2, chart
+        # asset classes (and currencies) partition the portfolio: their Gross and Net add up to All's
+        assert data.Gross.sum() == pytest.approx(summary[("All", "Gross")], rel=1e-9), chart
+        assert data.Net.sum() == pytest.approx(summary[("All", "Net")], rel=1e-9), chart
+        assert list(data.Gross) == sorted(data.Gross, key=abs, reverse=True)
+    matrix = _table_frame(ws, "Correlation").set_index("Symbol")
+    assert list(matrix.index) == list(matrix.columns) and len(matrix) >= 2
+    values = matrix.to_numpy(dtype=float)
+    assert np.allclose(values, values.T) and np.allclose(np.diag(values), 1.0)
+    if adapter == "openpyxl":
+        for chart, table in zip(ws._charts, ["ChartSecType", "ChartCurrency", "ChartEquity", "ChartVaR"]):
+            _, _, bottom, _ = parse_range(ws.tables[table].ref)
+            assert all(s.val.numRef.f.endswith(f"${bottom}") for s in chart.series), table
+    log = _table_frame(wb["Log"], "LogEntries")
+    assert log.Message.str.startswith("analysis refreshed: 12 position rows").any()

@@ -20,6 +20,7 @@ import udfs
 from addin.app.jobs import TEMPLATE, run_workbook
 from addin.app.runtime import Runtime, set_runtime
 from addin.config import Settings
+from addin.excel.book import parse_range
 from addin.excel.layout import ANALYSIS_COLUMNS
 from addin.paper import PaperGateway
 
@@ -116,13 +117,14 @@ def test_ibxl_run_analysis_writes_the_report_into_the_workbook(gw, rt, tmp_path)
     assert len(summary.analysis["PositionPnL"]) == 12                 # 6 holdings in DU1 and DU2, and All's
     ws = openpyxl.load_workbook(path)["Analysis"]
     grid = [[c.value for c in row] for row in ws.iter_rows()]
-    left = 0
-    for name in ANALYSIS_COLUMNS:
+    for name in ANALYSIS_COLUMNS:             # the template's Analysis Tables (workbooks/build.py)
         df = summary.analysis[name]
         cols = list(df.columns)
-        width = max(len(cols), len(ANALYSIS_COLUMNS[name]))
-        assert grid[0][left] == name and grid[1][left:left + len(cols)] == cols
-        body = [row[left:left + len(cols)] for row in grid[2:2 + len(df)]]
+        top, left, bottom, right = parse_range(ws.tables[name].ref)
+        top, left = top - 1, left - 1          # grid indices
+        assert (bottom - top - 1, right - left) == (max(len(df), 1), len(cols)), name
+        assert grid[top][left:left + len(cols)] == cols
+        body = [row[left:left + len(cols)] for row in grid[top + 1:top + 1 + len(df)]]
         for got, want in zip(body, df.itertuples(index=False, name=None)):
             for g, w in zip(got, want):
                 if isinstance(w, float):
@@ -131,7 +133,6 @@ def test_ibxl_run_analysis_writes_the_report_into_the_workbook(gw, rt, tmp_path)
                     assert g == w.to_pydatetime()
                 else:
                     assert g == w and not (isinstance(g, str) and g.startswith("="))
-        left += width + 1
     nlv = summary.analysis["Summary"].set_index(["Account", "Measure"]).Value
     assert nlv[("All", "NetLiquidation")] == pytest.approx(nlv[("DU1", "NetLiquidation")] +
                                                            nlv[("DU2", "NetLiquidation")])

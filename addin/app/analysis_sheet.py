@@ -107,11 +107,12 @@ def chart_frames(report: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def write_analysis(book: Book, report: Mapping[str, pd.DataFrame]) -> None:
+def write_analysis(book: Book, report: Mapping[str, pd.DataFrame]) -> dict[str, int]:
     """Write ``report`` (``{table: DataFrame}``, the columns of ``layout.ANALYSIS_COLUMNS``; Account
     ``"All"`` is every account together) into the Analysis sheet's Tables of ``book`` (any Book
     adapter), then the chart data Tables (``CHART_SOURCES``) and the note cell (``NOTE_NAME``: the
-    method, with the Summary's VaR95 Note of All when it has one). Nothing is saved.
+    method, with the Summary's VaR95 Note of All when it has one). Nothing is saved. Returns
+    ``{Table: rows written}`` for the report's Tables and the chart data Tables.
 
     Each Table is resized to its frame's rows (an empty frame leaves one empty row); extra frame
     columns are ignored; a table absent from the report is left as it is. The Correlation Table takes
@@ -140,6 +141,7 @@ def write_analysis(book: Book, report: Mapping[str, pd.DataFrame]) -> None:
     if isinstance(book, OpenpyxlBook):
         _file_finish(book, {info.sheet for info in infos.values()}, infos.get(ANALYSIS_CORRELATION_NAME),
                      frames.get(ANALYSIS_CORRELATION_NAME))
+    return {name: len(df) for name, df in [*frames.items(), *charts.items()]}
 
 
 def _matrix_shape(info: TableInfo, df: pd.DataFrame) -> tuple[int, int]:

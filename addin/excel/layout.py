@@ -132,6 +132,7 @@ MACROS = [
     ("reset_kill_switch", "Reset kill switch"),
     ("refresh_portfolio", "Refresh portfolio"),
     ("refresh_audit", "Refresh audit"),
+    ("refresh_analysis", "Refresh analysis"),
 ]
 
 NUMBER_FORMATS = {
