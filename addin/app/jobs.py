@@ -372,8 +372,9 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
     (its own socket and key in a temporary folder: the user's service, if any, is not touched), copy
     the template workbook to ``out``, stream the Watchlist for ``seconds``, pull history, price the
     sample orders from the live quote and place them (the BAD-* rows are refused by the risk rules on
-    purpose), refresh the portfolio and save. Uses the built-in risk defaults (not the user's config file) and a fresh
-    journal beside ``out``, so every run shows the same story at any date and hour. A last step,
+    purpose), refresh the portfolio, write the portfolio analysis (the Analysis sheet) and save. Uses the
+    built-in risk defaults (not the user's config file) and a fresh journal beside ``out``, so every run
+    shows the same story at any date and hour. A last step,
     "samples", checks every sample row ended as intended (``addin.app.demo.verdicts``): a good row refused
     or in error, or a BAD-* row refused for another reason, fails it. ``gateway``: a running
     PaperGateway to use instead of a new one (tests). Returns the RunSummary."""
@@ -395,8 +396,9 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
             lambda: Runtime("127.0.0.1", gw.port, 1, settings=Settings(), journal_path=journal)))
         echo(f"ibxl service in this process on {service.address} (the workbook is its client)")
         rt = RemoteRuntime(service.address, service.authkey, name="ibxl demo")
-        summary = run_workbook(out, stream=seconds, history=True, orders=True, portfolio=True, settings=Settings(),
-                               echo=echo, prepare_orders=price_samples, strict_orders=False, runtime=rt)
+        summary = run_workbook(out, stream=seconds, history=True, orders=True, portfolio=True, analysis=True,
+                               settings=Settings(), echo=echo, prepare_orders=price_samples, strict_orders=False,
+                               runtime=rt)
     summary.verdicts = verdicts(summary.orders)
     failed = [v.line for v in summary.verdicts if not v.ok]
     summary.steps.append(StepResult("samples", not failed, "; ".join(failed) if failed else
