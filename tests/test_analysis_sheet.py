@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from openpyxl.utils import get_column_letter
 
-from addin.app.analysis_sheet import METHOD_NOTE, NOTE_NAME, write_analysis
+from addin.app.analysis_sheet import CLIP, NOTE_NAME, REPORT_NOTE, write_analysis
 from addin.excel import layout
 from addin.excel.book import BookError, TableGrowthError, parse_range
 from addin.excel.openpyxl_book import OpenpyxlBook
@@ -167,7 +167,8 @@ def check_sheet(path: Path, report, charts_follow: bool = True) -> None:
         assert all(ws.cell(row=r, column=c).value is None
                    for r in range(bottom + 1, bottom + 40) for c in range(left, right + 1)), name
         beyond = right + (4 if name == "Correlation" else 2)
-        assert all(ws.cell(row=r, column=c).value is None
+        clipped = range(top + 1, top + 1 + len(df)) if name == "Summary" else range(0)   # the Notes stop there
+        assert all(ws.cell(row=r, column=c).value == (CLIP if r in clipped else None)
                    for r in range(top, bottom + 40) for c in range(right + 1, beyond)), name
     # no formula anywhere on the sheet; the hostile symbol is text wherever it was written
     formulas = [c.coordinate for row in ws.iter_rows() for c in row if c.data_type == "f"]
@@ -204,7 +205,7 @@ def test_written_tables_charts_and_matrix_follow_the_report(harness, holdings, d
     wb = openpyxl.load_workbook(harness.path)
     note = wb.defined_names[NOTE_NAME]
     sheet, address = next(iter(note.destinations))
-    assert wb[sheet][address.replace("$", "")].value == f"{METHOD_NOTE} This report: {VAR_NOTE}"
+    assert wb[sheet][address.replace("$", "")].value == REPORT_NOTE.format(note=VAR_NOTE)
 
 
 def test_an_empty_report_leaves_each_table_one_empty_row(harness):
@@ -240,9 +241,10 @@ def test_formats_of_the_template(tmp_path):
     value = get_column_letter(layout.TABLES["Summary"][2] + 2)
     rules = {r.dxf.numFmt.formatCode: r.formula[0] for cf in ws.conditional_formatting for r in cf.rules
              if str(cf.sqref) == f"{value}5:{value}1048576"}
-    assert '="Leverage"' in rules["0.00"] and '="Herfindahl"' in rules["0.00"] and '="LargestWeight"' in rules["0.00%"]
+    assert '="Leverage"' in rules["0.00##"] and '="Herfindahl"' in rules["0.00##"]    # leverage 0.0046 reads so
+    assert '="LargestWeight"' in rules["0.00%"]
     beta = layout.TABLES["PositionRisk"][2] + layout.ANALYSIS_COLUMNS["PositionRisk"].index("Beta")
-    assert ws.column_dimensions[get_column_letter(beta)].number_format == "0.00"
+    assert ws.column_dimensions[get_column_letter(beta)].number_format == "0.00##"
     assert ws.column_dimensions[get_column_letter(layout.TABLES["Correlation"][2] + 7)].number_format == "0.00"
 
 

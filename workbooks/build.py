@@ -308,14 +308,15 @@ def _portfolio(wb) -> None:
 # Analysis: number formats of the columns layout.number_format does not know, and of the Summary / WhatIf
 # values by their Measure (money unless listed).
 _MONEY, _PERCENT, _RATIO = (layout.NUMBER_FORMATS[k] for k in ("money", "percent", "ratio"))
+_FINE_RATIO = "0.00##"           # leverage 0.0046 must not read 0.00
 ANALYSIS_FORMATS = {
     **dict.fromkeys(["Long", "Short", "Gross", "Net", "DailyPnL", "NetLiquidation", "BetaDeltaShares",
                      "BetaDeltaDollars", "VaR95", "VaR99", "ES95", "ES99", "Value", "Now", "AfterBasket",
                      "Change"], _MONEY),
-    "PctNetLiq": _PERCENT, "DailyVol": _PERCENT, "Beta": _RATIO,
+    "PctNetLiq": _PERCENT, "DailyVol": _PERCENT, "Beta": _FINE_RATIO,
     "Rank": layout.NUMBER_FORMATS["count"], "Fills": layout.NUMBER_FORMATS["count"],
 }
-ANALYSIS_MEASURE_FORMATS = {_PERCENT: ("LargestWeight",), _RATIO: ("Leverage", "Herfindahl")}
+ANALYSIS_MEASURE_FORMATS = {_PERCENT: ("LargestWeight",), _FINE_RATIO: ("Leverage", "Herfindahl")}
 ANALYSIS_WIDTHS = {"Account": 13, "Symbol": 16, "Measure": 17, "Value": 16, "Note": 42, "Group": 16, "By": 10,
                    "Date": 12, "SecType": 10, "Currency": 10, "NetLiquidation": 17, "MarketValue": 15,
                    "BetaDeltaDollars": 18, "BetaDeltaShares": 17, "AfterBasket": 14}
@@ -396,6 +397,8 @@ def _analysis(wb) -> None:
         chart.set_categories(Reference(ws, min_col=left, min_row=top + 1, max_row=top + 1))
         for series in chart.series:
             series.smooth = False                             # a curve between days would invent values
+            if kind == "line":                                # the first day alone shows as a dot
+                series.marker.symbol, series.marker.size = "circle", 3
         chart.legend.position = "b"
         if len(columns) == 2:
             chart.legend = None

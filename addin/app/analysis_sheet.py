@@ -36,11 +36,14 @@ from ..excel.book import Book, BookError, TableGrowthError, TableInfo, cell_addr
 from ..excel.layout import ANALYSIS_COLUMNS, ANALYSIS_CORRELATION_NAME
 from ..excel.openpyxl_book import OpenpyxlBook
 
-__all__ = ["write_analysis", "chart_frames", "CHART_SOURCES", "ALL_ACCOUNTS", "NOTE_NAME", "METHOD_NOTE"]
+__all__ = ["write_analysis", "chart_frames", "CHART_SOURCES", "ALL_ACCOUNTS", "NOTE_NAME", "METHOD_NOTE", "REPORT_NOTE",
+           "CLIP"]
 
 ALL_ACCOUNTS = "All"
 #: The workbook-level name of the note cell stating the VaR / ES method.
 NOTE_NAME = "AnalysisNote"
+#: The note once a report's Summary carries its VaR95 Note for All (method, window, as of).
+REPORT_NOTE = "VaR and ES at 95% and 99% ([analysis] window_days in the config file): {note}"
 METHOD_NOTE = ("VaR and ES: one-day historical simulation at 95% and 99% (today's positions revalued on each past "
                "day's returns over the window: [analysis] window_days in the config file, default 252 daily "
                "bars; losses shown positive, in the base currency).")
@@ -135,6 +138,8 @@ def write_analysis(book: Book, report: Mapping[str, pd.DataFrame]) -> dict[str, 
             _write_matrix(book, infos[name], df)
         else:
             book.write_table(name, df, columns=ANALYSIS_COLUMNS[name])
+    if "Summary" in frames:
+        _clip_notes(book, infos["Summary"], len(frames["Summary"]))
     for name, df in charts.items():
         book.write_table(name, df, columns=list(df.columns))
     _write_note(book, frames.get("Summary"))
@@ -192,8 +197,28 @@ def _write_matrix(book: Book, info: TableInfo, df: pd.DataFrame) -> None:
     book._set_table_ref(narrow, top, left, bottom, right)
 
 
+#: What the column right of the Summary holds beside each of its rows: a Note (a sentence) would otherwise
+#: spill over the empty cells to its right, across and between the charts; any content there stops it.
+CLIP = " "
+
+
+def _clip_notes(book: Book, info: TableInfo, rows: int) -> None:
+    """:data:`CLIP` in the column right of the Summary Table beside its ``rows`` body rows, cleared below
+    them down to where the Table ended before; left alone when that column holds anything else (the
+    user's)."""
+    col, top = info.last_col + 1, info.first_row + 1
+    bottom = max(info.last_row, top + rows - 1)
+    held = [row[0] for row in book.read(info.sheet, top, col, bottom, col)]
+    if any(v not in (None, "", CLIP) for v in held):
+        return
+    want = [CLIP] * rows + [None] * (bottom - top + 1 - rows)
+    if want != held:
+        book.write(info.sheet, top, col, [[v] for v in want])
+
+
 def _write_note(book: Book, summary: pd.DataFrame | None) -> None:
-    """The method note, with this report's VaR95 Note for All (window, as of) after it."""
+    """The note cell: the report's VaR95 Note for All (method, window, as of) after the confidence levels,
+    else the method as the template states it."""
     ref = book.names().get(NOTE_NAME)
     if ref is None:
         return
@@ -204,7 +229,7 @@ def _write_note(book: Book, summary: pd.DataFrame | None) -> None:
         rows = summary[(summary["Account"].astype(str) == ALL_ACCOUNTS) & (summary["Measure"].astype(str) == "VaR95")]
         note = next((str(v) for v in rows["Note"] if isinstance(v, str) and v.strip()), None)
         if note:
-            text = f"{METHOD_NOTE} This report: {note}"
+            text = REPORT_NOTE.format(note=note)
     book.write(sheet.strip("'").replace("''", "'"), top, left, [[text]])
 
 
