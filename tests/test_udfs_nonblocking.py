@@ -267,9 +267,10 @@ def test_ib_errors_come_back_as_text_once_the_request_ends(gw):
 
 def test_every_worksheet_function_skips_the_insert_function_dialog():
     # xlwings' classic decorator records call_in_wizard only on Windows; read the decorators themselves
-    tree = ast.parse((Path(udfs.__file__).parent / "functions.py").read_text(encoding="utf-8"))
+    nodes = [node for path in sorted(Path(udfs.__file__).parent.glob("*.py"))
+             for node in ast.parse(path.read_text(encoding="utf-8")).body]
     decorated = {}
-    for node in tree.body:
+    for node in nodes:
         if isinstance(node, ast.FunctionDef):
             for d in node.decorator_list:
                 if isinstance(d, ast.Call) and ast.unparse(d.func) == "xw.func":

@@ -3,6 +3,7 @@
 See :mod:`udfs.functions`. No function here can place, modify or cancel an order.
 """
 
+from .analysis import IB_CORRELATION, IB_EXPOSURE, IB_PNL_BY_POSITION, IB_RISK
 from .functions import (
                         IB_ACCOUNT,
                         IB_CONTRACT,
@@ -16,4 +17,4 @@ from .functions import (
 )
 
 __all__ = ["IB_QUOTE", "IB_QUOTES", "IB_HISTORY", "IB_CONTRACT", "IB_POSITIONS", "IB_ACCOUNT", "IB_PNL",
-           "IB_ORDER", "IB_STATUS"]
+           "IB_ORDER", "IB_STATUS", "IB_EXPOSURE", "IB_RISK", "IB_PNL_BY_POSITION", "IB_CORRELATION"]

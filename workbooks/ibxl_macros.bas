@@ -66,3 +66,8 @@ Sub IbxlRefreshAudit()
     ' Refresh audit
     RunPython "import addin.app.macros as m; m.refresh_audit()"
 End Sub
+
+Sub IbxlRefreshAnalysis()
+    ' Refresh analysis
+    RunPython "import addin.app.macros as m; m.refresh_analysis()"
+End Sub

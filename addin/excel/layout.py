@@ -17,7 +17,7 @@ __all__ = [
     "ANALYSIS_COLUMNS", "ANALYSIS_CORRELATION_NAME",
 ]
 
-SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Executions", "Audit", "Log"]
+SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Analysis", "Executions", "Audit", "Log"]
 
 WATCHLIST_COLUMNS = [
     "Symbol", "Bid", "Ask", "Last", "BidSize", "AskSize", "LastSize", "Volume", "Open", "High", "Low",
@@ -103,6 +103,22 @@ TABLES = {
     "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
     "Audit": ("Audit", 1, 1, AUDIT_COLUMNS),
     "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
+    # Analysis (workbooks/build.py _analysis): Summary top-left under the note, four charts to its right (2 x 2,
+    # rows 4-40), the other Tables side by side from row 43 (each grows down into empty columns), then the charts' data
+    # Tables (Account All, filled by addin.app.analysis_sheet), Correlation last: it grows to the right too.
+    "Summary": ("Analysis", 4, 1, ANALYSIS_COLUMNS["Summary"]),
+    "Exposure": ("Analysis", 43, 6, ANALYSIS_COLUMNS["Exposure"]),
+    "Concentration": ("Analysis", 43, 15, ANALYSIS_COLUMNS["Concentration"]),
+    "PositionPnL": ("Analysis", 43, 21, ANALYSIS_COLUMNS["PositionPnL"]),
+    "PositionRisk": ("Analysis", 43, 30, ANALYSIS_COLUMNS["PositionRisk"]),
+    "WhatIf": ("Analysis", 43, 39, ANALYSIS_COLUMNS["WhatIf"]),
+    "PnLByDay": ("Analysis", 43, 45, ANALYSIS_COLUMNS["PnLByDay"]),
+    "VaRHistory": ("Analysis", 43, 53, ANALYSIS_COLUMNS["VaRHistory"]),
+    "ChartSecType": ("Analysis", 43, 60, ["SecType", "Gross", "Net"]),
+    "ChartCurrency": ("Analysis", 43, 64, ["Currency", "Gross", "Net"]),
+    "ChartEquity": ("Analysis", 43, 68, ["Date", "NetLiquidation"]),
+    "ChartVaR": ("Analysis", 43, 71, ["Date", "VaR95", "VaR99"]),
+    "Correlation": ("Analysis", 43, 75, ANALYSIS_COLUMNS["Correlation"]),
 }
 
 # The macros buttons call (addin.app.macros), with their captions.
@@ -120,6 +136,7 @@ MACROS = [
     ("reset_kill_switch", "Reset kill switch"),
     ("refresh_portfolio", "Refresh portfolio"),
     ("refresh_audit", "Refresh audit"),
+    ("refresh_analysis", "Refresh analysis"),
 ]
 
 NUMBER_FORMATS = {

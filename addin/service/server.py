@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ServiceServer", "embedded_service", "READ_METHODS", "TRADING_METHODS"]
 
 READ_METHODS = ("status", "connect", "disconnect", "subscribe", "unsubscribe", "quote", "quotes", "history",
-                "contract", "positions", "account", "pnl", "order", "executions")
+                "contract", "positions", "account", "pnl", "order", "executions", "analysis")
 TRADING_METHODS = ("configure_orders", "place_orders", "modify", "cancel", "cancel_all", "kill", "reset_kill",
                    "killed", "order_table", "audit", "shutdown")
 CAPABILITIES = ("read", "trading")
@@ -556,6 +556,12 @@ class ServiceServer:
     def m_executions(self, client):
         self._need_ib()
         return self.runtime.executions()
+
+    def m_analysis(self, client, pending: list[dict] | None = None, now=None, benchmark: str | None = None,
+                   window_days: int | None = None) -> dict:
+        """The analysis report (``Runtime.analysis``): ``{Table name: table}``."""
+        self._need_ib()
+        return self.runtime.analysis(pending, now=now, benchmark=benchmark, window_days=window_days)
 
     # --- trading (TradingClient only) ------------------------------------------------------------------
     def m_configure_orders(self, client, config: dict | None) -> list[str]:
