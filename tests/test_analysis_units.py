@@ -123,3 +123,17 @@ def test_the_what_if_of_a_basket_without_a_recorder(tmp_path):
     no_rate = pd.DataFrame([("U2", 2, "SAP", "STK", "EUR", 1.0, 99.0, 100.0)], columns=BASKET_COLUMNS)
     with pytest.raises(AnalysisError, match="basket SAP: account U2 has no ExchangeRate for EUR"):
         build_report(inputs(), basket=no_rate, now=datetime(2026, 3, 10, 15, tzinfo=UTC))
+
+
+def test_a_holding_without_history_is_left_out_of_the_risk_and_named():
+    base = inputs()
+    closes = {k: v for k, v in base.closes.items() if k != 2}           # no bars for SAP
+    out = build_report(inputs(closes=closes), now=datetime(2026, 3, 10, 15, tzinfo=UTC))
+    s = out["Summary"].set_index(["Account", "Measure"])
+    assert "left out: SAP" in s.Note[("U1", "VaR95")]
+    risk_rows = out["PositionRisk"].set_index(["Account", "Symbol"])
+    assert np.isnan(risk_rows.Beta[("U1", "SAP")]) and not np.isnan(risk_rows.Beta[("U1", "AAPL")])
+    # U1's VaR is AAPL's alone: the same as a report of U1 without the SAP position
+    only_aapl = inputs(positions=base.positions[base.positions.symbol != "SAP"])
+    again = build_report(only_aapl, now=datetime(2026, 3, 10, 15, tzinfo=UTC))["Summary"]
+    assert s.Value[("U1", "VaR95")] == pytest.approx(again.set_index(["Account", "Measure"]).Value[("U1", "VaR95")])

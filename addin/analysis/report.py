@@ -26,10 +26,12 @@ WHAT_IF_MEASURES = ["NetLiquidation", "Long", "Short", "Gross", "Net", "Leverage
                     "BetaDeltaDollars", "VaR95", "VaR99", "ES95", "ES99"]
 
 
-def method_note(window_days: int, days_used: int, benchmark: str, as_of: datetime) -> str:
-    return (f"one-day historical VaR/ES: today's positions revalued on each of the last {days_used} daily "
+def method_note(window_days: int, days_used: int, benchmark: str, as_of: datetime,
+                left_out: list[str] = ()) -> str:
+    note = (f"one-day historical VaR/ES: today's positions revalued on each of the last {days_used} daily "
             f"returns (window {window_days}, dates all holdings share; losses positive; VaR = loss quantile, "
             f"ES = mean loss at or beyond it); beta to {benchmark}; as of {as_of:%Y-%m-%d %H:%M} UTC")
+    return note + (f"; no IB history, left out: {', '.join(left_out)}" if left_out else "")
 
 
 class _State:
@@ -94,7 +96,10 @@ def build_report(inputs: Inputs, *, basket: pd.DataFrame | None = None, executio
     day = trading_day(now)
     state = _State(inputs)
     names = [*state.accounts, ALL]
-    note = method_note(inputs.window_days, len(state.returns), inputs.benchmark_symbol, now.astimezone(UTC))
+    held = state.holdings[ALL].drop_duplicates("con_id")
+    left_out = sorted(held[~held["con_id"].isin(state.returns.columns)]["symbol"])
+    note = method_note(inputs.window_days, len(state.returns), inputs.benchmark_symbol, now.astimezone(UTC),
+                       left_out)
 
     summary, exposures, concentrations, pnl_rows, risk_rows = [], [], [], [], []
     measures: dict[str, dict[str, float]] = {}

@@ -23,6 +23,8 @@ from ..analysis.report import build_report
 from ..analysis.store import AnalysisStore
 from ..analysis.what_if import BASKET_COLUMNS
 from ..cells import is_blank, number
+from ..ib.contracts import InstrumentError
+from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,12 @@ def gather(rt, *, benchmark: str, window_days: int, day, cache: HistoryCache,
     closes = {}
     for cid in ids:
         pull, what = _pull(rt, cid, contracts[cid]["sec_type"], window_days)
-        closes[cid] = cache.closes(cid, day, pull, what)
+        try:
+            closes[cid] = cache.closes(cid, day, pull, what)
+        except (IBError, InstrumentError) as exc:    # one holding without history: its risk left out, named
+            if cid == int(bench.conId):
+                raise
+            log.warning("analysis: no daily bars for conId %s: %s", cid, exc)
     inputs = Inputs(
         positions=positions[["account", "symbol", "con_id", "sec_type", "currency", "position", "market_price",
                              "market_value"]].copy(),
