@@ -11,12 +11,15 @@ import os
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import shutil
+from datetime import UTC, datetime
 
 import openpyxl
 import pandas as pd
 import pytest
 
 import udfs
+from addin.analysis.pnl_history import PnLRecorder, trading_day
+from addin.analysis.store import AnalysisStore
 from addin.app.jobs import TEMPLATE, run_workbook
 from addin.app.runtime import Runtime, set_runtime
 from addin.config import Settings
@@ -90,11 +93,12 @@ def test_analysis_functions_name_a_bad_argument(rt):
     assert bad.startswith("#IBXL") and "VaR95" in bad
 
 
-def test_the_service_answers_the_same_report(gw, report, tmp_path):
+def test_the_service_answers_the_same_report_and_records_while_it_runs(gw, report, tmp_path):
     from addin.service.remote import RemoteRuntime
     from addin.service.server import embedded_service
     with embedded_service(lambda: Runtime("127.0.0.1", gw.port, 92, settings=Settings(),
-                                          journal_path=tmp_path / "journal.sqlite3")) as service:
+                                          journal_path=tmp_path / "journal.sqlite3"), record_interval=0.2) as service:
+        assert not service.wait_records(1, 1.0)                # nothing recorded before anyone asked
         with RemoteRuntime(service.address, service.authkey, name="test") as remote:
             served = remote.analysis(now=START)
             assert set(served) == set(report)
@@ -104,6 +108,14 @@ def test_the_service_answers_the_same_report(gw, report, tmp_path):
             facade = remote.readonly()
             assert facade.analysis(now=START)["Summary"].Value.tolist() == pytest.approx(
                 report["Summary"].Value.tolist(), rel=1e-9)
+        # asked once: the service records on its own, on the machine's clock's New York day
+        before = trading_day(datetime.now(UTC))
+        assert service.wait_records(2, 60)
+        days = PnLRecorder(AnalysisStore(tmp_path / "analysis.sqlite3")).pnl_days()
+        today = {before, trading_day(datetime.now(UTC))}
+        recorded = days[days.Date.dt.date.isin(today)]
+        assert sorted(recorded.Account) == ["All", "DU1", "DU2"]           # one row each, updated in place
+        assert today <= set(days.Date.dt.date) <= today | {trading_day(START)}
 
 
 def test_ibxl_run_analysis_writes_the_report_into_the_workbook(gw, rt, tmp_path):
