@@ -12,6 +12,7 @@ os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 import openpyxl
 import pandas as pd
@@ -147,3 +148,17 @@ def test_ibxl_run_analysis_writes_the_report_into_the_workbook(gw, rt, tmp_path)
     nlv = summary.analysis["Summary"].set_index(["Account", "Measure"]).Value
     assert nlv[("All", "NetLiquidation")] == pytest.approx(nlv[("DU1", "NetLiquidation")] +
                                                            nlv[("DU2", "NetLiquidation")])
+
+
+def test_the_ibxl_run_analysis_command(gw, rt, tmp_path):
+    from .test_cli_jobs import run_cli
+    path = tmp_path / "book.xlsx"
+    shutil.copy(TEMPLATE, path)
+    env = {"IBXL_CONFIG": str(tmp_path / "config.toml"), "IBXL_SERVICE": "0",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}      # this checkout, not an installed copy
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "94", "--analysis", env_extra=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[ok] analysis" in r.stdout and "(All)" in r.stdout
+    assert (tmp_path / "analysis.sqlite3").exists()          # beside the journal, beside the config file
+    ws = openpyxl.load_workbook(path)["Analysis"]
+    assert ws["A1"].value == "Exposure" and [c.value for c in ws[2]][:8] == ANALYSIS_COLUMNS["Exposure"]
