@@ -14,6 +14,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
@@ -77,6 +78,10 @@ def test_analysis_functions_answer_at_once_then_show_the_reports_figures(rt, rep
     assert summary[0] == ANALYSIS_COLUMNS["Summary"] and len(summary) == 1 + 3 * 16
     short = settled(lambda: udfs.IB_RISK("VaR99", 60), rt, timeout=60)          # another window: its own report
     assert short[1][1] != pytest.approx(report["Summary"].set_index(["Account", "Measure"]).Value[("DU1", "VaR99")])
+    # ...whose VaR does not replace the day's recorded one (the configured window's)
+    recorded = rt.analysis(window_days=60)["VaRHistory"]
+    today = recorded[recorded.Date == recorded.Date.max()].set_index("Account")     # the clock's day, not START's
+    assert today.VaR95["DU1"] == pytest.approx(var[1][1], rel=1e-9)                 # the 252-day figure
 
     pnl = settled(lambda: udfs.IB_PNL_BY_POSITION(), rt)
     assert pnl[0] == ANALYSIS_COLUMNS["PositionPnL"] and len(pnl) == 1 + len(report["PositionPnL"])
@@ -94,7 +99,7 @@ def test_analysis_functions_name_a_bad_argument(rt):
     assert bad.startswith("#IBXL") and "VaR95" in bad
 
 
-def test_the_service_answers_the_same_report_and_records_while_it_runs(gw, report, tmp_path):
+def test_the_service_answers_the_same_report_and_records_while_it_runs(gw, rt, tmp_path):
     from addin.service.remote import RemoteRuntime
     from addin.service.server import embedded_service
     with embedded_service(lambda: Runtime("127.0.0.1", gw.port, 92, settings=Settings(),
@@ -102,9 +107,13 @@ def test_the_service_answers_the_same_report_and_records_while_it_runs(gw, repor
         assert not service.wait_records(1, 1.0)                # nothing recorded before anyone asked
         with RemoteRuntime(service.address, service.authkey, name="test") as remote:
             served = remote.analysis(now=START)
+            report = rt.analysis(now=START)                    # in process, on the same gateway, right after
             assert set(served) == set(report)
             for name in ("Summary", "Exposure", "PositionRisk", "WhatIf"):
-                pd.testing.assert_frame_equal(served[name], report[name], check_dtype=False, rtol=1e-9)
+                mine, theirs = report[name], served[name]
+                differ = ~np.isclose(mine.select_dtypes("number"), theirs.select_dtypes("number"), rtol=1e-9)
+                assert not differ.any(), (name, mine[differ.any(axis=1)], theirs[differ.any(axis=1)])
+                pd.testing.assert_frame_equal(theirs, mine, check_dtype=False, rtol=1e-9)
             assert served["Correlation"].columns.tolist() == report["Correlation"].columns.tolist()
             facade = remote.readonly()
             assert facade.analysis(now=START)["Summary"].Value.tolist() == pytest.approx(

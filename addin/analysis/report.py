@@ -85,12 +85,15 @@ def _position_pnl(inputs: Inputs, h: pd.DataFrame, account: str) -> pd.DataFrame
 
 
 def build_report(inputs: Inputs, *, basket: pd.DataFrame | None = None, executions: pd.DataFrame | None = None,
-                 recorder: PnLRecorder | None = None, now: datetime | None = None) -> dict[str, pd.DataFrame]:
+                 recorder: PnLRecorder | None = None, now: datetime | None = None,
+                 record_var: bool = True) -> dict[str, pd.DataFrame]:
     """Every Analysis Table (module docstring). ``basket``: what_if.BASKET_COLUMNS rows (None or empty:
     the WhatIf Table shows Now = AfterBasket). ``executions``: today's executions (Portfolio.executions)
     for the day's commission and fills. ``recorder``: where this day's P&L and VaR are recorded and the
     PnLByDay and VaRHistory Tables read from (None: those Tables hold only this report's day).
     ``now``: the report's time (aware; default the machine's clock), which fixes its trading date.
+    ``record_var``: False for a report on another window or benchmark than the configured ones, whose
+    VaR must not replace the day's recorded figure (its P&L is recorded all the same).
     Raises frames.AnalysisError for inputs it cannot use."""
     now = now or datetime.now(UTC)
     day = trading_day(now)
@@ -138,7 +141,8 @@ def build_report(inputs: Inputs, *, basket: pd.DataFrame | None = None, executio
             m = measures[account]
             recorder.record_pnl(day, account, m["NetLiquidation"], m["DailyPnL"], m["RealizedPnL"], commission,
                                 count, now)
-            recorder.record_var(day, account, m, now)
+            if record_var:
+                recorder.record_var(day, account, m, now)
         pnl_days, var_days = recorder.pnl_days(names), recorder.var_days(names)
     else:
         stamp = pd.Timestamp(day)
