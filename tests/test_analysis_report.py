@@ -343,8 +343,14 @@ def test_what_if_figures_equal_the_figures_after_the_basket_fills(gw, rt):
     trader.fill(stock("MSFT"), 4, "BUY", account="DU1")
     trader.fill(stock("GOOG"), 5, "BUY", account="DU2")
     trader.fill(stock("AAPL"), 5, "SELL", account="DU1")
-    pos = rt.positions()
-    assert pos[(pos.account == "DU2") & (pos.symbol == "GOOG")].position.tolist() == [5.0]
+    pf = rt.portfolio
+    expected = {("DU1", "MSFT"): -6.0, ("DU1", "AAPL"): 15.0, ("DU2", "GOOG"): 5.0}
+
+    def valued_after_the_fills() -> bool:   # reqPositions has the new quantities, and IB's values agree with them
+        p = pf.positions().set_index(["account", "symbol"])
+        return all(key in p.index and p.position[key] == qty and
+                   abs(p.market_value[key] - qty * p.market_price[key]) < 1e-6 for key, qty in expected.items())
+    assert pf.wait_until(valued_after_the_fills, 10)
     after = rt.analysis(now=START)
     for account in [*ACCOUNTS, "All"]:
         s = summary_of(after, account)

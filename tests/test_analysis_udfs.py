@@ -11,12 +11,17 @@ import os
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
 import shutil
+from datetime import UTC, datetime
+from pathlib import Path
 
+import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
 
 import udfs
+from addin.analysis.pnl_history import PnLRecorder, trading_day
+from addin.analysis.store import AnalysisStore
 from addin.app.jobs import TEMPLATE, run_workbook
 from addin.app.runtime import Runtime, set_runtime
 from addin.config import Settings
@@ -74,6 +79,10 @@ def test_analysis_functions_answer_at_once_then_show_the_reports_figures(rt, rep
     assert summary[0] == ANALYSIS_COLUMNS["Summary"] and len(summary) == 1 + 3 * 16
     short = settled(lambda: udfs.IB_RISK("VaR99", 60), rt, timeout=60)          # another window: its own report
     assert short[1][1] != pytest.approx(report["Summary"].set_index(["Account", "Measure"]).Value[("DU1", "VaR99")])
+    # ...whose VaR does not replace the day's recorded one (the configured window's)
+    recorded = rt.analysis(window_days=60)["VaRHistory"]
+    today = recorded[recorded.Date == recorded.Date.max()].set_index("Account")     # the clock's day, not START's
+    assert today.VaR95["DU1"] == pytest.approx(var[1][1], rel=1e-9)                 # the 252-day figure
 
     pnl = settled(lambda: udfs.IB_PNL_BY_POSITION(), rt)
     assert pnl[0] == ANALYSIS_COLUMNS["PositionPnL"] and len(pnl) == 1 + len(report["PositionPnL"])
@@ -91,20 +100,33 @@ def test_analysis_functions_name_a_bad_argument(rt):
     assert bad.startswith("#IBXL") and "VaR95" in bad
 
 
-def test_the_service_answers_the_same_report(gw, report, tmp_path):
+def test_the_service_answers_the_same_report_and_records_while_it_runs(gw, rt, tmp_path):
     from addin.service.remote import RemoteRuntime
     from addin.service.server import embedded_service
     with embedded_service(lambda: Runtime("127.0.0.1", gw.port, 92, settings=Settings(),
-                                          journal_path=tmp_path / "journal.sqlite3")) as service:
+                                          journal_path=tmp_path / "journal.sqlite3"), record_interval=0.2) as service:
+        assert not service.wait_records(1, 1.0)                # nothing recorded before anyone asked
         with RemoteRuntime(service.address, service.authkey, name="test") as remote:
             served = remote.analysis(now=START)
+            report = rt.analysis(now=START)                    # in process, on the same gateway, right after
             assert set(served) == set(report)
             for name in ("Summary", "Exposure", "PositionRisk", "WhatIf"):
-                pd.testing.assert_frame_equal(served[name], report[name], check_dtype=False, rtol=1e-9)
+                mine, theirs = report[name], served[name]
+                differ = ~np.isclose(mine.select_dtypes("number"), theirs.select_dtypes("number"), rtol=1e-9)
+                assert not differ.any(), (name, mine[differ.any(axis=1)], theirs[differ.any(axis=1)])
+                pd.testing.assert_frame_equal(theirs, mine, check_dtype=False, rtol=1e-9)
             assert served["Correlation"].columns.tolist() == report["Correlation"].columns.tolist()
             facade = remote.readonly()
             assert facade.analysis(now=START)["Summary"].Value.tolist() == pytest.approx(
                 report["Summary"].Value.tolist(), rel=1e-9)
+        # asked once: the service records on its own, on the machine's clock's New York day
+        before = trading_day(datetime.now(UTC))
+        assert service.wait_records(2, 60)
+        days = PnLRecorder(AnalysisStore(tmp_path / "analysis.sqlite3")).pnl_days()
+        today = {before, trading_day(datetime.now(UTC))}
+        recorded = days[days.Date.dt.date.isin(today)]
+        assert sorted(recorded.Account) == ["All", "DU1", "DU2"]           # one row each, updated in place
+        assert today <= set(days.Date.dt.date) <= today | {trading_day(START)}
 
 
 def test_ibxl_run_analysis_writes_the_report_into_the_workbook(gw, rt, tmp_path):
@@ -136,3 +158,17 @@ def test_ibxl_run_analysis_writes_the_report_into_the_workbook(gw, rt, tmp_path)
     nlv = summary.analysis["Summary"].set_index(["Account", "Measure"]).Value
     assert nlv[("All", "NetLiquidation")] == pytest.approx(nlv[("DU1", "NetLiquidation")] +
                                                            nlv[("DU2", "NetLiquidation")])
+
+
+def test_the_ibxl_run_analysis_command(gw, rt, tmp_path):
+    from .test_cli_jobs import run_cli
+    path = tmp_path / "book.xlsx"
+    shutil.copy(TEMPLATE, path)
+    env = {"IBXL_CONFIG": str(tmp_path / "config.toml"), "IBXL_SERVICE": "0",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}      # this checkout, not an installed copy
+    r = run_cli("run", str(path), "--port", str(gw.port), "--client-id", "94", "--analysis", env_extra=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[ok] analysis" in r.stdout and "(All)" in r.stdout
+    assert (tmp_path / "analysis.sqlite3").exists()          # beside the journal, beside the config file
+    ws = openpyxl.load_workbook(path)["Analysis"]
+    assert ws["A1"].value == "Exposure" and [c.value for c in ws[2]][:8] == ANALYSIS_COLUMNS["Exposure"]

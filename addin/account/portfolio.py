@@ -743,6 +743,8 @@ class Portfolio:
                 seen = self._version
             if predicate():
                 return True
+            if time.monotonic() >= deadline:     # also when updates keep coming (the predicate's own reads)
+                return False
             with self._cond:
                 while self._version == seen:
                     left = deadline - time.monotonic()

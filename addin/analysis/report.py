@@ -26,10 +26,12 @@ WHAT_IF_MEASURES = ["NetLiquidation", "Long", "Short", "Gross", "Net", "Leverage
                     "BetaDeltaDollars", "VaR95", "VaR99", "ES95", "ES99"]
 
 
-def method_note(window_days: int, days_used: int, benchmark: str, as_of: datetime) -> str:
-    return (f"one-day historical VaR/ES: today's positions revalued on each of the last {days_used} daily "
+def method_note(window_days: int, days_used: int, benchmark: str, as_of: datetime,
+                left_out: list[str] = ()) -> str:
+    note = (f"one-day historical VaR/ES: today's positions revalued on each of the last {days_used} daily "
             f"returns (window {window_days}, dates all holdings share; losses positive; VaR = loss quantile, "
             f"ES = mean loss at or beyond it); beta to {benchmark}; as of {as_of:%Y-%m-%d %H:%M} UTC")
+    return note + (f"; no IB history, left out: {', '.join(left_out)}" if left_out else "")
 
 
 class _State:
@@ -83,18 +85,24 @@ def _position_pnl(inputs: Inputs, h: pd.DataFrame, account: str) -> pd.DataFrame
 
 
 def build_report(inputs: Inputs, *, basket: pd.DataFrame | None = None, executions: pd.DataFrame | None = None,
-                 recorder: PnLRecorder | None = None, now: datetime | None = None) -> dict[str, pd.DataFrame]:
+                 recorder: PnLRecorder | None = None, now: datetime | None = None,
+                 record_var: bool = True) -> dict[str, pd.DataFrame]:
     """Every Analysis Table (module docstring). ``basket``: what_if.BASKET_COLUMNS rows (None or empty:
     the WhatIf Table shows Now = AfterBasket). ``executions``: today's executions (Portfolio.executions)
     for the day's commission and fills. ``recorder``: where this day's P&L and VaR are recorded and the
     PnLByDay and VaRHistory Tables read from (None: those Tables hold only this report's day).
     ``now``: the report's time (aware; default the machine's clock), which fixes its trading date.
+    ``record_var``: False for a report on another window or benchmark than the configured ones, whose
+    VaR must not replace the day's recorded figure (its P&L is recorded all the same).
     Raises frames.AnalysisError for inputs it cannot use."""
     now = now or datetime.now(UTC)
     day = trading_day(now)
     state = _State(inputs)
     names = [*state.accounts, ALL]
-    note = method_note(inputs.window_days, len(state.returns), inputs.benchmark_symbol, now.astimezone(UTC))
+    held = state.holdings[ALL].drop_duplicates("con_id")
+    left_out = sorted(held[~held["con_id"].isin(state.returns.columns)]["symbol"])
+    note = method_note(inputs.window_days, len(state.returns), inputs.benchmark_symbol, now.astimezone(UTC),
+                       left_out)
 
     summary, exposures, concentrations, pnl_rows, risk_rows = [], [], [], [], []
     measures: dict[str, dict[str, float]] = {}
@@ -133,7 +141,8 @@ def build_report(inputs: Inputs, *, basket: pd.DataFrame | None = None, executio
             m = measures[account]
             recorder.record_pnl(day, account, m["NetLiquidation"], m["DailyPnL"], m["RealizedPnL"], commission,
                                 count, now)
-            recorder.record_var(day, account, m, now)
+            if record_var:
+                recorder.record_var(day, account, m, now)
         pnl_days, var_days = recorder.pnl_days(names), recorder.var_days(names)
     else:
         stamp = pd.Timestamp(day)

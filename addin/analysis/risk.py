@@ -25,12 +25,13 @@ POSITION_COLUMNS = ["Account", "Symbol", "ConId", "MarketValue", "DailyVol", "Be
 
 def daily_returns(closes: dict[int, pd.Series], con_ids: list[int], window_days: int) -> pd.DataFrame:
     """Simple daily returns of ``con_ids`` (columns), on the dates every one has, the last
-    ``window_days`` rows. Empty when a conId has no closes."""
+    ``window_days`` rows. A conId without closes (IB had no history for it) has no column: its risk
+    figures are NaN and the VaR leaves it out (the Summary's Note names it)."""
     series = []
     for cid in dict.fromkeys(con_ids):
         s = closes.get(cid)
         if s is None or s.empty:
-            return pd.DataFrame(columns=list(dict.fromkeys(con_ids)), dtype="float64")
+            continue
         s = s.astype("float64")
         s.index = pd.DatetimeIndex(s.index).normalize()
         series.append(s[~s.index.duplicated(keep="last")].rename(cid))
@@ -52,9 +53,10 @@ def var_es(pnl: np.ndarray, level: float) -> tuple[float, float]:
 
 def portfolio_pnl(mv_by_con_id: pd.Series, returns: pd.DataFrame) -> np.ndarray:
     """P&L of today's positions on each day of ``returns`` (mv indexed by conId)."""
-    if mv_by_con_id.empty:
+    mv = mv_by_con_id[[c for c in mv_by_con_id.index if c in returns]]
+    if mv.empty:
         return np.zeros(len(returns))
-    return returns[list(mv_by_con_id.index)].to_numpy() @ mv_by_con_id.to_numpy()
+    return returns[list(mv.index)].to_numpy() @ mv.to_numpy()
 
 
 def var_measures(mv_by_con_id: pd.Series, returns: pd.DataFrame) -> dict[str, float]:

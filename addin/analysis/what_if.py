@@ -24,6 +24,7 @@ def apply_basket(inputs: Inputs, basket: pd.DataFrame) -> Inputs:
     for an unknown account or conId."""
     positions = inputs.positions.copy()
     values = inputs.values.copy()
+    values["value"] = values["value"].astype(object)       # IB's text or numbers; the new NLV is a number
     info = inputs.contracts.drop_duplicates("con_id").set_index("con_id")
     nlv_change: dict[str, float] = {}
     for r in basket.itertuples(index=False):

@@ -23,6 +23,8 @@ from ..analysis.report import build_report
 from ..analysis.store import AnalysisStore
 from ..analysis.what_if import BASKET_COLUMNS
 from ..cells import is_blank, number
+from ..ib.contracts import InstrumentError
+from ..ib.session import IBError
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,12 @@ def gather(rt, *, benchmark: str, window_days: int, day, cache: HistoryCache,
     closes = {}
     for cid in ids:
         pull, what = _pull(rt, cid, contracts[cid]["sec_type"], window_days)
-        closes[cid] = cache.closes(cid, day, pull, what)
+        try:
+            closes[cid] = cache.closes(cid, day, pull, what)
+        except (IBError, InstrumentError) as exc:    # one holding without history: its risk left out, named
+            if cid == int(bench.conId):
+                raise
+            log.warning("analysis: no daily bars for conId %s: %s", cid, exc)
     inputs = Inputs(
         positions=positions[["account", "symbol", "con_id", "sec_type", "currency", "position", "market_price",
                              "market_value"]].copy(),
@@ -159,14 +166,17 @@ def analysis_report(rt, pending: list[dict] | None = None, *, now: datetime | No
     """The report (``addin.analysis.report.build_report``) of the accounts ``rt`` (a Runtime) manages.
     ``pending``: Orders Table rows (dicts by column name) for the what-if; only rows with no Status are
     used. ``benchmark`` / ``window_days``: default the config's ``[analysis]``. ``now``: the report's
-    time (default the clock). ``store_path``: the analysis database (default beside the journal).
+    time (default the clock). ``store_path``: the analysis database (default beside the journal). The
+    day's VaR is recorded only by a report on the configured benchmark and window.
     Raises AnalysisError, IBError, RequestTimeout, InstrumentError (an unknown benchmark)."""
     settings = rt._base_settings().analysis
     benchmark = benchmark or settings.benchmark
     window_days = int(window_days or settings.window_days)
+    configured = (benchmark, window_days) == (settings.benchmark, settings.window_days)
     now = now or datetime.now(UTC)
     store = AnalysisStore(store_path or analysis_path(rt.journal_path))
     cache = HistoryCache(store)
     inputs, basket, executions = gather(rt, benchmark=benchmark, window_days=window_days, day=trading_day(now),
                                         cache=cache, pending=pending)
-    return build_report(inputs, basket=basket, executions=executions, recorder=PnLRecorder(store), now=now)
+    return build_report(inputs, basket=basket, executions=executions, recorder=PnLRecorder(store), now=now,
+                        record_var=configured)

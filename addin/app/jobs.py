@@ -344,16 +344,9 @@ def _portfolio(book, rt: Runtime, summary: RunSummary):
 
 
 def _analysis(book, rt, summary: RunSummary) -> dict[str, int]:
-    """The analysis report written by the Analysis sheet's writer (``analysis_sheet.write_analysis``)
-    or, until that is part of ibxl, the minimal one (``analysis_job.write_analysis``)."""
-    try:
-        from .analysis_sheet import write_analysis
-    except ImportError:
-        from .analysis_job import write_analysis
-    orders = _orders_frame(book)
-    pending = [] if orders is None else [
-        {k: macros._cell_value(v) for k, v in row.items()} for row in orders.to_dict("records")]
-    report = rt.analysis(pending)
+    """The analysis report (its what-if: the Orders rows not sent yet) into the Analysis sheet."""
+    from .analysis_sheet import write_analysis
+    report = rt.analysis(macros.order_rows(book))
     summary.analysis = report
     return write_analysis(book, report)
 

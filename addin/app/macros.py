@@ -641,6 +641,14 @@ def refresh_audit(book=None, runtime=None, tz=None) -> pd.DataFrame:
 
 # --- analysis -----------------------------------------------------------------------------------------
 @xw.sub
+def order_rows(book) -> list[dict]:
+    """The Orders Table's rows as ``{column: cell value}`` dicts ([] without an Orders Table): the what-if
+    basket of the analysis (``Runtime.analysis`` keeps the rows with no Status)."""
+    orders = book.read_table("Orders", drop_empty=True) if has_table(book, "Orders") else None
+    return [] if orders is None else [{k: _cell_value(v) for k, v in row.items()}
+                                      for row in orders.to_dict("records")]
+
+
 def refresh_analysis(book=None, runtime=None) -> dict[str, int]:
     """Fill the Analysis sheet's Tables, charts' data and method note (``analysis_sheet.write_analysis``)
     with the portfolio analysis report from IB (``Runtime.analysis``: positions, account values,
@@ -652,10 +660,7 @@ def refresh_analysis(book=None, runtime=None) -> dict[str, int]:
 
     book, rt = _book(book), _runtime(runtime)
     _connected(rt)
-    orders = book.read_table("Orders", drop_empty=True) if has_table(book, "Orders") else None
-    pending = [] if orders is None else [{k: _cell_value(v) for k, v in row.items()}
-                                         for row in orders.to_dict("records")]
-    counts = write_analysis(book, rt.analysis(pending))
+    counts = write_analysis(book, rt.analysis(order_rows(book)))
     _log(book, "INFO", f"analysis refreshed: {counts.get('PositionPnL', 0)} position rows, "
                        f"{counts.get('Correlation', 0)} holdings in the correlation matrix")
     return counts

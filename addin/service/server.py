@@ -46,6 +46,7 @@ CALLS_PER_CLIENT = 8             # requests of one connection answered at once
 PUSH_WAIT = 0.5                  # seconds a pusher sleeps on the board before checking it should stop
 PUSH_GAP = 0.005                 # seconds between two quote pushes to one client: changes in between merge
 CALLBACK_TIMEOUT = 120.0         # seconds the client has to write and save the Refs place_orders assigned
+RECORD_INTERVAL = 3600.0         # seconds between the analysis reports the service records once one was asked for
 
 
 def quote_record(q) -> dict | None:
@@ -96,8 +97,14 @@ class ServiceServer:
     """
 
     def __init__(self, runtime_factory: Callable[[], Any], address: str | os.PathLike, authkey: bytes, *,
-                 autoconnect: bool = True):
+                 autoconnect: bool = True, record_interval: float = RECORD_INTERVAL):
         self.runtime_factory = runtime_factory
+        # Once a client has asked for the analysis, the service rebuilds it every record_interval seconds,
+        # so the recorded P&L and VaR days grow while the service runs (addin.analysis.pnl_history).
+        self.record_interval = record_interval
+        self.analysis_asked = False
+        self.records = 0                            # reports recorded by the service on its own
+        self._recorded = threading.Condition()
         self.address = str(address)
         self.authkey = authkey
         self.autoconnect = autoconnect
@@ -127,7 +134,29 @@ class ServiceServer:
             except Exception as exc:                 # the service still serves: status shows why
                 log.warning("could not connect at start: %s", exc)
         self._spawn(self._accept_loop, "ibxl-service-accept")
+        self._spawn(self._record_loop, "ibxl-service-analysis")
         return self
+
+    def _record_loop(self) -> None:
+        """Every ``record_interval`` seconds (a schedule, not a wait for anything), once the analysis was
+        asked for: rebuild it, which records the day's P&L and VaR. Its feeds stay watched and its daily
+        closes are cached per day, so this sends IB nothing new within a day."""
+        while not self._stopped.wait(self.record_interval):
+            if not self.analysis_asked or self.user_disconnected or not self.runtime.session.connected:
+                continue
+            try:
+                self.runtime.analysis()
+            except Exception as exc:                  # the service goes on; the next turn tries again
+                log.warning("recording the analysis failed: %s", exc)
+                continue
+            with self._recorded:
+                self.records += 1
+                self._recorded.notify_all()
+
+    def wait_records(self, count: int, timeout: float) -> bool:
+        """Wait until the service has recorded ``count`` analysis reports on its own (tests)."""
+        with self._recorded:
+            return self._recorded.wait_for(lambda: self.records >= count, timeout)
 
     def serve_forever(self) -> None:
         """:meth:`start` (unless started) and block until :meth:`stop` (e.g. a client's ``shutdown``)."""
@@ -559,8 +588,10 @@ class ServiceServer:
 
     def m_analysis(self, client, pending: list[dict] | None = None, now=None, benchmark: str | None = None,
                    window_days: int | None = None) -> dict:
-        """The analysis report (``Runtime.analysis``): ``{Table name: table}``."""
+        """The analysis report (``Runtime.analysis``): ``{Table name: table}``. From now on the service
+        also rebuilds it every ``record_interval`` seconds (the recorded days grow while it runs)."""
         self._need_ib()
+        self.analysis_asked = True
         return self.runtime.analysis(pending, now=now, benchmark=benchmark, window_days=window_days)
 
     # --- trading (TradingClient only) ------------------------------------------------------------------
@@ -639,11 +670,11 @@ def default_address() -> Path | str:
 
 
 @contextlib.contextmanager
-def embedded_service(runtime_factory: Callable[[], Any]):
+def embedded_service(runtime_factory: Callable[[], Any], **options):
     """A ServiceServer in this process on its own address and one-off key (a temporary folder, or a
     one-off pipe name on Windows), started and stopped around the block: ``ibxl demo`` and tests run
-    the client path without touching the user's service. Yields the started server (``address``,
-    ``authkey``)."""
+    the client path without touching the user's service. ``options``: more ServiceServer keyword
+    arguments. Yields the started server (``address``, ``authkey``)."""
     import secrets
     import shutil
     import tempfile
@@ -653,7 +684,7 @@ def embedded_service(runtime_factory: Callable[[], Any]):
         address: Path | str = folder / "service.sock"
         if os.name == "nt":
             address = f"{transport.PIPE_PREFIX}ibxl-embedded-{secrets.token_hex(8)}"
-        with ServiceServer(runtime_factory, address, secrets.token_hex(32).encode()) as server:
+        with ServiceServer(runtime_factory, address, secrets.token_hex(32).encode(), **options) as server:
             yield server
     finally:
         shutil.rmtree(folder, ignore_errors=True)
