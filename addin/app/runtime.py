@@ -25,6 +25,7 @@ from typing import Any
 from ..account.portfolio import Portfolio
 from ..ib.contracts import ContractBook
 from ..ib.session import IBError, Session
+from ..market.chain import OptionChains
 from ..market.history import History
 from ..market.quotes import MarketData
 from ..protocol.errors import NOT_CONNECTED
@@ -74,6 +75,7 @@ class Runtime(WorkbookSide):
         self.market = MarketData(self.session, self.contracts, max_lines=max_lines)
         self.board = self.market.board
         self.history = History(self.session, self.contracts, pacing_clock_rate=pacing_clock_rate)
+        self.chains = OptionChains(self.session, self.contracts, self.market)
         self.portfolio = Portfolio(self.session)
         self.market_data_type = market_data_type
         self.settings = settings
@@ -156,6 +158,25 @@ class Runtime(WorkbookSide):
         account = account or self.account()
         self._watch(f"pnl {account}", lambda: self.portfolio.watch_pnl(account))
         return self.portfolio.pnl(account)
+
+    # --- options (addin.market.chain) ---------------------------------------------------------------
+    def option_expiries(self, underlying: str) -> list[str]:
+        """The expiries IB lists on ``underlying`` from today (New York) on, YYYYMMDD ascending
+        (reqSecDefOptParams, cached for the day). Raises InstrumentError for an unknown underlying,
+        ValueError naming ``underlying`` when it has no options, IBError for IB's refusals."""
+        return self.chains.expiries(underlying)
+
+    def option_strikes(self, underlying: str, expiry=None) -> list[float]:
+        """The strikes listed on ``underlying``'s expiry ``expiry`` (a date, next, monthly, +30d; see
+        ``addin.market.chain``), ascending. Raises as :meth:`option_expiries`, ValueError naming ``expiry``."""
+        return self.chains.strikes(underlying, expiry)
+
+    def option_chain(self, underlying: str, expiry=None, strikes=None):
+        """The plan of a chain (``addin.market.chain.PLAN_COLUMNS``: one row per strike, the options'
+        texts, which rows stream within half the free lines, the snapshot rows' values). Hold the
+        streaming texts (``chain.plan_texts``) and show it with ``chain.chain_table``. Raises ValueError
+        naming ``expiry`` / ``strikes`` / ``underlying``, InstrumentError, IBError."""
+        return self.chains.plan(underlying, expiry, strikes)
 
     def executions(self):
         return self.portfolio.executions()
@@ -283,7 +304,8 @@ class Runtime(WorkbookSide):
 # What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk. (``request``
 # runs the caller's work in the background: a UDF's work only ever holds this facade.)
 READ_ONLY_METHODS = ("hold_quotes", "hold_quotes_soon", "quote", "request", "wait_quote", "qualify", "describe",
-                     "bars", "positions", "account_summary", "pnl", "order", "status", "account")
+                     "bars", "positions", "account_summary", "pnl", "order", "status", "account", "option_expiries",
+                     "option_strikes", "option_chain")
 
 
 class ReadOnlyRuntime:
