@@ -66,3 +66,13 @@ Sub IbxlRefreshAudit()
     ' Refresh audit
     RunPython "import addin.app.macros as m; m.refresh_audit()"
 End Sub
+
+Sub IbxlRefreshOptions()
+    ' Refresh options
+    RunPython "import addin.app.macros as m; m.refresh_options()"
+End Sub
+
+Sub IbxlOptionToOrder()
+    ' Option to order
+    RunPython "import addin.app.macros as m; m.option_to_order()"
+End Sub
