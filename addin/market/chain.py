@@ -33,6 +33,7 @@ import math
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = ["OptionChains", "Listing", "ExpiryRule", "parse_expiry", "parse_strik
 
 NY = ZoneInfo("America/New_York")
 DEFAULT_STRIKES = 10
+SNAPSHOTS_AT_ONCE = 8             # snapshots in flight for one chain (each counts a line until IB ends it)
 MAX_STRIKES = 200                  # a chain wider than this is not a screen, and 400 lines is no budget
 EXCEL_EPOCH = date(1899, 12, 30)   # Excel's day 0 (serial 1 = 1900-01-01, through Excel's leap-year bug)
 #: The chain's columns (addin.excel.layout.OPTIONS_COLUMNS): CallBid .. CallTheta, Strike, PutBid .. PutTheta,
@@ -361,6 +363,15 @@ class OptionChains:
             if lines_of[k] <= left:
                 streaming.add(k)
                 left -= lines_of[k]
+        # the rows that do not stream: one snapshot per option, a few at once (each holds a line while in
+        # flight; IB can take seconds to end one), never more than the free lines
+        wanted = [(k, right, d) for k in chosen if k not in streaming for right, d in by_strike[k].items()]
+        free = max(0, self.market.max_lines - self.market.lines_in_use())
+        snaps: dict[tuple[float, str], BoardQuote | None] = {}
+        if wanted:
+            with ThreadPoolExecutor(max(1, min(SNAPSHOTS_AT_ONCE, free)), "ibxl-chain-snapshot") as pool:
+                for (k, right, _), q in zip(wanted, pool.map(lambda job: self._snapshot(job[2]), wanted)):
+                    snaps[(k, right)] = q
         rows = []
         for k in chosen:
             sides = by_strike[k]
@@ -370,7 +381,7 @@ class OptionChains:
                 d = sides.get(right)
                 row[f"{prefix}Symbol"] = format_contract(d) if d is not None else None
                 if d is not None and k not in streaming:
-                    q = self._snapshot(d)
+                    q = snaps.get((k, right))
                     for header, attr in OPTIONS_SIDE_FIELDS:
                         row[prefix + header] = getattr(q, attr) if q is not None else None
             rows.append(row)
