@@ -176,14 +176,19 @@ def test_refresh_options_follows_the_parameters_and_names_a_bad_cell(rt, gw, boo
     book.write("Options", 2, 2, [[expiries[2][:4] + "-" + expiries[2][4:6] + "-" + expiries[2][6:]]])
     book.write("Options", 3, 2, [["215-235"]])
     lines_before = option_lines(gw)
+    # not streaming: one snapshot per option, no line held
     sheet = macros.refresh_options(book, rt)
     want = [k for k in listed if 215 <= k <= 235]
     table = book.read_table("Chain")
     assert list(table["Strike"]) == want and len(sheet.plan) == len(want)
-    assert set(sheet.plan["Expiry"]) == {expiries[2]}
+    assert set(table["Data"]) == {"snapshot"} and (table["CallBid"] <= table["CallAsk"]).all()
+    assert set(sheet.plan["Expiry"]) == {expiries[2]} and option_lines(gw) == lines_before
+    assert "one snapshot each" in book.read("Options", 5, 2, 5, 2)[0][0]
+    # streaming: the chain's lines are held, and a refresh gives the old chain's back
+    macros.start_streaming(book, rt, run=False)
     lines_become(gw, lines_before + 2 * len(want))
     book.write("Options", 3, 2, [[4]])
-    macros.refresh_options(book, rt)                                     # the old chain's lines go back
+    macros.refresh_options(book, rt)
     lines_become(gw, lines_before + 8)
     assert len(book.read_table("Chain", drop_empty=True)) == 4
     book.write("Options", 2, 2, [["soon"]])
@@ -194,7 +199,7 @@ def test_refresh_options_follows_the_parameters_and_names_a_bad_cell(rt, gw, boo
     book.write("Options", 2, 2, [["next"]])
     with pytest.raises(ExcelInputError, match=r"^Options!OptionsUnderlying: "):
         macros.refresh_options(book, rt)
-    options_sheet.sheet_of(macros.book_id(book)).close()
+    rt.stop_pump(macros.book_id(book))
     lines_become(gw, lines_before)
 
 

@@ -90,6 +90,9 @@ class OptionsSheet:
         self._under_key: str | None = None
         self._painted: list[list] | None = None
         self._painted_price: Any = None
+        self._info = None                          # the Chain Table and the price cell, read once per refresh:
+        self._price_cell: tuple[str, int, int] | None = None    # a COM round trip per flush costs
+        self.streaming = False                     # False: one snapshot, no line held
         self.paints = 0                            # body writes so far (tests, status)
 
     # --- parameters and plan ------------------------------------------------------------------------
@@ -105,14 +108,16 @@ class OptionsSheet:
             out[label] = default if value is None or (isinstance(value, str) and not value.strip()) else value
         return out
 
-    def refresh(self, book) -> pd.DataFrame:
+    def refresh(self, book, stream: bool = True) -> pd.DataFrame:
         """Read the parameters, plan the chain (``rt.option_chain``), hold its streaming lines and the
-        underlying's (releasing the previous chain's), and paint the whole sheet. Returns the plan.
+        underlying's (releasing the previous chain's), and paint the whole sheet. ``stream`` False (no
+        pump to keep it ticking): every row is one snapshot and no line is held. Returns the plan.
         Raises ExcelInputError naming the parameter cell at fault (the status cell says it too)."""
         try:
             params = self.read_parameters(book)
             try:
-                plan = self.rt.option_chain(str(params["Underlying"]).strip(), params["Expiry"], params["Strikes"])
+                plan = self.rt.option_chain(str(params["Underlying"]).strip(), params["Expiry"], params["Strikes"],
+                                            stream=stream)
             except Exception as exc:
                 raise self._named_error(exc) from exc
         except ExcelInputError as exc:
@@ -120,7 +125,7 @@ class OptionsSheet:
             raise
         texts = plan_texts(plan)
         underlying = str(plan["Underlying"].iloc[0]) if len(plan) else None
-        wanted = list(dict.fromkeys(texts + ([underlying] if underlying else [])))
+        wanted = list(dict.fromkeys(texts + ([underlying] if underlying and stream else [])))
         with self._lock:
             old = dict(self._held)
         held: dict[str, str] = {}
@@ -135,15 +140,21 @@ class OptionsSheet:
         for key in old.values():
             self._release(key)
         with self._lock:
-            self.plan, self.params, self._held = plan, params, held
+            self.plan, self.params, self._held, self.streaming = plan, params, held, stream
             self._under_key = held.get(underlying) if underlying else None
             self._painted, self._painted_price = None, None
+            self._info = None
+            self._price_cell = _named_cell(book, book.names(), OPTIONS_UNDER_PRICE[1])
         self.paint(book, full=True)
         streaming = int(plan["Stream"].sum())
         expiry = str(plan["Expiry"].iloc[0]) if len(plan) else ""
-        self._write_named(book, OPTIONS_STATUS[1], (
-            f"{underlying} {expiry[:4]}-{expiry[4:6]}-{expiry[6:8]}: {len(plan)} strikes, {streaming} streaming"
-            + (f", {len(plan) - streaming} snapshot (line budget)" if streaming < len(plan) else "")))
+        shown = f"{underlying} {expiry[:4]}-{expiry[4:6]}-{expiry[6:8]}: {len(plan)} strikes, "
+        if not stream:
+            shown += "one snapshot each (Start streaming keeps them ticking)"
+        else:
+            shown += f"{streaming} streaming" + (f", {len(plan) - streaming} snapshot (line budget)"
+                                                 if streaming < len(plan) else "")
+        self._write_named(book, OPTIONS_STATUS[1], shown)
         return plan
 
     def _named_error(self, exc: BaseException) -> ExcelInputError:
@@ -176,12 +187,13 @@ class OptionsSheet:
             key = held.get(text)
             return self.rt.quote(key) if key is not None else None
 
-        info = book.table(CHAIN_TABLE)
+        info = self._info if not full and self._info is not None else book.table(CHAIN_TABLE)
         cols = [c for c in info.columns if c in OPTIONS_COLUMNS]
         df = chain_table(plan, quote_of, cols)
         writes = 0
         if full:
             book.write_table(CHAIN_TABLE, df, columns=cols)
+            self._info = book.table(CHAIN_TABLE)          # resized to the plan
             writes += 1
             rows = [[_cell_value(v) for v in r] for r in df.itertuples(index=False, name=None)]
         else:
@@ -195,9 +207,9 @@ class OptionsSheet:
         with self._lock:
             self._painted = rows
             self.paints += 1 if writes else 0
-        price = self._price()
-        if price is not None and (full or price != self._painted_price):
-            self._write_named(book, OPTIONS_UNDER_PRICE[1], price)
+        price, where = self._price(), self._price_cell
+        if price is not None and where is not None and (full or price != self._painted_price):
+            book.write(where[0], where[1], where[2], [[price]])
             self._painted_price = price
             writes += 1
         return writes
@@ -240,7 +252,8 @@ _SHEETS_LOCK = threading.Lock()
 
 def attach(book, rt, pump=None, book_id: str | None = None) -> OptionsSheet | None:
     """Plan and paint the workbook's Options sheet and, with a ``pump``, stream it on the pump's
-    cadence (replacing the sheet's earlier painter). None when the workbook has no Chain Table.
+    cadence (replacing the sheet's earlier painter); without one, paint one snapshot of every row and
+    hold no line. None when the workbook has no Chain Table.
     Raises ExcelInputError naming the parameter cell at fault."""
     if not has_options_sheet(book):
         return None
@@ -249,7 +262,7 @@ def attach(book, rt, pump=None, book_id: str | None = None) -> OptionsSheet | No
         sheet = _SHEETS.get(key)
         if sheet is None or sheet.rt is not rt:
             sheet = _SHEETS[key] = OptionsSheet(rt)
-    sheet.refresh(book)
+    sheet.refresh(book, stream=pump is not None)
     if pump is not None and sheet not in pump.painters:
         pump.painters = [p for p in pump.painters if not isinstance(p, OptionsSheet)] + [sheet]
     return sheet

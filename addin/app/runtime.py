@@ -171,12 +171,13 @@ class Runtime(WorkbookSide):
         ``addin.market.chain``), ascending. Raises as :meth:`option_expiries`, ValueError naming ``expiry``."""
         return self.chains.strikes(underlying, expiry)
 
-    def option_chain(self, underlying: str, expiry=None, strikes=None):
+    def option_chain(self, underlying: str, expiry=None, strikes=None, stream: bool = True):
         """The plan of a chain (``addin.market.chain.PLAN_COLUMNS``: one row per strike, the options'
-        texts, which rows stream within half the free lines, the snapshot rows' values). Hold the
+        texts, which rows stream within half the free lines (``stream`` False: none, every row a
+        snapshot), the snapshot rows' values). Hold the
         streaming texts (``chain.plan_texts``) and show it with ``chain.chain_table``. Raises ValueError
         naming ``expiry`` / ``strikes`` / ``underlying``, InstrumentError, IBError."""
-        return self.chains.plan(underlying, expiry, strikes)
+        return self.chains.plan(underlying, expiry, strikes, stream=stream)
 
     def executions(self):
         return self.portfolio.executions()

@@ -336,10 +336,11 @@ class OptionChains:
             return found
 
     def plan(self, underlying: str, expiry: Any = None, strikes: Any = None,
-             budget: int | None = None) -> pd.DataFrame:
+             budget: int | None = None, stream: bool = True) -> pd.DataFrame:
         """A chain of ``underlying``: one row per strike (PLAN_COLUMNS), ascending. ``expiry`` /
         ``strikes``: see the module doc. ``budget``: lines this chain may stream (default: half of the
-        lines MarketData has free); rows that do not fit are snapshotted now, their values in the plan.
+        lines MarketData has free; ``stream`` False: none); rows that do not fit are snapshotted now,
+        their values in the plan.
         The underlying's price (UnderPrice) is the last trade, else the mid, else the close: from the
         board when it streams, else one snapshot. Raises ValueError naming the argument at fault,
         InstrumentError for an unknown underlying, IBError for IB's refusals."""
@@ -352,7 +353,9 @@ class OptionChains:
         for d in options:
             by_strike.setdefault(d.contract.strike, {})[d.contract.right[:1]] = d
         chosen = pick_strikes(spec, list(by_strike), price, listing.underlying)
-        if budget is None:
+        if not stream:
+            budget = 0
+        elif budget is None:
             budget = max(0, self.market.max_lines - self.market.lines_in_use()) // 2
         lines_of = {k: len(by_strike[k]) for k in chosen}
         # the strikes nearest the money stream first

@@ -251,10 +251,10 @@ class RemoteRuntime(WorkbookSide):
         """Runtime.option_strikes, answered by the service."""
         return self.reader._call("option_strikes", underlying=underlying, expiry=_plain(expiry))
 
-    def option_chain(self, underlying: str, expiry=None, strikes=None):
+    def option_chain(self, underlying: str, expiry=None, strikes=None, stream: bool = True):
         """Runtime.option_chain, answered by the service (its line budget is every client's)."""
         return self.reader._call("option_chain", _timeout=120.0, underlying=underlying, expiry=_plain(expiry),
-                                 strikes=strikes)
+                                 strikes=strikes, stream=stream)
 
     def order(self, ref: str) -> dict:
         """One order row's outputs by Ref. Raises KeyError for an unknown Ref."""

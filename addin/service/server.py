@@ -567,10 +567,10 @@ class ServiceServer:
         self._need_ib()
         return self.runtime.option_strikes(str(underlying), expiry)
 
-    def m_option_chain(self, client, underlying: str, expiry=None, strikes=None):
+    def m_option_chain(self, client, underlying: str, expiry=None, strikes=None, stream: bool = True):
         """Runtime.option_chain's plan as a table; the budget is the service's (every client's lines)."""
         self._need_ib()
-        return self.runtime.option_chain(str(underlying), expiry, strikes)
+        return self.runtime.option_chain(str(underlying), expiry, strikes, bool(stream))
 
     # --- trading (TradingClient only) ------------------------------------------------------------------
     def m_configure_orders(self, client, config: dict | None) -> list[str]:
