@@ -266,3 +266,20 @@ def test_option_methods_over_the_service(gw, tmp_path, wire):
         assert list(table["Strike"]) == list(plan["Strike"])
         with pytest.raises(Exception, match="expiry: "):
             remote.option_chain("AAPL", "soon")
+
+
+def test_a_rows_data_says_what_its_lines_do():
+    import pandas as pd
+
+    from addin.market.chain import PLAN_COLUMNS
+    from addin.market.quotes import BoardQuote
+    plan = pd.DataFrame([{"Strike": k, "CallSymbol": f"X {k} C", "PutSymbol": f"X {k} P", "Stream": True}
+                         for k in (1.0, 2.0, 3.0, 4.0)], columns=PLAN_COLUMNS)
+    priced = dict(bid=1.0, ask=1.1, updated=datetime(2026, 1, 1))
+    board = {"X 1.0 C": BoardQuote("X 1.0 C", **priced), "X 1.0 P": BoardQuote("X 1.0 P", **priced),
+             "X 2.0 C": BoardQuote("X 2.0 C", **priced), "X 2.0 P": BoardQuote("X 2.0 P", bid=1.0),
+             "X 3.0 C": BoardQuote("X 3.0 C", **priced, stale=True), "X 3.0 P": BoardQuote("X 3.0 P", **priced),
+             "X 4.0 C": BoardQuote("X 4.0 C", error="IB 200: No security definition"), "X 4.0 P": None}
+    table = chain_table(plan, board.get)
+    assert list(table["Data"]) == ["streaming", "waiting", "stale", "#IB 200: No security definition"]
+    assert table.loc[0, "CallBid"] == 1.0 and pd.isna(table.loc[3, "PutBid"])

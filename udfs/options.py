@@ -18,7 +18,9 @@ from datetime import datetime
 import xlwings as xw
 
 from addin.cells import error_value, is_blank
+from addin.excel.errors import error_text
 from addin.market.chain import CHAIN_COLUMNS, NY, chain_table, parse_expiry, parse_strikes, plan_texts
+from addin.market.quotes import BoardQuote
 
 from .functions import CATEGORY, _answer, _cell, _flat, _reader, _safely, _text
 
@@ -97,6 +99,8 @@ def IB_CHAIN(underlying, expiry=None, strikes=None, fields=None, caller=None):
 
         def quote_of(option):
             key = held.get(option)
+            if isinstance(key, BaseException):       # a line that failed: its row's Data says why
+                return BoardQuote(symbol=option, error=error_text(key).lstrip("#"))
             return rt.quote(key) if isinstance(key, str) else None
 
         df = chain_table(plan, quote_of, cols)

@@ -86,6 +86,7 @@ class OptionsSheet:
         self.plan: pd.DataFrame | None = None
         self.params: dict[str, Any] = {}
         self._lock = threading.RLock()
+        self._paint_lock = threading.Lock()        # a refresh's full paint and a flush's paint take turns
         self._held: dict[str, str] = {}          # instrument text -> board key (the chain's lines + the underlying)
         self._under_key: str | None = None
         self._painted: list[list] | None = None
@@ -178,6 +179,10 @@ class OptionsSheet:
     def paint(self, book, full: bool = False) -> int:
         """Write the chain's body (one write per run of chain columns: one for the template) and the
         underlying's price, where they changed (``full``: the whole Table, resized to the plan)."""
+        with self._paint_lock:
+            return self._paint(book, full)
+
+    def _paint(self, book, full: bool) -> int:
         with self._lock:
             plan, held = self.plan, dict(self._held)
         if plan is None:

@@ -446,9 +446,10 @@ def chain_table(plan: pd.DataFrame, quote_of: Callable[[str], BoardQuote | None]
                 columns: list[str] | None = None) -> pd.DataFrame:
     """The chain as shown (CHAIN_COLUMNS, or the ``columns`` of them asked for; Strike ascending): a
     streaming row's values from ``quote_of(option text)`` (the board), a snapshot row's from the plan.
-    Data: "streaming" (both sides priced on the board), "waiting" (a side not priced yet; or its error
-    "#IB 200: ..."), "snapshot". Prices in the option's currency per share, sizes in contracts, IV a
-    fraction per year, greeks per share (vega per volatility point, theta per calendar day)."""
+    Data: "streaming" (both sides priced on the board), "waiting" (a side not priced yet), "stale" (a
+    line is down: the last values), the line's error ("#IB 200: ..."), or "snapshot". Prices in the
+    option's currency per share, sizes in contracts, IV a fraction per year, greeks per share (vega per
+    volatility point, theta per calendar day)."""
     rows = []
     for rec in plan.to_dict("records"):
         row: dict[str, Any] = {"Strike": rec["Strike"]}
@@ -461,8 +462,11 @@ def chain_table(plan: pd.DataFrame, quote_of: Callable[[str], BoardQuote | None]
                     row[prefix + header] = getattr(q, attr) if q is not None else None
                 if q is not None and q.error:
                     state = "#" + q.error if q.error.startswith("IB ") else q.error
-                elif isinstance(text, str) and text and (q is None or not q.priced) and state == "streaming":
+                elif isinstance(text, str) and text and (q is None or not q.priced) and state in ("streaming",
+                                                                                                 "stale"):
                     state = "waiting"
+                elif q is not None and q.stale and state == "streaming":
+                    state = "stale"
             row["Data"] = state
         else:
             for prefix in ("Call", "Put"):
