@@ -157,9 +157,10 @@ def test_streaming_paints_a_live_chain_of_aapl_and_saves_numbers(rt, gw, book, s
     col = {h: i for i, h in enumerate(header)}
     assert len(rows) == 10
     strikes_shown = [r[col["Strike"]].value for r in rows]
-    mid = aapl_mid(gw)
+    mid = sheet.plan["UnderPrice"].iloc[0]            # the price the chain was centred on
     assert strikes_shown == sorted(strikes_shown) and min(strikes_shown) < mid < max(strikes_shown)
     assert set(strikes_shown) == set(sorted(strikes[1], key=lambda k: (abs(k - mid), k))[:10])
+    mid = aapl_mid(gw)
     for r in rows:
         assert all(c.data_type != "f" for c in r)                      # values, never formulas
         assert 0 < r[col["CallDelta"]].value < 1 and -1 < r[col["PutDelta"]].value < 0

@@ -19,7 +19,7 @@ import xlwings as xw
 
 from addin.cells import error_value, is_blank
 from addin.excel.errors import error_text
-from addin.market.chain import CHAIN_COLUMNS, NY, chain_table, parse_expiry, parse_strikes, plan_texts
+from addin.market.chain import CHAIN_COLUMNS, NY, chain_rows, parse_expiry, parse_strikes, plan_records, plan_texts
 from addin.market.quotes import BoardQuote
 
 from .functions import CATEGORY, _answer, _cell, _flat, _reader, _safely, _text
@@ -93,7 +93,8 @@ def IB_CHAIN(underlying, expiry=None, strikes=None, fields=None, caller=None):
         rule, count, cols = _expiry_text(expiry), _strikes_arg(strikes), _fields(fields)
         rt, cell = _reader(), _cell(caller)
         plan = _answer(rt, rt.request(("option chain", text, rule, count, _today()),
-                                      lambda h: rt.option_chain(text, rule, count), f"{text} option chain", cell))
+                                      lambda h: plan_records(rt.option_chain(text, rule, count)),
+                                      f"{text} option chain", cell))
         texts = plan_texts(plan)
         held = dict(zip(dict.fromkeys(texts), rt.hold_quotes_soon(texts, cell))) if texts else {}
 
@@ -103,8 +104,7 @@ def IB_CHAIN(underlying, expiry=None, strikes=None, fields=None, caller=None):
                 return BoardQuote(symbol=option, error=error_text(key).lstrip("#"))
             return rt.quote(key) if isinstance(key, str) else None
 
-        df = chain_table(plan, quote_of, cols)
-        return [list(df.columns)] + [[_cellify(v) for v in row] for row in df.itertuples(index=False, name=None)]
+        return [cols] + [[_cellify(v) for v in row] for row in chain_rows(plan, quote_of, cols)]
     return _safely(run)
 
 

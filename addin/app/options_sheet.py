@@ -27,7 +27,7 @@ import pandas as pd
 from ..excel.book import cell_address, parse_range
 from ..excel.errors import ExcelInputError, error_text
 from ..excel.layout import OPTIONS_COLUMNS, OPTIONS_PARAMETERS, OPTIONS_STATUS, OPTIONS_UNDER_PRICE
-from ..market.chain import chain_table, plan_texts
+from ..market.chain import chain_rows, plan_records, plan_texts
 from ..orders.risk import round_to_tick
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class OptionsSheet:
     def __init__(self, rt):
         self.rt = rt
         self.plan: pd.DataFrame | None = None
+        self._records: list[dict] = []
         self.params: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._paint_lock = threading.Lock()        # a refresh's full paint and a flush's paint take turns
@@ -142,6 +143,7 @@ class OptionsSheet:
             self._release(key)
         with self._lock:
             self.plan, self.params, self._held, self.streaming = plan, params, held, stream
+            self._records = plan_records(plan)
             self._under_key = held.get(underlying) if underlying else None
             self._painted, self._painted_price = None, None
             self._info = None
@@ -194,15 +196,13 @@ class OptionsSheet:
 
         info = self._info if not full and self._info is not None else book.table(CHAIN_TABLE)
         cols = [c for c in info.columns if c in OPTIONS_COLUMNS]
-        df = chain_table(plan, quote_of, cols)
+        rows = [[_cell_value(v) for v in r] for r in chain_rows(self._records, quote_of, cols)]
         writes = 0
         if full:
-            book.write_table(CHAIN_TABLE, df, columns=cols)
+            book.write_table(CHAIN_TABLE, pd.DataFrame(rows, columns=cols, dtype=object), columns=cols)
             self._info = book.table(CHAIN_TABLE)          # resized to the plan
             writes += 1
-            rows = [[_cell_value(v) for v in r] for r in df.itertuples(index=False, name=None)]
         else:
-            rows = [[_cell_value(v) for v in r] for r in df.itertuples(index=False, name=None)]
             if rows and rows != self._painted:
                 col_of = {c: info.column(c) for c in cols}
                 for first, last in _runs(list(col_of.values())):

@@ -50,7 +50,8 @@ from .quotes import BoardQuote, MarketData
 log = logging.getLogger(__name__)
 
 __all__ = ["OptionChains", "Listing", "ExpiryRule", "parse_expiry", "parse_strikes", "pick_expiry", "pick_strikes",
-           "chain_table", "plan_texts", "CHAIN_COLUMNS", "PLAN_COLUMNS", "DEFAULT_STRIKES", "NY"]
+           "chain_table", "chain_rows", "plan_records", "plan_texts", "CHAIN_COLUMNS", "PLAN_COLUMNS",
+           "DEFAULT_STRIKES", "NY"]
 
 NY = ZoneInfo("America/New_York")
 DEFAULT_STRIKES = 10
@@ -429,12 +430,21 @@ class OptionChains:
 
 
 # --- the chain table ------------------------------------------------------------------------------
-def plan_texts(plan: pd.DataFrame) -> list[str]:
+Plan = pd.DataFrame | list[dict]
+
+
+def plan_records(plan: Plan) -> list[dict]:
+    """A plan as plain records (one dict per strike): what a worksheet function keeps, so that each
+    recalculation builds its rows without pandas (a DataFrame's per-cell access costs milliseconds)."""
+    return plan.to_dict("records") if isinstance(plan, pd.DataFrame) else plan
+
+
+def plan_texts(plan: Plan) -> list[str]:
     """The option texts of ``plan``'s streaming rows (calls and puts): what to hold lines for."""
     out = []
-    for rec in plan.itertuples(index=False):
-        if bool(rec.Stream):
-            out += [t for t in (rec.CallSymbol, rec.PutSymbol) if isinstance(t, str) and t]
+    for rec in plan_records(plan):
+        if bool(rec["Stream"]):
+            out += [t for t in (rec["CallSymbol"], rec["PutSymbol"]) if isinstance(t, str) and t]
     return out
 
 
@@ -442,16 +452,12 @@ def _number(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def chain_table(plan: pd.DataFrame, quote_of: Callable[[str], BoardQuote | None],
-                columns: list[str] | None = None) -> pd.DataFrame:
-    """The chain as shown (CHAIN_COLUMNS, or the ``columns`` of them asked for; Strike ascending): a
-    streaming row's values from ``quote_of(option text)`` (the board), a snapshot row's from the plan.
-    Data: "streaming" (both sides priced on the board), "waiting" (a side not priced yet), "stale" (a
-    line is down: the last values), the line's error ("#IB 200: ..."), or "snapshot". Prices in the
-    option's currency per share, sizes in contracts, IV a fraction per year, greeks per share (vega per
-    volatility point, theta per calendar day)."""
-    rows = []
-    for rec in plan.to_dict("records"):
+def chain_rows(plan: Plan, quote_of: Callable[[str], BoardQuote | None],
+               columns: list[str] | None = None) -> list[list]:
+    """:func:`chain_table`'s rows as lists (``columns`` order), missing values None."""
+    cols = CHAIN_COLUMNS if columns is None else columns
+    out = []
+    for rec in plan_records(plan):
         row: dict[str, Any] = {"Strike": rec["Strike"]}
         if rec["Stream"]:
             state = "streaming"
@@ -473,6 +479,17 @@ def chain_table(plan: pd.DataFrame, quote_of: Callable[[str], BoardQuote | None]
                 for header, _ in OPTIONS_SIDE_FIELDS:
                     row[prefix + header] = _number(rec.get(prefix + header))
             row["Data"] = "snapshot"
-        rows.append(row)
+        out.append([row.get(c) for c in cols])
+    return out
+
+
+def chain_table(plan: Plan, quote_of: Callable[[str], BoardQuote | None],
+                columns: list[str] | None = None) -> pd.DataFrame:
+    """The chain as shown (CHAIN_COLUMNS, or the ``columns`` of them asked for; Strike ascending): a
+    streaming row's values from ``quote_of(option text)`` (the board), a snapshot row's from the plan.
+    Data: "streaming" (both sides priced on the board), "waiting" (a side not priced yet), "stale" (a
+    line is down: the last values), the line's error ("#IB 200: ..."), or "snapshot". Prices in the
+    option's currency per share, sizes in contracts, IV a fraction per year, greeks per share (vega per
+    volatility point, theta per calendar day)."""
     cols = CHAIN_COLUMNS if columns is None else columns
-    return pd.DataFrame(rows, columns=CHAIN_COLUMNS)[cols]
+    return pd.DataFrame(chain_rows(plan, quote_of, cols), columns=cols)
