@@ -230,8 +230,11 @@ def test_option_to_order_fills_an_orders_row_priced_at_the_mid_and_sends_nothing
         call, put = orders.iloc[0], orders.iloc[1]
         assert call["Symbol"] == f"AAPL {expiry} {values['Strike']:g} C" and put["Symbol"].endswith(" P")
         assert call["Ref"] == "OPT-1" and put["Ref"] == "OPT-2" and written_put == written + 1
-        assert call["LimitPrice"] == pytest.approx(round((values["CallBid"] + values["CallAsk"]) / 2, 2), abs=0.006)
-        assert put["LimitPrice"] == pytest.approx(round((values["PutBid"] + values["PutAsk"]) / 2, 2), abs=0.006)
+        # the mid, on the option's 0.01 grid: within half a tick of the unrounded mid
+        for order, side in ((call, "Call"), (put, "Put")):
+            mid = (values[f"{side}Bid"] + values[f"{side}Ask"]) / 2
+            assert abs(order["LimitPrice"] - mid) <= 0.005 + 1e-9, (side, order["LimitPrice"], mid)
+            assert abs(order["LimitPrice"] * 100 - round(order["LimitPrice"] * 100)) < 1e-6
         assert (call["Action"], call["Quantity"], call["OrderType"], call["Transmit"]) == ("BUY", 1, "LMT", False)
         strike_col = info.first_col + info.columns.index("Strike")
         where = f"Options!{openpyxl.utils.get_column_letter(strike_col)}{row}"

@@ -672,35 +672,10 @@ def option_to_order(book=None, runtime=None, cell: tuple[int, int] | None = None
     book, rt = _book(book), _runtime(runtime)
     _connected(rt)
     values = options_sheet.option_order_row(book, rt, cell, book_id(book))
-    info = orders_table(book)
-    df = book.read_table("Orders")
-    refs = {str(v).strip().upper() for v in df.get("Ref", pd.Series(dtype=object)) if isinstance(v, str)}
-    n = 1
-    while f"OPT-{n}" in refs:
-        n += 1
-    values = {"Ref": f"OPT-{n}", **values}
-    filled = [int(r) for r, rec in df.iterrows() if any(not _blank_status(v) for v in rec.values)]
-    row = (max(filled) if filled else info.first_row) + 1
-    if row > info.last_row:
-        book.check_growth(info, row)
-        book.resize_table("Orders", row)
-    cols = [c for c in info.columns if c in values]
-    for first, last in _runs_of([info.column(c) for c in cols]):
-        block = [values.get(info.columns[c - info.first_col]) for c in range(first, last + 1)]
-        book.write(info.sheet, row, first, [block])
+    row = options_sheet.add_order_row(book, orders_table(book), values)
     _log(book, "INFO", f"options: Orders row {row} {values['Ref']}: BUY 1 {values['Symbol']} LMT "
                        f"{values['LimitPrice']:g} (Transmit FALSE: not sent)")
     return row
-
-
-def _runs_of(cols: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for c in sorted(cols):
-        if out and c == out[-1][1] + 1:
-            out[-1] = (out[-1][0], c)
-        else:
-            out.append((c, c))
-    return out
 
 
 # The macros buttons call, by name (the workbook builder and ``ibxl run`` use this table).

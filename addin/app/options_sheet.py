@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..excel.book import cell_address, parse_range
+from ..excel.book import TableNotFound, cell_address, parse_range
 from ..excel.errors import ExcelInputError, error_text
 from ..excel.layout import OPTIONS_COLUMNS, OPTIONS_PARAMETERS, OPTIONS_STATUS, OPTIONS_UNDER_PRICE
 from ..market.chain import chain_rows, plan_records, plan_texts
@@ -32,7 +32,8 @@ from ..orders.risk import round_to_tick
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OptionsSheet", "attach", "has_options_sheet", "option_order_row", "CHAIN_TABLE"]
+__all__ = ["OptionsSheet", "attach", "has_options_sheet", "option_order_row", "add_order_row", "sheet_of",
+           "CHAIN_TABLE"]
 
 CHAIN_TABLE = "Chain"
 
@@ -42,7 +43,7 @@ def has_options_sheet(book) -> bool:
     try:
         book.table(CHAIN_TABLE)
         return True
-    except Exception:
+    except (TableNotFound, KeyError):
         return False
 
 
@@ -349,3 +350,29 @@ def _plan_for(book, rt, sheet: OptionsSheet | None) -> pd.DataFrame:
         return rt.option_chain(str(params["Underlying"]).strip(), params["Expiry"], params["Strikes"])
     except Exception as exc:
         raise tmp._named_error(exc) from exc
+
+
+def add_order_row(book, info, values: dict[str, Any]) -> int:
+    """Write ``values`` (Orders headers -> values, without Ref) into a new row of the Orders Table ``info``:
+    the first row below the last filled one (the Table grows by one when it has none free), with the Ref
+    OPT-<n> that no row holds yet (``values["Ref"]`` is set to it). Returns the worksheet row. Raises
+    TableGrowthError naming the cell when the Table cannot grow (nothing is written)."""
+    df = book.read_table(info.name)
+    refs = {str(v).strip().upper() for v in df.get("Ref", pd.Series(dtype=object)) if isinstance(v, str)}
+    n = 1
+    while f"OPT-{n}" in refs:
+        n += 1
+    values["Ref"] = f"OPT-{n}"
+    filled = [int(r) for r, rec in df.iterrows() if not all(_blank(v) for v in rec.values)]
+    row = (max(filled) if filled else info.first_row) + 1
+    if row > info.last_row:
+        book.check_growth(info, row)
+        book.resize_table(info.name, row)
+    for first, last in _runs([info.column(c) for c in info.columns if c in values]):
+        block = [values.get(info.columns[c - info.first_col]) for c in range(first, last + 1)]
+        book.write(info.sheet, row, first, [block])
+    return row
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
