@@ -267,6 +267,15 @@ def test_option_methods_over_the_service(gw, tmp_path, wire):
         assert list(table["Strike"]) == list(plan["Strike"])
         with pytest.raises(Exception, match="expiry: "):
             remote.option_chain("AAPL", "soon")
+        # the worksheet functions on the service's runtime (what a workbook's process uses)
+        previous = set_runtime(remote)
+        try:
+            value = settled(lambda: udfs.IB_CHAIN("AAPL", "next", 6, caller=("Options", "$B$2")), remote, timeout=15)
+            assert value[0] == OPTIONS_COLUMNS and len(value) == 7
+            assert [r[0] for r in settled(lambda: udfs.IB_STRIKES("AAPL", expiries[3]), remote)] == strikes
+            assert udfs.IB_CHAIN("AAPL", "soon").startswith("#IBXL: expiry: ")
+        finally:
+            set_runtime(previous)
 
 
 def test_a_rows_data_says_what_its_lines_do():
