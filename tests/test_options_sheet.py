@@ -15,7 +15,7 @@ import openpyxl
 import pytest
 
 from addin.app import macros, options_sheet
-from addin.app.jobs import TEMPLATE, run_demo
+from addin.app.jobs import TEMPLATE, format_summary, run_demo
 from addin.app.runtime import Runtime
 from addin.excel import layout
 from addin.excel.errors import ExcelInputError
@@ -258,3 +258,4 @@ def test_ibxl_demo_fills_the_options_sheet(gw, tmp_path):
     assert len(rows) == 10 and all(r[col["Data"]].value == "streaming" for r in rows)
     assert all(isinstance(r[col["CallDelta"]].value, float) for r in rows)
     assert isinstance(named(wb, "OptionsUnderPrice").value, float)
+    assert len(summary.options) == 10 and "Options (the Chain on the Options sheet):" in format_summary(summary)
