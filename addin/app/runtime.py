@@ -162,8 +162,8 @@ class Runtime(WorkbookSide):
     # --- options (addin.market.chain) ---------------------------------------------------------------
     def option_expiries(self, underlying: str) -> list[str]:
         """The expiries IB lists on ``underlying`` from today (New York) on, YYYYMMDD ascending
-        (reqSecDefOptParams, cached for the day). Raises InstrumentError for an unknown underlying,
-        ValueError naming ``underlying`` when it has no options, IBError for IB's refusals."""
+        (reqSecDefOptParams, cached for the day). Raises ValueError naming ``underlying`` when IB knows
+        no such instrument (with IB's code) or lists no options on it, IBError for IB's other refusals."""
         return self.chains.expiries(underlying)
 
     def option_strikes(self, underlying: str, expiry=None) -> list[float]:
@@ -174,9 +174,9 @@ class Runtime(WorkbookSide):
     def option_chain(self, underlying: str, expiry=None, strikes=None, stream: bool = True):
         """The plan of a chain (``addin.market.chain.PLAN_COLUMNS``: one row per strike, the options'
         texts, which rows stream within half the free lines (``stream`` False: none, every row a
-        snapshot), the snapshot rows' values). Hold the
-        streaming texts (``chain.plan_texts``) and show it with ``chain.chain_table``. Raises ValueError
-        naming ``expiry`` / ``strikes`` / ``underlying``, InstrumentError, IBError."""
+        snapshot), the snapshot rows' values). Hold the streaming texts (``chain.plan_texts``) and show
+        it with ``chain.chain_table``. Raises ValueError naming ``expiry`` / ``strikes`` /
+        ``underlying``, IBError for IB's refusals."""
         return self.chains.plan(underlying, expiry, strikes, stream=stream)
 
     def executions(self):
