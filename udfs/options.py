@@ -6,7 +6,9 @@ interest, and tickOptionComputation's iv and greeks), through the runtime's ``ad
 None of them waits on IB: the chain's plan is a background request (``addin.app.background``: one per
 argument set, kept for the day), its lines are subscribed in the background, and the cell is
 registered under every line, so the pump recalculates it as the quotes tick. Until then the cell
-shows ``#IBXL: loading ...`` / rows whose Data is ``waiting``.
+shows ``#IBXL: loading ...`` / rows whose Data is ``waiting``. Rows beyond the line budget (half the
+free lines) are one snapshot each, taken when the chain was planned: their values do not tick (Data
+``snapshot``) until the arguments change or the next New York day plans it again.
 
 Errors come back as text naming the argument: ``#IBXL: expiry: 'soon' is not a date ...``,
 ``#IBXL: underlying: the cell holds the error #N/A``, IB's as ``#IB 200: ...``.
