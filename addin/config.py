@@ -39,6 +39,10 @@ Keys (TOML; the defaults are safe for a new user: paper accounts only, small ord
     whatif_margin_check = false   true: a whatIf order first; refused if its margin exceeds AvailableFunds
     ack_timeout = 5.0             seconds place() waits for IB to acknowledge the orders it sent
 
+    [analysis]
+    benchmark = "SPY"             the Analysis sheet's beta and beta-weighted delta are to this instrument
+    window_days = 252             daily returns the volatility, beta, correlation, VaR and ES use
+
 Tightening (:meth:`Settings.tighten`): a workbook's Config sheet arrives as a plain dict (key ->
 cell value; keys case-insensitive, spaces and dashes read as underscores). Only ``[risk]`` keys may
 appear. A value is taken only when it is at least as strict: a lower ``max_*``, ``daily_loss_limit``,
@@ -65,8 +69,8 @@ from pydantic.dataclasses import dataclass
 from .cells import CellError, boolean, number, text_list
 from .protocol.ticks import MARKET_DATA_TYPE_CODES
 
-__all__ = ["ConfigError", "ConnectionSettings", "RiskSettings", "Settings", "config_path", "journal_path",
-           "load_settings", "settings_from_dict"]
+__all__ = ["AnalysisSettings", "ConfigError", "ConnectionSettings", "RiskSettings", "Settings", "config_path",
+           "journal_path", "load_settings", "settings_from_dict"]
 
 
 # Strict: a TOML value must already have the key's type (no "5" for 5, no 1 for true); unknown keys refused.
@@ -143,12 +147,29 @@ class RiskSettings:
 
 
 @dataclass(frozen=True, config=_SCHEMA)
+class AnalysisSettings:
+    """``[analysis]``: the benchmark (instrument text) and the window (daily returns) of the risk figures."""
+
+    benchmark: str = "SPY"
+    window_days: Annotated[int, Field(ge=20, le=2520)] = 252
+
+    @field_validator("benchmark")
+    @classmethod
+    def _instrument(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected an instrument such as \"SPY\", got an empty string")
+        return value.strip()
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class Settings:
-    """The user's settings: ``connection`` and ``risk``, and ``source``, the file read ("" for defaults)."""
+    """The user's settings: ``connection``, ``risk``, ``source`` (the file read, "" for defaults) and
+    ``analysis``."""
 
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
     source: str = ""
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
 
     def tighten(self, workbook_config: Mapping[str, Any]) -> tuple["Settings", list[str]]:
         """The settings with a workbook Config sheet's stricter values applied, and a warning for
@@ -271,13 +292,14 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
 def settings_from_dict(data: Mapping[str, Any], source: str = "") -> Settings:
     """Settings from the parsed TOML (``{"connection": {...}, "risk": {...}}``). Raises ConfigError
     naming ``section.key`` and what was expected."""
-    unknown = set(data) - {"connection", "risk"}
+    unknown = set(data) - {"connection", "risk", "analysis"}
     if unknown:
         raise ConfigError(f"{source or 'config'}: unknown section(s) {', '.join(sorted(unknown))}; "
-                          f"expected [connection] and [risk]")
+                          f"expected [connection], [risk] and [analysis]")
     conn = _section(ConnectionSettings, data.get("connection", {}), "connection", source)
     risk = _section(RiskSettings, data.get("risk", {}), "risk", source)
-    return Settings(conn, risk, source)
+    analysis = _section(AnalysisSettings, data.get("analysis", {}), "analysis", source)
+    return Settings(conn, risk, source, analysis)
 
 
 # What a strict pydantic error type means in the file's terms.

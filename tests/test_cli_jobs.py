@@ -61,10 +61,22 @@ def demo(gw, tmp_path_factory):
 def test_demo_succeeds_and_saves(demo):
     summary, wb, lines = demo
     assert summary.ok, summary.steps
-    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "audit", "portfolio", "samples"]
+    assert [s.name for s in summary.steps] == ["stream", "history", "orders", "audit", "portfolio", "analysis",
+                                               "samples"]
     assert len(summary.verdicts) == 9 and all(v.ok for v in summary.verdicts), summary.verdicts
     assert any(line.startswith("saved ") for line in lines)
     assert {"Watchlist", "History", "Orders", "Portfolio", "Executions"} <= set(wb.sheetnames)
+
+
+def test_demo_analysis_sheet_shows_the_positions(demo):
+    """The Analysis sheet's per-position P&L holds, for All, exactly the instruments of the Positions
+    Table; the correlation matrix has one row and one column per holding."""
+    _, wb, _ = demo
+    positions = {r["Symbol"] for r in table_rows(wb["Portfolio"], "Positions") if r["Position"]}
+    pnl = table_rows(wb["Analysis"], "PositionPnL")
+    assert positions and {r["Symbol"] for r in pnl if r["Account"] == "All"} == positions
+    matrix = table_rows(wb["Analysis"], "Correlation")
+    assert len(matrix) == len(wb["Analysis"].tables["Correlation"].tableColumns) - 1 >= 1
 
 
 def test_demo_audit_table_tells_each_good_orders_story_newest_first(demo):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ADDIN = Path(__file__).resolve().parents[1] / "addin"
-CLIENT = ("ib", "market", "account", "orders", "excel")
+CLIENT = ("ib", "market", "account", "orders", "excel", "analysis")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -68,6 +68,15 @@ def test_ibxl_help_imports_no_gateway_pandas_or_xlwings_module():
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
     assert len(imported) > 50
     assert [m for m in imported if m.startswith(HEAVY)] == []      # ...without loading it
+
+
+@pytest.mark.parametrize("path", modules_of("analysis"), ids=lambda p: str(p.relative_to(ADDIN)))
+def test_analysis_computes_from_frames_and_imports_only_protocol(path):
+    """addin/analysis gets positions, prices and bars as frames from addin/app: it never reaches IB's
+    session, the portfolio or market data itself."""
+    bad = {m for m in imported_modules(path)
+           if m.startswith("addin") and m != "addin" and not m.startswith(("addin.protocol", "addin.analysis"))}
+    assert not bad, f"{path.relative_to(ADDIN)} imports {sorted(bad)}"
 
 
 @pytest.mark.parametrize("path", modules_of("protocol"), ids=lambda p: str(p.relative_to(ADDIN)))

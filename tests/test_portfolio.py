@@ -344,8 +344,20 @@ def test_several_accounts_and_the_portfolio_account(gw, session, pf, trader):
     pos = pf.positions().set_index("account")
     assert list(pos.symbol) == ["AAPL", front.text]
     assert pos.sec_type["DU2"] == "FUT" and pos.con_id["DU2"] == front.con_id
-    # The portfolio account is DU1 (the first): DU2's prices and values are not served to this client.
-    assert pos.market_value["DU1"] > 0 and math.isnan(pos.market_value["DU2"]) and math.isnan(pos.weight["DU2"])
+    # The portfolio account is DU1 (the first): IB serves this client DU1's updatePortfolio only, so DU2's
+    # price, value, P&L and weight come from reqPnLSingle and DU2's own account values: no blank.
+    assert pos.market_value["DU1"] > 0
+    du2 = pos.loc["DU2"]
+    assert not any(math.isnan(du2[c]) for c in ("market_price", "market_value", "unrealized_pnl", "realized_pnl",
+                                                "weight"))
+    # Checked against reqPnLSingle read on its own and DU2's NetLiquidation (reqAccountUpdatesMulti).
+    single = pf.pnl_single("DU2", front.con_id).iloc[0]
+    values = pf.account_values("DU2")
+    nlv = float(values[(values.key == "NetLiquidation") & (values.currency == "USD")].value.iloc[0])
+    assert du2.market_value == pytest.approx(single.value, rel=1e-6)
+    assert du2.market_price == pytest.approx(single.value / 50, rel=1e-6)          # ES multiplier 50
+    assert du2.weight == pytest.approx(single.value / nlv, rel=1e-6)
+    assert du2.unrealized_pnl == pytest.approx(single.unrealized, abs=1e-6)
     assert pf.positions(account="DU2").symbol.tolist() == [front.text]
 
     with Portfolio(session, account="DU2") as du2:

@@ -30,8 +30,10 @@ from pathlib import Path
 import openpyxl
 import pytest
 from ibapi.order import Order
+from openpyxl.utils import get_column_letter
 
 from addin.app.jobs import TEMPLATE
+from addin.excel import layout
 from addin.paper import PaperGateway
 
 from .contracts import stock
@@ -137,8 +139,9 @@ def test_orderrefs_of_another_client_land_as_text_through_the_remote_engine(gw, 
 
 
 # --- Tables never grow over the user's cells ----------------------------------------------------------------
+ACCOUNT_CELL = f"{get_column_letter(layout.TABLES['Account'][2] + 1)}3"     # the Account Table's Tag, row 3
 NOTES = {("History", "E3"): "my bars note", ("Portfolio", "B3"): "my positions note",
-         ("Portfolio", "O3"): "my account note", ("Executions", "C3"): "my executions note",
+         ("Portfolio", ACCOUNT_CELL): "my account note", ("Executions", "C3"): "my executions note",
          ("Log", "A3"): "my log note"}
 
 
@@ -154,8 +157,8 @@ def test_user_content_below_each_template_table_survives_and_each_refusal_is_rep
                 env_extra=env(tmp_path))
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
-    for step, cell in (("history", "History!E3"), ("portfolio", "Portfolio!B3"), ("portfolio", "Portfolio!O3"),
-                       ("portfolio", "Executions!C3"), ("log", "Log!A3")):
+    for step, cell in (("history", "History!E3"), ("portfolio", "Portfolio!B3"),
+                       ("portfolio", f"Portfolio!{ACCOUNT_CELL}"), ("portfolio", "Executions!C3"), ("log", "Log!A3")):
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith(f"  [FAILED] {step}")), "")
         assert f"over cell {cell}" in line, (step, cell, out)
     wb = openpyxl.load_workbook(path)

@@ -17,6 +17,7 @@ from openpyxl.utils import get_column_letter
 
 from addin.excel import layout
 from addin.excel.openpyxl_book import OpenpyxlBook, axis_bounds
+from workbooks.build import ANALYSIS_FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 300
@@ -46,13 +47,15 @@ def filled(tmp_path_factory):
     return openpyxl.load_workbook(path)
 
 
-@pytest.mark.parametrize("table", [t for t in layout.TABLES if t != "Config"])
+# Config: mixed values; Correlation: its one template column is Symbol (text), the holdings' columns are
+# checked in tests/test_analysis_sheet.py
+@pytest.mark.parametrize("table", [t for t in layout.TABLES if t not in ("Config", "Correlation")])
 def test_rows_2_250_and_the_last_carry_the_column_format(filled, table):
     sheet, top, left, columns = layout.TABLES[table]
     ws = filled[sheet]
     checked = 0
     for j, column in enumerate(columns):
-        fmt = layout.number_format(column)
+        fmt = layout.number_format(column) or (ANALYSIS_FORMATS.get(column) if sheet == "Analysis" else None)
         if table == "Account" and column == "Value":
             fmt = layout.ACCOUNT_VALUE_FORMAT         # the base; conditional formats by tag on top
         if fmt is None:
@@ -86,17 +89,21 @@ def test_ids_never_show_hashes_and_tags_are_not_cut(filled):
             width = ws.column_dimensions[get_column_letter(left + j)].width
             if column in layout.ID_COLUMNS:
                 assert width >= 14 and layout.number_format(column) == "0", (table, column)
-    tag = filled["Portfolio"].column_dimensions[get_column_letter(15)]
+    tag = filled["Portfolio"].column_dimensions[get_column_letter(layout.TABLES["Account"][2]
+                                                                  + layout.ACCOUNT_COLUMNS.index("Tag"))]
     assert tag.width >= max(len(t) for tags in layout.ACCOUNT_TAG_KINDS.values() for t in tags) + 8
 
 
 def test_account_values_are_formatted_by_the_kind_of_their_tag(filled):
     ws = filled["Portfolio"]
-    assert ws.column_dimensions["P"].number_format == layout.NUMBER_FORMATS["money"]
+    left = layout.TABLES["Account"][2]
+    tag = get_column_letter(left + layout.ACCOUNT_COLUMNS.index("Tag"))
+    value = get_column_letter(left + layout.ACCOUNT_COLUMNS.index("Value"))
+    assert ws.column_dimensions[value].number_format == layout.NUMBER_FORMATS["money"]
     rules = {r.dxf.numFmt.formatCode: r.formula[0] for cf in ws.conditional_formatting for r in cf.rules
-             if str(cf.sqref) == "P2:P1048576"}
-    assert rules["0.00%"].startswith("OR(") and '$O2="Cushion"' in rules["0.00%"]
-    assert '$O2="DayTradesRemaining"' in rules["#,##0"] and '$O2="Leverage"' in rules["0.00"]
+             if str(cf.sqref) == f"{value}2:{value}1048576"}
+    assert rules["0.00%"].startswith("OR(") and f'${tag}2="Cushion"' in rules["0.00%"]
+    assert f'${tag}2="DayTradesRemaining"' in rules["#,##0"] and f'${tag}2="Leverage"' in rules["0.00"]
     assert layout.account_value_format("NetLiquidation") == "#,##0.00"
     assert layout.account_value_format("Cushion") == "0.00%"
 

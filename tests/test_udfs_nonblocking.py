@@ -274,23 +274,17 @@ def test_ib_errors_come_back_as_text_once_the_request_ends(gw):
 
 def test_every_worksheet_function_skips_the_insert_function_dialog():
     # xlwings' classic decorator records call_in_wizard only on Windows; read the decorators themselves
+    nodes = [node for path in sorted(Path(udfs.__file__).parent.glob("*.py"))
+             for node in ast.parse(path.read_text(encoding="utf-8")).body]
     decorated = {}
-    for module in ("functions.py", "options.py"):
-        tree = ast.parse((Path(udfs.__file__).parent / module).read_text(encoding="utf-8"))
-        decorated.update(_decorated(tree))
-    assert set(decorated) == set(udfs.__all__) - {"QUOTE_FIELDS"}
-    assert all(kw == {"call_in_wizard": False} for kw in decorated.values()), decorated
-
-
-def _decorated(tree) -> dict:
-    decorated = {}
-    for node in tree.body:
+    for node in nodes:
         if isinstance(node, ast.FunctionDef):
             for d in node.decorator_list:
                 if isinstance(d, ast.Call) and ast.unparse(d.func) == "xw.func":
                     decorated[node.name] = {k.arg: ast.literal_eval(k.value) for k in d.keywords
                                             if k.arg == "call_in_wizard"}
-    return decorated
+    assert set(decorated) == set(udfs.__all__) - {"QUOTE_FIELDS"}
+    assert all(kw == {"call_in_wizard": False} for kw in decorated.values()), decorated
 
 
 def test_background_requests_share_keep_and_recalculate_only_on_a_new_answer():

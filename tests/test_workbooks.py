@@ -126,7 +126,7 @@ def test_the_xlsm_is_wired_for_xlwings(built):
     assert conf["UDF Modules"] == "udfs" and conf["Use UDF Server"] is True
     buttons = list(wb["Buttons"].iter_rows(min_row=4, values_only=True))
     bas = (WORKBOOKS / "ibxl_macros.bas").read_bytes().decode("ascii")
-    assert len(buttons) == len(layout.MACROS) == 15
+    assert len(buttons) == len(layout.MACROS) == 16
     on_sheet = read_buttons(path.read_bytes())["Buttons"]
     for (macro, caption), (_button, sub, button_macro), drawn in zip(layout.MACROS, buttons, on_sheet):
         assert drawn == (caption, button_macro)       # the form button in that row, and its macro

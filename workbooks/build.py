@@ -26,8 +26,8 @@ import zipfile
 from pathlib import Path
 
 import openpyxl
-from openpyxl.chart import LineChart, PieChart, Reference
-from openpyxl.formatting.rule import FormulaRule, Rule
+from openpyxl.chart import BarChart, LineChart, PieChart, Reference
+from openpyxl.formatting.rule import ColorScaleRule, FormulaRule, Rule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.styles.differential import DifferentialStyle
 from openpyxl.styles.numbers import NumberFormat
@@ -40,6 +40,7 @@ from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from addin.app import analysis_sheet  # noqa: E402
 from addin.excel import layout  # noqa: E402
 from addin.protocol import orders as vocabulary  # noqa: E402
 from workbooks import buttons  # noqa: E402
@@ -120,13 +121,15 @@ CONFIG_NOTE = ("This sheet may only tighten the limits in your own config file (
 # -------------------------------------------------------------------------------------------------
 
 def _add_table(ws, name: str, top: int, left: int, columns: list[str], rows: list[list] | None = None,
-               *, style: str = "TableStyleMedium2", widths: dict[str, float] | None = None) -> str:
+               *, style: str = "TableStyleMedium2", widths: dict[str, float] | None = None,
+               formats: dict[str, str] | None = None) -> str:
     """Write a header, rows (at least one, maybe empty) and a Table over them; format the columns.
 
     A column's number format is its column style (``<col style>``), so every row the Table will ever
     have shows it: Excel gives a new cell its column's style, and so does ibxl's openpyxl adapter. The
     sample rows' cells get it too. Quantity columns show whole numbers without Excel's trailing dot
-    through a conditional format over the whole column."""
+    through a conditional format over the whole column. ``formats``: number formats of columns that
+    ``layout.number_format`` does not know."""
     rows = rows or [[None] * len(columns)]
     for j, header in enumerate(columns):
         c = ws.cell(row=top, column=left + j, value=header)
@@ -144,7 +147,7 @@ def _add_table(ws, name: str, top: int, left: int, columns: list[str], rows: lis
     ws.add_table(table)
     for j, header in enumerate(columns):
         letter = get_column_letter(left + j)
-        fmt = layout.number_format(header)
+        fmt = layout.number_format(header) or (formats or {}).get(header)
         if fmt:
             ws.column_dimensions[letter].number_format = fmt
             for r in range(top + 1, bottom + 1):
@@ -307,14 +310,14 @@ def _orders(wb) -> None:
 def _portfolio(wb) -> None:
     ws = wb.create_sheet("Portfolio")
     _add_table(ws, "Positions", 1, 1, layout.POSITIONS_COLUMNS, widths={"Symbol": 16, "Account": 13})
-    _add_table(ws, "Account", 1, 14, layout.ACCOUNT_COLUMNS, widths={"Tag": 34, "Value": 18, "Account": 13})
+    _add_table(ws, "Account", 1, layout.TABLES["Account"][2], layout.ACCOUNT_COLUMNS,
+               widths={"Tag": 34, "Value": 18, "Account": 13})
     tag, value = _col("Account", "Tag"), _col("Account", "Value")
     ws.column_dimensions[value].number_format = layout.ACCOUNT_VALUE_FORMAT
     for kind, tags in layout.ACCOUNT_TAG_KINDS.items():     # Value formatted by the kind of its Tag
         test = ",".join(f'${tag}2="{t}"' for t in tags)
         _format_rule(ws, f"{value}2:{value}{MAX_ROW}", f"OR({test})", layout.NUMBER_FORMATS[kind])
-    ws.column_dimensions["M"].width = 3
-    ws.column_dimensions["R"].width = 3
+    ws.column_dimensions[get_column_letter(layout.TABLES["Account"][2] - 1)].width = 3   # spacer before Account
     ws.cell(row=1, column=19, value="P&L (base currency)").font = TITLE_FONT
     for i, (label, name) in enumerate(layout.PNL_NAMES, start=2):
         ws.cell(row=i, column=19, value=label).font = Font(bold=True)
@@ -331,7 +334,132 @@ def _portfolio(wb) -> None:
     pie.add_data(Reference(ws, min_col=weight, min_row=1, max_row=2), titles_from_data=True)
     pie.set_categories(Reference(ws, min_col=symbol, min_row=2, max_row=2))
     pie.height, pie.width = 9, 12
-    ws.add_chart(pie, "S7")
+    ws.add_chart(pie, f"{get_column_letter(layout.TABLES['Account'][2] + len(layout.ACCOUNT_COLUMNS) + 1)}2")
+
+
+# Analysis: number formats of the columns layout.number_format does not know, and of the Summary / WhatIf
+# values by their Measure (money unless listed).
+_MONEY, _PERCENT, _RATIO = (layout.NUMBER_FORMATS[k] for k in ("money", "percent", "ratio"))
+_FINE_RATIO = "0.00##"           # leverage 0.0046 must not read 0.00
+ANALYSIS_FORMATS = {
+    **dict.fromkeys(["Long", "Short", "Gross", "Net", "DailyPnL", "NetLiquidation", "BetaDeltaShares",
+                     "BetaDeltaDollars", "VaR95", "VaR99", "ES95", "ES99", "Value", "Now", "AfterBasket",
+                     "Change"], _MONEY),
+    "PctNetLiq": _PERCENT, "DailyVol": _PERCENT, "Beta": _FINE_RATIO,
+    "Rank": layout.NUMBER_FORMATS["count"], "Fills": layout.NUMBER_FORMATS["count"],
+}
+ANALYSIS_MEASURE_FORMATS = {_PERCENT: ("LargestWeight",), _FINE_RATIO: ("Leverage", "Herfindahl")}
+ANALYSIS_WIDTHS = {"Account": 13, "Symbol": 16, "Measure": 17, "Value": 16, "Note": 42, "Group": 16, "By": 10,
+                   "Date": 12, "SecType": 10, "Currency": 10, "NetLiquidation": 17, "MarketValue": 15,
+                   "BetaDeltaDollars": 18, "BetaDeltaShares": 17, "AfterBasket": 14}
+CORRELATION_REACH = 255          # holdings the matrix's colour scale and ratio format cover
+CHART_ROWS = (4, 21, 23, 40)     # the charts: 2 x 2 right of the Summary (rows of each band); the Tables below
+# (chart data Table, kind, title, value axis title): 2 x 2, left to right, then the row below
+ANALYSIS_CHARTS = [
+    ("ChartSecType", "bar", "Exposure by asset class (All)", "Base currency"),
+    ("ChartCurrency", "bar", "Exposure by currency (All)", "Base currency"),
+    ("ChartEquity", "line", "Equity curve (All)", "Net liquidation, base currency"),
+    ("ChartVaR", "line", "One-day VaR history (All)", "Base currency"),
+]
+
+
+def _column_px(ws, col: int) -> int:
+    width = ws.column_dimensions[get_column_letter(col)].width or 8.43
+    return int(width * 7 + 5)
+
+
+def _analysis(wb) -> None:
+    """The Analysis sheet: a title and the VaR method note (named AnalysisNote), the Summary top-left, four
+    native charts to its right, then the report's Tables side by side (layout.TABLES), the charts' data
+    Tables and the correlation matrix, colour-scaled from -1 (blue) through 0 (white) to 1 (red).
+    ``addin.app.analysis_sheet.write_analysis`` fills it; every chart plots whole body columns of one
+    Table, so it follows that Table as it grows (the module docstring there says how)."""
+    ws = wb.create_sheet("Analysis")
+    ws.cell(row=1, column=1, value="Portfolio analysis: per account and All (every account together), "
+            "amounts in the base currency").font = TITLE_FONT
+    ws.cell(row=2, column=1, value=analysis_sheet.METHOD_NOTE).font = Font(italic=True, color="595959")
+    _name(wb, analysis_sheet.NOTE_NAME, "Analysis", "$A$2")
+    ws.freeze_panes = "A2"
+    tables = [n for n, (sheet, *_rest) in layout.TABLES.items() if sheet == "Analysis"]
+    for name in tables:
+        _, top, left, columns = layout.TABLES[name]
+        _add_table(ws, name, top, left, columns, widths=ANALYSIS_WIDTHS, formats=ANALYSIS_FORMATS)
+        ws.cell(row=top - 1, column=left, value=_ANALYSIS_CAPTIONS.get(name, name)).font = Font(bold=True)
+        if "Date" in columns:           # daily rows: a whole number shows as a date
+            d = f"{get_column_letter(left + columns.index('Date'))}{top + 1}"
+            _format_rule(ws, f"{d}:{d[0:-len(str(top + 1))]}{MAX_ROW}", f"AND(ISNUMBER({d}),{d}=INT({d}))",
+                         layout.NUMBER_FORMATS["date"])
+    for name, value_columns in (("Summary", ["Value"]), ("WhatIf", ["Now", "AfterBasket", "Change"])):
+        measure = _col(name, "Measure")
+        top = layout.TABLES[name][1]
+        for fmt, measures in ANALYSIS_MEASURE_FORMATS.items():
+            test = ",".join(f'${measure}{top + 1}="{m}"' for m in measures)
+            for column in value_columns:
+                v = _col(name, column)
+                _format_rule(ws, f"{v}{top + 1}:{v}{MAX_ROW}", f"OR({test})", fmt)
+    # gaps between the Tables: narrow
+    used = {layout.TABLES[n][2] + j for n in tables for j in range(len(layout.TABLES[n][3]))}
+    _, ctop, cleft, _ = layout.TABLES[layout.ANALYSIS_CORRELATION_NAME]
+    for col in range(1, cleft):
+        if col not in used:
+            ws.column_dimensions[get_column_letter(col)].width = 3
+    # the correlation matrix: every column a holding may take is a ratio, colour-scaled
+    first, last = get_column_letter(cleft + 1), get_column_letter(cleft + CORRELATION_REACH)
+    for col in range(cleft + 1, cleft + CORRELATION_REACH + 1):
+        dim = ws.column_dimensions[get_column_letter(col)]
+        dim.width, dim.number_format = 14, _RATIO
+    ws.conditional_formatting.add(f"{first}{ctop + 1}:{last}{MAX_ROW}", ColorScaleRule(
+        start_type="num", start_value=-1, start_color="5B9BD5", mid_type="num", mid_value=0, mid_color="FFFFFF",
+        end_type="num", end_value=1, end_color="F8696B"))
+    # the charts, 2 x 2 right of the Summary, above the Tables
+    first_col = layout.TABLES["Exposure"][2]
+    for i, (name, kind, title, axis_title) in enumerate(ANALYSIS_CHARTS):
+        _, top, left, columns = layout.TABLES[name]
+        chart = BarChart() if kind == "bar" else LineChart()
+        if kind == "bar":
+            chart.type, chart.grouping = "col", "clustered"
+        chart.title = title
+        chart.y_axis.title = axis_title
+        chart.y_axis.number_format = "#,##0"
+        chart.x_axis.delete = chart.y_axis.delete = False     # openpyxl 3.1 hides axes unless told
+        if columns[0] == "Date":
+            chart.x_axis.number_format = "d mmm yy"
+        chart.add_data(Reference(ws, min_col=left + 1, max_col=left + len(columns) - 1, min_row=top, max_row=top + 1),
+                       titles_from_data=True)
+        chart.set_categories(Reference(ws, min_col=left, min_row=top + 1, max_row=top + 1))
+        for series in chart.series:
+            series.smooth = False                             # a curve between days would invent values
+            if kind == "line":                                # the first day alone shows as a dot
+                series.marker.symbol, series.marker.size = "circle", 3
+        chart.legend.position = "b"
+        if len(columns) == 2:
+            chart.legend = None
+        band_top, band_bottom = CHART_ROWS[2 * (i // 2)], CHART_ROWS[2 * (i // 2) + 1]
+        chart.height, chart.width = (band_bottom - band_top + 1) * 0.53, 14.0
+        col = first_col
+        if i % 2:                       # the right-hand chart: past the left one's width
+            px, want = 0, chart.width / 2.54 * 96 + 10
+            while px < want:
+                px += _column_px(ws, col)
+                col += 1
+        ws.add_chart(chart, f"{get_column_letter(col)}{band_top}")
+
+
+_ANALYSIS_CAPTIONS = {
+    "Summary": "Summary (Measure, Value; Note: method, window, as of)",
+    "Exposure": "Exposure by secType, currency, exchange, industry",
+    "Concentration": "Concentration: top positions by weight",
+    "PositionPnL": "P&L by position (reqPnLSingle)",
+    "PositionRisk": "Risk by position: daily volatility, beta to the benchmark",
+    "WhatIf": "What-if: after the pending Orders rows",
+    "PnLByDay": "P&L by day",
+    "VaRHistory": "VaR history",
+    "ChartSecType": "Chart data: by asset class (All)",
+    "ChartCurrency": "Chart data: by currency (All)",
+    "ChartEquity": "Chart data: equity (All)",
+    "ChartVaR": "Chart data: VaR (All)",
+    "Correlation": "Correlation of daily returns",
+}
 
 
 def _executions(wb) -> None:
@@ -448,7 +576,8 @@ def build_workbook(macro: bool) -> openpyxl.Workbook:
     else:
         wb = openpyxl.Workbook()
         wb.remove(wb.active)
-    for make in (_config, _watchlist, _history, _options, _orders, _portfolio, _executions, _audit, _log):
+    for make in (_config, _watchlist, _history, _options, _orders, _portfolio, _analysis, _executions, _audit,
+                 _log):
         make(wb)
     if macro:
         _buttons(wb)

@@ -67,6 +67,11 @@ Sub IbxlRefreshAudit()
     RunPython "import addin.app.macros as m; m.refresh_audit()"
 End Sub
 
+Sub IbxlRefreshAnalysis()
+    ' Refresh analysis
+    RunPython "import addin.app.macros as m; m.refresh_analysis()"
+End Sub
+
 Sub IbxlRefreshOptions()
     ' Refresh options
     RunPython "import addin.app.macros as m; m.refresh_options()"

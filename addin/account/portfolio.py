@@ -9,7 +9,8 @@ table                  where the data comes from
 =====================  ==========================================================================
 positions()            reqPositions (position, positionEnd) for every account, joined with
                        reqAccountUpdates (updatePortfolio, updateAccountValue, accountDownloadEnd)
-                       of the *portfolio account* for prices, values, P&L and the weight
+                       of the *portfolio account* for prices, values, P&L and the weight; the
+                       other accounts' from reqPnLSingle and reqAccountUpdatesMulti
 account_summary()      reqAccountSummary (accountSummary, accountSummaryEnd), group "All"
 account_values()       reqAccountUpdatesMulti (accountUpdateMulti, accountUpdateMultiEnd), per account
 pnl()                  reqPnL (pnl)
@@ -664,7 +665,7 @@ class Portfolio:
     ``account``: the *portfolio account*, the one whose reqAccountUpdates feed gives positions their
     market price, market value, P&L and weight (IB serves account updates for one account per client
     at a time). Default: the first managed account when the feed opens. Positions of other accounts
-    have NaN in those columns.
+    get those columns from reqPnLSingle and their account values (see ``positions``).
 
     Thread-safe. Installs session listeners and a restore hook at construction; ``close()`` (or the
     end of a ``with`` block) removes them and ends every subscription this Portfolio holds.
@@ -954,18 +955,59 @@ class Portfolio:
         units of the base currency; negative when short), avg_cost (float; IB's average cost per unit
         *including the multiplier and commissions*, in the contract's currency: an ES future bought at
         5000.25 shows about 250,013), market_price, market_value, unrealized_pnl, realized_pnl (floats
-        in the contract's currency, from reqAccountUpdates' updatePortfolio; NaN for accounts other
-        than the portfolio account), weight (market value in the base currency / the account's
+        in the contract's currency), weight (market value in the base currency / the account's
         NetLiquidation; NaN where either is unknown).
 
-        position and avg_cost come from reqPositions, the rest from reqAccountUpdates of the portfolio
-        account. Flat positions (IB lists positions closed today with 0) are left out unless
-        ``include_flat``. Raises IBError, RequestTimeout (see the module docstring).
+        position and avg_cost come from reqPositions; the rest, for the portfolio account, from its
+        reqAccountUpdates (updatePortfolio). IB serves account updates for one account per client, so
+        the other accounts' positions are filled from reqPnLSingle (value, unrealized and realized, in
+        the base currency, converted to the contract's currency with the account's ExchangeRate from
+        reqAccountUpdatesMulti; market_price = market value / (position x multiplier)) and weigh against
+        that account's NetLiquidation. Those reads are cached when watched (``watch_pnl_single``,
+        ``watch_account_values``), else one-shot requests. Flat positions (IB lists positions closed today
+        with 0) are left out unless ``include_flat``. Raises IBError, RequestTimeout (see the module
+        docstring).
         """
-        return self._read(self._positions_specs(), lambda feeds: self._positions_rows(feeds, account, include_flat),
-                          timeout)
+        multipliers: dict[int, float] = {}
 
-    def _positions_rows(self, feeds: list[_Feed], account: str | None, include_flat: bool):
+        def collect(feeds):
+            return self._positions_rows(feeds, account, include_flat, multipliers)
+        df = self._read(self._positions_specs(), collect, timeout)
+        return self._fill_other_accounts(df, multipliers, timeout)
+
+    def _fill_other_accounts(self, df: pd.DataFrame, multipliers: dict[int, float],
+                             timeout: float | None) -> pd.DataFrame:
+        """Positions without updatePortfolio figures (accounts other than the portfolio account): market
+        value, price, P&L and weight from reqPnLSingle and the account's values (see positions())."""
+        missing = df[df["market_value"].isna() & (df["position"] != 0)]
+        if missing.empty:
+            return df
+        values: dict[str, tuple[str, float, dict[str, float]]] = {}
+        for acct in missing["account"].unique():
+            vals = self.account_values(acct, timeout=timeout)
+            nlv = vals[(vals["key"] == "NetLiquidation") & ~vals["currency"].isin(["", "BASE"])]
+            base = str(nlv["currency"].iloc[0]) if len(nlv) else ""
+            rates = {str(c): _num(v) for c, k, v in zip(vals["currency"], vals["key"], vals["value"])
+                     if k == "ExchangeRate" and c not in ("", "BASE")}
+            rates[base] = 1.0
+            values[acct] = (base, _num(nlv["value"].iloc[0]) if len(nlv) else NAN, rates)
+        for i, row in missing.iterrows():
+            try:
+                single = self.pnl_single(row["account"], int(row["con_id"]), timeout=timeout).iloc[0]
+            except (IBError, RequestTimeout) as exc:
+                log.warning("positions: no reqPnLSingle for %s %s: %s", row["account"], row["symbol"], exc)
+                continue
+            _, nlv, rates = values[row["account"]]
+            rate = rates.get(row["currency"], NAN)
+            value = single["value"] / rate
+            mult = multipliers.get(int(row["con_id"]), 1.0)
+            df.loc[i, ["market_price", "market_value", "unrealized_pnl", "realized_pnl", "weight"]] = [
+                value / (row["position"] * mult), value, single["unrealized"] / rate, single["realized"] / rate,
+                single["value"] / nlv if nlv else NAN]
+        return df
+
+    def _positions_rows(self, feeds: list[_Feed], account: str | None, include_flat: bool,
+                        multipliers: dict[int, float] | None = None):
         pos_feed = _as(_PositionsFeed, feeds[0])
         upd = _as(_UpdatesFeed, feeds[1]) if len(feeds) > 1 else None
         base, nlv = upd.base_currency_and_nlv() if upd is not None else ("", NAN)
@@ -983,6 +1025,8 @@ class Portfolio:
                     rate = upd.rate(contract.currency, base)
                     if nlv and not math.isnan(nlv):
                         weight = value * rate / nlv
+            if multipliers is not None:
+                multipliers[con_id] = _num(contract.multiplier) if _num(contract.multiplier) > 0 else 1.0
             rows.append((acct, symbol, con_id, contract.secType, contract.currency, qty,
                          avg_cost, price, value, unrealized, realized, weight))
         rows.sort(key=lambda r: (r[0], r[1], r[2]))

@@ -134,9 +134,12 @@ def demo(out, seconds) -> None:
               "checks) and wait for IB's answers.")
 @click.option("--cancel", default=None, metavar="all|REF,...", help="Cancel every open order (all) or these Refs.")
 @click.option("--portfolio", is_flag=True, help="Refresh Positions, Account, P&L and Executions.")
+@click.option("--analysis", is_flag=True, help="Write the portfolio analysis (exposure, concentration, P&L, "
+              "risk, what-if of the pending Orders rows) into the Analysis sheet.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Save to this new file instead of overwriting WORKBOOK.")
-def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel, portfolio, out) -> None:
+def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel, portfolio, analysis,
+        out) -> None:
     """Do the workbook's jobs headless against TWS, IB Gateway or the paper gateway, then save it.
 
     Uses the Tables the workbook has (Watchlist, Orders, Positions, Account, Executions, Bars; Audit: the
@@ -151,9 +154,9 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
     from ..excel.book import BookError
     from ..ib.session import IBError
     from .jobs import run_workbook
-    if not any((stream_seconds, history, orders, cancel, portfolio)):
+    if not any((stream_seconds, history, orders, cancel, portfolio, analysis)):
         raise click.UsageError("nothing to do: pass at least one of --stream, --history, --orders, --cancel, "
-                               "--portfolio")
+                               "--portfolio, --analysis")
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -166,7 +169,7 @@ def run(workbook, host, port, client_id, stream_seconds, history, orders, cancel
         summary = run_workbook(workbook, out=out, host=host or conn.host, port=port or conn.port,
                                client_id=client_id if client_id is not None else conn.client_id,
                                stream=stream_seconds, history=history, orders=orders, cancel=cancel,
-                               portfolio=portfolio, settings=settings, echo=click.echo,
+                               portfolio=portfolio, analysis=analysis, settings=settings, echo=click.echo,
                                progress=_HistoryProgress(), runtime=runtime)
     except (BookError, IBError, OSError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -88,6 +88,7 @@ class RunSummary:
     options: pd.DataFrame | None = None              # the Options sheet's Chain, when it streamed
     verdicts: list = field(default_factory=list)     # demo only: addin.app.demo.Verdict per sample row
     cancels: list[str] = field(default_factory=list)  # "REF: outcome" per Ref of --cancel
+    analysis: dict | None = None                      # --analysis: the report written ({table: DataFrame})
 
     @property
     def ok(self) -> bool:
@@ -97,7 +98,7 @@ class RunSummary:
 def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str = "127.0.0.1",
                  port: int = 4002, client_id: int = 1, stream: float = 0.0, history: bool = False,
                  orders: bool = False, cancel: str | None = None, portfolio: bool = False,
-                 settings: Settings | None = None, journal_path: str | Path | None = None,
+                 analysis: bool = False, settings: Settings | None = None, journal_path: str | Path | None = None,
                  settle_timeout: float = 20.0, echo: Callable[[str], None] = print,
                  progress: Callable[[int, int], None] | None = None,
                  prepare_orders: Callable[[object, Runtime], object] | None = None,
@@ -107,8 +108,10 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
     ``host:port`` and save it (to ``out`` when given, else in place).
 
     stream: seconds to stream the Watchlist (0: no streaming; order states are written at the end).
-    cancel: "all" (reqGlobalCancel) or comma-separated Refs. settings: risk and connection settings
-    (default: the user's config file). journal_path: the order journal (default: the runtime's).
+    cancel: "all" (reqGlobalCancel) or comma-separated Refs. analysis: write the portfolio analysis report
+    (``Runtime.analysis``, its what-if from the Orders rows not sent yet) into the workbook. settings:
+    risk and connection settings (default: the user's config file). journal_path: the order journal
+    (default: the runtime's).
     progress: ``progress(done, total)`` for the history pull's IB requests. prepare_orders:
     ``prepare_orders(book, runtime)`` runs at the start of the orders step (the demo prices its
     sample rows from the live quote there); its failure fails the step and nothing is placed.
@@ -146,6 +149,8 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
             _step(summary, echo, "audit", lambda: _audit(book, rt, summary))
         if portfolio:
             _step(summary, echo, "portfolio", lambda: _portfolio(book, rt, summary))
+        if analysis:
+            _step(summary, echo, "analysis", lambda: _analysis(book, rt, summary))
         if pump is not None:
             pump.flush()
             summary.quotes = _quotes_frame(book)
@@ -209,6 +214,10 @@ def _detail(step: str, summary: RunSummary) -> str:
         return f"{len(summary.positions)} positions"
     if step == "audit" and summary.audit is not None:
         return f"{len(summary.audit)} events"
+    if step == "analysis" and summary.analysis is not None:
+        summary_rows = summary.analysis["Summary"]
+        gross = summary_rows[(summary_rows["Account"] == "All") & (summary_rows["Measure"].isin(["Gross", "VaR95"]))]
+        return ", ".join(f"{m} {v:,.0f}" for m, v in zip(gross["Measure"], gross["Value"])) + " (All)"
     return ""
 
 
@@ -336,6 +345,21 @@ def _portfolio(book, rt: Runtime, summary: RunSummary):
     return counts
 
 
+def _analysis(book, rt, summary: RunSummary) -> dict[str, int]:
+    """The analysis report written by the Analysis sheet's writer (``analysis_sheet.write_analysis``)
+    or, until that is part of ibxl, the minimal one (``analysis_job.write_analysis``)."""
+    try:
+        from .analysis_sheet import write_analysis
+    except ImportError:
+        from .analysis_job import write_analysis
+    orders = _orders_frame(book)
+    pending = [] if orders is None else [
+        {k: macros._cell_value(v) for k, v in row.items()} for row in orders.to_dict("records")]
+    report = rt.analysis(pending)
+    summary.analysis = report
+    return write_analysis(book, report)
+
+
 def _quotes_frame(book) -> pd.DataFrame | None:
     return book.read_table("Watchlist", drop_empty=True) if macros.has_table(book, "Watchlist") else None
 
@@ -350,8 +374,9 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
     (its own socket and key in a temporary folder: the user's service, if any, is not touched), copy
     the template workbook to ``out``, stream the Watchlist for ``seconds``, pull history, price the
     sample orders from the live quote and place them (the BAD-* rows are refused by the risk rules on
-    purpose), refresh the portfolio and save. Uses the built-in risk defaults (not the user's config file) and a fresh
-    journal beside ``out``, so every run shows the same story at any date and hour. A last step,
+    purpose), refresh the portfolio, write the portfolio analysis (the Analysis sheet) and save. Uses the
+    built-in risk defaults (not the user's config file) and a fresh journal beside ``out``, so every run
+    shows the same story at any date and hour. A last step,
     "samples", checks every sample row ended as intended (``addin.app.demo.verdicts``): a good row refused
     or in error, or a BAD-* row refused for another reason, fails it. ``gateway``: a running
     PaperGateway to use instead of a new one (tests). Returns the RunSummary."""
@@ -373,8 +398,9 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
             lambda: Runtime("127.0.0.1", gw.port, 1, settings=Settings(), journal_path=journal)))
         echo(f"ibxl service in this process on {service.address} (the workbook is its client)")
         rt = RemoteRuntime(service.address, service.authkey, name="ibxl demo")
-        summary = run_workbook(out, stream=seconds, history=True, orders=True, portfolio=True, settings=Settings(),
-                               echo=echo, prepare_orders=price_samples, strict_orders=False, runtime=rt)
+        summary = run_workbook(out, stream=seconds, history=True, orders=True, portfolio=True, analysis=True,
+                               settings=Settings(), echo=echo, prepare_orders=price_samples, strict_orders=False,
+                               runtime=rt)
     summary.verdicts = verdicts(summary.orders)
     failed = [v.line for v in summary.verdicts if not v.ok]
     summary.steps.append(StepResult("samples", not failed, "; ".join(failed) if failed else

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["connect", "disconnect", "start_streaming", "stop_streaming", "pull_history", "place_orders",
            "place_selected_orders", "cancel_selected", "cancel_all", "kill_switch", "reset_kill_switch",
-           "refresh_portfolio", "refresh_audit", "refresh_options", "option_to_order", "MACROS"]
+           "refresh_portfolio", "refresh_audit", "refresh_analysis", "refresh_options", "option_to_order",
+           "MACROS"]
 
 BARS_COLUMNS = {k: v for k, v in BAR_HEADERS.items() if k != "time"}
 
@@ -645,6 +646,28 @@ def refresh_audit(book=None, runtime=None, tz=None) -> pd.DataFrame:
     return df
 
 
+# --- analysis -----------------------------------------------------------------------------------------
+@xw.sub
+def refresh_analysis(book=None, runtime=None) -> dict[str, int]:
+    """Fill the Analysis sheet's Tables, charts' data and method note (``analysis_sheet.write_analysis``)
+    with the portfolio analysis report from IB (``Runtime.analysis``: positions, account values,
+    reqPnLSingle, daily bars through the per-day cache), its what-if from the Orders rows not sent yet
+    (no Status). Returns ``{Table: rows written}``. Raises TableNotFound when the workbook has no
+    Analysis Tables, TableGrowthError naming the first user cell a Table would cover (nothing written),
+    BookError naming a report table that lacks a column, IBError / RequestTimeout from IB."""
+    from .analysis_sheet import write_analysis
+
+    book, rt = _book(book), _runtime(runtime)
+    _connected(rt)
+    orders = book.read_table("Orders", drop_empty=True) if has_table(book, "Orders") else None
+    pending = [] if orders is None else [{k: _cell_value(v) for k, v in row.items()}
+                                         for row in orders.to_dict("records")]
+    counts = write_analysis(book, rt.analysis(pending))
+    _log(book, "INFO", f"analysis refreshed: {counts.get('PositionPnL', 0)} position rows, "
+                       f"{counts.get('Correlation', 0)} holdings in the correlation matrix")
+    return counts
+
+
 # --- options ------------------------------------------------------------------------------------------
 @xw.sub
 def refresh_options(book=None, runtime=None):
@@ -681,5 +704,5 @@ def option_to_order(book=None, runtime=None, cell: tuple[int, int] | None = None
 # The macros buttons call, by name (the workbook builder and ``ibxl run`` use this table).
 MACROS = {f.__name__: f for f in (connect, disconnect, start_streaming, stop_streaming, pull_history, place_orders,
                                   place_selected_orders, cancel_selected, cancel_all, kill_switch,
-                                  reset_kill_switch, refresh_portfolio, refresh_audit, refresh_options,
-                                  option_to_order)}
+                                  reset_kill_switch, refresh_portfolio, refresh_audit, refresh_analysis,
+                                  refresh_options, option_to_order)}

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..account.greeks import PositionGreeks
 from ..account.portfolio import Portfolio
 from ..ib.contracts import ContractBook
 from ..ib.session import IBError, Session
@@ -77,6 +78,7 @@ class Runtime(WorkbookSide):
         self.history = History(self.session, self.contracts, pacing_clock_rate=pacing_clock_rate)
         self.chains = OptionChains(self.session, self.contracts, self.market)
         self.portfolio = Portfolio(self.session)
+        self.greeks = PositionGreeks(self.market, self.contracts)
         self.market_data_type = market_data_type
         self.settings = settings
         self.journal_path = journal_path
@@ -144,9 +146,31 @@ class Runtime(WorkbookSide):
             self._watches[name] = start()
 
     def positions(self):
-        """Positions DataFrame (``Portfolio.positions``), kept live after the first call."""
+        """Positions DataFrame: ``Portfolio.positions``' columns, kept live after the first call (the other
+        accounts' reqPnLSingle and account values too, which fill their prices, values and weights), and
+        the greeks of ``addin.account.greeks`` (underlying, delta, gamma, vega, theta, delta_dollars: per
+        position, from IB's model greeks on a line per option held, which stays open while it is held).
+        Raises what ``Portfolio.positions`` raises."""
         self._watch("positions", self.portfolio.watch_positions)
-        return self.portfolio.positions()
+        df = self.portfolio.positions()
+        portfolio_account = self.portfolio._portfolio_account()
+        others = df[(df["account"] != portfolio_account) & (df["position"] != 0)]
+        for account, con_id in zip(others["account"], others["con_id"]):
+            self._watch(f"values {account}", lambda a=account: self.portfolio.watch_account_values(a))
+            self._watch(f"pnl_single {account} {con_id}",
+                        lambda a=account, c=int(con_id): self.portfolio.watch_pnl_single(a, c))
+        return self.greeks.add(df)
+
+    def analysis(self, pending: list[dict] | None = None, now=None, benchmark: str | None = None,
+                 window_days: int | None = None) -> dict:
+        """The portfolio analysis report, ``{Table name: DataFrame}`` with the columns of
+        ``addin.excel.layout.ANALYSIS_COLUMNS`` (``addin.app.analysis_data.analysis_report``): exposure,
+        concentration, per-position P&L and risk, correlation, recorded P&L and VaR days, and the what-if
+        of ``pending`` (Orders Table rows as dicts; rows with a Status are ignored). Amounts in the base
+        currency. Raises AnalysisError (a ValueError naming the account, row or conId), IBError,
+        RequestTimeout."""
+        from .analysis_data import analysis_report
+        return analysis_report(self, pending, now=now, benchmark=benchmark, window_days=window_days)
 
     def account_summary(self):
         """Account summary DataFrame (``Portfolio.account_summary``), kept live after the first call."""
@@ -284,6 +308,10 @@ class Runtime(WorkbookSide):
                 desk.close()
             except Exception:
                 log.exception("closing the order desk")
+        try:
+            self.greeks.close()
+        except Exception:
+            log.exception("closing the greeks' quote lines")
         for part in (self.history, self.portfolio):
             try:
                 part.close()
@@ -305,8 +333,8 @@ class Runtime(WorkbookSide):
 # What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk. (``request``
 # runs the caller's work in the background: a UDF's work only ever holds this facade.)
 READ_ONLY_METHODS = ("hold_quotes", "hold_quotes_soon", "quote", "request", "wait_quote", "qualify", "describe",
-                     "bars", "positions", "account_summary", "pnl", "order", "status", "account", "option_expiries",
-                     "option_strikes", "option_chain")
+                     "bars", "positions", "account_summary", "pnl", "order", "status", "account", "analysis",
+                     "option_expiries", "option_strikes", "option_chain")
 
 
 class ReadOnlyRuntime:

@@ -18,7 +18,8 @@ __all__ = [
     "OPTIONS_SIDE_FIELDS", "OPTIONS_COLUMNS", "OPTIONS_PARAMETERS", "OPTIONS_UNDER_PRICE", "OPTIONS_STATUS",
 ]
 
-SHEETS = ["Config", "Watchlist", "History", "Options", "Orders", "Portfolio", "Executions", "Audit", "Log"]
+SHEETS = ["Config", "Watchlist", "History", "Options", "Orders", "Portfolio", "Analysis", "Executions", "Audit",
+          "Log"]
 
 WATCHLIST_COLUMNS = [
     "Symbol", "Bid", "Ask", "Last", "BidSize", "AskSize", "LastSize", "Volume", "Open", "High", "Low",
@@ -52,6 +53,9 @@ BAR_HEADERS = {"time": "Date", "open": "Open", "high": "High", "low": "Low", "cl
 POSITIONS_COLUMNS = [
     "Account", "Symbol", "ConId", "SecType", "Currency", "Position", "AvgCost", "MarketPrice", "MarketValue",
     "UnrealizedPnL", "RealizedPnL", "Weight",
+    # Greeks per position (addin.account.greeks): share-equivalents, currency per vol point / per day, and
+    # the delta-adjusted exposure in the contract's currency.
+    "Underlying", "Delta", "Gamma", "Vega", "Theta", "DeltaDollars",
 ]
 ACCOUNT_COLUMNS = ["Account", "Tag", "Value", "Currency"]
 # Portfolio P&L cells (label, named range) from reqPnL, in the account's base currency.
@@ -115,11 +119,28 @@ TABLES = {
     "Bars": ("History", 1, 4, BARS_COLUMNS),
     "Orders": ("Orders", 1, 1, ORDERS_COLUMNS),
     "Positions": ("Portfolio", 1, 1, POSITIONS_COLUMNS),
-    "Account": ("Portfolio", 1, 14, ACCOUNT_COLUMNS),
+    # right of the Positions Table (A..R) and the P&L cells (S..T), a spacer column between
+    "Account": ("Portfolio", 1, 22, ACCOUNT_COLUMNS),
     "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
     "Audit": ("Audit", 1, 1, AUDIT_COLUMNS),
     "Chain": ("Options", OPTIONS_HEADER_ROW, 1, OPTIONS_COLUMNS),
     "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
+    # Analysis (workbooks/build.py _analysis): Summary top-left under the note, four charts to its right (2 x 2,
+    # rows 4-40), the other Tables side by side from row 43 (each grows down into empty columns), then the charts' data
+    # Tables (Account All, filled by addin.app.analysis_sheet), Correlation last: it grows to the right too.
+    "Summary": ("Analysis", 4, 1, ANALYSIS_COLUMNS["Summary"]),
+    "Exposure": ("Analysis", 43, 6, ANALYSIS_COLUMNS["Exposure"]),
+    "Concentration": ("Analysis", 43, 15, ANALYSIS_COLUMNS["Concentration"]),
+    "PositionPnL": ("Analysis", 43, 21, ANALYSIS_COLUMNS["PositionPnL"]),
+    "PositionRisk": ("Analysis", 43, 30, ANALYSIS_COLUMNS["PositionRisk"]),
+    "WhatIf": ("Analysis", 43, 39, ANALYSIS_COLUMNS["WhatIf"]),
+    "PnLByDay": ("Analysis", 43, 45, ANALYSIS_COLUMNS["PnLByDay"]),
+    "VaRHistory": ("Analysis", 43, 53, ANALYSIS_COLUMNS["VaRHistory"]),
+    "ChartSecType": ("Analysis", 43, 60, ["SecType", "Gross", "Net"]),
+    "ChartCurrency": ("Analysis", 43, 64, ["Currency", "Gross", "Net"]),
+    "ChartEquity": ("Analysis", 43, 68, ["Date", "NetLiquidation"]),
+    "ChartVaR": ("Analysis", 43, 71, ["Date", "VaR95", "VaR99"]),
+    "Correlation": ("Analysis", 43, 75, ANALYSIS_COLUMNS["Correlation"]),
 }
 
 # The macros buttons call (addin.app.macros), with their captions.
@@ -137,6 +158,7 @@ MACROS = [
     ("reset_kill_switch", "Reset kill switch"),
     ("refresh_portfolio", "Refresh portfolio"),
     ("refresh_audit", "Refresh audit"),
+    ("refresh_analysis", "Refresh analysis"),
     ("refresh_options", "Refresh options"),
     ("option_to_order", "Option to order"),
 ]
@@ -158,7 +180,8 @@ NUMBER_FORMATS = {
     # as 1/0 unless its format says TRUE/FALSE.
     "bool": '"TRUE";"TRUE";"FALSE"',
     "id": "0",                       # conId, orderId, permId: whole, no separators (they are names, not amounts)
-    "greek": "0.0000",               # delta, gamma, vega, theta: per share, 4 decimals
+    "greek": "#,##0.00##",           # a position's Delta, Gamma (share-equivalents), Vega, Theta (currency)
+    "option_greek": "0.0000",        # an option's delta, gamma, vega, theta: per share, 4 decimals
 }
 #: What a whole quantity shows as (the conditional format over QUANTITY_COLUMNS).
 WHOLE_FORMAT = "#,##0"
@@ -169,13 +192,15 @@ _FORMAT_OF_COLUMN = {
     "quantity": ["Quantity", "Filled", "Remaining", "Position", "Shares", "BidSize", "AskSize", "LastSize",
                  "Volume", "CallVolume", "PutVolume", "CallOpenInterest", "PutOpenInterest"],
     "count": ["BarCount"],
-    "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL"],
+    "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL", "DeltaDollars"],
     "percent": ["ChangePct", "Weight", "CallIV", "PutIV"],
-    "greek": ["CallDelta", "CallGamma", "CallVega", "CallTheta", "PutDelta", "PutGamma", "PutVega", "PutTheta"],
+    "option_greek": ["CallDelta", "CallGamma", "CallVega", "CallTheta", "PutDelta", "PutGamma", "PutVega",
+                     "PutTheta"],
     "percent_number": ["TrailPercent"],
     "time": ["Updated", "Time", "GoodTillDate", "Date"],
     "id": ["OrderId", "PermId", "ConId", "ClientId"],
     "bool": ["OutsideRTH", "Transmit"],
+    "greek": ["Delta", "Gamma", "Vega", "Theta"],
 }
 COLUMN_FORMATS = {col: NUMBER_FORMATS[kind] for kind, cols in _FORMAT_OF_COLUMN.items() for col in cols}
 QUANTITY_COLUMNS = frozenset(_FORMAT_OF_COLUMN["quantity"])

@@ -14,7 +14,9 @@ units are assumed, so 1e-9 shares never leave), tick_grid
 (or rounding to the grid when ``round_to_tick``), stale_quote (MKT, MOC and TRAIL without a StopPrice
 need a quote no older than ``quote_max_age``), price_band (LimitPrice, StopPrice, TakeProfit, StopLoss
 within ``price_band_pct`` of the mid, else the last, of a fresh quote), max_notional (quantity x price
-x multiplier x FX rate to the base currency; price: the limit, else the stop, else the touch), max_position,
+x multiplier x FX rate to the base currency; price: the limit, else the stop, else the touch: a 10-lot
+of a 2.50 option with multiplier 100 is 2,500), max_position (in IB's units: shares, or contracts for
+options and futures),
 allow_short, max_open_orders, max_orders_per_minute, daily_loss. The optional what-if margin rule is
 :func:`check_whatif` (it needs IB's answer to a whatIf order of the order that passed the others).
 """

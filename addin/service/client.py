@@ -276,6 +276,13 @@ class ServiceClient:
         """Today's executions table (``Portfolio.executions``)."""
         return self._call("executions")
 
+    def analysis(self, pending: list[dict] | None = None, now=None, benchmark: str | None = None,
+                 window_days: int | None = None, timeout: float = 300.0) -> dict:
+        """The analysis report (``Runtime.analysis``), ``{Table name: DataFrame}``. ``timeout``: seconds
+        for the whole report (a first report of the day pulls a year of daily bars per holding)."""
+        return self._call("analysis", _timeout=timeout, pending=pending, now=now, benchmark=benchmark,
+                          window_days=window_days)
+
 
 class TradingClient(ServiceClient):
     """A ServiceClient whose connection may place, modify and cancel orders and use the kill switch

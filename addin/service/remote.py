@@ -256,6 +256,11 @@ class RemoteRuntime(WorkbookSide):
         return self.reader._call("option_chain", _timeout=120.0, underlying=underlying, expiry=_plain(expiry),
                                  strikes=strikes, stream=stream)
 
+    def analysis(self, pending: list[dict] | None = None, now=None, benchmark: str | None = None,
+                 window_days: int | None = None) -> dict:
+        """The analysis report computed by the service (``Runtime.analysis``)."""
+        return self.reader.analysis(pending, now=now, benchmark=benchmark, window_days=window_days)
+
     def order(self, ref: str) -> dict:
         """One order row's outputs by Ref. Raises KeyError for an unknown Ref."""
         try:

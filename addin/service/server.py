@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ServiceServer", "embedded_service", "READ_METHODS", "TRADING_METHODS"]
 
 READ_METHODS = ("status", "connect", "disconnect", "subscribe", "unsubscribe", "quote", "quotes", "history",
-                "contract", "positions", "account", "pnl", "order", "executions", "option_expiries", "option_strikes",
-                "option_chain")
+                "contract", "positions", "account", "pnl", "order", "executions", "analysis", "option_expiries",
+                "option_strikes", "option_chain")
 TRADING_METHODS = ("configure_orders", "place_orders", "modify", "cancel", "cancel_all", "kill", "reset_kill",
                    "killed", "order_table", "audit", "shutdown")
 CAPABILITIES = ("read", "trading")
@@ -557,6 +557,12 @@ class ServiceServer:
     def m_executions(self, client):
         self._need_ib()
         return self.runtime.executions()
+
+    def m_analysis(self, client, pending: list[dict] | None = None, now=None, benchmark: str | None = None,
+                   window_days: int | None = None) -> dict:
+        """The analysis report (``Runtime.analysis``): ``{Table name: table}``."""
+        self._need_ib()
+        return self.runtime.analysis(pending, now=now, benchmark=benchmark, window_days=window_days)
 
     def m_option_expiries(self, client, underlying: str) -> list[str]:
         """Runtime.option_expiries: YYYYMMDD texts."""

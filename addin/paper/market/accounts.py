@@ -51,12 +51,12 @@ MARGIN_RATES: dict[str, tuple[float, float]] = {
     "CRYPTO": (1.00, 1.00),
     "OPT": (1.00, 1.00),
     "FUT": (0.10, 0.08),
-    "FOP": (0.10, 0.08),
+    "FOP": (1.00, 1.00),     # premium-style, as CME's equity-index options: margined like OPT here
 }
 DEFAULT_MARGIN = MARGIN_RATES["STK"]
 # Futures with a fixed per-contract margin (USD initial, USD maintenance), by symbol.
 FUTURES_MARGIN: dict[str, tuple[float, float]] = {"ES": (24_000.0, 21_800.0), "MES": (2_400.0, 2_180.0)}
-FUTURES_STYLE = ("FUT", "FOP")      # no cash outlay; open P&L counts in NetLiquidation
+FUTURES_STYLE = ("FUT",)            # no cash outlay; open P&L counts in NetLiquidation (FOPs pay their premium)
 REG_T_LEVERAGE = 4.0                # BuyingPower = 4 x AvailableFunds
 
 # Summary tags whose value has no currency (IB sends an empty currency for these).

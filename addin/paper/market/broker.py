@@ -106,6 +106,13 @@ How orders fill (documented simplifications):
   follows IB's wording; 10148 for a modify of a cancelled order and the reasons of the other 201
   rejections (among them OPG on FX/crypto and a bad goodTillDate) are ours, written in IB's style.
 
+Listed options (``option_instruments.py``, docs/paper-market.md "Option orders, positions and expiry"):
+an OptionInstrument quotes itself from its underlying (bid/ask from the model, no trades), trades in its
+underlying's sessions until its last trade time and is refused after it; at the first ``on_market`` past
+that time its working orders are cancelled and its positions settled (in the money: exercised or
+assigned into multiplier x contracts shares at the strike; otherwise worthless), with no execution,
+recorded in ``Broker.expirations``.
+
 Commissions: see ``commissions.py``. Cash, positions, average cost, P&L and margin: see ``accounts.py``.
 """
 
@@ -133,6 +140,7 @@ from . import accounts as acc
 from .commissions import COMMISSION_CURRENCY, commission
 from .conditions import conditions_met, conditions_problem
 from .market import on_tick_grid as _market_on_tick_grid
+from .option_instruments import OptionInstrument, in_the_money
 from .order_values import order_value_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -196,6 +204,22 @@ class AccountChanged:
 
     account: str
     con_id: int
+
+
+@dataclass(frozen=True)
+class Expiration:
+    """One option position settled at its expiry (no execution is sent: IB reports none either).
+    ``contracts`` signed (+ long); ``underlying_price`` the underlying's mark at the last trade time;
+    ``shares`` the stock delivered (signed, + received; 0 when it expired worthless)."""
+
+    account: str
+    con_id: int
+    local_symbol: str
+    contracts: Decimal
+    underlying_price: float
+    exercised: bool
+    shares: Decimal
+    strike: float
 
 
 Event = OpenOrderEvent | OrderStatusEvent | ExecutionEvent | CommissionEvent | ErrorEvent | AccountChanged
@@ -610,12 +634,13 @@ class Broker:
         market trades around the clock and no order waits for a session)."""
         if not accounts:
             raise ValueError("the broker needs at least one account id (e.g. 'DU1234567')")
-        self._quote = quote
+        self._market_quote = quote
         self._now = now
         self._calendar = calendar
         self._accounts = {a: acc.Account(a, starting_cash) for a in accounts}
         self._instruments: dict[int, "Instrument"] = {}
-        self._marks = _Marks(quote, self._instruments)
+        self._marks = _Marks(self._quote, self._instruments)
+        self.expirations: list[Expiration] = []    # options settled at expiry, oldest first
         self._orders: dict[tuple[int, int], _Order] = {}
         self._working: dict[int, _Order] = {}      # by permId, in placement order
         self._completed: list[_Order] = []
@@ -695,7 +720,8 @@ class Broker:
         trade against the current quotes."""
         wanted = None if con_ids is None else set(con_ids)
         quotes: dict[int, "Quote"] = {}
-        events = self._expire_gtd()
+        events = self._expire_options()
+        events += self._expire_gtd()
         events += self._expire_day()
         events += self._check_conditions(quotes)
         events += self._release_at_open()
@@ -769,6 +795,49 @@ class Broker:
                 events += self._cancel(w, f"{w.tif} order expired at the close of the trading day")
         return events
 
+    def _expire_options(self) -> list[Event]:
+        """Options past their last trade time: working orders on them are cancelled; from their class's
+        settlement moment every position in them is settled (option_instruments.py states the rule): in
+        the money, an equity option is exercised or assigned into multiplier x contracts shares of the
+        underlying at the strike, an option on a future into one future a contract at the strike, a
+        cash-settled one (SPX) closes at its intrinsic value; otherwise it is removed worthless. The
+        delivered shares or futures carry no commission."""
+        now = _utc(self._now())
+        events: list[Event] = []
+        for w in list(self._working.values()):
+            if not w.done and isinstance(w.inst, OptionInstrument) and now >= w.inst.expires:
+                events += self._cancel(w, "the option expired")
+        for account in self._accounts.values():
+            for pos in list(account.positions.values()):
+                inst = pos.inst
+                if isinstance(inst, OptionInstrument) and pos.qty and now >= inst.settles:
+                    events += self._settle_expiry(account, pos, inst)
+        return events
+
+    def _settle_expiry(self, account: acc.Account, pos: acc.Position, inst: OptionInstrument) -> list[Event]:
+        und = inst.underlying
+        price = mark_price(und, inst.underlying_quote(inst.settles))
+        exercised = price is not None and in_the_money(inst.right, inst.strike, price)
+        contracts = pos.qty
+        marks = self._marks.frozen()
+        sign = 1 if inst.right == "C" else -1
+        cash_settled = inst.settlement == "cash"
+        intrinsic = max(0.0, sign * ((price or 0.0) - inst.strike)) if exercised and cash_settled else 0.0
+        account.apply_fill(inst, pos.contract, -contracts, intrinsic, 0.0, marks)
+        shares = Decimal(0)
+        events: list[Event] = [AccountChanged(account.account_id, inst.con_id)]
+        if exercised and not cash_settled:
+            per = Decimal(str(int(inst.multiplier)))
+            if inst.settlement == "future":
+                per = per / Decimal(str(und.multiplier))     # ES options: one future a contract
+            shares = contracts * per * sign
+            self._instruments.setdefault(und.con_id, und)
+            account.apply_fill(und, copy.copy(und.contract), shares, inst.strike, 0.0, marks)
+            events.append(AccountChanged(account.account_id, und.con_id))
+        self.expirations.append(Expiration(account.account_id, inst.con_id, inst.contract.localSymbol, contracts,
+                                           price if price is not None else 0.0, exercised, shares, inst.strike))
+        return events
+
     def _release_at_open(self) -> list[Event]:
         """Orders held for their instrument's session go live (Submitted, then trade) once it trades."""
         events: list[Event] = []
@@ -778,17 +847,30 @@ class Broker:
                 events += self._activate(w)
         return events
 
+    def _quote(self, inst: "Instrument") -> "Quote":
+        """The market of ``inst`` now: an option quotes itself from its underlying (option_instruments.py)."""
+        if isinstance(inst, OptionInstrument):
+            return inst.quote(_utc(self._now()))
+        return self._market_quote(inst)
+
     def _trading(self, inst: "Instrument") -> bool:
-        """Whether the market model trades ``inst`` now (always, without exchange hours)."""
+        """Whether the market model trades ``inst`` now (always, without exchange hours). An option
+        trades in its underlying's sessions until its last trade time."""
+        now = _utc(self._now())
+        if isinstance(inst, OptionInstrument):
+            if now >= inst.expires:
+                return False
+            inst = inst.underlying
         cal = self._calendar
-        return cal is None or cal.is_open(inst, _utc(self._now()).timestamp())
+        return cal is None or cal.is_open(inst, now.timestamp())
 
     def _day_end(self, w: _Order) -> datetime | None:
         """Exchange hours: the close at which a DAY/DTC order placed now ends (the next close of a
         trading day: an order placed after the close is for the next day); None otherwise."""
         if self._calendar is None or w.tif not in DAY_TIFS or w.auction is not None:
             return None
-        close = self._calendar.close_after(w.inst, _utc(self._now()).timestamp())
+        inst = w.inst.underlying if isinstance(w.inst, OptionInstrument) else w.inst
+        close = self._calendar.close_after(inst, _utc(self._now()).timestamp())
         return datetime.fromtimestamp(close, timezone.utc) if close is not None else None
 
     def reject_next(self, reason: str) -> None:
@@ -906,6 +988,9 @@ class Broker:
         """Raise Rejected (201 or 110) when ``order`` cannot be accepted for ``inst``."""
         if inst.contract.secType in NOT_TRADABLE:
             raise _reject(f"{inst.contract.symbol} is an index ({inst.contract.secType}): it is not tradable.")
+        if isinstance(inst, OptionInstrument) and _utc(self._now()) >= inst.expires:
+            raise _reject(f"The option {inst.contract.localSymbol.strip()} has expired "
+                          f"({ib_time(_utc(inst.expires))}).")
         # Bounds first: nothing below may compute with a quantity of 1E+999999 or a NaN price.
         problem = order_value_problem(order)
         if problem:

@@ -23,7 +23,7 @@ import pandas as pd
 from ibapi.contract import Contract
 
 from . import ticks as tk
-from .options import OPTION_CLASSES, OptionBook
+from .options import OptionBook, option_underlyings
 from .series import DAY, HOUR, MONTH, Feed, unit_of, unit_start, unit_starts
 from .sessions import SessionCalendar
 from .universe import AROUND_THE_CLOCK, EXCHANGE_HOURS, MAX_SYNTHETIC, Instrument, build_universe, matches
@@ -144,7 +144,7 @@ class Market:
         # Exchange hours: quotes stand still outside each instrument's sessions (sessions.py).
         self.calendar: SessionCalendar | None = SessionCalendar() if hours == EXCHANGE_HOURS else None
         # Listed options (options.py): strikes around each underlying's price at the start.
-        underlyings = [inst for inst in self.instruments if inst.symbol in OPTION_CLASSES and inst.sec_type == "STK"]
+        underlyings = option_underlyings(self.instruments)
         prices = {inst.con_id: q.mid for inst, q in zip(underlyings, self.quotes(underlyings, self.start))}
         self.options = OptionBook.build(self.instruments, prices, self._start_epoch)
 

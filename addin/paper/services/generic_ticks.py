@@ -16,7 +16,11 @@ What is sent (see docs/paper-market.md for the stated values):
   stocks only;
 * 456 dividends: tickString 59 ``past12,next12,yyyymmdd,nextAmount``, stocks only;
 * 100 option volume (tickSize 29 calls, 30 puts), 101 open interest (27, 28), 104 historical
-  volatility (tickGeneric 23), 106 implied volatility (24): stocks and indexes only.
+  volatility (tickGeneric 23), 106 implied volatility (24): on stocks and indexes the underlying's
+  figures (stated); on an option line (``OptionGenericTicks``) the option's own: a call sends 29 (its
+  day's volume, from the trade process of ``option_trades.py``) and 27 (its open interest), a put 30
+  and 28; 23 is the underlying's 30-day historical volatility and 24 the option's model volatility at
+  the current underlying price. Other accepted ids send nothing on an option line.
 """
 
 from __future__ import annotations
@@ -180,6 +184,38 @@ class GenericTicks:
                 hv = 0.0
             self._vols = (round(hv, 6), round(hv * stated.IMPLIED_OVER_HISTORICAL, 6))
         return self._vols
+
+
+class OptionGenericTicks:
+    """The generic ticks of one option line (see the module docstring). ``underlying_ticks`` computes
+    the underlying's historical volatility; ``open_interest`` is the option's (fixed)."""
+
+    def __init__(self, ticks: set[int], right: str, open_interest: int, underlying_ticks: GenericTicks):
+        self.ticks = ticks
+        self.call = right == "C"
+        self.open_interest = open_interest
+        self.underlying_ticks = underlying_ticks
+
+    def send(self, send, req_id: int, sent: dict, *, volume: int, model_vol: float, und_quote: "Quote") -> None:
+        ticks = self.ticks
+        if OPTION_VOLUME in ticks:
+            tick = T.OPTION_CALL_VOLUME if self.call else T.OPTION_PUT_VOLUME
+            if sent.get(("generic", tick)) != volume:
+                send(messages.tick_size(req_id, tick, volume))
+                sent[("generic", tick)] = volume
+        if OPTION_OPEN_INTEREST in ticks and "open_interest" not in sent:
+            tick = T.OPTION_CALL_OPEN_INTEREST if self.call else T.OPTION_PUT_OPEN_INTEREST
+            send(messages.tick_size(req_id, tick, self.open_interest))
+            sent["open_interest"] = True
+        if HISTORICAL_VOLATILITY in ticks and "hist_vol" not in sent:
+            send(messages.tick_generic(req_id, T.OPTION_HISTORICAL_VOL,
+                                       self.underlying_ticks.volatilities(und_quote)[0]))
+            sent["hist_vol"] = True
+        if IMPLIED_VOLATILITY in ticks:
+            vol = round(model_vol, 6)
+            if sent.get("implied_vol") != vol:
+                send(messages.tick_generic(req_id, T.OPTION_IMPLIED_VOL, vol))
+                sent["implied_vol"] = vol
 
 
 def _num(value: float) -> str:

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 from ...protocol import errors
 from ...protocol.ticks import DELAYED_TICKS, DELAYED_TYPES, LIVE, LIVE_TICKS, MARKET_DATA_TYPES, TICK_BY_TICK_TYPES
 from ..codec import messages, requests
-from ..market.option_quotes import OptionQuote, option_quote
+from ..market.option_quotes import OptionQuote, black_scholes, carry_of, implied_vol, option_quote, years_to_expiry
+from ..market.option_trades import OptionTape, open_interest
 from ..market.options import is_option_query
 from .depth import DepthService
-from .generic_ticks import SNAPSHOT_REFUSAL, GenericTicks, parse, refusal
+from .generic_ticks import SNAPSHOT_REFUSAL, GenericTicks, OptionGenericTicks, parse, refusal
 from .realtime_bars import RealTimeBarsService
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,12 +58,16 @@ class Subscription:
 
 @dataclass
 class OptionLine:
-    """A reqMktData line on a listed option: its details and underlying; quotes from option_quotes.py."""
+    """A reqMktData line on a listed option: its details and underlying; quotes from option_quotes.py,
+    trades from option_trades.py (``tape``), generic ticks from generic_ticks.py."""
 
     conn: "ClientConnection"
     req_id: int
     details: "ContractDetails"
     underlying: "Instrument"
+    tape: OptionTape
+    delayed: bool = False
+    generic: OptionGenericTicks | None = None
     sent: dict = field(default_factory=dict)
 
 
@@ -153,45 +158,128 @@ class MarketDataService:
             self.subs[key] = sub
 
     def _req_option_data(self, conn, req, key) -> None:
-        """reqMktData on a listed option: bid/ask (sizes), and tickOptionComputation for the bid (10),
-        the ask (11) and the model (13), priced from the underlying's live mid. Generic ticks and
-        delayed data types are not modelled for options: the live quote is sent."""
+        """reqMktData on a listed option: bid/ask (sizes); the last trade, its size and time, and the
+        day's volume from the option's trade process; tickOptionComputation for the bid (10), the ask
+        (11), the last trade (12, once the option has traded) and the model (13), priced from the
+        underlying's mid. Delayed types (3, 4): the 10167 notice, the same market 15 minutes late with
+        IB's delayed ids (66-76 prices and sizes, 80-83 computations). Generic ticks 100, 101, 104,
+        106: ``OptionGenericTicks``."""
         found = self.market.options.lookup(req.contract)
         if len(found) != 1:
             text = ("No security definition has been found for the request" if not found else
                     f"The contract description specified for {req.contract.symbol} is ambiguous.")
             conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION, text)
             return
+        details = found[0]
+        sec_type = details.contract.secType
+        generic = parse(req.generic_tick_list, sec_type)
+        if generic is None:
+            conn.send_error(req.req_id, errors.VALIDATION_ERROR, refusal(req.generic_tick_list, sec_type))
+            return
+        if generic and (req.snapshot or req.regulatory_snapshot):
+            conn.send_error(req.req_id, errors.VALIDATION_ERROR, SNAPSHOT_REFUSAL)
+            return
         if not req.snapshot and self.lines_in_use(conn) >= self.max_lines:
             conn.send_error(req.req_id, errors.MAX_TICKERS, "Max number of tickers has been reached")
             return
-        details = found[0]
         underlying = self.market.by_con_id(details.underConId)
-        assert underlying is not None           # every option class is built on a universe instrument
-        line = OptionLine(conn, req.req_id, details, underlying)
+        oc = self.market.options.class_of(details.contract.conId)
+        assert underlying is not None and oc is not None    # every option class is built on a universe instrument
+        delayed = conn.market_data_type in DELAYED_TYPES
+        line = OptionLine(conn, req.req_id, details, underlying, self._tape(details, underlying, oc.reference), delayed)
+        if generic:
+            oi = open_interest(self.market.seed, details.contract.conId, details.contract.symbol,
+                               details.contract.strike, oc.reference)
+            line.generic = OptionGenericTicks(generic, details.contract.right, oi,
+                                              GenericTicks(self.market, underlying, set()))
         conn.send(messages.tick_req_params(req.req_id, details.minTick, "9c0001", 3))
-        conn.send(messages.market_data_type(req.req_id, LIVE))
+        if delayed:
+            conn.send_error(req.req_id, errors.DELAYED_DATA_NOTICE, "Requested market data is not subscribed. "
+                                                                    "Displaying delayed market data.")
+        conn.send(messages.market_data_type(req.req_id, conn.market_data_type if delayed else LIVE))
         now = self.market.now()
-        self._send_option(line, option_quote(details, self.market.quote(underlying, now).mid, now))
+        when = now - DELAY if delayed else now
+        self._send_option(line, self.market.quote(underlying, when), when)
         if req.snapshot or req.regulatory_snapshot:
             conn.send(messages.tick_snapshot_end(req.req_id))
         else:
             self.option_lines[key] = line
 
-    def _send_option(self, line: OptionLine, q: OptionQuote) -> None:
+    def _tape(self, details, underlying, reference: float) -> OptionTape:
+        tz, cal = underlying.tz, self.market.calendar
+
+        def day_start(epoch: float) -> int:
+            local = datetime.fromtimestamp(epoch, tz)
+            return int(local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+
+        mask = (lambda seconds: cal.open_mask(underlying, seconds)) if cal is not None else None
+        return OptionTape(self.market.seed, details, reference, day_start, mask)
+
+    def _send_option(self, line: OptionLine, und: "Quote", when: datetime) -> None:
+        """Send what changed on an option line, its market at ``when`` (now, or 15 minutes ago). The
+        model is re-run when the underlying's price, the replay second or the tape changed: within one
+        second T moves too little to matter, and a fast stream interval would repeat the work."""
+        details = line.details
+        tape = line.tape
+        traded = tape.advance(when.timestamp())
+        key = (und.mid, int(when.timestamp()))
+        if not traded and line.sent.get("model_key") == key:
+            return
+        line.sent["model_key"] = key
+        q = option_quote(details, und.mid, when)
         sent, send, req_id = line.sent, line.conn.send, line.req_id
-        ids = LIVE_TICKS
+        ids = DELAYED_TICKS if line.delayed else LIVE_TICKS
         for name, price, size in (("bid", q.bid, q.bid_size), ("ask", q.ask, q.ask_size)):
             if sent.get(name) != (price, size):
                 send(messages.tick_price(req_id, ids[name][0], price, size, _CAN_AUTO_EXECUTE))
                 sent[name] = (price, size)
+        if tape.last is not None:
+            last = tape.last
+            if sent.get("last") != last:
+                send(messages.tick_price(req_id, ids["last"][0], self._trade_price(line, last.time, last.at_ask),
+                                         last.size, 0))
+                send(messages.tick_string(req_id, ids["last_time"], str(last.time)))
+                sent["last"] = last
+        if sent.get("volume") != tape.volume:
+            send(messages.tick_size(req_id, ids["volume"], tape.volume))
+            sent["volume"] = tape.volume
         greeks = (q.delta, q.gamma, q.vega, q.theta)
-        for tick_type, vol, price in ((10, q.bid_vol, q.bid), (11, q.ask_vol, q.ask), (13, q.vol, q.model)):
-            values = (vol, greeks[0], price, 0.0, *greeks[1:], q.und_price)
+        rows = [(10, q.bid_vol, q.bid, greeks), (11, q.ask_vol, q.ask, greeks), (13, q.vol, q.model, greeks)]
+        if tape.last is not None:
+            rows.insert(2, (12, *self._last_computation(line, q, when)))
+        for tick_type, vol, price, (delta, gamma, vega, theta) in rows:
+            tick_type = tick_type + 70 if line.delayed else tick_type       # 10-13 -> 80-83
+            values = (vol, delta, price, q.pv_dividend, gamma, vega, theta, q.und_price)
             if sent.get(tick_type) != values:
-                send(messages.tick_option_computation(req_id, tick_type, None if vol < 0 else vol, values[1],
-                                                      price, 0.0, *greeks[1:], q.und_price))
+                send(messages.tick_option_computation(req_id, tick_type, None if vol < 0 else vol, delta, price,
+                                                      q.pv_dividend, gamma, vega, theta, q.und_price))
                 sent[tick_type] = values
+        if line.generic is not None:
+            line.generic.send(send, req_id, sent, volume=tape.volume, model_vol=q.vol, und_quote=und)
+
+    def _trade_price(self, line: OptionLine, epoch: int, at_ask: bool) -> float:
+        """The price of a trade at ``epoch``: the option's ask or bid then (the ask when the bid is 0);
+        the last one is remembered on the line, since a trade's price never changes."""
+        known = line.sent.get("trade_price")
+        if known is None or known[0] != epoch:
+            when = datetime.fromtimestamp(epoch, UTC)
+            q = option_quote(line.details, self.market.quote(line.underlying, when).mid, when)
+            known = line.sent["trade_price"] = (epoch, q.ask if at_ask or q.bid <= 0 else q.bid)
+        return known[1]
+
+    def _last_computation(self, line: OptionLine, q: OptionQuote, when: datetime):
+        """Tick 12: the implied vol of the last trade's price at the current underlying price, with
+        the greeks at that vol (the model's when no vol reaches the price)."""
+        c, last = line.details.contract, line.tape.last
+        assert last is not None
+        price = self._trade_price(line, last.time, last.at_ask)
+        t = years_to_expiry(line.details, when)
+        r, div = carry_of(line.details)
+        vol = implied_vol(c.right, price, q.und_price, c.strike, t, r, div)
+        if vol < 0:
+            return -1.0, price, (q.delta, q.gamma, q.vega, q.theta)
+        _, delta, gamma, vega, theta = black_scholes(c.right, q.und_price, c.strike, t, vol, r, div)
+        return vol, price, (delta, gamma, vega, theta)
 
     def cancel_mkt_data(self, conn, fields) -> None:
         fields.next_int("version")
@@ -274,7 +362,7 @@ class MarketDataService:
         for inst in self.depth.instruments():
             live[inst.con_id] = inst
         for line in self.option_lines.values():
-            live[line.underlying.con_id] = line.underlying
+            (delayed if line.delayed else live)[line.underlying.con_id] = line.underlying
         quotes: dict[int, Quote] = {}
         if live:
             quotes = dict(zip(live, market.quotes(list(live.values()), now)))
@@ -283,7 +371,10 @@ class MarketDataService:
             for sub in list(self.subs.values()):
                 self._send_changes(sub, late[sub.inst.con_id] if sub.delayed else quotes[sub.inst.con_id])
             for line in list(self.option_lines.values()):
-                self._send_option(line, option_quote(line.details, quotes[line.underlying.con_id].mid, now))
+                if line.delayed:
+                    self._send_option(line, late[line.underlying.con_id], now - DELAY)
+                else:
+                    self._send_option(line, quotes[line.underlying.con_id], now)
         for tbt in list(self.tbt.values()):
             self._send_tbt(tbt, quotes[tbt.inst.con_id])
         self.depth.pump(quotes, int(now.timestamp()))

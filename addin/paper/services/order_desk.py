@@ -28,6 +28,8 @@ from ..codec.order_codec import (
     encode_open_order,
 )
 from ..market import broker as brk
+from ..market.option_instruments import OptionInstrument
+from ..market.options import is_option_query
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..market.market import Instrument, Market
@@ -81,6 +83,7 @@ class PaperOrderService:
         self.received: list[ReceivedOrder] = []
         self._next_ids: dict[int, int] = {}
         self._last_market: datetime | None = None
+        self._options: dict[int, OptionInstrument] = {}    # conId -> the option instrument orders name
 
     def next_valid_id(self, client_id: int) -> int:
         nxt = max(self._next_ids.get(client_id, 1), self.broker.max_order_id(client_id) + 1)
@@ -97,10 +100,28 @@ class PaperOrderService:
             return
         self.received.append(ReceivedOrder(conn.client_id, order_id, contract, order))
         self._next_ids[conn.client_id] = max(self._next_ids.get(conn.client_id, 1), order_id + 1)
-        inst = self.resolve(conn, order_id, contract)
+        inst = self._option(conn, order_id, contract) if is_option_query(contract) else \
+            self.resolve(conn, order_id, contract)
         if inst is None:
             return
         self.route(self.broker.place(conn.client_id, order_id, inst, contract, order))
+
+    def _option(self, conn, order_id: int, contract: Contract) -> "OptionInstrument | None":
+        """The one listed option an order names (by conId, or a full contract: symbol, expiry, strike,
+        right), or None after IB's error 200 (not listed, or a partial contract naming several)."""
+        found = self.market.options.lookup(contract)
+        if len(found) != 1:
+            text = ("No security definition has been found for the request" if not found else
+                    f"The contract description specified for {contract.symbol} is ambiguous.")
+            conn.send_error(order_id, errors.NO_SECURITY_DEFINITION, text)
+            return None
+        details = found[0]
+        inst = self._options.get(details.contract.conId)
+        if inst is None:
+            underlying = self.market.by_con_id(details.underConId)
+            assert underlying is not None        # every option class is built on a universe instrument
+            inst = self._options[details.contract.conId] = OptionInstrument(details, underlying, self.market.quote)
+        return inst
 
     def _unreadable_order(self, conn, fields, start: int, exc: Exception) -> None:
         """A placeOrder the gateway cannot decode: 201 naming the order's id (its first field) so the

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -36,8 +37,9 @@ from ...protocol.times import format_date
 from ...protocol.unset import UNSET_DOUBLE, UNSET_INTEGER
 from ..codec import messages, requests, wire
 from ..market.market import Instrument, Market
-from ..market.option_quotes import black_scholes, implied_vol, years_to_expiry
-from ..market.options import MULTIPLIER, OPTION_EXCHANGES, OPTION_RULE, OPTION_RULE_ID, is_option_query
+from ..market.option_quotes import black_scholes, carry_of, implied_vol, years_to_expiry
+from ..market.options import is_option_query, spec_of
+from ..market.options import market_rules as option_market_rules
 from .connection import ClientConnection
 
 log = logging.getLogger(__name__)
@@ -293,10 +295,12 @@ class ReferenceService:
 
     # --- options ----------------------------------------------------------------------------------
     def req_sec_def_opt_params(self, conn: ClientConnection, fields: wire.Fields) -> None:
-        """One securityDefinitionOptionParameter per exchange of the underlying's option class (the
-        same expirations and strikes on each), then the end. futFopExchange "" means every exchange,
-        a named one only that exchange. The underlying is found by conId (by symbol and secType when
-        the conId is 0); an unknown one gets error 200, a known one without options the end alone."""
+        """One securityDefinitionOptionParameter per (exchange, tradingClass) of the underlying's option
+        classes (each row the class's expirations on that underlying and its strikes), then the end:
+        a stock one row per option exchange, SPX rows for SPX and SPXW on SMART and CBOE, an ES future
+        one CME row per tradingClass on it (ES, EW1..). futFopExchange "" means every exchange, a named
+        one only that exchange. The underlying is found by conId (by symbol and secType when the conId
+        is 0); an unknown one gets error 200, a known one without options the end alone."""
         req = requests.req_sec_def_opt_params(fields)
         if req.underlying_con_id:
             inst = self.market.by_con_id(req.underlying_con_id)
@@ -310,15 +314,17 @@ class ReferenceService:
             conn.send_error(req.req_id, errors.NO_SECURITY_DEFINITION,
                             "No security definition has been found for the request")
             return
-        oc = self.market.options.for_underlying(found[0].con_id)
-        if oc is not None:
-            wanted = req.fut_fop_exchange.strip().upper()
-            expirations = [format_date(e) for e in oc.expiries]
-            for exchange in OPTION_EXCHANGES:
-                if wanted and wanted != exchange:
-                    continue
-                conn.send(messages.security_definition_option_parameter(
-                    req.req_id, exchange, oc.underlying.con_id, oc.symbol, MULTIPLIER, expirations, list(oc.strikes)))
+        wanted = req.fut_fop_exchange.strip().upper()
+        classes = self.market.options.classes_on(found[0].con_id)
+        exchanges = list(dict.fromkeys(e for oc in classes for e in oc.spec.exchanges))
+        for exchange in exchanges:
+            if wanted and wanted != exchange:
+                continue
+            for oc in classes:
+                if exchange in oc.spec.exchanges:
+                    conn.send(messages.security_definition_option_parameter(
+                        req.req_id, exchange, oc.underlying.con_id, oc.trading_class, oc.spec.multiplier,
+                        [format_date(e) for e in oc.expiries], list(oc.strikes)))
         conn.send(messages.security_definition_option_parameter_end(req.req_id))
 
     def req_option_computation(self, conn: ClientConnection, fields: wire.Fields) -> None:
@@ -355,13 +361,15 @@ class ReferenceService:
             assert underlying is not None
             und = self.market.quote(underlying, now).mid
         t = years_to_expiry(details, now)
-        vol = implied_vol(c.right, req.value, und, c.strike, t) if is_iv else req.value
+        r, q = carry_of(details)
+        vol = implied_vol(c.right, req.value, und, c.strike, t, r, q) if is_iv else req.value
         if vol is None or vol <= 0:
             return messages.tick_option_computation(req.req_id, CUSTOM_COMPUTATION, None, None, req.value, 0.0,
                                                     None, None, None, und)
-        price, delta, gamma, vega, theta = black_scholes(c.right, und, c.strike, t, vol)
+        price, delta, gamma, vega, theta = black_scholes(c.right, und, c.strike, t, vol, r, q)
+        pv_dividend = 0.0 if spec_of(details).black76 else und * (1 - math.exp(-q * t))
         return messages.tick_option_computation(req.req_id, CUSTOM_COMPUTATION, vol, delta,
-                                                req.value if is_iv else price, 0.0, gamma, vega, theta, und)
+                                                req.value if is_iv else price, pv_dividend, gamma, vega, theta, und)
 
 
 def _accept_silently(conn: ClientConnection, fields: wire.Fields) -> None:
@@ -417,8 +425,8 @@ def _description(inst: Instrument) -> ContractDescription:
 def market_rules(instruments: list[Instrument]) -> dict[int, tuple[tuple[float, float], ...]]:
     """Every market rule id the universe's contract details name (``marketRuleIds``), each a single
     price band from 0 with the instrument's minTick as increment (the paper market has one tick per
-    instrument at every price), and the option classes' rule (0.01 under 3.00, 0.05 from 3.00)."""
-    rules: dict[int, tuple[tuple[float, float], ...]] = {OPTION_RULE_ID: OPTION_RULE}
+    instrument at every price), and the option classes' rules (``options.market_rules``)."""
+    rules: dict[int, tuple[tuple[float, float], ...]] = dict(option_market_rules())
     for inst in instruments:
         for rule in {r for r in (inst.details.marketRuleIds or "").split(",") if r.strip()}:
             rules.setdefault(int(rule), ((0.0, float(inst.min_tick)),))
