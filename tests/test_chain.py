@@ -293,3 +293,25 @@ def test_a_rows_data_says_what_its_lines_do():
     table = chain_table(plan, board.get)
     assert list(table["Data"]) == ["streaming", "waiting", "stale", "#IB 200: No security definition"]
     assert table.loc[0, "CallBid"] == 1.0 and pd.isna(table.loc[3, "PutBid"])
+
+
+@pytest.mark.parametrize("underlying, right_class", [("^SPX.CBOE", "SPX"), ("ES.CME", "ES")])
+def test_an_index_and_a_future_have_chains_too(rt, gw, underlying, right_class):
+    # an index (secType IND: reqSecDefOptParams by its conId, SMART row) and a future (FOP: the CME row)
+    listing = rt.chains.listing(underlying)
+    assert listing.trading_class == right_class and listing.exchange in ("SMART", "CME")
+    plan = rt.option_chain(underlying, "next", 4)
+    price = plan["UnderPrice"].iloc[0]
+    strikes = list(plan["Strike"])
+    assert len(strikes) == 4 and strikes == sorted(strikes) and min(strikes) <= price <= max(strikes) + 5
+    keys = rt.hold_quotes(plan_texts(plan))
+    deadline = time.monotonic() + 10
+    while True:
+        version = rt.board.version
+        table = chain_table(plan, rt.quote)
+        if table["CallDelta"].notna().all() and table["PutDelta"].notna().all():
+            break
+        assert time.monotonic() < deadline, table
+        rt.board.wait(version, 0.5)
+    assert table["CallDelta"].between(0, 1).all() and table["PutDelta"].between(-1, 0).all()
+    assert table["CallDelta"].is_monotonic_decreasing and len(keys) == 8
