@@ -19,6 +19,8 @@ from addin.excel.pump import Pump
 from addin.market.quote_fields import QUOTE_FIELDS, field_attr
 from addin.market.quotes import decode_tick
 from addin.paper import PaperGateway
+from addin.paper.codec.requests import req_mkt_data
+from addin.paper.codec.wire import Fields
 from addin.protocol.unset import UNSET_DOUBLE
 from benchmarks.sinks import CountingBook
 
@@ -32,6 +34,23 @@ RATE = 0.04          # the paper model's stated rate (docs/paper-market.md "Opti
 @pytest.fixture(scope="module")
 def gw():
     with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gateway:
+        seen: list = []
+
+        def install(server):     # record each reqMktData as the gateway decodes it (instrumentation)
+            inner = server._handlers[1]
+
+            def recorded(conn, fields):
+                copy = Fields.__new__(Fields)
+                copy.items, copy.pos = fields.items, fields.pos
+                try:
+                    seen.append(req_mkt_data(copy))
+                except Exception:
+                    pass
+                return inner(conn, fields)
+            server._handlers[1] = recorded
+
+        gateway.call(install)
+        gateway.mkt_data = seen
         yield gateway
 
 
@@ -160,3 +179,14 @@ def test_ibs_unset_values_are_empty_not_numbers():
     assert decode_tick("tickOptionComputation", ask)["ask_delta"] == 0.5
     assert decode_tick("tickOptionComputation", (5, 12, *ask[2:])) is None       # the last's: no field
     assert {"bidiv", "askdelta", "iv", "undprice", "modelprice"} <= set(QUOTE_FIELDS)
+
+
+def test_an_option_line_asks_for_open_interest_and_a_stock_line_does_not(rt, gw, listing):
+    text, _, strike = _option(listing, "C", offset=3)
+    [key] = rt.hold_quotes([text])
+    _wait_greeks(rt, key)
+    sent = [r for r in gw.mkt_data if r.contract.secType == "OPT" and r.contract.strike == strike
+            and r.contract.right in ("C", "CALL") and not r.snapshot]
+    assert sent and all(r.generic_tick_list == "101" for r in sent)          # generic tick 101: ticks 27 / 28
+    stocks = [r for r in gw.mkt_data if r.contract.secType == "STK" and not r.snapshot]
+    assert stocks and all(r.generic_tick_list == "" for r in stocks)

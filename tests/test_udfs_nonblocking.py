@@ -21,6 +21,7 @@ import itertools
 import re
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,9 @@ def test_every_function_answers_at_once_while_ib_answers_late_then_fills_in(gw):
         "IB_PNL": lambda: udfs.IB_PNL(caller=("Sheet1", "A6")),
         "IB_ORDER": lambda: udfs.IB_ORDER("no-such-ref", caller=("Sheet1", "A7")),
         "IB_STATUS": lambda: udfs.IB_STATUS(caller=("Sheet1", "A8")),
+        "IB_CHAIN": lambda: udfs.IB_CHAIN("AAPL", "next", 4, caller=("Sheet1", "A9")),
+        "IB_EXPIRIES": lambda: udfs.IB_EXPIRIES("AAPL", caller=("Sheet1", "A10")),
+        "IB_STRIKES": lambda: udfs.IB_STRIKES("AAPL", "next", caller=("Sheet1", "A11")),
     }
     with runtime(gw) as rt, delayed(gw):
         first, took = {}, {}
@@ -242,7 +246,7 @@ def test_every_function_answers_at_once_while_ib_answers_late_then_fills_in(gw):
         assert sum(took.values()) < DELAY, took           # all over before IB's first answer
         # those that need IB are still waiting for it (its first answer is a second away)
         for name in ("IB_CONTRACT", "IB_CONTRACT all", "IB_QUOTES", "IB_POSITIONS", "IB_ACCOUNT", "IB_PNL",
-                     "IB_ORDER"):
+                     "IB_ORDER", "IB_CHAIN", "IB_EXPIRIES", "IB_STRIKES"):
             assert pending(first[name]), (name, first[name])
         settled_ = {name: settled(call, rt, timeout=20) for name, call in calls.items()}
     assert isinstance(settled_["IB_CONTRACT"], int) and settled_["IB_CONTRACT"] > 0
@@ -253,6 +257,9 @@ def test_every_function_answers_at_once_while_ib_answers_late_then_fills_in(gw):
     assert settled_["IB_PNL"][0] == ["account", "daily", "unrealized", "realized"]
     assert settled_["IB_ORDER"].startswith("#IBXL: no order with Ref 'no-such-ref'")
     assert settled_["IB_STATUS"].startswith("connected 127.0.0.1:")
+    assert settled_["IB_CHAIN"][0][10] == "Strike" and len(settled_["IB_CHAIN"]) == 5
+    assert all(isinstance(r[0], datetime) for r in settled_["IB_EXPIRIES"])
+    assert all(isinstance(r[0], float) for r in settled_["IB_STRIKES"])
 
 
 def test_ib_errors_come_back_as_text_once_the_request_ends(gw):

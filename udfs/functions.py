@@ -165,10 +165,9 @@ def _pending_text(text: str) -> str:
 
 @xw.func(category=CATEGORY, call_in_wizard=False)
 @xw.arg("symbol", doc=SYMBOL_DOC)
-@xw.arg("field", doc="price (default: last, or mid when nothing trades), bid, ask, last, mid, spread, bid size, "
-                     "ask size, last size, volume, open, high, low, close, change, change %, updated, data type; "
-                     "options: iv, delta, gamma, vega, theta, und price, model price, open interest, and "
-                     "bid iv .. bid theta, ask iv .. ask theta")
+@xw.arg("field", doc="price (default: last, else mid), bid, ask, last, mid, spread, bid size, ask size, last size, "
+                     "volume, open, high, low, close, change, change %, updated, data type; options: iv, delta, "
+                     "gamma, vega, theta, und price, model price, bid iv, ask delta, ...")
 def IB_QUOTE(symbol, field=None, caller=None):
     """Live quote of one instrument from IB's market data (reqMktData); ticks while the workbook streams.
     Prices in the contract's currency, sizes in shares/contracts, updated in UTC. An option's iv, delta,

@@ -245,6 +245,38 @@ def _history(wb) -> None:
     ws.add_chart(chart, "M2")
 
 
+ITM_FILL = PatternFill("solid", bgColor="FFF2CC")     # Options: in-the-money calls and puts (a dxf: bgColor)
+
+
+def _options(wb) -> None:
+    """The Options sheet: parameters (named cells), the underlying's price and a status line (painted by
+    addin.app.options_sheet), the Chain Table below them, and in-the-money shading against the price."""
+    ws = wb.create_sheet("Options")
+    rows = [(label, name, value, meaning) for label, name, value, meaning in layout.OPTIONS_PARAMETERS]
+    rows += [(layout.OPTIONS_UNDER_PRICE[0], layout.OPTIONS_UNDER_PRICE[1], None, "painted: last, else mid"),
+             (layout.OPTIONS_STATUS[0], layout.OPTIONS_STATUS[1], None, "painted: expiry, strikes, lines")]
+    for i, (label, name, value, meaning) in enumerate(rows, start=1):
+        ws.cell(row=i, column=1, value=label).font = Font(bold=True)
+        ws.cell(row=i, column=2, value=value)
+        ws.cell(row=i, column=3, value=meaning).font = Font(italic=True, color="595959")
+        _name(wb, name, "Options", f"$B${i}")
+    ws.cell(row=4, column=2).number_format = layout.NUMBER_FORMATS["price"]
+    top = layout.TABLES["Chain"][1]
+    _add_table(ws, "Chain", top, 1, layout.OPTIONS_COLUMNS, widths={"Strike": 10, "Data": 12, "CallOpenInterest": 13,
+                                                                     "PutOpenInterest": 13})
+    ws.column_dimensions["A"].width = 17          # the parameter labels sit above CallBid
+    strike = _col("Chain", "Strike")
+    first = f"${strike}{top + 1}"
+    price = layout.OPTIONS_UNDER_PRICE[1]
+    calls = f"A{top + 1}:{get_column_letter(layout.OPTIONS_COLUMNS.index('Strike'))}{MAX_ROW}"
+    puts = (f"{get_column_letter(layout.OPTIONS_COLUMNS.index('Strike') + 2)}{top + 1}:"
+            f"{_col('Chain', 'PutTheta')}{MAX_ROW}")
+    for cells, op in ((calls, "<"), (puts, ">")):
+        ws.conditional_formatting.add(cells, FormulaRule(
+            formula=[f"AND(ISNUMBER({first}),ISNUMBER({price}),{first}{op}{price})"], fill=ITM_FILL))
+    ws.freeze_panes = f"A{top + 1}"
+
+
 def _orders(wb) -> None:
     ws = wb.create_sheet("Orders")
     rows = [[o.get(c) for c in layout.ORDERS_COLUMNS] for o in ORDER_SAMPLES]
@@ -544,7 +576,8 @@ def build_workbook(macro: bool) -> openpyxl.Workbook:
     else:
         wb = openpyxl.Workbook()
         wb.remove(wb.active)
-    for make in (_config, _watchlist, _history, _orders, _portfolio, _analysis, _executions, _audit, _log):
+    for make in (_config, _watchlist, _history, _options, _orders, _portfolio, _analysis, _executions, _audit,
+                 _log):
         make(wb)
     if macro:
         _buttons(wb)

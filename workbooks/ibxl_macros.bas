@@ -71,3 +71,13 @@ Sub IbxlRefreshAnalysis()
     ' Refresh analysis
     RunPython "import addin.app.macros as m; m.refresh_analysis()"
 End Sub
+
+Sub IbxlRefreshOptions()
+    ' Refresh options
+    RunPython "import addin.app.macros as m; m.refresh_options()"
+End Sub
+
+Sub IbxlOptionToOrder()
+    ' Option to order
+    RunPython "import addin.app.macros as m; m.option_to_order()"
+End Sub

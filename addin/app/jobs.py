@@ -85,6 +85,7 @@ class RunSummary:
     bars: pd.DataFrame | None = None
     positions: pd.DataFrame | None = None
     audit: pd.DataFrame | None = None
+    options: pd.DataFrame | None = None              # the Options sheet's Chain, when it streamed
     verdicts: list = field(default_factory=list)     # demo only: addin.app.demo.Verdict per sample row
     cancels: list[str] = field(default_factory=list)  # "REF: outcome" per Ref of --cancel
     analysis: dict | None = None                      # --analysis: the report written ({table: DataFrame})
@@ -153,6 +154,7 @@ def run_workbook(path: str | Path, *, out: str | Path | None = None, host: str =
         if pump is not None:
             pump.flush()
             summary.quotes = _quotes_frame(book)
+            summary.options = book.read_table("Chain", drop_empty=True) if macros.has_table(book, "Chain") else None
             rt.stop_pump(macros.book_id(book))
     finally:
         refusals = macros.log_refusals(book)
@@ -419,6 +421,9 @@ def format_summary(summary: RunSummary) -> str:
     if summary.quotes is not None:
         lines += ["", "Watchlist:", _table_text(summary.quotes, ["Symbol", "Bid", "Ask", "Last", "Volume",
                                                                  "ChangePct", "DataType"])]
+    if summary.options is not None and len(summary.options):
+        lines += ["", "Options (the Chain on the Options sheet):", _table_text(summary.options, [
+            "CallBid", "CallAsk", "CallIV", "CallDelta", "Strike", "PutBid", "PutAsk", "PutIV", "PutDelta", "Data"])]
     if summary.bars is not None:
         b = summary.bars
         span = f"{b.index[0]:%Y-%m-%d} .. {b.index[-1]:%Y-%m-%d}" if len(b) else "none"

@@ -30,12 +30,14 @@ from ..excel.book import BookError, TableGrowthError, TableNotFound, is_percent_
 from ..excel.errors import ExcelInputError
 from ..excel.layout import BAR_HEADERS, HISTORY_PARAMETERS, ORDER_OUTPUT_COLUMNS, PNL_NAMES
 from ..protocol.orders import PERCENT_COLUMNS
+from . import options_sheet
 
 log = logging.getLogger(__name__)
 
 __all__ = ["connect", "disconnect", "start_streaming", "stop_streaming", "pull_history", "place_orders",
            "place_selected_orders", "cancel_selected", "cancel_all", "kill_switch", "reset_kill_switch",
-           "refresh_portfolio", "refresh_audit", "refresh_analysis", "MACROS"]
+           "refresh_portfolio", "refresh_audit", "refresh_analysis", "refresh_options", "option_to_order",
+           "MACROS"]
 
 BARS_COLUMNS = {k: v for k, v in BAR_HEADERS.items() if k != "time"}
 
@@ -331,6 +333,11 @@ def start_streaming(book=None, runtime=None, interval: float | None = None, run:
                 pump.on_order(str(ref), outputs)      # every row starts from the journal's truth
         except Exception as exc:     # streaming quotes must not depend on order entry
             _log(book, "WARNING", f"order states will not stream: {exc}")
+    if options_sheet.has_options_sheet(book):
+        try:                         # the Options chain streams on the same pump; its failure stops nothing else
+            options_sheet.attach(book, rt, pump, bid)
+        except Exception as exc:
+            _log(book, "WARNING", f"options: {exc}")
     _log(book, "INFO", f"streaming started ({pump.interval:g} s flushes)")
     return pump
 
@@ -666,7 +673,41 @@ def refresh_analysis(book=None, runtime=None) -> dict[str, int]:
     return counts
 
 
+# --- options ------------------------------------------------------------------------------------------
+@xw.sub
+def refresh_options(book=None, runtime=None):
+    """Paint the Options sheet's chain again from its parameters (OptionsUnderlying, OptionsExpiry,
+    OptionsStrikes): a new plan, its lines held (the previous chain's released), every cell written;
+    while the workbook streams it keeps ticking on the pump. Returns the OptionsSheet. Raises
+    ExcelInputError naming the parameter cell at fault, or when the workbook has no Chain Table."""
+    book, rt = _book(book), _runtime(runtime)
+    if not options_sheet.has_options_sheet(book):
+        raise ExcelInputError("no Chain Table in the workbook (the Options sheet holds it)")
+    _connected(rt)
+    bid = book_id(book)
+    sheet = options_sheet.attach(book, rt, rt.pump(bid), bid)
+    _log(book, "INFO", f"options: {len(sheet.plan)} strikes of {sheet.plan['Underlying'].iloc[0]} "
+                       f"{sheet.plan['Expiry'].iloc[0]}" if sheet is not None and len(sheet.plan) else "options: empty")
+    return sheet
+
+
+@xw.sub
+def option_to_order(book=None, runtime=None, cell: tuple[int, int] | None = None) -> int:
+    """A new Orders row for the selected cell of the Options chain (``cell``: (row, column); default
+    the selection): the call or the put by the cell's side of Strike, the strike of its row, BUY 1 LMT
+    at the mid, TIF DAY, Transmit FALSE, and a new Ref OPT-<n>. Nothing is sent: place the row (or set
+    Transmit TRUE) yourself. Returns the Orders row written. Raises ExcelInputError naming the cell."""
+    book, rt = _book(book), _runtime(runtime)
+    _connected(rt)
+    values = options_sheet.option_order_row(book, rt, cell, book_id(book))
+    row = options_sheet.add_order_row(book, orders_table(book), values)
+    _log(book, "INFO", f"options: Orders row {row} {values['Ref']}: BUY 1 {values['Symbol']} LMT "
+                       f"{values['LimitPrice']:g} (Transmit FALSE: not sent)")
+    return row
+
+
 # The macros buttons call, by name (the workbook builder and ``ibxl run`` use this table).
 MACROS = {f.__name__: f for f in (connect, disconnect, start_streaming, stop_streaming, pull_history, place_orders,
                                   place_selected_orders, cancel_selected, cancel_all, kill_switch,
-                                  reset_kill_switch, refresh_portfolio, refresh_audit, refresh_analysis)}
+                                  reset_kill_switch, refresh_portfolio, refresh_audit, refresh_analysis,
+                                  refresh_options, option_to_order)}

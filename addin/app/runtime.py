@@ -26,6 +26,7 @@ from ..account.greeks import PositionGreeks
 from ..account.portfolio import Portfolio
 from ..ib.contracts import ContractBook
 from ..ib.session import IBError, Session
+from ..market.chain import OptionChains
 from ..market.history import History
 from ..market.quotes import MarketData
 from ..protocol.errors import NOT_CONNECTED
@@ -75,6 +76,7 @@ class Runtime(WorkbookSide):
         self.market = MarketData(self.session, self.contracts, max_lines=max_lines)
         self.board = self.market.board
         self.history = History(self.session, self.contracts, pacing_clock_rate=pacing_clock_rate)
+        self.chains = OptionChains(self.session, self.contracts, self.market)
         self.portfolio = Portfolio(self.session)
         self.greeks = PositionGreeks(self.market, self.contracts)
         self.market_data_type = market_data_type
@@ -180,6 +182,26 @@ class Runtime(WorkbookSide):
         account = account or self.account()
         self._watch(f"pnl {account}", lambda: self.portfolio.watch_pnl(account))
         return self.portfolio.pnl(account)
+
+    # --- options (addin.market.chain) ---------------------------------------------------------------
+    def option_expiries(self, underlying: str) -> list[str]:
+        """The expiries IB lists on ``underlying`` from today (New York) on, YYYYMMDD ascending
+        (reqSecDefOptParams, cached for the day). Raises ValueError naming ``underlying`` when IB knows
+        no such instrument (with IB's code) or lists no options on it, IBError for IB's other refusals."""
+        return self.chains.expiries(underlying)
+
+    def option_strikes(self, underlying: str, expiry=None) -> list[float]:
+        """The strikes listed on ``underlying``'s expiry ``expiry`` (a date, next, monthly, +30d; see
+        ``addin.market.chain``), ascending. Raises as :meth:`option_expiries`, ValueError naming ``expiry``."""
+        return self.chains.strikes(underlying, expiry)
+
+    def option_chain(self, underlying: str, expiry=None, strikes=None, stream: bool = True):
+        """The plan of a chain (``addin.market.chain.PLAN_COLUMNS``: one row per strike, the options'
+        texts, which rows stream within half the free lines (``stream`` False: none, every row a
+        snapshot), the snapshot rows' values). Hold the streaming texts (``chain.plan_texts``) and show
+        it with ``chain.chain_table``. Raises ValueError naming ``expiry`` / ``strikes`` /
+        ``underlying``, IBError for IB's refusals."""
+        return self.chains.plan(underlying, expiry, strikes, stream=stream)
 
     def executions(self):
         return self.portfolio.executions()
@@ -311,7 +333,8 @@ class Runtime(WorkbookSide):
 # What a worksheet function may do: read. Nothing here reaches the session or the OrderDesk. (``request``
 # runs the caller's work in the background: a UDF's work only ever holds this facade.)
 READ_ONLY_METHODS = ("hold_quotes", "hold_quotes_soon", "quote", "request", "wait_quote", "qualify", "describe",
-                     "bars", "positions", "account_summary", "pnl", "order", "status", "account", "analysis")
+                     "bars", "positions", "account_summary", "pnl", "order", "status", "account", "analysis",
+                     "option_expiries", "option_strikes", "option_chain")
 
 
 class ReadOnlyRuntime:

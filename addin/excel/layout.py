@@ -15,9 +15,11 @@ __all__ = [
     "STATUS_COLOURS", "number_format", "WHOLE_FORMAT", "QUANTITY_COLUMNS", "ID_COLUMNS", "ACCOUNT_TAG_KINDS",
     "ACCOUNT_VALUE_FORMAT", "account_value_format",
     "ANALYSIS_COLUMNS", "ANALYSIS_CORRELATION_NAME",
+    "OPTIONS_SIDE_FIELDS", "OPTIONS_COLUMNS", "OPTIONS_PARAMETERS", "OPTIONS_UNDER_PRICE", "OPTIONS_STATUS",
 ]
 
-SHEETS = ["Config", "Watchlist", "History", "Orders", "Portfolio", "Analysis", "Executions", "Audit", "Log"]
+SHEETS = ["Config", "Watchlist", "History", "Options", "Orders", "Portfolio", "Analysis", "Executions", "Audit",
+          "Log"]
 
 WATCHLIST_COLUMNS = [
     "Symbol", "Bid", "Ask", "Last", "BidSize", "AskSize", "LastSize", "Volume", "Open", "High", "Low",
@@ -91,6 +93,25 @@ ANALYSIS_COLUMNS = {
 }
 ANALYSIS_CORRELATION_NAME = "Correlation"
 
+# Options sheet (issue 17): parameters (label in column A, value in column B, each value cell a named range),
+# the underlying's price and a status line painted by addin.app.options_sheet, and the Chain Table below.
+OPTIONS_PARAMETERS = [
+    # (label, named range, template value, what it means)
+    ("Underlying", "OptionsUnderlying", "AAPL", "the underlying in the cell grammar (AAPL, SPY, MSFT, ...)"),
+    ("Expiry", "OptionsExpiry", "next", "a listed date (YYYY-MM-DD), next, monthly, +30d, +2w, +3m"),
+    ("Strikes", "OptionsStrikes", 10, "how many strikes around the money, or a range such as 200-250"),
+]
+OPTIONS_UNDER_PRICE = ("Underlying price", "OptionsUnderPrice")   # painted: in-the-money shading compares to it
+OPTIONS_STATUS = ("Chain", "OptionsStatus")                       # painted: expiry, strikes, lines, or the error
+# One side of the chain: header suffix -> BoardQuote field (CallBid / PutBid ... CallTheta / PutTheta).
+OPTIONS_SIDE_FIELDS = [("Bid", "bid"), ("Ask", "ask"), ("Last", "last"), ("Volume", "volume"),
+                       ("OpenInterest", "open_interest"), ("IV", "iv"), ("Delta", "delta"), ("Gamma", "gamma"),
+                       ("Vega", "vega"), ("Theta", "theta")]
+# Calls left, Strike in the middle, puts right; Data: streaming / snapshot / waiting (or the line's error).
+OPTIONS_COLUMNS = ([f"Call{h}" for h, _ in OPTIONS_SIDE_FIELDS] + ["Strike"]
+                   + [f"Put{h}" for h, _ in OPTIONS_SIDE_FIELDS] + ["Data"])
+OPTIONS_HEADER_ROW = 7
+
 # Table name -> (sheet, header row, first column, columns)
 TABLES = {
     "Config": ("Config", 1, 1, CONFIG_COLUMNS),
@@ -102,6 +123,7 @@ TABLES = {
     "Account": ("Portfolio", 1, 22, ACCOUNT_COLUMNS),
     "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
     "Audit": ("Audit", 1, 1, AUDIT_COLUMNS),
+    "Chain": ("Options", OPTIONS_HEADER_ROW, 1, OPTIONS_COLUMNS),
     "LogEntries": ("Log", 1, 1, LOG_COLUMNS),
     # Analysis (workbooks/build.py _analysis): Summary top-left under the note, four charts to its right (2 x 2,
     # rows 4-40), the other Tables side by side from row 43 (each grows down into empty columns), then the charts' data
@@ -137,6 +159,8 @@ MACROS = [
     ("refresh_portfolio", "Refresh portfolio"),
     ("refresh_audit", "Refresh audit"),
     ("refresh_analysis", "Refresh analysis"),
+    ("refresh_options", "Refresh options"),
+    ("option_to_order", "Option to order"),
 ]
 
 NUMBER_FORMATS = {
@@ -157,18 +181,21 @@ NUMBER_FORMATS = {
     "bool": '"TRUE";"TRUE";"FALSE"',
     "id": "0",                       # conId, orderId, permId: whole, no separators (they are names, not amounts)
     "greek": "#,##0.00##",           # a position's Delta, Gamma (share-equivalents), Vega, Theta (currency)
+    "option_greek": "0.0000",        # an option's delta, gamma, vega, theta: per share, 4 decimals
 }
 #: What a whole quantity shows as (the conditional format over QUANTITY_COLUMNS).
 WHOLE_FORMAT = "#,##0"
 _FORMAT_OF_COLUMN = {
     "price": ["Bid", "Ask", "Last", "Open", "High", "Low", "Close", "Change", "LimitPrice", "StopPrice",
               "TrailAmount", "Offset", "TakeProfit", "StopLoss", "AvgFillPrice", "AvgCost", "MarketPrice", "Price",
-              "WAP"],
+              "WAP", "Strike", "CallBid", "CallAsk", "CallLast", "PutBid", "PutAsk", "PutLast"],
     "quantity": ["Quantity", "Filled", "Remaining", "Position", "Shares", "BidSize", "AskSize", "LastSize",
-                 "Volume"],
+                 "Volume", "CallVolume", "PutVolume", "CallOpenInterest", "PutOpenInterest"],
     "count": ["BarCount"],
     "money": ["Commission", "MarketValue", "UnrealizedPnL", "RealizedPnL", "DeltaDollars"],
-    "percent": ["ChangePct", "Weight"],
+    "percent": ["ChangePct", "Weight", "CallIV", "PutIV"],
+    "option_greek": ["CallDelta", "CallGamma", "CallVega", "CallTheta", "PutDelta", "PutGamma", "PutVega",
+                     "PutTheta"],
     "percent_number": ["TrailPercent"],
     "time": ["Updated", "Time", "GoodTillDate", "Date"],
     "id": ["OrderId", "PermId", "ConId", "ClientId"],

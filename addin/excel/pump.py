@@ -440,6 +440,10 @@ class Pump:
         self._thread: threading.Thread | None = None
         self._last_prune = time.monotonic()
         self.error: BaseException | None = None        # why the thread ended, if it failed
+        # More sheets painted on this cadence (the Options chain: addin.app.options_sheet): each is called
+        # painter(book, changed board keys) after the flush's writes and returns its write calls; its
+        # close(), if any, is called when the pump stops.
+        self.painters: list[Callable[[Any, list[str]], int]] = []
 
     # --- set-up ---------------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -561,6 +565,11 @@ class Pump:
         self._staged, self._staged_keys, self._staged_changed = {}, {}, {}
         self._collect_orders(cells, keys_at)
         writes = self._write_cells(cells, keys_at)
+        for painter in list(self.painters):
+            try:
+                writes += painter(self.book, changed) or 0
+            except Exception:
+                log.exception("pump painter %r failed", painter)
         calcs = self._recalc(changed) if changed or self._calc_retry else 0
         if writes or calcs:
             self.stats.busy_flushes += 1
@@ -722,6 +731,14 @@ class Pump:
         self._release()
 
     def _release(self) -> None:
+        painters, self.painters = self.painters, []
+        for painter in painters:
+            close = getattr(painter, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    log.debug("closing %r: %s", painter, exc)
         held, self._held = self._held, []
         if self.release is not None:
             for key in held:

@@ -778,6 +778,20 @@ class ContractBook:
         "es 202612 cme" -> "ESZ6.CME"). Raises as ``qualify``."""
         return format_contract(self.qualify(what))
 
+    def remember(self, found: Sequence[ContractDetails]) -> None:
+        """Cache ContractDetails IB sent for another request (an option chain's one reqContractDetails of
+        a whole expiry), under their canonical text and conId, so qualifying each of them later asks
+        IB nothing. Details without a conId are skipped."""
+        with self._lock:
+            for d in found:
+                if not d.contract.conId:
+                    continue
+                self._by_con_id.setdefault(int(d.contract.conId), d)
+                try:
+                    self._by_key.setdefault(format_contract(d), d)
+                except InstrumentError:
+                    pass
+
     def cached(self, what) -> ContractDetails | None:
         """The cached ContractDetails for a text, Spec or Contract, or None; never asks IB.
         Raises InstrumentError for a text that does not parse."""

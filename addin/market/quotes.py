@@ -66,6 +66,8 @@ __all__ = ["BoardQuote", "QuoteBoard", "MarketData", "MarketDataError", "DEFAULT
 
 DEFAULT_MAX_LINES = 100            # IB's default allowance of simultaneous market data lines
 
+OPTION_SEC_TYPES = ("OPT", "FOP")
+OPEN_INTEREST_GENERIC = "101"      # reqMktData genericTickList: option open interest
 MAX_PACING_RETRIES = 5             # automatic re-requests of a line IB refused with error 100
 _DELAYED_NAMES = tuple(MARKET_DATA_TYPES[t] for t in sorted(DELAYED_TYPES))   # "delayed", "delayed-frozen"
 
@@ -498,7 +500,8 @@ class MarketData:
     ``ContractBook`` for instrument text (created from ``addin.ib.contracts`` on first use when None).
     board: where quotes go (a new QuoteBoard when None). max_lines: the line budget: at most this
     many simultaneous lines (streaming plus snapshots in flight); IB's default allowance is 100.
-    generic_ticks: IB's genericTickList for every streaming line ("" by default).
+    generic_ticks: IB's genericTickList for every streaming line ("" by default); an option's line
+    adds 101 (open interest).
 
     Outbound messages (reqMktData, cancelMktData, reqMarketDataType) leave evenly spaced at the
     session's rate (see ``_Feeder``): ``subscribe`` returns at once, and 500 new lines take about
@@ -756,6 +759,10 @@ class MarketData:
 
     def _stream_request(self, line: _QuoteLine) -> Request:
         key, contract, generic = line.key, line.contract, self.generic_ticks
+        if contract.secType in OPTION_SEC_TYPES and OPEN_INTEREST_GENERIC not in generic.split(","):
+            # an option's open interest comes only with generic tick 101 (IB: ticks 27 / 28; never on a
+            # snapshot, which refuses generic ticks)
+            generic = ",".join(t for t in (generic, OPEN_INTEREST_GENERIC) if t)
         update, mark = self.board.update, self.board.mark
 
         def start(client, rid):

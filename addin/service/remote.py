@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from datetime import date, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -147,6 +148,13 @@ class RemoteDesk:
         self._client.remove_order_listener(fn)
 
 
+def _plain(value):
+    """A date argument as the protocol carries it (a date becomes its YYYYMMDD text; datetimes travel)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.strftime("%Y%m%d")
+    return value
+
+
 class RemoteRuntime(WorkbookSide):
     """The runtime of a process whose IB session lives in the ibxl service at ``address`` (default the
     user's), authenticated with ``authkey`` (default the user's key file). ``name`` says who this is
@@ -234,6 +242,19 @@ class RemoteRuntime(WorkbookSide):
 
     def executions(self):
         return self.reader.executions()
+
+    def option_expiries(self, underlying: str) -> list[str]:
+        """Runtime.option_expiries, answered by the service."""
+        return self.reader._call("option_expiries", underlying=underlying)
+
+    def option_strikes(self, underlying: str, expiry=None) -> list[float]:
+        """Runtime.option_strikes, answered by the service."""
+        return self.reader._call("option_strikes", underlying=underlying, expiry=_plain(expiry))
+
+    def option_chain(self, underlying: str, expiry=None, strikes=None, stream: bool = True):
+        """Runtime.option_chain, answered by the service (its line budget is every client's)."""
+        return self.reader._call("option_chain", _timeout=120.0, underlying=underlying, expiry=_plain(expiry),
+                                 strikes=strikes, stream=stream)
 
     def analysis(self, pending: list[dict] | None = None, now=None, benchmark: str | None = None,
                  window_days: int | None = None) -> dict:

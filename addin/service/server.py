@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ServiceServer", "embedded_service", "READ_METHODS", "TRADING_METHODS"]
 
 READ_METHODS = ("status", "connect", "disconnect", "subscribe", "unsubscribe", "quote", "quotes", "history",
-                "contract", "positions", "account", "pnl", "order", "executions", "analysis")
+                "contract", "positions", "account", "pnl", "order", "executions", "analysis", "option_expiries",
+                "option_strikes", "option_chain")
 TRADING_METHODS = ("configure_orders", "place_orders", "modify", "cancel", "cancel_all", "kill", "reset_kill",
                    "killed", "order_table", "audit", "shutdown")
 CAPABILITIES = ("read", "trading")
@@ -593,6 +594,20 @@ class ServiceServer:
         self._need_ib()
         self.analysis_asked = True
         return self.runtime.analysis(pending, now=now, benchmark=benchmark, window_days=window_days)
+
+    def m_option_expiries(self, client, underlying: str) -> list[str]:
+        """Runtime.option_expiries: YYYYMMDD texts."""
+        self._need_ib()
+        return self.runtime.option_expiries(str(underlying))
+
+    def m_option_strikes(self, client, underlying: str, expiry=None) -> list[float]:
+        self._need_ib()
+        return self.runtime.option_strikes(str(underlying), expiry)
+
+    def m_option_chain(self, client, underlying: str, expiry=None, strikes=None, stream: bool = True):
+        """Runtime.option_chain's plan as a table; the budget is the service's (every client's lines)."""
+        self._need_ib()
+        return self.runtime.option_chain(str(underlying), expiry, strikes, bool(stream))
 
     # --- trading (TradingClient only) ------------------------------------------------------------------
     def m_configure_orders(self, client, config: dict | None) -> list[str]:
