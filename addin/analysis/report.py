@@ -9,6 +9,7 @@ days from :mod:`.pnl_history` (this report's day recorded first, so the Tables i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -27,7 +28,7 @@ WHAT_IF_MEASURES = ["NetLiquidation", "Long", "Short", "Gross", "Net", "Leverage
 
 
 def method_note(window_days: int, days_used: int, benchmark: str, as_of: datetime,
-                left_out: list[str] = ()) -> str:
+                left_out: Sequence[str] = ()) -> str:
     note = (f"one-day historical VaR/ES: today's positions revalued on each of the last {days_used} daily "
             f"returns (window {window_days}, dates all holdings share; losses positive; VaR = loss quantile, "
             f"ES = mean loss at or beyond it); beta to {benchmark}; as of {as_of:%Y-%m-%d %H:%M} UTC")

@@ -348,7 +348,7 @@ def _portfolio(book, rt: Runtime, summary: RunSummary):
 def _analysis(book, rt, summary: RunSummary) -> dict[str, int]:
     """The analysis report (its what-if: the Orders rows not sent yet) into the Analysis sheet."""
     from .analysis_sheet import write_analysis
-    report = rt.analysis(macros.order_rows(book))
+    report = rt.analysis(macros.analysis_basket(book))
     summary.analysis = report
     return write_analysis(book, report)
 

@@ -648,7 +648,7 @@ def refresh_audit(book=None, runtime=None, tz=None) -> pd.DataFrame:
 
 # --- analysis -----------------------------------------------------------------------------------------
 @xw.sub
-def order_rows(book) -> list[dict]:
+def analysis_basket(book) -> list[dict]:
     """The Orders Table's rows as ``{column: cell value}`` dicts ([] without an Orders Table): the what-if
     basket of the analysis (``Runtime.analysis`` keeps the rows with no Status)."""
     orders = book.read_table("Orders", drop_empty=True) if has_table(book, "Orders") else None
@@ -667,7 +667,7 @@ def refresh_analysis(book=None, runtime=None) -> dict[str, int]:
 
     book, rt = _book(book), _runtime(runtime)
     _connected(rt)
-    counts = write_analysis(book, rt.analysis(order_rows(book)))
+    counts = write_analysis(book, rt.analysis(analysis_basket(book)))
     _log(book, "INFO", f"analysis refreshed: {counts.get('PositionPnL', 0)} position rows, "
                        f"{counts.get('Correlation', 0)} holdings in the correlation matrix")
     return counts

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -331,7 +331,7 @@ def option_order_row(book, rt, cell: tuple[int, int] | None = None, book_id: str
         raise ExcelInputError(f"{where}: strike {strike:g} has no listed {side.lower()} in the chain of "
                               f"{plan['Underlying'].iloc[0] if len(plan) else '?'}; refresh the options")
     bid, ask = values.get(f"{side}Bid"), values.get(f"{side}Ask")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (bid, ask)) or ask <= 0:
+    if not (_number(bid) and _number(ask)) or bid < 0 or ask <= 0:
         raise ExcelInputError(f"{where}: no bid and ask of {text} to price the order from (bid {bid!r}, ask {ask!r})")
     tick = getattr(rt.contracts.qualify(text), "minTick", None) or 0.01
     mid = round_to_tick((bid + ask) / 2, tick)
@@ -350,6 +350,10 @@ def _plan_for(book, rt, sheet: OptionsSheet | None) -> pd.DataFrame:
         return rt.option_chain(str(params["Underlying"]).strip(), params["Expiry"], params["Strikes"])
     except Exception as exc:
         raise tmp._named_error(exc) from exc
+
+
+def _number(v) -> TypeGuard[float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def add_order_row(book, info, values: dict[str, Any]) -> int:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -81,7 +81,7 @@ class ExpiryRule:
     @property
     def text(self) -> str:
         """A canonical text (a cache key): 20261218, next, monthly, +30d, +3m."""
-        if self.kind == "date":
+        if self.kind == "date" and self.day is not None:
             return self.day.strftime("%Y%m%d")
         if self.kind == "ahead":
             return f"+{self.months}m" if self.months else f"+{self.days}d"
@@ -172,10 +172,11 @@ def pick_expiry(rule: ExpiryRule, expiries: list[str], today: date, what: str = 
     if not listed:
         raise ValueError(f"expiry: IB lists no expiry for {what}")
     ahead = [d for d in listed if d >= today]
-    if rule.kind == "date":
-        if rule.day in listed:
-            return rule.day.strftime("%Y%m%d")
-        near = sorted(listed, key=lambda d: abs((d - rule.day).days))[:3]
+    if rule.kind == "date" and rule.day is not None:
+        day = rule.day
+        if day in listed:
+            return day.strftime("%Y%m%d")
+        near = sorted(listed, key=lambda d: abs((d - day).days))[:3]
         raise ValueError(f"expiry: {rule.day:%Y-%m-%d} is not listed for {what}; nearest listed: "
                          f"{', '.join(f'{d:%Y-%m-%d}' for d in sorted(near))}")
     if rule.kind == "next":
@@ -430,7 +431,7 @@ class OptionChains:
 
 
 # --- the chain table ------------------------------------------------------------------------------
-Plan = pd.DataFrame | list[dict]
+Plan: TypeAlias = pd.DataFrame | list[dict]
 
 
 def plan_records(plan: Plan) -> list[dict]:
