@@ -113,7 +113,7 @@ def test_the_service_answers_the_same_report_and_records_while_it_runs(gw, rt, t
             for name in ("Summary", "Exposure", "PositionRisk", "WhatIf"):
                 mine, theirs = report[name], served[name]
                 differ = ~np.isclose(mine.select_dtypes("number"), theirs.select_dtypes("number"), rtol=1e-9)
-                assert not differ.any(), (name, mine[differ.any(axis=1)], theirs[differ.any(axis=1)])
+                assert not differ.any(), (name, mine[differ.any(axis=1)].to_string(), theirs[differ.any(axis=1)].to_string())
                 pd.testing.assert_frame_equal(theirs, mine, check_dtype=False, rtol=1e-9)
             assert served["Correlation"].columns.tolist() == report["Correlation"].columns.tolist()
             facade = remote.readonly()
@@ -171,4 +171,7 @@ def test_the_ibxl_run_analysis_command(gw, rt, tmp_path):
     assert "[ok] analysis" in r.stdout and "(All)" in r.stdout
     assert (tmp_path / "analysis.sqlite3").exists()          # beside the journal, beside the config file
     ws = openpyxl.load_workbook(path)["Analysis"]
-    assert ws["A1"].value == "Exposure" and [c.value for c in ws[2]][:8] == ANALYSIS_COLUMNS["Exposure"]
+    top, left, bottom, right = parse_range(ws.tables["Exposure"].ref)
+    rows = [[c.value for c in row] for row in ws.iter_rows(min_row=top, max_row=bottom, min_col=left, max_col=right)]
+    assert rows[0] == ANALYSIS_COLUMNS["Exposure"]
+    assert {r[0] for r in rows[1:]} == {"DU1", "DU2", "All"}            # every account and All, no blank
