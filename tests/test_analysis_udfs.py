@@ -113,7 +113,8 @@ def test_the_service_answers_the_same_report_and_records_while_it_runs(gw, rt, t
             for name in ("Summary", "Exposure", "PositionRisk", "WhatIf"):
                 mine, theirs = report[name], served[name]
                 differ = ~np.isclose(mine.select_dtypes("number"), theirs.select_dtypes("number"), rtol=1e-9)
-                assert not differ.any(), (name, mine[differ.any(axis=1)].to_string(), theirs[differ.any(axis=1)].to_string())
+                rows = differ.any(axis=1)
+                assert not differ.any(), (name, mine[rows].to_string(), theirs[rows].to_string())
                 pd.testing.assert_frame_equal(theirs, mine, check_dtype=False, rtol=1e-9)
             assert served["Correlation"].columns.tolist() == report["Correlation"].columns.tolist()
             facade = remote.readonly()

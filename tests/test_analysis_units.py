@@ -93,6 +93,23 @@ def test_close_cache_keeps_one_day_per_con_id(tmp_path):
     assert len(pulls) == 2 and cache.get(5, date(2026, 3, 10)) is None       # the older day replaced
 
 
+def test_a_report_on_another_day_replacing_the_entry_does_not_cost_the_pulled_closes(tmp_path):
+    # The service's recorder reports on today's date while a client asks for another day: both pull the
+    # same conId, and each day's put replaces the other's entry. The closes just pulled are the answer.
+    store = AnalysisStore(tmp_path / "a.sqlite3")
+    mine, recorder = HistoryCache(store), HistoryCache(store)
+    s = pd.Series([1.0, 2.0], index=pd.to_datetime(["2026-03-09", "2026-03-10"], utc=True))
+    put = mine.put
+
+    def put_then_the_recorder(con_id, day, closes, what=""):
+        stored = put(con_id, day, closes, what)
+        recorder.closes(con_id, date(2026, 12, 3), lambda: s * 10, what)     # replaces this day's entry
+        return stored
+    mine.put = put_then_the_recorder
+    got = mine.closes(5, date(2026, 3, 10), lambda: s)
+    assert got.tolist() == [1.0, 2.0] and mine.get(5, date(2026, 3, 10)) is None
+
+
 def test_recorder_one_row_per_new_york_date_and_account_updated_in_place(tmp_path):
     rec = PnLRecorder(AnalysisStore(tmp_path / "a.sqlite3"))
     late = datetime(2026, 3, 11, 3, 30, tzinfo=UTC)            # 22:30 on the 10th in New York

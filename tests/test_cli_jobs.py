@@ -22,7 +22,7 @@ from addin.paper.market.market import BarSpec, on_tick_grid
 from .ibclient import IBTestClient
 from .test_paper_cli import ibxl_command
 
-GOOD = {"DEMO-001", "DEMO-002", "DEMO-003", "DEMO-004"}
+GOOD = {"DEMO-001", "DEMO-002", "DEMO-003", "DEMO-004", "DEMO-005", "DEMO-006", "DEMO-007"}
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,22 @@ def test_demo_succeeds_and_saves(demo):
     assert summary.ok, summary.steps
     assert [s.name for s in summary.steps] == ["stream", "history", "orders", "audit", "portfolio", "analysis",
                                                "samples"]
-    assert len(summary.verdicts) == 9 and all(v.ok for v in summary.verdicts), summary.verdicts
+    assert len(summary.verdicts) == 12 and all(v.ok for v in summary.verdicts), summary.verdicts
     assert any(line.startswith("saved ") for line in lines)
     assert {"Watchlist", "History", "Orders", "Portfolio", "Executions"} <= set(wb.sheetnames)
+
+
+def test_demo_buys_a_listed_option_and_shows_its_greeks(demo):
+    """DEMO-007's contract is chosen at run time (a listed AAPL call a week or more ahead, the strike
+    nearest the money): it fills, and its position shows IB's delta for the whole position (between 0 and
+    contracts x multiplier shares)."""
+    _, wb, _ = demo
+    row = next(r for r in table_rows(wb["Orders"], "Orders") if r["Ref"] == "DEMO-007")
+    words = row["Symbol"].split()
+    assert row["Status"] == "Filled" and words[0] == "AAPL" and words[3] == "C" and len(words[1]) == 8
+    pos = next(r for r in table_rows(wb["Portfolio"], "Positions") if r["Symbol"] == row["Symbol"])
+    assert pos["SecType"] == "OPT" and pos["Position"] == 2 and pos["Underlying"] == "AAPL"
+    assert 0 < pos["Delta"] < 2 * 100 and pos["MarketValue"] == pytest.approx(2 * 100 * pos["MarketPrice"])
 
 
 def test_demo_analysis_sheet_shows_the_positions(demo):

@@ -62,11 +62,11 @@ def n_pdf(x):
 
 
 def bs_greeks(right, s, k, t, vol, r=RATE):
-    """(delta, gamma, vega per 1.00 of vol, theta per calendar day), per share, European, no dividends."""
+    """(delta, gamma, vega per 1 % of vol, theta per calendar day), per share, European, no dividends."""
     d1 = (math.log(s / k) + (r + vol * vol / 2) * t) / (vol * math.sqrt(t))
     d2 = d1 - vol * math.sqrt(t)
     gamma = n_pdf(d1) / (s * vol * math.sqrt(t))
-    vega = s * n_pdf(d1) * math.sqrt(t)
+    vega = s * n_pdf(d1) * math.sqrt(t) / 100
     decay = -s * n_pdf(d1) * vol / (2 * math.sqrt(t))
     if right == "C":
         delta, theta = n_cdf(d1), decay - r * k * math.exp(-r * t) * n_cdf(d2)

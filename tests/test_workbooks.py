@@ -69,7 +69,7 @@ def test_sample_rows_and_parameters(template):
     assert book.read_table("Watchlist")["Symbol"].tolist() == [
         "AAPL", "MSFT", "GOOG", "SPY", "EUR/USD", "BTC/USD.PAXOS", "ES.CME", "^SPX.CBOE"]
     orders = book.read_table("Orders").set_index("Ref")
-    assert len([r for r in orders.index if r.startswith("DEMO-")]) == 4
+    assert len([r for r in orders.index if r.startswith("DEMO-")]) == 7
     assert orders.loc["BAD-QUANTITY-TOO-BIG", "Quantity"] == 100000
     assert orders.loc["BAD-UNKNOWN-SYMBOL", "Symbol"] == "ZZZZ"
     assert orders.loc["BAD-TEXT-QUANTITY", "Quantity"] == "ten"

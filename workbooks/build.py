@@ -72,6 +72,14 @@ ORDER_SAMPLES = [
     {**_O, "Ref": "DEMO-004", "Symbol": "AAPL", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",
      "TIF": "GTC", "OutsideRTH": False,
      "Transmit": True},
+    {**_O, "Ref": "DEMO-005", "Symbol": "MSFT", "Action": "BUY", "Quantity": 5, "OrderType": "MKT",
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    {**_O, "Ref": "DEMO-006", "Symbol": "BTC/USD.PAXOS", "Action": "BUY", "Quantity": 0.05, "OrderType": "LMT",
+     "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
+    # The option is chosen when the demo places it (a listed expiry a week or more ahead, the strike
+    # nearest the money): a contract typed here would expire.
+    {**_O, "Ref": "DEMO-007", "Symbol": "AAPL call (chosen by ibxl demo)", "Action": "BUY", "Quantity": 2,
+     "OrderType": "LMT", "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "BAD-QUANTITY-TOO-BIG", "Symbol": "AAPL", "Action": "BUY", "Quantity": 100000,
      "OrderType": "MKT", "TIF": "DAY", "OutsideRTH": False, "Transmit": True},
     {**_O, "Ref": "BAD-PRICE-FAR-OFF", "Symbol": "MSFT", "Action": "BUY", "Quantity": 10, "OrderType": "LMT",

@@ -26,19 +26,15 @@ class HistoryCache:
         with self.store.connect() as db:
             row = db.execute("SELECT data FROM closes WHERE con_id=? AND day=? AND what=?",
                              (int(con_id), day.isoformat(), what)).fetchone()
-        if row is None:
-            return None
-        data = json.loads(row[0])
-        return pd.Series([v for _, v in data], index=pd.DatetimeIndex([d for d, _ in data]), dtype="float64",
-                         name=int(con_id))
+        return None if row is None else _decode(row[0], con_id)
 
-    def put(self, con_id: int, day: date, closes: pd.Series, what: str = "") -> None:
-        idx = pd.DatetimeIndex(closes.index)
-        idx = idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
-        data = json.dumps([[d.strftime("%Y-%m-%d"), float(v)] for d, v in zip(idx, closes)])
+    def put(self, con_id: int, day: date, closes: pd.Series, what: str = "") -> str:
+        """Store the day's closes of ``con_id`` (replacing its older days); returns the stored text."""
+        data = _encode(closes)
         with self.store.connect() as db:
             db.execute("DELETE FROM closes WHERE con_id=? AND what=? AND day<>?", (int(con_id), what, day.isoformat()))
             db.execute("INSERT OR REPLACE INTO closes VALUES (?,?,?,?)", (int(con_id), day.isoformat(), what, data))
+        return data
 
     def closes(self, con_id: int, day: date, pull: Callable[[], pd.Series], what: str = "") -> pd.Series:
         """The day's closes of ``con_id``: cached, else ``pull()`` (the caller's request to IB), stored."""
@@ -48,5 +44,18 @@ class HistoryCache:
             return cached
         series = pull()
         self.pulls += 1
-        self.put(con_id, day, series, what)
-        return self.get(con_id, day, what)
+        # What was stored, decoded: not read back, since another report on another day (the service's
+        # recorder runs on today's date) may replace this conId's entry in between.
+        return _decode(self.put(con_id, day, series, what), con_id)
+
+
+def _encode(closes: pd.Series) -> str:
+    idx = pd.DatetimeIndex(closes.index)
+    idx = idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
+    return json.dumps([[d.strftime("%Y-%m-%d"), float(v)] for d, v in zip(idx, closes)])
+
+
+def _decode(text: str, con_id: int) -> pd.Series:
+    data = json.loads(text)
+    return pd.Series([v for _, v in data], index=pd.DatetimeIndex([d for d, _ in data]), dtype="float64",
+                     name=int(con_id))

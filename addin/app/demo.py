@@ -11,11 +11,13 @@ refused for the rule it exists to show. ``ibxl demo`` fails when either is not s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import pandas as pd
 
+from ..config import RiskSettings, Settings
 from ..orders.risk import round_to_tick
 from . import macros
 
@@ -27,9 +29,16 @@ PRICING: dict[str, list[tuple[str, str, float, float]]] = {
     "DEMO-004": [("LimitPrice", "ask", 0.0, 0),                    # bracket: entry at the ask,
                  ("TakeProfit", "ask", +0.03, 0),                  # take-profit 3% above it,
                  ("StopLoss", "ask", -0.03, 0)],                   # stop-loss 3% below it
+    "DEMO-006": [("LimitPrice", "ask", 0.0, 0)],                   # crypto: a marketable limit at the ask
+    "DEMO-007": [("LimitPrice", "ask", 0.0, 0)],                   # the option: a marketable limit at its ask
     "BAD-PRICE-FAR-OFF": [("LimitPrice", "bid", -0.5, 0)],         # half the bid: outside the 5% band
     "BAD-OFF-TICK-GRID": [("LimitPrice", "bid", -0.01, 0.3)],      # 1% under the bid, 0.3 tick off the grid
 }
+
+# Option sample rows: Ref -> (underlying, right, minimum days to expiry). The contract is chosen when the
+# demo places the row: the first listed expiry at least that many days ahead, the strike nearest the
+# underlying's mid (rt.option_expiries / option_strikes: reqSecDefOptParams).
+OPTION_SAMPLES: dict[str, tuple[str, str, int]] = {"DEMO-007": ("AAPL", "C", 7)}
 
 # What each sample row must end as: working or done at IB, or refused by the named rule (the start of
 # the row's Message: a risk rule's name, or the input column that failed to parse).
@@ -52,6 +61,14 @@ class Verdict:
     line: str
 
 
+def demo_settings() -> Settings:
+    """The demo's settings: the built-in defaults (never the user's config file), with options ("OPT")
+    allowed so the option sample row trades. Options are off by default: a user allows them in [risk]
+    allowed_sec_types."""
+    risk = RiskSettings()
+    return Settings(risk=dataclasses.replace(risk, allowed_sec_types=(*risk.allowed_sec_types, "OPT")))
+
+
 def price_samples(book, rt, quote_timeout: float = 10.0) -> dict[str, dict[str, float]]:
     """Write the priced cells of the sample rows still pending (Status empty) from a fresh snapshot of
     each row's instrument (``rt.market.snapshot``). Returns ``{Ref: {column: price}}`` as written.
@@ -66,6 +83,9 @@ def price_samples(book, rt, quote_timeout: float = 10.0) -> dict[str, dict[str, 
         if not recipe:
             continue
         symbol = str(values["Symbol"]).strip()
+        if ref in OPTION_SAMPLES:
+            symbol = choose_option(rt, *OPTION_SAMPLES[ref], quote_timeout=quote_timeout)
+            book.write(info.sheet, int(row), info.column("Symbol"), [[symbol]])
         tick = rt.contracts.qualify(symbol).minTick
         quote = rt.market.snapshot(symbol, timeout=quote_timeout)
         prices = {}
@@ -80,6 +100,22 @@ def price_samples(book, rt, quote_timeout: float = 10.0) -> dict[str, dict[str, 
             book.write(info.sheet, int(row), info.column(column), [[prices[column]]])
         written[ref] = prices
     return written
+
+
+def choose_option(rt, underlying: str, right: str, min_days: int, quote_timeout: float = 10.0) -> str:
+    """The option text (``AAPL 20261218 230 C``) of the first expiry listed on ``underlying`` at least
+    ``min_days`` after today (New York; the last listed one if none is that far) and the strike nearest
+    the underlying's mid now. Raises ValueError when IB lists no options on it."""
+    expiries = rt.option_expiries(underlying)
+    if not expiries:
+        raise ValueError(f"{underlying}: IB lists no options")
+    today = pd.Timestamp.now(tz="America/New_York").date()
+    far = [e for e in expiries if (pd.Timestamp(e).date() - today).days >= min_days]
+    expiry = (far or expiries)[0 if far else -1]
+    quote = rt.market.snapshot(underlying, timeout=quote_timeout)
+    mid = quote.mid if quote.mid is not None else quote.last
+    strike = min(rt.option_strikes(underlying, expiry), key=lambda k: abs(k - mid))
+    return f"{underlying} {expiry} {strike:g} {right}"
 
 
 def verdicts(orders: pd.DataFrame | None) -> list[Verdict]:

@@ -368,15 +368,15 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
     the template workbook to ``out``, stream the Watchlist for ``seconds``, pull history, price the
     sample orders from the live quote and place them (the BAD-* rows are refused by the risk rules on
     purpose), refresh the portfolio, write the portfolio analysis (the Analysis sheet) and save. Uses the
-    built-in risk defaults (not the user's config file) and a fresh journal beside ``out``, so every run
-    shows the same story at any date and hour. A last step,
+    built-in risk defaults with options allowed (``demo.demo_settings``; not the user's config file) and a
+    fresh journal beside ``out``, so every run shows the same story at any date and hour. A last step,
     "samples", checks every sample row ended as intended (``addin.app.demo.verdicts``): a good row refused
     or in error, or a BAD-* row refused for another reason, fails it. ``gateway``: a running
     PaperGateway to use instead of a new one (tests). Returns the RunSummary."""
     from ..paper import PaperGateway
     from ..service.remote import RemoteRuntime
     from ..service.server import embedded_service
-    from .demo import price_samples, verdicts
+    from .demo import demo_settings, price_samples, verdicts
 
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -388,11 +388,11 @@ def run_demo(out: str | Path, *, seconds: float = 5.0, echo: Callable[[str], Non
         gw = gateway or stack.enter_context(PaperGateway(port=0))
         echo(f"paper gateway on 127.0.0.1:{gw.port} (replaying real prices; see docs/paper-market.md)")
         service = stack.enter_context(embedded_service(
-            lambda: Runtime("127.0.0.1", gw.port, 1, settings=Settings(), journal_path=journal)))
+            lambda: Runtime("127.0.0.1", gw.port, 1, settings=demo_settings(), journal_path=journal)))
         echo(f"ibxl service in this process on {service.address} (the workbook is its client)")
         rt = RemoteRuntime(service.address, service.authkey, name="ibxl demo")
         summary = run_workbook(out, stream=seconds, history=True, orders=True, portfolio=True, analysis=True,
-                               settings=Settings(), echo=echo, prepare_orders=price_samples, strict_orders=False,
+                               settings=demo_settings(), echo=echo, prepare_orders=price_samples, strict_orders=False,
                                runtime=rt)
     summary.verdicts = verdicts(summary.orders)
     failed = [v.line for v in summary.verdicts if not v.ok]

@@ -148,6 +148,8 @@ class ServiceServer:
             try:
                 self.runtime.analysis()
             except Exception as exc:                  # the service goes on; the next turn tries again
+                if self._stopped.is_set():            # cut short by the service stopping: not a failure
+                    return
                 log.warning("recording the analysis failed: %s", exc)
                 continue
             with self._recorded:

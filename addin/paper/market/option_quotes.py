@@ -39,8 +39,8 @@ BOOK_SIZE = 10.0
 
 @dataclass(frozen=True)
 class OptionQuote:
-    """One option's market: bid/ask on the grid, the model's numbers (per share, per unit of vol for
-    vega, per calendar day for theta) and the underlying price they used."""
+    """One option's market: bid/ask on the grid, the model's numbers (per share; vega per 1 % of vol,
+    theta per calendar day) and the underlying price they used."""
 
     bid: float
     ask: float
@@ -90,8 +90,9 @@ def _npdf(x: float) -> float:
 
 
 def black_scholes(right: str, s: float, k: float, t: float, vol: float, r: float = RATE, q: float = 0.0):
-    """(price, delta, gamma, vega per 1.00 of vol, theta per calendar day) of a European option by
-    Black-Scholes-Merton with continuous dividend yield ``q`` (q = r: Black-76 on a future at ``s``)."""
+    """(price, delta, gamma, vega per 1 % of vol (one vol point, as IB's option computations and TWS show
+    it), theta per calendar day) of a European option by Black-Scholes-Merton with continuous dividend
+    yield ``q`` (q = r: Black-76 on a future at ``s``)."""
     sq = vol * math.sqrt(t)
     d1 = (math.log(s / k) + (r - q + 0.5 * vol * vol) * t) / sq
     d2 = d1 - sq
@@ -103,7 +104,7 @@ def black_scholes(right: str, s: float, k: float, t: float, vol: float, r: float
     else:
         price, delta = k * disc * _ncdf(-d2) - s * carry * _ncdf(-d1), carry * (_ncdf(d1) - 1.0)
         theta = decay + r * k * disc * _ncdf(-d2) - q * s * carry * _ncdf(-d1)
-    return price, delta, carry * _npdf(d1) / (s * sq), s * carry * _npdf(d1) * math.sqrt(t), theta / 365.0
+    return price, delta, carry * _npdf(d1) / (s * sq), s * carry * _npdf(d1) * math.sqrt(t) / 100.0, theta / 365.0
 
 
 def implied_vol(right: str, price: float, s: float, k: float, t: float, r: float = RATE, q: float = 0.0) -> float:
