@@ -125,3 +125,26 @@ def test_a_fill_is_booked_in_eur_and_valued_in_the_usd_base(ib):
         nlv_before + (eur_cash + 10 * last) * eur_rate - 1.00, abs=0.02)
     assert float(values[("CashBalance", "USD")]) == pytest.approx(float(before[("CashBalance", "USD")]) - 1.00,
                                                                  abs=0.005)
+
+
+def test_after_xetras_close_a_sap_order_waits_while_a_us_stock_fills():
+    evening = datetime(2026, 3, 10, 18, 0, tzinfo=UTC)       # 19:00 Frankfurt (closed), 14:00 New York (open)
+    with PaperGateway(port=0, start=evening, speed=0, hours="exchange", accounts=[ACCOUNT],
+                      stream_interval=0.05) as late:
+        client = IBTestClient().start(late.port, 43)
+        try:
+            statuses, oids = {}, {}
+            for symbol, c in (("SAP", sap()), ("AAPL", contract("AAPL"))):
+                oid = oids[symbol] = client.next_order_id()
+                o = Order()
+                o.action, o.totalQuantity, o.orderType, o.account, o.tif = "BUY", 1, "MKT", ACCOUNT, "DAY"
+                start = client.mark()
+                client.placeOrder(oid, c, o)
+                want = "Filled" if symbol == "AAPL" else "PreSubmitted"
+                statuses[symbol] = client.wait_for("orderStatus", lambda e, oid=oid, want=want: e.args[0] == oid
+                                                   and e.args[1] == want, start=start).args[1]
+            with client.cond:
+                sap_fills = [e for e in client.events if e.name == "execDetails" and e.args[2].orderId == oids["SAP"]]
+            assert statuses == {"SAP": "PreSubmitted", "AAPL": "Filled"} and sap_fills == []
+        finally:
+            client.stop()
