@@ -148,3 +148,16 @@ def test_after_xetras_close_a_sap_order_waits_while_a_us_stock_fills():
             assert statuses == {"SAP": "PreSubmitted", "AAPL": "Filled"} and sap_fills == []
         finally:
             client.stop()
+
+
+def test_us_scanners_leave_the_xetra_stock_out(ib):
+    from ibapi.scanner import ScannerSubscription
+    sub = ScannerSubscription()
+    sub.instrument, sub.locationCode, sub.scanCode, sub.numberOfRows = "STK", "STK.US", "MOST_ACTIVE", 50
+    rid = ib.next_req()
+    start = ib.mark()
+    ib.reqScannerSubscription(rid, sub, [], [])
+    rows = ib.collect("scannerData", "scannerDataEnd", req_id=rid, start=start)
+    ib.cancelScannerSubscription(rid)
+    symbols = {r.args[2].contract.symbol for r in rows}
+    assert "AAPL" in symbols and "SAP" not in symbols
