@@ -1,6 +1,6 @@
 """The portfolio analysis report on a portfolio built on the paper gateway with real orders: two
-accounts, stocks (AAPL, MSFT short, SPY), a second currency (the gateway lists no non-USD stock, so
-an EUR.USD cash position: EUR exposure), an ES future and BTC. Options are not in this portfolio.
+accounts, stocks (AAPL, MSFT short, SPY), a second currency (an EUR.USD cash position: EUR exposure),
+an ES future and BTC. The EUR stock (SAP) and options are in test_analysis_options.py's portfolio.
 
 Every figure is checked against an independent computation in the test from what a separate ibapi
 client reads (reqAccountUpdates per account: positions, market values, NetLiquidation, ExchangeRate;
@@ -97,8 +97,9 @@ def account_updates(ib: IBTestClient, account: str) -> tuple[list, dict]:
     ib.reqAccountUpdates(True, account)
     end = ib.wait_for("accountDownloadEnd", lambda e: e.args[0] == account, start=start)
     ib.reqAccountUpdates(False, account)
-    with ib.cond:
-        events = ib.events[start:ib.events.index(end)]
+    with ib.cond:                 # by identity: an earlier accountDownloadEnd of the account compares equal
+        events = ib.events[start:]
+        events = events[:next(i for i, e in enumerate(events) if e is end)]
     rows = {e.args[0].conId: (e.args[0], float(e.args[1]), float(e.args[3])) for e in events
             if e.name == "updatePortfolio" and e.args[-1] == account}
     values = {(e.args[0], e.args[2]): e.args[1] for e in events

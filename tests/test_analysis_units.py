@@ -154,3 +154,50 @@ def test_a_holding_without_history_is_left_out_of_the_risk_and_named():
     only_aapl = inputs(positions=base.positions[base.positions.symbol != "SAP"])
     again = build_report(only_aapl, now=datetime(2026, 3, 10, 15, tzinfo=UTC))["Summary"]
     assert s.Value[("U1", "VaR95")] == pytest.approx(again.set_index(["Account", "Measure"]).Value[("U1", "VaR95")])
+
+
+def option_inputs(delta=60.0, gamma=2.0, dollars=12_000.0) -> Inputs:
+    """U1 also holds 2 calls on conId 1 (AAPL, undPrice 200 = dollars / delta) with whole-position greeks."""
+    base = inputs()
+    opt = pd.DataFrame([("U1", "AAPL 20260320 200 C", 9, "OPT", "USD", 2.0, 5.0, 1000.0)],
+                       columns=base.positions.columns)
+    positions = pd.concat([base.positions, opt], ignore_index=True)
+    positions["delta"] = [np.nan, np.nan, np.nan, delta]
+    positions["gamma"] = [np.nan, np.nan, np.nan, gamma]
+    positions["delta_dollars"] = [2000.0, -500.0, 1000.0, dollars]
+    contracts = pd.concat([base.contracts, pd.DataFrame([(9, "AAPL", "OPT", "USD", "", "", 100.0)],
+                                                        columns=base.contracts.columns)], ignore_index=True)
+    contracts["under_con_id"] = [0, 0, 0, 1]
+    return Inputs(**{**base.__dict__, "positions": positions, "contracts": contracts})
+
+
+def test_an_option_is_exposed_at_its_market_value_and_moved_by_its_underlying_with_delta_gamma():
+    inp = option_inputs()
+    h = holdings(inp, "U1").set_index("symbol")
+    opt = h.loc["AAPL 20260320 200 C"]
+    assert (opt.mv, opt.risk_con_id, opt.und_price) == (1000.0, 1, 200.0)
+    returns = risk.daily_returns(inp.closes, [1, 2, 3], 30)
+    pnl = risk.portfolio_pnl(holdings(inp, "U1"), returns)
+    ds = 200.0 * returns[1].to_numpy()
+    by_hand = 2000.0 * returns[1] - 550.0 * returns[2] + (60.0 * ds + 0.5 * 2.0 * ds ** 2)
+    assert pnl == pytest.approx(by_hand.to_numpy(), rel=1e-12)
+    report = build_report(inp, now=datetime(2025, 2, 10, 15, tzinfo=UTC))
+    row = report["PositionRisk"].set_index(["Account", "Symbol"]).loc[("U1", "AAPL 20260320 200 C")]
+    aapl = report["PositionRisk"].set_index(["Account", "Symbol"]).loc[("U1", "AAPL")]
+    assert row.Beta == aapl.Beta and row.DailyVol == aapl.DailyVol
+    assert row.BetaDeltaDollars == pytest.approx(aapl.Beta * 12_000.0, rel=1e-12)
+    exp = report["Exposure"]
+    assert exp[(exp.Account == "U1") & (exp.By == "SecType") & (exp.Group == "OPT")].Long.iloc[0] == 1000.0
+    note = report["Summary"].set_index(["Account", "Measure"]).Note[("U1", "VaR95")]
+    assert "delta-gamma" in note and "left out" not in note
+    assert list(report["Correlation"].Symbol) == ["AAPL", "SAP"]        # no row of its own
+
+
+def test_an_option_without_ibs_greeks_is_left_out_of_the_var_and_named():
+    inp = option_inputs(delta=np.nan, gamma=np.nan, dollars=np.nan)
+    without = build_report(inputs(), now=datetime(2025, 2, 10, 15, tzinfo=UTC))
+    report = build_report(inp, now=datetime(2025, 2, 10, 15, tzinfo=UTC))
+    s, w = (r["Summary"].set_index(["Account", "Measure"]) for r in (report, without))
+    assert s.Value[("U1", "VaR95")] == w.Value[("U1", "VaR95")]
+    assert "left out: AAPL 20260320 200 C" in s.Note[("U1", "VaR95")]
+    assert s.Value[("U1", "Long")] == w.Value[("U1", "Long")] + 1000.0       # its exposure still counts

@@ -329,7 +329,7 @@ def _scan_rows(client, rid, sub):
 
 def test_scanner_rows_from_the_paper_quotes(gateway, client):
     quotes = gateway.call(lambda s: {i.symbol: s.market.quote(i) for i in s.market.instruments
-                                     if i.sec_type == "STK"})
+                                     if i.sec_type == "STK" and i.contract.currency == "USD"})   # US locations
     change = {sym: (q.last - q.close) / q.close for sym, q in quotes.items()}
 
     gainers = _scan_rows(client, 11, scan("TOP_PERC_GAIN"))

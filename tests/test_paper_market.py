@@ -478,9 +478,10 @@ def test_contract_details_are_complete(market):
     hours = r"^(\d{8}:(\d{4}-\d{8}:\d{4}|CLOSED))(;\d{8}:(\d{4}-\d{8}:\d{4}|CLOSED))*$"
     for inst in market.instruments:
         d, c = inst.details, inst.contract
-        assert c.conId and c.symbol and c.secType and c.exchange and c.currency == "USD" and c.localSymbol
+        assert c.conId and c.symbol and c.secType and c.exchange and c.localSymbol
+        assert c.currency == ("EUR" if c.primaryExchange == "IBIS" else "USD")       # SAP on Xetra: EUR
         assert c.tradingClass and d.marketName and d.longName and d.validExchanges and d.priceMagnifier == 1
-        assert d.minTick > 0 and d.timeZoneId in ("US/Eastern", "US/Central")
+        assert d.minTick > 0 and d.timeZoneId in ("US/Eastern", "US/Central", "MET")
         assert pd.Series([d.tradingHours, d.liquidHours]).str.match(hours).all(), d.tradingHours
         assert d.minSize > 0 and d.sizeIncrement > 0 and d.suggestedSizeIncrement > 0
         if c.secType != "IND":

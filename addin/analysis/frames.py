@@ -18,7 +18,12 @@ UNCLASSIFIED = "Unclassified"
 # Inputs (what addin.app.analysis_data gathers from IB):
 POSITION_INPUT = ["account", "symbol", "con_id", "sec_type", "currency", "position", "market_price",
                   "market_value"]
+# Optional position columns: IB's model greeks of the whole position (addin.account.greeks, contract currency).
+GREEK_INPUT = ["delta", "gamma", "delta_dollars"]
 CONTRACT_INPUT = ["con_id", "ib_symbol", "sec_type", "currency", "exchange", "industry", "multiplier"]
+# Optional contract column: IB's underConId (an option's underlying; 0 or absent otherwise).
+UNDER_INPUT = "under_con_id"
+OPTION_TYPES = ("OPT", "FOP")
 VALUE_INPUT = ["account", "key", "value", "currency"]
 PNL_SINGLE_INPUT = ["account", "con_id", "daily", "unrealized", "realized", "value"]
 PNL_INPUT = ["account", "daily", "unrealized", "realized"]
@@ -33,7 +38,10 @@ class Inputs:
     """What the report is computed from.
 
     positions: POSITION_INPUT columns (Portfolio.positions: market_value in the contract's currency,
-    position in shares / contracts / units). contracts: CONTRACT_INPUT, one row per conId held or in the
+    position in shares / contracts / units), and for options GREEK_INPUT (Runtime.positions: IB's
+    model delta and gamma of the whole position in underlying units, delta_dollars = delta x IB's
+    undPrice, contract currency; without them an option's risk is left out, named in the Note).
+    contracts: CONTRACT_INPUT (+ UNDER_INPUT for options), one row per conId held or in the
     basket (exchange: primaryExchange, else exchange; industry: contract details' industry, else
     category, "" when IB has none). values: VALUE_INPUT (reqAccountUpdatesMulti: NetLiquidation,
     ExchangeRate per currency). pnl_single: PNL_SINGLE_INPUT (reqPnLSingle, base currency). pnl:
@@ -101,7 +109,10 @@ def holdings(inputs: Inputs, account: str) -> pd.DataFrame:
 
     Columns: account, symbol, con_id, sec_type, position, multiplier, market_price (contract currency),
     mv (market value in the base currency: market_value x ExchangeRate of the contract's currency),
-    rate, exposure_currency, exchange, industry. Raises AnalysisError naming the account and symbol
+    rate, exposure_currency, exchange, industry; for the risk side risk_con_id (whose daily returns
+    move the position: its own conId, an option's underConId), and for options delta, gamma (whole
+    position, per 1.00 of the underlying) and und_price (IB's undPrice = delta_dollars / delta; contract
+    currency), NaN for other instruments. Raises AnalysisError naming the account and symbol
     when IB sent no market value or no exchange rate for the position's currency."""
     if account == ALL:
         parts = [holdings(inputs, a) for a in accounts_of(inputs)]
@@ -123,20 +134,27 @@ def holdings(inputs: Inputs, account: str) -> pd.DataFrame:
         if math.isnan(r.market_value):
             raise AnalysisError(f"account {account}: no market value for {r.symbol} (conId {r.con_id})")
         industry = str(c["industry"] or "") or UNCLASSIFIED
+        risk_id, delta, gamma, und = int(r.con_id), math.nan, math.nan, math.nan
+        if r.sec_type in OPTION_TYPES:
+            under = _number(c.get(UNDER_INPUT, 0)) if UNDER_INPUT in info.columns else math.nan
+            risk_id = int(under) if under == under and under else 0       # no underConId: no returns
+            delta, gamma = _number(getattr(r, "delta", math.nan)), _number(getattr(r, "gamma", math.nan))
+            dollars = _number(getattr(r, "delta_dollars", math.nan))
+            und = dollars / delta if delta else math.nan
         rows.append((account, r.symbol, int(r.con_id), r.sec_type, float(r.position), float(c["multiplier"] or 1.0),
                      float(r.market_price), float(r.market_value) * rate, rate,
                      exposure_currency(r.sec_type, str(c["ib_symbol"]), r.currency), str(c["exchange"] or ""),
-                     industry))
+                     industry, risk_id, delta, gamma, und))
     return pd.DataFrame(rows, columns=HOLDING_COLUMNS)
 
 
 HOLDING_COLUMNS = ["account", "symbol", "con_id", "sec_type", "position", "multiplier", "market_price", "mv",
-                   "rate", "exposure_currency", "exchange", "industry"]
+                   "rate", "exposure_currency", "exchange", "industry", "risk_con_id", "delta", "gamma", "und_price"]
+_FLOAT_HOLDINGS = ("position", "multiplier", "market_price", "mv", "rate", "delta", "gamma", "und_price")
 
 
 def _empty_holdings() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("position", "multiplier", "market_price", "mv",
-                                                                 "rate") else object) for c in HOLDING_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in _FLOAT_HOLDINGS else object) for c in HOLDING_COLUMNS})
 
 
 def total_net_liquidation(inputs: Inputs, account: str) -> float:

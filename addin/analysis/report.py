@@ -28,11 +28,14 @@ WHAT_IF_MEASURES = ["NetLiquidation", "Long", "Short", "Gross", "Net", "Leverage
 
 
 def method_note(window_days: int, days_used: int, benchmark: str, as_of: datetime,
-                left_out: Sequence[str] = ()) -> str:
+                left_out: Sequence[str] = (), options: bool = False) -> str:
     note = (f"one-day historical VaR/ES: today's positions revalued on each of the last {days_used} daily "
             f"returns (window {window_days}, dates all holdings share; losses positive; VaR = loss quantile, "
             f"ES = mean loss at or beyond it); beta to {benchmark}; as of {as_of:%Y-%m-%d %H:%M} UTC")
-    return note + (f"; no IB history, left out: {', '.join(left_out)}" if left_out else "")
+    if options:
+        note += ("; options: delta-gamma on the underlying's returns with IB's model greeks "
+                 "(P&L = delta x dS + 0.5 x gamma x dS^2, dS = undPrice x r), beta-weighted by their DeltaDollars")
+    return note + (f"; no IB history or greeks, left out: {', '.join(left_out)}" if left_out else "")
 
 
 class _State:
@@ -43,7 +46,7 @@ class _State:
         self.accounts = accounts_of(inputs)
         self.holdings = {a: holdings(inputs, a) for a in [*self.accounts, ALL]}
         self.nlv = {a: total_net_liquidation(inputs, a) for a in [*self.accounts, ALL]}
-        ids = [int(c) for c in self.holdings[ALL]["con_id"]]
+        ids = [int(c) for c in self.holdings[ALL]["risk_con_id"] if c]
         self.returns = risk.daily_returns(inputs.closes, [*ids, inputs.benchmark_con_id], inputs.window_days)
         bench = inputs.closes.get(inputs.benchmark_con_id)
         self.benchmark_price = float(bench.iloc[-1]) if bench is not None and len(bench) else math.nan
@@ -57,8 +60,7 @@ class _State:
         out = exposure.summary_measures(h, self.nlv[account])
         out.update(concentration.concentration_measures(h))
         out["BetaDeltaDollars"] = float(self.position_risk(account)["BetaDeltaDollars"].sum()) if len(h) else 0.0
-        mv = h.groupby("con_id")["mv"].sum()
-        out.update(risk.var_measures(mv, self.returns) if len(self.returns) else
+        out.update(risk.var_measures(h, self.returns) if len(self.returns) else
                    {k: math.nan for k in ("VaR95", "ES95", "VaR99", "ES99")})
         return out
 
@@ -100,10 +102,10 @@ def build_report(inputs: Inputs, *, basket: pd.DataFrame | None = None, executio
     day = trading_day(now)
     state = _State(inputs)
     names = [*state.accounts, ALL]
-    held = state.holdings[ALL].drop_duplicates("con_id")
-    left_out = sorted(held[~held["con_id"].isin(state.returns.columns)]["symbol"])
+    held = state.holdings[ALL]
+    left_out = sorted(set(held[~risk.priced(held, state.returns)]["symbol"]))
     note = method_note(inputs.window_days, len(state.returns), inputs.benchmark_symbol, now.astimezone(UTC),
-                       left_out)
+                       left_out, options=bool(held["sec_type"].map(risk.is_option).any()))
 
     summary, exposures, concentrations, pnl_rows, risk_rows = [], [], [], [], []
     measures: dict[str, dict[str, float]] = {}

@@ -9,6 +9,13 @@ of a position's returns (ddof=1, a fraction per day); Beta = cov(r, r_benchmark)
 BetaDeltaDollars / the benchmark's last close. VaR and ES: today's positions revalued on each past
 day's returns, P&L_t = sum_i mv_i x r_i,t, loss_t = -P&L_t (losses positive); VaR_a is the a-quantile
 of the losses (numpy's default linear interpolation), ES_a the mean of the losses at or above VaR_a.
+
+Options (OPT, FOP) have no daily bars of their own: they are moved by their underlying's returns r_u
+with IB's model greeks of the whole position (delta-gamma): P&L_t = rate x (delta x dS_t + 0.5 x gamma
+x dS_t^2), dS_t = S x r_u,t, S = IB's undPrice, delta in underlying units (delta x position x
+multiplier), gamma its change per 1.00 of the underlying. An option's DailyVol and Beta are its
+underlying's; BetaDeltaDollars = Beta x delta x S x rate (its DeltaDollars in the base currency);
+options are not rows of the correlation matrix (their underlying's returns are).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from .frames import OPTION_TYPES
 
 LEVELS = (0.95, 0.99)
 POSITION_COLUMNS = ["Account", "Symbol", "ConId", "MarketValue", "DailyVol", "Beta", "BetaDeltaShares",
@@ -51,16 +60,36 @@ def var_es(pnl: np.ndarray, level: float) -> tuple[float, float]:
     return var, float(tail.mean()) if len(tail) else var
 
 
-def portfolio_pnl(mv_by_con_id: pd.Series, returns: pd.DataFrame) -> np.ndarray:
-    """P&L of today's positions on each day of ``returns`` (mv indexed by conId)."""
-    mv = mv_by_con_id[[c for c in mv_by_con_id.index if c in returns]]
-    if mv.empty:
-        return np.zeros(len(returns))
-    return returns[list(mv.index)].to_numpy() @ mv.to_numpy()
+def is_option(sec_type) -> bool:
+    return sec_type in OPTION_TYPES
 
 
-def var_measures(mv_by_con_id: pd.Series, returns: pd.DataFrame) -> dict[str, float]:
-    pnl = portfolio_pnl(mv_by_con_id, returns)
+def priced(h: pd.DataFrame, returns: pd.DataFrame) -> pd.Series:
+    """Per holding row: whether the VaR can move it (its risk conId has returns; an option also needs
+    IB's delta, gamma and undPrice)."""
+    has = h["risk_con_id"].isin(returns.columns)
+    greeks = h[["delta", "gamma", "und_price"]].notna().all(axis=1)
+    return has & (greeks | ~h["sec_type"].map(is_option).astype(bool))
+
+
+def portfolio_pnl(h: pd.DataFrame, returns: pd.DataFrame) -> np.ndarray:
+    """P&L (base currency) of today's holdings ``h`` (frames.holdings) on each day of ``returns``:
+    mv x r for a linear position, the delta-gamma P&L on the underlying's returns for an option
+    (module docstring). Holdings ``priced`` leaves out add nothing."""
+    pnl = np.zeros(len(returns))
+    for r in h[priced(h, returns)].itertuples(index=False):
+        ret = returns[r.risk_con_id].to_numpy()
+        if is_option(r.sec_type):
+            ds = r.und_price * ret
+            pnl += r.rate * (r.delta * ds + 0.5 * r.gamma * ds * ds)
+        else:
+            pnl += r.mv * ret
+    return pnl
+
+
+def var_measures(h: pd.DataFrame, returns: pd.DataFrame) -> dict[str, float]:
+    """VaR95, ES95, VaR99, ES99 of the holdings ``h`` over ``returns`` (losses positive)."""
+    pnl = portfolio_pnl(h, returns)
     out = {}
     for level in LEVELS:
         var, es = var_es(pnl, level)
@@ -76,10 +105,11 @@ def position_risk(h: pd.DataFrame, account: str, returns: pd.DataFrame, benchmar
     rb = returns[benchmark] if benchmark in returns else pd.Series(dtype="float64")
     var_b = float(rb.var(ddof=1)) if len(rb) > 1 else math.nan
     for r in h.itertuples(index=False):
-        ri = returns[r.con_id] if r.con_id in returns else pd.Series(dtype="float64")
+        ri = returns[r.risk_con_id] if r.risk_con_id in returns else pd.Series(dtype="float64")
         vol = float(ri.std(ddof=1)) if len(ri) > 1 else math.nan
         beta = float(np.cov(ri, rb, ddof=1)[0, 1] / var_b) if len(ri) > 1 and var_b else math.nan
-        dollars = beta * r.mv
+        exposure = r.delta * r.und_price * r.rate if is_option(r.sec_type) else r.mv
+        dollars = beta * exposure
         rows.append((account, r.symbol, int(r.con_id), float(r.mv), vol, beta,
                      dollars / benchmark_price if benchmark_price else math.nan, dollars))
     return pd.DataFrame(rows, columns=POSITION_COLUMNS)

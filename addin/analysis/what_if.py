@@ -5,7 +5,10 @@ the limit price, or the quote's mid for a market order, mark: the price IB would
 (the quote's last, else its mid)). The position changes by the quantity; its market value becomes the
 new quantity x mark x multiplier (an existing position keeps IB's mark); NetLiquidation changes by
 quantity x multiplier x (mark - fill price) in the base currency (the cash paid against the value
-bought). Commissions are not known before the fill and are left out."""
+bought). Commissions are not known before the fill and are left out. An option already held keeps
+IB's greeks per contract (its whole-position delta, gamma and delta_dollars scale with the quantity);
+an option new to the portfolio has no IB greeks yet, so the what-if VaR leaves it out (the Note names
+it) while its exposure counts."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from .frames import AnalysisError, Inputs, exchange_rates, net_liquidation
+from .frames import GREEK_INPUT, AnalysisError, Inputs, exchange_rates, net_liquidation
 
 BASKET_COLUMNS = ["account", "con_id", "symbol", "sec_type", "currency", "quantity", "price", "mark"]
 
@@ -44,6 +47,9 @@ def apply_basket(inputs: Inputs, basket: pd.DataFrame) -> Inputs:
             positions.at[i, "position"] = new
             positions.at[i, "market_price"] = mark
             positions.at[i, "market_value"] = new * mark * mult
+            for greek in GREEK_INPUT:
+                if greek in positions.columns and old:
+                    positions.at[i, greek] = float(positions.at[i, greek]) * new / old
         else:
             mark = float(r.mark)
             row = {"account": r.account, "symbol": r.symbol, "con_id": int(r.con_id), "sec_type": r.sec_type,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis.frames import AnalysisError, Inputs
+from ..analysis.frames import GREEK_INPUT, OPTION_TYPES, POSITION_INPUT, UNDER_INPUT, AnalysisError, Inputs
 from ..analysis.history_cache import HistoryCache
 from ..analysis.pnl_history import PnLRecorder, trading_day
 from ..analysis.report import build_report
@@ -49,9 +49,10 @@ def _contract_row(rt, con_id: int) -> dict:
     d = rt.contracts.qualify(f"conid:{con_id}")
     c = d.contract
     mult = number(c.multiplier or 1, "multiplier") if _text(c.multiplier) else 1.0
+    under = int(d.underConId or 0) if c.secType in OPTION_TYPES else 0
     return {"con_id": int(con_id), "ib_symbol": c.symbol, "sec_type": c.secType, "currency": c.currency,
             "exchange": c.primaryExchange or c.exchange, "industry": d.industry or d.category or "",
-            "multiplier": float(mult or 1.0)}
+            "multiplier": float(mult or 1.0), UNDER_INPUT: under}
 
 
 def _duration(window_days: int) -> str:
@@ -139,8 +140,15 @@ def gather(rt, *, benchmark: str, window_days: int, day, cache: HistoryCache,
     for cid in ids:
         if cid not in contracts:
             contracts[cid] = _contract_row(rt, cid)
+    # options have no daily bars (IB serves none that a VaR could use): their underlyings' bars move them
+    unders = [c[UNDER_INPUT] for c in contracts.values() if c["sec_type"] in OPTION_TYPES and c[UNDER_INPUT]]
+    for cid in unders:
+        if cid not in contracts:
+            contracts[cid] = _contract_row(rt, cid)
     closes = {}
-    for cid in ids:
+    for cid in dict.fromkeys([*ids, *unders]):
+        if contracts[cid]["sec_type"] in OPTION_TYPES:
+            continue
         pull, what = _pull(rt, cid, contracts[cid]["sec_type"], window_days)
         try:
             closes[cid] = cache.closes(cid, day, pull, what)
@@ -149,8 +157,7 @@ def gather(rt, *, benchmark: str, window_days: int, day, cache: HistoryCache,
                 raise
             log.warning("analysis: no daily bars for conId %s: %s", cid, exc)
     inputs = Inputs(
-        positions=positions[["account", "symbol", "con_id", "sec_type", "currency", "position", "market_price",
-                             "market_value"]].copy(),
+        positions=positions[POSITION_INPUT + [c for c in GREEK_INPUT if c in positions.columns]].copy(),
         contracts=pd.DataFrame(list(contracts.values())),
         values=values[["account", "key", "value", "currency"]].copy(),
         pnl_single=pd.DataFrame(single_rows, columns=["account", "con_id", "daily", "unrealized", "realized",

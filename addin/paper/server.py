@@ -86,7 +86,7 @@ class PaperServer:
                              synthetic=config.synthetic, hours=config.hours)
         self.broker = Broker(list(config.accounts), quote=self.market.quote, now=self.market.now,
                              starting_cash=config.starting_cash, instrument=self.market.by_con_id,
-                             calendar=self.market.calendar)
+                             calendar=self.market.calendar, fx_pairs=self.market.instruments)
         self.connections: set[ClientConnection] = set()
         self.clients: dict[int, ClientConnection] = {}
         # Each service gets only what it uses; the few calls between services are callbacks wired here.

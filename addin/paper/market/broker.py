@@ -628,17 +628,19 @@ class Broker:
     def __init__(self, accounts: list[str], quote: Callable[["Instrument"], "Quote"],
                  now: Callable[[], datetime], starting_cash: float = 1_000_000.0,
                  instrument: Callable[[int], "Instrument | None"] | None = None,
-                 calendar: "SessionCalendar | None" = None):
+                 calendar: "SessionCalendar | None" = None, fx_pairs: "Iterable[Instrument]" = ()):
         """``instrument(conId)`` finds the instrument an order condition names (default: only the
         instruments orders were placed for). ``calendar``: the exchange-hours sessions (None: the
-        market trades around the clock and no order waits for a session)."""
+        market trades around the clock and no order waits for a session). ``fx_pairs``: the market's
+        CASH instruments, known from the start so that a position in another currency (a EUR stock)
+        is valued with its pair's mark before anyone has traded the pair."""
         if not accounts:
             raise ValueError("the broker needs at least one account id (e.g. 'DU1234567')")
         self._market_quote = quote
         self._now = now
         self._calendar = calendar
         self._accounts = {a: acc.Account(a, starting_cash) for a in accounts}
-        self._instruments: dict[int, "Instrument"] = {}
+        self._instruments: dict[int, "Instrument"] = {i.con_id: i for i in fx_pairs if i.sec_type == "CASH"}
         self._marks = _Marks(self._quote, self._instruments)
         self.expirations: list[Expiration] = []    # options settled at expiry, oldest first
         self._orders: dict[tuple[int, int], _Order] = {}

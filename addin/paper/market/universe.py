@@ -17,6 +17,8 @@ ES       FUT     CME          SPX x (1 + carry) on the 0.25 grid; carry = 3% a y
                               at the start: ``es_expiries``
 EUR.USD  CASH    IDEALPRO     the real EUR/USD hourly file, on the 0.00005 grid (no trades)
 BTC      CRYPTO  PAXOS        the real BTC/USD monthly file, on the 0.25 grid
+SAP      STK     SMART/IBIS   EUR; GOOG daily rotated by N//6 bars, scaled so its latest close is 240.00
+                              EUR; Xetra hours 09:00-17:30 MET; conId the paper's own (EU_STOCK_CON_ID)
 ======== ======= ============ ============================================================================
 
 N is the number of bars in the GOOG file (2148). SPX, SPY and the ES contracts share one random
@@ -54,10 +56,13 @@ ES_VOLUMES = (0.6, 0.2)       # volume factor of the front and the next contract
 ES_QUARTER_MONTHS = (3, 6, 9, 12)
 ES_LAST_TRADE = time(8, 30)   # Chicago: equity index futures stop trading at the open on expiry day
 MAX_SYNTHETIC = 2000
+# Non-US stocks get conIds from the paper's own range (IB's real ones are not asserted here).
+EU_STOCK_CON_ID = 898_000_001      # SAP on IBIS (Xetra), EUR
 ES_CARRY = 0.03          # financing minus dividends, per year
 TRADING_DAYS_SHOWN = 7   # tradingHours / liquidHours cover this many calendar days from the start
 
 EASTERN, CENTRAL = "US/Eastern", "US/Central"
+XETRA_TZ = "MET"                   # IB's timeZoneId for IBIS (Central European time, with summer time)
 
 _STK_EXCHANGES = ("SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,DRCTEDGE,BEX,BATS,EDGEA,BYX,IEX,EDGX,"
                   "FOXRIVER,PEARL,NYSENAT,LTSE,MEMX,IBEOS,OVERNIGHT,TPLUS0,PSX")
@@ -210,6 +215,7 @@ def _build(seed: int, start_epoch: float, synthetic: int) -> list[Instrument]:
         *(_es(seed, start_epoch, n, expiry, volume) for expiry, volume in zip(es_expiries(start_epoch), ES_VOLUMES)),
         _eurusd(seed, start_epoch),
         _btc(seed, start_epoch),
+        _sap(seed, start_epoch, n),
     ]
     out += [_synthetic(seed, start_epoch, k, n) for k in range(1, synthetic + 1)]
     return out
@@ -268,6 +274,8 @@ def _stock_details(symbol: str, con_id: int, primary: str, long_name: str, *, tr
 
 _RTH_EASTERN = (9 * 3600 + 1800, 16 * 3600)    # 09:30-16:00
 _RTH_CENTRAL = (8 * 3600 + 1800, 15 * 3600)    # 08:30-15:00 (CME equity futures, CBOE index)
+_RTH_XETRA = (9 * 3600, 17 * 3600 + 1800)       # 09:00-17:30 Frankfurt (Xetra's continuous trading)
+_XETRA_EXCHANGES = "SMART,IBIS,TGATE,SWB,FWB"
 
 
 def _stock(seed, start_epoch, symbol, con_id, primary, long_name, *, target, rotation, volume, isin, industry):
@@ -275,6 +283,20 @@ def _stock(seed, start_epoch, symbol, con_id, primary, long_name, *, target, rot
                  target=target, volume=volume)
     details = _stock_details(symbol, con_id, primary, long_name, industry=industry, isin=isin)
     return _finish(Instrument(details, feed, STOCK_BOOK, _RTH_EASTERN), start_epoch)
+
+
+def _sap(seed, start_epoch, n):
+    """SAP SE on Xetra (IBIS), quoted in EUR: IB's shape for a German stock (primaryExchange IBIS,
+    tradingClass XETRA, timeZoneId MET); minTick 0.01 and market rule 26 as the US stocks (Xetra's
+    liquidity-band tick table is not modelled)."""
+    feed = _feed("GOOG_1d", XETRA_TZ, 0.01, seed=seed, path="SAP", start_epoch=start_epoch, rotation=n // 6,
+                 target=240.0, volume=2.0)
+    details = _details("SAP", "STK", "SMART", "EUR", EU_STOCK_CON_ID, 0.01, primary="IBIS", trading_class="XETRA",
+                       market_name="XETRA", long_name="SAP SE", tz=XETRA_TZ, order_types=_STK_ORDER_TYPES,
+                       valid_exchanges=_XETRA_EXCHANGES, rule="26", min_size="1", size_increment="1",
+                       suggested_increment="1", stock_type="COMMON", isin="DE0007164600",
+                       industry=("Technology", "Software", "Enterprise Software"))
+    return _finish(Instrument(details, feed, STOCK_BOOK, _RTH_XETRA), start_epoch)
 
 
 def _spx_feed(seed, start_epoch, n, tz, tick, *, scale=1.0, volume=0.0) -> Feed:

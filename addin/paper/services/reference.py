@@ -453,8 +453,9 @@ def run_scan(market: Market, req: requests.ScannerSubscriptionRequest) -> list[t
     volume (its feed's volume factor). abovePrice, belowPrice and aboveVolume filter first; rows are
     ranked from 0, at most numberOfRows (50 at most)."""
     exchanges = SCAN_LOCATIONS[req.location_code][1]
-    stocks = [i for i in market.instruments
-              if i.sec_type == "STK" and (not exchanges or i.contract.primaryExchange in exchanges)]
+    # every location here is a US one: a non-USD stock (SAP on Xetra) is never in it
+    stocks = [i for i in market.instruments if i.sec_type == "STK" and i.contract.currency == "USD"
+              and (not exchanges or i.contract.primaryExchange in exchanges)]
     quotes = market.quotes(stocks)
     scored: list[tuple[float, str, Instrument]] = []
     for inst, q in zip(stocks, quotes):
