@@ -778,15 +778,19 @@ class ContractBook:
         "es 202612 cme" -> "ESZ6.CME"). Raises as ``qualify``."""
         return format_contract(self.qualify(what))
 
-    def remember(self, found: Sequence[ContractDetails]) -> None:
+    def remember(self, found: Sequence[ContractDetails], by_text: bool = True) -> None:
         """Cache ContractDetails IB sent for another request (an option chain's one reqContractDetails of
         a whole expiry), under their canonical text and conId, so qualifying each of them later asks
-        IB nothing. Details without a conId are skipped."""
+        IB nothing. Details without a conId are skipped. ``by_text`` False: by conId only (a text that
+        names more than one contract, e.g. an SPX option of a date SPX and SPXW both list, must still
+        get IB's ambiguity)."""
         with self._lock:
             for d in found:
                 if not d.contract.conId:
                     continue
                 self._by_con_id.setdefault(int(d.contract.conId), d)
+                if not by_text:
+                    continue
                 try:
                     self._by_key.setdefault(format_contract(d), d)
                 except InstrumentError:
@@ -886,7 +890,9 @@ class ContractBook:
                 self._by_key[key] = d
                 if front is not None:
                     self._front_keys.add(key)
-                if isinstance(key, str):
+                # also under its own text, except an option's: its text carries no tradingClass, and on a
+                # date two classes list (SPX, SPXW) it names both (IB answers it as ambiguous)
+                if isinstance(key, str) and d.contract.secType not in ("OPT", "FOP"):
                     try:
                         self._by_key.setdefault(format_contract(d), d)
                     except InstrumentError:
