@@ -138,10 +138,20 @@ def test_an_fop_order_from_a_row_fills_only_when_fop_is_allowed(gw, tmp_path, es
         assert gw.counts["placeOrder"] == before + 1
         con_id = rt.contracts.qualify(text).contract.conId
         frame = wait_positions(rt, lambda f: con_id in set(f.loc[f["position"] != 0, "con_id"])
-                               and not f.loc[f["con_id"] == con_id, "market_price"].isna().any())
+                               and not f.loc[f["con_id"] == con_id, ["market_price", "delta"]].isna().any(axis=None))
     finally:
         book.close()
         rt.close()
     pos = frame.loc[frame["con_id"] == con_id].iloc[0]
-    assert (pos["position"], pos["sec_type"]) == (2, "FOP")
+    assert (pos["position"], pos["sec_type"], pos["underlying"]) == (2, "FOP", "ES")
     assert pos["market_value"] == pytest.approx(2 * 50 * pos["market_price"])     # the multiplier, 50
+    # an option's greeks (IB's model), not a future's delta of 1: a call's delta per contract in (0, 1)
+    assert 0 < pos["delta"] / (2 * 50) < 1 and pos["gamma"] > 0 and pos["theta"] < 0
+    future = gw.call(lambda s: s.market.quote(next(i for i in s.market.instruments if i.con_id == es_front(s))).mid)
+    assert pos["delta_dollars"] / pos["delta"] == pytest.approx(future, rel=0.01)  # x the future's price
+
+
+def es_front(s) -> int:
+    """The conId of the ES future the quarterly option of December 2026 is on (the front month here)."""
+    return min((i for i in s.market.instruments if i.symbol == "ES" and i.sec_type == "FUT"),
+               key=lambda i: i.contract.lastTradeDateOrContractMonth).con_id
