@@ -185,3 +185,26 @@ def test_an_unknown_greek_keeps_the_total_empty(gw, held, tmp_path):
     got = {(r["Account"], r["Underlying"]): r for r in totals}
     for key in ((ACCOUNT, "AAPL"), (ACCOUNT, "All")):
         assert all(got[key][g] is None for g in ("Delta", "Gamma", "Vega", "Theta", "DeltaDollars")), got[key]
+
+
+def test_a_users_cell_below_the_totals_is_kept_and_the_refusal_named(held, tmp_path):
+    """The GreekTotals Table never grows over a user's cell: it is left as it was, the other Tables are
+    written, and TableGrowthError names the cell."""
+    from addin.excel.book import TableGrowthError
+    rt, con_id = held
+    wait_positions(rt, lambda f: not f.loc[f["con_id"] == con_id, "delta"].isna().any())
+    book = OpenpyxlBook.open(TEMPLATE, out=tmp_path / "note.xlsx")
+    try:
+        info = book.table("GreekTotals")
+        note_row = info.first_row + 2               # the second body row: two totals rows need it
+        book.write("Portfolio", note_row, info.first_col, [["my note"]])
+        with pytest.raises(TableGrowthError) as err:
+            macros.refresh_portfolio(book, rt)
+        saved = book.save(tmp_path / "note-saved.xlsx")
+    finally:
+        book.close()
+    assert "GreekTotals" in str(err.value) and err.value.sheet == "Portfolio"
+    ws = openpyxl.load_workbook(saved)["Portfolio"]
+    assert ws.cell(row=note_row, column=info.first_col).value == "my note"
+    _, positions = table_rows(ws, "Positions")
+    assert con_id in {r["ConId"] for r in positions}          # the Positions Table was still written

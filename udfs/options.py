@@ -10,6 +10,11 @@ shows ``#IBXL: loading ...`` / rows whose Data is ``waiting``. Rows beyond the l
 free lines) are one snapshot each, taken when the chain was planned: their values do not tick (Data
 ``snapshot``) until the arguments change or the next New York day plans it again.
 
+Trading classes: an underlying may list several (SPX: SPX monthlies AM and SPXW dailies/weeklies PM;
+ES: ES quarterlies and EW1..EW5 weeklies). Expiries are looked up across all of them and each expiry's
+options fetched with its own class; ``trading_class`` (or a word after the expiry: ``next SPXW``) keeps
+to one, and IB_EXPIRIES then shows the class of each expiry.
+
 Errors come back as text naming the argument: ``#IBXL: expiry: 'soon' is not a date ...``,
 ``#IBXL: underlying: the cell holds the error #N/A``, IB's as ``#IB 200: ...``.
 """
