@@ -208,3 +208,22 @@ def test_a_users_cell_below_the_totals_is_kept_and_the_refusal_named(held, tmp_p
     assert ws.cell(row=note_row, column=info.first_col).value == "my note"
     _, positions = table_rows(ws, "Positions")
     assert con_id in {r["ConId"] for r in positions}          # the Positions Table was still written
+
+
+def test_ibxl_demo_fills_the_greek_totals_from_its_positions(tmp_path):
+    """``ibxl demo`` (run_demo: the job's refresh_portfolio) leaves GreekTotals equal to the sums of its
+    saved Positions rows."""
+    from addin.app.jobs import run_demo
+    with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gateway:
+        summary = run_demo(tmp_path / "demo.xlsx", seconds=2.0, echo=lambda line: None, gateway=gateway)
+    assert summary.ok, summary.steps
+    ws = openpyxl.load_workbook(tmp_path / "demo.xlsx")["Portfolio"]
+    _, positions = table_rows(ws, "Positions")
+    _, totals = table_rows(ws, "GreekTotals")
+    assert positions and totals
+    want = expected_totals(positions)
+    got = {(r["Account"], r["Underlying"]): r for r in totals}
+    assert set(got) == set(want)
+    for key, values in want.items():
+        for g, value in values.items():
+            assert (got[key][g] is None) if value is None else got[key][g] == pytest.approx(value, rel=1e-9)
