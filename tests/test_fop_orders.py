@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -83,6 +84,15 @@ def test_ib_chain_es_lists_es_options_with_texts_that_round_trip(gw, tmp_path, e
     try:
         value = settled(lambda: udfs.IB_CHAIN("ES", "next", 4, caller=("Options", "$A$1")), rt, timeout=15)
         assert value[0] == OPTIONS_COLUMNS and len(value) == 5, value
+        col = {h: i for i, h in enumerate(value[0])}
+        deadline = time.monotonic() + 10
+        while any(r[col["Data"]] != "streaming" or r[col["CallDelta"]] is None for r in value[1:]):
+            assert time.monotonic() < deadline, value
+            version = rt.board.version
+            rt.board.wait(version, 0.5)
+            value = udfs.IB_CHAIN("ES", "next", 4, caller=("Options", "$A$1"))
+        deltas = [r[col["CallDelta"]] for r in value[1:]]
+        assert all(0 < d < 1 for d in deltas) and deltas == sorted(deltas, reverse=True)
         plan = rt.option_chain("ES", "next", 4)
     finally:
         set_runtime(previous)
