@@ -320,7 +320,7 @@ class OptionChains:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._listings: dict[tuple[str, date], Listing] = {}
-        self._options: dict[tuple[str, str, date], list[ContractDetails]] = {}
+        self._options: dict[tuple[str, str, str, date], list[ContractDetails]] = {}
         self._busy: dict[tuple, threading.Lock] = {}
         self.requests_sent = 0            # reqSecDefOptParams and reqContractDetails sent (tests, status)
 
