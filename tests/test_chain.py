@@ -316,3 +316,77 @@ def test_an_index_and_a_future_have_chains_too(rt, gw, underlying, right_class):
         rt.board.wait(version, 0.5)
     assert table["CallDelta"].between(0, 1).all() and table["PutDelta"].between(-1, 0).all()
     assert table["CallDelta"].is_monotonic_decreasing and len(keys) == 8
+
+
+# --- SPX: the nearest expiry across trading classes (SPXW dailies/weeklies PM, SPX monthlies AM) ----------
+@pytest.fixture(scope="module")
+def spx_wire(gw):
+    """{tradingClass: expiries} of the SMART rows of reqSecDefOptParams for SPX (IND 416904), read with a
+    plain ibapi client."""
+    ib = IBTestClient().start(gw.port, 85)
+    try:
+        rid, start = ib.next_req(), ib.mark()
+        ib.reqSecDefOptParams(rid, "SPX", "", "IND", 416904)
+        rows = [e.args for e in ib.collect("securityDefinitionOptionParameter",
+                                           "securityDefinitionOptionParameterEnd", rid, start=start)]
+    finally:
+        ib.stop()
+    return {r[3]: sorted(r[5]) for r in rows if r[1] == "SMART"}
+
+
+def test_spx_next_reaches_the_nearest_expiry_of_any_class_with_its_own_class(rt, gw, spx_wire):
+    today = gateway_day(gw).strftime("%Y%m%d")
+    assert set(spx_wire) == {"SPX", "SPXW"}
+    ahead = {k: [e for e in v if e >= today] for k, v in spx_wire.items()}
+    nearest = min(e for v in ahead.values() for e in v)
+    want_class = "SPX" if nearest in ahead["SPX"] else "SPXW"     # a shared date goes to the class named SPX
+    plan = rt.option_chain("SPX", "next", 4)                      # bare SPX: the index
+    assert set(plan["Expiry"]) == {nearest} and len(plan) == 4
+    for text in plan_texts(plan):
+        c = rt.contracts.qualify(text).contract
+        assert (c.symbol, c.tradingClass, c.lastTradeDateOrContractMonth[:8]) == ("SPX", want_class, nearest)
+    # pinned: the nearest expiry of that class alone, fetched with it
+    for klass in ("SPX", "SPXW"):
+        pinned = rt.option_chain("SPX", f"next {klass}", 2)
+        assert set(pinned["Expiry"]) == {ahead[klass][0]}
+        c = rt.contracts.qualify(plan_texts(pinned)[0]).contract
+        assert c.tradingClass == klass
+    with pytest.raises(ValueError, match="expiry: tradingClass SPXX is not listed for .*SPX, SPXW"):
+        rt.option_chain("SPX", "next SPXX", 2)
+
+
+def test_a_date_both_classes_list_is_written_by_conid_and_pins_either_class(rt, gw, spx_wire):
+    today = gateway_day(gw).strftime("%Y%m%d")
+    shared = min(e for e in spx_wire["SPX"] if e >= today and e in spx_wire["SPXW"])
+    classes = {}
+    for rule, klass in ((shared, "SPX"), (f"{shared} SPXW", "SPXW"), (f"{shared} SPX", "SPX")):
+        plan = rt.option_chain("^SPX.CBOE", rule, 2)
+        texts = plan_texts(plan)
+        assert all(t.startswith("conid:") for t in texts), texts          # "SPX <date> K C" would name both
+        details = [rt.contracts.qualify(t).contract for t in texts]
+        assert {c.tradingClass for c in details} == {klass}
+        classes[rule] = {c.conId for c in details}
+    assert classes[shared] == classes[f"{shared} SPX"] and not classes[shared] & classes[f"{shared} SPXW"]
+    # the grammar text of such an option stays ambiguous, as at IB (never silently one class)
+    k = rt.chains.strikes("SPX", f"{shared} SPX")[0]
+    with pytest.raises(Exception, match="ambiguous"):
+        rt.contracts.qualify(f"SPX {shared} {k:g} C")
+
+
+def test_ib_expiries_shows_the_class_per_expiry_and_ib_chain_takes_spx(rt, gw, spx_wire):
+    today = gateway_day(gw).strftime("%Y%m%d")
+    got = settled(lambda: udfs.IB_EXPIRIES("SPX"))
+    want = sorted((e, k) for k, v in spx_wire.items() for e in v if e >= today)
+    assert [(d.strftime("%Y%m%d"), k) for d, k in got] == want
+    only = settled(lambda: udfs.IB_EXPIRIES("SPX", "spxw"))
+    assert [r[0].strftime("%Y%m%d") for r in only] == [e for e in spx_wire["SPXW"] if e >= today]
+    assert settled(lambda: udfs.IB_EXPIRIES("AAPL"))[0] == [settled(lambda: udfs.IB_EXPIRIES("AAPL"))[0][0]]
+    assert udfs.IB_EXPIRIES("SPX", "SPXX").startswith("#IBXL: trading_class: SPXX is not listed")
+    value = settled(lambda: udfs.IB_CHAIN("SPX", "next", 4, caller=("Options", "$D$4")), timeout=15)
+    assert value[0] == OPTIONS_COLUMNS and len(value) == 5
+    pinned = settled(lambda: udfs.IB_STRIKES("SPX", "next", "SPX"))
+    assert pinned and all(r[0] % 5 == 0 for r in pinned)
+    assert udfs.IB_CHAIN("SPX", "next SPX", 4, None, "SPXW").startswith("#IBXL: trading_class:")
+    assert parse_expiry("+ 30 d").text == "+30d" and parse_expiry("next spxw").text == "next SPXW"
+    with pytest.raises(ValueError, match="expiry: 'soon' is not a date"):
+        parse_expiry("soon")

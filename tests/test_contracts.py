@@ -533,3 +533,39 @@ def _catch(errors, fn, *args):
         fn(*args)
     except Exception as exc:
         errors.append(exc)
+
+
+# --- future options (FOP) by IB's localSymbol ---------------------------------------------------------------
+@pytest.mark.parametrize("text, canonical, local, exchange", [
+    ("ESZ6 C5900", "ESZ6 C5900", "ESZ6 C5900", ""),
+    ("  esz6   p5850 ", "ESZ6 P5850", "ESZ6 P5850", ""),
+    ("EW2H7 P5850 CME", "EW2H7 P5850 CME", "EW2H7 P5850", "CME"),
+    ("ESZ6 C5912.5 cme", "ESZ6 C5912.5 CME", "ESZ6 C5912.5", "CME"),
+])
+def test_a_future_option_is_written_by_its_local_symbol_and_round_trips(text, canonical, local, exchange):
+    spec = parse(text)
+    assert (spec.sec_type, spec.local_symbol, spec.exchange, spec.currency, spec.symbol) == (
+        "FOP", local, exchange, "USD", "")
+    assert spec.canonical == canonical and parse(canonical) == spec
+    c = spec.to_contract()
+    assert (c.secType, c.localSymbol, c.exchange, c.currency) == ("FOP", local, exchange, "USD")
+    # a qualified one (IB's fields) writes the same text, exchange included
+    q = tc.contract("ES", "FOP", "CME", lastTradeDateOrContractMonth="20261218", strike=5900.0, right="C",
+                    multiplier="50", localSymbol="ESZ6 C5900", tradingClass="ES", conId=1946000000)
+    assert format_contract(q) == "ESZ6 C5900 CME" and parse(format_contract(q)).local_symbol == "ESZ6 C5900"
+
+
+@pytest.mark.parametrize("text, missing", [
+    ("ESZ6 C0", "the strike must be above 0"),
+    ("ESZ6 C5900 CME X", "unexpected 'X' after the exchange"),
+    ("ESZ6 C5900 1CME", "is not an exchange name"),
+])
+def test_a_bad_future_option_text_says_what_is_wrong(text, missing):
+    with pytest.raises(InstrumentError) as err:
+        parse(text)
+    assert missing in str(err.value) and "future option" in str(err.value)
+
+
+def test_a_future_option_with_another_local_symbol_shape_falls_back_to_its_conid():
+    odd = tc.contract("ES", "FOP", "CME", localSymbol="ES 12/18/26 C5900", conId=88)
+    assert format_contract(odd) == "conid:88.CME"

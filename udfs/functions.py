@@ -298,12 +298,31 @@ def IB_CONTRACT(symbol, field=None, caller=None):
 
 
 # --- portfolio -----------------------------------------------------------------------------------------
+POSITION_VIEWS = ("positions", "totals")
+
+
 @xw.func(category=CATEGORY, volatile=True, call_in_wizard=False)
-def IB_POSITIONS(caller=None):
-    """Positions of every managed account (reqPositions + reqAccountUpdates) as a dynamic array with a header:
-    account, symbol, con_id, sec_type, currency, position, avg_cost, market_price, market_value, P&L, weight."""
+@xw.arg("view", doc='"positions" (default): one row per position; "totals": the greeks summed per account '
+                    'x underlying, then per account (underlying "All")')
+def IB_POSITIONS(view=None, caller=None):
+    """Positions of every managed account (reqPositions + reqAccountUpdates) as a dynamic array with a header.
+
+    ``view`` "positions" (default, blank too): account, symbol, con_id, sec_type, currency, position,
+    avg_cost, market_price, market_value, unrealized_pnl, realized_pnl, weight, then the greeks of
+    ``addin.account.greeks`` (underlying, delta, gamma, vega, theta, delta_dollars: whole-position
+    share-equivalents, currency per vol point / per day, delta-adjusted exposure in the contract's currency).
+    ``view`` "totals": ``greek_totals`` of those rows: account, underlying, delta, gamma, vega, theta,
+    delta_dollars, one row per account x underlying then the account's total (underlying "All"); a total
+    over an unknown greek is empty, never 0. Another view is refused with a text naming the known ones."""
     def run():
+        want = "positions" if is_blank(view) else str(view).strip().lower()
+        if want not in POSITION_VIEWS:
+            raise ValueError(f"view: {view!r} is not one of {', '.join(POSITION_VIEWS)}")
         rt = _reader()
+        if want == "totals":
+            from addin.account.greeks import greek_totals
+            return _frame_rows(_answer(rt, rt.request(("positions", "totals"), lambda h: greek_totals(rt.positions()),
+                                                      "greek totals", _cell(caller), fresh=True)))
         return _frame_rows(_answer(rt, rt.request(("positions",), lambda h: rt.positions(), "positions",
                                                   _cell(caller), fresh=True)))
     return _safely(run)

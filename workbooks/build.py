@@ -333,6 +333,11 @@ def _portfolio(wb) -> None:
         _name(wb, name, "Portfolio", f"$T${i}")
     ws.column_dimensions["S"].width = 18
     ws.column_dimensions["T"].width = 14
+    _, totals_row, totals_col, _ = layout.TABLES["GreekTotals"]
+    ws.cell(row=totals_row - 1, column=totals_col,
+            value="Greek totals per account x underlying, then per account (All)").font = TITLE_FONT
+    _add_table(ws, "GreekTotals", totals_row, totals_col, layout.GREEK_TOTALS_COLUMNS,
+               widths={"Account": 13, "Underlying": 12, "DeltaDollars": 16})
     ws.freeze_panes = "A2"
 
     pie = PieChart()

@@ -13,7 +13,9 @@ Where the numbers come from:
 Every figure is for the whole position, so that they add up (columns, snake case; the sheets show
 them as Underlying, Delta, Gamma, Vega, Theta, DeltaDollars):
 
-* ``underlying``: the underlying's symbol (an option's ``symbol``; any other instrument's own);
+* ``underlying``: the underlying's symbol (an option's ``symbol``, a future option's too: ES; any other
+  instrument's own). Options are OPT and FOP (a future option's delta is to its future, whose price is
+  IB's undPrice);
 * ``delta``: share-equivalents of the underlying, delta x position x multiplier (a stock, future, FX
   pair or coin: delta 1, so position x multiplier);
 * ``gamma``: gamma x position x multiplier (change of ``delta`` for a 1.00 move of the underlying);
@@ -48,6 +50,7 @@ __all__ = ["GREEK_COLUMNS", "TOTAL_COLUMNS", "PositionGreeks", "greek_totals", "
 GREEK_COLUMNS = ["underlying", "delta", "gamma", "vega", "theta", "delta_dollars"]
 TOTAL_COLUMNS = ["account", "underlying", "delta", "gamma", "vega", "theta", "delta_dollars"]
 ALL = "All"                     # the per-account total's ``underlying``
+OPTION_TYPES = ("OPT", "FOP")   # options on stocks and indices, options on futures: IB's model greeks
 _SUMMED = ["delta", "gamma", "vega", "theta", "delta_dollars"]
 NAN = math.nan
 
@@ -73,7 +76,7 @@ class PositionGreeks:
             values = [r[i] for r in rows]
             out[col] = pd.Series(values, index=out.index, dtype=object if col == "underlying" else "float64")
         held = {int(r.con_id) for r in positions.itertuples(index=False)
-                if r.sec_type == "OPT" and r.position != 0}
+                if r.sec_type in OPTION_TYPES and r.position != 0}
         self._release(set(self._lines) - held)
         return out
 
@@ -84,9 +87,9 @@ class PositionGreeks:
     # --- one position ---------------------------------------------------------------------------------
     def _row(self, r) -> tuple:
         position = float(r.position)
-        if r.sec_type == "OPT":
+        if r.sec_type in OPTION_TYPES:
             return self._option_row(r, position)
-        mult = self._multiplier(int(r.con_id)) if r.sec_type in ("FUT", "FOP") else 1.0
+        mult = self._multiplier(int(r.con_id)) if r.sec_type == "FUT" else 1.0
         delta = position * mult
         price = _number(r.market_price)
         return (r.symbol, delta, 0.0, 0.0, 0.0, delta * price if price is not None else NAN)

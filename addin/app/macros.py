@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import xlwings as xw
 
+from ..account.greeks import greek_totals
 from ..cells import CellError, boolean
 from ..excel.book import BookError, TableGrowthError, TableNotFound, is_percent_format, parse_range
 from ..excel.errors import ExcelInputError
@@ -594,14 +595,17 @@ def reset_kill_switch(book=None, runtime=None) -> None:
 def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
     """Fill the Positions and Account Tables, the P&L named ranges (PnLDaily, PnLUnrealized,
     PnLRealized: the first account's, in its base currency) and the Executions Table from IB
-    (``Portfolio``). Returns ``{table: rows written}``. A Table that would grow over a user's cell is
-    left as it was, the others are written, then TableGrowthError names every refusal."""
+    (``Portfolio``), and the GreekTotals Table with ``greek_totals`` of the very Positions rows written
+    (per account x underlying, then the account's total "All"; empty where a greek is unknown). Returns
+    ``{table: rows written}``. A Table that would grow over a user's cell is left as it was, the others
+    are written, then TableGrowthError names every refusal."""
     book, rt = _book(book), _runtime(runtime)
     _connected(rt)
     counts = {}
     refused: list[TableGrowthError] = []   # a Table that cannot grow is skipped; the others are still written
-    for table, fetch in (("Positions", rt.positions), ("Account", rt.account_summary),
-                         ("Executions", rt.executions)):
+    positions = rt.positions()
+    for table, fetch in (("Positions", lambda: positions), ("GreekTotals", lambda: greek_totals(positions)),
+                         ("Account", rt.account_summary), ("Executions", rt.executions)):
         try:
             counts[table] = _write_table(book, table, fetch().rename(columns=_snake_to_header))
         except TableGrowthError as exc:

@@ -15,6 +15,7 @@ __all__ = [
     "STATUS_COLOURS", "number_format", "WHOLE_FORMAT", "QUANTITY_COLUMNS", "ID_COLUMNS", "ACCOUNT_TAG_KINDS",
     "ACCOUNT_VALUE_FORMAT", "account_value_format",
     "ANALYSIS_COLUMNS", "ANALYSIS_CORRELATION_NAME",
+    "GREEK_TOTALS_COLUMNS",
     "OPTIONS_SIDE_FIELDS", "OPTIONS_COLUMNS", "OPTIONS_PARAMETERS", "OPTIONS_UNDER_PRICE", "OPTIONS_STATUS",
 ]
 
@@ -58,6 +59,9 @@ POSITIONS_COLUMNS = [
     "Underlying", "Delta", "Gamma", "Vega", "Theta", "DeltaDollars",
 ]
 ACCOUNT_COLUMNS = ["Account", "Tag", "Value", "Currency"]
+# Greek totals (addin.account.greeks.greek_totals of the Positions rows): one row per account x underlying,
+# then the account's total (Underlying "All"); empty where a position's greek is unknown (never summed as 0).
+GREEK_TOTALS_COLUMNS = ["Account", "Underlying", "Delta", "Gamma", "Vega", "Theta", "DeltaDollars"]
 # Portfolio P&L cells (label, named range) from reqPnL, in the account's base currency.
 PNL_NAMES = [("Daily P&L", "PnLDaily"), ("Unrealized P&L", "PnLUnrealized"), ("Realized P&L", "PnLRealized")]
 
@@ -121,6 +125,10 @@ TABLES = {
     "Positions": ("Portfolio", 1, 1, POSITIONS_COLUMNS),
     # right of the Positions Table (A..R) and the P&L cells (S..T), a spacer column between
     "Account": ("Portfolio", 1, 22, ACCOUNT_COLUMNS),
+    # under the pie chart (anchored at AA2, 9 cm high: rows 2..19), right of the Account Table (V..Y) and a
+    # spacer column: every Portfolio Table grows down into its own columns, none into another's, and row 1
+    # keeps the headers of Positions and Account only.
+    "GreekTotals": ("Portfolio", 21, 27, GREEK_TOTALS_COLUMNS),
     "Executions": ("Executions", 1, 1, EXECUTIONS_COLUMNS),
     "Audit": ("Audit", 1, 1, AUDIT_COLUMNS),
     "Chain": ("Options", OPTIONS_HEADER_ROW, 1, OPTIONS_COLUMNS),

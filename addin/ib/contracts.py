@@ -21,6 +21,10 @@ next to ``.`` ``/`` ``@`` ``:`` ``^`` are dropped)::
                              right C, P, CALL or PUT; expiry YYYYMMDD or YYYYMM; then optionally
                              an exchange token (AAPL 20261218 200 C CBOE) and/or xN for a
                              non-standard multiplier (AAPL 20261218 200 C x10)
+    ESZ6 C5900  EW2H6 P5850  future option (FOP) by IB's localSymbol: tradingClass, month code and
+                             year digit of the expiry, then right and strike; optionally an exchange
+                             token (ESZ6 C5900 CME, the canonical form of a qualified one); the
+                             multiplier (ES: 50) and the underlying future come from IB
     conid:265598             exactly that contract; conid:265598.ISLAND routes it to ISLAND
 
 Decisions:
@@ -44,8 +48,11 @@ Decisions:
   currency in the second half and take no ``@``.
 - No exchange is guessed: ``BTC/USD``, ``^SPX`` and ``ESZ6`` leave it empty and IB's answer decides;
   several answers are an ambiguity error listing the candidates.
+- A future option is written by IB's own localSymbol (``ESZ6 C5900``): it carries the tradingClass
+  (ES quarterlies, EW1..EW5 weeklies), which an ``ES 20261218 5900 C`` form would not, and it is what
+  TWS shows. A FOP whose localSymbol has another shape is written ``conid:N``.
 - Symbols the grammar cannot write (IB symbols with ``.`` such as ``BP.`` on LSE, other secTypes
-  such as FOP or BOND, directly routed stocks) are written ``conid:N[.EXCHANGE]`` when the conId is
+  such as BOND, directly routed stocks) are written ``conid:N[.EXCHANGE]`` when the conId is
   known; without it ``format_contract`` raises InstrumentError.
 
 Lossless: ``parse(format_contract(c))`` gives back exactly the fields the grammar carries, and
@@ -107,6 +114,9 @@ _STRIKE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _DATE = re.compile(r"\d{6}|\d{8}")
 _MULT = re.compile(r"X(\d+(?:\.\d+)?)")
 _RIGHTS = {"C": "C", "CALL": "C", "P": "P", "PUT": "P"}
+# A FOP localSymbol as IB writes it: tradingClass + month code + year digit, a space, right + strike.
+_FOP_CLASS = re.compile(r"[A-Z][A-Z0-9]{0,4}[FGHJKMNQUVXZ]\d")
+_FOP_STRIKE = re.compile(r"[CP](\d+(?:\.\d+)?)")
 
 
 # A one-digit year in a future's text means the year in [this year - 1, this year + 8] ending in it.
@@ -165,12 +175,13 @@ def _rebuild_error(text, understood, missing, candidates, listing, code, ib_text
 class Spec:
     """One parsed cell text: the fields of an ibapi Contract that the grammar carries.
 
-    sec_type: STK, CASH, CRYPTO, FUT, IND, OPT, or "" for the conid form; symbol: IB's symbol
+    sec_type: STK, CASH, CRYPTO, FUT, IND, OPT, FOP, or "" for the conid form; symbol: IB's symbol
     ("BRK B" for a class share; the base currency of a pair); exchange: routing exchange ("" = any,
     IB decides); primary_exchange: stocks only; currency: 3 letters; last_trade_date: "", YYYYMM
     or YYYYMMDD; strike: options only (0.0 otherwise); right: "C", "P" or ""; multiplier: options
     only ("100" by default); con_id: the conid form only (0 otherwise); text: the source text
-    (not compared). ``canonical`` is the text ``format_contract`` gives for it.
+    (not compared); local_symbol: FOP only, IB's localSymbol (``ESZ6 C5900``). ``canonical`` is the
+    text ``format_contract`` gives for it.
     """
 
     sec_type: str
@@ -184,6 +195,7 @@ class Spec:
     multiplier: str = ""
     con_id: int = 0
     text: str = field(default="", compare=False)
+    local_symbol: str = ""
 
     def to_contract(self) -> Contract:
         """A new (unqualified unless con_id is set) ibapi Contract with these fields."""
@@ -194,6 +206,8 @@ class Spec:
         c.lastTradeDateOrContractMonth = self.last_trade_date
         if self.sec_type == "OPT":
             c.strike, c.right, c.multiplier = self.strike, self.right, self.multiplier
+        if self.sec_type == "FOP":
+            c.localSymbol = self.local_symbol
         return c
 
     @property
@@ -220,6 +234,9 @@ class Spec:
         ccy = (c.currency or "").strip().upper()
         if not sym and c.conId:
             return cls("", exchange=exch, con_id=int(c.conId))
+        if sec == "FOP":
+            local = " ".join((c.localSymbol or "").upper().split())
+            return cls("FOP", exchange=exch, currency=ccy or "USD", local_symbol=local)
         if sec in ("STK", "OPT"):
             exch = exch or "SMART"
         if sec == "CASH":
@@ -266,6 +283,8 @@ class Spec:
             return f"index {self.symbol} {on}{ccy}"
         if t == "FUT":
             return f"future {self.symbol}, {_date_words(self.last_trade_date) or 'no contract month'}, {on}{ccy}"
+        if t == "FOP":
+            return f"future option {self.local_symbol} {on}{ccy}"
         if t == "OPT":
             right = {"C": "call", "P": "put"}.get(self.right, self.right)
             return (f"option {self.symbol} {right}, strike {_fmt_num(self.strike)}, expiry "
@@ -520,9 +539,26 @@ def _check_date(shown: str, token: str, understood: str) -> str:
     return token
 
 
+def _parse_fop(shown: str, tokens: list[str], ccy: str) -> Spec:
+    """``ESZ6 C5900 [EXCHANGE]``: a future option by IB's localSymbol."""
+    local = f"{tokens[0]} {tokens[1]}"
+    strike = float(_FOP_STRIKE.fullmatch(tokens[1]).group(1))       # type: ignore[union-attr]
+    if strike <= 0:
+        raise InstrumentError(shown, f"future option {local}", "the strike must be above 0")
+    exch = ""
+    if len(tokens) == 3:
+        exch = _check_exchange(shown, tokens[2], f"future option {local}")
+    elif len(tokens) > 3:
+        raise InstrumentError(shown, f"future option {local}", f"unexpected {' '.join(tokens[3:])!r} after the "
+                                                               f"exchange (e.g. ESZ6 C5900 CME)")
+    return Spec("FOP", exchange=exch, currency=ccy or "USD", local_symbol=local, text=shown)
+
+
 def _parse_spaced(shown: str, s: str, ccy: str) -> Spec:
     tokens = s.split(" ")
     head = tokens[0]
+    if _FOP_CLASS.fullmatch(head) and _FOP_STRIKE.fullmatch(tokens[1]):
+        return _parse_fop(shown, tokens, ccy)
     if len(tokens) == 2 and re.fullmatch(r"[A-Z](?:\..+)?", tokens[1]):
         return _parse_dotted(shown, f"{head}.{tokens[1]}", ccy)       # "BRK B" / "BRK B.NYSE"
     sym_part, _, klass = head.partition(".")
@@ -603,6 +639,11 @@ def _render(spec: Spec) -> str | None:
             code = MONTH_CODES[int(ltd[4:]) - 1]
             return f"{spec.symbol}{code}{year}" + (f".{spec.exchange}" if spec.exchange else "") + ccy
         return f"{spec.symbol.replace(' ', '.')} {ltd}" + (f" {spec.exchange}" if spec.exchange else "") + ccy
+    if t == "FOP":
+        parts = spec.local_symbol.split(" ")
+        if len(parts) != 2 or not _FOP_CLASS.fullmatch(parts[0]) or not _FOP_STRIKE.fullmatch(parts[1]):
+            return None
+        return spec.local_symbol + (f" {spec.exchange}" if spec.exchange else "") + ccy
     if t == "OPT":
         if not spec.strike or spec.right not in ("C", "P") or not spec.last_trade_date:
             return None
@@ -778,15 +819,19 @@ class ContractBook:
         "es 202612 cme" -> "ESZ6.CME"). Raises as ``qualify``."""
         return format_contract(self.qualify(what))
 
-    def remember(self, found: Sequence[ContractDetails]) -> None:
+    def remember(self, found: Sequence[ContractDetails], by_text: bool = True) -> None:
         """Cache ContractDetails IB sent for another request (an option chain's one reqContractDetails of
         a whole expiry), under their canonical text and conId, so qualifying each of them later asks
-        IB nothing. Details without a conId are skipped."""
+        IB nothing. Details without a conId are skipped. ``by_text`` False: by conId only (a text that
+        names more than one contract, e.g. an SPX option of a date SPX and SPXW both list, must still
+        get IB's ambiguity)."""
         with self._lock:
             for d in found:
                 if not d.contract.conId:
                     continue
                 self._by_con_id.setdefault(int(d.contract.conId), d)
+                if not by_text:
+                    continue
                 try:
                     self._by_key.setdefault(format_contract(d), d)
                 except InstrumentError:
@@ -886,7 +931,9 @@ class ContractBook:
                 self._by_key[key] = d
                 if front is not None:
                     self._front_keys.add(key)
-                if isinstance(key, str):
+                # also under its own text, except an option's: its text carries no tradingClass, and on a
+                # date two classes list (SPX, SPXW) it names both (IB answers it as ambiguous)
+                if isinstance(key, str) and d.contract.secType != "OPT":
                     try:
                         self._by_key.setdefault(format_contract(d), d)
                     except InstrumentError:

@@ -10,15 +10,23 @@ Session (its pacer spaces them).
 
 Decisions:
 
-- The listing row: SMART's (every option of a stock or ETF is routed there), else the row of the
-  class's own exchange (futures options: CME, ...). Of several trading classes on that exchange
-  (SPX and SPXW), the one named like the underlying, else the first.
+- The listing rows: SMART's (every option of a stock or ETF is routed there), else those of the
+  classes' own exchange (futures options: CME, ...); one per trading class (SPX: SPX monthlies AM and
+  SPXW dailies/weeklies PM; ES: ES quarterlies and EW1..EW5 weeklies). The expiries are those of every
+  class; each expiry's options are fetched with its own tradingClass. An expiry two classes list (SPX
+  and SPXW on a third Friday) takes the class named like the underlying, else the first; the expiry
+  argument may pin a class instead (``next SPXW``, ``20261218 SPXW``).
+- An option of an expiry that two classes list is written ``conid:N`` (its grammar text, which carries
+  no tradingClass, would name both), and is not remembered by text.
+- ``IB_CHAIN("SPX")`` / ``("ES")``: a bare symbol IB knows no stock of is tried as the index
+  (``^SPX``), then as the front-month future of a known root (``ES`` -> ``ES.CME``).
 - Listing and contract details are cached per underlying (and expiry) per New York day: IB lists new
   expiries and strikes overnight, not during the day.
 - ``expiry`` accepts a date (an Excel serial number, a date/datetime, ``YYYYMMDD`` or ``YYYY-MM-DD``:
   it must be listed), ``next`` (the first listed expiry from today), ``+30d`` / ``+2w`` / ``+3m``
   (the nearest listed expiry at or after today plus that) and ``monthly`` (the next listed third
   Friday, or the Thursday before it when the exchange moved it for a holiday). Today is New York's.
+  Any of them may be followed by a tradingClass that pins the class (``next SPXW``, ``20261218 SPX``).
 - ``strikes`` accepts a count (default 10: the listed strikes nearest the underlying's price) or a
   range ``"200-250"`` (every listed strike in it, ends included).
 - Line budget: N strikes need 2N lines. At most half of the lines MarketData has free go to one
@@ -34,7 +42,7 @@ import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
@@ -49,7 +57,8 @@ from .quotes import BoardQuote, MarketData
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OptionChains", "Listing", "ExpiryRule", "parse_expiry", "parse_strikes", "pick_expiry", "pick_strikes",
+__all__ = ["OptionChains", "Listing", "ListedClass", "ExpiryRule", "parse_expiry", "parse_strikes", "pick_expiry",
+           "pick_strikes",
            "chain_table", "chain_rows", "plan_records", "plan_texts", "CHAIN_COLUMNS", "PLAN_COLUMNS",
            "DEFAULT_STRIKES", "NY"]
 
@@ -71,24 +80,28 @@ PLAN_COLUMNS = (["Underlying", "Expiry", "UnderPrice", "Strike", "CallSymbol", "
 @dataclass(frozen=True)
 class ExpiryRule:
     """A parsed ``expiry`` argument: ``kind`` is "date" (``day`` set), "next", "monthly" or "ahead"
-    (``days`` / ``months`` from today)."""
+    (``days`` / ``months`` from today); ``trading_class`` pins IB's tradingClass ("" = any listed)."""
 
     kind: str
     day: date | None = None
     days: int = 0
     months: int = 0
+    trading_class: str = ""
 
     @property
     def text(self) -> str:
-        """A canonical text (a cache key): 20261218, next, monthly, +30d, +3m."""
+        """A canonical text (a cache key): 20261218, next, monthly, +30d, +3m; then " SPXW" when pinned."""
         if self.kind == "date" and self.day is not None:
-            return self.day.strftime("%Y%m%d")
-        if self.kind == "ahead":
-            return f"+{self.months}m" if self.months else f"+{self.days}d"
-        return self.kind
+            text = self.day.strftime("%Y%m%d")
+        elif self.kind == "ahead":
+            text = f"+{self.months}m" if self.months else f"+{self.days}d"
+        else:
+            text = self.kind
+        return f"{text} {self.trading_class}" if self.trading_class else text
 
 
 _AHEAD = re.compile(r"^\+\s*(\d{1,4})\s*([dwm])$")
+_CLASS = re.compile(r"[A-Z][A-Z0-9]{0,11}")
 
 
 def parse_expiry(value: Any) -> ExpiryRule:
@@ -121,8 +134,14 @@ def parse_expiry(value: Any) -> ExpiryRule:
             return ExpiryRule("date", datetime.strptime(text, fmt).date())
         except ValueError:
             pass
+    head, _, klass = text.rpartition(" ")      # a rule then a tradingClass: "next SPXW", "20261218 SPX"
+    if head.strip() and _CLASS.fullmatch(klass.upper()):
+        rule = parse_expiry(head.strip())
+        if rule.trading_class:
+            raise ValueError(f"expiry: {text!r} names more than one tradingClass")
+        return replace(rule, trading_class=klass.upper())
     raise ValueError(f"expiry: {text!r} is not a date (YYYYMMDD, YYYY-MM-DD, an Excel date) nor one of next, "
-                     f"monthly, +30d, +2w, +3m")
+                     f"monthly, +30d, +2w, +3m, optionally followed by a tradingClass (next SPXW)")
 
 
 def parse_strikes(value: Any) -> int | tuple[float, float]:
@@ -214,11 +233,24 @@ def pick_strikes(spec: int | tuple[float, float], strikes: list[float], price: f
 
 # --- the listing ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class ListedClass:
+    """One reqSecDefOptParams row: a trading class on one exchange (``expiries`` YYYYMMDD ascending,
+    ``strikes`` ascending, ``multiplier`` as IB sends it)."""
+
+    trading_class: str
+    exchange: str
+    multiplier: str
+    expiries: tuple[str, ...]
+    strikes: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Listing:
-    """One underlying's options as IB lists them (the chosen reqSecDefOptParams row): ``underlying``
-    its canonical text, ``symbol`` IB's symbol, ``con_id``, ``exchange`` of the row, ``trading_class``,
-    ``multiplier`` (text, as IB sends it), ``currency`` (the underlying's), ``expiries`` (YYYYMMDD,
-    ascending), ``strikes`` (ascending)."""
+    """One underlying's options as IB lists them (the chosen reqSecDefOptParams rows): ``underlying``
+    its canonical text, ``symbol`` IB's symbol, ``con_id``, ``exchange`` of the rows, ``trading_class``
+    (the class named like the underlying, else the first: the default), ``multiplier`` (text, as IB
+    sends it), ``currency`` (the underlying's), ``expiries`` (YYYYMMDD, ascending) and ``strikes``
+    (ascending) of every class together, ``classes`` each class's own (the default first)."""
 
     underlying: str
     symbol: str
@@ -230,17 +262,45 @@ class Listing:
     currency: str
     expiries: tuple[str, ...]
     strikes: tuple[float, ...]
+    classes: tuple[ListedClass, ...] = ()
+
+    def classes_of(self, expiry: str) -> list[ListedClass]:
+        """The classes listing ``expiry`` (YYYYMMDD), the default first."""
+        return [k for k in self.classes if any(e[:8] == expiry[:8] for e in k.expiries)]
+
+    def class_of(self, expiry: str, trading_class: str = "") -> ListedClass:
+        """The class whose options of ``expiry`` to fetch: ``trading_class`` when given, else the only
+        class listing it, else the default of those that do. Raises ValueError naming ``expiry``."""
+        found = self.classes_of(expiry)
+        if trading_class:
+            found = [k for k in found if k.trading_class == trading_class]
+        if not found:
+            pinned = f" in tradingClass {trading_class}" if trading_class else ""
+            raise ValueError(f"expiry: {expiry} is not listed for {self.underlying}{pinned}")
+        return found[0]
+
+    def pinned(self, trading_class: str) -> "Listing":
+        """This listing narrowed to one class. Raises ValueError naming ``expiry`` and the classes listed."""
+        if not trading_class:
+            return self
+        hit = [k for k in self.classes if k.trading_class == trading_class]
+        if not hit:
+            raise ValueError(f"expiry: tradingClass {trading_class} is not listed for {self.underlying}; listed: "
+                             f"{', '.join(k.trading_class for k in self.classes)}")
+        k = hit[0]
+        return replace(self, exchange=k.exchange, trading_class=k.trading_class, multiplier=k.multiplier,
+                       expiries=k.expiries, strikes=k.strikes, classes=(k,))
 
 
-def _choose_row(rows: list[tuple], symbol: str) -> tuple | None:
-    """The reqSecDefOptParams row to use: SMART's, else any exchange's; of several trading classes the one
-    named like the underlying (IB answers one row per exchange and trading class)."""
+def _choose_rows(rows: list[tuple], symbol: str) -> list[tuple]:
+    """The reqSecDefOptParams rows to use (IB answers one per exchange and trading class): SMART's, else
+    those of the first exchange; one per class, the class named like the underlying first."""
     smart = [r for r in rows if r[1] == "SMART"]
-    pool = smart or rows
-    if not pool:
-        return None
-    same = [r for r in pool if r[3] == symbol]
-    return (same or pool)[0]
+    pool = smart or [r for r in rows if rows and r[1] == rows[0][1]]
+    out: dict[str, tuple] = {}
+    for r in pool:
+        out.setdefault(r[3], r)
+    return sorted(out.values(), key=lambda r: r[3] != symbol)
 
 
 class OptionChains:
@@ -260,7 +320,7 @@ class OptionChains:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._listings: dict[tuple[str, date], Listing] = {}
-        self._options: dict[tuple[str, str, date], list[ContractDetails]] = {}
+        self._options: dict[tuple[str, str, str, date], list[ContractDetails]] = {}
         self._busy: dict[tuple, threading.Lock] = {}
         self.requests_sent = 0            # reqSecDefOptParams and reqContractDetails sent (tests, status)
 
@@ -269,11 +329,7 @@ class OptionChains:
         """The options IB lists on ``underlying`` (cell text: AAPL, SPY, ^SPX.CBOE, ESZ6.CME), cached for
         the day. Raises ValueError naming ``underlying`` for an unknown underlying (with IB's code) or one
         IB lists no options on, IBError for IB's other refusals."""
-        try:
-            details = self.contracts.qualify(underlying)
-        except InstrumentError as exc:            # named as the argument it came from
-            code = f"IB {exc.code}: " if exc.code else ""
-            raise ValueError(f"underlying: {code}{exc}") from exc
+        details = self._underlying(underlying)
         c = details.contract
         key = (format_contract(details), self.today())
         with self._key_lock(("listing",) + key):
@@ -283,47 +339,61 @@ class OptionChains:
             rows = self._ask(f"option parameters of {key[0]}", lambda client, rid: client.reqSecDefOptParams(
                 rid, c.symbol, "" if c.secType != "FUT" else c.exchange, c.secType, c.conId),
                 "securityDefinitionOptionParameterEnd", "securityDefinitionOptionParameter")
-            row = _choose_row(rows, c.symbol)
-            if row is None:
+            chosen = _choose_rows(rows, c.symbol)
+            if not chosen:
                 raise ValueError(f"underlying: IB lists no options on {key[0]}")
-            _, exchange, _, trading_class, multiplier, expirations, strikes = row[:7]
-            listing = Listing(key[0], c.symbol, int(c.conId), c.secType, exchange, trading_class, str(multiplier),
-                              c.currency or "USD", tuple(sorted(expirations)), tuple(sorted(float(k) for k in strikes)))
+            classes = tuple(ListedClass(r[3], r[1], str(r[4]), tuple(sorted(r[5])),
+                                        tuple(sorted(float(k) for k in r[6]))) for r in chosen)
+            first = classes[0]
+            listing = Listing(key[0], c.symbol, int(c.conId), c.secType, first.exchange, first.trading_class,
+                              first.multiplier, c.currency or "USD",
+                              tuple(sorted({e for k in classes for e in k.expiries})),
+                              tuple(sorted({s for k in classes for s in k.strikes})), classes)
             with self._lock:
                 self._listings[key] = listing
             return listing
 
     def expiries(self, underlying: str) -> list[str]:
-        """Every listed expiry of ``underlying`` from today on, YYYYMMDD ascending."""
+        """Every listed expiry of ``underlying`` from today on, YYYYMMDD ascending. When IB lists more
+        than one trading class on it (SPX and SPXW, ES and EW1..EW5), each text is followed by the class:
+        ``"20261218 SPX"``, one text per class listing the date."""
         today = self.today().strftime("%Y%m%d")
-        return [e for e in self.listing(underlying).expiries if e[:8] >= today]
+        listing = self.listing(underlying)
+        if len(listing.classes) <= 1:
+            return [e for e in listing.expiries if e[:8] >= today]
+        return sorted(f"{e[:8]} {k.trading_class}" for k in listing.classes for e in k.expiries if e[:8] >= today)
 
     def expiry(self, underlying: str, expiry: Any = None) -> str:
         """The listed expiry (YYYYMMDD) the ``expiry`` argument names (see the module doc)."""
-        listing = self.listing(underlying)
-        return pick_expiry(parse_expiry(expiry), list(listing.expiries), self.today(), listing.underlying)
+        rule = parse_expiry(expiry)
+        listing = self.listing(underlying).pinned(rule.trading_class)
+        return pick_expiry(rule, list(listing.expiries), self.today(), listing.underlying)
 
     def strikes(self, underlying: str, expiry: Any = None) -> list[float]:
         """The strikes listed for ``underlying`` on the expiry ``expiry`` names (ascending): those of
         its listed options (reqContractDetails), which may be fewer than the listing's union."""
-        listing = self.listing(underlying)
-        day = pick_expiry(parse_expiry(expiry), list(listing.expiries), self.today(), listing.underlying)
+        rule = parse_expiry(expiry)
+        listing = self.listing(underlying).pinned(rule.trading_class)
+        day = pick_expiry(rule, list(listing.expiries), self.today(), listing.underlying)
         return sorted({d.contract.strike for d in self.options(listing, day)})
 
     def options(self, listing: Listing, expiry: str) -> list[ContractDetails]:
-        """Every listed option of ``listing``'s class on ``expiry`` (calls and puts, any strike): one
-        reqContractDetails of a partial contract, cached for the day; each is remembered in the
-        ContractBook too."""
-        key = (listing.underlying, expiry, self.today())
+        """Every listed option of ``expiry``'s class of ``listing`` (``Listing.class_of``; calls and puts,
+        any strike): one reqContractDetails of a partial contract with that tradingClass, cached for the
+        day; each is remembered in the ContractBook too (by conId only when two classes list the date)."""
+        klass = listing.class_of(expiry) if listing.classes else ListedClass(
+            listing.trading_class, listing.exchange, listing.multiplier, listing.expiries, listing.strikes)
+        shared = len(self.listing(listing.underlying).classes_of(expiry)) > 1   # of every class, pinned or not
+        key = (listing.underlying, expiry, klass.trading_class, self.today())
         with self._key_lock(("options",) + key):
             hit = self._options.get(key)
             if hit is not None:
                 return hit
             c = Contract()
             c.symbol, c.secType, c.exchange, c.currency = listing.symbol, "OPT" if listing.sec_type != "FUT" \
-                else "FOP", listing.exchange, listing.currency
-            c.lastTradeDateOrContractMonth, c.tradingClass, c.multiplier = expiry, listing.trading_class, \
-                listing.multiplier
+                else "FOP", klass.exchange, listing.currency
+            c.lastTradeDateOrContractMonth, c.tradingClass, c.multiplier = expiry, klass.trading_class, \
+                klass.multiplier
             rows = self._ask(f"options of {listing.underlying} expiring {expiry}",
                              lambda client, rid: client.reqContractDetails(rid, c), "contractDetailsEnd",
                              "contractDetails")
@@ -332,7 +402,7 @@ class OptionChains:
                 raise ValueError(f"expiry: IB lists no option of {listing.underlying} expiring {expiry}")
             remember = getattr(self.contracts, "remember", None)
             if remember is not None:
-                remember(found)
+                remember(found, by_text=not shared)
             with self._lock:
                 self._options[key] = found
             return found
@@ -347,9 +417,10 @@ class OptionChains:
         board when it streams, else one snapshot. Raises ValueError naming the argument at fault,
         InstrumentError for an unknown underlying, IBError for IB's refusals."""
         rule, spec = parse_expiry(expiry), parse_strikes(strikes)
-        listing = self.listing(underlying)
+        listing = self.listing(underlying).pinned(rule.trading_class)
         day = pick_expiry(rule, list(listing.expiries), self.today(), listing.underlying)
         options = self.options(listing, day)
+        text_of = _option_text if len(self.listing(underlying).classes_of(day)) <= 1 else _conid_text
         price = self._price(listing.underlying)
         by_strike: dict[float, dict[str, ContractDetails]] = {}
         for d in options:
@@ -384,7 +455,7 @@ class OptionChains:
                                    "Strike": k, "Stream": k in streaming}
             for right, prefix in (("C", "Call"), ("P", "Put")):
                 d = sides.get(right)
-                row[f"{prefix}Symbol"] = format_contract(d) if d is not None else None
+                row[f"{prefix}Symbol"] = text_of(d) if d is not None else None
                 if d is not None and k not in streaming:
                     q = snaps.get((k, right))
                     for header, attr in OPTIONS_SIDE_FIELDS:
@@ -393,6 +464,26 @@ class OptionChains:
         return pd.DataFrame(rows, columns=PLAN_COLUMNS)
 
     # --- internals ----------------------------------------------------------------------------------
+    def _underlying(self, underlying: str) -> ContractDetails:
+        """The underlying's details; a bare symbol IB knows no stock of is tried as the index, then as the
+        front-month future (``SPX`` -> ^SPX, ``ES`` -> the front ES). Raises ValueError naming
+        ``underlying`` (the stock's error when no form is known)."""
+        try:
+            return self.contracts.qualify(underlying)
+        except InstrumentError as exc:            # named as the argument it came from
+            first = exc
+        text = str(underlying).strip().upper()
+        if first.code and re.fullmatch(r"[A-Z][A-Z0-9]{0,9}", text):
+            for alias in (f"^{text}", f"{text}.{_future_exchange(text)}" if _future_exchange(text) else None):
+                if alias is None:
+                    continue
+                try:
+                    return self.contracts.qualify(alias)
+                except InstrumentError:
+                    pass
+        code = f"IB {first.code}: " if first.code else ""
+        raise ValueError(f"underlying: {code}{first}") from first
+
     def _key_lock(self, key: tuple) -> threading.Lock:
         with self._lock:
             lock = self._busy.get(key)
@@ -428,6 +519,24 @@ class OptionChains:
         except (IBError, InstrumentError) as exc:
             log.info("snapshot of %s failed: %s", format_contract(details), exc)
             return None
+
+
+def _future_exchange(symbol: str) -> str:
+    """The exchange tried for a bare futures root (``ES`` -> CME); "" for a root not known here."""
+    return _FUTURE_ROOTS.get(symbol, "")
+
+
+# Equity index futures with options whose bare root a user may type as an underlying.
+_FUTURE_ROOTS = {"ES": "CME", "NQ": "CME", "RTY": "CME", "YM": "CBOT"}
+
+
+def _option_text(details: ContractDetails) -> str:
+    return format_contract(details)
+
+
+def _conid_text(details: ContractDetails) -> str:
+    """``conid:N``: an option of a date two classes list (its grammar text would name both)."""
+    return f"conid:{int(details.contract.conId)}"
 
 
 # --- the chain table ------------------------------------------------------------------------------
