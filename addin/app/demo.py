@@ -106,7 +106,7 @@ def choose_option(rt, underlying: str, right: str, min_days: int, quote_timeout:
     """The option text (``AAPL 20261218 230 C``) of the first expiry listed on ``underlying`` at least
     ``min_days`` after today (New York; the last listed one if none is that far) and the strike nearest
     the underlying's mid now. Raises ValueError when IB lists no options on it."""
-    expiries = rt.option_expiries(underlying)
+    expiries = [e.split()[0] for e in rt.option_expiries(underlying)]      # "YYYYMMDD CLASS" -> the date
     if not expiries:
         raise ValueError(f"{underlying}: IB lists no options")
     today = pd.Timestamp.now(tz="America/New_York").date()

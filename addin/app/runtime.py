@@ -186,8 +186,10 @@ class Runtime(WorkbookSide):
     # --- options (addin.market.chain) ---------------------------------------------------------------
     def option_expiries(self, underlying: str) -> list[str]:
         """The expiries IB lists on ``underlying`` from today (New York) on, YYYYMMDD ascending
-        (reqSecDefOptParams, cached for the day). Raises ValueError naming ``underlying`` when IB knows
-        no such instrument (with IB's code) or lists no options on it, IBError for IB's other refusals."""
+        (reqSecDefOptParams, cached for the day); where IB lists several trading classes (SPX and SPXW,
+        ES and EW1..EW5) each text is "YYYYMMDD CLASS", one per class listing that date. Raises ValueError
+        naming ``underlying`` when IB knows no such instrument (with IB's code) or lists no options on it,
+        IBError for IB's other refusals."""
         return self.chains.expiries(underlying)
 
     def option_strikes(self, underlying: str, expiry=None) -> list[float]:

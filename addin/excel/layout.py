@@ -102,7 +102,8 @@ ANALYSIS_CORRELATION_NAME = "Correlation"
 OPTIONS_PARAMETERS = [
     # (label, named range, template value, what it means)
     ("Underlying", "OptionsUnderlying", "AAPL", "the underlying in the cell grammar (AAPL, SPY, MSFT, ...)"),
-    ("Expiry", "OptionsExpiry", "next", "a listed date (YYYY-MM-DD), next, monthly, +30d, +2w, +3m"),
+    ("Expiry", "OptionsExpiry", "next",
+     "a listed date (YYYY-MM-DD), next, monthly, +30d, +2w, +3m; a class after it: next SPXW"),
     ("Strikes", "OptionsStrikes", 10, "how many strikes around the money, or a range such as 200-250"),
 ]
 OPTIONS_UNDER_PRICE = ("Underlying price", "OptionsUnderPrice")   # painted: in-the-money shading compares to it

@@ -598,7 +598,7 @@ class ServiceServer:
         return self.runtime.analysis(pending, now=now, benchmark=benchmark, window_days=window_days)
 
     def m_option_expiries(self, client, underlying: str) -> list[str]:
-        """Runtime.option_expiries: YYYYMMDD texts."""
+        """Runtime.option_expiries: YYYYMMDD texts ("YYYYMMDD CLASS" where several classes list)."""
         self._need_ib()
         return self.runtime.option_expiries(str(underlying))
 
