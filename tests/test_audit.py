@@ -204,15 +204,18 @@ def test_ibs_execution_time_forms_and_an_unreadable_one(tmp_path):
         fields = {"ref": "T-1", "action": "BUY", "quantity": 3.0, "order_type": "MKT", "tif": "DAY"}
         journal.record_intents([("T-1", fields, None)], account="DU1", symbol="AAPL", con_id=1, owner=owner)
         journal.claim([("T-1", 9)], 1, owner)
-        for exec_id, text in (("E-1", "20261203 09:30:00 US/Eastern"), ("E-2", "20261203 09:30:00"),
-                              ("E-3", "not a time")):
+        # An hour after the order was sent (whatever today is), in IB's two forms.
+        later = (datetime.now().astimezone() + timedelta(hours=1)).replace(microsecond=0)
+        eastern, local = later.astimezone(ZoneInfo("US/Eastern")), later.replace(tzinfo=None)
+        for exec_id, text in (("E-1", eastern.strftime("%Y%m%d %H:%M:%S US/Eastern")),
+                              ("E-2", local.strftime("%Y%m%d %H:%M:%S")), ("E-3", "not a time")):
             journal.record_fill(exec_id, "T-1", order_id=9, perm_id=5, time_text=text, side="BOT", shares=1,
                                 price=10.5)
         frame = audit_frame(journal, tz="Asia/Tokyo")
     assert chronological(frame) == ["intent", "place", "fill", "fill", "fill"]
     fills = {row["Detail"].split("execId ")[1][:3]: row for _, row in frame[frame["Event"] == "fill"].iterrows()}
-    assert fills["E-1"]["Time"] == datetime(2026, 12, 3, 23, 30, tzinfo=TOKYO)
-    assert fills["E-2"]["Time"] == datetime(2026, 12, 3, 9, 30).astimezone(TOKYO)     # this machine's wall time
+    assert fills["E-1"]["Time"] == later.astimezone(TOKYO)
+    assert fills["E-2"]["Time"] == local.astimezone(TOKYO)                       # this machine's wall time
     assert pd.isna(fills["E-3"]["Time"]) and "'not a time' unreadable" in fills["E-3"]["Detail"]
     assert fills["E-1"]["Detail"] == "BOT 1 @ 10.5 execId E-1" and fills["E-1"]["Action"] == "BUY"
 
