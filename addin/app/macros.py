@@ -598,18 +598,24 @@ def refresh_portfolio(book=None, runtime=None) -> dict[str, int]:
     (``Portfolio``), and the GreekTotals Table with ``greek_totals`` of the very Positions rows written
     (per account x underlying, then the account's total "All"; empty where a greek is unknown). Returns
     ``{table: rows written}``. A Table that would grow over a user's cell is left as it was, the others
-    are written, then TableGrowthError names every refusal."""
+    are written (but not GreekTotals when Positions was refused), then TableGrowthError names every
+    refusal."""
     book, rt = _book(book), _runtime(runtime)
     _connected(rt)
     counts = {}
     refused: list[TableGrowthError] = []   # a Table that cannot grow is skipped; the others are still written
+    skipped: set[str] = set()
     positions = rt.positions()
     for table, fetch in (("Positions", lambda: positions), ("GreekTotals", lambda: greek_totals(positions)),
                          ("Account", rt.account_summary), ("Executions", rt.executions)):
+        if table == "GreekTotals" and "Positions" in skipped:
+            counts[table] = 0              # the totals of Positions rows that were not written: left as they were
+            continue
         try:
             counts[table] = _write_table(book, table, fetch().rename(columns=_snake_to_header))
         except TableGrowthError as exc:
             counts[table] = 0
+            skipped.add(table)
             refused.append(exc)
     names = book.names()
     pnl = rt.pnl()
