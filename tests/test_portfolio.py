@@ -350,10 +350,18 @@ def test_several_accounts_and_the_portfolio_account(gw, session, pf, trader):
     du2 = pos.loc["DU2"]
     assert not any(math.isnan(du2[c]) for c in ("market_price", "market_value", "unrealized_pnl", "realized_pnl",
                                                 "weight"))
-    # Checked against reqPnLSingle read on its own and DU2's NetLiquidation (reqAccountUpdatesMulti).
-    single = pf.pnl_single("DU2", front.con_id).iloc[0]
-    values = pf.account_values("DU2")
-    nlv = float(values[(values.key == "NetLiquidation") & (values.currency == "USD")].value.iloc[0])
+    # Checked against reqPnLSingle read on its own and DU2's NetLiquidation (reqAccountUpdatesMulti), read
+    # before and after the positions with no update in between (the market moves: NetLiquidation with it).
+    def nlv_and_value():
+        values = pf.account_values("DU2")
+        nlv = float(values[(values.key == "NetLiquidation") & (values.currency == "USD")].value.iloc[0])
+        return nlv, pf.pnl_single("DU2", front.con_id).iloc[0]
+    for _ in range(100):
+        (nlv, single), du2, after = nlv_and_value(), pf.positions().set_index("account").loc["DU2"], nlv_and_value()
+        if nlv == after[0] and single.equals(after[1]):
+            break
+    else:
+        pytest.fail("DU2's NetLiquidation and P&L changed during every one of 100 reads")
     assert du2.market_value == pytest.approx(single.value, rel=1e-6)
     assert du2.market_price == pytest.approx(single.value / 50, rel=1e-6)          # ES multiplier 50
     assert du2.weight == pytest.approx(single.value / nlv, rel=1e-6)
