@@ -6,7 +6,6 @@ rules (calls' delta decreasing in the strike, call bid <= ask)."""
 
 from __future__ import annotations
 
-import collections
 import time
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -19,6 +18,7 @@ from addin.excel.layout import OPTIONS_COLUMNS
 from addin.market.chain import chain_table, parse_expiry, parse_strikes, pick_expiry, plan_texts
 from addin.paper import PaperGateway
 
+from .gateway_wire import aapl_listing, count_messages, stock_mid
 from .ibclient import IBTestClient
 from .settle import settled
 
@@ -29,19 +29,7 @@ COUNTED = {78: "reqSecDefOptParams", 9: "reqContractDetails", 1: "reqMktData"}
 @pytest.fixture(scope="module")
 def gw():
     with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gateway:
-        counts: collections.Counter = collections.Counter()
-
-        def install(server):     # count the messages that reach the gateway (instrumentation, not a mock)
-            for msg_id, name in COUNTED.items():
-                inner = server._handlers[msg_id]
-
-                def counted(conn, fields, inner=inner, name=name):
-                    counts[name] += 1
-                    return inner(conn, fields)
-                server._handlers[msg_id] = counted
-
-        gateway.call(install)
-        gateway.counts = counts
+        gateway.counts = count_messages(gateway, COUNTED)
         yield gateway
 
 
@@ -51,22 +39,12 @@ def gateway_day(gw) -> date:
 
 @pytest.fixture(scope="module")
 def wire(gw):
-    """The SMART row of reqSecDefOptParams for AAPL (expiries, strikes) and AAPL's mid now."""
-    ib = IBTestClient().start(gw.port, 81)
-    try:
-        rid, start = ib.next_req(), ib.mark()
-        ib.reqSecDefOptParams(rid, "AAPL", "", "STK", 265598)
-        rows = [e.args for e in ib.collect("securityDefinitionOptionParameter",
-                                           "securityDefinitionOptionParameterEnd", rid, start=start)]
-    finally:
-        ib.stop()
-    smart = next(r for r in rows if r[1] == "SMART")
-    return sorted(smart[5]), sorted(smart[6])
+    """The SMART row of reqSecDefOptParams for AAPL (expiries, strikes)."""
+    return aapl_listing(gw.port, 81)
 
 
 def aapl_mid(gw) -> float:
-    return gw.call(lambda s: s.market.quote(next(i for i in s.market.instruments
-                                                 if i.symbol == "AAPL" and i.sec_type == "STK")).mid)
+    return stock_mid(gw, "AAPL")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ listing over the wire, AAPL's price) and the lines it holds, not from what our c
 
 from __future__ import annotations
 
-import collections
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from addin.excel.errors import ExcelInputError
 from addin.excel.openpyxl_book import OpenpyxlBook
 from addin.paper import PaperGateway
 
-from .ibclient import IBTestClient
+from .gateway_wire import aapl_listing, count_messages, stock_mid
 
 COUNTED = {3: "placeOrder", 1: "reqMktData"}
 
@@ -30,39 +29,17 @@ COUNTED = {3: "placeOrder", 1: "reqMktData"}
 @pytest.fixture(scope="module")
 def gw():
     with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gateway:
-        counts: collections.Counter = collections.Counter()
-
-        def install(server):     # count the messages that reach the gateway (instrumentation, not a mock)
-            for msg_id, name in COUNTED.items():
-                inner = server._handlers[msg_id]
-
-                def counted(conn, fields, inner=inner, name=name):
-                    counts[name] += 1
-                    return inner(conn, fields)
-                server._handlers[msg_id] = counted
-
-        gateway.call(install)
-        gateway.counts = counts
+        gateway.counts = count_messages(gateway, COUNTED)
         yield gateway
 
 
 @pytest.fixture(scope="module")
 def strikes(gw):
-    ib = IBTestClient().start(gw.port, 91)
-    try:
-        rid, start = ib.next_req(), ib.mark()
-        ib.reqSecDefOptParams(rid, "AAPL", "", "STK", 265598)
-        rows = [e.args for e in ib.collect("securityDefinitionOptionParameter",
-                                           "securityDefinitionOptionParameterEnd", rid, start=start)]
-    finally:
-        ib.stop()
-    smart = next(r for r in rows if r[1] == "SMART")
-    return sorted(smart[5]), sorted(smart[6])
+    return aapl_listing(gw.port, 91)
 
 
 def aapl_mid(gw) -> float:
-    return gw.call(lambda s: s.market.quote(next(i for i in s.market.instruments
-                                                 if i.symbol == "AAPL" and i.sec_type == "STK")).mid)
+    return stock_mid(gw, "AAPL")
 
 
 def option_lines(gw) -> int:

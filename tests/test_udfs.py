@@ -15,7 +15,6 @@ import os
 # xlwings registers its remote engine at import, when a licence key is set (noncommercial is free)
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import collections
 import itertools
 import json
 import subprocess
@@ -34,6 +33,7 @@ from benchmarks.sinks import CountingBook
 from udfs import functions
 
 from .contracts import listed_es
+from .gateway_wire import count_messages
 from .settle import pending, settled
 
 ORDER_MESSAGES = {3: "placeOrder", 4: "cancelOrder", 58: "reqGlobalCancel"}
@@ -42,19 +42,7 @@ ORDER_MESSAGES = {3: "placeOrder", 4: "cancelOrder", 58: "reqGlobalCancel"}
 @pytest.fixture(scope="module")
 def gw():
     with PaperGateway(port=0, stream_interval=0.05, account_interval=1.0) as gateway:
-        counts: collections.Counter = collections.Counter()
-
-        def install(server):     # count order messages at the gateway (instrumentation, not a mock)
-            for msg_id, name in ORDER_MESSAGES.items():
-                inner = server._handlers[msg_id]
-
-                def counted(conn, fields, inner=inner, name=name):
-                    counts[name] += 1
-                    return inner(conn, fields)
-                server._handlers[msg_id] = counted
-
-        gateway.call(install)
-        gateway.order_messages = counts
+        gateway.order_messages = count_messages(gateway, ORDER_MESSAGES)
         yield gateway
 
 
