@@ -69,9 +69,16 @@ def test_expiry_and_strikes_arguments_parse_or_name_themselves():
     assert {parse_expiry(f).text for f in forms} == {"20261218"}       # 46374 = Excel's serial of that day
     assert parse_expiry(None).text == parse_expiry("").text == parse_expiry(" NEXT ").text == "next"
     assert parse_expiry("+2w").text == "+14d" and parse_expiry("+3m").text == "+3m"
-    for bad in ("soon", "#N/A", "2026-13-01", 0, -3.5, True, "+3y"):
+    for bad in ("soon", "#N/A", "2026-13-01", 0, -3.5, True, "+3y", 1e308, 2958466, float("nan"), "+1e308d"):
         with pytest.raises(ValueError, match="^expiry: "):
             parse_expiry(bad)
+    for code, name in ((-2146826246, "#N/A"), (-2146826281, "#DIV/0!")):    # COM error codes, as xlwings passes them
+        with pytest.raises(ValueError, match=f"^expiry: the cell holds the error {name}"):
+            parse_expiry(code)
+        with pytest.raises(ValueError, match=f"^strikes: the cell holds the error {name}"):
+            parse_strikes(code)
+    with pytest.raises(ValueError, match="got 1e[+]308;"):                # the figure, not 309 digits
+        parse_strikes(1e308)
     assert parse_strikes(None) == 10 and parse_strikes("6") == 6 and parse_strikes(4.0) == 4
     assert parse_strikes("200-250") == (200.0, 250.0) and parse_strikes("212.5 - 215") == (212.5, 215.0)
     for bad in ("250-200", "lots", 0, 2.5, "#REF!", 10_000):

@@ -50,6 +50,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from ibapi.contract import Contract, ContractDetails
 
+from ..cells import error_value
 from ..excel.layout import OPTIONS_COLUMNS, OPTIONS_SIDE_FIELDS
 from ..ib.contracts import ContractBook, InstrumentError, format_contract
 from ..ib.session import IBError, Request, Session
@@ -67,6 +68,7 @@ DEFAULT_STRIKES = 10
 SNAPSHOTS_AT_ONCE = 8             # snapshots in flight for one chain (each counts a line until IB ends it)
 MAX_STRIKES = 200                  # a chain wider than this is not a screen, and 400 lines is no budget
 EXCEL_EPOCH = date(1899, 12, 30)   # Excel's day 0 (serial 1 = 1900-01-01, through Excel's leap-year bug)
+EXCEL_LAST_SERIAL = 2958465        # 9999-12-31, Excel's last date
 #: The chain's columns (addin.excel.layout.OPTIONS_COLUMNS): CallBid .. CallTheta, Strike, PutBid .. PutTheta,
 #: Data (streaming / snapshot / waiting).
 CHAIN_COLUMNS = list(OPTIONS_COLUMNS)
@@ -109,6 +111,8 @@ def parse_expiry(value: Any) -> ExpiryRule:
     ``expiry`` for anything else (an Excel error value, text that is no date or rule)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return ExpiryRule("next")
+    if (err := error_value(value)) is not None:          # "#N/A" text or a COM error code
+        raise ValueError(f"expiry: the cell holds the error {err}")
     if isinstance(value, bool):
         raise ValueError(f"expiry: expected a date, 'next', 'monthly' or '+30d', got {value!r}")
     if isinstance(value, datetime):
@@ -116,8 +120,9 @@ def parse_expiry(value: Any) -> ExpiryRule:
     if isinstance(value, date):
         return ExpiryRule("date", value)
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 1 or value != int(value):
-            raise ValueError(f"expiry: {value!r} is not a date (an Excel date is a whole serial number)")
+        if not math.isfinite(value) or not 1 <= value <= EXCEL_LAST_SERIAL or value != int(value):
+            raise ValueError(f"expiry: {value!r} is not a date (an Excel date is a whole serial number "
+                             f"from 1 to {EXCEL_LAST_SERIAL})")
         return ExpiryRule("date", EXCEL_EPOCH + timedelta(days=int(value)))
     text = str(value).strip()
     low = text.lower()
@@ -149,6 +154,8 @@ def parse_strikes(value: Any) -> int | tuple[float, float]:
     ValueError naming ``strikes``."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return DEFAULT_STRIKES
+    if (err := error_value(value)) is not None:          # "#N/A" text or a COM error code
+        raise ValueError(f"strikes: the cell holds the error {err}")
     if isinstance(value, bool):
         raise ValueError(f"strikes: expected a count such as 10 or a range such as 200-250, got {value!r}")
     if isinstance(value, str):
@@ -168,7 +175,7 @@ def parse_strikes(value: Any) -> int | tuple[float, float]:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value) or value < 1:
         raise ValueError(f"strikes: a count is a whole number from 1, got {value!r}")
     if value > MAX_STRIKES:
-        raise ValueError(f"strikes: at most {MAX_STRIKES} strikes, got {int(value)}; give a range (200-250) instead")
+        raise ValueError(f"strikes: at most {MAX_STRIKES} strikes, got {value:g}; give a range (200-250) instead")
     return int(value)
 
 
